@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Loads an ssmkit dataset with pyarrow and checks it against its manifest.
+
+Usage: python3 scripts/check_dataset.py DATA_DIR
+
+Checks: every table opens with pyarrow; row counts and SHA-256 match the manifest; the
+candidates table has the 24 feature columns of FEATURES.md in order, each with its
+clean_ twin; labels are 0/1 and relevance lies in [0, 1]; every candidate's turn exists.
+Exits non-zero with one line per problem.
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+FEATURES = [
+    "log_age", "importance", "log_access", "tod_sin", "tod_cos", "dow_sin", "dow_cos",
+    "moy_sin", "moy_cos", "log_session_gap", "is_embedded", "is_superseded",
+    "entity_slot", "aspect_slot", "is_constraint", "log_structural_density",
+    "is_ka_traversal", "hop_count_norm", "min_edge_confidence", "avg_aspect_weight",
+    "community_crossings_norm", "path_feedback_score",
+    "log_dependency_strength_product", "focal_distance_norm",
+]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def main(root):
+    root = Path(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    problems = []
+    tables = {}
+    for name, info in manifest["files"].items():
+        path = root / name
+        table = pq.read_table(path)
+        tables[name] = table
+        if table.num_rows != info["rows"]:
+            problems.append(f"{name}: {table.num_rows} rows, manifest says {info['rows']}")
+        if sha256(path) != info["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest")
+    if manifest["features"] != FEATURES:
+        problems.append("manifest feature list differs from FEATURES.md")
+    cands = tables["candidates.parquet"]
+    cols = cands.column_names
+    feat_cols = [c for c in cols if c in FEATURES]
+    if feat_cols != FEATURES:
+        problems.append(f"candidate feature columns out of order: {feat_cols}")
+    for f in FEATURES:
+        if "clean_" + f not in cols:
+            problems.append(f"missing column clean_{f}")
+    labels = set(cands.column("label").to_pylist())
+    if not labels <= {0, 1}:
+        problems.append(f"labels outside 0/1: {sorted(labels)}")
+    rel = cands.column("relevance").to_pylist()
+    if rel and not (min(rel) >= 0.0 and max(rel) <= 1.0):
+        problems.append(f"relevance outside [0, 1]: {min(rel)}..{max(rel)}")
+    turns = tables["turns.parquet"]
+    turn_keys = set(zip(turns.column("user_id").to_pylist(), turns.column("turn_index").to_pylist()))
+    cand_keys = set(zip(cands.column("user_id").to_pylist(), cands.column("turn_index").to_pylist()))
+    if not cand_keys <= turn_keys:
+        problems.append(f"{len(cand_keys - turn_keys)} candidate turns missing from turns.parquet")
+    for p in problems:
+        print(f"{root}: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{root}: ok ({turns.num_rows} turns, {cands.num_rows} candidates, "
+          f"{len(cols)} candidate columns)")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,265 @@
+//! The JSONL importer (SPEC §1.8): the PoC's scenario format and real exported sessions,
+//! into the same Parquet layout, so `train` and `eval` run on them unchanged.
+//!
+//! Each line is one JSON object with `features` (n vectors of 17 or 24 numbers) and
+//! `labels` (n numbers in [0, 1]):
+//! - a PoC scenario (`{"features": …, "labels": …, "name": …}`) becomes one user with one
+//!   turn;
+//! - an exported turn also has `user_id` and `timestamp` (Unix seconds), and optionally
+//!   `session_id`, `memory_ids` and `entity_ids`; a user's turns are ordered by timestamp.
+//!
+//! Vectors of 17 numbers get the path features (dims 17–23) marked missing in `mask`.
+//! Imported data has no clean truth: `clean_*` equal the observed values and `relevance`
+//! is the label.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::tables::Tables;
+use super::writer::{StagedDir, sha256_file};
+use super::{GenOptions, Summary, Writers};
+use crate::error::{Error, Result};
+use crate::features::{BASE_DIM, FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    features: Vec<Vec<f64>>,
+    labels: Vec<f64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    user_id: Option<serde_json::Value>,
+    #[serde(default)]
+    session_id: Option<serde_json::Value>,
+    #[serde(default)]
+    timestamp: Option<f64>,
+    #[serde(default)]
+    memory_ids: Option<Vec<u32>>,
+    #[serde(default)]
+    entity_ids: Option<Vec<u32>>,
+    #[serde(default, rename = "turn")]
+    _turn: Option<u64>,
+}
+
+struct ParsedTurn {
+    line: usize,
+    session: String,
+    timestamp: i64,
+    features: Vec<[f32; FEATURE_DIM]>,
+    mask: u32,
+    labels: Vec<f64>,
+    memory_ids: Option<Vec<u32>>,
+    entity_ids: Option<Vec<u32>>,
+}
+
+fn key(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>, ParsedTurn)> {
+    let err = |msg: String| Error::Jsonl {
+        path: path.to_path_buf(),
+        line: line_no,
+        msg,
+    };
+    let line: Line =
+        serde_json::from_str(text).map_err(|e| err(format!("not a valid record: {e}")))?;
+    let n = line.features.len();
+    if n == 0 {
+        return Err(err("`features` is empty".into()));
+    }
+    if n > 256 {
+        return Err(err(format!("{n} candidates; at most 256 per turn")));
+    }
+    if line.labels.len() != n {
+        return Err(err(format!(
+            "{} labels for {n} feature vectors",
+            line.labels.len()
+        )));
+    }
+    let width = line.features[0].len();
+    if width != BASE_DIM && width != FEATURE_DIM {
+        return Err(err(format!(
+            "feature vectors have {width} numbers; expected {BASE_DIM} or {FEATURE_DIM}"
+        )));
+    }
+    let mut features = Vec::with_capacity(n);
+    for (i, v) in line.features.iter().enumerate() {
+        if v.len() != width {
+            return Err(err(format!(
+                "feature vector {i} has {} numbers, vector 0 has {width}",
+                v.len()
+            )));
+        }
+        let mut x = [0f32; FEATURE_DIM];
+        for (d, &val) in v.iter().enumerate() {
+            if !val.is_finite() {
+                return Err(err(format!(
+                    "feature {} of vector {i} is not finite",
+                    FEATURE_NAMES[d]
+                )));
+            }
+            x[d] = val as f32;
+        }
+        features.push(x);
+    }
+    for (i, &l) in line.labels.iter().enumerate() {
+        if !(0.0..=1.0).contains(&l) {
+            return Err(err(format!("label {i} is {l}, not in [0, 1]")));
+        }
+    }
+    for (what, ids) in [
+        ("memory_ids", &line.memory_ids),
+        ("entity_ids", &line.entity_ids),
+    ] {
+        if let Some(ids) = ids
+            && ids.len() != n
+        {
+            return Err(err(format!("{} {what} for {n} feature vectors", ids.len())));
+        }
+    }
+    let mask = if width == BASE_DIM {
+        ((1u32 << FEATURE_DIM) - 1) & !((1u32 << BASE_DIM) - 1)
+    } else {
+        0
+    };
+    let user = match (&line.user_id, line.timestamp) {
+        (Some(u), Some(_)) => Some(key(u)),
+        (Some(_), None) => return Err(err("`user_id` given without `timestamp`".into())),
+        (None, _) => None,
+    };
+    let _ = line.name;
+    Ok((
+        user,
+        ParsedTurn {
+            line: line_no,
+            session: line.session_id.as_ref().map(key).unwrap_or_default(),
+            timestamp: line.timestamp.unwrap_or(0.0) as i64,
+            features,
+            mask,
+            labels: line.labels,
+            memory_ids: line.memory_ids,
+            entity_ids: line.entity_ids,
+        },
+    ))
+}
+
+/// Imports `input` into a dataset at `opts.out`.
+pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
+    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
+    // Parse everything first: a bad line fails before anything is written.
+    let mut users: Vec<(String, Vec<ParsedTurn>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, text) in BufReader::new(file).lines().enumerate() {
+        let text = text.map_err(|e| Error::io(input, e))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let (user, turn) = parse_line(input, i + 1, &text)?;
+        let user = user.unwrap_or_else(|| format!("scenario-{}", i + 1));
+        let slot = *index.entry(user.clone()).or_insert_with(|| {
+            users.push((user, Vec::new()));
+            users.len() - 1
+        });
+        users[slot].1.push(turn);
+    }
+    if users.is_empty() {
+        return Err(Error::Input(format!("{}: no records", input.display())));
+    }
+    let staged = StagedDir::new(&opts.out, opts.force)?;
+    let mut t = Tables::default();
+    let mut max_k = 0;
+    let mut turns = 0u64;
+    for (u, (_, user_turns)) in users.iter_mut().enumerate() {
+        user_turns.sort_by_key(|t| (t.timestamp, t.line));
+        let mut sessions: HashMap<String, u32> = HashMap::new();
+        let mut prev_ts = None;
+        for (ti, turn) in user_turns.iter().enumerate() {
+            let n_sessions = sessions.len() as u32;
+            let session = *sessions.entry(turn.session.clone()).or_insert(n_sessions);
+            max_k = max_k.max(turn.features.len());
+            turns += 1;
+            let tr = &mut t.turns;
+            tr.user_id.push(u as u32);
+            tr.turn_index.push(ti as u32);
+            tr.session_index.push(session);
+            tr.turn_in_session.push(0);
+            tr.timestamp.push(turn.timestamp);
+            tr.stage.push(0);
+            tr.log_dt
+                .push(prev_ts.map_or(0.0, |p: i64| ((turn.timestamp - p).max(0) as f32).ln_1p()));
+            let x0 = &turn.features[0];
+            tr.tod_sin.push(x0[3]);
+            tr.tod_cos.push(x0[4]);
+            tr.dow_sin.push(x0[5]);
+            tr.dow_cos.push(x0[6]);
+            tr.log_session_age.push(0.0);
+            tr.focal_0.push(-1);
+            tr.focal_1.push(-1);
+            tr.canary.push(0);
+            tr.n_relevant
+                .push(turn.labels.iter().filter(|&&l| l >= 0.5).count() as u8);
+            tr.negative_slots.push(0);
+            prev_ts = Some(turn.timestamp);
+            let c = &mut t.candidates;
+            for (i, x) in turn.features.iter().enumerate() {
+                let memory = turn.memory_ids.as_ref().map_or(i as u32, |m| m[i]);
+                c.user_id.push(u as u32);
+                c.turn_index.push(ti as u32);
+                c.cand_index.push(i as u8);
+                c.memory_id.push(memory);
+                c.entity_id
+                    .push(turn.entity_ids.as_ref().map_or(0, |e| e[i]));
+                c.memory_slot.push(memory % 4096);
+                c.path_id.push(u32::MAX);
+                c.push_features(x);
+                c.mask.push(turn.mask);
+                let label = (turn.labels[i] >= 0.5) as u8;
+                c.label.push(label);
+                c.clean_label.push(label);
+                c.relevance.push(turn.labels[i] as f32);
+                c.canary.push(0);
+                c.hard_negative.push(0);
+            }
+        }
+    }
+    let candidates = t.candidates.user_id.len() as u64;
+    let mut writers = Writers::new(&staged.tmp, polars::prelude::ParquetCompression::Zstd(None));
+    writers.write(t, 0)?;
+    let files = writers.finish(&staged.tmp, 0)?;
+    let manifest = json!({
+        "generator": format!("ssmkit {}", env!("CARGO_PKG_VERSION")),
+        "layout_version": LAYOUT_VERSION,
+        "source": "jsonl",
+        "input": {"path": input.display().to_string(), "sha256": sha256_file(input)?},
+        "features": FEATURE_NAMES,
+        "clean_prefix": "clean_",
+        "embedding_dim": 0,
+        "k": max_k,
+        "hop_features": HOP_FEATURE_NAMES,
+        "canaries": {},
+        "counts": {"users": users.len(), "turns": turns, "candidates": candidates},
+        "files": files,
+    });
+    let path = staged.tmp.join(super::writer::MANIFEST);
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&manifest).expect("serializes") + "\n",
+    )
+    .map_err(|e| Error::io(&path, e))?;
+    let out = staged.commit()?;
+    Ok(Summary {
+        out,
+        users: users.len() as u64,
+        turns,
+        candidates,
+    })
+}

@@ -1,0 +1,470 @@
+//! `ssmkit gen`: the world simulator with planted ground truth, streamed to Parquet.
+//!
+//! Users are simulated in batches, in parallel; each user draws from its own random
+//! streams derived from the seed and its id, so the output does not depend on the batch
+//! size or the number of threads. Per-column noise scales come from the clean variance of
+//! the first `noise.calibration_users` users and are recorded in the manifest.
+
+pub mod calendar;
+pub mod import;
+pub mod noise;
+pub mod poc;
+pub mod sim;
+pub mod tables;
+pub mod world;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+use crate::config::{Config, Preset};
+use crate::error::Result;
+use crate::features::{
+    Canary, FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, HardNegative, LAYOUT_VERSION,
+};
+use sim::UserSpec;
+use tables::Tables;
+use world::roles;
+use writer::{StagedDir, TableWriter};
+
+/// Independent random streams of a user.
+#[derive(Clone, Copy)]
+pub enum Stream {
+    Spec = 1,
+    World = 2,
+    Sim = 3,
+    Noise = 4,
+}
+
+/// The random stream `stream` of user `user` under `seed`.
+pub fn rng_for(seed: u64, user: u32, stream: Stream) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((user as u64) << 8) | stream as u64);
+    rng
+}
+
+/// Options of one `gen` invocation that are not part of the config.
+#[derive(Clone, Debug, Default)]
+pub struct GenOptions {
+    pub out: PathBuf,
+    pub force: bool,
+    pub quiet: bool,
+}
+
+/// What a finished `gen` reports.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub out: PathBuf,
+    pub users: u64,
+    pub turns: u64,
+    pub candidates: u64,
+}
+
+/// Splits users among curriculum stages (largest remainder, then a seeded shuffle) and
+/// draws each user's length.
+pub fn user_specs(config: &Config) -> Vec<UserSpec> {
+    let n = config.world.users as usize;
+    let cur = &config.curriculum;
+    let mut stage_of = vec![0u8; n];
+    if cur.enabled {
+        let quotas: Vec<f64> = cur.stages.iter().map(|s| s.share * n as f64).collect();
+        let mut counts: Vec<usize> = quotas.iter().map(|q| q.floor() as usize).collect();
+        let mut order: Vec<usize> = (0..counts.len()).collect();
+        order.sort_by(|&a, &b| {
+            (quotas[b] - quotas[b].floor()).total_cmp(&(quotas[a] - quotas[a].floor()))
+        });
+        let left = n - counts.iter().sum::<usize>();
+        for &i in order.iter().cycle().take(left) {
+            counts[i] += 1;
+        }
+        let mut ids: Vec<usize> = (0..n).collect();
+        let mut rng = rng_for(config.seed, u32::MAX, Stream::Spec);
+        for i in (1..n).rev() {
+            let j = rng.random_range(0..=i);
+            ids.swap(i, j);
+        }
+        let mut it = ids.into_iter();
+        for (s, &c) in counts.iter().enumerate() {
+            for id in it.by_ref().take(c) {
+                stage_of[id] = s as u8 + 1;
+            }
+        }
+    }
+    (0..n as u32)
+        .map(|u| {
+            let stage = stage_of[u as usize];
+            let mut rng = rng_for(config.seed, u, Stream::Spec);
+            let (range, hard) = if stage == 0 {
+                (config.timeline.turns, config.candidates.hard_negative_share)
+            } else {
+                let s = &cur.stages[stage as usize - 1];
+                (s.turns, s.hard_negative_share)
+            };
+            let turns = match config.preset {
+                Preset::World => rng.random_range(range[0]..=range[1]),
+                Preset::Poc => 1,
+            };
+            UserSpec {
+                user_id: u,
+                stage,
+                turns,
+                hard_negative_share: hard,
+            }
+        })
+        .collect()
+}
+
+/// The SNR of a user: its curriculum stage's, or the dataset's.
+pub fn user_snr(config: &Config, spec: &UserSpec) -> Option<f64> {
+    match spec.stage {
+        0 => config.noise.snr_db,
+        s => Some(config.curriculum.stages[s as usize - 1].snr_db),
+    }
+}
+
+fn simulate_user(config: &Config, spec: &UserSpec) -> Tables {
+    let mut world_rng = rng_for(config.seed, spec.user_id, Stream::World);
+    let mut rng = rng_for(config.seed, spec.user_id, Stream::Sim);
+    match config.preset {
+        Preset::World => sim::simulate(config, spec, &mut world_rng, &mut rng),
+        Preset::Poc => poc::simulate(config, spec, &mut rng),
+    }
+}
+
+fn progress(n: u64, quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Running counts for the manifest.
+#[derive(Default)]
+struct Counts {
+    turns: u64,
+    candidates: u64,
+    memories: u64,
+    paths: u64,
+    relevant: u64,
+    clean_relevant: u64,
+    hard: [u64; 5],
+    canary_rows: [u64; 14],
+    noise: noise::NoiseCounts,
+}
+
+impl Counts {
+    fn add(&mut self, t: &Tables) {
+        let c = &t.candidates;
+        self.turns += t.turns.user_id.len() as u64;
+        self.candidates += c.user_id.len() as u64;
+        self.memories += t.memories.user_id.len() as u64;
+        self.paths += t.paths.user_id.len() as u64;
+        self.relevant += c.label.iter().map(|&l| l as u64).sum::<u64>();
+        self.clean_relevant += c.clean_label.iter().map(|&l| l as u64).sum::<u64>();
+        for &h in &c.hard_negative {
+            self.hard[h as usize] += 1;
+        }
+        for &m in &c.canary {
+            for (i, n) in self.canary_rows.iter_mut().enumerate() {
+                *n += ((m >> i) & 1) as u64;
+            }
+        }
+    }
+}
+
+/// Generates the dataset described by `config` into `opts.out`.
+pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
+    config.validate()?;
+    let staged = StagedDir::new(&opts.out, opts.force)?;
+    let compression = writer::compression(&config.output.compression)?;
+    let specs = user_specs(config);
+    let n = specs.len();
+    let dim = config.world.embedding_dim as usize;
+    let mut out = Writers::new(&staged.tmp, compression);
+    let bar = progress(n as u64, opts.quiet, "gen");
+    let mut counts = Counts::default();
+    let calibration = (config.noise.calibration_users as usize).min(n);
+    let batch = (config.output.users_per_batch as usize).max(1);
+    let mut variance = [0.0; FEATURE_DIM];
+    let mut start = 0;
+    while start < n {
+        let end = if start == 0 {
+            batch.max(calibration)
+        } else {
+            start + batch
+        }
+        .min(n);
+        let mut users: Vec<Tables> = specs[start..end]
+            .par_iter()
+            .map(|s| simulate_user(config, s))
+            .collect();
+        if start == 0 {
+            variance = noise::column_variance(users[..calibration].iter().map(|t| &t.candidates));
+        }
+        let noise_counts: Vec<noise::NoiseCounts> = users
+            .par_iter_mut()
+            .zip(&specs[start..end])
+            .map(|(t, spec)| {
+                let sigma = noise::sigma_for(&variance, user_snr(config, spec));
+                let mut rng = rng_for(config.seed, spec.user_id, Stream::Noise);
+                noise::apply(&mut t.candidates, &sigma, &config.noise, &mut rng)
+            })
+            .collect();
+        let mut merged = Tables::default();
+        for (t, nc) in users.iter().zip(noise_counts) {
+            counts.add(t);
+            counts.noise += nc;
+            merged.extend(t);
+        }
+        drop(users);
+        out.write(merged, dim)?;
+        bar.inc((end - start) as u64);
+        start = end;
+    }
+    bar.finish_and_clear();
+    let files = out.finish(&staged.tmp, dim)?;
+    let manifest = manifest(config, &specs, &variance, &counts, files, "world");
+    write_manifest(&staged.tmp, config, &manifest)?;
+    let out = staged.commit()?;
+    Ok(Summary {
+        out,
+        users: n as u64,
+        turns: counts.turns,
+        candidates: counts.candidates,
+    })
+}
+
+/// The four table writers of a dataset.
+pub struct Writers {
+    turns: TableWriter,
+    candidates: TableWriter,
+    memories: TableWriter,
+    paths: TableWriter,
+}
+
+impl Writers {
+    pub fn new(dir: &Path, compression: polars::prelude::ParquetCompression) -> Writers {
+        Writers {
+            turns: TableWriter::new(dir.join(writer::TURNS), compression),
+            candidates: TableWriter::new(dir.join(writer::CANDIDATES), compression),
+            memories: TableWriter::new(dir.join(writer::MEMORIES), compression),
+            paths: TableWriter::new(dir.join(writer::PATHS), compression),
+        }
+    }
+
+    pub fn write(&mut self, t: Tables, dim: usize) -> Result<()> {
+        self.turns.write(&t.turns.into_frame(dim)?)?;
+        self.candidates.write(&t.candidates.into_frame()?)?;
+        self.memories.write(&t.memories.into_frame(dim)?)?;
+        self.paths.write(&t.paths.into_frame()?)?;
+        Ok(())
+    }
+
+    /// Closes the files; returns each file's rows, bytes and SHA-256.
+    pub fn finish(self, dir: &Path, dim: usize) -> Result<Value> {
+        let empty = Tables::default();
+        let rows = [
+            self.turns.finish(&empty.turns.clone().into_frame(dim)?)?,
+            self.candidates
+                .finish(&empty.candidates.clone().into_frame()?)?,
+            self.memories
+                .finish(&empty.memories.clone().into_frame(dim)?)?,
+            self.paths.finish(&empty.paths.into_frame()?)?,
+        ];
+        let mut files = serde_json::Map::new();
+        for (name, rows) in writer::TABLES.iter().zip(rows) {
+            let path = dir.join(name);
+            let bytes = std::fs::metadata(&path)
+                .map_err(|e| crate::error::Error::io(&path, e))?
+                .len();
+            files.insert(
+                name.to_string(),
+                json!({"rows": rows, "bytes": bytes, "sha256": writer::sha256_file(&path)?}),
+            );
+        }
+        Ok(Value::Object(files))
+    }
+}
+
+/// The planted patterns' parameters, from which `eval` builds probes.
+pub fn canary_manifest(config: &Config) -> Value {
+    let k = &config.canaries;
+    let p = &config.patterns;
+    let mut m = serde_json::Map::new();
+    let mut put = |c: Canary, v: Value| {
+        let mut v = v;
+        v["bit"] = json!(c.bit());
+        m.insert(c.name().to_string(), v);
+    };
+    if k.enabled && config.preset == Preset::World {
+        put(
+            Canary::TemporalCycle,
+            json!({
+                "entity": roles::CYCLE_X, "memories": roles::X_MEMORIES, "weekday": k.cycle_weekday,
+                "relevance": "mean * (1 + amplitude * cos(2π (w - weekday - 0.5) / 7)), w = position in the week in days",
+                "mean": k.cycle_mean, "amplitude": k.cycle_amplitude,
+                "criterion": "relevance(X on its weekday) > 2 x relevance(X three days later)",
+            }),
+        );
+        put(
+            Canary::RecencyDecay,
+            json!({
+                "entity": roles::RECENCY_R, "memories": "every memory of the entity (new ones appear at session starts)",
+                "relevance": "p0 * exp(-lambda * age_days)", "lambda_per_day": k.recency_lambda, "p0": k.recency_p0,
+                "criterion": "decay rate fitted to predictions within 20% of lambda",
+            }),
+        );
+        put(
+            Canary::EntitySelectivity,
+            json!({
+                "entity": roles::SELECT_Y, "memories": roles::Y_MEMORIES, "selector": roles::SELECT_Z,
+                "contrast": roles::SELECT_W, "relevance_on": k.selectivity_on, "relevance_off": k.selectivity_off,
+                "focal_prob": k.selectivity_focal_prob,
+                "criterion": "relevance(Y | Z focal) > 3 x relevance(Y | W focal)",
+            }),
+        );
+        put(
+            Canary::SupersessionChain,
+            json!({
+                "entity": roles::CHAIN_S, "chain": roles::CHAIN, "levels_newest_first": k.supersession_levels,
+                "created": "A before the timeline, B at 30% and C at 60% of the user's turns",
+                "criterion": "relevance C > B > A at all test points",
+            }),
+        );
+        put(
+            Canary::Burst,
+            json!({
+                "burst_prob_per_turn": p.burst_prob_per_turn, "burst_turns": p.burst_turns,
+                "post_burst_turns": k.post_burst_turns, "relevance": k.burst_relevance,
+                "entity": "drawn per burst; turns tagged with this bit are the post-burst queries",
+                "criterion": "Recall@10 on post-burst queries > 0.8",
+            }),
+        );
+        put(
+            Canary::CrossEntityDependency,
+            json!({
+                "active": roles::DEP_P, "dependent": roles::DEP_Q, "memories": roles::Q_MEMORIES,
+                "relevance_on": k.dependency_on, "relevance_off": k.dependency_off, "focal_prob": k.dependency_focal_prob,
+                "criterion": "correlation(P focal, relevance of Q's memories) > 0.7",
+            }),
+        );
+        put(
+            Canary::Combined,
+            json!({
+                "entity": roles::COMBINED_V, "selector": roles::COMBINED_T, "weekday": k.combined_weekday,
+                "floor": k.combined_floor, "lambda_per_day": k.combined_lambda, "focal_prob": k.combined_focal_prob,
+                "relevance": "0.95 * cycle * selector * recency, each factor in [floor, 1]",
+                "criterion": "removing any one signal drops accuracy by more than 10%",
+            }),
+        );
+    }
+    if config.preset == Preset::Poc || k.poc_share > 0.0 {
+        for (c, rule) in Canary::POC.iter().zip(poc::RULES) {
+            put(
+                *c,
+                json!({
+                    "rule": rule, "relevance_if_rule": poc::RULE_ON, "relevance_otherwise": poc::RULE_OFF,
+                    "share_of_turns": if config.preset == Preset::Poc { 1.0 / 7.0 } else { k.poc_share / 7.0 },
+                }),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
+fn manifest(
+    config: &Config,
+    specs: &[UserSpec],
+    variance: &[f64; FEATURE_DIM],
+    counts: &Counts,
+    files: Value,
+    source: &str,
+) -> Value {
+    let mut stage_users = vec![0u64; config.curriculum.stages.len() + 1];
+    for s in specs {
+        stage_users[s.stage as usize] += 1;
+    }
+    let mut sigma = serde_json::Map::new();
+    for (i, users) in stage_users.iter().enumerate() {
+        if *users > 0 {
+            let spec = UserSpec {
+                user_id: 0,
+                stage: i as u8,
+                turns: 0,
+                hard_negative_share: 0.0,
+            };
+            sigma.insert(
+                i.to_string(),
+                json!(noise::sigma_for(variance, user_snr(config, &spec))),
+            );
+        }
+    }
+    let hard: serde_json::Map<String, Value> = HardNegative::KINDS
+        .iter()
+        .map(|k| (k.name().to_string(), json!(counts.hard[*k as usize])))
+        .collect();
+    let canary_rows: serde_json::Map<String, Value> = Canary::all()
+        .map(|c| (c.name().to_string(), json!(counts.canary_rows[c as usize])))
+        .collect();
+    json!({
+        "generator": format!("ssmkit {}", env!("CARGO_PKG_VERSION")),
+        "layout_version": LAYOUT_VERSION,
+        "source": source,
+        "seed": config.seed,
+        "config": serde_json::to_value(config).expect("config serializes"),
+        "features": FEATURE_NAMES,
+        "clean_prefix": "clean_",
+        "embedding_dim": config.world.embedding_dim,
+        "k": config.candidates.k,
+        "hop_features": HOP_FEATURE_NAMES,
+        "hop_types": {"0": "entity", "1": "aspect", "2": "attribute", "3": "dependency"},
+        "hard_negative_kinds": {"0": "none", "1": "entity_neighbor", "2": "temporal_neighbor", "3": "semantic_neighbor", "4": "superseded"},
+        "canary_bits": Canary::all().map(|c| (c.name().to_string(), json!(c.bit()))).collect::<serde_json::Map<_, _>>(),
+        "canaries": canary_manifest(config),
+        "noise": {
+            "snr_db": config.noise.snr_db,
+            "column_variance": variance.to_vec(),
+            "calibration_users": (config.noise.calibration_users as usize).min(specs.len()),
+            "sigma_by_stage": sigma,
+            "label_flip": config.noise.label_flip,
+            "corruption": config.noise.corruption,
+            "missing": config.noise.missing,
+            "applied": counts.noise,
+        },
+        "counts": {
+            "users": specs.len(),
+            "users_by_stage": stage_users,
+            "turns": counts.turns,
+            "candidates": counts.candidates,
+            "memories": counts.memories,
+            "path_hops": counts.paths,
+            "relevant_labels": counts.relevant,
+            "clean_relevant_labels": counts.clean_relevant,
+            "hard_negatives": hard,
+            "canary_rows": canary_rows,
+        },
+        "files": files,
+    })
+}
+
+fn write_manifest(dir: &Path, config: &Config, manifest: &Value) -> Result<()> {
+    let path = dir.join(writer::MANIFEST);
+    let text = serde_json::to_string_pretty(manifest).expect("manifest serializes");
+    std::fs::write(&path, text + "\n").map_err(|e| crate::error::Error::io(&path, e))?;
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config.to_toml()).map_err(|e| crate::error::Error::io(&path, e))?;
+    Ok(())
+}

@@ -1,0 +1,1077 @@
+//! The session simulator: one user's timeline of sessions and turns, the temporal
+//! pattern mixer that picks focal entities, the canaries, and the candidate sets with
+//! their clean relevance, features and traversal paths.
+//!
+//! Relevance is an intensity in [0, 1] per (memory, turn). Ordinary memories follow the
+//! mixer (focal entity, dependency neighbours, age decay, importance, supersession);
+//! canary memories follow their planted rule exactly, so each canary's effect is visible
+//! in the clean ground truth with a known strength.
+
+use std::collections::HashMap;
+use std::f64::consts::TAU;
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp, StandardNormal};
+
+use super::calendar;
+use super::tables::Tables;
+use super::world::{Decay, Edge, World, roles};
+use crate::config::Config;
+use crate::features::{Canary, FEATURE_DIM, HardNegative, HopType, MAX_HOPS, feat};
+
+/// Least relevance of a memory in a turn's positive pool.
+const POOL_MIN_RELEVANCE: f64 = 0.2;
+
+/// What the driver decides about a user before simulating it.
+#[derive(Clone, Debug)]
+pub struct UserSpec {
+    pub user_id: u32,
+    /// Curriculum stage (0 when the curriculum is off).
+    pub stage: u8,
+    pub turns: u32,
+    pub hard_negative_share: f64,
+}
+
+/// One scheduled turn.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    pub ts: i64,
+    pub session: u32,
+    pub turn_in_session: u32,
+    pub session_start: i64,
+    /// Start of the previous session, if any.
+    pub prev_session_start: Option<i64>,
+}
+
+/// Lays out `n_turns` turns over sessions: 1–10 sessions on active days, 5–50 turns per
+/// session, exponential gaps between turns, session starts around two preferred hours.
+pub fn schedule(config: &Config, rng: &mut ChaCha8Rng, first_day: i64, n_turns: u32) -> Vec<Slot> {
+    let t = &config.timeline;
+    let gap = Exp::new(1.0 / t.mean_turn_gap_s).expect("positive gap");
+    let hours = [rng.random_range(8.0..12.0), rng.random_range(18.0..22.0)];
+    let mut slots = Vec::with_capacity(n_turns as usize);
+    let mut day = first_day;
+    let mut cursor = first_day * 86_400;
+    let mut session = 0u32;
+    let mut prev_start = None;
+    while slots.len() < n_turns as usize {
+        if slots.is_empty() || rng.random_bool(t.active_day_share) {
+            let n_sessions = rng.random_range(t.sessions_per_day[0]..=t.sessions_per_day[1]);
+            let mut starts: Vec<f64> = (0..n_sessions)
+                .map(|_| {
+                    let h = hours[rng.random_range(0..2)];
+                    let z: f64 = StandardNormal.sample(rng);
+                    (h + 1.5 * z).clamp(0.0, 23.9)
+                })
+                .collect();
+            starts.sort_by(f64::total_cmp);
+            for h in starts {
+                if slots.len() >= n_turns as usize {
+                    break;
+                }
+                let start = (day * 86_400 + (h * 3600.0) as i64).max(cursor + 300);
+                let left = n_turns as usize - slots.len();
+                let n = (rng.random_range(t.turns_per_session[0]..=t.turns_per_session[1])
+                    as usize)
+                    .min(left);
+                let mut ts = start;
+                for i in 0..n {
+                    if i > 0 {
+                        ts += 1 + gap.sample(rng) as i64;
+                    }
+                    slots.push(Slot {
+                        ts,
+                        session,
+                        turn_in_session: i as u32,
+                        session_start: start,
+                        prev_session_start: prev_start,
+                    });
+                }
+                cursor = ts;
+                prev_start = Some(start);
+                session += 1;
+            }
+        }
+        day += 1;
+    }
+    slots
+}
+
+/// A candidate before features: which memory, its clean relevance, what planted it.
+#[derive(Clone, Copy, Debug)]
+struct Pick {
+    memory: u32,
+    p: f64,
+    canary: u16,
+    hard: HardNegative,
+}
+
+/// Per-user simulation state beyond the world.
+struct State {
+    /// BFS tree per focal entity: parent and the edge used, `u32::MAX` if unreached.
+    bfs: HashMap<u32, Vec<(u32, Edge)>>,
+    /// Path id per (focal entity, memory).
+    path_ids: HashMap<(u32, u32), u32>,
+    /// Path feedback per (focal entity, target entity): (successes, trials).
+    feedback: HashMap<(u32, u32), (f32, f32)>,
+    burst_entity: u32,
+    burst_left: u32,
+    post_burst_left: u32,
+    prev_primary: Option<u32>,
+    prev_focal: [Option<u32>; 2],
+}
+
+/// Turn-level context shared by all candidates of a turn.
+struct Turn {
+    ts: i64,
+    focal: [Option<u32>; 2],
+    /// Continuous weekday position in [0, 7), Monday 00:00 = 0.
+    weekday: f64,
+    post_burst: bool,
+}
+
+impl Turn {
+    fn is_focal(&self, e: u32) -> bool {
+        self.focal.contains(&Some(e))
+    }
+}
+
+/// Simulates one user; returns its rows with clean features (the noise pass comes later).
+pub fn simulate(
+    config: &Config,
+    spec: &UserSpec,
+    world_rng: &mut ChaCha8Rng,
+    rng: &mut ChaCha8Rng,
+) -> Tables {
+    let t = &config.timeline;
+    let first_day =
+        t.start_unix.div_euclid(86_400) + world_rng.random_range(0..=t.start_spread_days as i64);
+    let mut world = World::generate(config, world_rng, first_day * 86_400);
+    let slots = schedule(config, rng, first_day, spec.turns);
+    let mut sim = Sim {
+        config,
+        spec,
+        world: &mut world,
+        rng,
+        state: State {
+            bfs: HashMap::new(),
+            path_ids: HashMap::new(),
+            feedback: HashMap::new(),
+            burst_entity: 0,
+            burst_left: 0,
+            post_burst_left: 0,
+            prev_primary: None,
+            prev_focal: [None, None],
+        },
+        out: Tables::default(),
+    };
+    sim.plant_chain(&slots);
+    for (i, slot) in slots.iter().enumerate() {
+        if slot.turn_in_session == 0 {
+            sim.session_events(slot.ts);
+        }
+        let prev_ts = if i == 0 { None } else { Some(slots[i - 1].ts) };
+        sim.turn(i as u32, slot, prev_ts);
+    }
+    sim.write_memories();
+    sim.out
+}
+
+struct Sim<'a> {
+    config: &'a Config,
+    spec: &'a UserSpec,
+    world: &'a mut World,
+    rng: &'a mut ChaCha8Rng,
+    state: State,
+    out: Tables,
+}
+
+impl Sim<'_> {
+    /// Dates the chain A → B → C: B appears 30% and C 60% of the way through the timeline.
+    fn plant_chain(&mut self, slots: &[Slot]) {
+        let [a, b, c] = roles::CHAIN;
+        let n = slots.len();
+        let tb = slots[(n * 3 / 10).min(n - 1)].ts;
+        let tc = slots[(n * 6 / 10).min(n - 1)].ts.max(tb + 1);
+        let m = &mut self.world.memories;
+        m[b as usize].created = tb;
+        m[b as usize].supersedes = Some(a);
+        m[a as usize].superseded_at = Some(tb);
+        m[c as usize].created = tc;
+        m[c as usize].supersedes = Some(b);
+        m[b as usize].superseded_at = Some(tc);
+    }
+
+    /// World events at the start of a session: new memories, supersessions, and new
+    /// memories of the decaying canary entities R and V.
+    fn session_events(&mut self, ts: i64) {
+        let cfg = self.config;
+        let n = self.world.n_entities() as u32;
+        if self.rng.random_bool(cfg.world.memory_creation_rate) {
+            let e = match self.state.prev_primary {
+                Some(e) if self.rng.random_bool(0.5) => e,
+                _ => self.rng.random_range(roles::FIRST_ORDINARY..n),
+            };
+            self.world.add_memory(cfg, self.rng, e, ts);
+        }
+        // Facts about the entities in use get updated: the superseded versions stay in
+        // the store (the superseded hard negatives and the PoC's supersession filter).
+        if self.rng.random_bool(cfg.world.supersession_rate) {
+            let e = self.draw_mixer_entity(ts, None);
+            let current: Vec<u32> = self.world.by_entity[e as usize]
+                .iter()
+                .copied()
+                .filter(|&m| {
+                    let mem = &self.world.memories[m as usize];
+                    mem.superseded_at.is_none() && mem.exists(ts)
+                })
+                .collect();
+            if !current.is_empty() {
+                let m = current[self.rng.random_range(0..current.len())];
+                self.world.supersede(cfg, self.rng, m, ts);
+            }
+        }
+        if cfg.canaries.enabled {
+            for e in [roles::RECENCY_R, roles::COMBINED_V] {
+                if self.rng.random_bool(0.5) {
+                    self.world.add_memory(cfg, self.rng, e, ts);
+                }
+            }
+        }
+    }
+
+    /// Mixer weight of an ordinary entity at this moment: popularity × daily cycle ×
+    /// weekly cycle × seasonal drift.
+    fn mixer_weight(&self, e: u32, hour: f64, weekday: f64, day: f64) -> f64 {
+        let p = &self.config.patterns;
+        let ent = &self.world.entities[e as usize];
+        let daily = 1.0 + p.daily_amplitude * (TAU * (hour - ent.pref_hour) / 24.0).cos();
+        let weekly = 1.0 + p.weekly_amplitude * (TAU * (weekday - ent.pref_weekday) / 7.0).cos();
+        let season = (p.seasonal_amplitude
+            * (TAU * day / p.seasonal_period_days + ent.season_phase).sin())
+        .exp();
+        ent.popularity * daily * weekly * season
+    }
+
+    fn draw_mixer_entity(&mut self, ts: i64, exclude: Option<u32>) -> u32 {
+        let n = self.world.n_entities() as u32;
+        let hour = calendar::hour(ts);
+        let weekday = calendar::weekday(ts);
+        let day = ts as f64 / 86_400.0;
+        let weights: Vec<f64> = (roles::FIRST_ORDINARY..n)
+            .map(|e| {
+                if Some(e) == exclude {
+                    0.0
+                } else {
+                    self.mixer_weight(e, hour, weekday, day)
+                }
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut x = self.rng.random_range(0.0..total);
+        for (i, w) in weights.iter().enumerate() {
+            if x < *w {
+                return roles::FIRST_ORDINARY + i as u32;
+            }
+            x -= w;
+        }
+        n - 1
+    }
+
+    /// Picks the turn's focal entities: bursts, persistence, the mixer, and the canary
+    /// selectors (Z or W, P, T) in the second slot.
+    fn focal(&mut self, ts: i64) -> ([Option<u32>; 2], bool) {
+        let cfg = self.config;
+        let p = &cfg.patterns;
+        let mut post_burst = false;
+        let primary = if self.state.burst_left > 0 {
+            self.state.burst_left -= 1;
+            if self.state.burst_left == 0 {
+                self.state.post_burst_left = cfg.canaries.post_burst_turns;
+            }
+            self.state.burst_entity
+        } else {
+            if self.state.post_burst_left > 0 {
+                self.state.post_burst_left -= 1;
+                post_burst = cfg.canaries.enabled;
+            }
+            let burst_start = self.state.post_burst_left == 0
+                && !post_burst
+                && self.rng.random_bool(p.burst_prob_per_turn);
+            if burst_start {
+                let e = self.draw_mixer_entity(ts, None);
+                let len = self.rng.random_range(p.burst_turns[0]..=p.burst_turns[1]);
+                self.state.burst_entity = e;
+                self.state.burst_left = len - 1;
+                if self.state.burst_left == 0 {
+                    self.state.post_burst_left = cfg.canaries.post_burst_turns;
+                }
+                e
+            } else {
+                match self.state.prev_primary {
+                    Some(e) if self.rng.random_bool(p.focal_persistence) => e,
+                    _ => self.draw_mixer_entity(ts, post_burst.then_some(self.state.burst_entity)),
+                }
+            }
+        };
+        // While the burst entity's memories are relevant after the burst, it is not focal.
+        let primary = if post_burst && primary == self.state.burst_entity {
+            self.draw_mixer_entity(ts, Some(self.state.burst_entity))
+        } else {
+            primary
+        };
+        let k = &cfg.canaries;
+        let x: f64 = self.rng.random_range(0.0..1.0);
+        let second = if k.enabled && x < k.selectivity_focal_prob {
+            Some(if self.rng.random_bool(0.5) {
+                roles::SELECT_Z
+            } else {
+                roles::SELECT_W
+            })
+        } else if k.enabled && x < k.selectivity_focal_prob + k.dependency_focal_prob {
+            Some(roles::DEP_P)
+        } else if k.enabled
+            && x < k.selectivity_focal_prob + k.dependency_focal_prob + k.combined_focal_prob
+        {
+            Some(roles::COMBINED_T)
+        } else if self.rng.random_bool(p.second_focal) {
+            let e = self.draw_mixer_entity(ts, Some(primary));
+            (!(post_burst && e == self.state.burst_entity)).then_some(e)
+        } else {
+            None
+        };
+        self.state.prev_primary = Some(primary);
+        ([Some(primary), second], post_burst)
+    }
+
+    /// Clean relevance of an ordinary memory under the mixer.
+    fn world_relevance(&self, m: u32, turn: &Turn) -> f64 {
+        let p = &self.config.patterns;
+        let mem = &self.world.memories[m as usize];
+        let e = mem.entity;
+        let base = if turn.is_focal(e) {
+            p.focal_relevance
+        } else {
+            let edge = turn
+                .focal
+                .iter()
+                .flatten()
+                .filter_map(|&f| self.world.has_edge(f, e))
+                .map(|d| d.strength as f64)
+                .fold(0.0, f64::max);
+            if edge > 0.0 {
+                (p.neighbour_relevance * edge).max(p.background_relevance)
+            } else {
+                p.background_relevance
+            }
+        };
+        let age = ((turn.ts - mem.created) as f64 / 86_400.0).max(0.0);
+        let decay = if mem.pinned {
+            1.0
+        } else {
+            match mem.decay {
+                Decay::Exponential => (-age / p.exp_decay_days).exp(),
+                Decay::PowerLaw => (1.0 + age / p.exp_decay_days).powf(-p.power_law_alpha),
+            }
+        };
+        let importance = 0.5 + mem.importance as f64;
+        let superseded = if mem.superseded(turn.ts) {
+            p.superseded_factor
+        } else {
+            1.0
+        };
+        (base * (0.05 + 0.95 * decay) * importance * superseded).min(0.97)
+    }
+
+    /// Relevance of X's memories: a weekly cycle peaking at noon of `weekday`.
+    fn cycle(mean: f64, amplitude: f64, weekday: u32, turn: &Turn) -> f64 {
+        mean * (1.0 + amplitude * (TAU * (turn.weekday - (weekday as f64 + 0.5)) / 7.0).cos())
+    }
+
+    /// Clean relevance of a canary memory and the canary it belongs to, or `None` for an
+    /// ordinary memory.
+    fn canary_relevance(&self, m: u32, turn: &Turn) -> Option<(f64, Canary)> {
+        let k = &self.config.canaries;
+        if !k.enabled {
+            return None;
+        }
+        let mem = &self.world.memories[m as usize];
+        let age = ((turn.ts - mem.created) as f64 / 86_400.0).max(0.0);
+        match mem.entity {
+            roles::CYCLE_X => Some((
+                Self::cycle(k.cycle_mean, k.cycle_amplitude, k.cycle_weekday, turn),
+                Canary::TemporalCycle,
+            )),
+            roles::RECENCY_R => Some((
+                k.recency_p0 * (-k.recency_lambda * age).exp(),
+                Canary::RecencyDecay,
+            )),
+            roles::SELECT_Y => Some((
+                if turn.is_focal(roles::SELECT_Z) {
+                    k.selectivity_on
+                } else {
+                    k.selectivity_off
+                },
+                Canary::EntitySelectivity,
+            )),
+            roles::CHAIN_S => {
+                // Rank among the chain's existing versions, newest first.
+                let newer = roles::CHAIN
+                    .iter()
+                    .filter(|&&c| {
+                        let other = &self.world.memories[c as usize];
+                        other.exists(turn.ts) && other.created > mem.created
+                    })
+                    .count();
+                Some((
+                    k.supersession_levels[newer.min(2)],
+                    Canary::SupersessionChain,
+                ))
+            }
+            roles::DEP_Q => Some((
+                if turn.is_focal(roles::DEP_P) {
+                    k.dependency_on
+                } else {
+                    k.dependency_off
+                },
+                Canary::CrossEntityDependency,
+            )),
+            roles::COMBINED_V => {
+                let f = k.combined_floor;
+                let cyc = f + (1.0 - f) * 0.5 * Self::cycle(1.0, 1.0, k.combined_weekday, turn);
+                let sel = if turn.is_focal(roles::COMBINED_T) {
+                    1.0
+                } else {
+                    f
+                };
+                let rec = f + (1.0 - f) * (-k.combined_lambda * age).exp();
+                Some((0.95 * cyc * sel * rec, Canary::Combined))
+            }
+            _ => None,
+        }
+    }
+
+    fn existing(&self, e: u32, ts: i64) -> Vec<u32> {
+        self.world.by_entity[e as usize]
+            .iter()
+            .copied()
+            .filter(|&m| self.world.memories[m as usize].exists(ts))
+            .collect()
+    }
+
+    fn sample_existing(&mut self, e: u32, ts: i64, n: usize) -> Vec<u32> {
+        let mut ms = self.existing(e, ts);
+        for i in (1..ms.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            ms.swap(i, j);
+        }
+        ms.truncate(n);
+        ms
+    }
+
+    /// The canary memories this turn puts into the candidate set.
+    fn canary_picks(&mut self, turn: &Turn, picks: &mut Vec<Pick>) {
+        let k = &self.config.canaries;
+        if !k.enabled {
+            return;
+        }
+        let groups: [(u32, usize); 6] = [
+            (roles::CYCLE_X, 2),
+            (roles::RECENCY_R, 2),
+            (roles::SELECT_Y, 2),
+            (roles::CHAIN_S, 3),
+            (roles::DEP_Q, 2),
+            (roles::COMBINED_V, 2),
+        ];
+        for (e, n) in groups {
+            if self.rng.random_bool(k.inject_prob) {
+                for m in self.sample_existing(e, turn.ts, n) {
+                    let (p, c) = self.canary_relevance(m, turn).expect("canary entity");
+                    picks.push(Pick {
+                        memory: m,
+                        p,
+                        canary: c.bit(),
+                        hard: HardNegative::None,
+                    });
+                }
+            }
+        }
+        if turn.post_burst {
+            let e = self.state.burst_entity;
+            for m in self.sample_existing(e, turn.ts, 3) {
+                if !picks.iter().any(|p| p.memory == m) {
+                    picks.push(Pick {
+                        memory: m,
+                        p: k.burst_relevance,
+                        canary: Canary::Burst.bit(),
+                        hard: HardNegative::None,
+                    });
+                }
+            }
+        }
+    }
+
+    fn ordinary_pick(&self, m: u32, turn: &Turn, hard: HardNegative) -> Pick {
+        Pick {
+            memory: m,
+            p: self.world_relevance(m, turn),
+            canary: 0,
+            hard,
+        }
+    }
+
+    fn taken(picks: &[Pick], m: u32) -> bool {
+        picks.iter().any(|p| p.memory == m)
+    }
+
+    fn random_ordinary_entity(&mut self) -> u32 {
+        let n = self.world.n_entities() as u32;
+        self.rng.random_range(roles::FIRST_ORDINARY..n)
+    }
+
+    /// One hard negative of the given kind, if this turn's world has one.
+    fn hard_negative(&mut self, kind: HardNegative, turn: &Turn, picks: &[Pick]) -> Option<Pick> {
+        let primary = turn.focal[0]?;
+        let ok = |s: &Self, m: u32| -> bool {
+            !Self::taken(picks, m)
+                && s.world.memories[m as usize].exists(turn.ts)
+                && World::is_ordinary(s.world.memories[m as usize].entity)
+        };
+        match kind {
+            HardNegative::EntityNeighbor => {
+                let adj: Vec<u32> = turn
+                    .focal
+                    .iter()
+                    .flatten()
+                    .flat_map(|&f| {
+                        self.world.entities[f as usize]
+                            .adjacent
+                            .iter()
+                            .map(|d| d.to)
+                    })
+                    .filter(|&e| World::is_ordinary(e) && !turn.is_focal(e))
+                    .collect();
+                for _ in 0..6 {
+                    if adj.is_empty() {
+                        break;
+                    }
+                    let e = adj[self.rng.random_range(0..adj.len())];
+                    let ms = &self.world.by_entity[e as usize];
+                    if ms.is_empty() {
+                        continue;
+                    }
+                    let m = ms[self.rng.random_range(0..ms.len())];
+                    if ok(self, m) {
+                        let pick = self.ordinary_pick(m, turn, kind);
+                        if pick.p < 0.15 {
+                            return Some(pick);
+                        }
+                    }
+                }
+                None
+            }
+            HardNegative::TemporalNeighbor => {
+                let stale = turn
+                    .focal
+                    .iter()
+                    .flatten()
+                    .flat_map(|&f| self.world.by_entity[f as usize].iter().copied())
+                    .filter(|&m| {
+                        ok(self, m) && !self.world.memories[m as usize].superseded(turn.ts)
+                    })
+                    .map(|m| self.ordinary_pick(m, turn, kind))
+                    .min_by(|a, b| a.p.total_cmp(&b.p));
+                stale.filter(|p| p.p < 0.2)
+            }
+            HardNegative::SemanticNeighbor => {
+                let community = self.world.entities[primary as usize].community;
+                let center = self.world.entities[primary as usize].center.clone();
+                let mut best: Option<(f32, u32)> = None;
+                for _ in 0..12 {
+                    let e = self.random_ordinary_entity();
+                    let ent = &self.world.entities[e as usize];
+                    if ent.community != community
+                        || turn.is_focal(e)
+                        || self.world.adjacent(primary, e)
+                    {
+                        continue;
+                    }
+                    let ms = &self.world.by_entity[e as usize];
+                    if ms.is_empty() {
+                        continue;
+                    }
+                    let m = ms[self.rng.random_range(0..ms.len())];
+                    if !ok(self, m) {
+                        continue;
+                    }
+                    let sim = cosine(&self.world.memories[m as usize].embedding, &center);
+                    if best.is_none_or(|(s, _)| sim > s) {
+                        best = Some((sim, m));
+                    }
+                }
+                best.map(|(_, m)| self.ordinary_pick(m, turn, kind))
+                    .filter(|p| p.p < 0.15)
+            }
+            HardNegative::Superseded => {
+                let olds: Vec<u32> = turn
+                    .focal
+                    .iter()
+                    .flatten()
+                    .flat_map(|&f| {
+                        std::iter::once(f).chain(
+                            self.world.entities[f as usize]
+                                .adjacent
+                                .iter()
+                                .map(|d| d.to),
+                        )
+                    })
+                    .filter(|&e| World::is_ordinary(e))
+                    .flat_map(|e| self.world.by_entity[e as usize].iter().copied())
+                    .filter(|&m| ok(self, m) && self.world.memories[m as usize].superseded(turn.ts))
+                    .collect();
+                if olds.is_empty() {
+                    return None;
+                }
+                let m = olds[self.rng.random_range(0..olds.len())];
+                Some(self.ordinary_pick(m, turn, kind))
+            }
+            HardNegative::None => None,
+        }
+    }
+
+    /// Builds the K candidates of a turn: canaries, then the positive pool up to an expected
+    /// relevant count drawn in the configured band, then hard negatives and distractors.
+    fn candidates(&mut self, turn: &Turn) -> (Vec<Pick>, usize) {
+        let cfg = self.config;
+        let k = cfg.candidates.k as usize;
+        let [lo, hi] = cfg.candidates.relevant_share;
+        let mut picks = Vec::with_capacity(k);
+        self.canary_picks(turn, &mut picks);
+        picks.truncate(k / 2);
+        let target = self.rng.random_range(lo * k as f64..=hi * k as f64);
+        let mut expected: f64 = picks.iter().map(|p| p.p).sum();
+        // Positive pool: focal memories, dependency neighbours' memories.
+        let mut pool: Vec<Pick> = Vec::new();
+        for f in turn.focal.iter().flatten().copied() {
+            if !World::is_ordinary(f) {
+                continue;
+            }
+            let ents =
+                std::iter::once(f).chain(self.world.entities[f as usize].deps.iter().map(|d| d.to));
+            for e in ents.filter(|&e| World::is_ordinary(e)).collect::<Vec<_>>() {
+                for m in self.existing(e, turn.ts) {
+                    if !Self::taken(&picks, m) && !pool.iter().any(|p: &Pick| p.memory == m) {
+                        let pick = self.ordinary_pick(m, turn, HardNegative::None);
+                        // Stale and superseded ones are left to the hard negatives.
+                        if pick.p >= POOL_MIN_RELEVANCE {
+                            pool.push(pick);
+                        }
+                    }
+                }
+            }
+        }
+        let max_pos = k - (k * 3).div_ceil(10);
+        while expected < target && picks.len() < max_pos && !pool.is_empty() {
+            let total: f64 = pool.iter().map(|p| p.p).sum();
+            let mut x = self.rng.random_range(0.0..total.max(1e-12));
+            let mut i = 0;
+            while i + 1 < pool.len() && x >= pool[i].p {
+                x -= pool[i].p;
+                i += 1;
+            }
+            let pick = pool.swap_remove(i);
+            expected += pick.p;
+            picks.push(pick);
+        }
+        // Negatives.
+        let n_neg = k - picks.len();
+        let n_hard = (self.spec.hard_negative_share * n_neg as f64).round() as usize;
+        let mix = cfg.candidates.hard_negative_mix;
+        let mix_total: f64 = mix.iter().sum();
+        for _ in 0..n_hard {
+            let mut x = self.rng.random_range(0.0..mix_total);
+            let mut first = 0;
+            while first + 1 < 4 && x >= mix[first] {
+                x -= mix[first];
+                first += 1;
+            }
+            // The drawn kind first, then the others in order, if the world lacks it.
+            let found = (0..4)
+                .map(|i| HardNegative::KINDS[(first + i) % 4])
+                .filter(|&kind| i_weight(&mix, kind) > 0.0)
+                .find_map(|kind| self.hard_negative(kind, turn, &picks));
+            match found {
+                Some(p) => picks.push(p),
+                None => break,
+            }
+        }
+        let mut tries = 0;
+        while picks.len() < k && tries < 200 {
+            tries += 1;
+            let e = self.random_ordinary_entity();
+            if turn.is_focal(e) {
+                continue;
+            }
+            let ms = &self.world.by_entity[e as usize];
+            if ms.is_empty() {
+                continue;
+            }
+            let m = ms[self.rng.random_range(0..ms.len())];
+            if Self::taken(&picks, m) || !self.world.memories[m as usize].exists(turn.ts) {
+                continue;
+            }
+            picks.push(self.ordinary_pick(m, turn, HardNegative::None));
+        }
+        // A tiny world may run out of distinct memories: top up with fresh ones.
+        while picks.len() < k {
+            let e = self.random_ordinary_entity();
+            let m = self.world.add_memory(cfg, self.rng, e, turn.ts - 86_400);
+            picks.push(self.ordinary_pick(m, turn, HardNegative::None));
+        }
+        for i in (1..picks.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            picks.swap(i, j);
+        }
+        (picks, n_neg)
+    }
+
+    fn bfs(&mut self, from: u32) -> &Vec<(u32, Edge)> {
+        let world = &*self.world;
+        self.state.bfs.entry(from).or_insert_with(|| {
+            let none = Edge {
+                to: u32::MAX,
+                strength: 0.0,
+                confidence: 0.0,
+            };
+            let mut parent = vec![(u32::MAX, none); world.n_entities()];
+            let mut depth = vec![0usize; world.n_entities()];
+            parent[from as usize] = (from, none);
+            let mut queue = std::collections::VecDeque::from([from]);
+            while let Some(e) = queue.pop_front() {
+                if depth[e as usize] >= MAX_HOPS - 3 {
+                    continue;
+                }
+                for d in &world.entities[e as usize].adjacent {
+                    if parent[d.to as usize].0 == u32::MAX {
+                        parent[d.to as usize] = (e, *d);
+                        depth[d.to as usize] = depth[e as usize] + 1;
+                        queue.push_back(d.to);
+                    }
+                }
+            }
+            parent
+        })
+    }
+
+    /// The traversal path from the focal entity to memory `m`, its path id, and the path
+    /// features (dims 17–23 except the feedback score, filled by the caller).
+    fn path(&mut self, focal: u32, m: u32) -> (u32, [f32; 7]) {
+        let (entity, aspect, attribute) = {
+            let mem = &self.world.memories[m as usize];
+            (mem.entity, mem.aspect, mem.attribute)
+        };
+        // hops: (type, confidence, aspect weight, crossing, strength)
+        let mut hops: Vec<(HopType, f32, f32, u8, f32)> = vec![(HopType::Entity, 1.0, 0.0, 0, 1.0)];
+        let mut entity_hops = 0usize;
+        if entity != focal {
+            let parent = self.bfs(focal).clone();
+            if parent[entity as usize].0 == u32::MAX {
+                let crossing = (self.world.entities[focal as usize].community
+                    != self.world.entities[entity as usize].community)
+                    as u8;
+                hops.push((HopType::Entity, 0.1, 0.0, crossing, 0.05));
+                entity_hops = MAX_HOPS;
+            } else {
+                let mut chain = Vec::new();
+                let mut e = entity;
+                while e != focal {
+                    let (p, edge) = parent[e as usize];
+                    let crossing = (self.world.entities[p as usize].community
+                        != self.world.entities[e as usize].community)
+                        as u8;
+                    chain.push((
+                        HopType::Dependency,
+                        edge.confidence,
+                        0.0,
+                        crossing,
+                        edge.strength,
+                    ));
+                    e = p;
+                }
+                entity_hops = chain.len();
+                hops.extend(chain.into_iter().rev());
+            }
+        }
+        let aspect_weight = self.world.entities[entity as usize].aspects[aspect as usize].weight;
+        hops.push((HopType::Aspect, 1.0, aspect_weight, 0, 1.0));
+        hops.push((HopType::Attribute, 1.0, 0.0, 0, 1.0));
+        let _ = attribute;
+        let n_paths = self.state.path_ids.len() as u32;
+        let key = (focal, m);
+        let id = *self.state.path_ids.entry(key).or_insert(n_paths);
+        if id == n_paths {
+            let p = &mut self.out.paths;
+            for (i, h) in hops.iter().enumerate() {
+                p.user_id.push(self.spec.user_id);
+                p.path_id.push(id);
+                p.hop.push(i as u8);
+                p.hop_type.push(h.0 as u8);
+                p.edge_confidence.push(h.1);
+                p.aspect_weight.push(h.2);
+                p.community_crossing.push(h.3);
+                p.dependency_strength.push(h.4);
+            }
+        }
+        let min_conf = hops.iter().map(|h| h.1).fold(1.0f32, f32::min);
+        let crossings: u32 = hops.iter().map(|h| h.3 as u32).sum();
+        let log_strength: f32 = hops.iter().map(|h| h.4.ln()).sum();
+        let features = [
+            hops.len() as f32 / MAX_HOPS as f32,
+            min_conf,
+            aspect_weight,
+            crossings as f32 / MAX_HOPS as f32,
+            0.0,
+            log_strength,
+            entity_hops as f32 / MAX_HOPS as f32,
+        ];
+        (id, features)
+    }
+
+    fn turn(&mut self, index: u32, slot: &Slot, prev_ts: Option<i64>) {
+        let cfg = self.config;
+        let ts = slot.ts;
+        let (focal, post_burst) = self.focal(ts);
+        let poc = (cfg.canaries.poc_share > 0.0 && self.rng.random_bool(cfg.canaries.poc_share))
+            .then(|| Canary::POC[self.rng.random_range(0..Canary::POC.len())]);
+        let turn = Turn {
+            ts,
+            focal,
+            weekday: calendar::weekday(ts),
+            post_burst,
+        };
+        let (mut picks, negative_slots) = self.candidates(&turn);
+        let primary = focal[0].expect("every turn has a primary focal entity");
+
+        // Clean features.
+        let hour = calendar::hour(ts);
+        let (tod_s, tod_c) = angle(hour / 24.0);
+        let (dow_s, dow_c) = angle(turn.weekday.floor() / 7.0);
+        let (moy_s, moy_c) = angle(calendar::month0(ts) as f64 / 12.0);
+        let session_gap = slot
+            .prev_session_start
+            .map_or(0.0, |p| (slot.session_start - p) as f64 / 86_400.0);
+        let k = picks.len();
+        let mut rows: Vec<[f32; FEATURE_DIM]> = Vec::with_capacity(k);
+        let mut path_ids = Vec::with_capacity(k);
+        let max_entity = (cfg.world.entities[1].max(2) - 1) as f32;
+        let max_aspect = (cfg.world.aspects_per_entity[1].max(2) - 1) as f32;
+        for pick in &picks {
+            let mem = &self.world.memories[pick.memory as usize];
+            let ent = &self.world.entities[mem.entity as usize];
+            let mut x = [0f32; FEATURE_DIM];
+            x[feat::LOG_AGE] = (((ts - mem.created) as f64 / 86_400.0).max(0.0)).ln_1p() as f32;
+            x[feat::IMPORTANCE] = mem.importance;
+            x[feat::LOG_ACCESS] = (mem.access_count as f32).ln_1p();
+            x[feat::TOD_SIN] = tod_s;
+            x[feat::TOD_COS] = tod_c;
+            x[feat::DOW_SIN] = dow_s;
+            x[feat::DOW_COS] = dow_c;
+            x[feat::MOY_SIN] = moy_s;
+            x[feat::MOY_COS] = moy_c;
+            x[feat::LOG_SESSION_GAP] = session_gap.ln_1p() as f32;
+            x[feat::IS_EMBEDDED] = mem.embedded as u8 as f32;
+            x[feat::IS_SUPERSEDED] = mem.superseded(ts) as u8 as f32;
+            x[feat::ENTITY_SLOT] = mem.entity as f32 / max_entity;
+            x[feat::ASPECT_SLOT] = mem.aspect as f32 / max_aspect;
+            x[feat::IS_CONSTRAINT] = mem.constraint as u8 as f32;
+            x[feat::LOG_STRUCTURAL_DENSITY] = ent.structural_density.ln_1p();
+            x[feat::IS_KA_TRAVERSAL] = (!turn.is_focal(mem.entity)) as u8 as f32;
+            let entity = mem.entity;
+            let (pid, path) = self.path(primary, pick.memory);
+            x[feat::HOP_COUNT_NORM..].copy_from_slice(&path);
+            let (s, n) = self
+                .state
+                .feedback
+                .get(&(primary, entity))
+                .copied()
+                .unwrap_or((0.0, 0.0));
+            x[feat::PATH_FEEDBACK_SCORE] = (s + 0.5) / (n + 1.0);
+            rows.push(x);
+            path_ids.push(pid);
+        }
+
+        // The PoC's pointwise patterns replace the relevance of ordinary candidates.
+        if let Some(rule) = poc {
+            for (pick, x) in picks.iter_mut().zip(&rows) {
+                if pick.canary == 0 {
+                    let mem = &self.world.memories[pick.memory as usize];
+                    let holds = match rule {
+                        Canary::RecencyBias => x[feat::LOG_AGE] < 7f32.ln_1p(),
+                        Canary::ImportanceThreshold => x[feat::IMPORTANCE] > 0.45,
+                        Canary::AccessFrequency => mem.access_count >= 3,
+                        Canary::TemporalCoherence => {
+                            self.state.prev_focal.contains(&Some(mem.entity))
+                        }
+                        Canary::EntityClustering => {
+                            self.world.entities[mem.entity as usize].community
+                                == self.world.entities[primary as usize].community
+                        }
+                        Canary::SupersessionFilter => {
+                            turn.is_focal(mem.entity) && x[feat::IS_SUPERSEDED] == 0.0
+                        }
+                        Canary::GraphTraversalPriority => {
+                            x[feat::IS_KA_TRAVERSAL] == 1.0 && x[feat::FOCAL_DISTANCE_NORM] <= 0.2
+                        }
+                        _ => unreachable!("only PoC patterns are drawn"),
+                    };
+                    pick.p = if holds { 0.9 } else { 0.04 };
+                    pick.canary |= rule.bit();
+                }
+            }
+        }
+
+        let probs: Vec<f64> = picks.iter().map(|p| p.p).collect();
+        let labels = banded_labels(cfg, &probs, self.rng);
+
+        // Rows.
+        let mut turn_canary = poc.map_or(0, |c| c.bit());
+        if post_burst {
+            turn_canary |= Canary::Burst.bit();
+        }
+        let c = &mut self.out.candidates;
+        for (i, (pick, x)) in picks.iter().zip(&rows).enumerate() {
+            let mem = &self.world.memories[pick.memory as usize];
+            c.user_id.push(self.spec.user_id);
+            c.turn_index.push(index);
+            c.cand_index.push(i as u8);
+            c.memory_id.push(pick.memory);
+            c.entity_id.push(mem.entity);
+            c.memory_slot.push(pick.memory % cfg.world.memory_slots);
+            c.path_id.push(path_ids[i]);
+            c.push_features(x);
+            c.mask.push(0);
+            c.label.push(labels[i]);
+            c.clean_label.push(labels[i]);
+            c.relevance.push(pick.p as f32);
+            c.canary.push(pick.canary);
+            c.hard_negative.push(pick.hard as u8);
+            turn_canary |= pick.canary;
+        }
+
+        // Turn row.
+        let tr = &mut self.out.turns;
+        tr.user_id.push(self.spec.user_id);
+        tr.turn_index.push(index);
+        tr.session_index.push(slot.session);
+        tr.turn_in_session.push(slot.turn_in_session);
+        tr.timestamp.push(ts);
+        tr.stage.push(self.spec.stage);
+        tr.log_dt
+            .push(prev_ts.map_or(0.0, |p| ((ts - p) as f64).ln_1p()) as f32);
+        tr.tod_sin.push(tod_s);
+        tr.tod_cos.push(tod_c);
+        tr.dow_sin.push(dow_s);
+        tr.dow_cos.push(dow_c);
+        tr.log_session_age
+            .push(((ts - slot.session_start) as f64).ln_1p() as f32);
+        tr.focal_0.push(primary as i32);
+        tr.focal_1.push(focal[1].map_or(-1, |e| e as i32));
+        tr.canary.push(turn_canary);
+        tr.n_relevant.push(labels.iter().sum());
+        tr.negative_slots.push(negative_slots as u8);
+        let dim = self.world.embedding_dim;
+        let c0 = &self.world.entities[primary as usize].center;
+        let c1 = focal[1].map(|e| &self.world.entities[e as usize].center);
+        for d in 0..dim {
+            let z: f64 = StandardNormal.sample(self.rng);
+            let mix = match c1 {
+                Some(c1) => 0.75 * c0[d] + 0.25 * c1[d],
+                None => c0[d],
+            };
+            tr.query.push(mix + 0.3 * z as f32);
+        }
+
+        // State: accesses, path feedback, referenced memories.
+        for (pick, &label) in picks.iter().zip(&labels) {
+            let mem = &mut self.world.memories[pick.memory as usize];
+            mem.referenced = true;
+            mem.access_count += label as u32;
+            let fb = self
+                .state
+                .feedback
+                .entry((primary, mem.entity))
+                .or_insert((0.0, 0.0));
+            fb.0 += label as f32;
+            fb.1 += 1.0;
+        }
+        self.state.prev_focal = focal;
+    }
+
+    fn write_memories(&mut self) {
+        let m = &mut self.out.memories;
+        for (id, mem) in self.world.memories.iter().enumerate() {
+            if !mem.referenced {
+                continue;
+            }
+            m.user_id.push(self.spec.user_id);
+            m.memory_id.push(id as u32);
+            m.entity_id.push(mem.entity);
+            m.aspect.push(mem.aspect);
+            m.attribute.push(mem.attribute);
+            m.created.push(mem.created);
+            m.importance.push(mem.importance);
+            m.pinned.push(mem.pinned as u8);
+            m.superseded_at.push(mem.superseded_at);
+            m.supersedes.push(mem.supersedes);
+            m.community
+                .push(self.world.entities[mem.entity as usize].community);
+            m.embedding.extend_from_slice(&mem.embedding);
+        }
+    }
+}
+
+/// Clean labels: Bernoulli(relevance) per candidate, redrawn (up to 64 times) until the
+/// turn's relevant share lies in the configured band; the draw closest to the band wins.
+pub fn banded_labels(config: &Config, probs: &[f64], rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let k = probs.len();
+    let [lo, hi] = config.candidates.relevant_share;
+    let (lo_n, hi_n) = (
+        (lo * k as f64).ceil() as usize,
+        (hi * k as f64).floor() as usize,
+    );
+    let mut labels = vec![0u8; k];
+    let mut best = usize::MAX;
+    for _ in 0..64 {
+        let draw: Vec<u8> = probs
+            .iter()
+            .map(|p| rng.random_bool(p.clamp(0.0, 1.0)) as u8)
+            .collect();
+        let n: usize = draw.iter().map(|&l| l as usize).sum();
+        let miss = lo_n.saturating_sub(n) + n.saturating_sub(hi_n);
+        if miss < best {
+            best = miss;
+            labels = draw;
+        }
+        if miss == 0 {
+            break;
+        }
+    }
+    labels
+}
+
+fn i_weight(mix: &[f64; 4], kind: HardNegative) -> f64 {
+    mix[kind as usize - 1]
+}
+
+fn angle(fraction: f64) -> (f32, f32) {
+    let a = TAU * fraction;
+    (a.sin() as f32, a.cos() as f32)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(1e-12)
+}

@@ -1,0 +1,288 @@
+//! Column buffers of the four dataset tables, filled per user and turned into polars
+//! frames by the writer. Column names and order here are the on-disk schema.
+
+use polars::prelude::*;
+
+use crate::features::{FEATURE_DIM, FEATURE_NAMES, clean_column};
+
+/// One row per turn.
+#[derive(Default, Clone)]
+pub struct Turns {
+    pub user_id: Vec<u32>,
+    pub turn_index: Vec<u32>,
+    pub session_index: Vec<u32>,
+    pub turn_in_session: Vec<u32>,
+    pub timestamp: Vec<i64>,
+    pub stage: Vec<u8>,
+    pub log_dt: Vec<f32>,
+    pub tod_sin: Vec<f32>,
+    pub tod_cos: Vec<f32>,
+    pub dow_sin: Vec<f32>,
+    pub dow_cos: Vec<f32>,
+    pub log_session_age: Vec<f32>,
+    pub focal_0: Vec<i32>,
+    pub focal_1: Vec<i32>,
+    pub canary: Vec<u16>,
+    pub n_relevant: Vec<u8>,
+    /// Candidate slots that were filled as negatives (hard negatives are drawn from these).
+    pub negative_slots: Vec<u8>,
+    /// Query embedding, `[turn][dim]` flattened.
+    pub query: Vec<f32>,
+}
+
+/// One row per turn × candidate.
+#[derive(Default, Clone)]
+pub struct Candidates {
+    pub user_id: Vec<u32>,
+    pub turn_index: Vec<u32>,
+    pub cand_index: Vec<u8>,
+    pub memory_id: Vec<u32>,
+    pub entity_id: Vec<u32>,
+    pub memory_slot: Vec<u32>,
+    pub path_id: Vec<u32>,
+    /// Observed (noisy) features, column-major: `feat[d][row]`.
+    pub feat: [Vec<f32>; FEATURE_DIM],
+    pub clean: [Vec<f32>; FEATURE_DIM],
+    /// Bit d set: feature d is missing (its value is 0).
+    pub mask: Vec<u32>,
+    pub label: Vec<u8>,
+    pub clean_label: Vec<u8>,
+    pub relevance: Vec<f32>,
+    pub canary: Vec<u16>,
+    pub hard_negative: Vec<u8>,
+}
+
+/// One row per memory that appears in some candidate set.
+#[derive(Default, Clone)]
+pub struct Memories {
+    pub user_id: Vec<u32>,
+    pub memory_id: Vec<u32>,
+    pub entity_id: Vec<u32>,
+    pub aspect: Vec<u16>,
+    pub attribute: Vec<u16>,
+    pub created: Vec<i64>,
+    pub importance: Vec<f32>,
+    pub pinned: Vec<u8>,
+    pub superseded_at: Vec<Option<i64>>,
+    pub supersedes: Vec<Option<u32>>,
+    pub community: Vec<u16>,
+    /// Content embedding, `[memory][dim]` flattened.
+    pub embedding: Vec<f32>,
+}
+
+/// One row per hop of each distinct traversal path.
+#[derive(Default, Clone)]
+pub struct Paths {
+    pub user_id: Vec<u32>,
+    pub path_id: Vec<u32>,
+    pub hop: Vec<u8>,
+    pub hop_type: Vec<u8>,
+    pub edge_confidence: Vec<f32>,
+    pub aspect_weight: Vec<f32>,
+    pub community_crossing: Vec<u8>,
+    pub dependency_strength: Vec<f32>,
+}
+
+/// Everything one user (or one batch of users) contributes.
+#[derive(Default, Clone)]
+pub struct Tables {
+    pub turns: Turns,
+    pub candidates: Candidates,
+    pub memories: Memories,
+    pub paths: Paths,
+}
+
+impl Candidates {
+    /// Pushes one row's features as both the observed and the clean values (the noise
+    /// pass rewrites the observed ones).
+    pub fn push_features(&mut self, x: &[f32; FEATURE_DIM]) {
+        for (d, &v) in x.iter().enumerate() {
+            self.feat[d].push(v);
+            self.clean[d].push(v);
+        }
+    }
+}
+
+fn append<T: Clone>(a: &mut Vec<T>, b: &[T]) {
+    a.extend_from_slice(b);
+}
+
+impl Tables {
+    /// Appends another user's rows (users are appended in id order).
+    pub fn extend(&mut self, o: &Tables) {
+        let (t, ot) = (&mut self.turns, &o.turns);
+        append(&mut t.user_id, &ot.user_id);
+        append(&mut t.turn_index, &ot.turn_index);
+        append(&mut t.session_index, &ot.session_index);
+        append(&mut t.turn_in_session, &ot.turn_in_session);
+        append(&mut t.timestamp, &ot.timestamp);
+        append(&mut t.stage, &ot.stage);
+        append(&mut t.log_dt, &ot.log_dt);
+        append(&mut t.tod_sin, &ot.tod_sin);
+        append(&mut t.tod_cos, &ot.tod_cos);
+        append(&mut t.dow_sin, &ot.dow_sin);
+        append(&mut t.dow_cos, &ot.dow_cos);
+        append(&mut t.log_session_age, &ot.log_session_age);
+        append(&mut t.focal_0, &ot.focal_0);
+        append(&mut t.focal_1, &ot.focal_1);
+        append(&mut t.canary, &ot.canary);
+        append(&mut t.n_relevant, &ot.n_relevant);
+        append(&mut t.negative_slots, &ot.negative_slots);
+        append(&mut t.query, &ot.query);
+        let (c, oc) = (&mut self.candidates, &o.candidates);
+        append(&mut c.user_id, &oc.user_id);
+        append(&mut c.turn_index, &oc.turn_index);
+        append(&mut c.cand_index, &oc.cand_index);
+        append(&mut c.memory_id, &oc.memory_id);
+        append(&mut c.entity_id, &oc.entity_id);
+        append(&mut c.memory_slot, &oc.memory_slot);
+        append(&mut c.path_id, &oc.path_id);
+        for d in 0..FEATURE_DIM {
+            append(&mut c.feat[d], &oc.feat[d]);
+            append(&mut c.clean[d], &oc.clean[d]);
+        }
+        append(&mut c.mask, &oc.mask);
+        append(&mut c.label, &oc.label);
+        append(&mut c.clean_label, &oc.clean_label);
+        append(&mut c.relevance, &oc.relevance);
+        append(&mut c.canary, &oc.canary);
+        append(&mut c.hard_negative, &oc.hard_negative);
+        let (m, om) = (&mut self.memories, &o.memories);
+        append(&mut m.user_id, &om.user_id);
+        append(&mut m.memory_id, &om.memory_id);
+        append(&mut m.entity_id, &om.entity_id);
+        append(&mut m.aspect, &om.aspect);
+        append(&mut m.attribute, &om.attribute);
+        append(&mut m.created, &om.created);
+        append(&mut m.importance, &om.importance);
+        append(&mut m.pinned, &om.pinned);
+        append(&mut m.superseded_at, &om.superseded_at);
+        append(&mut m.supersedes, &om.supersedes);
+        append(&mut m.community, &om.community);
+        append(&mut m.embedding, &om.embedding);
+        let (p, op) = (&mut self.paths, &o.paths);
+        append(&mut p.user_id, &op.user_id);
+        append(&mut p.path_id, &op.path_id);
+        append(&mut p.hop, &op.hop);
+        append(&mut p.hop_type, &op.hop_type);
+        append(&mut p.edge_confidence, &op.edge_confidence);
+        append(&mut p.aspect_weight, &op.aspect_weight);
+        append(&mut p.community_crossing, &op.community_crossing);
+        append(&mut p.dependency_strength, &op.dependency_strength);
+    }
+}
+
+fn col<T>(name: &str, v: Vec<T::Native>) -> Column
+where
+    T: PolarsNumericType,
+{
+    ChunkedArray::<T>::from_vec(name.into(), v)
+        .into_series()
+        .into_column()
+}
+
+/// Splits a flattened `[row][dim]` buffer into `prefix_0 … prefix_{dim-1}` columns.
+fn split_columns(prefix: &str, flat: Vec<f32>, dim: usize) -> Vec<Column> {
+    let rows = flat.len().checked_div(dim).unwrap_or(0);
+    (0..dim)
+        .map(|d| {
+            let v: Vec<f32> = (0..rows).map(|r| flat[r * dim + d]).collect();
+            col::<Float32Type>(&format!("{prefix}_{d}"), v)
+        })
+        .collect()
+}
+
+impl Turns {
+    pub fn into_frame(self, dim: usize) -> PolarsResult<DataFrame> {
+        let mut cols = vec![
+            col::<UInt32Type>("user_id", self.user_id),
+            col::<UInt32Type>("turn_index", self.turn_index),
+            col::<UInt32Type>("session_index", self.session_index),
+            col::<UInt32Type>("turn_in_session", self.turn_in_session),
+            col::<Int64Type>("timestamp", self.timestamp),
+            col::<UInt8Type>("stage", self.stage),
+            col::<Float32Type>("log_dt", self.log_dt),
+            col::<Float32Type>("tod_sin", self.tod_sin),
+            col::<Float32Type>("tod_cos", self.tod_cos),
+            col::<Float32Type>("dow_sin", self.dow_sin),
+            col::<Float32Type>("dow_cos", self.dow_cos),
+            col::<Float32Type>("log_session_age", self.log_session_age),
+            col::<Int32Type>("focal_0", self.focal_0),
+            col::<Int32Type>("focal_1", self.focal_1),
+            col::<UInt16Type>("canary", self.canary),
+            col::<UInt8Type>("n_relevant", self.n_relevant),
+            col::<UInt8Type>("negative_slots", self.negative_slots),
+        ];
+        cols.extend(split_columns("query", self.query, dim));
+        DataFrame::new_infer_height(cols)
+    }
+}
+
+impl Candidates {
+    pub fn into_frame(self) -> PolarsResult<DataFrame> {
+        let mut cols = vec![
+            col::<UInt32Type>("user_id", self.user_id),
+            col::<UInt32Type>("turn_index", self.turn_index),
+            col::<UInt8Type>("cand_index", self.cand_index),
+            col::<UInt32Type>("memory_id", self.memory_id),
+            col::<UInt32Type>("entity_id", self.entity_id),
+            col::<UInt32Type>("memory_slot", self.memory_slot),
+            col::<UInt32Type>("path_id", self.path_id),
+        ];
+        let [feat, clean] = [self.feat, self.clean];
+        for (d, v) in feat.into_iter().enumerate() {
+            cols.push(col::<Float32Type>(FEATURE_NAMES[d], v));
+        }
+        for (d, v) in clean.into_iter().enumerate() {
+            cols.push(col::<Float32Type>(&clean_column(FEATURE_NAMES[d]), v));
+        }
+        cols.extend([
+            col::<UInt32Type>("mask", self.mask),
+            col::<UInt8Type>("label", self.label),
+            col::<UInt8Type>("clean_label", self.clean_label),
+            col::<Float32Type>("relevance", self.relevance),
+            col::<UInt16Type>("canary", self.canary),
+            col::<UInt8Type>("hard_negative", self.hard_negative),
+        ]);
+        DataFrame::new_infer_height(cols)
+    }
+}
+
+impl Memories {
+    pub fn into_frame(self, dim: usize) -> PolarsResult<DataFrame> {
+        let mut cols = vec![
+            col::<UInt32Type>("user_id", self.user_id),
+            col::<UInt32Type>("memory_id", self.memory_id),
+            col::<UInt32Type>("entity_id", self.entity_id),
+            col::<UInt16Type>("aspect", self.aspect),
+            col::<UInt16Type>("attribute", self.attribute),
+            col::<Int64Type>("created", self.created),
+            col::<Float32Type>("importance", self.importance),
+            col::<UInt8Type>("pinned", self.pinned),
+            Int64Chunked::from_iter_options("superseded_at".into(), self.superseded_at.into_iter())
+                .into_series()
+                .into_column(),
+            UInt32Chunked::from_iter_options("supersedes".into(), self.supersedes.into_iter())
+                .into_series()
+                .into_column(),
+            col::<UInt16Type>("community", self.community),
+        ];
+        cols.extend(split_columns("embedding", self.embedding, dim));
+        DataFrame::new_infer_height(cols)
+    }
+}
+
+impl Paths {
+    pub fn into_frame(self) -> PolarsResult<DataFrame> {
+        DataFrame::new_infer_height(vec![
+            col::<UInt32Type>("user_id", self.user_id),
+            col::<UInt32Type>("path_id", self.path_id),
+            col::<UInt8Type>("hop", self.hop),
+            col::<UInt8Type>("hop_type", self.hop_type),
+            col::<Float32Type>("edge_confidence", self.edge_confidence),
+            col::<Float32Type>("aspect_weight", self.aspect_weight),
+            col::<UInt8Type>("community_crossing", self.community_crossing),
+            col::<Float32Type>("dependency_strength", self.dependency_strength),
+        ])
+    }
+}

@@ -1,0 +1,9 @@
+//! ssmkit: train and validate small state-space models that predict what an agent's
+//! memory system should surface next.
+//!
+//! The data flows `gen → train → eval → export → runtime`; each stage is a module.
+
+pub mod config;
+pub mod datagen;
+pub mod error;
+pub mod features;

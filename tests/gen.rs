@@ -1,0 +1,850 @@
+//! `ssmkit gen` on small real datasets: determinism, SNR, planted canaries, candidate
+//! composition, the PoC preset, the JSONL importer, and bad input through the real CLI.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use polars::prelude::*;
+use ssmkit::config::{Config, Preset};
+use ssmkit::datagen::world::roles;
+use ssmkit::datagen::{GenOptions, calendar, generate, noise};
+use ssmkit::features::{Canary, FEATURE_NAMES, HardNegative, clean_column, feat};
+
+fn small_config(users: u32) -> Config {
+    let mut c = Config::default();
+    c.world.users = users;
+    c.world.entities = [40, 80];
+    c.timeline.turns = [80, 160];
+    c.noise.calibration_users = users;
+    c
+}
+
+fn gen_into(config: &Config, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{}-{}", config.name, config.seed));
+    generate(
+        config,
+        &GenOptions {
+            out: out.clone(),
+            force: true,
+            quiet: true,
+        },
+    )
+    .unwrap();
+    out
+}
+
+fn read(dir: &Path, table: &str) -> DataFrame {
+    let f = File::open(dir.join(table)).unwrap();
+    ParquetReader::new(f).finish().unwrap()
+}
+
+fn f32s(df: &DataFrame, name: &str) -> Vec<f32> {
+    df.column(name)
+        .unwrap()
+        .f32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+fn u32s(df: &DataFrame, name: &str) -> Vec<u32> {
+    df.column(name)
+        .unwrap()
+        .u32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+fn u16s(df: &DataFrame, name: &str) -> Vec<u16> {
+    df.column(name)
+        .unwrap()
+        .u16()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+fn u8s(df: &DataFrame, name: &str) -> Vec<u8> {
+    df.column(name)
+        .unwrap()
+        .u8()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+fn i32s(df: &DataFrame, name: &str) -> Vec<i32> {
+    df.column(name)
+        .unwrap()
+        .i32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+fn i64s(df: &DataFrame, name: &str) -> Vec<i64> {
+    df.column(name)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+fn mean(xs: impl IntoIterator<Item = f64>) -> f64 {
+    let (s, n) = xs
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    assert!(n > 0, "mean of nothing");
+    s / n as f64
+}
+
+fn correlation(xs: &[f64], ys: &[f64]) -> f64 {
+    let (mx, my) = (mean(xs.iter().copied()), mean(ys.iter().copied()));
+    let cov: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let vx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    let vy: f64 = ys.iter().map(|y| (y - my).powi(2)).sum();
+    cov / (vx * vy).sqrt()
+}
+
+/// Candidate rows joined with their turn's timestamp and focal entities.
+struct Rows {
+    user: Vec<u32>,
+    turn: Vec<u32>,
+    memory: Vec<u32>,
+    entity: Vec<u32>,
+    relevance: Vec<f64>,
+    canary: Vec<u16>,
+    ts: Vec<i64>,
+    focal: Vec<[i32; 2]>,
+    turn_canary: Vec<u16>,
+    age_days: Vec<f64>,
+}
+
+fn rows(dir: &Path) -> Rows {
+    let turns = read(dir, "turns.parquet");
+    let c = read(dir, "candidates.parquet");
+    let mut by_turn: HashMap<(u32, u32), (i64, [i32; 2], u16)> = HashMap::new();
+    let (tu, ti, ts, f0, f1, tc) = (
+        u32s(&turns, "user_id"),
+        u32s(&turns, "turn_index"),
+        i64s(&turns, "timestamp"),
+        i32s(&turns, "focal_0"),
+        i32s(&turns, "focal_1"),
+        u16s(&turns, "canary"),
+    );
+    for i in 0..tu.len() {
+        by_turn.insert((tu[i], ti[i]), (ts[i], [f0[i], f1[i]], tc[i]));
+    }
+    let user = u32s(&c, "user_id");
+    let turn = u32s(&c, "turn_index");
+    let joined: Vec<_> = user
+        .iter()
+        .zip(&turn)
+        .map(|(u, t)| by_turn[&(*u, *t)])
+        .collect();
+    Rows {
+        memory: u32s(&c, "memory_id"),
+        entity: u32s(&c, "entity_id"),
+        relevance: f32s(&c, "relevance").into_iter().map(f64::from).collect(),
+        canary: u16s(&c, "canary"),
+        ts: joined.iter().map(|j| j.0).collect(),
+        focal: joined.iter().map(|j| j.1).collect(),
+        turn_canary: joined.iter().map(|j| j.2).collect(),
+        age_days: f32s(&c, &clean_column("log_age"))
+            .into_iter()
+            .map(|x| (x as f64).exp_m1())
+            .collect(),
+        user,
+        turn,
+    }
+}
+
+#[test]
+fn same_seed_gives_identical_files_and_another_seed_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(6);
+    config.noise.missing = 0.01;
+    config.noise.corruption = 0.01;
+    config.output.users_per_batch = 2;
+    let a = gen_into(&config, &dir.path().join("a"));
+    let a2 = gen_into(&config, &dir.path().join("a2"));
+    let tables = [
+        "turns.parquet",
+        "candidates.parquet",
+        "memories.parquet",
+        "paths.parquet",
+    ];
+    for name in tables.iter().chain(&["manifest.json", "config.toml"]) {
+        let (x, y) = (
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(a2.join(name)).unwrap(),
+        );
+        assert!(x == y, "{name} differs between two runs with the same seed");
+    }
+    // Another batch size (so other threads and batches) must not change a table's byte.
+    config.output.users_per_batch = 4;
+    let b = gen_into(&config, &dir.path().join("b"));
+    for name in tables {
+        let (x, y) = (
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(b.join(name)).unwrap(),
+        );
+        assert!(x == y, "{name} depends on the batch size");
+    }
+    config.seed += 1;
+    let c = gen_into(&config, &dir.path().join("c"));
+    let x = std::fs::read(a.join("candidates.parquet")).unwrap();
+    let y = std::fs::read(c.join("candidates.parquet")).unwrap();
+    assert!(x != y, "another seed gave the same candidates");
+}
+
+#[test]
+fn measured_snr_matches_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    for snr in [30.0, 20.0, 10.0, 0.0] {
+        let mut config = small_config(8);
+        config.noise.snr_db = Some(snr);
+        let out = gen_into(&config, &dir.path().join(format!("snr{snr}")));
+        let c = read(&out, "candidates.parquet");
+        let mut checked = 0;
+        for name in FEATURE_NAMES {
+            let clean = f32s(&c, &clean_column(name));
+            let noisy = f32s(&c, name);
+            let var = {
+                let m = mean(clean.iter().map(|&x| x as f64));
+                mean(clean.iter().map(|&x| (x as f64 - m).powi(2)))
+            };
+            if var < 1e-10 {
+                continue;
+            }
+            let measured = noise::measured_snr_db(&clean, &noisy).expect("noise was added");
+            assert!(
+                (measured - snr).abs() <= 0.5,
+                "{name}: measured {measured:.3} dB for {snr} dB"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} columns vary");
+    }
+}
+
+#[test]
+fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(24);
+    config.timeline.turns = [150, 200];
+    let out = gen_into(&config, dir.path());
+    let r = rows(&out);
+    let n = r.user.len();
+    let k = &config.canaries;
+    let tagged = |c: Canary, i: usize| r.canary[i] & c.bit() != 0;
+    let wd = |i: usize| calendar::weekday_index(r.ts[i]);
+    let focal = |i: usize, e: u32| r.focal[i].contains(&(e as i32));
+
+    // 1: X on Monday vs Thursday, ≥ 2×; no weekday effect on untagged rows.
+    let x_mon = mean(
+        (0..n)
+            .filter(|&i| tagged(Canary::TemporalCycle, i) && wd(i) == 0)
+            .map(|i| r.relevance[i]),
+    );
+    let x_thu = mean(
+        (0..n)
+            .filter(|&i| tagged(Canary::TemporalCycle, i) && wd(i) == 3)
+            .map(|i| r.relevance[i]),
+    );
+    assert!(
+        x_mon >= 2.0 * x_thu,
+        "X: Monday {x_mon:.3} vs Thursday {x_thu:.3}"
+    );
+    assert!(
+        (0..n)
+            .filter(|&i| tagged(Canary::TemporalCycle, i))
+            .all(|i| r.entity[i] == roles::CYCLE_X)
+    );
+    let plain = |i: usize| r.canary[i] == 0;
+    let o_mon = mean(
+        (0..n)
+            .filter(|&i| plain(i) && wd(i) == 0)
+            .map(|i| r.relevance[i]),
+    );
+    let o_thu = mean(
+        (0..n)
+            .filter(|&i| plain(i) && wd(i) == 3)
+            .map(|i| r.relevance[i]),
+    );
+    assert!(
+        o_mon < 1.5 * o_thu && o_thu < 1.5 * o_mon,
+        "untagged rows: Monday {o_mon:.3}, Thursday {o_thu:.3}"
+    );
+
+    // 2: R's relevance decays at the planted rate (least squares of ln p on age).
+    let pts: Vec<(f64, f64)> = (0..n)
+        .filter(|&i| tagged(Canary::RecencyDecay, i))
+        .map(|i| (r.age_days[i], r.relevance[i].ln()))
+        .collect();
+    assert!(pts.len() > 50);
+    let (mx, my) = (mean(pts.iter().map(|p| p.0)), mean(pts.iter().map(|p| p.1)));
+    let slope = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+        / pts.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+    assert!(
+        (-slope - k.recency_lambda).abs() <= 0.2 * k.recency_lambda,
+        "fitted λ {} vs {}",
+        -slope,
+        k.recency_lambda
+    );
+
+    // 3: Y given Z ≥ 3 × Y given W; untagged ordinary rows do not care whether Z or W is focal.
+    let y_z = mean(
+        (0..n)
+            .filter(|&i| tagged(Canary::EntitySelectivity, i) && focal(i, roles::SELECT_Z))
+            .map(|i| r.relevance[i]),
+    );
+    let y_w = mean(
+        (0..n)
+            .filter(|&i| tagged(Canary::EntitySelectivity, i) && focal(i, roles::SELECT_W))
+            .map(|i| r.relevance[i]),
+    );
+    assert!(y_z > 3.0 * y_w, "Y: given Z {y_z:.3}, given W {y_w:.3}");
+    let o_z = mean(
+        (0..n)
+            .filter(|&i| plain(i) && focal(i, roles::SELECT_Z))
+            .map(|i| r.relevance[i]),
+    );
+    let o_w = mean(
+        (0..n)
+            .filter(|&i| plain(i) && focal(i, roles::SELECT_W))
+            .map(|i| r.relevance[i]),
+    );
+    assert!(
+        o_z < 1.5 * o_w && o_w < 1.5 * o_z,
+        "untagged rows: given Z {o_z:.3}, given W {o_w:.3}"
+    );
+
+    // 4: C > B > A at every turn where the whole chain is shown.
+    let mut chain: HashMap<(u32, u32), [f64; 3]> = HashMap::new();
+    for i in (0..n).filter(|&i| tagged(Canary::SupersessionChain, i)) {
+        let pos = roles::CHAIN
+            .iter()
+            .position(|&m| m == r.memory[i])
+            .expect("chain memory");
+        chain.entry((r.user[i], r.turn[i])).or_insert([f64::NAN; 3])[pos] = r.relevance[i];
+    }
+    let full: Vec<_> = chain
+        .values()
+        .filter(|v| v.iter().all(|x| !x.is_nan()))
+        .collect();
+    assert!(
+        full.len() > 20,
+        "only {} turns show the whole chain",
+        full.len()
+    );
+    for [a, b, c] in full {
+        assert!(c > b && b > a, "chain relevance A {a}, B {b}, C {c}");
+    }
+
+    // 5: in post-burst queries the burst entity's memories fill the top of the ranking.
+    let mut recalls = Vec::new();
+    let mut by_turn: HashMap<(u32, u32), Vec<usize>> = HashMap::new();
+    for i in (0..n).filter(|&i| r.turn_canary[i] & Canary::Burst.bit() != 0) {
+        by_turn.entry((r.user[i], r.turn[i])).or_default().push(i);
+    }
+    for idx in by_turn.values() {
+        let mut order = idx.clone();
+        order.sort_by(|&a, &b| r.relevance[b].total_cmp(&r.relevance[a]));
+        let burst: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| tagged(Canary::Burst, i))
+            .collect();
+        if burst.is_empty() {
+            continue;
+        }
+        let hits = order.iter().take(10).filter(|i| burst.contains(i)).count();
+        recalls.push(hits as f64 / burst.len() as f64);
+    }
+    assert!(recalls.len() > 10, "{} post-burst queries", recalls.len());
+    let recall = mean(recalls.iter().copied());
+    assert!(
+        recall > 0.8,
+        "clean Recall@10 on post-burst queries {recall:.3}"
+    );
+
+    // 6: P focal and Q's relevance move together; untagged rows do not follow P.
+    let q: Vec<usize> = (0..n)
+        .filter(|&i| tagged(Canary::CrossEntityDependency, i))
+        .collect();
+    let p_on: Vec<f64> = q
+        .iter()
+        .map(|&i| focal(i, roles::DEP_P) as u8 as f64)
+        .collect();
+    let rel: Vec<f64> = q.iter().map(|&i| r.relevance[i]).collect();
+    let corr = correlation(&p_on, &rel);
+    assert!(corr > 0.7, "co-activation correlation {corr:.3}");
+    let o: Vec<usize> = (0..n).filter(|&i| plain(i)).collect();
+    let o_on: Vec<f64> = o
+        .iter()
+        .map(|&i| focal(i, roles::DEP_P) as u8 as f64)
+        .collect();
+    let o_rel: Vec<f64> = o.iter().map(|&i| r.relevance[i]).collect();
+    let o_corr = correlation(&o_on, &o_rel);
+    assert!(o_corr.abs() < 0.3, "untagged rows follow P: {o_corr:.3}");
+
+    // 7: each of the three signals moves V's relevance.
+    let v: Vec<usize> = (0..n).filter(|&i| tagged(Canary::Combined, i)).collect();
+    let split = |on: &dyn Fn(usize) -> bool, off: &dyn Fn(usize) -> bool| {
+        let on = mean(v.iter().copied().filter(|&i| on(i)).map(|i| r.relevance[i]));
+        let off = mean(
+            v.iter()
+                .copied()
+                .filter(|&i| off(i))
+                .map(|i| r.relevance[i]),
+        );
+        on / off
+    };
+    let selector = split(&|i| focal(i, roles::COMBINED_T), &|i| {
+        !focal(i, roles::COMBINED_T)
+    });
+    let peak = k.combined_weekday;
+    let cycle = split(&|i| wd(i) == peak, &|i| wd(i) == (peak + 3) % 7);
+    let recency = split(&|i| r.age_days[i] < 5.0, &|i| r.age_days[i] >= 5.0);
+    for (name, ratio) in [
+        ("selector", selector),
+        ("weekday", cycle),
+        ("recency", recency),
+    ] {
+        assert!(ratio > 1.5, "combined canary: {name} ratio {ratio:.2}");
+    }
+}
+
+#[test]
+fn poc_patterns_follow_their_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(12);
+    config.canaries.poc_share = 0.5;
+    let out = gen_into(&config, dir.path());
+    let c = read(&out, "candidates.parquet");
+    let canary = u16s(&c, "canary");
+    let rel = f32s(&c, "relevance");
+    let imp = f32s(&c, &clean_column("importance"));
+    let age = f32s(&c, &clean_column("log_age"));
+    let importance_rule = |i: usize| imp[i] > 0.45;
+    let recency_rule = |i: usize| age[i] < 7f32.ln_1p();
+    let cases: [(Canary, &dyn Fn(usize) -> bool); 2] = [
+        (Canary::ImportanceThreshold, &importance_rule),
+        (Canary::RecencyBias, &recency_rule),
+    ];
+    for (pattern, rule) in cases {
+        let rows: Vec<usize> = (0..rel.len())
+            .filter(|&i| canary[i] & pattern.bit() != 0)
+            .collect();
+        assert!(rows.len() > 100, "{}: {} rows", pattern.name(), rows.len());
+        for &i in &rows {
+            let expect = if rule(i) { 0.9 } else { 0.04 };
+            assert!(
+                (rel[i] - expect).abs() < 1e-6,
+                "{}: row {i} relevance {}",
+                pattern.name(),
+                rel[i]
+            );
+        }
+        // Untagged rows carry no hard threshold.
+        let plain: Vec<usize> = (0..rel.len()).filter(|&i| canary[i] == 0).collect();
+        let above = mean(plain.iter().filter(|&&i| rule(i)).map(|&i| rel[i] as f64));
+        let below = mean(plain.iter().filter(|&&i| !rule(i)).map(|&i| rel[i] as f64));
+        assert!(
+            above / below < 10.0,
+            "{}: untagged rows {above:.3} vs {below:.3}",
+            pattern.name()
+        );
+    }
+}
+
+#[test]
+fn relevant_and_hard_negative_shares_follow_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(10);
+    config.candidates.hard_negative_share = 0.5;
+    let out = gen_into(&config, &dir.path().join("mixed"));
+    let turns = read(&out, "turns.parquet");
+    let c = read(&out, "candidates.parquet");
+    let kk = config.candidates.k as f64;
+    let shares: Vec<f64> = u8s(&turns, "n_relevant")
+        .iter()
+        .map(|&n| n as f64 / kk)
+        .collect();
+    let in_band = shares
+        .iter()
+        .filter(|&&s| (0.15..=0.40).contains(&s))
+        .count() as f64
+        / shares.len() as f64;
+    assert!(
+        in_band >= 0.95,
+        "only {:.1}% of turns have 15–40% relevant",
+        100.0 * in_band
+    );
+    let m = mean(shares.iter().copied());
+    assert!((0.15..=0.40).contains(&m), "mean relevant share {m:.3}");
+    let hard = u8s(&c, "hard_negative");
+    let n_hard = hard.iter().filter(|&&h| h != 0).count() as f64;
+    let slots: f64 = u8s(&turns, "negative_slots")
+        .iter()
+        .map(|&n| n as f64)
+        .sum();
+    let share = n_hard / slots;
+    assert!(
+        (share - 0.5).abs() < 0.05,
+        "hard-negative share {share:.3} of negatives, asked 0.5"
+    );
+    for kind in HardNegative::KINDS {
+        let n = hard.iter().filter(|&&h| h == kind as u8).count();
+        assert!(
+            n as f64 > 0.05 * n_hard,
+            "{} is {n} of {n_hard}",
+            kind.name()
+        );
+    }
+    // A mix with one kind gives only that kind.
+    config.candidates.hard_negative_mix = [0.0, 0.0, 0.0, 1.0];
+    config.world.supersession_rate = 1.0;
+    let out = gen_into(&config, &dir.path().join("superseded"));
+    let hard = u8s(&read(&out, "candidates.parquet"), "hard_negative");
+    assert!(hard.contains(&(HardNegative::Superseded as u8)));
+    assert!(
+        hard.iter()
+            .all(|&h| h == 0 || h == HardNegative::Superseded as u8)
+    );
+    // No hard negatives when the share is zero.
+    config.candidates.hard_negative_share = 0.0;
+    let out = gen_into(&config, &dir.path().join("none"));
+    assert!(
+        u8s(&read(&out, "candidates.parquet"), "hard_negative")
+            .iter()
+            .all(|&h| h == 0)
+    );
+}
+
+#[test]
+fn curriculum_stages_set_length_snr_and_hard_negatives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(20);
+    config.curriculum.enabled = true;
+    config.noise.calibration_users = 20;
+    let out = gen_into(&config, dir.path());
+    let turns = read(&out, "turns.parquet");
+    let (users, stage) = (u32s(&turns, "user_id"), u8s(&turns, "stage"));
+    let mut len: HashMap<u32, (u8, u32)> = HashMap::new();
+    for (u, s) in users.iter().zip(&stage) {
+        len.entry(*u).or_insert((*s, 0)).1 += 1;
+    }
+    let mut per_stage = [0; 5];
+    for (s, n) in len.values() {
+        let st = &config.curriculum.stages[*s as usize - 1];
+        assert!(
+            (st.turns[0]..=st.turns[1]).contains(n),
+            "stage {s} user with {n} turns"
+        );
+        per_stage[*s as usize] += 1;
+    }
+    assert_eq!(
+        per_stage,
+        [0, 4, 6, 6, 4],
+        "users per stage follow the 20/30/30/20 shares"
+    );
+    // Stage 1 has no hard negatives, stage 4 has them.
+    let c = read(&out, "candidates.parquet");
+    let cu = u32s(&c, "user_id");
+    let hard = u8s(&c, "hard_negative");
+    let stage_of = |u: u32| len[&u].0;
+    assert!(
+        cu.iter()
+            .zip(&hard)
+            .all(|(u, h)| stage_of(*u) != 1 || *h == 0)
+    );
+    assert!(
+        cu.iter()
+            .zip(&hard)
+            .any(|(u, h)| stage_of(*u) == 4 && *h != 0)
+    );
+    // Each stage's measured SNR is its own.
+    let clean = f32s(&c, &clean_column("importance"));
+    let noisy = f32s(&c, "importance");
+    for (s, want) in [(1u8, 30.0), (4, 5.0)] {
+        let idx: Vec<usize> = (0..cu.len()).filter(|&i| stage_of(cu[i]) == s).collect();
+        let cl: Vec<f32> = idx.iter().map(|&i| clean[i]).collect();
+        let no: Vec<f32> = idx.iter().map(|&i| noisy[i]).collect();
+        let got = noise::measured_snr_db(&cl, &no).unwrap();
+        assert!(
+            (got - want).abs() < 1.5,
+            "stage {s}: {got:.2} dB, want {want} dB"
+        );
+    }
+}
+
+#[test]
+fn poc_preset_makes_one_query_per_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(70);
+    config.preset = Preset::Poc;
+    let out = gen_into(&config, dir.path());
+    let turns = read(&out, "turns.parquet");
+    assert_eq!(turns.height(), 70);
+    let c = read(&out, "candidates.parquet");
+    assert_eq!(c.height(), 70 * 20);
+    let canary = u16s(&c, "canary");
+    for p in Canary::POC {
+        assert_eq!(
+            canary.iter().filter(|&&m| m == p.bit()).count(),
+            10 * 20,
+            "{}",
+            p.name()
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["canaries"].as_object().unwrap().len(), 7);
+    let rel = f32s(&c, "relevance");
+    let imp = f32s(&c, &clean_column("importance"));
+    for i in (0..rel.len()).filter(|&i| canary[i] == Canary::ImportanceThreshold.bit()) {
+        assert_eq!(rel[i] > 0.5, imp[i] > 0.45);
+    }
+}
+
+#[test]
+fn manifest_records_layout_hashes_and_canary_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(3);
+    let out = gen_into(&config, dir.path());
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["layout_version"], ssmkit::features::LAYOUT_VERSION);
+    assert_eq!(m["features"].as_array().unwrap().len(), 24);
+    assert_eq!(m["canaries"]["temporal_cycle"]["entity"], roles::CYCLE_X);
+    assert_eq!(
+        m["canaries"]["recency_decay"]["lambda_per_day"],
+        config.canaries.recency_lambda
+    );
+    assert_eq!(
+        m["canaries"]["entity_selectivity"]["selector"],
+        roles::SELECT_Z
+    );
+    for name in [
+        "turns.parquet",
+        "candidates.parquet",
+        "memories.parquet",
+        "paths.parquet",
+    ] {
+        let want = m["files"][name]["sha256"].as_str().unwrap();
+        assert_eq!(
+            want,
+            ssmkit::datagen::writer::sha256_file(&out.join(name)).unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            read(&out, name).height() as u64,
+            m["files"][name]["rows"].as_u64().unwrap()
+        );
+    }
+    // Every candidate's memory and path are in their tables.
+    let c = read(&out, "candidates.parquet");
+    let mems = read(&out, "memories.parquet");
+    let paths = read(&out, "paths.parquet");
+    let known: std::collections::HashSet<(u32, u32)> = u32s(&mems, "user_id")
+        .into_iter()
+        .zip(u32s(&mems, "memory_id"))
+        .collect();
+    let known_paths: std::collections::HashSet<(u32, u32)> = u32s(&paths, "user_id")
+        .into_iter()
+        .zip(u32s(&paths, "path_id"))
+        .collect();
+    for ((u, m), p) in u32s(&c, "user_id")
+        .into_iter()
+        .zip(u32s(&c, "memory_id"))
+        .zip(u32s(&c, "path_id"))
+    {
+        assert!(known.contains(&(u, m)), "memory ({u}, {m}) missing");
+        assert!(known_paths.contains(&(u, p)), "path ({u}, {p}) missing");
+    }
+    // Hop counts agree with the path features.
+    let hop_norm = f32s(&c, &clean_column(FEATURE_NAMES[feat::HOP_COUNT_NORM]));
+    let mut hops: HashMap<(u32, u32), u32> = HashMap::new();
+    for (u, p) in u32s(&paths, "user_id")
+        .into_iter()
+        .zip(u32s(&paths, "path_id"))
+    {
+        *hops.entry((u, p)).or_default() += 1;
+    }
+    for (i, (u, p)) in u32s(&c, "user_id")
+        .into_iter()
+        .zip(u32s(&c, "path_id"))
+        .enumerate()
+    {
+        let n = hops[&(u, p)];
+        assert!((1..=10).contains(&n));
+        assert!((hop_norm[i] - n as f32 / 10.0).abs() < 1e-6);
+    }
+}
+
+// ---- The importer ----------------------------------------------------------------
+
+#[test]
+fn jsonl_scenarios_and_sessions_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let v17: Vec<f64> = (0..17).map(|d| d as f64 / 17.0).collect();
+    let scenario =
+        serde_json::json!({"name": "s1", "features": [v17, v17, v17], "labels": [1.0, 0.0, 0.0]});
+    let session = |user: &str, ts: i64| {
+        serde_json::json!({"user_id": user, "session_id": "a", "timestamp": ts,
+            "features": [v17, v17], "labels": [0.0, 1.0], "memory_ids": [5, 9]})
+    };
+    let text = [
+        scenario,
+        session("u1", 200),
+        session("u1", 100),
+        session("u2", 50),
+    ]
+    .iter()
+    .map(|v| v.to_string())
+    .collect::<Vec<_>>()
+    .join("\n");
+    std::fs::write(&input, text + "\n").unwrap();
+    let out = dir.path().join("imported");
+    let s = ssmkit::datagen::import::import(
+        &input,
+        &GenOptions {
+            out: out.clone(),
+            force: false,
+            quiet: true,
+        },
+    )
+    .unwrap();
+    assert_eq!((s.users, s.turns, s.candidates), (3, 4, 9));
+    let turns = read(&out, "turns.parquet");
+    assert_eq!(
+        i64s(&turns, "timestamp"),
+        vec![0, 100, 200, 50],
+        "a user's turns are in time order"
+    );
+    let c = read(&out, "candidates.parquet");
+    let mask = u32s(&c, "mask");
+    assert!(
+        mask.iter().all(|&m| m == 0x00FE_0000),
+        "path features of 17-dim vectors are masked"
+    );
+    assert_eq!(u32s(&c, "memory_id")[3..5], [5, 9]);
+}
+
+fn ssmkit() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+}
+
+/// Runs the CLI expecting failure; returns stderr, which must be one line.
+fn fails(args: &[&str]) -> String {
+    let out = ssmkit().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn bad_input_is_one_clear_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+
+    write("unknown.toml", "[world]\nusers = 2\nusrs = 3\n");
+    let err = fails(&["gen", "--config", &d("unknown.toml"), "--out", &d("o1")]);
+    assert!(err.contains("usrs"), "{err}");
+    write("negative.toml", "[world]\nusers = -2\n");
+    let err = fails(&["gen", "--config", &d("negative.toml"), "--out", &d("o2")]);
+    assert!(err.contains("users"), "{err}");
+    write("preset.toml", "preset = \"llm\"\n");
+    let err = fails(&["gen", "--config", &d("preset.toml"), "--out", &d("o3")]);
+    assert!(err.contains("llm") || err.contains("preset"), "{err}");
+    for o in ["o1", "o2", "o3"] {
+        assert!(!dir.path().join(o).exists(), "{o} was created");
+    }
+
+    // An existing directory is refused without --force and left as it was.
+    std::fs::create_dir(dir.path().join("exists")).unwrap();
+    write("exists/keep.txt", "precious");
+    write(
+        "tiny.toml",
+        "[world]\nusers = 2\nentities = [20, 30]\n[timeline]\nturns = [10, 12]\n",
+    );
+    let err = fails(&["gen", "--config", &d("tiny.toml"), "--out", &d("exists")]);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("exists/keep.txt")).unwrap(),
+        "precious"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary directories left behind");
+    // With --force it is replaced.
+    let ok = ssmkit()
+        .args([
+            "gen",
+            "--config",
+            &d("tiny.toml"),
+            "--out",
+            &d("exists"),
+            "--force",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(dir.path().join("exists/manifest.json").exists());
+    assert!(!dir.path().join("exists/keep.txt").exists());
+
+    // A malformed JSONL line is reported with its number.
+    let v: Vec<f64> = vec![0.5; 17];
+    let good = serde_json::json!({"features": [v], "labels": [1.0]}).to_string();
+    write(
+        "bad.jsonl",
+        &format!("{good}\n{good}\n{{\"features\": [[1, 2]], \"labels\": [1]}}\n"),
+    );
+    let err = fails(&["gen", "--import", &d("bad.jsonl"), "--out", &d("o4")]);
+    assert!(err.contains("line 3"), "{err}");
+    write("broken.jsonl", &format!("{good}\nnot json\n"));
+    let err = fails(&["gen", "--import", &d("broken.jsonl"), "--out", &d("o4")]);
+    assert!(err.contains("line 2"), "{err}");
+    assert!(!dir.path().join("o4").exists());
+}
+
+#[test]
+fn gen_help_shows_an_example() {
+    let out = ssmkit().args(["gen", "--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("ssmkit gen --config configs/quick.toml --out data/quick"),
+        "{text}"
+    );
+}
+
+#[test]
+fn shipped_configs_parse() {
+    for name in ["quick", "phase0", "poc"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.toml"));
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.name, name);
+    }
+    let phase0 =
+        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/phase0.toml")).unwrap();
+    assert_eq!(phase0.world.users, 50_000);
+    assert!(phase0.curriculum.enabled);
+}
