@@ -6,4 +6,5 @@
 pub mod config;
 pub mod datagen;
 pub mod error;
+pub mod eval;
 pub mod features;

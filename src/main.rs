@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ssmkit::config::Config;
 use ssmkit::datagen::{self, GenOptions};
+use ssmkit::eval::{self, Unit, stats::CompareOptions};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,52 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Ranking metrics of logged rankings: HR, MRR, DCG (unnormalized), nDCG, P, R at K
+    #[command(
+        after_help = "FILE is CSV (or .parquet) with columns case_id,score,label; a case's rows are its
+        candidates in their original order. Ties in score keep that order (the earlier
+        candidate ranks first); labels > 0 are relevant and are DCG's gains.
+
+        Examples:
+          ssmkit metrics rankings.csv --k 10
+          ssmkit metrics rankings.parquet --k 5 --json > metrics.json"
+    )]
+    Metrics {
+        file: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Print JSON: {"cases": [{case_id, hr, mrr, dcg, ndcg, precision, recall}…], "mean": {…}}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Paired comparison of two systems: BCa bootstrap CI of mean(A − B) and sign-flip test
+    #[command(
+        after_help = "A and B are CSV (or .parquet) with columns case_id,value (and user_id for
+        --unit user), one row per case; every case_id must appear once in each file.
+        Significant means: BCa lower bound > 0 and p < 0.05.
+
+        Examples:
+          ssmkit compare ssm_hr10.csv heuristic_hr10.csv
+          ssmkit compare a.csv b.csv --resamples 10000 --permutations 10000 --seed 7 --unit user --json"
+    )]
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        resamples: usize,
+        #[arg(long, default_value_t = 10_000)]
+        permutations: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Confidence level of the intervals
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// Resampling unit: each case, or each user's cases together
+        #[arg(long, value_enum, default_value_t = Unit::Case)]
+        unit: Unit,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -85,6 +132,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 summary.turns,
                 summary.candidates
             );
+        }
+        Command::Metrics { file, k, json } => {
+            let report = eval::metrics_file(&file, k)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
+        Command::Compare {
+            a,
+            b,
+            resamples,
+            permutations,
+            seed,
+            confidence,
+            unit,
+            json,
+        } => {
+            let opts = CompareOptions {
+                resamples,
+                permutations,
+                seed,
+                confidence,
+            };
+            let c = eval::compare_files(&a, &b, unit, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print!("{}", c.to_text());
+            }
         }
     }
     Ok(())
