@@ -27,6 +27,8 @@ pub struct Config {
     pub noise: NoiseConfig,
     pub curriculum: CurriculumConfig,
     pub output: OutputConfig,
+    /// What `ssmkit train` does with the dataset.
+    pub train: crate::train::TrainConfig,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             noise: NoiseConfig::default(),
             curriculum: CurriculumConfig::default(),
             output: OutputConfig::default(),
+            train: crate::train::TrainConfig::default(),
         }
     }
 }
@@ -627,6 +630,7 @@ impl Config {
             return bad("output.users_per_batch", "must be at least 1".into());
         }
         crate::datagen::writer::compression(&self.output.compression)?;
+        self.train.validate()?;
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
             return bad(
                 "name",

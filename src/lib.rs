@@ -4,7 +4,10 @@
 //! The data flows `gen → train → eval → export → runtime`; each stage is a module.
 
 pub mod config;
+pub mod data;
 pub mod datagen;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod model;
+pub mod train;

@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use burn::module::Module;
 use clap::{Parser, Subcommand};
 use ssmkit::config::Config;
 use ssmkit::datagen::{self, GenOptions};
 use ssmkit::eval::{self, Unit, stats::CompareOptions};
+use ssmkit::model::scorer::{ModelConfig, Size, Variant};
+use ssmkit::train::{self, TrainOptions};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +49,42 @@ enum Command {
         #[arg(long, conflicts_with_all = ["config", "seed", "snr"])]
         import: Option<PathBuf>,
         /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Train a model (or a learned baseline) on a generated dataset
+    #[command(after_help = "Examples:\n  \
+        ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-mamba\n  \
+        ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-s4d --model s4d --seed 2\n  \
+        ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-mamba --resume\n  \
+        ssmkit train --dry-run")]
+    Train {
+        /// Run config; its [train] section (defaults apply to absent fields)
+        #[arg(long, required_unless_present = "dry_run")]
+        config: Option<PathBuf>,
+        /// Dataset directory written by `ssmkit gen`
+        #[arg(long, required_unless_present = "dry_run")]
+        data: Option<PathBuf>,
+        /// Run directory: resolved config, metrics.csv, checkpoints, model.bpk
+        #[arg(long, required_unless_present = "dry_run")]
+        run: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        model: Option<Variant>,
+        #[arg(long, value_enum)]
+        size: Option<Size>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// cpu (Burn's flex backend), wgpu, or auto
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Continue the run in --run from its last checkpoint
+        #[arg(long)]
+        resume: bool,
+        /// Print the parameter counts of every model and size, and exit
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         quiet: bool,
     },
@@ -131,6 +170,80 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 summary.users,
                 summary.turns,
                 summary.candidates
+            );
+        }
+        Command::Train {
+            config,
+            data,
+            run,
+            model,
+            size,
+            steps,
+            seed,
+            backend,
+            resume,
+            dry_run,
+            quiet,
+        } => {
+            if dry_run {
+                println!(
+                    "{:<8} {:>10} {:>10} {:>10}",
+                    "model", "tiny", "small", "medium"
+                );
+                for v in [Variant::Mamba, Variant::S4d, Variant::Dual, Variant::Mlp] {
+                    let counts: Vec<usize> = [Size::Tiny, Size::Small, Size::Medium]
+                        .iter()
+                        .map(|&s| {
+                            ModelConfig::sized(v, s, 16, 4096)
+                                .init(0, &burn::prelude::Device::flex())
+                                .num_params()
+                        })
+                        .collect();
+                    println!(
+                        "{:<8} {:>10} {:>10} {:>10}",
+                        format!("{v:?}").to_lowercase(),
+                        counts[0],
+                        counts[1],
+                        counts[2]
+                    );
+                }
+                return Ok(());
+            }
+            match backend.as_str() {
+                "cpu" => {}
+                "auto" => eprintln!(
+                    "backend auto: this build has no GPU backend; using the CPU (Burn flex)"
+                ),
+                "wgpu" => anyhow::bail!("this build has no wgpu backend; use --backend cpu"),
+                other => anyhow::bail!("unknown backend {other:?}: cpu, wgpu or auto"),
+            }
+            let path = config.expect("required");
+            let mut cfg = Config::load(&path)?;
+            if let Some(m) = model {
+                cfg.train.model = m;
+            }
+            if let Some(s) = size {
+                cfg.train.size = s;
+            }
+            if let Some(s) = steps {
+                cfg.train.steps = s;
+            }
+            let opts = TrainOptions {
+                data: data.expect("required"),
+                run: run.expect("required"),
+                seed: seed.unwrap_or(cfg.seed),
+                resume,
+                quiet,
+                stop_after: None,
+            };
+            let v = train::train(&cfg.train, &opts)?;
+            println!(
+                "trained {}: validation loss {:.4}, DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
+                opts.run.display(),
+                v.loss,
+                v.dcg10,
+                v.hr10,
+                v.ndcg10
             );
         }
         Command::Metrics { file, k, json } => {

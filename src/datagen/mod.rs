@@ -193,49 +193,66 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
     let specs = user_specs(config);
     let n = specs.len();
     let dim = config.world.embedding_dim as usize;
-    let mut out = Writers::new(&staged.tmp, compression);
     let bar = progress(n as u64, opts.quiet, "gen");
     let mut counts = Counts::default();
     let calibration = (config.noise.calibration_users as usize).min(n);
     let batch = (config.output.users_per_batch as usize).max(1);
     let mut variance = [0.0; FEATURE_DIM];
-    let mut start = 0;
-    while start < n {
-        let end = if start == 0 {
-            batch.max(calibration)
-        } else {
-            start + batch
+    // A writer thread encodes and compresses batch i while batch i + 1 is simulated.
+    let (send, recv) = std::sync::mpsc::sync_channel::<Vec<Tables>>(1);
+    let files = std::thread::scope(|scope| -> Result<Value> {
+        let dir = staged.tmp.clone();
+        let writer = scope.spawn(move || -> Result<Value> {
+            let mut out = Writers::new(&dir, compression);
+            for users in recv {
+                let mut merged = Tables::default();
+                for t in &users {
+                    merged.extend(t);
+                }
+                drop(users);
+                out.write(merged, dim)?;
+            }
+            out.finish(&dir, dim)
+        });
+        let mut start = 0;
+        while start < n {
+            let end = if start == 0 {
+                batch.max(calibration)
+            } else {
+                start + batch
+            }
+            .min(n);
+            let mut users: Vec<Tables> = specs[start..end]
+                .par_iter()
+                .map(|s| simulate_user(config, s))
+                .collect();
+            if start == 0 {
+                variance =
+                    noise::column_variance(users[..calibration].iter().map(|t| &t.candidates));
+            }
+            let noise_counts: Vec<noise::NoiseCounts> = users
+                .par_iter_mut()
+                .zip(&specs[start..end])
+                .map(|(t, spec)| {
+                    let sigma = noise::sigma_for(&variance, user_snr(config, spec));
+                    let mut rng = rng_for(config.seed, spec.user_id, Stream::Noise);
+                    noise::apply(&mut t.candidates, &sigma, &config.noise, &mut rng)
+                })
+                .collect();
+            for (t, nc) in users.iter().zip(noise_counts) {
+                counts.add(t);
+                counts.noise += nc;
+            }
+            if send.send(users).is_err() {
+                break; // the writer failed; its error is returned below
+            }
+            bar.inc((end - start) as u64);
+            start = end;
         }
-        .min(n);
-        let mut users: Vec<Tables> = specs[start..end]
-            .par_iter()
-            .map(|s| simulate_user(config, s))
-            .collect();
-        if start == 0 {
-            variance = noise::column_variance(users[..calibration].iter().map(|t| &t.candidates));
-        }
-        let noise_counts: Vec<noise::NoiseCounts> = users
-            .par_iter_mut()
-            .zip(&specs[start..end])
-            .map(|(t, spec)| {
-                let sigma = noise::sigma_for(&variance, user_snr(config, spec));
-                let mut rng = rng_for(config.seed, spec.user_id, Stream::Noise);
-                noise::apply(&mut t.candidates, &sigma, &config.noise, &mut rng)
-            })
-            .collect();
-        let mut merged = Tables::default();
-        for (t, nc) in users.iter().zip(noise_counts) {
-            counts.add(t);
-            counts.noise += nc;
-            merged.extend(t);
-        }
-        drop(users);
-        out.write(merged, dim)?;
-        bar.inc((end - start) as u64);
-        start = end;
-    }
+        drop(send);
+        writer.join().expect("writer thread panicked")
+    })?;
     bar.finish_and_clear();
-    let files = out.finish(&staged.tmp, dim)?;
     let manifest = manifest(config, &specs, &variance, &counts, files, "world");
     write_manifest(&staged.tmp, config, &manifest)?;
     let out = staged.commit()?;

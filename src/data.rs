@@ -1,0 +1,362 @@
+//! Loading a dataset written by `ssmkit gen` into per-user sequences, with the checks a
+//! trainer needs: the layout version, the feature names, finite values, a consistent
+//! candidate count, rows in (user, turn, candidate) order.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::datagen::writer;
+use crate::error::{Error, Result};
+use crate::features::{FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
+
+/// Turn context features fed to the temporal model, in order (columns of `turns.parquet`).
+pub const CONTEXT_NAMES: [&str; 6] = [
+    "log_dt",
+    "tod_sin",
+    "tod_cos",
+    "dow_sin",
+    "dow_cos",
+    "log_session_age",
+];
+pub const CONTEXT_DIM: usize = CONTEXT_NAMES.len();
+pub const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
+
+/// One user's turns, flattened row-major.
+#[derive(Clone, Debug, Default)]
+pub struct UserSeq {
+    pub user_id: u32,
+    pub stage: u8,
+    pub turns: usize,
+    pub timestamp: Vec<i64>,
+    pub session: Vec<u32>,
+    /// `[T, CONTEXT_DIM]`
+    pub context: Vec<f32>,
+    /// `[T, E]` query embedding.
+    pub query: Vec<f32>,
+    /// `[T, 2]` focal entity ids, −1 for none.
+    pub focal: Vec<i32>,
+    /// `[T, K, FEATURE_DIM]` observed features (missing ones are 0).
+    pub features: Vec<f32>,
+    /// `[T, K, FEATURE_DIM]` 1 where a feature is missing.
+    pub missing: Vec<f32>,
+    /// `[T, K]` 1 for a candidate row that exists (imported turns may have fewer than K).
+    pub valid: Vec<f32>,
+    /// `[T, K]` observed labels, 0/1.
+    pub labels: Vec<f32>,
+    /// `[T, K]` clean relevance probability.
+    pub relevance: Vec<f32>,
+    /// `[T, K]`
+    pub memory_slot: Vec<u32>,
+    pub memory_id: Vec<u32>,
+    pub entity: Vec<u32>,
+    pub canary: Vec<u16>,
+    pub hard_negative: Vec<u8>,
+    /// `[T, K, E]` content embedding of each candidate memory (zeros when absent).
+    pub content: Vec<f32>,
+    /// `[T, K, MAX_HOPS, HOP_DIM]` hop features, zero-padded; `[T, K]` hop counts.
+    pub hops: Vec<f32>,
+    pub hop_count: Vec<u8>,
+}
+
+/// A loaded dataset.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub path: PathBuf,
+    pub manifest: serde_json::Value,
+    /// Candidates per turn.
+    pub k: usize,
+    /// Content embedding dimension (0 for imported data).
+    pub embedding_dim: usize,
+    pub users: Vec<UserSeq>,
+}
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Dataset {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+fn read(path: &Path, table: &str) -> Result<DataFrame> {
+    let file_path = path.join(table);
+    let file = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|e| bad(&file_path, format!("not a readable Parquet table: {e}")))
+}
+
+fn col<'a>(path: &Path, df: &'a DataFrame, name: &str) -> Result<&'a Column> {
+    df.column(name)
+        .map_err(|_| bad(path, format!("missing column `{name}`")))
+}
+
+macro_rules! getter {
+    ($fn:ident, $t:ty, $acc:ident) => {
+        fn $fn(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<$t>> {
+            let c = col(path, df, name)?;
+            let ca = c
+                .$acc()
+                .map_err(|_| bad(path, format!("column `{name}` has type {}", c.dtype())))?;
+            if ca.null_count() > 0 {
+                return Err(bad(
+                    path,
+                    format!("column `{name}` has {} nulls", ca.null_count()),
+                ));
+            }
+            Ok(ca.into_no_null_iter().collect())
+        }
+    };
+}
+getter!(f32s, f32, f32);
+getter!(u32s, u32, u32);
+getter!(u16s, u16, u16);
+getter!(u8s, u8, u8);
+getter!(i32s, i32, i32);
+getter!(i64s, i64, i64);
+
+/// Reads and checks a dataset's manifest.
+pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
+    let mpath = path.join(writer::MANIFEST);
+    let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| bad(&mpath, format!("not a JSON manifest: {e}")))?;
+    let layout = manifest["layout_version"].as_str().unwrap_or("none");
+    if layout != LAYOUT_VERSION {
+        return Err(bad(
+            path,
+            format!(
+                "dataset has feature layout {layout}, this build reads {LAYOUT_VERSION}: regenerate it with `ssmkit gen`"
+            ),
+        ));
+    }
+    let names: Vec<&str> = manifest["features"]
+        .as_array()
+        .map_or(vec![], |a| a.iter().filter_map(|v| v.as_str()).collect());
+    if names != FEATURE_NAMES {
+        return Err(bad(
+            path,
+            format!("manifest lists features {names:?}, not the {LAYOUT_VERSION} layout"),
+        ));
+    }
+    Ok(manifest)
+}
+
+impl Dataset {
+    /// Loads every user of the dataset at `path`.
+    pub fn load(path: &Path) -> Result<Dataset> {
+        let manifest = read_manifest(path)?;
+        let embedding_dim = manifest["embedding_dim"].as_u64().unwrap_or(0) as usize;
+        let turns = read(path, writer::TURNS)?;
+        let cands = read(path, writer::CANDIDATES)?;
+        let mems = read(path, writer::MEMORIES)?;
+        let paths = read(path, writer::PATHS)?;
+        if turns.height() == 0 || cands.height() == 0 {
+            return Err(bad(path, "the dataset has no turns"));
+        }
+
+        // Turns.
+        let t_user = u32s(path, &turns, "user_id")?;
+        let t_index = u32s(path, &turns, "turn_index")?;
+        let t_stage = u8s(path, &turns, "stage")?;
+        let t_ts = i64s(path, &turns, "timestamp")?;
+        let t_session = u32s(path, &turns, "session_index")?;
+        let context: Vec<Vec<f32>> = CONTEXT_NAMES
+            .iter()
+            .map(|n| f32s(path, &turns, n))
+            .collect::<Result<_>>()?;
+        let query: Vec<Vec<f32>> = (0..embedding_dim)
+            .map(|d| f32s(path, &turns, &format!("query_{d}")))
+            .collect::<Result<_>>()?;
+        let f0 = i32s(path, &turns, "focal_0")?;
+        let f1 = i32s(path, &turns, "focal_1")?;
+
+        // Candidates.
+        let c_user = u32s(path, &cands, "user_id")?;
+        let c_turn = u32s(path, &cands, "turn_index")?;
+        let c_index = u8s(path, &cands, "cand_index")?;
+        let feats: Vec<Vec<f32>> = FEATURE_NAMES
+            .iter()
+            .map(|n| f32s(path, &cands, n))
+            .collect::<Result<_>>()?;
+        let mask = u32s(path, &cands, "mask")?;
+        let label = u8s(path, &cands, "label")?;
+        let relevance = f32s(path, &cands, "relevance")?;
+        let memory_slot = u32s(path, &cands, "memory_slot")?;
+        let memory_id = u32s(path, &cands, "memory_id")?;
+        let entity = u32s(path, &cands, "entity_id")?;
+        let canary = u16s(path, &cands, "canary")?;
+        let hard = u8s(path, &cands, "hard_negative")?;
+        let path_id = u32s(path, &cands, "path_id")?;
+        let k = manifest["k"].as_u64().unwrap_or(0) as usize;
+        if k == 0 || k > 256 {
+            return Err(bad(path, format!("manifest has k = {k}")));
+        }
+
+        // Memory embeddings and path hops, keyed by (user, id).
+        let mut content: HashMap<(u32, u32), Vec<f32>> = HashMap::new();
+        if embedding_dim > 0 {
+            let mu = u32s(path, &mems, "user_id")?;
+            let mi = u32s(path, &mems, "memory_id")?;
+            let emb: Vec<Vec<f32>> = (0..embedding_dim)
+                .map(|d| f32s(path, &mems, &format!("embedding_{d}")))
+                .collect::<Result<_>>()?;
+            for r in 0..mu.len() {
+                content.insert((mu[r], mi[r]), emb.iter().map(|c| c[r]).collect());
+            }
+        }
+        let mut hop_rows: HashMap<(u32, u32), Vec<[f32; HOP_DIM]>> = HashMap::new();
+        {
+            let pu = u32s(path, &paths, "user_id")?;
+            let pi = u32s(path, &paths, "path_id")?;
+            let ht = u8s(path, &paths, "hop_type")?;
+            let cols: Vec<Vec<f32>> = ["edge_confidence", "aspect_weight"]
+                .iter()
+                .map(|n| f32s(path, &paths, n))
+                .collect::<Result<_>>()?;
+            let cross = u8s(path, &paths, "community_crossing")?;
+            let strength = f32s(path, &paths, "dependency_strength")?;
+            for r in 0..pu.len() {
+                hop_rows.entry((pu[r], pi[r])).or_default().push([
+                    ht[r] as f32,
+                    cols[0][r],
+                    cols[1][r],
+                    cross[r] as f32,
+                    strength[r],
+                ]);
+            }
+        }
+
+        // Assemble users; rows must come in (user, turn, candidate) order.
+        let mut users: Vec<UserSeq> = Vec::new();
+        let mut turn_of: HashMap<(u32, u32), (usize, usize)> = HashMap::new();
+        for r in 0..t_user.len() {
+            if users.last().is_none_or(|u| u.user_id != t_user[r]) {
+                users.push(UserSeq {
+                    user_id: t_user[r],
+                    stage: t_stage[r],
+                    ..Default::default()
+                });
+            }
+            let ui = users.len() - 1;
+            let u = &mut users[ui];
+            if t_index[r] as usize != u.turns {
+                return Err(bad(
+                    path,
+                    format!("turns of user {} are not in order at row {r}", t_user[r]),
+                ));
+            }
+            turn_of.insert((t_user[r], t_index[r]), (ui, u.turns));
+            u.turns += 1;
+            u.timestamp.push(t_ts[r]);
+            u.session.push(t_session[r]);
+            for c in &context {
+                u.context.push(c[r]);
+            }
+            for q in &query {
+                u.query.push(q[r]);
+            }
+            u.focal.extend([f0[r], f1[r]]);
+        }
+        for u in &mut users {
+            let t = u.turns;
+            u.features = vec![0.0; t * k * FEATURE_DIM];
+            u.missing = vec![1.0; t * k * FEATURE_DIM];
+            u.valid = vec![0.0; t * k];
+            u.labels = vec![0.0; t * k];
+            u.relevance = vec![0.0; t * k];
+            u.memory_slot = vec![0; t * k];
+            u.memory_id = vec![0; t * k];
+            u.entity = vec![0; t * k];
+            u.canary = vec![0; t * k];
+            u.hard_negative = vec![0; t * k];
+            u.content = vec![0.0; t * k * embedding_dim];
+            u.hops = vec![0.0; t * k * MAX_HOPS * HOP_DIM];
+            u.hop_count = vec![0; t * k];
+        }
+        for r in 0..c_user.len() {
+            let Some(&(ui, ti)) = turn_of.get(&(c_user[r], c_turn[r])) else {
+                return Err(bad(
+                    path,
+                    format!("candidate row {r} refers to a turn that does not exist"),
+                ));
+            };
+            let ci = c_index[r] as usize;
+            if ci >= k {
+                return Err(bad(
+                    path,
+                    format!("candidate row {r} has index {ci}, but k = {k}"),
+                ));
+            }
+            let u = &mut users[ui];
+            let slot = ti * k + ci;
+            if u.valid[slot] == 1.0 {
+                return Err(bad(
+                    path,
+                    format!(
+                        "candidate row {r} repeats candidate {ci} of user {} turn {ti}",
+                        c_user[r]
+                    ),
+                ));
+            }
+            u.valid[slot] = 1.0;
+            for (d, column) in feats.iter().enumerate() {
+                let x = column[r];
+                if !x.is_finite() {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "candidate row {r}: feature {} is {x}; NaN and infinite features are refused",
+                            FEATURE_NAMES[d]
+                        ),
+                    ));
+                }
+                if mask[r] >> d & 1 == 0 {
+                    u.features[slot * FEATURE_DIM + d] = x;
+                    u.missing[slot * FEATURE_DIM + d] = 0.0;
+                }
+            }
+            u.labels[slot] = label[r] as f32;
+            u.relevance[slot] = relevance[r];
+            u.memory_slot[slot] = memory_slot[r];
+            u.memory_id[slot] = memory_id[r];
+            u.entity[slot] = entity[r];
+            u.canary[slot] = canary[r];
+            u.hard_negative[slot] = hard[r];
+            if let Some(e) = content.get(&(c_user[r], memory_id[r])) {
+                u.content[slot * embedding_dim..(slot + 1) * embedding_dim].copy_from_slice(e);
+            }
+            if let Some(hops) = hop_rows.get(&(c_user[r], path_id[r])) {
+                let n = hops.len().min(MAX_HOPS);
+                u.hop_count[slot] = n as u8;
+                for (h, hop) in hops.iter().take(n).enumerate() {
+                    let at = (slot * MAX_HOPS + h) * HOP_DIM;
+                    u.hops[at..at + HOP_DIM].copy_from_slice(hop);
+                }
+            }
+        }
+        for u in &users {
+            for t in 0..u.turns {
+                if u.valid[t * k..(t + 1) * k].iter().all(|&v| v == 0.0) {
+                    return Err(bad(
+                        path,
+                        format!("user {} turn {t} has no candidate", u.user_id),
+                    ));
+                }
+            }
+        }
+        Ok(Dataset {
+            path: path.to_path_buf(),
+            manifest,
+            k,
+            embedding_dim,
+            users,
+        })
+    }
+
+    pub fn turns(&self) -> usize {
+        self.users.iter().map(|u| u.turns).sum()
+    }
+}

@@ -1,0 +1,498 @@
+//! The scorer: a temporal backbone (Mamba or S4D blocks) over the user's turns, read
+//! *before* each turn's labels are seen, times an encoding of each candidate, plus a
+//! parallel pointwise MLP branch on the candidate's own features (the seed's fix for the
+//! PoC's importance_threshold failure). The `dual` variant adds an S4D encoder of each
+//! candidate's traversal path, combined through a learned gate.
+//!
+//! Token fed to the backbone at turn t (after its labels): the turn context, the query
+//! embedding, the focal entities' embedding and the mean encoding of the candidates
+//! labelled relevant (the feedback). Turn t is scored from the backbone output at t − 1.
+
+use burn::module::Param;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{relu, sigmoid};
+use serde::{Deserialize, Serialize};
+
+use super::mamba::{MambaBlock, MambaConfig, MambaState, ScanImpl};
+use super::s4d::{S4dBlock, S4dConfig, S4dState};
+use crate::data::{CONTEXT_DIM, HOP_DIM};
+use crate::features::{FEATURE_DIM, MAX_HOPS};
+
+/// Memory ids are hashed into at most this many embedding rows.
+pub const MODEL_MEMORY_SLOTS: usize = 512;
+
+/// Which model `train` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// Mamba temporal backbone.
+    Mamba,
+    /// S4D temporal backbone (no selectivity).
+    S4d,
+    /// Mamba backbone + S4D path encoder with a learned gate.
+    Dual,
+    /// Pointwise MLP baseline (no temporal state).
+    Mlp,
+}
+
+/// The seed's sizes (H, N, layers): Tiny 32/16/2, Small 64/32/3, Medium 64/64/4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Size {
+    Tiny,
+    Small,
+    Medium,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub variant: Variant,
+    pub d_model: usize,
+    pub d_state: usize,
+    pub layers: usize,
+    /// Mamba expansion factor (d_inner = expand · d_model); 1 keeps Small near the seed's 60K.
+    pub expand: usize,
+    pub d_conv: usize,
+    /// Width of the memory-slot and entity embeddings.
+    pub d_slot: usize,
+    pub memory_slots: usize,
+    pub entity_slots: usize,
+    /// Content embedding dimension of the dataset (0: none).
+    pub content_dim: usize,
+    /// Hidden width of the pointwise branch.
+    pub mlp_hidden: usize,
+    /// Channels of the dual variant's path encoder.
+    pub path_channels: usize,
+}
+
+impl ModelConfig {
+    pub fn sized(
+        variant: Variant,
+        size: Size,
+        content_dim: usize,
+        memory_slots: usize,
+    ) -> ModelConfig {
+        let (d_model, d_state, layers) = match size {
+            Size::Tiny => (32, 16, 2),
+            Size::Small => (64, 32, 3),
+            Size::Medium => (64, 64, 4),
+        };
+        // The MLP baseline reads only the candidate's features: no embedding tables.
+        let (memory_slots, entity_slots) = if variant == Variant::Mlp {
+            (1, 1)
+        } else {
+            (memory_slots.min(MODEL_MEMORY_SLOTS), 256)
+        };
+        ModelConfig {
+            variant,
+            d_model,
+            d_state,
+            layers,
+            expand: 1,
+            d_conv: 4,
+            d_slot: 8,
+            memory_slots,
+            entity_slots,
+            content_dim,
+            mlp_hidden: if variant == Variant::Mlp { 64 } else { 24 },
+            path_channels: 16,
+        }
+    }
+
+    fn cand_in(&self) -> usize {
+        2 * FEATURE_DIM + 2 * self.d_slot + self.content_dim
+    }
+
+    fn turn_in(&self) -> usize {
+        CONTEXT_DIM + self.content_dim + self.d_slot + self.d_model
+    }
+
+    pub fn init(&self, seed: u64, device: &Device) -> Scorer {
+        let h = self.d_model;
+        let mut next = seed;
+        let mut seed = || {
+            next = next
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            next
+        };
+        let linear = |s: u64, d_in: usize, d_out: usize| linear_init(s, d_in, d_out, device);
+        let temporal = self.variant != Variant::Mlp;
+        let mamba_cfg = MambaConfig {
+            d_model: h,
+            d_state: self.d_state,
+            expand: self.expand,
+            d_conv: self.d_conv,
+        };
+        let s4d_cfg = S4dConfig {
+            d_model: h,
+            d_state: self.d_state,
+        };
+        let layers = if temporal { self.layers } else { 0 };
+        let mamba: Vec<MambaBlock> = match self.variant {
+            Variant::Mamba | Variant::Dual => (0..layers)
+                .map(|_| mamba_cfg.init(seed(), device))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let s4d: Vec<S4dBlock> = match self.variant {
+            Variant::S4d => (0..layers).map(|_| s4d_cfg.init(seed(), device)).collect(),
+            _ => Vec::new(),
+        };
+        let path = (self.variant == Variant::Dual).then(|| PathEncoder {
+            hop_in: linear(seed(), HOP_DIM, self.path_channels),
+            s4d: S4dConfig {
+                d_model: self.path_channels,
+                d_state: 8,
+            }
+            .init(seed(), device),
+            out: linear(seed(), self.path_channels, 1),
+            gate: Param::from_tensor(Tensor::zeros([1], device)),
+        });
+        let embedding = |s: u64, n: usize, d: usize| -> Embedding {
+            let mut e = EmbeddingConfig::new(n, d).init(device);
+            e.weight = Param::from_tensor(normal_tensor(s, [n, d], 0.1, device));
+            e
+        };
+        Scorer {
+            memory_emb: embedding(seed(), self.memory_slots.max(1), self.d_slot),
+            entity_emb: embedding(seed(), self.entity_slots + 1, self.d_slot),
+            cand_enc: temporal.then(|| linear(seed(), self.cand_in(), h)),
+            turn_in: temporal.then(|| linear(seed(), self.turn_in(), h)),
+            query_proj: temporal
+                .then(|| linear(seed(), h + CONTEXT_DIM + self.content_dim + self.d_slot, h)),
+            mamba,
+            s4d,
+            norm: temporal.then(|| RmsNormConfig::new(h).init(device)),
+            mlp_in: linear(seed(), 2 * FEATURE_DIM, self.mlp_hidden),
+            mlp_out: linear(seed(), self.mlp_hidden, 1),
+            path,
+            d_model: h,
+            entity_slots: self.entity_slots,
+            memory_slots: self.memory_slots.max(1),
+        }
+    }
+}
+
+fn normal_tensor<const D: usize>(
+    seed: u64,
+    shape: [usize; D],
+    std: f32,
+    device: &Device,
+) -> Tensor<D> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            std * z as f32
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// A linear layer with PyTorch's default init, drawn from `seed`.
+pub fn linear_init(seed: u64, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let bound = 1.0 / (d_in as f32).sqrt();
+    let mut draw =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..=bound)).collect() };
+    let mut l = LinearConfig::new(d_in, d_out)
+        .with_initializer(burn::nn::Initializer::Zeros)
+        .init(device);
+    l.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(draw(d_in * d_out), [d_in, d_out]),
+        device,
+    ));
+    l.bias = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(draw(d_out), [d_out]),
+        device,
+    )));
+    l
+}
+
+/// The dual variant's traversal-path encoder.
+#[derive(Module, Debug)]
+pub struct PathEncoder {
+    pub hop_in: Linear,
+    pub s4d: S4dBlock,
+    pub out: Linear,
+    /// Gate logit: the path score enters the candidate score times sigmoid(gate).
+    pub gate: Param<Tensor<1>>,
+}
+
+#[derive(Module, Debug)]
+pub struct Scorer {
+    pub memory_emb: Embedding,
+    pub entity_emb: Embedding,
+    pub cand_enc: Option<Linear>,
+    pub turn_in: Option<Linear>,
+    pub query_proj: Option<Linear>,
+    pub mamba: Vec<MambaBlock>,
+    pub s4d: Vec<S4dBlock>,
+    pub norm: Option<RmsNorm>,
+    pub mlp_in: Linear,
+    pub mlp_out: Linear,
+    pub path: Option<PathEncoder>,
+    d_model: usize,
+    entity_slots: usize,
+    memory_slots: usize,
+}
+
+/// A padded batch of user sequences (B users × T turns × K candidates).
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// `[B, T, CONTEXT_DIM]`
+    pub context: Tensor<3>,
+    /// `[B, T, E]`
+    pub query: Tensor<3>,
+    /// `[B, T, 2]` entity slots (entity_slots = none).
+    pub focal: Tensor<3, Int>,
+    /// `[B, T, K, FEATURE_DIM]` each.
+    pub features: Tensor<4>,
+    pub missing: Tensor<4>,
+    /// `[B, T, K]`
+    pub labels: Tensor<3>,
+    /// `[B, T, K]` 1 for a real candidate.
+    pub valid: Tensor<3>,
+    /// `[B, T]` 1 for a real turn.
+    pub turn_mask: Tensor<2>,
+    /// `[B, T, K]`
+    pub memory_slot: Tensor<3, Int>,
+    pub entity: Tensor<3, Int>,
+    /// `[B, T, K, E]`
+    pub content: Tensor<4>,
+    /// `[B, T, K, MAX_HOPS, HOP_DIM]` and `[B, T, K]` hop counts.
+    pub hops: Tensor<5>,
+    pub hop_count: Tensor<3, Int>,
+}
+
+/// Recurrent state of a whole scorer: one per backbone layer, plus the last output.
+#[derive(Clone, Debug)]
+pub struct ScorerState {
+    pub mamba: Vec<MambaState>,
+    pub s4d: Vec<S4dState>,
+    /// Backbone output after the last turn seen, `[B, H]`.
+    pub last: Tensor<2>,
+}
+
+impl Scorer {
+    pub fn is_temporal(&self) -> bool {
+        self.cand_enc.is_some()
+    }
+
+    fn focal_embedding(&self, focal: Tensor<3, Int>) -> Tensor<3> {
+        let [b, t, _] = focal.dims();
+        let e = self.entity_emb.forward(focal.reshape([b, t * 2])); // [B, 2T, d]
+        let d = e.dims()[2];
+        e.reshape([b, t, 2, d]).mean_dim(2).squeeze_dim::<3>(2)
+    }
+
+    /// Candidate encodings `[B, T, K, H]`.
+    fn encode_candidates(&self, batch: &Batch) -> Tensor<4> {
+        let [b, t, k, _] = batch.features.dims();
+        let mem = self
+            .memory_emb
+            .forward(batch.memory_slot.clone().reshape([b, t * k]));
+        let ent = self
+            .entity_emb
+            .forward(batch.entity.clone().reshape([b, t * k]));
+        let d = mem.dims()[2];
+        let x = Tensor::cat(
+            vec![
+                batch.features.clone(),
+                batch.missing.clone(),
+                mem.reshape([b, t, k, d]),
+                ent.reshape([b, t, k, d]),
+                batch.content.clone(),
+            ],
+            3,
+        );
+        self.cand_enc.as_ref().expect("temporal model").forward(x)
+    }
+
+    /// The pointwise branch's score `[B, T, K]`.
+    fn pointwise(&self, batch: &Batch) -> Tensor<3> {
+        let x = Tensor::cat(vec![batch.features.clone(), batch.missing.clone()], 3);
+        self.mlp_out
+            .forward(relu(self.mlp_in.forward(x)))
+            .squeeze_dim::<3>(3)
+    }
+
+    /// The dual variant's gated path score `[B, T, K]`.
+    fn path_score(&self, batch: &Batch) -> Option<Tensor<3>> {
+        let p = self.path.as_ref()?;
+        let [b, t, k, hops, hd] = batch.hops.dims();
+        let x = p
+            .hop_in
+            .forward(batch.hops.clone().reshape([b * t * k, hops, hd])); // [BTK, hops, C]
+        let y = p.s4d.forward(x); // [BTK, hops, C]
+        // Read the output at the last real hop.
+        let last = (batch.hop_count.clone().reshape([b * t * k]) - 1).clamp_min(0);
+        let c = y.dims()[2];
+        let idx = last.reshape([b * t * k, 1, 1]).expand([b * t * k, 1, c]);
+        let at = y.gather(1, idx).squeeze_dim::<2>(1); // [BTK, C]
+        let s = p.out.forward(at).reshape([b, t, k]);
+        Some(s * sigmoid(p.gate.val()).unsqueeze::<3>())
+    }
+
+    /// Backbone over tokens `[B, T, H]`.
+    fn backbone(&self, u: Tensor<3>, scan: ScanImpl) -> Tensor<3> {
+        let mut x = u;
+        for block in &self.mamba {
+            x = block.forward(x, scan);
+        }
+        for block in &self.s4d {
+            x = block.forward(x);
+        }
+        self.norm.as_ref().expect("temporal model").forward(x)
+    }
+
+    /// Tokens fed to the backbone, one per turn, built after the turn's labels.
+    fn tokens(&self, batch: &Batch, cand: &Tensor<4>, focal: &Tensor<3>) -> Tensor<3> {
+        let labels = batch.labels.clone() * batch.valid.clone();
+        let n = labels.clone().sum_dim(2).clamp_min(1.0); // [B, T, 1]
+        let pooled = (cand.clone() * labels.unsqueeze_dim::<4>(3))
+            .sum_dim(2)
+            .squeeze_dim::<3>(2)
+            / n; // [B, T, H]
+        let x = Tensor::cat(
+            vec![
+                batch.context.clone(),
+                batch.query.clone(),
+                focal.clone(),
+                pooled,
+            ],
+            2,
+        );
+        self.turn_in.as_ref().expect("temporal model").forward(x)
+    }
+
+    /// Scores `[B, T, K]` of every turn from the history before it; padded candidates get
+    /// −1e9.
+    pub fn forward(&self, batch: &Batch, scan: ScanImpl) -> Tensor<3> {
+        let mut score = self.pointwise(batch);
+        if self.is_temporal() {
+            let [b, t, _, _] = batch.features.dims();
+            let h = self.d_model;
+            let cand = self.encode_candidates(batch);
+            let focal = self.focal_embedding(batch.focal.clone());
+            let out = self.backbone(self.tokens(batch, &cand, &focal), scan); // [B, T, H]
+            // The state before turn t's labels: the output at t − 1 (zeros before turn 0).
+            let device = out.device();
+            let zeros = Tensor::zeros([b, 1, h], &device);
+            let before = if t == 1 {
+                zeros
+            } else {
+                Tensor::cat(vec![zeros, out.slice(s![.., 0..t - 1, ..])], 1)
+            };
+            let q = self
+                .query_proj
+                .as_ref()
+                .expect("temporal model")
+                .forward(Tensor::cat(
+                    vec![before, batch.context.clone(), batch.query.clone(), focal],
+                    2,
+                ));
+            let sim = (cand * q.unsqueeze_dim::<4>(2))
+                .sum_dim(3)
+                .squeeze_dim::<3>(3)
+                / (h as f64).sqrt();
+            score = score + sim;
+        }
+        if let Some(p) = self.path_score(batch) {
+            score = score + p;
+        }
+        score + (batch.valid.clone() - 1.0) * 1e9
+    }
+
+    pub fn zero_state(&self, batch: usize, device: &Device) -> ScorerState {
+        ScorerState {
+            mamba: self
+                .mamba
+                .iter()
+                .map(|m| m.zero_state(batch, device))
+                .collect(),
+            s4d: self
+                .s4d
+                .iter()
+                .map(|m| m.zero_state(batch, device))
+                .collect(),
+            last: Tensor::zeros([batch, self.d_model], device),
+        }
+    }
+
+    /// One turn at a time: scores this turn (`batch` with T = 1) from `state`, then folds
+    /// the turn's labels into the state. Equals [`Scorer::forward`] turn by turn.
+    pub fn step(&self, batch: &Batch, state: ScorerState) -> (Tensor<3>, ScorerState) {
+        let mut score = self.pointwise(batch);
+        let mut state = state;
+        if self.is_temporal() {
+            let h = self.d_model;
+            let cand = self.encode_candidates(batch);
+            let focal = self.focal_embedding(batch.focal.clone());
+            let q = self
+                .query_proj
+                .as_ref()
+                .expect("temporal model")
+                .forward(Tensor::cat(
+                    vec![
+                        state.last.clone().unsqueeze_dim::<3>(1),
+                        batch.context.clone(),
+                        batch.query.clone(),
+                        focal.clone(),
+                    ],
+                    2,
+                ));
+            let sim = (cand.clone() * q.unsqueeze_dim::<4>(2))
+                .sum_dim(3)
+                .squeeze_dim::<3>(3)
+                / (h as f64).sqrt();
+            score = score + sim;
+            let mut x = self.tokens(batch, &cand, &focal).squeeze_dim::<2>(1);
+            let mut mamba = Vec::with_capacity(self.mamba.len());
+            for (block, s) in self.mamba.iter().zip(state.mamba) {
+                let (y, s) = block.step(x, s);
+                x = y;
+                mamba.push(s);
+            }
+            let mut s4d = Vec::with_capacity(self.s4d.len());
+            for (block, s) in self.s4d.iter().zip(state.s4d) {
+                let (y, s) = block.step(x, s);
+                x = y;
+                s4d.push(s);
+            }
+            let last = self.norm.as_ref().expect("temporal model").forward(x);
+            state = ScorerState { mamba, s4d, last };
+        }
+        if let Some(p) = self.path_score(batch) {
+            score = score + p;
+        }
+        (score + (batch.valid.clone() - 1.0) * 1e9, state)
+    }
+}
+
+/// Listwise softmax cross-entropy (Bruch et al. 2019): per turn, −Σ_k p_k log softmax(s/τ)_k
+/// with p = labels / Σ labels; turns without a relevant candidate (or padding) are
+/// skipped. Returns the mean over counted turns (0 if none) as `[1]`.
+pub fn listwise_loss(
+    scores: Tensor<3>,
+    labels: Tensor<3>,
+    valid: Tensor<3>,
+    turn_mask: Tensor<2>,
+    temperature: f64,
+) -> Tensor<1> {
+    let labels = labels * valid;
+    let n_rel = labels.clone().sum_dim(2); // [B, T, 1]
+    let counted = n_rel.clone().greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
+    let p = labels / n_rel.clamp_min(1.0);
+    let logp = burn::tensor::activation::log_softmax(scores / temperature, 2);
+    let per_turn = (p * logp).sum_dim(2).neg() * counted.clone(); // [B, T, 1]
+    per_turn.sum() / counted.sum().clamp_min(1.0)
+}
+
+const _: () = assert!(MAX_HOPS == 10);

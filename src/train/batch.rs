@@ -1,0 +1,121 @@
+//! Turning loaded user sequences into padded tensor batches, and the temporal split
+//! that keeps validation and test labels out of training.
+
+use burn::prelude::*;
+
+use crate::data::{CONTEXT_DIM, Dataset, HOP_DIM, UserSeq};
+use crate::features::{FEATURE_DIM, MAX_HOPS};
+use crate::model::scorer::Batch;
+
+/// Timestamp cut-offs of the global temporal split (GTS): turns before `valid` train,
+/// turns in [`valid`, `test`) validate (model selection), turns from `test` on are the
+/// test cases of `eval`. Both are percentiles of all turn timestamps.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cutoffs {
+    pub valid: i64,
+    pub test: i64,
+}
+
+/// The timestamp at percentile `q` (0–1) of all turns (nearest rank).
+pub fn percentile_timestamp(data: &Dataset, q: f64) -> i64 {
+    let mut ts: Vec<i64> = data
+        .users
+        .iter()
+        .flat_map(|u| u.timestamp.iter().copied())
+        .collect();
+    ts.sort_unstable();
+    let i = ((ts.len() as f64 * q).ceil() as usize).clamp(1, ts.len()) - 1;
+    ts[i]
+}
+
+pub fn cutoffs(data: &Dataset, valid_q: f64, test_q: f64) -> Cutoffs {
+    Cutoffs {
+        valid: percentile_timestamp(data, valid_q),
+        test: percentile_timestamp(data, test_q),
+    }
+}
+
+/// Number of a user's turns strictly before `ts` (turns are in time order).
+pub fn turns_before(u: &UserSeq, ts: i64) -> usize {
+    u.timestamp.partition_point(|&t| t < ts)
+}
+
+/// Pads `users`' first `lens[i]` turns into a batch. Labels of every included turn are
+/// visible to the model's state for later turns, so callers pass only turns whose labels
+/// may be seen, plus (for scoring) the turns to score.
+pub fn make_batch(
+    data: &Dataset,
+    users: &[&UserSeq],
+    lens: &[usize],
+    entity_slots: usize,
+    memory_slots: usize,
+    device: &Device,
+) -> Batch {
+    let b = users.len();
+    let t = lens.iter().copied().max().unwrap_or(1).max(1);
+    let k = data.k;
+    let e = data.embedding_dim;
+    let mut context = vec![0f32; b * t * CONTEXT_DIM];
+    let mut query = vec![0f32; b * t * e];
+    let mut focal = vec![entity_slots as i32; b * t * 2];
+    let mut features = vec![0f32; b * t * k * FEATURE_DIM];
+    let mut missing = vec![1f32; b * t * k * FEATURE_DIM];
+    let mut labels = vec![0f32; b * t * k];
+    let mut valid = vec![0f32; b * t * k];
+    let mut turn_mask = vec![0f32; b * t];
+    let mut memory_slot = vec![0i32; b * t * k];
+    let mut entity = vec![entity_slots as i32; b * t * k];
+    let mut content = vec![0f32; b * t * k * e];
+    let mut hops = vec![0f32; b * t * k * MAX_HOPS * HOP_DIM];
+    let mut hop_count = vec![1i32; b * t * k];
+    for (i, (u, &len)) in users.iter().zip(lens).enumerate() {
+        let len = len.min(u.turns);
+        let tk = len * k;
+        let at = |per: usize| (i * t * per, i * t * per + len * per);
+        let (s, e_) = at(CONTEXT_DIM);
+        context[s..e_].copy_from_slice(&u.context[..len * CONTEXT_DIM]);
+        let (s, e_) = at(e);
+        query[s..e_].copy_from_slice(&u.query[..len * e]);
+        for j in 0..len * 2 {
+            let f = u.focal[j];
+            focal[i * t * 2 + j] = if f < 0 {
+                entity_slots as i32
+            } else {
+                (f as usize % entity_slots) as i32
+            };
+        }
+        let (s, e_) = at(k * FEATURE_DIM);
+        features[s..e_].copy_from_slice(&u.features[..tk * FEATURE_DIM]);
+        missing[s..e_].copy_from_slice(&u.missing[..tk * FEATURE_DIM]);
+        let (s, e_) = at(k);
+        labels[s..e_].copy_from_slice(&u.labels[..tk]);
+        valid[s..e_].copy_from_slice(&u.valid[..tk]);
+        for j in 0..tk {
+            memory_slot[s + j] = (u.memory_slot[j] as usize % memory_slots) as i32;
+            entity[s + j] = (u.entity[j] as usize % entity_slots) as i32;
+            hop_count[s + j] = (u.hop_count[j] as i32).max(1);
+        }
+        let (s, e_) = at(k * e);
+        content[s..e_].copy_from_slice(&u.content[..tk * e]);
+        let (s, e_) = at(k * MAX_HOPS * HOP_DIM);
+        hops[s..e_].copy_from_slice(&u.hops[..tk * MAX_HOPS * HOP_DIM]);
+        turn_mask[i * t..i * t + len].fill(1.0);
+    }
+    let f = |v: Vec<f32>, shape: &[usize]| TensorData::new(v, shape.to_vec());
+    let i = |v: Vec<i32>, shape: &[usize]| TensorData::new(v, shape.to_vec());
+    Batch {
+        context: Tensor::from_data(f(context, &[b, t, CONTEXT_DIM]), device),
+        query: Tensor::from_data(f(query, &[b, t, e]), device),
+        focal: Tensor::from_data(i(focal, &[b, t, 2]), device),
+        features: Tensor::from_data(f(features, &[b, t, k, FEATURE_DIM]), device),
+        missing: Tensor::from_data(f(missing, &[b, t, k, FEATURE_DIM]), device),
+        labels: Tensor::from_data(f(labels, &[b, t, k]), device),
+        valid: Tensor::from_data(f(valid, &[b, t, k]), device),
+        turn_mask: Tensor::from_data(f(turn_mask, &[b, t]), device),
+        memory_slot: Tensor::from_data(i(memory_slot, &[b, t, k]), device),
+        entity: Tensor::from_data(i(entity, &[b, t, k]), device),
+        content: Tensor::from_data(f(content, &[b, t, k, e]), device),
+        hops: Tensor::from_data(f(hops, &[b, t, k, MAX_HOPS, HOP_DIM]), device),
+        hop_count: Tensor::from_data(i(hop_count, &[b, t, k]), device),
+    }
+}

@@ -1,0 +1,627 @@
+//! `ssmkit train`: listwise softmax CE, AdamW (weight decay 0.01), global-norm gradient
+//! clipping, linear warm-up + cosine LR, the curriculum stages, validation on unnormalized
+//! DCG@10 for model selection, checkpoints and `--resume`.
+//!
+//! Split: the global temporal split of `eval` (test from the 90th percentile of turn
+//! timestamps). Training sees turns before the 80th percentile; validation scores the
+//! turns in [P80, P90) from the history before them. No test label reaches training.
+
+pub mod batch;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, UserSeq};
+use crate::error::{Error, Result};
+use crate::eval::metrics::{Metrics, case_metrics};
+use crate::model::mamba::ScanImpl;
+use crate::model::scorer::{ModelConfig, Scorer, Size, Variant, listwise_loss};
+use batch::{Cutoffs, cutoffs, make_batch, turns_before};
+
+/// The `[train]` section of a run config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub model: Variant,
+    pub size: Size,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Users per batch.
+    pub batch_users: usize,
+    /// Longest window of turns per training sequence.
+    pub window: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Global gradient-norm bound.
+    pub grad_clip: f64,
+    /// ListNet / softmax temperature.
+    pub temperature: f64,
+    /// Percentiles of turn timestamps where validation and test begin.
+    pub valid_from: f64,
+    pub test_from: f64,
+    /// Validate (and checkpoint) every this many steps.
+    pub eval_every: usize,
+    /// Follow the dataset's curriculum stages in order, each for its share of the steps.
+    pub curriculum: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: Variant::Mamba,
+            size: Size::Small,
+            steps: 200,
+            batch_users: 8,
+            window: 64,
+            lr: 3e-3,
+            min_lr: 1e-4,
+            warmup_steps: 20,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            temperature: 1.0,
+            valid_from: 0.8,
+            test_from: 0.9,
+            eval_every: 50,
+            curriculum: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |f: &str, why: &str| Err(Error::Config(format!("train.{f}: {why}")));
+        if self.steps == 0 || self.batch_users == 0 || self.window < 2 || self.eval_every == 0 {
+            return bad(
+                "steps",
+                "steps, batch_users, eval_every must be >= 1 and window >= 2",
+            );
+        }
+        if !(self.lr > 0.0 && self.lr <= 1.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return bad("lr", "need 0 < lr <= 1 and 0 <= min_lr <= lr");
+        }
+        if !(0.0 < self.valid_from && self.valid_from < self.test_from && self.test_from < 1.0) {
+            return bad("valid_from", "need 0 < valid_from < test_from < 1");
+        }
+        if !(self.temperature > 0.0 && self.grad_clip > 0.0 && self.weight_decay >= 0.0) {
+            return bad(
+                "temperature",
+                "temperature and grad_clip must be > 0, weight_decay >= 0",
+            );
+        }
+        Ok(())
+    }
+
+    /// LR at step s (0-based): linear warm-up to `lr`, then cosine to `min_lr`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = (self.steps - self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        self.min_lr
+            + 0.5 * (self.lr - self.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+/// Squared global norm of the gradients.
+struct SqNorm<'a>(&'a GradientsParams, f64);
+impl ModuleVisitor for SqNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.0.get::<D>(p.id) {
+            self.1 += g.square().sum().into_scalar::<f32>() as f64;
+        }
+    }
+}
+struct Scale<'a>(&'a mut GradientsParams, f32);
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.0.remove::<D>(p.id) {
+            self.0.register::<D>(p.id, g.mul_scalar(self.1));
+        }
+    }
+}
+
+/// Validation result at one step.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Validation {
+    pub loss: f64,
+    pub dcg10: f64,
+    pub hr10: f64,
+    pub ndcg10: f64,
+}
+
+/// Scores turns in `[from, to)` of each user from its full history before them; returns the
+/// mean listwise loss and the mean metrics at 10 over scored turns with a relevant label.
+pub fn validate(
+    model: &Scorer,
+    data: &Dataset,
+    from: i64,
+    to: i64,
+    cfg: &ModelConfig,
+    temperature: f64,
+    device: &Device,
+) -> Validation {
+    let mut metrics = Vec::new();
+    let mut loss_sum = 0.0;
+    let mut loss_n = 0.0;
+    for chunk in data.users.chunks(16) {
+        let users: Vec<&UserSeq> = chunk.iter().collect();
+        let lens: Vec<usize> = users.iter().map(|u| turns_before(u, to)).collect();
+        if lens.iter().all(|&l| l == 0) {
+            continue;
+        }
+        let b = make_batch(
+            data,
+            &users,
+            &lens,
+            cfg.entity_slots,
+            cfg.memory_slots,
+            device,
+        );
+        let scores = model.forward(&b, ScanImpl::Reference);
+        let [_, t, k] = scores.dims();
+        let s: Vec<f32> = scores.clone().try_into_vec_as::<f32>().expect("scores");
+        let mask: Vec<f32> = b.turn_mask.clone().try_into_vec_as::<f32>().expect("mask");
+        // Loss over the validation turns only.
+        let start: Vec<usize> = users.iter().map(|u| turns_before(u, from)).collect();
+        let mut vmask = vec![0f32; users.len() * t];
+        for (i, (&s0, &l)) in start.iter().zip(&lens).enumerate() {
+            vmask[i * t + s0..i * t + l].fill(1.0);
+        }
+        let vm = Tensor::<2>::from_data(TensorData::new(vmask.clone(), [users.len(), t]), device);
+        let n: f32 = vm.clone().sum().into_scalar();
+        if n > 0.0 {
+            let l: f32 = listwise_loss(scores, b.labels.clone(), b.valid.clone(), vm, temperature)
+                .into_scalar();
+            loss_sum += l as f64 * n as f64;
+            loss_n += n as f64;
+        }
+        for (i, u) in users.iter().enumerate() {
+            for ti in start[i]..lens[i] {
+                if mask[i * t + ti] == 0.0 {
+                    continue;
+                }
+                let labels: Vec<f64> = (0..k)
+                    .map(|c| (u.labels[ti * k + c] * u.valid[ti * k + c]) as f64)
+                    .collect();
+                if labels.iter().all(|&l| l == 0.0) {
+                    continue;
+                }
+                let sc: Vec<f64> = (0..k).map(|c| s[(i * t + ti) * k + c] as f64).collect();
+                metrics.push(case_metrics(&sc, &labels, 10));
+            }
+        }
+    }
+    let m = Metrics::mean(&metrics);
+    Validation {
+        loss: if loss_n > 0.0 {
+            loss_sum / loss_n
+        } else {
+            f64::NAN
+        },
+        dcg10: m.dcg,
+        hr10: m.hr,
+        ndcg10: m.ndcg,
+    }
+}
+
+/// Options of one `train` invocation.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub run: PathBuf,
+    pub seed: u64,
+    pub resume: bool,
+    pub quiet: bool,
+    /// Stop after this many steps of this invocation (a time-boxed job); the run stays
+    /// resumable from its last checkpoint.
+    pub stop_after: Option<usize>,
+}
+
+/// What the run directory's `state.json` records (written atomically with each checkpoint).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunState {
+    step: usize,
+    best_dcg10: f64,
+    best_step: usize,
+    model: ModelConfig,
+    train: TrainConfig,
+    seed: u64,
+    cutoffs: Cutoffs,
+    dataset_sha: String,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn dataset_fingerprint(data: &Dataset) -> String {
+    data.manifest["files"]["candidates.parquet"]["sha256"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Users of each curriculum stage; a dataset without stages has everything in stage 0.
+fn stage_pools(data: &Dataset, cut: &Cutoffs) -> Vec<(u8, Vec<usize>)> {
+    let mut pools: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
+    for (i, u) in data.users.iter().enumerate() {
+        if turns_before(u, cut.valid) >= 2 {
+            pools.entry(u.stage).or_default().push(i);
+        }
+    }
+    pools.into_iter().collect()
+}
+
+/// Which stage pool a step draws from: stages in order, each for its share of the steps.
+fn stage_at(step: usize, steps: usize, shares: &[f64]) -> usize {
+    let total: f64 = shares.iter().sum();
+    let x = (step as f64 + 0.5) / steps as f64 * total;
+    let mut acc = 0.0;
+    for (i, s) in shares.iter().enumerate() {
+        acc += s;
+        if x < acc {
+            return i;
+        }
+    }
+    shares.len() - 1
+}
+
+/// Trains a model on the dataset at `opts.data` into the run directory `opts.run`.
+pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation> {
+    train_cfg.validate()?;
+    let data = Dataset::load(&opts.data)?;
+    let device = Device::flex().autodiff();
+    let memory_slots = data.manifest["config"]["world"]["memory_slots"]
+        .as_u64()
+        .unwrap_or(4096) as usize;
+    let model_cfg = ModelConfig::sized(
+        train_cfg.model,
+        train_cfg.size,
+        data.embedding_dim,
+        memory_slots,
+    );
+    let cut = cutoffs(&data, train_cfg.valid_from, train_cfg.test_from);
+    let pools = stage_pools(&data, &cut);
+    if pools.is_empty() {
+        return Err(Error::Dataset {
+            path: opts.data.clone(),
+            msg: "the training split is empty: no user has two turns before the validation cut-off"
+                .into(),
+        });
+    }
+    let state_path = opts.run.join("state.json");
+    let fingerprint = dataset_fingerprint(&data);
+    let mut state = RunState {
+        step: 0,
+        best_dcg10: f64::NEG_INFINITY,
+        best_step: 0,
+        model: model_cfg.clone(),
+        train: train_cfg.clone(),
+        seed: opts.seed,
+        cutoffs: cut,
+        dataset_sha: fingerprint.clone(),
+    };
+    let mut model = model_cfg.init(opts.seed, &device);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(train_cfg.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init();
+    if opts.resume {
+        let text = fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let saved: RunState = serde_json::from_str(&text)
+            .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))?;
+        if saved.model != model_cfg || saved.train != *train_cfg || saved.seed != opts.seed {
+            return Err(Error::Input(format!(
+                "{}: the checkpoint was made with another model, training config or seed; resume with the same ones or train into a new run directory",
+                opts.run.display()
+            )));
+        }
+        if saved.dataset_sha != fingerprint {
+            return Err(Error::Input(format!(
+                "{}: the checkpoint was trained on another dataset",
+                opts.run.display()
+            )));
+        }
+        model = model
+            .try_load_file(opts.run.join("checkpoint.bpk"))
+            .map_err(|e| {
+                Error::Input(format!(
+                    "{}: cannot load checkpoint: {e:?}",
+                    opts.run.display()
+                ))
+            })?;
+        optim = optim.load(opts.run.join("optimizer.bpk")).map_err(|e| {
+            Error::Input(format!(
+                "{}: cannot load optimizer state: {e:?}",
+                opts.run.display()
+            ))
+        })?;
+        state = saved;
+        // Steps after the checkpoint will be redone: drop their log rows.
+        let log_path = opts.run.join("metrics.csv");
+        let text = fs::read_to_string(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let kept: Vec<&str> = text
+            .lines()
+            .enumerate()
+            .filter(|(i, l)| {
+                *i == 0
+                    || l.split(',')
+                        .next()
+                        .and_then(|s| s.parse::<usize>().ok())
+                        .is_some_and(|s| s <= state.step)
+            })
+            .map(|(_, l)| l)
+            .collect();
+        write_atomic(&log_path, (kept.join("\n") + "\n").as_bytes())?;
+    } else {
+        if opts.run.join("model.bpk").exists() || state_path.exists() {
+            return Err(Error::Input(format!(
+                "{} already holds a run: pass --resume to continue it, or choose another run directory",
+                opts.run.display()
+            )));
+        }
+        fs::create_dir_all(&opts.run).map_err(|e| Error::io(&opts.run, e))?;
+        let resolved = serde_json::json!({"model": model_cfg, "train": train_cfg, "seed": opts.seed,
+            "data": opts.data.display().to_string(), "cutoffs": cut, "params": model.num_params()});
+        write_atomic(
+            &opts.run.join("config.json"),
+            serde_json::to_string_pretty(&resolved)
+                .expect("json")
+                .as_bytes(),
+        )?;
+        write_atomic(
+            &opts.run.join("metrics.csv"),
+            b"step,stage,loss,val_loss,val_dcg10,val_hr10,val_ndcg10,lr,turns_per_s\n",
+        )?;
+    }
+    let shares: Vec<f64> = pools
+        .iter()
+        .map(|(s, _)| match (*s, train_cfg.curriculum) {
+            (0, _) | (_, false) => 1.0,
+            (s, true) => data.manifest["config"]["curriculum"]["stages"][s as usize - 1]["share"]
+                .as_f64()
+                .unwrap_or(1.0),
+        })
+        .collect();
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(train_cfg.steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("train [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .expect("template"),
+    );
+    bar.set_position(state.step as u64);
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(opts.run.join("metrics.csv"))
+        .map_err(|e| Error::io(&opts.run, e))?;
+    let mut last = Validation {
+        loss: f64::NAN,
+        dcg10: 0.0,
+        hr10: 0.0,
+        ndcg10: 0.0,
+    };
+    let first_step = state.step;
+    while state.step < train_cfg.steps {
+        if opts
+            .stop_after
+            .is_some_and(|n| state.step - first_step >= n)
+        {
+            break;
+        }
+        let step = state.step;
+        // Every draw of this step comes from (seed, step): a resumed run repeats them.
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let pool_i = if train_cfg.curriculum {
+            stage_at(step, train_cfg.steps, &shares)
+        } else {
+            rng.random_range(0..pools.len())
+        };
+        let (stage, pool) = &pools[pool_i];
+        let mut users = Vec::with_capacity(train_cfg.batch_users);
+        let mut lens = Vec::with_capacity(train_cfg.batch_users);
+        let mut windows = Vec::with_capacity(train_cfg.batch_users);
+        for _ in 0..train_cfg.batch_users {
+            let u = &data.users[pool[rng.random_range(0..pool.len())]];
+            let n = turns_before(u, cut.valid);
+            let len = n.min(train_cfg.window);
+            let start = rng.random_range(0..=n - len);
+            windows.push(slice_user(u, start, len, data.k, data.embedding_dim));
+            lens.push(len);
+        }
+        for w in &windows {
+            users.push(w);
+        }
+        let started = std::time::Instant::now();
+        let b = make_batch(
+            &data,
+            &users,
+            &lens,
+            model_cfg.entity_slots,
+            model_cfg.memory_slots,
+            &device,
+        );
+        let scores = model.forward(&b, ScanImpl::Reference);
+        let loss = listwise_loss(
+            scores,
+            b.labels.clone(),
+            b.valid.clone(),
+            b.turn_mask.clone(),
+            train_cfg.temperature,
+        );
+        let loss_value: f32 = loss.clone().into_scalar();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut norm = SqNorm(&grads, 0.0);
+        model.visit(&mut norm);
+        let norm = norm.1.sqrt();
+        if norm > train_cfg.grad_clip {
+            model.visit(&mut Scale(&mut grads, (train_cfg.grad_clip / norm) as f32));
+        }
+        let lr = train_cfg.lr_at(step);
+        model = optim.step(lr, model, grads);
+        let turns: usize = lens.iter().sum();
+        let tps = turns as f64 / started.elapsed().as_secs_f64();
+        state.step += 1;
+        bar.set_position(state.step as u64);
+        bar.set_message(format!("loss {loss_value:.4} {tps:.0} turns/s"));
+        let mut val = (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
+        if state.step.is_multiple_of(train_cfg.eval_every) || state.step == train_cfg.steps {
+            let plain = model.valid();
+            last = validate(
+                &plain,
+                &data,
+                cut.valid,
+                cut.test,
+                &model_cfg,
+                train_cfg.temperature,
+                &Device::flex(),
+            );
+            val = (last.loss, last.dcg10, last.hr10, last.ndcg10);
+            if last.dcg10 > state.best_dcg10 {
+                state.best_dcg10 = last.dcg10;
+                state.best_step = state.step;
+                save_model(&model, &opts.run.join("model.bpk"))?;
+            }
+            save_model(&model, &opts.run.join("checkpoint.bpk"))?;
+            let tmp = opts.run.join("optimizer.tmp.bpk");
+            optim
+                .save(&tmp)
+                .map_err(|e| Error::Input(format!("saving optimizer state: {e:?}")))?;
+            fs::rename(&tmp, opts.run.join("optimizer.bpk"))
+                .map_err(|e| Error::io(&opts.run, e))?;
+            write_atomic(
+                &state_path,
+                serde_json::to_string_pretty(&state)
+                    .expect("json")
+                    .as_bytes(),
+            )?;
+        }
+        writeln!(
+            log,
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.1}",
+            state.step, stage, loss_value, val.0, val.1, val.2, val.3, lr, tps
+        )
+        .map_err(|e| Error::io(&opts.run, e))?;
+    }
+    bar.finish_and_clear();
+    Ok(last)
+}
+
+/// Validation numbers of random scores (seeded) on the same turns, for comparison.
+pub fn random_baseline(data_path: &Path, cfg: &TrainConfig, seed: u64) -> Result<Validation> {
+    let data = Dataset::load(data_path)?;
+    let cut = cutoffs(&data, cfg.valid_from, cfg.test_from);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let k = data.k;
+    let mut metrics = Vec::new();
+    for u in &data.users {
+        for t in turns_before(u, cut.valid)..turns_before(u, cut.test) {
+            let labels: Vec<f64> = (0..k)
+                .map(|c| (u.labels[t * k + c] * u.valid[t * k + c]) as f64)
+                .collect();
+            if labels.iter().all(|&l| l == 0.0) {
+                continue;
+            }
+            let scores: Vec<f64> = (0..k).map(|_| rng.random_range(0.0..1.0)).collect();
+            metrics.push(case_metrics(&scores, &labels, 10));
+        }
+    }
+    let m = Metrics::mean(&metrics);
+    Ok(Validation {
+        loss: (k as f64).ln(),
+        dcg10: m.dcg,
+        hr10: m.hr,
+        ndcg10: m.ndcg,
+    })
+}
+
+/// Loads a run's selected model (`model.bpk`, or `checkpoint.bpk` with `checkpoint`) with
+/// the configuration it was trained with, on `device`.
+pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer, ModelConfig)> {
+    let state_path = run.join("state.json");
+    let text = fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+    let state: RunState = serde_json::from_str(&text)
+        .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))?;
+    let file = run.join(if checkpoint {
+        "checkpoint.bpk"
+    } else {
+        "model.bpk"
+    });
+    let model = state
+        .model
+        .init(state.seed, device)
+        .try_load_file(&file)
+        .map_err(|e| Error::Input(format!("{}: cannot load: {e:?}", file.display())))?;
+    Ok((model, state.model))
+}
+
+/// Every parameter value of a model, in visiting order (for comparisons and checksums).
+pub fn flat_params(model: &Scorer) -> Vec<f32> {
+    struct Flat(Vec<f32>);
+    impl ModuleVisitor for Flat {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0
+                .extend(p.val().try_into_vec_as::<f32>().expect("f32 parameter"));
+        }
+    }
+    let mut f = Flat(Vec::new());
+    model.visit(&mut f);
+    f.0
+}
+
+fn save_model(model: &Scorer, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("tmp.bpk");
+    model
+        .clone()
+        .save_file(&tmp)
+        .map_err(|e| Error::Input(format!("saving {}: {e:?}", path.display())))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// A window of `len` turns of `u` starting at `start`.
+fn slice_user(u: &UserSeq, start: usize, len: usize, k: usize, e: usize) -> UserSeq {
+    use crate::data::{CONTEXT_DIM, HOP_DIM};
+    use crate::features::{FEATURE_DIM, MAX_HOPS};
+    let r = |per: usize| start * per..(start + len) * per;
+    UserSeq {
+        user_id: u.user_id,
+        stage: u.stage,
+        turns: len,
+        timestamp: u.timestamp[r(1)].to_vec(),
+        session: u.session[r(1)].to_vec(),
+        context: u.context[r(CONTEXT_DIM)].to_vec(),
+        query: u.query[r(e)].to_vec(),
+        focal: u.focal[r(2)].to_vec(),
+        features: u.features[r(k * FEATURE_DIM)].to_vec(),
+        missing: u.missing[r(k * FEATURE_DIM)].to_vec(),
+        valid: u.valid[r(k)].to_vec(),
+        labels: u.labels[r(k)].to_vec(),
+        relevance: u.relevance[r(k)].to_vec(),
+        memory_slot: u.memory_slot[r(k)].to_vec(),
+        memory_id: u.memory_id[r(k)].to_vec(),
+        entity: u.entity[r(k)].to_vec(),
+        canary: u.canary[r(k)].to_vec(),
+        hard_negative: u.hard_negative[r(k)].to_vec(),
+        content: u.content[r(k * e)].to_vec(),
+        hops: u.hops[r(k * MAX_HOPS * HOP_DIM)].to_vec(),
+        hop_count: u.hop_count[r(k)].to_vec(),
+    }
+}
