@@ -3,7 +3,7 @@
 //! a killed run never leaves a half dataset where a good one was.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -96,12 +96,39 @@ impl Drop for StagedDir {
     }
 }
 
+/// A file writer that hashes what it writes (Parquet is written front to back), so the
+/// manifest's SHA-256 needs no second pass over the file.
+pub struct HashingWriter {
+    file: File,
+    hasher: std::sync::Arc<std::sync::Mutex<Sha256>>,
+}
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.lock().expect("hasher lock").update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// A Parquet file written batch by batch.
 pub struct TableWriter {
     path: PathBuf,
     compression: ParquetCompression,
-    inner: Option<BatchedWriter<BufWriter<File>>>,
+    inner: Option<BatchedWriter<HashingWriter>>,
+    hasher: std::sync::Arc<std::sync::Mutex<Sha256>>,
     pub rows: u64,
+}
+
+/// What a finished table reports.
+pub struct Written {
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 impl TableWriter {
@@ -110,6 +137,7 @@ impl TableWriter {
             path,
             compression,
             inner: None,
+            hasher: Default::default(),
             rows: 0,
         }
     }
@@ -117,7 +145,12 @@ impl TableWriter {
     pub fn write(&mut self, df: &DataFrame) -> Result<()> {
         if self.inner.is_none() {
             let file = File::create(&self.path).map_err(|e| Error::io(&self.path, e))?;
-            let writer = ParquetWriter::new(BufWriter::new(file))
+            let sink = HashingWriter {
+                file,
+                hasher: self.hasher.clone(),
+            };
+            // Polars writes whole pages: no extra buffering needed.
+            let writer = ParquetWriter::new(sink)
                 .with_compression(self.compression)
                 .with_statistics(StatisticsOptions::default())
                 .batched(df.schema())?;
@@ -131,12 +164,22 @@ impl TableWriter {
     }
 
     /// Closes the file; a table that got no batch is written empty with `empty`'s schema.
-    pub fn finish(mut self, empty: &DataFrame) -> Result<u64> {
+    pub fn finish(mut self, empty: &DataFrame) -> Result<Written> {
         if self.inner.is_none() {
             self.write(empty)?;
         }
-        self.inner.as_mut().expect("opened above").finish()?;
-        Ok(self.rows)
+        let writer = self.inner.take().expect("opened above");
+        writer.finish()?;
+        drop(writer);
+        let bytes = fs::metadata(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
+        let hasher = std::mem::take(&mut *self.hasher.lock().expect("hasher lock"));
+        Ok(Written {
+            rows: self.rows,
+            bytes,
+            sha256: format!("{:x}", hasher.finalize()),
+        })
     }
 }
 
