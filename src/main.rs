@@ -88,6 +88,11 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Speed measurements
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Ranking metrics of logged rankings: HR, MRR, DCG (unnormalized), nDCG, P, R at K
     #[command(
         after_help = "FILE is CSV (or .parquet) with columns case_id,score,label; a case's rows are its
@@ -131,6 +136,31 @@ enum Command {
         /// Resampling unit: each case, or each user's cases together
         #[arg(long, value_enum, default_value_t = Unit::Case)]
         unit: Unit,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Forward + backward time of the selective scan alone
+    #[command(
+        after_help = "Example:\n  ssmkit bench scan --batch 32 --d-inner 128 --d-state 16 --len 64 --json"
+    )]
+    Scan {
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        d_inner: usize,
+        #[arg(long, default_value_t = 16)]
+        d_state: usize,
+        #[arg(long, default_value_t = 64)]
+        len: usize,
+        /// Only `reference` (the per-timestep loop) exists so far
+        #[arg(long = "impl", default_value = "reference")]
+        implementation: String,
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
         #[arg(long)]
         json: bool,
     },
@@ -245,6 +275,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 v.hr10,
                 v.ndcg10
             );
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Scan {
+                    batch,
+                    d_inner,
+                    d_state,
+                    len,
+                    implementation,
+                    repeats,
+                    json,
+                },
+        } => {
+            if implementation != "reference" {
+                anyhow::bail!(
+                    "unknown scan implementation {implementation:?}: only `reference` exists so far"
+                );
+            }
+            if batch == 0 || d_inner == 0 || d_state == 0 || len == 0 || repeats == 0 {
+                anyhow::bail!(
+                    "--batch, --d-inner, --d-state, --len and --repeats must be at least 1"
+                );
+            }
+            let r = ssmkit::bench::scan(batch, d_inner, d_state, len, repeats);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "selective scan ({}, {}), batch {batch}, d_inner {d_inner}, d_state {d_state}, len {len}: forward+backward {:.2} ms (median of {repeats}, min {:.2}), forward {:.2} ms",
+                    r.implementation, r.backend, r.fwd_bwd_ms, r.fwd_bwd_min_ms, r.fwd_ms
+                );
+            }
         }
         Command::Metrics { file, k, json } => {
             let report = eval::metrics_file(&file, k)?;

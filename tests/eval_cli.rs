@@ -157,3 +157,28 @@ fn bad_inputs_are_one_clear_error() {
     let err = one_line_error(&["compare", &a, &a, "--unit", "user"]);
     assert!(err.contains("user_id"), "{err}");
 }
+
+#[test]
+fn bench_scan_reports_json() {
+    let (ok, out, err) = ssmkit(&[
+        "bench",
+        "scan",
+        "--batch",
+        "2",
+        "--d-inner",
+        "4",
+        "--d-state",
+        "3",
+        "--len",
+        "5",
+        "--repeats",
+        "2",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["fwd_bwd_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["len"], 5);
+    let (ok, _, err) = ssmkit(&["bench", "scan", "--impl", "fused"]);
+    assert!(!ok && err.contains("reference"), "{err}");
+}

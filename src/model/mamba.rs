@@ -278,11 +278,13 @@ pub fn selective_scan_reference(
     let n = a.dims()[1];
     let mut h = Tensor::<3>::zeros([b, e, n], &x.device());
     let mut ys = Vec::with_capacity(t);
-    for i in 0..t {
-        let at = |v: &Tensor<3>| v.clone().slice(s![.., i..i + 1, ..]).squeeze_dim::<2>(1);
-        let (h2, y) = scan_step(h, at(&x), at(&delta), a.clone(), at(&bm), at(&cm));
+    // Split each input along time once (one op each) rather than slicing per step.
+    let steps = |v: Tensor<3>| v.split(1, 1).into_iter().map(|s| s.squeeze_dim::<2>(1));
+    for (((xt, dt), bt), ct) in steps(x).zip(steps(delta)).zip(steps(bm)).zip(steps(cm)) {
+        let (h2, y) = scan_step(h, xt, dt, a.clone(), bt, ct);
         h = h2;
         ys.push(y);
     }
+    debug_assert_eq!(ys.len(), t);
     Tensor::stack(ys, 1)
 }
