@@ -145,6 +145,16 @@ fn same_seed_same_weights_and_resume_matches() {
     assert!(wa != weights(&d), "another seed gave the same weights");
 }
 
+/// A copy of a dataset directory, to damage.
+fn copy_dataset(from: &Path, to: &Path) -> PathBuf {
+    std::fs::create_dir(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+    }
+    to.to_path_buf()
+}
+
 fn ssmkit(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
         .args(args)
@@ -215,12 +225,7 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         "the run was overwritten"
     );
     // An unknown feature layout.
-    let foreign = dir.path().join("foreign");
-    std::fs::create_dir(&foreign).unwrap();
-    for f in std::fs::read_dir(&data).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), foreign.join(f.file_name())).unwrap();
-    }
+    let foreign = copy_dataset(&data, &dir.path().join("foreign"));
     let m = std::fs::read_to_string(foreign.join("manifest.json"))
         .unwrap()
         .replace("ssmkit-layout-v1", "ssmkit-layout-v0");
@@ -239,12 +244,7 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         "{err}"
     );
     // NaN features.
-    let nan = dir.path().join("nan");
-    std::fs::create_dir(&nan).unwrap();
-    for f in std::fs::read_dir(&data).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), nan.join(f.file_name())).unwrap();
-    }
+    let nan = copy_dataset(&data, &dir.path().join("nan"));
     {
         use polars::prelude::*;
         let file = std::fs::File::open(nan.join("candidates.parquet")).unwrap();
@@ -299,4 +299,46 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     ]);
     assert!(err.contains("empty"), "{err}");
     assert!(!dir.path().join("r2").join("model.bpk").exists());
+}
+
+#[test]
+fn scorer_step_by_step_matches_full_sequence_scores() {
+    use burn::prelude::*;
+    use ssmkit::data::Dataset;
+    use ssmkit::model::mamba::ScanImpl;
+    use ssmkit::model::scorer::ModelConfig;
+    use ssmkit::train::batch::make_batch;
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let device = Device::flex();
+    for variant in [Variant::Mamba, Variant::S4d, Variant::Dual, Variant::Mlp] {
+        let cfg = ModelConfig::sized(variant, Size::Tiny, data.embedding_dim, 4096);
+        let model = cfg.init(5, &device);
+        let users: Vec<_> = data.users.iter().take(3).collect();
+        let lens = [12, 9, 12];
+        let batch = make_batch(
+            &data,
+            &users,
+            &lens,
+            cfg.entity_slots,
+            cfg.memory_slots,
+            &device,
+        );
+        let full = model.forward(&batch, ScanImpl::Reference);
+        let mut state = model.zero_state(3, &device);
+        let mut steps = Vec::new();
+        for t in 0..12 {
+            let (s, next) = model.step(&batch.turn(t), state);
+            state = next;
+            steps.push(s);
+        }
+        let stepped = Tensor::cat(steps, 1);
+        // Compare real candidates of real turns only (padding scores are −1e9 in both).
+        let mask = batch.turn_mask.clone().unsqueeze_dim::<3>(2) * batch.valid.clone();
+        let diff: f32 = ((full - stepped) * mask).abs().max().into_scalar();
+        assert!(
+            diff <= 1e-4,
+            "{variant:?}: step vs full sequence differ by {diff}"
+        );
+    }
 }

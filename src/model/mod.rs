@@ -27,6 +27,25 @@ mod tests {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
+    /// Feeds `x` `[B, T, H]` one step at a time through `step`, stacking the outputs.
+    fn run_steps<S>(
+        x: Tensor<3>,
+        mut state: S,
+        step: impl Fn(Tensor<2>, S) -> (Tensor<2>, S),
+    ) -> Tensor<3> {
+        let t = x.dims()[1];
+        let mut ys = Vec::with_capacity(t);
+        for i in 0..t {
+            let (y, s) = step(
+                x.clone().slice(s![.., i..i + 1, ..]).squeeze_dim::<2>(1),
+                state,
+            );
+            state = s;
+            ys.push(y);
+        }
+        Tensor::stack(ys, 1)
+    }
+
     #[test]
     fn mamba_step_matches_full_sequence_forward() {
         let device = Device::flex();
@@ -39,17 +58,7 @@ mod tests {
         let block = cfg.init(3, &device);
         let x = random([2, 9, 8], 5, &device);
         let full = block.forward(x.clone(), ScanImpl::Reference);
-        let mut state = block.zero_state(2, &device);
-        let mut steps = Vec::new();
-        for t in 0..9 {
-            let (y, s) = block.step(
-                x.clone().slice(s![.., t..t + 1, ..]).squeeze_dim::<2>(1),
-                state,
-            );
-            state = s;
-            steps.push(y);
-        }
-        let stepped = Tensor::stack(steps, 1);
+        let stepped = run_steps(x, block.zero_state(2, &device), |x, s| block.step(x, s));
         let diff = max_abs_diff(full, stepped);
         assert!(diff <= 1e-5, "step vs full: {diff}");
     }
@@ -67,17 +76,8 @@ mod tests {
         assert!(diff <= 1e-4, "convolution vs recurrence: {diff}");
         // And the residual block's step agrees with its forward.
         let full = block.forward(u.clone());
-        let mut state = block.zero_state(3, &device);
-        let mut steps = Vec::new();
-        for t in 0..17 {
-            let (y, s) = block.step(
-                u.clone().slice(s![.., t..t + 1, ..]).squeeze_dim::<2>(1),
-                state,
-            );
-            state = s;
-            steps.push(y);
-        }
-        let diff = max_abs_diff(full, Tensor::stack(steps, 1));
+        let stepped = run_steps(u, block.zero_state(3, &device), |x, s| block.step(x, s));
+        let diff = max_abs_diff(full, stepped);
         assert!(diff <= 1e-4, "S4D step vs forward: {diff}");
     }
 

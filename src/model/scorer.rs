@@ -271,6 +271,27 @@ pub struct Batch {
     pub hop_count: Tensor<3, Int>,
 }
 
+impl Batch {
+    /// The batch restricted to turn `t` (T = 1), for [`Scorer::step`].
+    pub fn turn(&self, t: usize) -> Batch {
+        Batch {
+            context: self.context.clone().slice(s![.., t..t + 1, ..]),
+            query: self.query.clone().slice(s![.., t..t + 1, ..]),
+            focal: self.focal.clone().slice(s![.., t..t + 1, ..]),
+            features: self.features.clone().slice(s![.., t..t + 1, .., ..]),
+            missing: self.missing.clone().slice(s![.., t..t + 1, .., ..]),
+            labels: self.labels.clone().slice(s![.., t..t + 1, ..]),
+            valid: self.valid.clone().slice(s![.., t..t + 1, ..]),
+            turn_mask: self.turn_mask.clone().slice(s![.., t..t + 1]),
+            memory_slot: self.memory_slot.clone().slice(s![.., t..t + 1, ..]),
+            entity: self.entity.clone().slice(s![.., t..t + 1, ..]),
+            content: self.content.clone().slice(s![.., t..t + 1, .., ..]),
+            hops: self.hops.clone().slice(s![.., t..t + 1, .., .., ..]),
+            hop_count: self.hop_count.clone().slice(s![.., t..t + 1, ..]),
+        }
+    }
+}
+
 /// Recurrent state of a whole scorer: one per backbone layer, plus the last output.
 #[derive(Clone, Debug)]
 pub struct ScorerState {
