@@ -89,12 +89,22 @@ fn training_lowers_validation_loss_and_beats_random() {
         before.loss,
         after.loss
     );
-    let random = ssmkit::train::random_baseline(&data, &cfg, 5).unwrap();
+    use ssmkit::model::baselines::Baseline;
+    use ssmkit::train::baseline_validation;
+    let random = baseline_validation(&data, &cfg, Baseline::Random, 5).unwrap();
     assert!(
         after.dcg10 > random.dcg10 * 1.1,
         "DCG@10 {} vs random {}",
         after.dcg10,
         random.dcg10
+    );
+    // The oracle (clean relevance) is the ceiling of the same turns.
+    let oracle = baseline_validation(&data, &cfg, Baseline::Oracle, 5).unwrap();
+    assert!(
+        oracle.dcg10 > after.dcg10,
+        "oracle {} vs trained {}",
+        oracle.dcg10,
+        after.dcg10
     );
 }
 

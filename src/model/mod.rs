@@ -1,6 +1,7 @@
 //! The models: the Mamba and S4D blocks, the scorer that combines a temporal backbone
 //! with candidate encodings, and the baselines.
 
+pub mod baselines;
 pub mod mamba;
 pub mod s4d;
 pub mod scorer;

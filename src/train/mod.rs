@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, UserSeq};
 use crate::error::{Error, Result};
 use crate::eval::metrics::{Metrics, case_metrics};
+use crate::model::baselines::{self, Baseline};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer, Size, Variant, listwise_loss};
 use batch::{Cutoffs, cutoffs, make_batch, turns_before};
@@ -525,8 +526,14 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
     Ok(last)
 }
 
-/// Validation numbers of random scores (seeded) on the same turns, for comparison.
-pub fn random_baseline(data_path: &Path, cfg: &TrainConfig, seed: u64) -> Result<Validation> {
+/// Validation numbers of a training-free baseline (heuristic, random, oracle) on the same
+/// validation turns as [`validate`], for comparison.
+pub fn baseline_validation(
+    data_path: &Path,
+    cfg: &TrainConfig,
+    kind: Baseline,
+    seed: u64,
+) -> Result<Validation> {
     let data = Dataset::load(data_path)?;
     let cut = cutoffs(&data, cfg.valid_from, cfg.test_from);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -540,13 +547,16 @@ pub fn random_baseline(data_path: &Path, cfg: &TrainConfig, seed: u64) -> Result
             if labels.iter().all(|&l| l == 0.0) {
                 continue;
             }
-            let scores: Vec<f64> = (0..k).map(|_| rng.random_range(0.0..1.0)).collect();
-            metrics.push(case_metrics(&scores, &labels, 10));
+            metrics.push(case_metrics(
+                &baselines::scores(kind, u, t, k, &mut rng),
+                &labels,
+                10,
+            ));
         }
     }
     let m = Metrics::mean(&metrics);
     Ok(Validation {
-        loss: (k as f64).ln(),
+        loss: f64::NAN,
         dcg10: m.dcg,
         hr10: m.hr,
         ndcg10: m.ndcg,
