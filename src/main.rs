@@ -275,6 +275,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 v.hr10,
                 v.ndcg10
             );
+            use ssmkit::model::baselines::Baseline;
+            for kind in [Baseline::Heuristic, Baseline::Random, Baseline::Oracle] {
+                let b = train::baseline_validation(&opts.data, &cfg.train, kind, opts.seed)?;
+                println!(
+                    "  same validation turns, {:<9} DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
+                    format!("{kind:?}").to_lowercase(),
+                    b.dcg10,
+                    b.hr10,
+                    b.ndcg10
+                );
+            }
         }
         Command::Bench {
             what:
