@@ -8,6 +8,8 @@ use burn::module::Param;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig1d, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+
+use super::tensor;
 use burn::tensor::activation::{silu, softplus};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -120,10 +122,6 @@ impl MambaConfig {
             d_conv: k,
         }
     }
-}
-
-fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(v, shape), device)
 }
 
 /// One residual Mamba block: `x + mixer(RMSNorm(x))`.

@@ -6,6 +6,13 @@ pub mod mamba;
 pub mod s4d;
 pub mod scorer;
 
+use burn::prelude::*;
+
+/// A float tensor of `shape` from row-major values.
+pub(crate) fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
 #[cfg(test)]
 mod tests {
     use burn::module::{ModuleMapper, Param, ParamId};

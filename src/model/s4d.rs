@@ -10,6 +10,8 @@
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
+
+use super::tensor;
 use burn::tensor::activation::gelu;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,10 +23,6 @@ pub struct S4dConfig {
     pub d_model: usize,
     /// State size N (N/2 complex modes).
     pub d_state: usize,
-}
-
-fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(v, shape), device)
 }
 
 impl S4dConfig {
