@@ -30,8 +30,9 @@ use crate::features::{BASE_DIM, FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, L
 struct Line {
     features: Vec<Vec<f64>>,
     labels: Vec<f64>,
-    #[serde(default)]
-    name: Option<String>,
+    /// The scenario's name: accepted, not stored.
+    #[serde(default, rename = "name")]
+    _name: Option<String>,
     #[serde(default)]
     user_id: Option<serde_json::Value>,
     #[serde(default)]
@@ -136,7 +137,6 @@ fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>
         (Some(_), None) => return Err(err("`user_id` given without `timestamp`".into())),
         (None, _) => None,
     };
-    let _ = line.name;
     Ok((
         user,
         ParsedTurn {
@@ -234,7 +234,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
     let candidates = t.candidates.user_id.len() as u64;
     let mut writers = Writers::new(&staged.tmp, polars::prelude::ParquetCompression::Zstd(None));
     writers.write(t, 0)?;
-    let files = writers.finish(&staged.tmp, 0)?;
+    let files = writers.finish(0)?;
     let manifest = json!({
         "generator": format!("ssmkit {}", env!("CARGO_PKG_VERSION")),
         "layout_version": LAYOUT_VERSION,

@@ -212,7 +212,7 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
                 drop(users);
                 out.write(merged, dim)?;
             }
-            out.finish(&dir, dim)
+            out.finish(dim)
         });
         let mut start = 0;
         while start < n {
@@ -291,7 +291,7 @@ impl Writers {
     }
 
     /// Closes the files; returns each file's rows, bytes and SHA-256.
-    pub fn finish(self, dir: &Path, dim: usize) -> Result<Value> {
+    pub fn finish(self, dim: usize) -> Result<Value> {
         let empty = Tables::default();
         let written = [
             self.turns.finish(&empty.turns.clone().into_frame(dim)?)?,
@@ -301,7 +301,6 @@ impl Writers {
                 .finish(&empty.memories.clone().into_frame(dim)?)?,
             self.paths.finish(&empty.paths.into_frame()?)?,
         ];
-        let _ = dir;
         let mut files = serde_json::Map::new();
         for (name, w) in writer::TABLES.iter().zip(written) {
             files.insert(

@@ -767,9 +767,9 @@ impl Sim<'_> {
     /// The traversal path from the focal entity to memory `m`, its path id, and the path
     /// features (dims 17–23 except the feedback score, filled by the caller).
     fn path(&mut self, focal: u32, m: u32) -> (u32, [f32; 7]) {
-        let (entity, aspect, attribute) = {
+        let (entity, aspect) = {
             let mem = &self.world.memories[m as usize];
-            (mem.entity, mem.aspect, mem.attribute)
+            (mem.entity, mem.aspect)
         };
         // hops: (type, confidence, aspect weight, crossing, strength)
         let mut hops: Vec<(HopType, f32, f32, u8, f32)> = vec![(HopType::Entity, 1.0, 0.0, 0, 1.0)];
@@ -806,7 +806,6 @@ impl Sim<'_> {
         let aspect_weight = self.world.entities[entity as usize].aspects[aspect as usize].weight;
         hops.push((HopType::Aspect, 1.0, aspect_weight, 0, 1.0));
         hops.push((HopType::Attribute, 1.0, 0.0, 0, 1.0));
-        let _ = attribute;
         let n_paths = self.state.path_ids.len() as u32;
         let key = (focal, m);
         let id = *self.state.path_ids.entry(key).or_insert(n_paths);

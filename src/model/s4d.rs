@@ -176,7 +176,7 @@ impl S4dBlock {
 
     /// The SSM alone by the recurrence h_t = Ā h_{t−1} + u_t, y_t = 2 Re(C̃ · h_t) + D u_t.
     pub fn ssm_recurrent(&self, u: Tensor<3>) -> Tensor<3> {
-        let [b, l, h] = u.dims();
+        let [b, l, _] = u.dims();
         let mut state = self.zero_state(b, &u.device());
         let d = self.discretize();
         let mut ys = Vec::with_capacity(l);
@@ -186,7 +186,6 @@ impl S4dBlock {
             state = s2;
             ys.push(y);
         }
-        let _ = h;
         Tensor::stack(ys, 1)
     }
 
