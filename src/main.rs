@@ -276,8 +276,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 v.ndcg10
             );
             use ssmkit::model::baselines::Baseline;
+            let data = ssmkit::data::Dataset::load(&opts.data)?;
             for kind in [Baseline::Heuristic, Baseline::Random, Baseline::Oracle] {
-                let b = train::baseline_validation(&opts.data, &cfg.train, kind, opts.seed)?;
+                let b = train::baseline_validation(&data, &cfg.train, kind, opts.seed);
                 println!(
                     "  same validation turns, {:<9} DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
                     format!("{kind:?}").to_lowercase(),

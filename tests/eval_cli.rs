@@ -74,7 +74,7 @@ fn compare_reports_the_paired_statistics() {
         write(dir.path(), "a.csv", &a),
         write(dir.path(), "b.csv", &b),
     );
-    let (ok, out, err) = ssmkit(&[
+    let args = [
         "compare",
         &fa,
         &fb,
@@ -83,7 +83,8 @@ fn compare_reports_the_paired_statistics() {
         "--seed",
         "4",
         "--json",
-    ]);
+    ];
+    let (ok, out, err) = ssmkit(&args);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["n"], 12);
@@ -112,16 +113,7 @@ fn compare_reports_the_paired_statistics() {
     }
     assert_eq!(v["significant"], true);
     // Same seed, same answer.
-    let (_, again, _) = ssmkit(&[
-        "compare",
-        &fa,
-        &fb,
-        "--resamples",
-        "2000",
-        "--seed",
-        "4",
-        "--json",
-    ]);
+    let (_, again, _) = ssmkit(&args);
     assert_eq!(out, again);
 }
 

@@ -91,7 +91,8 @@ fn training_lowers_validation_loss_and_beats_random() {
     );
     use ssmkit::model::baselines::Baseline;
     use ssmkit::train::baseline_validation;
-    let random = baseline_validation(&data, &cfg, Baseline::Random, 5).unwrap();
+    let loaded = ssmkit::data::Dataset::load(&data).unwrap();
+    let random = baseline_validation(&loaded, &cfg, Baseline::Random, 5);
     assert!(
         after.dcg10 > random.dcg10 * 1.1,
         "DCG@10 {} vs random {}",
@@ -99,7 +100,7 @@ fn training_lowers_validation_loss_and_beats_random() {
         random.dcg10
     );
     // The oracle (clean relevance) is the ceiling of the same turns.
-    let oracle = baseline_validation(&data, &cfg, Baseline::Oracle, 5).unwrap();
+    let oracle = baseline_validation(&loaded, &cfg, Baseline::Oracle, 5);
     assert!(
         oracle.dcg10 > after.dcg10,
         "oracle {} vs trained {}",

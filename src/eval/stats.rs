@@ -588,16 +588,13 @@ mod tests {
         let d: Vec<f64> = (0..400)
             .map(|_| 0.1 + rng.random_range(-1.0..1.0))
             .collect();
-        let c = compare(
-            &d,
-            None,
-            &CompareOptions {
-                resamples: 4000,
-                permutations: 4000,
-                seed: 3,
-                confidence: 0.95,
-            },
-        );
+        let opts = CompareOptions {
+            resamples: 4000,
+            permutations: 4000,
+            seed: 3,
+            confidence: 0.95,
+        };
+        let c = compare(&d, None, &opts);
         assert!(c.ci_low < c.theta_hat && c.theta_hat < c.ci_high);
         // Standard error ≈ 0.577 / 20 ≈ 0.029: the interval is about ±0.057 wide.
         assert!(
@@ -608,16 +605,7 @@ mod tests {
         // Same data shifted to mean zero: not significant.
         let m = c.theta_hat;
         let d0: Vec<f64> = d.iter().map(|x| x - m).collect();
-        let c0 = compare(
-            &d0,
-            None,
-            &CompareOptions {
-                resamples: 4000,
-                permutations: 4000,
-                seed: 3,
-                confidence: 0.95,
-            },
-        );
+        let c0 = compare(&d0, None, &opts);
         assert!(!c0.significant && c0.p_value > 0.5, "{c0:?}");
     }
 

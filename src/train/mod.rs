@@ -529,13 +529,12 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
 /// Validation numbers of a training-free baseline (heuristic, random, oracle) on the same
 /// validation turns as [`validate`], for comparison.
 pub fn baseline_validation(
-    data_path: &Path,
+    data: &Dataset,
     cfg: &TrainConfig,
     kind: Baseline,
     seed: u64,
-) -> Result<Validation> {
-    let data = Dataset::load(data_path)?;
-    let cut = cutoffs(&data, cfg.valid_from, cfg.test_from);
+) -> Validation {
+    let cut = cutoffs(data, cfg.valid_from, cfg.test_from);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let k = data.k;
     let mut metrics = Vec::new();
@@ -555,12 +554,12 @@ pub fn baseline_validation(
         }
     }
     let m = Metrics::mean(&metrics);
-    Ok(Validation {
+    Validation {
         loss: f64::NAN,
         dcg10: m.dcg,
         hr10: m.hr,
         ndcg10: m.ndcg,
-    })
+    }
 }
 
 /// Loads a run's selected model (`model.bpk`, or `checkpoint.bpk` with `checkpoint`) with
