@@ -76,9 +76,14 @@ enum Command {
         steps: Option<usize>,
         #[arg(long)]
         seed: Option<u64>,
-        /// cpu (Burn's flex backend), wgpu, or auto
-        #[arg(long, default_value = "cpu")]
-        backend: String,
+        /// cpu (Burn's flex backend), wgpu (needs a build with `--features wgpu`), or auto
+        /// (a GPU when the build and the machine have one; says which it picked)
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: ssmkit::backend::BackendChoice,
+        /// Selective scan: fast (the fused CPU kernel, default on CPU) or reference (the
+        /// per-turn loop of Burn ops, differentiated by autodiff)
+        #[arg(long, value_enum)]
+        scan: Option<ssmkit::model::mamba::ScanImpl>,
         /// Continue the run in --run from its last checkpoint
         #[arg(long)]
         resume: bool,
@@ -110,6 +115,50 @@ enum Command {
         /// Print JSON: {"cases": [{case_id, hr, mrr, dcg, ndcg, precision, recall}…], "mean": {…}}
         #[arg(long)]
         json: bool,
+    },
+    /// Evaluate trained runs against the baselines on the GTS and LOO test cases; phase gates
+    #[command(
+        after_help = "Scores every --run (several seeds of one model are averaged per case) and the
+        heuristic, random and oracle baselines on exactly the same test cases, compares the
+        primary model with each of them (BCa 95% interval, sign-flip p-value), and writes
+        report.md, gates.json, metrics.csv, cases.csv and comparisons.csv to --out.
+
+        Examples:
+          ssmkit eval --data data/quick --run runs/quick --out reports/quick
+          ssmkit eval --data data/quick --run runs/q-s1 --run runs/q-s2 --run runs/q-xattn \\
+              --out reports/quick --unit user --fail-on-gate"
+    )]
+    Eval {
+        #[arg(long)]
+        data: PathBuf,
+        /// A trained run directory (repeat the flag for seeds and learned baselines)
+        #[arg(long = "run", required = true)]
+        runs: Vec<PathBuf>,
+        /// Report directory (replaced only with --force)
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
+        /// The model the gates judge (default: mamba if given, else the first temporal model)
+        #[arg(long, value_enum)]
+        primary: Option<Variant>,
+        /// Resampling unit of the paired statistics
+        #[arg(long, value_enum, default_value_t = Unit::User)]
+        unit: Unit,
+        #[arg(long, default_value_t = 10_000)]
+        resamples: usize,
+        #[arg(long, default_value_t = 10_000)]
+        permutations: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Users replayed one turn at a time for the latency measurement (0: skip)
+        #[arg(long, default_value_t = 4)]
+        latency_users: usize,
+        /// Exit with status 2 when a gate does not pass (NOT MEASURED counts as not passing)
+        #[arg(long)]
+        fail_on_gate: bool,
+        #[arg(long)]
+        quiet: bool,
     },
     /// Paired comparison of two systems: BCa bootstrap CI of mean(A − B) and sign-flip test
     #[command(
@@ -156,9 +205,10 @@ enum BenchCommand {
         d_state: usize,
         #[arg(long, default_value_t = 64)]
         len: usize,
-        /// Only `reference` (the per-timestep loop) exists so far
-        #[arg(long = "impl", default_value = "reference")]
-        implementation: String,
+        /// `fast`: the fused kernel with its hand-written backward; `reference`: the
+        /// per-timestep loop of Burn ops
+        #[arg(long = "impl", value_enum, default_value = "fast")]
+        implementation: ssmkit::model::mamba::ScanImpl,
         #[arg(long, default_value_t = 20)]
         repeats: usize,
         #[arg(long)]
@@ -166,7 +216,7 @@ enum BenchCommand {
     },
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Gen {
             config,
@@ -211,6 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             steps,
             seed,
             backend,
+            scan,
             resume,
             dry_run,
             quiet,
@@ -220,7 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "{:<8} {:>10} {:>10} {:>10}",
                     "model", "tiny", "small", "medium"
                 );
-                for v in [Variant::Mamba, Variant::S4d, Variant::Dual, Variant::Mlp] {
+                for v in Variant::ALL {
                     let counts: Vec<usize> = [Size::Tiny, Size::Small, Size::Medium]
                         .iter()
                         .map(|&s| {
@@ -231,21 +282,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .collect();
                     println!(
                         "{:<8} {:>10} {:>10} {:>10}",
-                        format!("{v:?}").to_lowercase(),
+                        v.name(),
                         counts[0],
                         counts[1],
                         counts[2]
                     );
                 }
-                return Ok(());
-            }
-            match backend.as_str() {
-                "cpu" => {}
-                "auto" => eprintln!(
-                    "backend auto: this build has no GPU backend; using the CPU (Burn flex)"
-                ),
-                "wgpu" => anyhow::bail!("this build has no wgpu backend; use --backend cpu"),
-                other => anyhow::bail!("unknown backend {other:?}: cpu, wgpu or auto"),
+                return Ok(ExitCode::SUCCESS);
             }
             let path = config.expect("required");
             let mut cfg = Config::load(&path)?;
@@ -265,6 +308,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 resume,
                 quiet,
                 stop_after: None,
+                backend,
+                scan,
             };
             let v = train::train(&cfg.train, &opts)?;
             println!(
@@ -300,17 +345,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            if implementation != "reference" {
-                anyhow::bail!(
-                    "unknown scan implementation {implementation:?}: only `reference` exists so far"
-                );
-            }
             if batch == 0 || d_inner == 0 || d_state == 0 || len == 0 || repeats == 0 {
                 anyhow::bail!(
                     "--batch, --d-inner, --d-state, --len and --repeats must be at least 1"
                 );
             }
-            let r = ssmkit::bench::scan(batch, d_inner, d_state, len, repeats);
+            let r = ssmkit::bench::scan(implementation, batch, d_inner, d_state, len, repeats);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -351,13 +391,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", c.to_text());
             }
         }
+        Command::Eval {
+            data,
+            runs,
+            out,
+            force,
+            primary,
+            unit,
+            resamples,
+            permutations,
+            seed,
+            latency_users,
+            fail_on_gate,
+            quiet,
+        } => {
+            if resamples == 0 || permutations == 0 {
+                anyhow::bail!("--resamples and --permutations must be at least 1");
+            }
+            let opts = eval::phase::EvalOptions {
+                data,
+                runs,
+                out,
+                force,
+                primary,
+                unit,
+                compare: CompareOptions {
+                    resamples,
+                    permutations,
+                    seed,
+                    confidence: 0.95,
+                },
+                latency_users,
+                quiet,
+            };
+            let r = eval::phase::evaluate(&opts)?;
+            println!(
+                "{} GTS cases, {} LOO cases; primary model {}; report in {}",
+                r.n_gts,
+                r.n_loo,
+                r.primary,
+                r.out.display()
+            );
+            for g in &r.gates {
+                let v = g.value.map_or("—".to_string(), |v| format!("{v:.4}"));
+                println!("  [{}] {} (phase {}): {v}", g.status, g.name, g.phase);
+            }
+            if fail_on_gate && !r.all_passed() {
+                eprintln!("a phase gate did not pass (--fail-on-gate)");
+                return Ok(ExitCode::from(2));
+            }
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("error: {}", chain.join(": "));

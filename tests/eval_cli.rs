@@ -1,19 +1,15 @@
-//! `ssmkit metrics` and `ssmkit compare` through the real CLI.
+//! `ssmkit metrics`, `ssmkit compare` and `ssmkit eval` through the real CLI, and the
+//! guarantees of the evaluation protocol (no test label reaches training or a score).
 
 use std::path::Path;
-use std::process::Command;
 
-fn ssmkit(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+mod common;
+use common::{opts, ssmkit, tiny_data, tiny_train};
+use ssmkit::data::Dataset;
+use ssmkit::eval::phase::{model_scores, test_cases};
+use ssmkit::model::scorer::Variant;
+use ssmkit::train::batch::cutoffs;
+use ssmkit::train::{TrainConfig, flat_params, load_run, train, train_on};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
@@ -171,6 +167,216 @@ fn bench_scan_reports_json() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["fwd_bwd_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(v["len"], 5);
-    let (ok, _, err) = ssmkit(&["bench", "scan", "--impl", "fused"]);
-    assert!(!ok && err.contains("reference"), "{err}");
+    assert_eq!(v["implementation"], "fused");
+    let (ok, out, err) = ssmkit(&[
+        "bench",
+        "scan",
+        "--batch",
+        "2",
+        "--d-inner",
+        "4",
+        "--d-state",
+        "3",
+        "--len",
+        "5",
+        "--repeats",
+        "1",
+        "--impl",
+        "reference",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["implementation"], "reference");
+    let (ok, _, err) = ssmkit(&["bench", "scan", "--impl", "blocked"]);
+    assert!(
+        !ok && err.contains("fast") && err.contains("reference"),
+        "{err}"
+    );
+}
+
+/// Sets every label (observed and clean) and the relevance of the turns at or after `from`
+/// of every user to the opposite of what they were.
+fn flip_labels_from(data: &mut Dataset, from: i64) {
+    let k = data.k;
+    for u in &mut data.users {
+        let first = ssmkit::train::batch::turns_before(u, from);
+        for i in first * k..u.turns * k {
+            u.labels[i] = 1.0 - u.labels[i];
+            u.relevance[i] = 1.0 - u.relevance[i];
+        }
+    }
+}
+
+#[test]
+fn gts_split_keeps_test_labels_out_of_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_data(dir.path());
+    let data = Dataset::load(&path).unwrap();
+    let cfg = TrainConfig {
+        steps: 30,
+        eval_every: 10,
+        ..tiny_train()
+    };
+    let cut = cutoffs(&data, cfg.valid_from, cfg.test_from);
+    let weights = |d: &Dataset, name: &str| -> Vec<f32> {
+        let run = dir.path().join(name);
+        train_on(d, &cfg, &opts(&path, &run, 7)).unwrap();
+        let (m, _) = load_run(&run, false, &burn::prelude::Device::flex()).unwrap();
+        flat_params(&m)
+    };
+    let original = weights(&data, "original");
+    // Every test label flipped: training and model selection must not notice.
+    let mut test_flipped = data.clone();
+    flip_labels_from(&mut test_flipped, cut.test);
+    assert!(
+        original == weights(&test_flipped, "test-flipped"),
+        "test labels reached training"
+    );
+    // The check can fail: flipping every label changes the weights.
+    let mut all_flipped = data.clone();
+    flip_labels_from(&mut all_flipped, i64::MIN);
+    assert!(
+        original != weights(&all_flipped, "all-flipped"),
+        "labels do not reach training at all"
+    );
+}
+
+#[test]
+fn a_test_score_sees_only_the_history_before_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_data(dir.path());
+    let data = Dataset::load(&path).unwrap();
+    let run = dir.path().join("run");
+    let cfg = TrainConfig {
+        steps: 10,
+        ..tiny_train()
+    };
+    train(&cfg, &opts(&path, &run, 1)).unwrap();
+    let device = burn::prelude::Device::flex();
+    let (model, mcfg) = load_run(&run, false, &device).unwrap();
+    let (gts, _) = test_cases(&data, cut_of(&data, &cfg));
+    let case = *gts
+        .iter()
+        .find(|c| c.turn > 0)
+        .expect("a test case after the first turn");
+    let before = model_scores(&model, &mcfg, &data, &[case], &device);
+    // The case's own labels and everything after it: no effect on its scores.
+    let mut changed = data.clone();
+    let turn_ts = changed.users[case.user].timestamp[case.turn];
+    flip_labels_from(&mut changed, turn_ts);
+    let after = model_scores(&model, &mcfg, &changed, &[case], &device);
+    assert_eq!(before, after, "a score saw its own turn's labels");
+    // The turn before it does reach it (the model is temporal), so the check can fail.
+    let prev_ts = changed.users[case.user].timestamp[case.turn - 1];
+    flip_labels_from(&mut changed, prev_ts);
+    let earlier = model_scores(&model, &mcfg, &changed, &[case], &device);
+    assert_ne!(before, earlier, "the history does not reach the score");
+}
+
+fn cut_of(data: &Dataset, cfg: &TrainConfig) -> i64 {
+    cutoffs(data, cfg.valid_from, cfg.test_from).test
+}
+
+#[test]
+fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_data(dir.path());
+    let mut runs = Vec::new();
+    for (model, seed) in [
+        (Variant::Mamba, 1),
+        (Variant::Mamba, 2),
+        (Variant::Xattn, 1),
+    ] {
+        let run = dir.path().join(format!("{}-{seed}", model.name()));
+        let cfg = TrainConfig {
+            model,
+            steps: 20,
+            eval_every: 20,
+            ..tiny_train()
+        };
+        train(&cfg, &opts(&path, &run, seed)).unwrap();
+        runs.push(run);
+    }
+    let out = dir.path().join("report");
+    let mut args = vec![
+        "eval".to_string(),
+        "--data".into(),
+        path.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--resamples".into(),
+        "500".into(),
+        "--permutations".into(),
+        "500".into(),
+        "--latency-users".into(),
+        "1".into(),
+        "--quiet".into(),
+    ];
+    for r in &runs {
+        args.push("--run".into());
+        args.push(r.display().to_string());
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, err) = ssmkit(&argv);
+    assert!(ok, "{err}");
+    for f in [
+        "report.md",
+        "gates.json",
+        "metrics.csv",
+        "cases.csv",
+        "comparisons.csv",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing; {stdout}");
+    }
+    let gates: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("gates.json")).unwrap()).unwrap();
+    let gates = gates["gates"].as_array().unwrap();
+    assert_eq!(gates.len(), 5);
+    // Nothing that was not measured may pass.
+    let canary = gates
+        .iter()
+        .find(|g| g["name"].as_str().unwrap().starts_with("canaries"))
+        .unwrap();
+    assert_eq!(canary["status"], "NOT MEASURED");
+    // The seeds are averaged: the primary model has two.
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("gts,mamba,model,2,")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gts,xattn,learned baseline,1,")),
+        "{metrics}"
+    );
+    // An existing report is not replaced without --force, and --fail-on-gate fails.
+    let (ok, _, err) = ssmkit(&argv);
+    assert!(!ok && err.contains("--force"), "{err}");
+    argv_with(&argv, &["--force", "--fail-on-gate"], |code, err| {
+        assert_eq!(code, Some(2), "{err}");
+    });
+    // Bad input: an unknown run is one clear error and writes nothing.
+    let r2 = dir.path().join("r2");
+    let (ok, _, err) = ssmkit(&[
+        "eval",
+        "--data",
+        &path.display().to_string(),
+        "--run",
+        "no/such/run",
+        "--out",
+        &r2.display().to_string(),
+    ]);
+    assert!(!ok && err.contains("no/such/run"), "{err}");
+    assert!(!r2.exists());
+}
+
+fn argv_with(argv: &[&str], extra: &[&str], check: impl FnOnce(Option<i32>, String)) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(argv)
+        .args(extra)
+        .output()
+        .unwrap();
+    check(out.status.code(), String::from_utf8(out.stderr).unwrap());
 }

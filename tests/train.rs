@@ -1,55 +1,11 @@
 //! `ssmkit train` on a tiny generated dataset: learning, determinism, resume, bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use ssmkit::config::Config;
-use ssmkit::datagen::{GenOptions, generate};
+mod common;
+use common::{opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::model::scorer::{Size, Variant};
 use ssmkit::train::{TrainConfig, TrainOptions, flat_params, load_run, train};
-
-fn tiny_data(dir: &Path) -> PathBuf {
-    let mut c = Config::default();
-    c.world.users = 12;
-    c.world.entities = [20, 30];
-    c.timeline.turns = [40, 60];
-    c.noise.calibration_users = 12;
-    let out = dir.join("data");
-    generate(
-        &c,
-        &GenOptions {
-            out: out.clone(),
-            force: true,
-            quiet: true,
-        },
-    )
-    .unwrap();
-    out
-}
-
-fn tiny_train() -> TrainConfig {
-    TrainConfig {
-        model: Variant::Mamba,
-        size: Size::Tiny,
-        steps: 40,
-        batch_users: 4,
-        window: 24,
-        warmup_steps: 4,
-        eval_every: 20,
-        ..TrainConfig::default()
-    }
-}
-
-fn opts(data: &Path, run: &Path, seed: u64) -> TrainOptions {
-    TrainOptions {
-        data: data.to_path_buf(),
-        run: run.to_path_buf(),
-        seed,
-        resume: false,
-        quiet: true,
-        stop_after: None,
-    }
-}
 
 fn metrics_rows(run: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
@@ -110,6 +66,33 @@ fn training_lowers_validation_loss_and_beats_random() {
 }
 
 #[test]
+fn learned_baselines_train_through_the_same_command() {
+    use ssmkit::model::baselines::Baseline;
+    use ssmkit::train::baseline_validation;
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let loaded = ssmkit::data::Dataset::load(&data).unwrap();
+    for model in [Variant::Xattn, Variant::Mlp] {
+        let cfg = TrainConfig {
+            model,
+            steps: 60,
+            eval_every: 60,
+            ..tiny_train()
+        };
+        let run = dir.path().join(model.name());
+        let v = train(&cfg, &opts(&data, &run, 2)).unwrap();
+        assert!(run.join("model.bpk").is_file());
+        let random = baseline_validation(&loaded, &cfg, Baseline::Random, 5);
+        assert!(
+            v.dcg10 > random.dcg10 * 1.1,
+            "{model:?}: DCG@10 {} vs random {}",
+            v.dcg10,
+            random.dcg10
+        );
+    }
+}
+
+#[test]
 fn same_seed_same_weights_and_resume_matches() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_data(dir.path());
@@ -164,18 +147,6 @@ fn copy_dataset(from: &Path, to: &Path) -> PathBuf {
         std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
     }
     to.to_path_buf()
-}
-
-fn ssmkit(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 #[test]
@@ -322,7 +293,7 @@ fn scorer_step_by_step_matches_full_sequence_scores() {
     let dir = tempfile::tempdir().unwrap();
     let data = Dataset::load(&tiny_data(dir.path())).unwrap();
     let device = Device::flex();
-    for variant in [Variant::Mamba, Variant::S4d, Variant::Dual, Variant::Mlp] {
+    for variant in Variant::ALL {
         let cfg = ModelConfig::sized(variant, Size::Tiny, data.embedding_dim, 4096);
         let model = cfg.init(5, &device);
         let users: Vec<_> = data.users.iter().take(3).collect();
@@ -336,6 +307,7 @@ fn scorer_step_by_step_matches_full_sequence_scores() {
             &device,
         );
         let full = model.forward(&batch, ScanImpl::Reference);
+        let fused = model.forward(&batch, ScanImpl::Fused);
         let mut state = model.zero_state(3, &device);
         let mut steps = Vec::new();
         for t in 0..12 {
@@ -346,10 +318,18 @@ fn scorer_step_by_step_matches_full_sequence_scores() {
         let stepped = Tensor::cat(steps, 1);
         // Compare real candidates of real turns only (padding scores are −1e9 in both).
         let mask = batch.turn_mask.clone().unsqueeze_dim::<3>(2) * batch.valid.clone();
-        let diff: f32 = ((full - stepped) * mask).abs().max().into_scalar();
+        let diff: f32 = ((full - stepped.clone()) * mask.clone())
+            .abs()
+            .max()
+            .into_scalar();
         assert!(
             diff <= 1e-4,
             "{variant:?}: step vs full sequence differ by {diff}"
+        );
+        let diff: f32 = ((fused - stepped) * mask).abs().max().into_scalar();
+        assert!(
+            diff <= 1e-4,
+            "{variant:?}: step vs full sequence with the fused scan differ by {diff}"
         );
     }
 }

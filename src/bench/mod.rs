@@ -7,7 +7,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::model::mamba::selective_scan_reference;
+use crate::model::mamba::{ScanImpl, selective_scan};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ScanBench {
@@ -43,8 +43,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Times the selective scan alone (x, Δ, A, B, C → y; then the gradient of Σy w.r.t. all
-/// five inputs) on the CPU backend.
-pub fn scan(batch: usize, d_inner: usize, d_state: usize, len: usize, repeats: usize) -> ScanBench {
+/// five inputs) on the CPU backend with the chosen implementation.
+pub fn scan(
+    implementation: ScanImpl,
+    batch: usize,
+    d_inner: usize,
+    d_state: usize,
+    len: usize,
+    repeats: usize,
+) -> ScanBench {
     let device = Device::flex().autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let x = random(&mut rng, [batch, len, d_inner], -1.0, 1.0, &device).require_grad();
@@ -54,8 +61,14 @@ pub fn scan(batch: usize, d_inner: usize, d_state: usize, len: usize, repeats: u
     let cm = random(&mut rng, [batch, len, d_state], -1.0, 1.0, &device).require_grad();
     let run = |backward: bool| -> f64 {
         let start = Instant::now();
-        let y =
-            selective_scan_reference(x.clone(), delta.clone(), a.clone(), bm.clone(), cm.clone());
+        let y = selective_scan(
+            implementation,
+            x.clone(),
+            delta.clone(),
+            a.clone(),
+            bm.clone(),
+            cm.clone(),
+        );
         if backward {
             let grads = y.sum().backward();
             let g = x.grad(&grads).expect("gradient of x");
@@ -69,7 +82,7 @@ pub fn scan(batch: usize, d_inner: usize, d_state: usize, len: usize, repeats: u
     let fb: Vec<f64> = (0..repeats).map(|_| run(true)).collect();
     let f: Vec<f64> = (0..repeats).map(|_| run(false)).collect();
     ScanBench {
-        implementation: "reference".into(),
+        implementation: implementation.name().into(),
         backend: "cpu (burn flex)".into(),
         batch,
         d_inner,

@@ -3,6 +3,7 @@
 
 pub mod io;
 pub mod metrics;
+pub mod phase;
 pub mod stats;
 
 use std::collections::HashMap;

@@ -150,11 +150,59 @@ pub struct MambaState {
 }
 
 /// Which selective-scan implementation the full-sequence forward uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ScanImpl {
     /// Plain per-timestep loop of Burn ops: obviously correct, differentiable by autodiff.
     #[default]
     Reference,
+    /// One CPU kernel for the whole sequence with a hand-written backward
+    /// ([`selective_scan_fused`](super::scan::selective_scan_fused)); CPU backend only.
+    #[value(name = "fast", alias = "fused")]
+    Fused,
+}
+
+impl ScanImpl {
+    /// The fastest implementation that runs on `device`.
+    pub fn for_device(device: &Device) -> Self {
+        if runs_on_cpu_backend(device) {
+            ScanImpl::Fused
+        } else {
+            ScanImpl::Reference
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanImpl::Reference => "reference",
+            ScanImpl::Fused => "fused",
+        }
+    }
+}
+
+/// Whether `device` is Burn's CPU backend (Flex), plain or under autodiff.
+pub fn runs_on_cpu_backend(device: &Device) -> bool {
+    use burn::backend::DispatchDevice;
+    #[allow(unreachable_patterns)]
+    match device.as_dispatch().clone() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(inner) => matches!(inner.inner(), DispatchDevice::Flex(_)),
+        _ => false,
+    }
+}
+
+/// Runs the selective scan with the chosen implementation.
+pub fn selective_scan(
+    scan: ScanImpl,
+    x: Tensor<3>,
+    delta: Tensor<3>,
+    a: Tensor<2>,
+    bm: Tensor<3>,
+    cm: Tensor<3>,
+) -> Tensor<3> {
+    match scan {
+        ScanImpl::Reference => selective_scan_reference(x, delta, a, bm, cm),
+        ScanImpl::Fused => super::scan::selective_scan_fused(x, delta, a, bm, cm),
+    }
 }
 
 impl MambaBlock {
@@ -196,9 +244,7 @@ impl MambaBlock {
             .swap_dims(1, 2);
         let u = silu(u); // [B, T, E]
         let (delta, bm, cm) = self.dbc(u.clone());
-        let y = match scan {
-            ScanImpl::Reference => selective_scan_reference(u.clone(), delta, self.a(), bm, cm),
-        };
+        let y = selective_scan(scan, u.clone(), delta, self.a(), bm, cm);
         // y + D·u, gated by SiLU(z)
         let y = (y + u * self.d.val().unsqueeze::<3>()) * silu(z);
         x + self.out_proj.forward(y)

@@ -4,6 +4,7 @@
 pub mod baselines;
 pub mod mamba;
 pub mod s4d;
+pub mod scan;
 pub mod scorer;
 
 use burn::prelude::*;

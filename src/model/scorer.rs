@@ -9,7 +9,10 @@
 //! labelled relevant (the feedback). Turn t is scored from the backbone output at t − 1.
 
 use burn::module::Param;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm,
+    RmsNormConfig,
+};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,34 @@ pub enum Variant {
     Dual,
     /// Pointwise MLP baseline (no temporal state).
     Mlp,
+    /// The production cross-attention scorer (no temporal state): query · candidate
+    /// similarity plus a gate over the candidate's value, features and project embedding.
+    Xattn,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Mamba => "mamba",
+            Variant::S4d => "s4d",
+            Variant::Dual => "dual",
+            Variant::Mlp => "mlp",
+            Variant::Xattn => "xattn",
+        }
+    }
+
+    /// Whether the model carries a state across turns.
+    pub fn is_temporal(self) -> bool {
+        matches!(self, Variant::Mamba | Variant::S4d | Variant::Dual)
+    }
+
+    pub const ALL: [Variant; 5] = [
+        Variant::Mamba,
+        Variant::S4d,
+        Variant::Dual,
+        Variant::Mlp,
+        Variant::Xattn,
+    ];
 }
 
 /// The seed's sizes (H, N, layers): Tiny 32/16/2, Small 64/32/3, Medium 64/64/4.
@@ -65,6 +96,13 @@ pub struct ModelConfig {
     pub mlp_hidden: usize,
     /// Channels of the dual variant's path encoder.
     pub path_channels: usize,
+    /// Width of the cross-attention scorer's query/key projections.
+    #[serde(default = "default_d_attn")]
+    pub d_attn: usize,
+}
+
+fn default_d_attn() -> usize {
+    32
 }
 
 impl ModelConfig {
@@ -98,6 +136,7 @@ impl ModelConfig {
             content_dim,
             mlp_hidden: if variant == Variant::Mlp { 64 } else { 24 },
             path_channels: 16,
+            d_attn: default_d_attn(),
         }
     }
 
@@ -119,7 +158,7 @@ impl ModelConfig {
             next
         };
         let linear = |s: u64, d_in: usize, d_out: usize| linear_init(s, d_in, d_out, device);
-        let temporal = self.variant != Variant::Mlp;
+        let temporal = self.variant.is_temporal();
         let mamba_cfg = MambaConfig {
             d_model: h,
             d_state: self.d_state,
@@ -166,9 +205,22 @@ impl ModelConfig {
             mamba,
             s4d,
             norm: temporal.then(|| RmsNormConfig::new(h).init(device)),
-            mlp_in: linear(seed(), 2 * FEATURE_DIM, self.mlp_hidden),
-            mlp_out: linear(seed(), self.mlp_hidden, 1),
+            mlp_in: (self.variant != Variant::Xattn)
+                .then(|| linear(seed(), 2 * FEATURE_DIM, self.mlp_hidden)),
+            mlp_out: (self.variant != Variant::Xattn).then(|| linear(seed(), self.mlp_hidden, 1)),
             path,
+            xattn: (self.variant == Variant::Xattn).then(|| {
+                let d = self.d_attn;
+                let cand_side = 2 * FEATURE_DIM + self.d_slot;
+                CrossAttention {
+                    q_proj: linear(seed(), self.content_dim + self.d_slot, d),
+                    k_proj: linear(seed(), self.content_dim + cand_side, d),
+                    q_norm: LayerNormConfig::new(d).init(device),
+                    k_norm: LayerNormConfig::new(d).init(device),
+                    gate: linear(seed(), cand_side + self.d_slot, 1),
+                    value: linear(seed(), cand_side + self.d_slot, 1),
+                }
+            }),
             d_model: h,
             entity_slots: self.entity_slots,
             memory_slots: self.memory_slots.max(1),
@@ -225,6 +277,21 @@ pub struct PathEncoder {
     pub gate: Param<Tensor<1>>,
 }
 
+/// The production cross-attention scorer, rebuilt from its public description: the query
+/// (the turn's query embedding and its project, here the focal entities) and each
+/// candidate (content, features, memory slot) are down-projected and layer-normed; the
+/// score is the scaled similarity q·k/√d, weighted by a learned gate, plus a learned value,
+/// both read from [candidate features, candidate slot, project embedding] with a bias.
+#[derive(Module, Debug)]
+pub struct CrossAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub q_norm: LayerNorm,
+    pub k_norm: LayerNorm,
+    pub gate: Linear,
+    pub value: Linear,
+}
+
 #[derive(Module, Debug)]
 pub struct Scorer {
     pub memory_emb: Embedding,
@@ -235,9 +302,10 @@ pub struct Scorer {
     pub mamba: Vec<MambaBlock>,
     pub s4d: Vec<S4dBlock>,
     pub norm: Option<RmsNorm>,
-    pub mlp_in: Linear,
-    pub mlp_out: Linear,
+    pub mlp_in: Option<Linear>,
+    pub mlp_out: Option<Linear>,
     pub path: Option<PathEncoder>,
+    pub xattn: Option<CrossAttention>,
     d_model: usize,
     entity_slots: usize,
     memory_slots: usize,
@@ -336,12 +404,57 @@ impl Scorer {
         self.cand_enc.as_ref().expect("temporal model").forward(x)
     }
 
-    /// The pointwise branch's score `[B, T, K]`.
+    /// The pointwise branch's score `[B, T, K]` (zeros for the cross-attention scorer,
+    /// which has none).
     fn pointwise(&self, batch: &Batch) -> Tensor<3> {
+        let (Some(mlp_in), Some(mlp_out)) = (&self.mlp_in, &self.mlp_out) else {
+            let [b, t, k, _] = batch.features.dims();
+            return Tensor::zeros([b, t, k], &batch.features.device());
+        };
         let x = Tensor::cat(vec![batch.features.clone(), batch.missing.clone()], 3);
-        self.mlp_out
-            .forward(relu(self.mlp_in.forward(x)))
+        mlp_out.forward(relu(mlp_in.forward(x))).squeeze_dim::<3>(3)
+    }
+
+    /// The cross-attention scorer's scores `[B, T, K]`.
+    fn cross_attention(&self, batch: &Batch) -> Option<Tensor<3>> {
+        let xa = self.xattn.as_ref()?;
+        let [b, t, k, _] = batch.features.dims();
+        let project = self.focal_embedding(batch.focal.clone()); // [B, T, d_slot]
+        let q = xa.q_norm.forward(
+            xa.q_proj
+                .forward(Tensor::cat(vec![batch.query.clone(), project.clone()], 2)),
+        ); // [B, T, d]
+        let mem = self
+            .memory_emb
+            .forward(batch.memory_slot.clone().reshape([b, t * k]));
+        let d_slot = mem.dims()[2];
+        let cand = Tensor::cat(
+            vec![
+                batch.features.clone(),
+                batch.missing.clone(),
+                mem.reshape([b, t, k, d_slot]),
+            ],
+            3,
+        );
+        let key = xa.k_norm.forward(
+            xa.k_proj
+                .forward(Tensor::cat(vec![batch.content.clone(), cand.clone()], 3)),
+        );
+        let d = key.dims()[3];
+        let sim = (key * q.unsqueeze_dim::<4>(2))
+            .sum_dim(3)
             .squeeze_dim::<3>(3)
+            / (d as f64).sqrt();
+        let side = Tensor::cat(
+            vec![
+                cand,
+                project.unsqueeze_dim::<4>(2).expand([b, t, k, d_slot]),
+            ],
+            3,
+        );
+        let gate = sigmoid(xa.gate.forward(side.clone())).squeeze_dim::<3>(3);
+        let value = xa.value.forward(side).squeeze_dim::<3>(3);
+        Some(sim * gate + value)
     }
 
     /// The dual variant's gated path score `[B, T, K]`.
@@ -428,6 +541,9 @@ impl Scorer {
         if let Some(p) = self.path_score(batch) {
             score = score + p;
         }
+        if let Some(x) = self.cross_attention(batch) {
+            score = score + x;
+        }
         score + (batch.valid.clone() - 1.0) * 1e9
     }
 
@@ -492,6 +608,9 @@ impl Scorer {
         }
         if let Some(p) = self.path_score(batch) {
             score = score + p;
+        }
+        if let Some(x) = self.cross_attention(batch) {
+            score = score + x;
         }
         (score + (batch.valid.clone() - 1.0) * 1e9, state)
     }

@@ -170,7 +170,7 @@ pub fn validate(
             cfg.memory_slots,
             device,
         );
-        let scores = model.forward(&b, ScanImpl::Reference);
+        let scores = model.forward(&b, ScanImpl::for_device(device));
         let [_, t, k] = scores.dims();
         let s: Vec<f32> = scores.clone().try_into_vec_as::<f32>().expect("scores");
         let mask: Vec<f32> = b.turn_mask.clone().try_into_vec_as::<f32>().expect("mask");
@@ -228,32 +228,45 @@ pub struct TrainOptions {
     /// Stop after this many steps of this invocation (a time-boxed job); the run stays
     /// resumable from its last checkpoint.
     pub stop_after: Option<usize>,
+    /// The device to train on.
+    pub backend: crate::backend::BackendChoice,
+    /// The selective-scan implementation (default: the fastest for the device).
+    pub scan: Option<ScanImpl>,
 }
 
 /// What the run directory's `state.json` records (written atomically with each checkpoint).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct RunState {
-    step: usize,
-    best_dcg10: f64,
-    best_step: usize,
-    model: ModelConfig,
-    train: TrainConfig,
-    seed: u64,
-    cutoffs: Cutoffs,
-    dataset_sha: String,
+pub struct RunState {
+    pub step: usize,
+    pub best_dcg10: f64,
+    pub best_step: usize,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub seed: u64,
+    pub cutoffs: Cutoffs,
+    pub dataset_sha: String,
+}
+
+/// Reads a run directory's `state.json`.
+pub fn read_run_state(run: &Path) -> Result<RunState> {
+    let state_path = run.join("state.json");
+    let text = fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))
+}
+
+/// The dataset's identity as runs record it (the SHA-256 of its candidates table).
+pub fn dataset_fingerprint(data: &Dataset) -> String {
+    data.manifest["files"]["candidates.parquet"]["sha256"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-fn dataset_fingerprint(data: &Dataset) -> String {
-    data.manifest["files"]["candidates.parquet"]["sha256"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Users of each curriculum stage; a dataset without stages has everything in stage 0.
@@ -285,7 +298,19 @@ fn stage_at(step: usize, steps: usize, shares: &[f64]) -> usize {
 pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation> {
     train_cfg.validate()?;
     let data = Dataset::load(&opts.data)?;
-    let device = Device::flex().autodiff();
+    train_on(&data, train_cfg, opts)
+}
+
+/// [`train`] on a dataset already in memory (`opts.data` names it in the run's records).
+pub fn train_on(
+    data: &Dataset,
+    train_cfg: &TrainConfig,
+    opts: &TrainOptions,
+) -> Result<Validation> {
+    train_cfg.validate()?;
+    let (device, device_name) = crate::backend::select(opts.backend)?;
+    let device = device.autodiff();
+    let scan = opts.scan.unwrap_or(ScanImpl::for_device(&device));
     let memory_slots = data.manifest["config"]["world"]["memory_slots"]
         .as_u64()
         .unwrap_or(4096) as usize;
@@ -295,8 +320,8 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
         data.embedding_dim,
         memory_slots,
     );
-    let cut = cutoffs(&data, train_cfg.valid_from, train_cfg.test_from);
-    let pools = stage_pools(&data, &cut);
+    let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
+    let pools = stage_pools(data, &cut);
     if pools.is_empty() {
         return Err(Error::Dataset {
             path: opts.data.clone(),
@@ -305,7 +330,7 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
         });
     }
     let state_path = opts.run.join("state.json");
-    let fingerprint = dataset_fingerprint(&data);
+    let fingerprint = dataset_fingerprint(data);
     let mut state = RunState {
         step: 0,
         best_dcg10: f64::NEG_INFINITY,
@@ -377,7 +402,8 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
         }
         fs::create_dir_all(&opts.run).map_err(|e| Error::io(&opts.run, e))?;
         let resolved = serde_json::json!({"model": model_cfg, "train": train_cfg, "seed": opts.seed,
-            "data": opts.data.display().to_string(), "cutoffs": cut, "params": model.num_params()});
+            "data": opts.data.display().to_string(), "cutoffs": cut, "params": model.num_params(),
+            "backend": device_name});
         write_atomic(
             &opts.run.join("config.json"),
             serde_json::to_string_pretty(&resolved)
@@ -401,6 +427,7 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
     let bar = if opts.quiet {
         ProgressBar::hidden()
     } else {
+        eprintln!("backend: {device_name}");
         ProgressBar::new(train_cfg.steps as u64)
     };
     bar.set_style(
@@ -453,14 +480,14 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
         }
         let started = std::time::Instant::now();
         let b = make_batch(
-            &data,
+            data,
             &users,
             &lens,
             model_cfg.entity_slots,
             model_cfg.memory_slots,
             &device,
         );
-        let scores = model.forward(&b, ScanImpl::Reference);
+        let scores = model.forward(&b, scan);
         let loss = listwise_loss(
             scores,
             b.labels.clone(),
@@ -488,7 +515,7 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
             let plain = model.valid();
             last = validate(
                 &plain,
-                &data,
+                data,
                 cut.valid,
                 cut.test,
                 &model_cfg,
@@ -565,10 +592,7 @@ pub fn baseline_validation(
 /// Loads a run's selected model (`model.bpk`, or `checkpoint.bpk` with `checkpoint`) with
 /// the configuration it was trained with, on `device`.
 pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer, ModelConfig)> {
-    let state_path = run.join("state.json");
-    let text = fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-    let state: RunState = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))?;
+    let state = read_run_state(run)?;
     let file = run.join(if checkpoint {
         "checkpoint.bpk"
     } else {

@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: a tiny generated dataset, a tiny training
+//! configuration, and the built binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ssmkit::config::Config;
+use ssmkit::datagen::{GenOptions, generate};
+use ssmkit::model::scorer::{Size, Variant};
+use ssmkit::train::{TrainConfig, TrainOptions};
+
+pub fn tiny_data(dir: &Path) -> PathBuf {
+    let mut c = Config::default();
+    c.world.users = 12;
+    c.world.entities = [20, 30];
+    c.timeline.turns = [40, 60];
+    c.noise.calibration_users = 12;
+    let out = dir.join("data");
+    generate(
+        &c,
+        &GenOptions {
+            out: out.clone(),
+            force: true,
+            quiet: true,
+        },
+    )
+    .unwrap();
+    out
+}
+
+pub fn tiny_train() -> TrainConfig {
+    TrainConfig {
+        model: Variant::Mamba,
+        size: Size::Tiny,
+        steps: 40,
+        batch_users: 4,
+        window: 24,
+        warmup_steps: 4,
+        eval_every: 20,
+        ..TrainConfig::default()
+    }
+}
+
+pub fn ssmkit(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+pub fn opts(data: &Path, run: &Path, seed: u64) -> TrainOptions {
+    TrainOptions {
+        data: data.to_path_buf(),
+        run: run.to_path_buf(),
+        seed,
+        resume: false,
+        quiet: true,
+        stop_after: None,
+        backend: Default::default(),
+        scan: None,
+    }
+}
