@@ -10,7 +10,9 @@ use polars::prelude::*;
 
 use crate::datagen::writer;
 use crate::error::{Error, Result};
-use crate::features::{FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
+use crate::features::{
+    FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS, clean_column,
+};
 
 /// Turn context features fed to the temporal model, in order (columns of `turns.parquet`).
 pub const CONTEXT_NAMES: [&str; 6] = [
@@ -46,6 +48,8 @@ pub struct UserSeq {
     pub valid: Vec<f32>,
     /// `[T, K]` observed labels, 0/1.
     pub labels: Vec<f32>,
+    /// `[T, K, F]` the features before noise (the generator's truth), for the SNR curve.
+    pub clean_features: Vec<f32>,
     /// `[T, K]` clean relevance probability.
     pub relevance: Vec<f32>,
     /// `[T, K]`
@@ -181,6 +185,10 @@ impl Dataset {
             .iter()
             .map(|n| f32s(path, &cands, n))
             .collect::<Result<_>>()?;
+        let clean_feats: Vec<Vec<f32>> = FEATURE_NAMES
+            .iter()
+            .map(|n| f32s(path, &cands, &clean_column(n)))
+            .collect::<Result<_>>()?;
         let mask = u32s(path, &cands, "mask")?;
         let label = u8s(path, &cands, "label")?;
         let relevance = f32s(path, &cands, "relevance")?;
@@ -263,6 +271,7 @@ impl Dataset {
         for u in &mut users {
             let t = u.turns;
             u.features = vec![0.0; t * k * FEATURE_DIM];
+            u.clean_features = vec![0.0; t * k * FEATURE_DIM];
             u.missing = vec![1.0; t * k * FEATURE_DIM];
             u.valid = vec![0.0; t * k];
             u.labels = vec![0.0; t * k];
@@ -316,6 +325,7 @@ impl Dataset {
                 if mask[r] >> d & 1 == 0 {
                     u.features[slot * FEATURE_DIM + d] = x;
                     u.missing[slot * FEATURE_DIM + d] = 0.0;
+                    u.clean_features[slot * FEATURE_DIM + d] = clean_feats[d][r];
                 }
             }
             u.labels[slot] = label[r] as f32;

@@ -154,6 +154,9 @@ enum Command {
         /// Users replayed one turn at a time for the latency measurement (0: skip)
         #[arg(long, default_value_t = 4)]
         latency_users: usize,
+        /// Probe sites per canary (each site is scored at every SNR level)
+        #[arg(long, default_value_t = 32)]
+        probes: usize,
         /// Exit with status 2 when a gate does not pass (NOT MEASURED counts as not passing)
         #[arg(long)]
         fail_on_gate: bool,
@@ -402,6 +405,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             permutations,
             seed,
             latency_users,
+            probes,
             fail_on_gate,
             quiet,
         } => {
@@ -422,6 +426,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     confidence: 0.95,
                 },
                 latency_users,
+                probes_per_canary: probes,
                 quiet,
             };
             let r = eval::phase::evaluate(&opts)?;

@@ -311,6 +311,8 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
         "500".into(),
         "--latency-users".into(),
         "1".into(),
+        "--probes".into(),
+        "4".into(),
         "--quiet".into(),
     ];
     for r in &runs {
@@ -332,13 +334,24 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
     let gates: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("gates.json")).unwrap()).unwrap();
     let gates = gates["gates"].as_array().unwrap();
-    assert_eq!(gates.len(), 5);
-    // Nothing that was not measured may pass.
+    assert_eq!(gates.len(), 8);
+    for g in gates {
+        let status = g["status"].as_str().unwrap();
+        assert!(["PASS", "FAIL", "NOT MEASURED"].contains(&status), "{g}");
+        // A gate passes only with a measured value.
+        assert!(status != "PASS" || g["value"].is_number(), "{g}");
+    }
     let canary = gates
         .iter()
         .find(|g| g["name"].as_str().unwrap().starts_with("canaries"))
         .unwrap();
-    assert_eq!(canary["status"], "NOT MEASURED");
+    assert!(canary["value"].is_number(), "{canary}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("SNR curve"),
+        "the HTML report lacks its figures"
+    );
+    assert!(out.join("snr_curve.svg").is_file() && out.join("canaries.csv").is_file());
     // The seeds are averaged: the primary model has two.
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(
@@ -379,4 +392,90 @@ fn argv_with(argv: &[&str], extra: &[&str], check: impl FnOnce(Option<i32>, Stri
         .output()
         .unwrap();
     check(out.status.code(), String::from_utf8(out.stderr).unwrap());
+}
+
+/// A system that gives every candidate the same log-relevance.
+struct Constant;
+
+impl ssmkit::eval::canary::ProbeScorer for Constant {
+    fn score(&self, seqs: &[ssmkit::data::UserSeq], k: usize) -> Vec<Vec<f64>> {
+        vec![vec![0.0; k]; seqs.len()]
+    }
+}
+
+#[test]
+fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
+    use ssmkit::eval::canary::{
+        ModelProbe, OracleProbe, Probes, Rules, SNR_LEVELS, dual_error, mean_detection, run_suite,
+    };
+    use ssmkit::model::scorer::{ModelConfig, Size};
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_data(dir.path());
+    let data = Dataset::load(&path).unwrap();
+    let cfg = tiny_train();
+    let (gts, _) = test_cases(&data, cut_of(&data, &cfg));
+    let rules = Rules::from_manifest(&data).expect("the tiny dataset plants canaries");
+    let probes = Probes::build(&data, &gts, 16, 0);
+    let oracle = OracleProbe { rules: &rules };
+    let clean = run_suite(&oracle, &data, &probes, &rules, None, 0);
+    for r in &clean {
+        assert!(r.probes > 0, "no probe for {}", r.canary);
+        assert!(r.pass, "the oracle fails {}: {r:?}", r.canary);
+    }
+    // A blind system detects half and passes nothing.
+    let blind = run_suite(&Constant, &data, &probes, &rules, None, 0);
+    for r in &blind {
+        assert!(!r.pass, "a constant scorer passes {}: {r:?}", r.canary);
+    }
+    // An untrained model fails the suite.
+    let device = burn::prelude::Device::flex();
+    let mcfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, data.embedding_dim, 4096);
+    let model = mcfg.init(3, &device);
+    let untrained = ModelProbe {
+        model: &model,
+        cfg: &mcfg,
+        data: &data,
+        device: &device,
+    };
+    let u = run_suite(&untrained, &data, &probes, &rules, None, 0);
+    let passed = u.iter().filter(|r| r.pass).count();
+    assert!(passed < 7, "an untrained model passes every canary: {u:?}");
+    assert!(mean_detection(&u) < mean_detection(&clean));
+    // The oracle reading noisy features degrades monotonically with the noise.
+    let curve: Vec<f64> = SNR_LEVELS
+        .iter()
+        .map(|&snr| mean_detection(&run_suite(&oracle, &data, &probes, &rules, snr, 0)))
+        .collect();
+    assert!(curve.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{curve:?}");
+    assert!(curve[curve.len() - 1] < curve[0], "{curve:?}");
+    // The dual-error test fails a system that memorized the observed labels.
+    let k = data.k;
+    let memorized: Vec<Vec<f64>> = gts
+        .iter()
+        .map(|c| {
+            (0..k)
+                .map(|j| data.users[c.user].labels[c.turn * k + j] as f64)
+                .collect()
+        })
+        .collect();
+    let truth: Vec<Vec<f64>> = gts
+        .iter()
+        .map(|c| {
+            (0..k)
+                .map(|j| data.users[c.user].relevance[c.turn * k + j] as f64)
+                .collect()
+        })
+        .collect();
+    let measured: Vec<_> = dual_error(&data, &gts, &memorized)
+        .into_iter()
+        .filter(|d| d.n > 0)
+        .collect();
+    assert!(!measured.is_empty());
+    assert!(measured.iter().all(|d| !d.pass), "{measured:?}");
+    assert!(
+        dual_error(&data, &gts, &truth)
+            .iter()
+            .filter(|d| d.n > 0)
+            .all(|d| d.pass)
+    );
 }

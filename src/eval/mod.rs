@@ -1,9 +1,11 @@
 //! Evaluation: ranking metrics, paired statistics, and the `metrics` / `compare`
 //! commands that score any system's logged rankings with the same code.
 
+pub mod canary;
 pub mod io;
 pub mod metrics;
 pub mod phase;
+pub mod report;
 pub mod stats;
 
 use std::collections::HashMap;

@@ -630,7 +630,7 @@ fn save_model(model: &Scorer, path: &Path) -> Result<()> {
 }
 
 /// A window of `len` turns of `u` starting at `start`.
-fn slice_user(u: &UserSeq, start: usize, len: usize, k: usize, e: usize) -> UserSeq {
+pub fn slice_user(u: &UserSeq, start: usize, len: usize, k: usize, e: usize) -> UserSeq {
     use crate::data::{CONTEXT_DIM, HOP_DIM};
     use crate::features::{FEATURE_DIM, MAX_HOPS};
     let r = |per: usize| start * per..(start + len) * per;
@@ -644,6 +644,7 @@ fn slice_user(u: &UserSeq, start: usize, len: usize, k: usize, e: usize) -> User
         query: u.query[r(e)].to_vec(),
         focal: u.focal[r(2)].to_vec(),
         features: u.features[r(k * FEATURE_DIM)].to_vec(),
+        clean_features: u.clean_features[r(k * FEATURE_DIM)].to_vec(),
         missing: u.missing[r(k * FEATURE_DIM)].to_vec(),
         valid: u.valid[r(k)].to_vec(),
         labels: u.labels[r(k)].to_vec(),
