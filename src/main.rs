@@ -163,6 +163,51 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Export a trained run as safetensors (f32, int8 or ternary) for the runtime
+    #[command(
+        after_help = "Names follow the reference Mamba checkpoint (layers.{i}.mixer.in_proj.weight, …);
+        int8 stores projections as <name>.qweight (I8) + <name>.scale (F32, per output row);
+        state-sensitive tensors stay F32. With --data, the exported model is replayed turn by
+        turn over the run's GTS test cases and compared with the Burn model; --max-drop then
+        refuses an export whose DCG@10 drops by more than that fraction.
+
+        Examples:
+          ssmkit export runs/quick-mamba --quant int8 --out runs/quick-mamba/export/model-int8.safetensors
+          ssmkit export runs/quick-mamba --quant int8 --out m.safetensors --data data/quick --max-drop 0.02"
+    )]
+    Export {
+        run: PathBuf,
+        #[arg(long, value_enum, default_value = "f32")]
+        quant: ssmkit::export::Quant,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        max_drop: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score JSONL turns with an exported model, carrying the recurrent state
+    #[command(
+        after_help = "Each input line is a turn: {\"context\": [6], \"query\": [..]?, \"focal\": [a, b]?,
+        \"candidates\": [{\"features\": [24, null = missing], \"memory_slot\": n, \"entity\": n,
+        \"content\": [..]?, \"hops\": [[5], ..]?}], \"labels\": [K]?}. Each output line is
+        {\"turn\": i, \"scores\": [K]}; labels, when given, are folded into the state after
+        scoring. --state loads the state from FILE when it exists (a corrupt or foreign state
+        falls back to the default with a warning) and saves it there at the end.
+
+        Example:
+          ssmkit predict model.safetensors --input turns.jsonl --state user42.state"
+    )]
+    Predict {
+        model: PathBuf,
+        /// JSONL turns (default: standard input)
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// Paired comparison of two systems: BCa bootstrap CI of mean(A − B) and sign-flip test
     #[command(
         after_help = "A and B are CSV (or .parquet) with columns case_id,value (and user_id for
@@ -195,6 +240,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Per-turn latency of the runtime (one thread): score K candidates, then fold the turn
+    #[command(after_help = "Example:\n  ssmkit bench infer --size small --candidates 20 --json")]
+    Infer {
+        #[arg(long, value_enum, default_value = "small")]
+        size: Size,
+        #[arg(long, value_enum, default_value = "mamba")]
+        model: Variant,
+        #[arg(long, default_value_t = 20)]
+        candidates: usize,
+        #[arg(long, value_enum, default_value = "f32")]
+        quant: ssmkit::export::Quant,
+        #[arg(long, default_value_t = 5000)]
+        turns: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Forward + backward time of the selective scan alone
     #[command(
         after_help = "Example:\n  ssmkit bench scan --batch 32 --d-inner 128 --d-state 16 --len 64 --json"
@@ -363,6 +424,83 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Command::Bench {
+            what:
+                BenchCommand::Infer {
+                    size,
+                    model,
+                    candidates,
+                    quant,
+                    turns,
+                    json,
+                },
+        } => {
+            if candidates == 0 || turns == 0 {
+                anyhow::bail!("--candidates and --turns must be at least 1");
+            }
+            let r = ssmkit::bench::infer(model, size, candidates, quant, turns)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "runtime, {} {} ({}), K = {candidates}, {turns} turns, one thread: p50 {:.1} µs, p95 {:.1} µs, p99 {:.1} µs; state {} bytes, file {} bytes",
+                    r.model,
+                    r.size,
+                    r.quantization,
+                    r.p50_us,
+                    r.p95_us,
+                    r.p99_us,
+                    r.state_bytes,
+                    r.file_bytes
+                );
+            }
+        }
+        Command::Export {
+            run,
+            quant,
+            out,
+            data,
+            max_drop,
+            json,
+        } => {
+            let r = ssmkit::export::export_run(&ssmkit::export::ExportOptions {
+                run,
+                quant,
+                out,
+                data,
+                max_drop,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("wrote {} ({}):", r.out.display(), r.quantization);
+                for (g, b) in &r.sizes.groups {
+                    println!("  {g:<32} {b:>10} bytes");
+                }
+                println!(
+                    "  {:<32} {:>10} bytes (file {} bytes); state {} bytes",
+                    "tensors", r.sizes.tensor_bytes, r.sizes.file_bytes, r.state_bytes
+                );
+                if let Some(v) = &r.verification {
+                    println!(
+                        "  verified on {} test cases: DCG@10 {:.4} (Burn) vs {:.4} (export), drop {:.3}%; top-10 agreement {:.4}; max |score difference| {:.2e}",
+                        v.cases,
+                        v.burn_dcg10,
+                        v.export_dcg10,
+                        100.0 * v.relative_drop,
+                        v.top10_agreement,
+                        v.max_abs_diff
+                    );
+                }
+            }
+        }
+        Command::Predict {
+            model,
+            input,
+            state,
+        } => {
+            predict(&model, input.as_deref(), state.as_deref())?;
+        }
         Command::Metrics { file, k, json } => {
             let report = eval::metrics_file(&file, k)?;
             if json {
@@ -448,6 +586,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ssmkit predict`: JSONL turns in, JSONL scores out, the state carried in a file.
+fn predict(
+    model: &std::path::Path,
+    input: Option<&std::path::Path>,
+    state_path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use ssmkit::runtime::{Runtime, jsonl::parse_turn};
+    use std::io::{BufRead, Write};
+    let rt = Runtime::load(model)?;
+    let mut state = match state_path.filter(|p| p.exists()) {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            let (s, warning) = rt.restore(&bytes);
+            if let Some(w) = warning {
+                eprintln!("warning: {}: {w}", p.display());
+            }
+            s
+        }
+        None => rt.zero_state(),
+    };
+    let reader: Box<dyn BufRead> = match input {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let name = input.map_or("stdin".to_string(), |p| p.display().to_string());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0usize;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (turn, labels) =
+            parse_turn(&line).map_err(|e| anyhow::anyhow!("{name}: line {}: {e}", i + 1))?;
+        rt.check(&turn)
+            .map_err(|e| anyhow::anyhow!("{name}: line {}: {e}", i + 1))?;
+        let scores = rt.score(&state, &turn);
+        writeln!(out, "{}", serde_json::json!({"turn": n, "scores": scores}))?;
+        let labels = labels.unwrap_or_else(|| vec![0.0; turn.candidates.len()]);
+        rt.observe(&mut state, &turn, &labels);
+        n += 1;
+    }
+    out.flush()?;
+    if let Some(p) = state_path {
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, state.to_bytes(&rt.fingerprint))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

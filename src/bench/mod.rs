@@ -94,3 +94,96 @@ pub fn scan(
         fwd_ms: median(f),
     }
 }
+
+/// Per-turn latency of the runtime.
+#[derive(Clone, Debug, Serialize)]
+pub struct InferBench {
+    pub model: String,
+    pub size: String,
+    pub quantization: String,
+    pub candidates: usize,
+    pub turns: usize,
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+    pub state_bytes: usize,
+    pub file_bytes: usize,
+}
+
+/// Times [`Runtime::step`] (score, then fold the outcome in) of the runtime on random turns, one thread, for a freshly
+/// initialized model of the given variant and size (latency does not depend on training).
+pub fn infer(
+    variant: crate::model::scorer::Variant,
+    size: crate::model::scorer::Size,
+    candidates: usize,
+    quant: crate::export::Quant,
+    turns: usize,
+) -> crate::error::Result<InferBench> {
+    use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES};
+    use crate::runtime::{Candidate, Runtime, Turn};
+    let content = 16;
+    let cfg = crate::model::scorer::ModelConfig::sized(variant, size, content, 4096);
+    let model = cfg.init(0, &Device::flex());
+    let (bytes, _) =
+        crate::export::encode(&model, &cfg, quant, &serde_json::json!({"bench": true}))?;
+    let rt = Runtime::from_bytes(&bytes, std::path::Path::new("bench"))?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut turn = || -> (Turn, Vec<f32>) {
+        let mut t = Turn {
+            query: (0..content).map(|_| rng.random_range(-1.0..1.0)).collect(),
+            focal: [rng.random_range(0..200), -1],
+            ..Default::default()
+        };
+        for v in t.context.iter_mut() {
+            *v = rng.random_range(-1.0..1.0);
+        }
+        for _ in 0..candidates {
+            let mut c = Candidate {
+                memory_slot: rng.random_range(0..4096),
+                entity: rng.random_range(0..200),
+                content: (0..content).map(|_| rng.random_range(-1.0..1.0)).collect(),
+                hops: (0..3).map(|_| [0.5; HOP_FEATURE_NAMES.len()]).collect(),
+                ..Default::default()
+            };
+            for d in 0..FEATURE_DIM {
+                c.features[d] = rng.random_range(0.0..1.0);
+            }
+            t.candidates.push(c);
+        }
+        let labels = (0..candidates)
+            .map(|_| rng.random_bool(0.2) as u8 as f32)
+            .collect();
+        (t, labels)
+    };
+    let inputs: Vec<(Turn, Vec<f32>)> = (0..256).map(|_| turn()).collect();
+    let mut state = rt.zero_state();
+    let mut times = Vec::with_capacity(turns);
+    let mut sink = 0f32;
+    for i in 0..turns + 100 {
+        let (t, labels) = &inputs[i % inputs.len()];
+        let start = Instant::now();
+        let s = rt.step(&mut state, t, labels);
+        let us = start.elapsed().as_secs_f64() * 1e6;
+        sink += s[0];
+        if i >= 100 {
+            times.push(us); // the first 100 turns warm the caches
+        }
+    }
+    std::hint::black_box(sink);
+    times.sort_by(f64::total_cmp);
+    let q = |p: f64| crate::eval::stats::quantile(&times, p);
+    Ok(InferBench {
+        model: variant.name().into(),
+        size: format!("{size:?}").to_lowercase(),
+        quantization: quant.name().into(),
+        candidates,
+        turns,
+        p50_us: q(0.5),
+        p95_us: q(0.95),
+        p99_us: q(0.99),
+        mean_us: times.iter().sum::<f64>() / times.len() as f64,
+        state_bytes: state.to_bytes(&rt.fingerprint).len(),
+        file_bytes: bytes.len(),
+    })
+}

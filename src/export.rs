@@ -1,0 +1,620 @@
+//! `ssmkit export`: a trained run as one safetensors file for the plain-Rust runtime.
+//!
+//! Tensor names follow the reference Mamba checkpoint (`layers.{i}.mixer.in_proj.weight`,
+//! `…conv1d.weight`, `…x_proj.weight`, `…dt_proj.weight`, `…A_log`, `…D`,
+//! `…out_proj.weight`, `layers.{i}.norm.weight`, `norm_f.weight`), with linear weights
+//! stored `[out, in]` as PyTorch does. S4D layers use `layers.{i}.mixer.{log_dt,
+//! log_A_real, A_imag, C_re, C_im, D, out_proj.weight, out_proj.bias}` and a LayerNorm
+//! `layers.{i}.norm.{weight,bias}`. The scorer's parts live under `scorer.` (embeddings,
+//! `cand_enc`, `turn_in`, `query_proj`, `mlp.fc1`, `mlp.fc2`), the dual variant's path
+//! encoder under `path.` (`hop_in`, `s4d.*` as an S4D layer, `out`, `gate`) and the
+//! cross-attention scorer under `xattn.`.
+//!
+//! Quantization (`__metadata__["quantization"]`): `f32` keeps everything. `int8` stores
+//! every linear projection and embedding table as `<name>.qweight` (I8, symmetric, one
+//! scale per output row) and `<name>.scale` (F32); `ternary` stores them as
+//! `<name>.qweight2` (U8, four 2-bit codes per byte, 0/1/2 = −1/0/+1, rows padded to a
+//! byte) with a per-row absmean `<name>.scale`. State-sensitive tensors (A_log, D, dt_proj,
+//! the S4D parameters, norms, conv1d, biases) are F16 beside quantized projections, F32 in
+//! the f32 export; scales are F32.
+//! `__metadata__` also holds the format version, the model config, the feature layout and
+//! the SHA-256 of all tensor bytes, which the runtime checks.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, Linear, RmsNorm};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data::CONTEXT_NAMES;
+use crate::error::{Error, Result};
+use crate::features::{FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION};
+use crate::model::mamba::MambaBlock;
+use crate::model::s4d::S4dBlock;
+use crate::model::scorer::{ModelConfig, Scorer};
+
+pub const FORMAT_VERSION: &str = "ssmkit-export-v1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Quant {
+    F32,
+    Int8,
+    Ternary,
+}
+
+impl Quant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::F32 => "f32",
+            Quant::Int8 => "int8",
+            Quant::Ternary => "ternary",
+        }
+    }
+}
+
+/// A named f32 tensor taken from the model, and whether it is a quantizable projection
+/// (`[out, in]` rows) or kept in full precision.
+#[derive(Clone, Debug)]
+pub struct Named {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    pub quantizable: bool,
+}
+
+fn vals<const D: usize>(p: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
+    let t = p.val();
+    let shape = t.dims().to_vec();
+    (shape, t.try_into_vec_as::<f32>().expect("f32 parameter"))
+}
+
+/// `[in, out]` → `[out, in]`.
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = v[r * cols + c];
+        }
+    }
+    out
+}
+
+struct Collector(Vec<Named>);
+
+impl Collector {
+    fn put(&mut self, name: String, shape: Vec<usize>, data: Vec<f32>, quantizable: bool) {
+        self.0.push(Named {
+            name,
+            shape,
+            data,
+            quantizable,
+        });
+    }
+
+    fn linear(&mut self, name: &str, l: &Linear, quantizable: bool) {
+        let (s, w) = vals(&l.weight);
+        self.put(
+            format!("{name}.weight"),
+            vec![s[1], s[0]],
+            transpose(&w, s[0], s[1]),
+            quantizable,
+        );
+        if let Some(b) = &l.bias {
+            let (s, v) = vals(b);
+            self.put(format!("{name}.bias"), s, v, false);
+        }
+    }
+
+    fn rms(&mut self, name: &str, n: &RmsNorm) {
+        let (s, v) = vals(&n.gamma);
+        self.put(format!("{name}.weight"), s, v, false);
+    }
+
+    fn layer_norm(&mut self, name: &str, n: &LayerNorm) {
+        let (s, v) = vals(&n.gamma);
+        self.put(format!("{name}.weight"), s, v, false);
+        if let Some(b) = &n.beta {
+            let (s, v) = vals(b);
+            self.put(format!("{name}.bias"), s, v, false);
+        }
+    }
+
+    fn embedding(&mut self, name: &str, e: &Embedding) {
+        let (s, v) = vals(&e.weight);
+        self.put(format!("{name}.weight"), s, v, true);
+    }
+
+    fn param<const D: usize>(&mut self, name: String, p: &Param<Tensor<D>>) {
+        let (s, v) = vals(p);
+        self.put(name, s, v, false);
+    }
+
+    fn mamba(&mut self, i: usize, b: &MambaBlock) {
+        let m = format!("layers.{i}.mixer");
+        self.rms(&format!("layers.{i}.norm"), &b.norm);
+        self.linear(&format!("{m}.in_proj"), &b.in_proj, true);
+        self.param(format!("{m}.conv1d.weight"), &b.conv1d.weight);
+        if let Some(bias) = &b.conv1d.bias {
+            self.param(format!("{m}.conv1d.bias"), bias);
+        }
+        self.linear(&format!("{m}.x_proj"), &b.x_proj, true);
+        self.linear(&format!("{m}.dt_proj"), &b.dt_proj, false);
+        self.param(format!("{m}.A_log"), &b.a_log);
+        self.param(format!("{m}.D"), &b.d);
+        self.linear(&format!("{m}.out_proj"), &b.out_proj, true);
+    }
+
+    fn s4d(&mut self, norm: &str, m: &str, b: &S4dBlock) {
+        self.layer_norm(norm, &b.norm);
+        self.param(format!("{m}.log_dt"), &b.log_dt);
+        self.param(format!("{m}.log_A_real"), &b.log_a_real);
+        self.param(format!("{m}.A_imag"), &b.a_imag);
+        self.param(format!("{m}.C_re"), &b.c_re);
+        self.param(format!("{m}.C_im"), &b.c_im);
+        self.param(format!("{m}.D"), &b.d);
+        let (s, w) = vals(&b.out_weight);
+        self.put(
+            format!("{m}.out_proj.weight"),
+            vec![s[1], s[0]],
+            transpose(&w, s[0], s[1]),
+            false,
+        );
+        self.param(format!("{m}.out_proj.bias"), &b.out_bias);
+    }
+}
+
+/// Every tensor of a scorer under its export name.
+pub fn named_tensors(model: &Scorer) -> Vec<Named> {
+    let mut c = Collector(Vec::new());
+    for (i, b) in model.mamba.iter().enumerate() {
+        c.mamba(i, b);
+    }
+    for (i, b) in model.s4d.iter().enumerate() {
+        c.s4d(&format!("layers.{i}.norm"), &format!("layers.{i}.mixer"), b);
+    }
+    if let Some(n) = &model.norm {
+        c.rms("norm_f", n);
+    }
+    c.embedding("scorer.memory_emb", &model.memory_emb);
+    c.embedding("scorer.entity_emb", &model.entity_emb);
+    for (name, l) in [
+        ("scorer.cand_enc", &model.cand_enc),
+        ("scorer.turn_in", &model.turn_in),
+        ("scorer.query_proj", &model.query_proj),
+        ("scorer.mlp.fc1", &model.mlp_in),
+        ("scorer.mlp.fc2", &model.mlp_out),
+    ] {
+        if let Some(l) = l {
+            c.linear(name, l, true);
+        }
+    }
+    if let Some(p) = &model.path {
+        c.linear("path.hop_in", &p.hop_in, true);
+        c.s4d("path.s4d.norm", "path.s4d.mixer", &p.s4d);
+        c.linear("path.out", &p.out, true);
+        c.param("path.gate".into(), &p.gate);
+    }
+    if let Some(x) = &model.xattn {
+        c.linear("xattn.q_proj", &x.q_proj, true);
+        c.linear("xattn.k_proj", &x.k_proj, true);
+        c.layer_norm("xattn.q_norm", &x.q_norm);
+        c.layer_norm("xattn.k_norm", &x.k_norm);
+        c.linear("xattn.gate", &x.gate, true);
+        c.linear("xattn.value", &x.value, true);
+    }
+    c.0
+}
+
+/// A tensor as stored: dtype, shape, little-endian bytes.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Symmetric int8 per row: scale = max|w| / 127, q = round(w / scale).
+pub fn quantize_int8(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = vec![0i8; w.len()];
+    let mut scales = vec![0f32; rows];
+    for r in 0..rows {
+        let row = &w[r * cols..(r + 1) * cols];
+        let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scales[r] = scale;
+        for (o, x) in q[r * cols..(r + 1) * cols].iter_mut().zip(row) {
+            *o = (x / scale).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (q, scales)
+}
+
+/// Ternary (BitNet b1.58) per row: scale = mean|w|, code = round(clip(w / scale, −1, 1)),
+/// packed four 2-bit codes (0/1/2 = −1/0/+1) per byte, each row padded to whole bytes.
+pub fn quantize_ternary(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let row_bytes = cols.div_ceil(4);
+    let mut packed = vec![0u8; rows * row_bytes];
+    let mut scales = vec![0f32; rows];
+    for r in 0..rows {
+        let row = &w[r * cols..(r + 1) * cols];
+        let mean = row.iter().map(|x| x.abs()).sum::<f32>() / cols.max(1) as f32;
+        let scale = if mean > 0.0 { mean } else { 1.0 };
+        scales[r] = scale;
+        for (c, x) in row.iter().enumerate() {
+            let t = (x / scale).round().clamp(-1.0, 1.0) as i32 + 1; // 0, 1, 2
+            packed[r * row_bytes + c / 4] |= (t as u8) << (2 * (c % 4));
+        }
+    }
+    (packed, scales)
+}
+
+/// Unpacks [`quantize_ternary`]'s codes to −1/0/+1.
+pub fn unpack_ternary(packed: &[u8], rows: usize, cols: usize) -> Vec<i8> {
+    let row_bytes = cols.div_ceil(4);
+    let mut out = vec![0i8; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let code = (packed[r * row_bytes + c / 4] >> (2 * (c % 4))) & 3;
+            out[r * cols + c] = code as i8 - 1;
+        }
+    }
+    out
+}
+
+/// The tensors of `model` as stored under `quant`.
+pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
+    let mut out = BTreeMap::new();
+    for t in named_tensors(model) {
+        let quantize = t.quantizable && t.shape.len() == 2 && quant != Quant::F32;
+        if !quantize {
+            // Full-precision tensors: F32 in the f32 export, F16 beside quantized projections.
+            let stored = if quant == Quant::F32 {
+                Stored {
+                    dtype: safetensors::Dtype::F32,
+                    shape: t.shape,
+                    bytes: f32_bytes(&t.data),
+                }
+            } else {
+                Stored {
+                    dtype: safetensors::Dtype::F16,
+                    shape: t.shape,
+                    bytes: t
+                        .data
+                        .iter()
+                        .flat_map(|&x| burn::tensor::f16::from_f32(x).to_le_bytes())
+                        .collect(),
+                }
+            };
+            out.insert(t.name, stored);
+            continue;
+        }
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let (codes, scales) = match quant {
+            Quant::Int8 => {
+                let (q, s) = quantize_int8(&t.data, rows, cols);
+                (
+                    (
+                        "qweight",
+                        Stored {
+                            dtype: safetensors::Dtype::I8,
+                            shape: vec![rows, cols],
+                            bytes: q.iter().map(|&v| v as u8).collect(),
+                        },
+                    ),
+                    s,
+                )
+            }
+            _ => {
+                let (q, s) = quantize_ternary(&t.data, rows, cols);
+                (
+                    (
+                        "qweight2",
+                        Stored {
+                            dtype: safetensors::Dtype::U8,
+                            shape: vec![rows, cols.div_ceil(4)],
+                            bytes: q,
+                        },
+                    ),
+                    s,
+                )
+            }
+        };
+        let base = t
+            .name
+            .strip_suffix(".weight")
+            .unwrap_or(&t.name)
+            .to_string();
+        out.insert(format!("{base}.{}", codes.0), codes.1);
+        out.insert(
+            format!("{base}.scale"),
+            Stored {
+                dtype: safetensors::Dtype::F32,
+                shape: vec![rows],
+                bytes: f32_bytes(&scales),
+            },
+        );
+    }
+    out
+}
+
+/// SHA-256 over every tensor's name, dtype, shape and bytes, in name order.
+pub fn tensors_digest(tensors: &BTreeMap<String, Stored>) -> String {
+    let mut h = Sha256::new();
+    for (name, t) in tensors {
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}", t.dtype, t.shape).as_bytes());
+        h.update(&t.bytes);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// What `__metadata__` carries, each value a JSON string.
+pub fn metadata(
+    cfg: &ModelConfig,
+    quant: Quant,
+    digest: &str,
+    source: &serde_json::Value,
+) -> std::collections::HashMap<String, String> {
+    let layout = serde_json::json!({
+        "version": LAYOUT_VERSION,
+        "features": FEATURE_NAMES,
+        "context": CONTEXT_NAMES,
+        "hop_features": HOP_FEATURE_NAMES,
+    });
+    let scheme = serde_json::json!({
+        "name": quant.name(),
+        "projections": match quant {
+            Quant::F32 => "F32",
+            Quant::Int8 => "int8 symmetric per output row: <name>.qweight (I8) * <name>.scale (F32)",
+            Quant::Ternary => "ternary per output row: <name>.qweight2 (U8, 4 codes/byte, 0/1/2 = -1/0/+1) * <name>.scale (F32, absmean)",
+        },
+        "full_precision": if quant == Quant::F32 { "everything F32" } else { "A_log, D, dt_proj, conv1d, S4D parameters, norms, biases, path.gate: F16; scales F32" },
+    });
+    [
+        ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        (
+            "model_config".into(),
+            serde_json::to_string(cfg).expect("json"),
+        ),
+        ("feature_layout".into(), layout.to_string()),
+        ("quantization".into(), scheme.to_string()),
+        ("tensors_sha256".into(), digest.to_string()),
+        ("source".into(), source.to_string()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// Bytes per tensor group (the name's first component, and `layers` by kind).
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeReport {
+    pub groups: Vec<(String, usize)>,
+    pub tensor_bytes: usize,
+    pub file_bytes: usize,
+}
+
+fn group_of(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    match parts.as_slice() {
+        ["layers", _, "mixer", rest @ ..] => format!("layers.*.mixer.{}", rest[0]),
+        ["layers", _, rest @ ..] => format!("layers.*.{}", rest[0]),
+        [a, b, ..] => format!("{a}.{b}"),
+        [a] => a.to_string(),
+        [] => String::new(),
+    }
+}
+
+/// The safetensors bytes of `model` under `quant`, and their size report.
+pub fn encode(
+    model: &Scorer,
+    cfg: &ModelConfig,
+    quant: Quant,
+    source: &serde_json::Value,
+) -> Result<(Vec<u8>, SizeReport)> {
+    let tensors = store(model, quant);
+    let digest = tensors_digest(&tensors);
+    let meta = metadata(cfg, quant, &digest, source);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                    .expect("consistent tensor"),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Input(format!("cannot serialize the model: {e}")))?;
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, t) in &tensors {
+        *groups.entry(group_of(n)).or_default() += t.bytes.len();
+    }
+    let report = SizeReport {
+        tensor_bytes: groups.values().sum(),
+        groups: groups.into_iter().collect(),
+        file_bytes: bytes.len(),
+    };
+    Ok((bytes, report))
+}
+
+/// Writes `bytes` to a temporary name beside `out`; [`commit`] renames it into place.
+pub fn stage(bytes: &[u8], out: &Path) -> Result<std::path::PathBuf> {
+    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let tmp = out.with_extension("safetensors.tmp");
+    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    Ok(tmp)
+}
+
+pub fn commit(tmp: &Path, out: &Path) -> Result<()> {
+    fs::rename(tmp, out).map_err(|e| Error::io(out, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_and_ternary_round_trip_within_one_step() {
+        let w: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        let (q, s) = quantize_int8(&w, 3, 8);
+        for r in 0..3 {
+            for c in 0..8 {
+                let back = q[r * 8 + c] as f32 * s[r];
+                assert!((back - w[r * 8 + c]).abs() <= s[r] / 2.0 + 1e-6);
+            }
+        }
+        let (p, s) = quantize_ternary(&w, 3, 8);
+        assert_eq!(p.len(), 3 * 2);
+        let codes = unpack_ternary(&p, 3, 8);
+        for r in 0..3 {
+            for c in 0..8 {
+                let x = w[r * 8 + c] / s[r];
+                let want = x.round().clamp(-1.0, 1.0) as i8;
+                assert_eq!(codes[r * 8 + c], want);
+            }
+        }
+        // A row of 5 values packs into 2 bytes.
+        let (p, _) = quantize_ternary(&w[..10], 2, 5);
+        assert_eq!(p.len(), 4);
+    }
+}
+
+/// Options of `ssmkit export`.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub run: std::path::PathBuf,
+    pub quant: Quant,
+    pub out: std::path::PathBuf,
+    /// A dataset whose GTS test cases verify the exported model against the run's.
+    pub data: Option<std::path::PathBuf>,
+    /// Largest relative DCG@10 drop allowed (with `data`).
+    pub max_drop: Option<f64>,
+}
+
+/// How the exported model scores the test cases against the run's Burn model.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    pub cases: usize,
+    pub burn_dcg10: f64,
+    pub export_dcg10: f64,
+    /// (burn − export) / burn.
+    pub relative_drop: f64,
+    /// Largest |score difference| over real candidates.
+    pub max_abs_diff: f64,
+    /// Mean share of the top 10 the two models agree on.
+    pub top10_agreement: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportReport {
+    pub out: std::path::PathBuf,
+    pub quantization: String,
+    pub sizes: SizeReport,
+    pub state_bytes: usize,
+    pub verification: Option<Verification>,
+}
+
+/// Compares the runtime's scores with the Burn model's on `cases`.
+pub fn verify(
+    rt: &crate::runtime::Runtime,
+    model: &Scorer,
+    cfg: &ModelConfig,
+    data: &crate::data::Dataset,
+    cases: &[crate::eval::phase::Case],
+) -> Verification {
+    use crate::eval::metrics::{case_metrics, rank};
+    let device = Device::flex();
+    let burn = crate::eval::phase::model_scores(model, cfg, data, cases, &device);
+    let ours = crate::runtime::replay(rt, data, cases);
+    let k = data.k;
+    let (mut db, mut de, mut agree, mut max_diff) = (0.0, 0.0, 0.0, 0f64);
+    for ((c, b), o) in cases.iter().zip(&burn).zip(&ours) {
+        let u = &data.users[c.user];
+        let labels: Vec<f64> = (0..k)
+            .map(|j| (u.labels[c.turn * k + j] * u.valid[c.turn * k + j]) as f64)
+            .collect();
+        db += case_metrics(b, &labels, 10).dcg;
+        de += case_metrics(o, &labels, 10).dcg;
+        for j in 0..k {
+            if u.valid[c.turn * k + j] == 1.0 {
+                max_diff = max_diff.max((b[j] - o[j]).abs());
+            }
+        }
+        let top = |s: &[f64]| -> Vec<usize> { rank(s).into_iter().take(10).collect() };
+        let (tb, to) = (top(b), top(o));
+        agree += tb.iter().filter(|i| to.contains(i)).count() as f64 / tb.len().max(1) as f64;
+    }
+    let n = cases.len().max(1) as f64;
+    let (db, de) = (db / n, de / n);
+    Verification {
+        cases: cases.len(),
+        burn_dcg10: db,
+        export_dcg10: de,
+        relative_drop: if db != 0.0 { (db - de) / db } else { 0.0 },
+        max_abs_diff: max_diff,
+        top10_agreement: agree / n,
+    }
+}
+
+/// `ssmkit export`: encodes the run's selected model, verifies it when a dataset is
+/// given, and only then moves the file into place.
+pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
+    let device = Device::flex();
+    let state = crate::train::read_run_state(&opts.run)?;
+    let (model, cfg) = crate::train::load_run(&opts.run, false, &device)?;
+    let source = serde_json::json!({
+        "run": opts.run.display().to_string(),
+        "seed": state.seed,
+        "step": state.best_step,
+        "dataset_sha256": state.dataset_sha,
+    });
+    let (bytes, sizes) = encode(&model, &cfg, opts.quant, &source)?;
+    let rt = crate::runtime::Runtime::from_bytes(&bytes, &opts.out)?;
+    let verification = match &opts.data {
+        Some(dir) => {
+            let data = crate::data::Dataset::load(dir)?;
+            let (cases, _) = crate::eval::phase::test_cases(&data, state.cutoffs.test);
+            if cases.is_empty() {
+                return Err(Error::Input(format!(
+                    "{}: no test case to verify on",
+                    dir.display()
+                )));
+            }
+            Some(verify(&rt, &model, &cfg, &data, &cases))
+        }
+        None => None,
+    };
+    if let (Some(v), Some(max)) = (&verification, opts.max_drop)
+        && v.relative_drop > max
+    {
+        return Err(Error::Input(format!(
+            "the {} export loses {:.2}% of DCG@10 on the test cases ({:.4} → {:.4}), more than --max-drop {:.2}%; nothing written",
+            opts.quant.name(),
+            100.0 * v.relative_drop,
+            v.burn_dcg10,
+            v.export_dcg10,
+            100.0 * max
+        )));
+    }
+    let tmp = stage(&bytes, &opts.out)?;
+    commit(&tmp, &opts.out)?;
+    Ok(ExportReport {
+        out: opts.out.clone(),
+        quantization: opts.quant.name().into(),
+        sizes,
+        state_bytes: rt.zero_state().to_bytes(&rt.fingerprint).len(),
+        verification,
+    })
+}

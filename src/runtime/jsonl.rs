@@ -1,0 +1,112 @@
+//! `ssmkit predict`'s line format: one JSON object per turn in, one per turn out.
+//!
+//! In: `{"context": [6 numbers], "query": [content_dim numbers]?, "focal": [a, b]?,
+//! "candidates": [{"features": [24 numbers or null], "memory_slot": n, "entity": n,
+//! "content": [content_dim numbers]?, "hops": [[5 numbers], …]?}, …], "labels": [K]?}`.
+//! A `null` feature is missing. `labels` (the turn's outcome, 1 = the memory was used) is
+//! folded into the state after the turn is scored. Out: `{"turn": i, "scores": [K]}`.
+
+use serde::Deserialize;
+
+use super::{Candidate, Turn};
+use crate::data::{CONTEXT_DIM, CONTEXT_NAMES};
+use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InCandidate {
+    features: Vec<Option<f32>>,
+    #[serde(default)]
+    memory_slot: u32,
+    #[serde(default)]
+    entity: u32,
+    #[serde(default)]
+    content: Vec<f32>,
+    #[serde(default)]
+    hops: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InTurn {
+    context: Vec<f32>,
+    #[serde(default)]
+    query: Vec<f32>,
+    #[serde(default = "no_focal")]
+    focal: [i32; 2],
+    candidates: Vec<InCandidate>,
+    #[serde(default)]
+    labels: Option<Vec<f32>>,
+}
+
+fn no_focal() -> [i32; 2] {
+    [-1, -1]
+}
+
+/// Parses one line into a turn and its optional outcome; the error names the problem.
+pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
+    let t: InTurn = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if t.context.len() != CONTEXT_DIM {
+        return Err(format!(
+            "context has {} values, expected {CONTEXT_DIM} ({})",
+            t.context.len(),
+            CONTEXT_NAMES.join(", ")
+        ));
+    }
+    let mut candidates = Vec::with_capacity(t.candidates.len());
+    for (i, c) in t.candidates.into_iter().enumerate() {
+        if c.features.len() != FEATURE_DIM {
+            return Err(format!(
+                "candidate {i} has {} features, expected {FEATURE_DIM}",
+                c.features.len()
+            ));
+        }
+        let mut features = [0f32; FEATURE_DIM];
+        let mut missing = [0f32; FEATURE_DIM];
+        for (d, v) in c.features.iter().enumerate() {
+            match v {
+                Some(x) if x.is_finite() => features[d] = *x,
+                Some(x) => return Err(format!("candidate {i}: feature {d} is {x}")),
+                None => missing[d] = 1.0,
+            }
+        }
+        let mut hops = Vec::with_capacity(c.hops.len());
+        for (h, hop) in c.hops.iter().enumerate() {
+            let hop: [f32; HOP_FEATURE_NAMES.len()] = hop.as_slice().try_into().map_err(|_| {
+                format!(
+                    "candidate {i}, hop {h}: {} values, expected {} ({})",
+                    hop.len(),
+                    HOP_FEATURE_NAMES.len(),
+                    HOP_FEATURE_NAMES.join(", ")
+                )
+            })?;
+            hops.push(hop);
+        }
+        candidates.push(Candidate {
+            features,
+            missing,
+            memory_slot: c.memory_slot,
+            entity: c.entity,
+            content: c.content,
+            hops,
+        });
+    }
+    if let Some(l) = &t.labels
+        && l.len() != candidates.len()
+    {
+        return Err(format!(
+            "labels has {} values for {} candidates",
+            l.len(),
+            candidates.len()
+        ));
+    }
+    Ok((
+        Turn {
+            context: t.context.try_into().expect("checked width"),
+            query: t.query,
+            focal: t.focal,
+            candidates,
+        },
+        t.labels,
+    ))
+}

@@ -1,0 +1,1067 @@
+//! The plain-Rust runtime: loads an exported safetensors file (any quantization) and
+//! scores one turn at a time with a recurrent state, without Burn.
+//!
+//! A turn in: its context, query embedding, focal entities and K candidates (features,
+//! missing-value flags, memory slot, entity, content embedding, traversal path). Out: K
+//! scores, computed from the state *before* the turn. Then [`Runtime::observe`] folds the
+//! turn and the candidates that turned out relevant into the state (the continuity loop).
+//! The computation mirrors [`Scorer::step`](crate::model::scorer::Scorer::step); a test
+//! checks the two agree over whole sequences.
+//!
+//! The state serializes to bytes ([`State::to_bytes`]): a magic, a version, the model's
+//! fingerprint, the floats, and a SHA-256 checksum. [`Runtime::restore`] falls back to the
+//! default (zero) state with a warning when the bytes are corrupt or come from another
+//! model (seed: "Hidden state corruption: fall back to project defaults").
+
+pub mod jsonl;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::data::CONTEXT_DIM;
+use crate::error::{Error, Result};
+use crate::export::{FORMAT_VERSION, unpack_ternary};
+use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
+use crate::model::scorer::{ModelConfig, Variant};
+use crate::simd::{dot, exp, multiversion};
+
+const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
+
+/// A dense layer, weights stored `[in, out]` (the file's `[out, in]` transposed at load):
+/// y = b + Σ_i x_i · W[i, :], whose inner loop runs over contiguous outputs.
+#[derive(Clone, Debug)]
+struct Dense {
+    wt: Vec<f32>,
+    b: Option<Vec<f32>>,
+    d_in: usize,
+    d_out: usize,
+}
+
+impl Dense {
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        debug_assert_eq!(x.len(), self.d_in);
+        let mut out = match &self.b {
+            Some(b) => b.clone(),
+            None => vec![0f32; self.d_out],
+        };
+        gemv(&self.wt, x, &mut out);
+        out
+    }
+}
+
+// out += Wᵀ x with W `[in, out]`.
+multiversion!(gemv(wt: &[f32], x: &[f32], out: &mut [f32]) {
+    let d_out = out.len();
+    for (i, &xi) in x.iter().enumerate() {
+        if xi == 0.0 {
+            continue;
+        }
+        for (o, &w) in out.iter_mut().zip(&wt[i * d_out..(i + 1) * d_out]) {
+            *o += xi * w;
+        }
+    }
+});
+
+// The selective SSM of one turn: h ← exp(Δ A) h + Δ B u per channel, y = C · h + D u.
+multiversion!(ssm_step(h: &mut [f32], a: &[f32], delta: &[f32], bm: &[f32], cm: &[f32], u: &[f32], d: &[f32], y: &mut [f32]) {
+    let n = bm.len();
+    for c in 0..u.len() {
+        let hc = &mut h[c * n..(c + 1) * n];
+        let ac = &a[c * n..(c + 1) * n];
+        let (dc, du) = (delta[c], delta[c] * u[c]);
+        for ((hv, &av), &bv) in hc.iter_mut().zip(ac).zip(bm) {
+            *hv = exp(dc * av) * *hv + du * bv;
+        }
+        y[c] = dot(hc, cm) + u[c] * d[c];
+    }
+});
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { exp(x).ln_1p() }
+}
+
+fn gelu(x: f32) -> f32 {
+    (x as f64 * 0.5 * (1.0 + statrs::function::erf::erf(x as f64 / std::f64::consts::SQRT_2)))
+        as f32
+}
+
+fn rms_norm(x: &[f32], gamma: &[f32]) -> Vec<f32> {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let r = (ms + 1e-5).sqrt();
+    x.iter().zip(gamma).map(|(v, g)| v / r * g).collect()
+}
+
+#[derive(Clone, Debug)]
+struct LayerNorm {
+    gamma: Vec<f32>,
+    beta: Option<Vec<f32>>,
+}
+
+impl LayerNorm {
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let n = x.len() as f32;
+        let mean = x.iter().sum::<f32>() / n;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n;
+        let r = (var + 1e-5).sqrt();
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| (v - mean) / r * self.gamma[i] + self.beta.as_ref().map_or(0.0, |b| b[i]))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Mamba {
+    norm: Vec<f32>,
+    in_proj: Dense,
+    /// `[E, k]`
+    conv_w: Vec<f32>,
+    conv_b: Vec<f32>,
+    x_proj: Dense,
+    dt_proj: Dense,
+    /// A = −exp(A_log), `[E, N]`.
+    a: Vec<f32>,
+    d: Vec<f32>,
+    out_proj: Dense,
+    e: usize,
+    n: usize,
+    r: usize,
+    k: usize,
+}
+
+impl Mamba {
+    fn state_len(&self) -> usize {
+        self.e * (self.k - 1) + self.e * self.n
+    }
+
+    /// One turn: `x` `[H]` and this block's state slice → output `[H]`.
+    fn step(&self, x: &[f32], st: &mut [f32]) -> Vec<f32> {
+        let (e, n, k) = (self.e, self.n, self.k);
+        let xz = self.in_proj.apply(&rms_norm(x, &self.norm));
+        let (conv, ssm) = st.split_at_mut(e * (k - 1));
+        let mut u = vec![0f32; e];
+        for c in 0..e {
+            let w = &self.conv_w[c * k..(c + 1) * k];
+            let hist = &mut conv[c * (k - 1)..(c + 1) * (k - 1)];
+            let mut acc = self.conv_b[c];
+            for j in 0..k - 1 {
+                acc += w[j] * hist[j];
+            }
+            acc += w[k - 1] * xz[c];
+            hist.rotate_left(1);
+            hist[k - 2] = xz[c];
+            u[c] = silu(acc);
+        }
+        let x_dbl = self.x_proj.apply(&u);
+        let (dt, rest) = x_dbl.split_at(self.r);
+        let (bm, cm) = rest.split_at(n);
+        let delta: Vec<f32> = self.dt_proj.apply(dt).into_iter().map(softplus).collect();
+        let mut y = vec![0f32; e];
+        ssm_step(ssm, &self.a, &delta, bm, cm, &u, &self.d, &mut y);
+        for c in 0..e {
+            y[c] *= silu(xz[e + c]);
+        }
+        let out = self.out_proj.apply(&y);
+        x.iter().zip(out).map(|(a, b)| a + b).collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct S4d {
+    norm: LayerNorm,
+    /// Discretized Ā and C̃, `[H, M]` (re, im).
+    a_re: Vec<f32>,
+    a_im: Vec<f32>,
+    c_re: Vec<f32>,
+    c_im: Vec<f32>,
+    d: Vec<f32>,
+    out: Dense,
+    h: usize,
+    m: usize,
+}
+
+impl S4d {
+    fn state_len(&self) -> usize {
+        2 * self.h * self.m
+    }
+
+    fn step(&self, x: &[f32], st: &mut [f32]) -> Vec<f32> {
+        let (h, m) = (self.h, self.m);
+        let u = self.norm.apply(x);
+        let (re, im) = st.split_at_mut(h * m);
+        let mut y = vec![0f32; h];
+        for c in 0..h {
+            let mut acc = 0f32;
+            for j in 0..m {
+                let i = c * m + j;
+                let r2 = self.a_re[i] * re[i] - self.a_im[i] * im[i] + u[c];
+                let i2 = self.a_re[i] * im[i] + self.a_im[i] * re[i];
+                re[i] = r2;
+                im[i] = i2;
+                acc += self.c_re[i] * r2 - self.c_im[i] * i2;
+            }
+            y[c] = gelu(2.0 * acc + self.d[c] * u[c]);
+        }
+        let o = self.out.apply(&y);
+        x.iter().zip(o).map(|(a, b)| a + b).collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PathEncoder {
+    hop_in: Dense,
+    s4d: S4d,
+    out: Dense,
+    gate: f32,
+}
+
+#[derive(Clone, Debug)]
+struct Xattn {
+    q_proj: Dense,
+    k_proj: Dense,
+    q_norm: LayerNorm,
+    k_norm: LayerNorm,
+    gate: Dense,
+    value: Dense,
+}
+
+/// A loaded model.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub config: ModelConfig,
+    pub quantization: String,
+    /// Identity of the file (from its tensor digest), stamped into saved states.
+    pub fingerprint: [u8; 16],
+    memory_emb: Vec<f32>,
+    entity_emb: Vec<f32>,
+    cand_enc: Option<Dense>,
+    /// `cand_enc`'s weight transposed (`[in, out]`): scores use (W x + b)·q = x·(Wᵀq) + b·q,
+    /// so a turn costs one matrix-vector product instead of one per candidate.
+    cand_enc_t: Option<Dense>,
+    turn_in: Option<Dense>,
+    query_proj: Option<Dense>,
+    mamba: Vec<Mamba>,
+    s4d: Vec<S4d>,
+    norm_f: Option<Vec<f32>>,
+    mlp: Option<(Dense, Dense)>,
+    path: Option<PathEncoder>,
+    xattn: Option<Xattn>,
+}
+
+/// One candidate of a turn.
+#[derive(Clone, Debug, Default)]
+pub struct Candidate {
+    pub features: [f32; FEATURE_DIM],
+    /// 1 where the feature is missing (its value is then ignored).
+    pub missing: [f32; FEATURE_DIM],
+    pub memory_slot: u32,
+    pub entity: u32,
+    /// Content embedding (`content_dim` values, or empty for zeros).
+    pub content: Vec<f32>,
+    /// Traversal path hops (`[hops][HOP_DIM]`), at most `MAX_HOPS`.
+    pub hops: Vec<[f32; HOP_DIM]>,
+}
+
+/// One turn: what is known before its outcome.
+#[derive(Clone, Debug, Default)]
+pub struct Turn {
+    pub context: [f32; CONTEXT_DIM],
+    /// Query embedding (`content_dim` values, or empty for zeros).
+    pub query: Vec<f32>,
+    /// Focal entities (−1: none).
+    pub focal: [i32; 2],
+    pub candidates: Vec<Candidate>,
+}
+
+/// The recurrent state: every layer's state, then the last backbone output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    pub values: Vec<f32>,
+}
+
+const STATE_MAGIC: &[u8; 8] = b"SSMKSTAT";
+const STATE_VERSION: u32 = 1;
+
+impl State {
+    /// `magic (8) | version u32 | fingerprint (16) | count u32 | f32 × count | SHA-256 (32)`,
+    /// little-endian.
+    pub fn to_bytes(&self, fingerprint: &[u8; 16]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + 4 * self.values.len());
+        b.extend_from_slice(STATE_MAGIC);
+        b.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        b.extend_from_slice(fingerprint);
+        b.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
+        for v in &self.values {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let sum = Sha256::digest(&b);
+        b.extend_from_slice(&sum);
+        b
+    }
+
+    /// Parses [`State::to_bytes`]; says what is wrong otherwise.
+    pub fn from_bytes(
+        b: &[u8],
+        fingerprint: &[u8; 16],
+        expected_len: usize,
+    ) -> std::result::Result<State, String> {
+        if b.len() < 8 + 4 + 16 + 4 + 32 {
+            return Err(format!("{} bytes is too short for a state", b.len()));
+        }
+        let (body, sum) = b.split_at(b.len() - 32);
+        if Sha256::digest(body).as_slice() != sum {
+            return Err("checksum mismatch: the state is corrupt".into());
+        }
+        if &body[..8] != STATE_MAGIC {
+            return Err("not an ssmkit state".into());
+        }
+        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+        if version != STATE_VERSION {
+            return Err(format!("state version {version}, expected {STATE_VERSION}"));
+        }
+        if &body[12..28] != fingerprint {
+            return Err("the state belongs to another model".into());
+        }
+        let n = u32::from_le_bytes(body[28..32].try_into().expect("4 bytes")) as usize;
+        if n != expected_len || body.len() != 32 + 4 * n {
+            return Err(format!(
+                "the state holds {n} values, the model needs {expected_len}"
+            ));
+        }
+        let values = body[32..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        Ok(State { values })
+    }
+}
+
+/// Reads a tensor as f32, dequantizing `<base>.qweight`/`.qweight2` with `<base>.scale`.
+struct Loader<'a> {
+    st: safetensors::SafeTensors<'a>,
+    path: &'a Path,
+}
+
+impl Loader<'_> {
+    fn err(&self, msg: String) -> Error {
+        Error::Input(format!("{}: {msg}", self.path.display()))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.st.tensor(name).is_ok()
+    }
+
+    fn raw(&self, name: &str) -> Result<(Vec<usize>, safetensors::Dtype, &[u8])> {
+        let t = self
+            .st
+            .tensor(name)
+            .map_err(|_| self.err(format!("missing tensor `{name}`")))?;
+        Ok((t.shape().to_vec(), t.dtype(), t.data()))
+    }
+
+    /// A full-precision tensor (F32, or F16 widened to f32).
+    fn f32s(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let (shape, dtype, data) = self.raw(name)?;
+        let v = match dtype {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| burn::tensor::f16::from_le_bytes(c.try_into().expect("2 bytes")).to_f32())
+                .collect(),
+            _ => return Err(self.err(format!("tensor `{name}` is {dtype:?}, expected F32 or F16"))),
+        };
+        Ok((shape, v))
+    }
+
+    /// A projection or embedding `[rows, cols]`, whatever its quantization (`cols`: the
+    /// width the config expects, which packed ternary rows do not record).
+    fn matrix(&self, base: &str, cols: usize) -> Result<(usize, usize, Vec<f32>)> {
+        if self.has(&format!("{base}.weight")) {
+            let (s, v) = self.f32s(&format!("{base}.weight"))?;
+            if s.len() != 2 {
+                return Err(self.err(format!(
+                    "`{base}.weight` has shape {s:?}, expected 2 dimensions"
+                )));
+            }
+            return Ok((s[0], s[1], v));
+        }
+        let (_, scale) = self.f32s(&format!("{base}.scale"))?;
+        if self.has(&format!("{base}.qweight")) {
+            let (s, dtype, data) = self.raw(&format!("{base}.qweight"))?;
+            if dtype != safetensors::Dtype::I8 || s.len() != 2 || scale.len() != s[0] {
+                return Err(self.err(format!(
+                    "`{base}.qweight` is not I8 [rows, cols] with one scale per row"
+                )));
+            }
+            let cols = s[1];
+            let v = data
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| q as i8 as f32 * scale[i / cols])
+                .collect();
+            return Ok((s[0], cols, v));
+        }
+        let (s, dtype, data) = self.raw(&format!("{base}.qweight2"))?;
+        let rows = scale.len();
+        if dtype != safetensors::Dtype::U8
+            || s.len() != 2
+            || s[0] != rows
+            || s[1] != cols.div_ceil(4)
+        {
+            return Err(self.err(format!(
+                "`{base}.qweight2` is not U8 [{rows}, {}] (four 2-bit codes per byte)",
+                cols.div_ceil(4)
+            )));
+        }
+        let codes = unpack_ternary(data, rows, cols);
+        Ok((
+            rows,
+            cols,
+            codes
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| c as f32 * scale[i / cols])
+                .collect(),
+        ))
+    }
+
+    fn dense(&self, base: &str, d_in: usize, d_out: usize) -> Result<Dense> {
+        let (rows, cols, w) = self.matrix(base, d_in)?;
+        if rows != d_out || cols != d_in {
+            return Err(self.err(format!(
+                "`{base}` is [{rows}, {cols}], the config needs [{d_out}, {d_in}]"
+            )));
+        }
+        let mut wt = vec![0f32; w.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                wt[i * d_out + o] = w[o * d_in + i];
+            }
+        }
+        let b = if self.has(&format!("{base}.bias")) {
+            Some(self.vector(&format!("{base}.bias"), d_out)?)
+        } else {
+            None
+        };
+        Ok(Dense { wt, b, d_in, d_out })
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let (s, v) = self.f32s(name)?;
+        if v.len() != len {
+            return Err(self.err(format!(
+                "`{name}` has shape {s:?}, the config needs {len} values"
+            )));
+        }
+        Ok(v)
+    }
+
+    fn layer_norm(&self, base: &str, len: usize) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            gamma: self.vector(&format!("{base}.weight"), len)?,
+            beta: if self.has(&format!("{base}.bias")) {
+                Some(self.vector(&format!("{base}.bias"), len)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn s4d(&self, norm: &str, m: &str, h: usize, modes: usize) -> Result<S4d> {
+        let log_dt = self.vector(&format!("{m}.log_dt"), h)?;
+        let log_a_real = self.vector(&format!("{m}.log_A_real"), h * modes)?;
+        let a_imag = self.vector(&format!("{m}.A_imag"), h * modes)?;
+        let c_re = self.vector(&format!("{m}.C_re"), h * modes)?;
+        let c_im = self.vector(&format!("{m}.C_im"), h * modes)?;
+        // ZOH, as S4dBlock::discretize.
+        let n = h * modes;
+        let (mut ar, mut ai, mut cr, mut ci) =
+            (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        for i in 0..n {
+            let dt = log_dt[i / modes].exp();
+            let (re_a, im_a) = (-log_a_real[i].exp(), a_imag[i]);
+            let mag = (re_a * dt).exp();
+            let (a_re, a_im) = (mag * (im_a * dt).cos(), mag * (im_a * dt).sin());
+            let (p, q) = (a_re - 1.0, a_im);
+            let den = re_a * re_a + im_a * im_a;
+            let b_re = (p * re_a + q * im_a) / den;
+            let b_im = (q * re_a - p * im_a) / den;
+            ar[i] = a_re;
+            ai[i] = a_im;
+            cr[i] = c_re[i] * b_re - c_im[i] * b_im;
+            ci[i] = c_re[i] * b_im + c_im[i] * b_re;
+        }
+        Ok(S4d {
+            norm: self.layer_norm(norm, h)?,
+            a_re: ar,
+            a_im: ai,
+            c_re: cr,
+            c_im: ci,
+            d: self.vector(&format!("{m}.D"), h)?,
+            out: self.dense(&format!("{m}.out_proj"), h, h)?,
+            h,
+            m: modes,
+        })
+    }
+}
+
+impl Runtime {
+    /// Loads an exported file; refuses a foreign, damaged or inconsistent one with its path
+    /// and the reason.
+    pub fn load(path: &Path) -> Result<Runtime> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Runtime> {
+        let bad = |msg: String| Error::Input(format!("{}: {msg}", path.display()));
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let meta = meta
+            .metadata()
+            .clone()
+            .ok_or_else(|| bad("no __metadata__: not an ssmkit export".into()))?;
+        let get = |k: &str| -> Result<&String> {
+            meta.get(k)
+                .ok_or_else(|| bad(format!("__metadata__ has no `{k}`: not an ssmkit export")))
+        };
+        if get("format_version")? != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format {}, this build reads {FORMAT_VERSION}",
+                get("format_version")?
+            )));
+        }
+        let layout: serde_json::Value = serde_json::from_str(get("feature_layout")?)
+            .map_err(|e| bad(format!("feature_layout: {e}")))?;
+        if layout["version"] != LAYOUT_VERSION {
+            return Err(bad(format!(
+                "feature layout {}, this build uses {LAYOUT_VERSION}",
+                layout["version"]
+            )));
+        }
+        let config: ModelConfig = serde_json::from_str(get("model_config")?)
+            .map_err(|e| bad(format!("model_config: {e}")))?;
+        let quant: serde_json::Value = serde_json::from_str(get("quantization")?)
+            .map_err(|e| bad(format!("quantization: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        // The recorded digest catches any changed byte in the tensors.
+        let mut stored = std::collections::BTreeMap::new();
+        for (name, t) in st.tensors() {
+            stored.insert(
+                name,
+                crate::export::Stored {
+                    dtype: t.dtype(),
+                    shape: t.shape().to_vec(),
+                    bytes: t.data().to_vec(),
+                },
+            );
+        }
+        let digest = crate::export::tensors_digest(&stored);
+        if &digest != get("tensors_sha256")? {
+            return Err(bad(
+                "tensor data does not match its recorded SHA-256: the file is damaged".into(),
+            ));
+        }
+        let mut fingerprint = [0u8; 16];
+        for (i, b) in fingerprint.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        let l = Loader { st, path };
+        let c = &config;
+        let h = c.d_model;
+        let temporal = c.variant.is_temporal();
+        let (mem_rows, mem_cols, memory_emb) = l.matrix("scorer.memory_emb", c.d_slot)?;
+        let (ent_rows, ent_cols, entity_emb) = l.matrix("scorer.entity_emb", c.d_slot)?;
+        if mem_cols != c.d_slot
+            || ent_cols != c.d_slot
+            || mem_rows != c.memory_slots.max(1)
+            || ent_rows != c.entity_slots + 1
+        {
+            return Err(bad("embedding tables do not match the model config".into()));
+        }
+        let cand_in = 2 * FEATURE_DIM + 2 * c.d_slot + c.content_dim;
+        let turn_in = CONTEXT_DIM + c.content_dim + c.d_slot + h;
+        let mut mamba = Vec::new();
+        let mut s4d = Vec::new();
+        let layers = if temporal { c.layers } else { 0 };
+        for i in 0..layers {
+            let m = format!("layers.{i}.mixer");
+            match c.variant {
+                Variant::S4d => {
+                    s4d.push(l.s4d(&format!("layers.{i}.norm"), &m, h, (c.d_state / 2).max(1))?)
+                }
+                _ => {
+                    let e = c.expand * h;
+                    let n = c.d_state;
+                    let r = h.div_ceil(16);
+                    let k = c.d_conv;
+                    let (ws, conv_w) = l.f32s(&format!("{m}.conv1d.weight"))?;
+                    if ws != [e, 1, k] {
+                        return Err(bad(format!(
+                            "`{m}.conv1d.weight` is {ws:?}, expected [{e}, 1, {k}]"
+                        )));
+                    }
+                    let a_log = l.vector(&format!("{m}.A_log"), e * n)?;
+                    mamba.push(Mamba {
+                        norm: l.vector(&format!("layers.{i}.norm.weight"), h)?,
+                        in_proj: l.dense(&format!("{m}.in_proj"), h, 2 * e)?,
+                        conv_w,
+                        conv_b: l.vector(&format!("{m}.conv1d.bias"), e)?,
+                        x_proj: l.dense(&format!("{m}.x_proj"), e, r + 2 * n)?,
+                        dt_proj: l.dense(&format!("{m}.dt_proj"), r, e)?,
+                        a: a_log.iter().map(|v| -v.exp()).collect(),
+                        d: l.vector(&format!("{m}.D"), e)?,
+                        out_proj: l.dense(&format!("{m}.out_proj"), e, h)?,
+                        e,
+                        n,
+                        r,
+                        k,
+                    });
+                }
+            }
+        }
+        let mlp = if c.variant == Variant::Xattn {
+            None
+        } else {
+            Some((
+                l.dense("scorer.mlp.fc1", 2 * FEATURE_DIM, c.mlp_hidden)?,
+                l.dense("scorer.mlp.fc2", c.mlp_hidden, 1)?,
+            ))
+        };
+        let path_enc = if c.variant == Variant::Dual {
+            let (_, gate) = l.f32s("path.gate")?;
+            Some(PathEncoder {
+                hop_in: l.dense("path.hop_in", HOP_DIM, c.path_channels)?,
+                s4d: l.s4d("path.s4d.norm", "path.s4d.mixer", c.path_channels, 4)?,
+                out: l.dense("path.out", c.path_channels, 1)?,
+                gate: gate[0],
+            })
+        } else {
+            None
+        };
+        let xattn = if c.variant == Variant::Xattn {
+            let side = 2 * FEATURE_DIM + c.d_slot;
+            Some(Xattn {
+                q_proj: l.dense("xattn.q_proj", c.content_dim + c.d_slot, c.d_attn)?,
+                k_proj: l.dense("xattn.k_proj", c.content_dim + side, c.d_attn)?,
+                q_norm: l.layer_norm("xattn.q_norm", c.d_attn)?,
+                k_norm: l.layer_norm("xattn.k_norm", c.d_attn)?,
+                gate: l.dense("xattn.gate", side + c.d_slot, 1)?,
+                value: l.dense("xattn.value", side + c.d_slot, 1)?,
+            })
+        } else {
+            None
+        };
+        Ok(Runtime {
+            quantization: quant["name"].as_str().unwrap_or("?").to_string(),
+            fingerprint,
+            memory_emb,
+            entity_emb,
+            cand_enc_t: None,
+            cand_enc: temporal
+                .then(|| l.dense("scorer.cand_enc", cand_in, h))
+                .transpose()?,
+            turn_in: temporal
+                .then(|| l.dense("scorer.turn_in", turn_in, h))
+                .transpose()?,
+            query_proj: temporal
+                .then(|| {
+                    l.dense(
+                        "scorer.query_proj",
+                        h + CONTEXT_DIM + c.content_dim + c.d_slot,
+                        h,
+                    )
+                })
+                .transpose()?,
+            norm_f: temporal.then(|| l.vector("norm_f.weight", h)).transpose()?,
+            mamba,
+            s4d,
+            mlp,
+            path: path_enc,
+            xattn,
+            config,
+        }
+        .with_transposed())
+    }
+
+    fn with_transposed(mut self) -> Runtime {
+        self.cand_enc_t = self.cand_enc.as_ref().map(|d| {
+            let mut wt = vec![0f32; d.wt.len()];
+            for i in 0..d.d_in {
+                for o in 0..d.d_out {
+                    wt[o * d.d_in + i] = d.wt[i * d.d_out + o];
+                }
+            }
+            Dense {
+                wt,
+                b: None,
+                d_in: d.d_out,
+                d_out: d.d_in,
+            }
+        });
+        self
+    }
+
+    /// Number of floats in the state.
+    pub fn state_len(&self) -> usize {
+        let layers: usize = self.mamba.iter().map(Mamba::state_len).sum::<usize>()
+            + self.s4d.iter().map(S4d::state_len).sum::<usize>();
+        if self.config.variant.is_temporal() {
+            layers + self.config.d_model
+        } else {
+            0
+        }
+    }
+
+    /// The default state (before any turn).
+    pub fn zero_state(&self) -> State {
+        State {
+            values: vec![0.0; self.state_len()],
+        }
+    }
+
+    /// Parses saved state bytes, or falls back to the default state with a warning.
+    pub fn restore(&self, bytes: &[u8]) -> (State, Option<String>) {
+        match State::from_bytes(bytes, &self.fingerprint, self.state_len()) {
+            Ok(s) => (s, None),
+            Err(why) => (
+                self.zero_state(),
+                Some(format!("{why}; starting from the default state")),
+            ),
+        }
+    }
+
+    fn slot_row(table: &[f32], width: usize, row: usize) -> &[f32] {
+        &table[row * width..(row + 1) * width]
+    }
+
+    fn entity_row(&self, e: i64) -> &[f32] {
+        let c = &self.config;
+        let row = if e < 0 {
+            c.entity_slots
+        } else {
+            e as usize % c.entity_slots
+        };
+        Self::slot_row(&self.entity_emb, c.d_slot, row)
+    }
+
+    fn focal(&self, turn: &Turn) -> Vec<f32> {
+        let a = self.entity_row(turn.focal[0] as i64);
+        let b = self.entity_row(turn.focal[1] as i64);
+        a.iter().zip(b).map(|(x, y)| (x + y) / 2.0).collect()
+    }
+
+    fn padded(v: &[f32], len: usize) -> Vec<f32> {
+        let mut out = vec![0.0; len];
+        let n = v.len().min(len);
+        out[..n].copy_from_slice(&v[..n]);
+        out
+    }
+
+    /// Checks a turn's shape against the model; a clear error names the problem.
+    pub fn check(&self, turn: &Turn) -> Result<()> {
+        let e = self.config.content_dim;
+        if !turn.query.is_empty() && turn.query.len() != e {
+            return Err(Error::Input(format!(
+                "query has {} values, the model reads {e}",
+                turn.query.len()
+            )));
+        }
+        for (i, c) in turn.candidates.iter().enumerate() {
+            if !c.content.is_empty() && c.content.len() != e {
+                return Err(Error::Input(format!(
+                    "candidate {i}: content has {} values, the model reads {e}",
+                    c.content.len()
+                )));
+            }
+            if c.hops.len() > MAX_HOPS {
+                return Err(Error::Input(format!(
+                    "candidate {i}: {} hops, at most {MAX_HOPS}",
+                    c.hops.len()
+                )));
+            }
+            if c.features.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Input(format!(
+                    "candidate {i}: a feature is NaN or infinite"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The candidates' encoder inputs `[K][cand_in]` (temporal models; empty otherwise).
+    fn encodings(&self, turn: &Turn) -> Vec<Vec<f32>> {
+        let c = &self.config;
+        let Some(enc) = &self.cand_enc else {
+            return Vec::new();
+        };
+        turn.candidates
+            .iter()
+            .map(|cand| {
+                let mut x = Vec::with_capacity(enc.d_in);
+                x.extend(masked(&cand.features, &cand.missing));
+                x.extend_from_slice(&cand.missing);
+                x.extend_from_slice(Self::slot_row(
+                    &self.memory_emb,
+                    c.d_slot,
+                    cand.memory_slot as usize % c.memory_slots.max(1),
+                ));
+                x.extend_from_slice(self.entity_row(cand.entity as i64));
+                x.extend(Self::padded(&cand.content, c.content_dim));
+                x
+            })
+            .collect()
+    }
+
+    /// Scores the turn from `state`, then folds its outcome in: [`Runtime::score`] and
+    /// [`Runtime::observe`] with the candidate encodings computed once.
+    pub fn step(&self, state: &mut State, turn: &Turn, labels: &[f32]) -> Vec<f32> {
+        let enc = self.encodings(turn);
+        let scores = self.score_enc(state, turn, &enc);
+        self.observe_enc(state, turn, labels, &enc);
+        scores
+    }
+
+    /// Scores of the turn's candidates from `state` (the state is not changed).
+    pub fn score(&self, state: &State, turn: &Turn) -> Vec<f32> {
+        self.score_enc(state, turn, &self.encodings(turn))
+    }
+
+    fn score_enc(&self, state: &State, turn: &Turn, enc: &[Vec<f32>]) -> Vec<f32> {
+        let c = &self.config;
+        let mut scores: Vec<f32> = match &self.mlp {
+            Some((fc1, fc2)) => turn
+                .candidates
+                .iter()
+                .map(|cand| {
+                    let mut x: Vec<f32> = masked(&cand.features, &cand.missing).collect();
+                    x.extend_from_slice(&cand.missing);
+                    let hdn: Vec<f32> = fc1.apply(&x).into_iter().map(|v| v.max(0.0)).collect();
+                    fc2.apply(&hdn)[0]
+                })
+                .collect(),
+            None => vec![0.0; turn.candidates.len()],
+        };
+        let query = Self::padded(&turn.query, c.content_dim);
+        if c.variant.is_temporal() {
+            let h = c.d_model;
+            let last = &state.values[state.values.len() - h..];
+            let mut qin = last.to_vec();
+            qin.extend_from_slice(&turn.context);
+            qin.extend_from_slice(&query);
+            qin.extend(self.focal(turn));
+            let q = self
+                .query_proj
+                .as_ref()
+                .expect("temporal model")
+                .apply(&qin);
+            let scale = (h as f32).sqrt();
+            // (W x + b)·q = x·(Wᵀq) + b·q
+            let v = self.cand_enc_t.as_ref().expect("temporal model").apply(&q);
+            let bq = self
+                .cand_enc
+                .as_ref()
+                .and_then(|d| d.b.as_deref())
+                .map_or(0.0, |b| dot(b, &q));
+            for (s, x) in scores.iter_mut().zip(enc) {
+                *s += (dot(x, &v) + bq) / scale;
+            }
+        }
+        if let Some(p) = &self.path {
+            let gate = sigmoid(p.gate);
+            for (s, cand) in scores.iter_mut().zip(&turn.candidates) {
+                let mut st = vec![0f32; p.s4d.state_len()];
+                let n = cand.hops.len().max(1);
+                let mut y = vec![0f32; p.s4d.h];
+                for i in 0..n {
+                    let hop = cand.hops.get(i).copied().unwrap_or([0.0; HOP_DIM]);
+                    y = p.s4d.step(&p.hop_in.apply(&hop), &mut st);
+                }
+                *s += p.out.apply(&y)[0] * gate;
+            }
+        }
+        if let Some(xa) = &self.xattn {
+            let project = self.focal(turn);
+            let mut qin = query.clone();
+            qin.extend_from_slice(&project);
+            let q = xa.q_norm.apply(&xa.q_proj.apply(&qin));
+            let scale = (c.d_attn as f32).sqrt();
+            for (s, cand) in scores.iter_mut().zip(&turn.candidates) {
+                let mut side: Vec<f32> = masked(&cand.features, &cand.missing).collect();
+                side.extend_from_slice(&cand.missing);
+                side.extend_from_slice(Self::slot_row(
+                    &self.memory_emb,
+                    c.d_slot,
+                    cand.memory_slot as usize % c.memory_slots.max(1),
+                ));
+                let mut kin = Self::padded(&cand.content, c.content_dim);
+                kin.extend_from_slice(&side);
+                let key = xa.k_norm.apply(&xa.k_proj.apply(&kin));
+                side.extend_from_slice(&project);
+                let sim = dot(&key, &q) / scale;
+                *s += sim * sigmoid(xa.gate.apply(&side)[0]) + xa.value.apply(&side)[0];
+            }
+        }
+        scores
+    }
+
+    /// Folds a turn and its outcome (`labels[k] > 0`: candidate k was relevant) into the
+    /// state. Models without a temporal state ignore it.
+    pub fn observe(&self, state: &mut State, turn: &Turn, labels: &[f32]) {
+        self.observe_enc(state, turn, labels, &self.encodings(turn));
+    }
+
+    fn observe_enc(&self, state: &mut State, turn: &Turn, labels: &[f32], enc: &[Vec<f32>]) {
+        let c = &self.config;
+        if !c.variant.is_temporal() {
+            return;
+        }
+        // Mean encoding of the relevant candidates: W x̄ + b·(Σl / max(1, Σl)).
+        let d = self.cand_enc.as_ref().expect("temporal model");
+        let mut mean_x = vec![0f32; d.d_in];
+        let mut n = 0f32;
+        for (x, &l) in enc.iter().zip(labels) {
+            if l != 0.0 {
+                for (m, v) in mean_x.iter_mut().zip(x) {
+                    *m += l * v;
+                }
+            }
+            n += l;
+        }
+        let denom = n.max(1.0);
+        mean_x.iter_mut().for_each(|m| *m /= denom);
+        let mut pooled = vec![0f32; d.d_out];
+        gemv(&d.wt, &mean_x, &mut pooled);
+        if let Some(b) = &d.b {
+            for (p, bv) in pooled.iter_mut().zip(b) {
+                *p += bv * n / denom;
+            }
+        }
+        let mut x = turn.context.to_vec();
+        x.extend(Self::padded(&turn.query, c.content_dim));
+        x.extend(self.focal(turn));
+        x.extend(pooled);
+        let mut x = self.turn_in.as_ref().expect("temporal model").apply(&x);
+        let mut at = 0;
+        for m in &self.mamba {
+            let len = m.state_len();
+            x = m.step(&x, &mut state.values[at..at + len]);
+            at += len;
+        }
+        for s in &self.s4d {
+            let len = s.state_len();
+            x = s.step(&x, &mut state.values[at..at + len]);
+            at += len;
+        }
+        let last = rms_norm(&x, self.norm_f.as_ref().expect("temporal model"));
+        state.values[at..at + c.d_model].copy_from_slice(&last);
+    }
+}
+
+/// Features with missing values zeroed (as the dataset loader stores them).
+fn masked<'a>(
+    f: &'a [f32; FEATURE_DIM],
+    m: &'a [f32; FEATURE_DIM],
+) -> impl Iterator<Item = f32> + 'a {
+    f.iter()
+        .zip(m)
+        .map(|(x, m)| if *m == 1.0 { 0.0 } else { *x })
+}
+
+/// Turn `t` of a loaded user sequence as the runtime reads it: its valid candidates, their
+/// indices in the dataset's K slots, and their observed labels.
+pub fn turn_of(
+    u: &crate::data::UserSeq,
+    t: usize,
+    k: usize,
+    content_dim: usize,
+) -> (Turn, Vec<usize>, Vec<f32>) {
+    let mut turn = Turn {
+        context: u.context[t * CONTEXT_DIM..(t + 1) * CONTEXT_DIM]
+            .try_into()
+            .expect("context width"),
+        query: u.query[t * content_dim..(t + 1) * content_dim].to_vec(),
+        focal: [u.focal[2 * t], u.focal[2 * t + 1]],
+        candidates: Vec::new(),
+    };
+    let mut idx = Vec::new();
+    let mut labels = Vec::new();
+    for j in 0..k {
+        let slot = t * k + j;
+        if u.valid[slot] != 1.0 {
+            continue;
+        }
+        let hop_n = (u.hop_count[slot] as usize).min(MAX_HOPS);
+        let hops = (0..hop_n)
+            .map(|h| {
+                let at = (slot * MAX_HOPS + h) * HOP_DIM;
+                u.hops[at..at + HOP_DIM].try_into().expect("hop width")
+            })
+            .collect();
+        turn.candidates.push(Candidate {
+            features: u.features[slot * FEATURE_DIM..(slot + 1) * FEATURE_DIM]
+                .try_into()
+                .expect("feature width"),
+            missing: u.missing[slot * FEATURE_DIM..(slot + 1) * FEATURE_DIM]
+                .try_into()
+                .expect("feature width"),
+            memory_slot: u.memory_slot[slot],
+            entity: u.entity[slot],
+            content: u.content[slot * content_dim..(slot + 1) * content_dim].to_vec(),
+            hops,
+        });
+        idx.push(j);
+        labels.push(u.labels[slot]);
+    }
+    (turn, idx, labels)
+}
+
+/// Replays each user's turns through the runtime, one at a time with its outcome folded
+/// in, and returns the scores of `cases` (sorted by user, then turn) in the dataset's K
+/// slots (−1e9 for an empty slot, as the Burn model pads).
+pub fn replay(
+    rt: &Runtime,
+    data: &crate::data::Dataset,
+    cases: &[crate::eval::phase::Case],
+) -> Vec<Vec<f64>> {
+    let k = data.k;
+    let mut out = vec![Vec::new(); cases.len()];
+    let mut i = 0;
+    while i < cases.len() {
+        let user = cases[i].user;
+        let u = &data.users[user];
+        let last = cases[i..]
+            .iter()
+            .take_while(|c| c.user == user)
+            .map(|c| c.turn)
+            .max()
+            .unwrap_or(0);
+        let mut state = rt.zero_state();
+        for t in 0..=last {
+            let (turn, idx, labels) = turn_of(u, t, k, data.embedding_dim);
+            let s = rt.step(&mut state, &turn, &labels);
+            if i < cases.len() && cases[i].user == user && cases[i].turn == t {
+                let mut row = vec![-1e9f64; k];
+                for (j, v) in idx.iter().zip(s) {
+                    row[*j] = v as f64;
+                }
+                out[i] = row;
+                i += 1;
+            }
+        }
+    }
+    out
+}

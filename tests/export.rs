@@ -1,0 +1,298 @@
+//! `ssmkit export`, the plain-Rust runtime and `ssmkit predict`: the exported model scores
+//! like the Burn model, quantization keeps the ranking, states and files are checked.
+
+use std::path::Path;
+
+mod common;
+use common::{opts, ssmkit, tiny_data, tiny_train};
+use ssmkit::data::Dataset;
+use ssmkit::eval::phase::test_cases;
+use ssmkit::export::{ExportOptions, Quant, encode, export_run, verify};
+use ssmkit::model::scorer::{ModelConfig, Size, Variant};
+use ssmkit::runtime::{Runtime, turn_of};
+use ssmkit::train::batch::cutoffs;
+use ssmkit::train::{TrainConfig, train};
+
+fn test_split(data: &Dataset) -> Vec<ssmkit::eval::phase::Case> {
+    let cfg = tiny_train();
+    test_cases(data, cutoffs(data, cfg.valid_from, cfg.test_from).test).0
+}
+
+#[test]
+fn f32_export_replayed_turn_by_turn_matches_the_burn_model_for_every_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let cases = test_split(&data);
+    let device = burn::prelude::Device::flex();
+    for variant in Variant::ALL {
+        let cfg = ModelConfig::sized(variant, Size::Tiny, data.embedding_dim, 4096);
+        let model = cfg.init(7, &device);
+        let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+        let rt = Runtime::from_bytes(&bytes, Path::new("mem")).unwrap();
+        // The runtime steps through each user's turns; the Burn model runs each sequence
+        // in one forward pass.
+        let v = verify(&rt, &model, &cfg, &data, &cases);
+        assert!(v.max_abs_diff <= 1e-4, "{variant:?}: {v:?}");
+        assert!(v.top10_agreement > 0.999, "{variant:?}: {v:?}");
+    }
+}
+
+#[test]
+fn int8_export_keeps_the_ranking_and_max_drop_refuses_a_lossy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_data(dir.path());
+    let run = dir.path().join("run");
+    let cfg = TrainConfig {
+        steps: 30,
+        ..tiny_train()
+    };
+    train(&cfg, &opts(&path, &run, 1)).unwrap();
+    let export = |quant: Quant, max_drop: Option<f64>, name: &str| {
+        export_run(&ExportOptions {
+            run: run.clone(),
+            quant,
+            out: dir.path().join(name),
+            data: Some(path.clone()),
+            max_drop,
+        })
+    };
+    let f32r = export(Quant::F32, None, "f32.safetensors").unwrap();
+    let v = f32r.verification.as_ref().unwrap();
+    assert!(
+        v.max_abs_diff <= 1e-4 && v.relative_drop.abs() < 1e-6,
+        "{v:?}"
+    );
+    let int8 = export(Quant::Int8, None, "int8.safetensors").unwrap();
+    let v = int8.verification.as_ref().unwrap();
+    assert!(v.top10_agreement >= 0.95, "{v:?}");
+    assert!(v.relative_drop.is_finite());
+    assert!(
+        int8.sizes.file_bytes < f32r.sizes.file_bytes / 2,
+        "{int8:?}"
+    );
+    let ternary = export(Quant::Ternary, None, "t.safetensors").unwrap();
+    assert!(ternary.sizes.file_bytes < int8.sizes.file_bytes);
+    // A drop bound the export cannot meet: an error, and no file.
+    let err = export(Quant::Ternary, Some(-1.0), "refused.safetensors").unwrap_err();
+    assert!(err.to_string().contains("--max-drop"), "{err}");
+    assert!(!dir.path().join("refused.safetensors").exists());
+    // Every quantization loads and scores.
+    for f in ["f32.safetensors", "int8.safetensors", "t.safetensors"] {
+        let rt = Runtime::load(&dir.path().join(f)).unwrap();
+        let data = Dataset::load(&path).unwrap();
+        let (turn, _, _) = turn_of(&data.users[0], 0, data.k, data.embedding_dim);
+        let s = rt.score(&rt.zero_state(), &turn);
+        assert!(s.iter().all(|v| v.is_finite()) && s.len() == turn.candidates.len());
+    }
+}
+
+#[test]
+fn state_round_trips_and_damage_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let device = burn::prelude::Device::flex();
+    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, data.embedding_dim, 4096);
+    let model = cfg.init(1, &device);
+    let (bytes, _) = encode(&model, &cfg, Quant::Int8, &serde_json::json!({})).unwrap();
+    let rt = Runtime::from_bytes(&bytes, Path::new("m")).unwrap();
+    let mut state = rt.zero_state();
+    for t in 0..5 {
+        let (turn, _, labels) = turn_of(&data.users[0], t, data.k, data.embedding_dim);
+        rt.step(&mut state, &turn, &labels);
+    }
+    let saved = state.to_bytes(&rt.fingerprint);
+    let (back, warning) = rt.restore(&saved);
+    assert_eq!(back, state);
+    assert!(warning.is_none());
+    // One flipped byte anywhere: the default state, with a warning.
+    for at in [0, 20, saved.len() / 2, saved.len() - 1] {
+        let mut bad = saved.clone();
+        bad[at] ^= 0x40;
+        let (s, warning) = rt.restore(&bad);
+        assert_eq!(s, rt.zero_state());
+        assert!(warning.is_some());
+    }
+    // A state of another model.
+    let other =
+        ModelConfig::sized(Variant::Mamba, Size::Tiny, data.embedding_dim, 4096).init(2, &device);
+    let (ob, _) = encode(&other, &cfg, Quant::Int8, &serde_json::json!({})).unwrap();
+    let rt2 = Runtime::from_bytes(&ob, Path::new("o")).unwrap();
+    let (s, warning) = rt2.restore(&saved);
+    assert_eq!(s, rt2.zero_state());
+    assert!(warning.unwrap().contains("another model"));
+    // A flipped byte in the model file is refused.
+    let mut damaged = bytes.clone();
+    let at = damaged.len() - 100;
+    damaged[at] ^= 0x01;
+    let err = Runtime::from_bytes(&damaged, Path::new("m.safetensors")).unwrap_err();
+    assert!(err.to_string().contains("damaged"), "{err}");
+}
+
+#[test]
+fn foreign_files_and_bad_turns_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // A safetensors file that is not an ssmkit export.
+    let foreign = dir.path().join("foreign.safetensors");
+    let data = [0u8; 8];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+    std::fs::write(
+        &foreign,
+        safetensors::serialize([("w", view)], None).unwrap(),
+    )
+    .unwrap();
+    let err = Runtime::load(&foreign).unwrap_err().to_string();
+    assert!(
+        err.contains("foreign.safetensors") && err.contains("not an ssmkit export"),
+        "{err}"
+    );
+    // Not safetensors at all.
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"hello").unwrap();
+    assert!(
+        Runtime::load(&junk)
+            .unwrap_err()
+            .to_string()
+            .contains("not a safetensors file")
+    );
+    // A missing tensor: rebuild an export without one tensor, with a matching digest.
+    let d = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, d.embedding_dim, 4096);
+    let model = cfg.init(1, &burn::prelude::Device::flex());
+    let mut tensors = ssmkit::export::store(&model, Quant::F32);
+    tensors.remove("layers.1.mixer.A_log");
+    let digest = ssmkit::export::tensors_digest(&tensors);
+    let meta = ssmkit::export::metadata(&cfg, Quant::F32, &digest, &serde_json::json!({}));
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+    let err = Runtime::from_bytes(&bytes, Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing tensor `layers.1.mixer.A_log`"),
+        "{err}"
+    );
+    // predict: a turn with the wrong number of features names the line and the problem.
+    let model_path = dir.path().join("m.safetensors");
+    let (good, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+    std::fs::write(&model_path, good).unwrap();
+    let turns = dir.path().join("turns.jsonl");
+    let feats = |n: usize| vec!["0.5"; n].join(",");
+    std::fs::write(
+        &turns,
+        format!(
+            "{{\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n{{\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
+            feats(24),
+            feats(23)
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = ssmkit(&[
+        "predict",
+        model_path.to_str().unwrap(),
+        "--input",
+        turns.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("line 2") && err.contains("23 features, expected 24"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn predict_carries_the_state_across_invocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, data.embedding_dim, 4096);
+    let model = cfg.init(4, &burn::prelude::Device::flex());
+    let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+    let model_path = dir.path().join("m.safetensors");
+    std::fs::write(&model_path, bytes).unwrap();
+    // Six turns of a user as JSONL, with their outcomes.
+    let lines: Vec<String> = (0..6)
+        .map(|t| {
+            let (turn, _, labels) = turn_of(&data.users[1], t, data.k, data.embedding_dim);
+            let cands: Vec<serde_json::Value> = turn
+                .candidates
+                .iter()
+                .map(|c| {
+                    let f: Vec<serde_json::Value> = c
+                        .features
+                        .iter()
+                        .zip(&c.missing)
+                        .map(|(x, m)| if *m == 1.0 { serde_json::Value::Null } else { serde_json::json!(x) })
+                        .collect();
+                    serde_json::json!({"features": f, "memory_slot": c.memory_slot, "entity": c.entity,
+                        "content": c.content, "hops": c.hops})
+                })
+                .collect();
+            serde_json::json!({"context": turn.context, "query": turn.query, "focal": turn.focal,
+                "candidates": cands, "labels": labels})
+            .to_string()
+        })
+        .collect();
+    let write = |name: &str, ls: &[String]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, ls.join("\n") + "\n").unwrap();
+        p
+    };
+    let all = write("all.jsonl", &lines);
+    let first = write("first.jsonl", &lines[..3]);
+    let second = write("second.jsonl", &lines[3..]);
+    let m = model_path.to_str().unwrap();
+    let (ok, whole, err) = ssmkit(&["predict", m, "--input", all.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let state = dir.path().join("user.state");
+    let s = state.to_str().unwrap();
+    let (ok, _, err) = ssmkit(&[
+        "predict",
+        m,
+        "--input",
+        first.to_str().unwrap(),
+        "--state",
+        s,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, rest, err) = ssmkit(&[
+        "predict",
+        m,
+        "--input",
+        second.to_str().unwrap(),
+        "--state",
+        s,
+    ]);
+    assert!(ok && err.is_empty(), "{err}");
+    let scores = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["scores"].clone())
+            .collect()
+    };
+    assert_eq!(scores(&whole)[3..], scores(&rest)[..]);
+    // A damaged state file: a warning, and the default state.
+    let mut b = std::fs::read(&state).unwrap();
+    b[10] ^= 1;
+    std::fs::write(&state, b).unwrap();
+    let (ok, fresh, err) = ssmkit(&[
+        "predict",
+        m,
+        "--input",
+        second.to_str().unwrap(),
+        "--state",
+        s,
+    ]);
+    assert!(
+        ok && err.contains("warning") && err.contains("default state"),
+        "{err}"
+    );
+    let (_, direct, _) = ssmkit(&["predict", m, "--input", second.to_str().unwrap()]);
+    assert_eq!(scores(&fresh), scores(&direct));
+}
