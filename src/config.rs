@@ -29,6 +29,38 @@ pub struct Config {
     pub output: OutputConfig,
     /// What `ssmkit train` does with the dataset.
     pub train: crate::train::TrainConfig,
+    /// What `ssmkit run` does end to end: seeds, baselines, exports.
+    pub pipeline: PipelineConfig,
+}
+
+/// `ssmkit run`: the primary model (`[train] model`) is trained once per seed, each
+/// baseline too, then everything is evaluated and the primary model's first seed exported.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Training seeds (the phase 1→2 gate asks for at least 5).
+    pub seeds: Vec<u64>,
+    /// Models trained beside the primary one on the same seeds (learned baselines and
+    /// retrained ablations).
+    pub baselines: Vec<crate::model::scorer::Variant>,
+    /// Quantizations exported.
+    pub export: Vec<crate::export::Quant>,
+    /// Largest relative DCG@10 drop an export may show on the test cases.
+    pub max_drop: f64,
+    /// Canary probe sites per canary.
+    pub probes: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            seeds: vec![1, 2, 3, 4, 5],
+            baselines: vec![crate::model::scorer::Variant::Xattn],
+            export: vec![crate::export::Quant::F32, crate::export::Quant::Int8],
+            max_drop: 0.02,
+            probes: 32,
+        }
+    }
 }
 
 impl Default for Config {
@@ -46,6 +78,7 @@ impl Default for Config {
             curriculum: CurriculumConfig::default(),
             output: OutputConfig::default(),
             train: crate::train::TrainConfig::default(),
+            pipeline: PipelineConfig::default(),
         }
     }
 }
@@ -631,6 +664,28 @@ impl Config {
         }
         crate::datagen::writer::compression(&self.output.compression)?;
         self.train.validate()?;
+        let p = &self.pipeline;
+        if p.seeds.is_empty() {
+            return bad("pipeline.seeds", "at least one seed".into());
+        }
+        let mut seeds = p.seeds.clone();
+        seeds.sort_unstable();
+        seeds.dedup();
+        if seeds.len() != p.seeds.len() {
+            return bad("pipeline.seeds", format!("{:?} repeats a seed", p.seeds));
+        }
+        if p.baselines.contains(&self.train.model) {
+            return bad(
+                "pipeline.baselines",
+                format!("lists the primary model {}", self.train.model.name()),
+            );
+        }
+        if p.max_drop.is_nan() || p.max_drop < 0.0 {
+            return bad("pipeline.max_drop", format!("{} must be >= 0", p.max_drop));
+        }
+        if p.probes == 0 {
+            return bad("pipeline.probes", "must be at least 1".into());
+        }
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
             return bad(
                 "name",

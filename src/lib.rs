@@ -13,6 +13,7 @@ pub mod eval;
 pub mod export;
 pub mod features;
 pub mod model;
+pub mod pipeline;
 pub mod runtime;
 mod simd;
 pub mod train;

@@ -163,6 +163,27 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// The whole job: gen → train (all seeds and baselines) → eval → export, resumable
+    #[command(
+        after_help = "Outputs: data/<name>, runs/<name>/<model>-s<seed>, reports/<name> (report.md,
+        report.html, gates.json) and runs/<name>/export/<model>-<quant>.safetensors, under
+        --root. Seeds, baselines and exports come from the config's [pipeline] section. A
+        finished stage is not redone; an interrupted training resumes from its checkpoint.
+
+        Examples:
+          ssmkit run configs/quick.toml
+          ssmkit run configs/phase0.toml --fail-on-gate"
+    )]
+    Run {
+        config: PathBuf,
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Exit with status 2 unless every gate passes
+        #[arg(long)]
+        fail_on_gate: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Export a trained run as safetensors (f32, int8 or ternary) for the runtime
     #[command(
         after_help = "Names follow the reference Mamba checkpoint (layers.{i}.mixer.in_proj.weight, …);
@@ -492,6 +513,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         v.max_abs_diff
                     );
                 }
+            }
+        }
+        Command::Run {
+            config,
+            root,
+            fail_on_gate,
+            quiet,
+        } => {
+            let r = ssmkit::pipeline::run(&ssmkit::pipeline::RunOptions {
+                config,
+                root,
+                quiet,
+            })?;
+            for s in &r.reused {
+                println!("reused: {s}");
+            }
+            println!("dataset  {}", r.data.display());
+            for run in &r.runs {
+                println!("run      {}", run.display());
+            }
+            println!("report   {}", r.report.join("report.html").display());
+            let gates = r.report.join("gates.json");
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gates)?)?;
+            for g in v["gates"].as_array().into_iter().flatten() {
+                let value = g["value"]
+                    .as_f64()
+                    .map_or("—".to_string(), |v| format!("{v:.4}"));
+                println!(
+                    "  [{}] {} (phase {}): {value}",
+                    g["status"].as_str().unwrap_or("?"),
+                    g["name"].as_str().unwrap_or("?"),
+                    g["phase"].as_str().unwrap_or("?")
+                );
+            }
+            for e in &r.exports {
+                println!("export   {}", e.display());
+            }
+            if fail_on_gate && !r.all_gates_passed {
+                eprintln!("a phase gate did not pass (--fail-on-gate)");
+                return Ok(ExitCode::from(2));
             }
         }
         Command::Predict {

@@ -296,3 +296,68 @@ fn predict_carries_the_state_across_invocations() {
     let (_, direct, _) = ssmkit(&["predict", m, "--input", second.to_str().unwrap()]);
     assert_eq!(scores(&fresh), scores(&direct));
 }
+
+#[test]
+fn run_does_the_whole_job_and_a_second_run_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        r#"name = "tiny"
+[world]
+users = 12
+entities = [20, 30]
+[timeline]
+turns = [40, 60]
+[noise]
+calibration_users = 12
+[train]
+size = "tiny"
+steps = 8
+batch_users = 4
+window = 16
+warmup_steps = 2
+eval_every = 4
+[pipeline]
+seeds = [1, 2]
+baselines = ["xattn"]
+export = ["f32", "int8"]
+max_drop = 1.0
+probes = 4
+"#,
+    )
+    .unwrap();
+    let root = dir.path().to_str().unwrap();
+    let c = cfg.to_str().unwrap();
+    let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("reused"), "{out}");
+    for f in [
+        "data/tiny/manifest.json",
+        "runs/tiny/mamba-s1/model.bpk",
+        "runs/tiny/mamba-s2/model.bpk",
+        "runs/tiny/xattn-s2/model.bpk",
+        "reports/tiny/report.html",
+        "reports/tiny/gates.json",
+        "runs/tiny/export/mamba-f32.safetensors",
+        "runs/tiny/export/mamba-int8.safetensors",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f} missing:\n{out}");
+    }
+    Runtime::load(&dir.path().join("runs/tiny/export/mamba-int8.safetensors")).unwrap();
+    // Nothing is redone; --fail-on-gate reports the failing gates with status 2.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(["run", c, "--root", root, "--quiet", "--fail-on-gate"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.matches("reused").count(), 1 + 4 + 1 + 2, "{stdout}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    // The same name with another dataset config is refused, not silently reused.
+    let changed = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("users = 12", "users = 13");
+    std::fs::write(&cfg, changed).unwrap();
+    let (ok, _, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(!ok && err.contains("another config"), "{err}");
+}

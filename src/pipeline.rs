@@ -1,0 +1,224 @@
+//! `ssmkit run CONFIG`: gen → train (every seed, every baseline) → eval → export, with one
+//! progress display. Resumable: a finished stage is not redone — an existing dataset made
+//! from the same config is reused, a finished run is kept and an interrupted one resumes
+//! from its checkpoint, and the report and exports are rebuilt only when a run is newer.
+//!
+//! Layout, under `--root` (default: the working directory): `data/<name>`,
+//! `runs/<name>/<model>-s<seed>`, `reports/<name>`, `runs/<name>/export/<model>-<quant>.safetensors`.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::datagen::{GenOptions, generate};
+use crate::error::{Error, Result};
+use crate::eval::Unit;
+use crate::eval::phase::{EvalOptions, EvalReport, evaluate};
+use crate::eval::stats::CompareOptions;
+use crate::export::{ExportOptions, export_run};
+use crate::model::scorer::Variant;
+use crate::train::{TrainOptions, read_run_state};
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub root: PathBuf,
+    pub quiet: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineResult {
+    pub data: PathBuf,
+    pub runs: Vec<PathBuf>,
+    pub report: PathBuf,
+    pub exports: Vec<PathBuf>,
+    /// Stages skipped because their output was already there.
+    pub reused: Vec<String>,
+    #[serde(skip)]
+    pub eval: Option<EvalReport>,
+    pub all_gates_passed: bool,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The dataset config as the manifest records it, without the sections `gen` ignores.
+fn gen_part(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("train");
+        o.remove("pipeline");
+    }
+    v
+}
+
+pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
+    let cfg = Config::load(&opts.config)?;
+    let p = &cfg.pipeline;
+    let name = &cfg.name;
+    let data = opts.root.join("data").join(name);
+    let runs_dir = opts.root.join("runs").join(name);
+    let report = opts.root.join("reports").join(name);
+    let primary = cfg.train.model;
+    let models: Vec<Variant> = std::iter::once(primary)
+        .chain(p.baselines.iter().copied())
+        .collect();
+    let jobs: Vec<(Variant, u64)> = models
+        .iter()
+        .flat_map(|&m| p.seeds.iter().map(move |&s| (m, s)))
+        .collect();
+    let stages = 1 + jobs.len() + 1 + p.export.len();
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(stages as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("run [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .expect("template"),
+    );
+    let mut reused = Vec::new();
+
+    // gen
+    bar.set_message(format!("gen {}", data.display()));
+    let manifest = data.join("manifest.json");
+    if manifest.is_file() {
+        let m = crate::data::read_manifest(&data)?;
+        let want = serde_json::to_value(&cfg).expect("config serializes");
+        if gen_part(&m["config"]) != gen_part(&want) {
+            return Err(Error::Input(format!(
+                "{} was generated from another config than {}: remove it, or change `name`",
+                data.display(),
+                opts.config.display()
+            )));
+        }
+        reused.push(format!("gen ({})", data.display()));
+    } else {
+        generate(
+            &cfg,
+            &GenOptions {
+                out: data.clone(),
+                force: true,
+                quiet: true,
+            },
+        )?;
+    }
+    bar.inc(1);
+
+    // train
+    let mut runs = Vec::new();
+    let mut newest_run = None;
+    let dataset = crate::data::Dataset::load(&data)?;
+    for &(model, seed) in &jobs {
+        let run = runs_dir.join(format!("{}-s{seed}", model.name()));
+        bar.set_message(format!("train {}", run.display()));
+        let mut tcfg = cfg.train.clone();
+        tcfg.model = model;
+        let state = read_run_state(&run).ok();
+        let finished = state
+            .as_ref()
+            .is_some_and(|s| s.step >= tcfg.steps && s.train == tcfg);
+        if finished {
+            reused.push(format!("train ({})", run.display()));
+        } else {
+            let resume = state
+                .as_ref()
+                .is_some_and(|s| s.train == tcfg && s.seed == seed);
+            if state.is_some() && !resume {
+                return Err(Error::Input(format!(
+                    "{} holds a run of another training config: remove it to retrain",
+                    run.display()
+                )));
+            }
+            crate::train::train_on(
+                &dataset,
+                &tcfg,
+                &TrainOptions {
+                    data: data.clone(),
+                    run: run.clone(),
+                    seed,
+                    resume,
+                    quiet: true,
+                    stop_after: None,
+                    backend: Default::default(),
+                    scan: None,
+                },
+            )?;
+        }
+        newest_run = newest_run.max(modified(&run.join("state.json")));
+        runs.push(run);
+        bar.inc(1);
+    }
+
+    // eval
+    bar.set_message(format!("eval → {}", report.display()));
+    let gates = report.join("gates.json");
+    let eval = if modified(&gates).is_some_and(|t| Some(t) >= newest_run) {
+        reused.push(format!("eval ({})", report.display()));
+        None
+    } else {
+        Some(evaluate(&EvalOptions {
+            data: data.clone(),
+            runs: runs.clone(),
+            out: report.clone(),
+            force: true,
+            primary: Some(primary),
+            unit: Unit::User,
+            compare: CompareOptions {
+                seed: cfg.seed,
+                ..CompareOptions::default()
+            },
+            latency_users: 4,
+            probes_per_canary: p.probes,
+            quiet: true,
+        })?)
+    };
+    bar.inc(1);
+    let all_gates_passed = {
+        let text = std::fs::read_to_string(&gates).map_err(|e| Error::io(&gates, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Input(format!("{}: {e}", gates.display())))?;
+        v["gates"]
+            .as_array()
+            .is_some_and(|g| g.iter().all(|g| g["status"] == "PASS"))
+    };
+
+    // export: the primary model's first seed.
+    let source = runs_dir.join(format!("{}-s{}", primary.name(), p.seeds[0]));
+    let mut exports = Vec::new();
+    for &quant in &p.export {
+        let out = runs_dir.join("export").join(format!(
+            "{}-{}.safetensors",
+            primary.name(),
+            quant.name()
+        ));
+        bar.set_message(format!("export {}", out.display()));
+        if modified(&out).is_some_and(|t| Some(t) >= modified(&source.join("state.json"))) {
+            reused.push(format!("export ({})", out.display()));
+        } else {
+            export_run(&ExportOptions {
+                run: source.clone(),
+                quant,
+                out: out.clone(),
+                data: Some(data.clone()),
+                max_drop: Some(p.max_drop),
+            })?;
+        }
+        exports.push(out);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(PipelineResult {
+        data,
+        runs,
+        report,
+        exports,
+        reused,
+        eval,
+        all_gates_passed,
+    })
+}
