@@ -36,6 +36,7 @@ use crate::features::{FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION};
 use crate::model::mamba::MambaBlock;
 use crate::model::s4d::S4dBlock;
 use crate::model::scorer::{ModelConfig, Scorer};
+use crate::simd::transpose;
 
 pub const FORMAT_VERSION: &str = "ssmkit-export-v1";
 
@@ -71,17 +72,6 @@ fn vals<const D: usize>(p: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
     let t = p.val();
     let shape = t.dims().to_vec();
     (shape, t.try_into_vec_as::<f32>().expect("f32 parameter"))
-}
-
-/// `[in, out]` → `[out, in]`.
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
 }
 
 struct Collector(Vec<Named>);

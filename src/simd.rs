@@ -45,6 +45,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         + tail
 }
 
+/// A row-major `[rows, cols]` matrix transposed to `[cols, rows]`.
+pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = a[r * cols + c];
+        }
+    }
+    out
+}
+
 /// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it, else for
 /// the baseline target.
 macro_rules! multiversion {

@@ -601,6 +601,19 @@ pub fn run_suite(
         let s = score_versions(&versions);
         s.chunks(2).map(|p| p[0] - p[1]).collect()
     };
+    // Unedited test cases: their versions and every candidate's log-relevance.
+    let score_unedited = |cases: &[Case]| -> (Vec<Version>, Vec<Vec<f64>>) {
+        let versions: Vec<Version> = cases
+            .iter()
+            .map(|&case| Version {
+                case,
+                cand: 0,
+                edit: Edit::None,
+            })
+            .collect();
+        let scores = scorer.score(&sequences(data, &versions, sigma, seed), k);
+        (versions, scores)
+    };
     let mut out = Vec::new();
     let wd = rules.cycle_weekday;
     let d = paired(&probes.cycle, Edit::Weekday(wd), Edit::Weekday(wd + 3.0));
@@ -668,17 +681,7 @@ pub fn run_suite(
         pass: passes(Canary::EntitySelectivity.name(), ratio, 3.0, d.len()),
     });
     // Supersession: unedited test points; every present pair of versions in order.
-    let versions: Vec<Version> = probes
-        .chain
-        .iter()
-        .map(|&case| Version {
-            case,
-            cand: 0,
-            edit: Edit::None,
-        })
-        .collect();
-    let seqs = sequences(data, &versions, sigma, seed);
-    let scores = scorer.score(&seqs, k);
+    let (versions, scores) = score_unedited(&probes.chain);
     let mut ordered = Vec::new();
     for (v, s) in versions.iter().zip(&scores) {
         let u = &data.users[v.case.user];
@@ -702,17 +705,7 @@ pub fn run_suite(
         pass: passes(Canary::SupersessionChain.name(), frac, 1.0, ordered.len()),
     });
     // Burst: Recall@10 of the burst memories on post-burst test cases.
-    let versions: Vec<Version> = probes
-        .burst
-        .iter()
-        .map(|&case| Version {
-            case,
-            cand: 0,
-            edit: Edit::None,
-        })
-        .collect();
-    let seqs = sequences(data, &versions, sigma, seed);
-    let scores = scorer.score(&seqs, k);
+    let (versions, scores) = score_unedited(&probes.burst);
     let recalls: Vec<f64> = versions
         .iter()
         .zip(&scores)

@@ -32,7 +32,7 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension, tensor::FloatTen
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::simd::{dot, exp, multiversion};
+use crate::simd::{dot, exp, multiversion, transpose};
 
 /// The selective scan as a backend operation.
 #[backend_extension(Flex, Autodiff)]
@@ -125,17 +125,6 @@ fn dims(x: &FlexTensor, a: &FlexTensor) -> Dims {
         e: xs[2],
         n: as_[1],
     }
-}
-
-/// A `[E, N]` → `[N, E]`.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = a[r * cols + c];
-        }
-    }
-    out
 }
 
 impl SelectiveScanOps for Flex {

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::export::{FORMAT_VERSION, unpack_ternary};
 use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
 use crate::model::scorer::{ModelConfig, Variant};
-use crate::simd::{dot, exp, multiversion};
+use crate::simd::{dot, exp, multiversion, transpose};
 
 const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
 
@@ -444,12 +444,7 @@ impl Loader<'_> {
                 "`{base}` is [{rows}, {cols}], the config needs [{d_out}, {d_in}]"
             )));
         }
-        let mut wt = vec![0f32; w.len()];
-        for o in 0..d_out {
-            for i in 0..d_in {
-                wt[i * d_out + o] = w[o * d_in + i];
-            }
-        }
+        let wt = transpose(&w, d_out, d_in);
         let b = if self.has(&format!("{base}.bias")) {
             Some(self.vector(&format!("{base}.bias"), d_out)?)
         } else {
@@ -698,19 +693,11 @@ impl Runtime {
     }
 
     fn with_transposed(mut self) -> Runtime {
-        self.cand_enc_t = self.cand_enc.as_ref().map(|d| {
-            let mut wt = vec![0f32; d.wt.len()];
-            for i in 0..d.d_in {
-                for o in 0..d.d_out {
-                    wt[o * d.d_in + i] = d.wt[i * d.d_out + o];
-                }
-            }
-            Dense {
-                wt,
-                b: None,
-                d_in: d.d_out,
-                d_out: d.d_in,
-            }
+        self.cand_enc_t = self.cand_enc.as_ref().map(|d| Dense {
+            wt: transpose(&d.wt, d.d_in, d.d_out),
+            b: None,
+            d_in: d.d_out,
+            d_out: d.d_in,
         });
         self
     }
