@@ -448,6 +448,9 @@ fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
         .collect();
     assert!(curve.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{curve:?}");
     assert!(curve[curve.len() - 1] < curve[0], "{curve:?}");
+    // The oracle's response to the time of the week is the planted weekly cycle.
+    let f = ssmkit::eval::canary::frequency_response(&oracle, &data, &probes, 4);
+    assert!(f.weekly_share > 0.8 && f.daily_share < 0.05, "{f:?}");
     // The dual-error test fails a system that memorized the observed labels.
     let k = data.k;
     let memorized: Vec<Vec<f64>> = gts

@@ -70,7 +70,7 @@ fn ctx(name: &str) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Edit {
     None,
-    /// Noon of weekday `d` (0 = Monday).
+    /// Position in the week, in days from Monday 00:00 (the fraction is the time of day).
     Weekday(f64),
     /// The focal entities.
     Focal([i32; 2]),
@@ -309,8 +309,9 @@ pub fn apply_edit(u: &mut UserSeq, t: usize, c: usize, k: usize, edit: Edit) {
     };
     let cd = CONTEXT_NAMES.len();
     if let Some(d) = weekday {
-        let (ds, dc) = angle(d.rem_euclid(7.0).floor() / 7.0);
-        let (ts, tc) = angle(0.5);
+        let d = d.rem_euclid(7.0);
+        let (ds, dc) = angle(d.floor() / 7.0);
+        let (ts, tc) = angle(d - d.floor());
         let cx = &mut u.context[t * cd..(t + 1) * cd];
         cx[ctx("dow_sin")] = ds;
         cx[ctx("dow_cos")] = dc;
@@ -469,7 +470,7 @@ fn combined_edit(data: &Dataset, on: [bool; 3]) -> Edit {
         .as_f64()
         .unwrap_or(0.0);
     Edit::Joint(
-        Some(if on[0] { wd } else { wd + 3.0 }),
+        Some(if on[0] { wd + 0.5 } else { wd + 3.5 }),
         Some(if on[1] {
             [roles::COMBINED_T as i32, -1]
         } else {
@@ -616,7 +617,11 @@ pub fn run_suite(
     };
     let mut out = Vec::new();
     let wd = rules.cycle_weekday;
-    let d = paired(&probes.cycle, Edit::Weekday(wd), Edit::Weekday(wd + 3.0));
+    let d = paired(
+        &probes.cycle,
+        Edit::Weekday(wd + 0.5),
+        Edit::Weekday(wd + 3.5),
+    );
     let ratio = mean(&d).exp();
     out.push(CanaryResult {
         canary: Canary::TemporalCycle.name().into(),
@@ -762,8 +767,7 @@ pub fn run_suite(
             return 0.0;
         };
         let fl = rules.combined_floor;
-        let cyc =
-            fl + (1.0 - fl) * 0.5 * Rules::cycle(1.0, 1.0, rules.combined_weekday, w.floor() + 0.5);
+        let cyc = fl + (1.0 - fl) * 0.5 * Rules::cycle(1.0, 1.0, rules.combined_weekday, w);
         let sel = if f[0] == roles::COMBINED_T as i32 {
             1.0
         } else {
@@ -930,4 +934,85 @@ pub fn softmax_relevance(scores: &[f64], valid: &[f32], per_turn: f64) -> Vec<f6
         .collect();
     let z: f64 = e.iter().sum::<f64>().max(1e-300);
     e.iter().map(|x| (x / z * per_turn).min(1.0)).collect()
+}
+
+/// Points per day of the frequency-response sweep.
+const SWEEP_PER_DAY: usize = 12;
+
+/// The response of a system's log-relevance of the temporal-cycle memories to the time of
+/// the week (M2Rec's frequency check): the probed turn swept over one week, the mean curve
+/// over the probe sites (each centred), and the share of its spectral power (DC excluded)
+/// at the weekly and the daily period.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrequencyResponse {
+    pub sites: usize,
+    /// (position in the week in days, mean centred log-relevance).
+    pub curve: Vec<(f64, f64)>,
+    pub weekly_share: f64,
+    pub daily_share: f64,
+    /// Where in the week the curve peaks (days from Monday 00:00).
+    pub peak_day: f64,
+}
+
+pub fn frequency_response(
+    scorer: &dyn ProbeScorer,
+    data: &Dataset,
+    probes: &Probes,
+    sites: usize,
+) -> FrequencyResponse {
+    let n = 7 * SWEEP_PER_DAY;
+    let chosen: Vec<(Case, usize)> = probes.cycle.iter().take(sites).copied().collect();
+    let versions: Vec<Version> = chosen
+        .iter()
+        .flat_map(|&(case, cand)| {
+            (0..n).map(move |i| Version {
+                case,
+                cand,
+                edit: Edit::Weekday(i as f64 / SWEEP_PER_DAY as f64),
+            })
+        })
+        .collect();
+    let seqs = sequences(data, &versions, None, 0);
+    let scores = scorer.score(&seqs, data.k);
+    let values: Vec<f64> = versions
+        .iter()
+        .zip(&scores)
+        .map(|(v, s)| s[v.cand])
+        .collect();
+    let mut curve = vec![0.0; n];
+    for site in values.chunks(n) {
+        let m = mean(site);
+        for (c, v) in curve.iter_mut().zip(site) {
+            *c += (v - m) / chosen.len().max(1) as f64;
+        }
+    }
+    // Power of the discrete Fourier transform at 1..n/2 cycles per week.
+    let power: Vec<f64> = (1..=n / 2)
+        .map(|f| {
+            let (mut re, mut im) = (0.0, 0.0);
+            for (i, v) in curve.iter().enumerate() {
+                let a = TAU * (f * i) as f64 / n as f64;
+                re += v * a.cos();
+                im -= v * a.sin();
+            }
+            re * re + im * im
+        })
+        .collect();
+    let total: f64 = power.iter().sum::<f64>().max(1e-300);
+    let peak = curve
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i);
+    FrequencyResponse {
+        sites: chosen.len(),
+        curve: curve
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as f64 / SWEEP_PER_DAY as f64, *v))
+            .collect(),
+        weekly_share: power[0] / total,
+        daily_share: power[7 - 1] / total,
+        peak_day: peak as f64 / SWEEP_PER_DAY as f64,
+    }
 }
