@@ -157,6 +157,10 @@ enum Command {
         /// Probe sites per canary (each site is scored at every SNR level)
         #[arg(long, default_value_t = 32)]
         probes: usize,
+        /// TSTR: also accept runs trained on other datasets and evaluate them on this
+        /// dataset's own test split (they appear as `<model>@<their dataset's SHA>`)
+        #[arg(long)]
+        transfer: bool,
         /// Exit with status 2 when a gate does not pass (NOT MEASURED counts as not passing)
         #[arg(long)]
         fail_on_gate: bool,
@@ -605,6 +609,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             latency_users,
             probes,
+            transfer,
             fail_on_gate,
             quiet,
         } => {
@@ -626,6 +631,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 latency_users,
                 probes_per_canary: probes,
+                transfer,
                 quiet,
             };
             let r = eval::phase::evaluate(&opts)?;

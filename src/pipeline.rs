@@ -174,6 +174,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             },
             latency_users: 4,
             probes_per_canary: p.probes,
+            transfer: false,
             quiet: true,
         })?)
     };

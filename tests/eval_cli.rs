@@ -482,3 +482,83 @@ fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
             .all(|d| d.pass)
     );
 }
+
+#[test]
+fn transfer_evaluates_runs_trained_elsewhere_on_this_datasets_split() {
+    use ssmkit::config::Config;
+    use ssmkit::datagen::{GenOptions, generate};
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = tiny_data(dir.path());
+    // A second dataset stands in for the real one: same layout, other seed.
+    let mut c = Config::default();
+    c.seed = 99;
+    c.world.users = 12;
+    c.world.entities = [20, 30];
+    c.timeline.turns = [40, 60];
+    c.noise.calibration_users = 12;
+    let real = dir.path().join("real");
+    generate(
+        &c,
+        &GenOptions {
+            out: real.clone(),
+            force: true,
+            quiet: true,
+        },
+    )
+    .unwrap();
+    let cfg = TrainConfig {
+        steps: 10,
+        ..tiny_train()
+    };
+    let (on_syn, on_real) = (dir.path().join("syn-run"), dir.path().join("real-run"));
+    train(&cfg, &opts(&synthetic, &on_syn, 1)).unwrap();
+    train(&cfg, &opts(&real, &on_real, 1)).unwrap();
+    let out = dir.path().join("tstr");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "eval",
+            "--data",
+            real.to_str().unwrap(),
+            "--run",
+            on_syn.to_str().unwrap(),
+            "--run",
+            on_real.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--resamples",
+            "200",
+            "--permutations",
+            "200",
+            "--probes",
+            "2",
+            "--latency-users",
+            "0",
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let a = args(&[]);
+    let (ok, _, err) = ssmkit(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && err.contains("--transfer"), "{err}");
+    let a = args(&["--transfer"]);
+    let (ok, _, err) = ssmkit(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("gts,mamba,")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l.starts_with("gts,mamba@")),
+        "{metrics}"
+    );
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("## TSTR")
+    );
+}

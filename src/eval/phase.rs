@@ -36,7 +36,7 @@ use crate::features::Canary;
 use crate::model::baselines::{self, Baseline};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
-use crate::train::batch::make_batch;
+use crate::train::batch::{make_batch, percentile_timestamp};
 use crate::train::{dataset_fingerprint, load_run, read_run_state};
 
 /// The metrics of one case, in report order.
@@ -84,6 +84,9 @@ pub struct EvalOptions {
     pub latency_users: usize,
     /// Probe sites per canary.
     pub probes_per_canary: usize,
+    /// Evaluate runs trained on other datasets on this one (TSTR): its own 90th-percentile
+    /// split, runs grouped by the dataset they were trained on.
+    pub transfer: bool,
     pub quiet: bool,
 }
 
@@ -318,22 +321,41 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     let data = Dataset::load(&opts.data)?;
     let sha = dataset_fingerprint(&data);
     let device = Device::flex();
-    // Every run must come from this dataset and share one test cut-off.
+    // Every run must come from this dataset and share one test cut-off; with `transfer`
+    // (TSTR) runs trained on other datasets are evaluated on this one's own test split.
     let mut states = Vec::new();
+    let own_cutoff = percentile_timestamp(&data, 0.9);
     for run in &opts.runs {
         let st = read_run_state(run)?;
-        if st.dataset_sha != sha {
+        if st.model.content_dim != data.embedding_dim {
             return Err(Error::Input(format!(
-                "{}: trained on another dataset (candidates SHA-256 {}…, {} has {}…)",
+                "{}: the model reads {}-dimensional content embeddings, {} has {}",
                 run.display(),
-                &st.dataset_sha.get(..12).unwrap_or(""),
+                st.model.content_dim,
                 opts.data.display(),
-                &sha.get(..12).unwrap_or("")
+                data.embedding_dim
             )));
         }
-        if let Some((first, r0)) = states
-            .first()
-            .map(|s: &(PathBuf, crate::train::RunState)| (&s.1, &s.0))
+        if st.dataset_sha != sha {
+            if !opts.transfer {
+                return Err(Error::Input(format!(
+                    "{}: trained on another dataset (candidates SHA-256 {}…, {} has {}…); pass --transfer to evaluate it on this one (TSTR)",
+                    run.display(),
+                    &st.dataset_sha.get(..12).unwrap_or(""),
+                    opts.data.display(),
+                    &sha.get(..12).unwrap_or("")
+                )));
+            }
+        } else if opts.transfer && st.cutoffs.test != own_cutoff {
+            return Err(Error::Input(format!(
+                "{}: its test cut-off is not this dataset's 90th percentile",
+                run.display()
+            )));
+        }
+        if !opts.transfer
+            && let Some((first, r0)) = states
+                .first()
+                .map(|s: &(PathBuf, crate::train::RunState)| (&s.1, &s.0))
             && first.cutoffs != st.cutoffs
         {
             return Err(Error::Input(format!(
@@ -344,7 +366,11 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         }
         states.push((run.clone(), st));
     }
-    let cutoff = states[0].1.cutoffs.test;
+    let cutoff = if opts.transfer {
+        own_cutoff
+    } else {
+        states[0].1.cutoffs.test
+    };
     let (gts, loo) = test_cases(&data, cutoff);
     if gts.is_empty() {
         return Err(Error::Input(format!(
@@ -381,35 +407,56 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             per_seed: vec![mean],
         });
     }
-    // Trained runs, grouped by variant.
-    let mut by_variant: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
+    // Trained runs, grouped by model (and, for TSTR, by the dataset they were trained on:
+    // `mamba@1a2b3c4d` is a mamba trained on another dataset).
+    let group = |st: &crate::train::RunState| -> String {
+        if st.dataset_sha == sha {
+            st.model.variant.name().to_string()
+        } else {
+            format!(
+                "{}@{}",
+                st.model.variant.name(),
+                st.dataset_sha.get(..8).unwrap_or("")
+            )
+        }
+    };
+    let mut by_variant: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, (_, st)) in states.iter().enumerate() {
-        by_variant
-            .entry(st.model.variant.name())
-            .or_default()
-            .push(i);
+        by_variant.entry(group(st)).or_default().push(i);
     }
     let mut latency = None;
-    let primary = match opts.primary {
-        Some(v) => v.name(),
+    let wanted = match opts.primary {
+        Some(v) => v,
         None => {
-            let names: Vec<&str> = by_variant.keys().copied().collect();
-            if names.contains(&"mamba") {
-                "mamba"
+            let has = |v: Variant| states.iter().any(|(_, st)| st.model.variant == v);
+            if has(Variant::Mamba) {
+                Variant::Mamba
             } else {
                 Variant::ALL
-                    .iter()
-                    .find(|v| v.is_temporal() && names.contains(&v.name()))
-                    .map(|v| v.name())
-                    .unwrap_or(states[0].1.model.variant.name())
+                    .into_iter()
+                    .find(|&v| v.is_temporal() && has(v))
+                    .unwrap_or(states[0].1.model.variant)
             }
         }
     };
-    if !by_variant.contains_key(primary) {
-        return Err(Error::Input(format!(
-            "--primary {primary}: no run of that model was given"
-        )));
-    }
+    // The runs trained on this dataset if there are any, else the first other group.
+    let primary: String = if by_variant.contains_key(wanted.name()) {
+        wanted.name().to_string()
+    } else {
+        match by_variant
+            .keys()
+            .find(|k| k.starts_with(&format!("{}@", wanted.name())))
+        {
+            Some(k) => k.clone(),
+            None => {
+                return Err(Error::Input(format!(
+                    "--primary {}: no run of that model was given",
+                    wanted.name()
+                )));
+            }
+        }
+    };
+    let primary = primary.as_str();
     for (name, idx) in &by_variant {
         let mut per_run: Vec<Vec<[f64; 7]>> = Vec::new();
         let mut seeds = Vec::new();
@@ -455,10 +502,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             .collect();
         systems.push(System {
             name: name.to_string(),
-            kind: if Variant::ALL
-                .iter()
-                .any(|v| v.name() == *name && v.is_temporal())
-            {
+            kind: if states[idx[0]].1.model.variant.is_temporal() {
                 "model"
             } else {
                 "learned baseline"
@@ -1770,12 +1814,13 @@ fn sections(
             ],
         });
     }
-    out.push(Section {
-        title: "Not in this report".into(),
-        blocks: vec![Block::Para(
-            "TSTR (train synthetic, test real) needs a real dataset and is not computed yet."
-                .into(),
-        )],
-    });
+    if systems.iter().any(|s| s.name.contains('@')) {
+        out.push(Section {
+            title: "TSTR".into(),
+            blocks: vec![Block::Para(
+                "Systems named `model@sha` were trained on another dataset (the first characters of its candidates SHA-256) and are evaluated on this dataset's own test split (train on synthetic, test on real when this dataset is real); systems without a suffix were trained on this dataset. Their metrics and paired comparisons are in the tables above.".into(),
+            )],
+        });
+    }
     out
 }

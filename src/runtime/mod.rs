@@ -40,13 +40,18 @@ struct Dense {
 
 impl Dense {
     fn apply(&self, x: &[f32]) -> Vec<f32> {
-        debug_assert_eq!(x.len(), self.d_in);
-        let mut out = match &self.b {
-            Some(b) => b.clone(),
-            None => vec![0f32; self.d_out],
-        };
-        gemv(&self.wt, x, &mut out);
+        let mut out = vec![0f32; self.d_out];
+        self.apply_into(x, &mut out);
         out
+    }
+
+    fn apply_into(&self, x: &[f32], out: &mut [f32]) {
+        debug_assert_eq!(x.len(), self.d_in);
+        match &self.b {
+            Some(b) => out.copy_from_slice(b),
+            None => out.fill(0.0),
+        }
+        gemv(&self.wt, x, out);
     }
 }
 
@@ -807,7 +812,11 @@ impl Runtime {
                     cand.memory_slot as usize % c.memory_slots.max(1),
                 ));
                 x.extend_from_slice(self.entity_row(cand.entity as i64));
-                x.extend(Self::padded(&cand.content, c.content_dim));
+                if cand.content.len() == c.content_dim {
+                    x.extend_from_slice(&cand.content);
+                } else {
+                    x.extend(Self::padded(&cand.content, c.content_dim));
+                }
                 x
             })
             .collect()
@@ -830,16 +839,33 @@ impl Runtime {
     fn score_enc(&self, state: &State, turn: &Turn, enc: &[Vec<f32>]) -> Vec<f32> {
         let c = &self.config;
         let mut scores: Vec<f32> = match &self.mlp {
-            Some((fc1, fc2)) => turn
-                .candidates
-                .iter()
-                .map(|cand| {
-                    let mut x: Vec<f32> = masked(&cand.features, &cand.missing).collect();
-                    x.extend_from_slice(&cand.missing);
-                    let hdn: Vec<f32> = fc1.apply(&x).into_iter().map(|v| v.max(0.0)).collect();
-                    fc2.apply(&hdn)[0]
-                })
-                .collect(),
+            Some((fc1, fc2)) => {
+                // The pointwise branch reads [features, missing]: the encoder inputs start
+                // with them.
+                let mut x = vec![0f32; 2 * FEATURE_DIM];
+                let mut hdn = vec![0f32; fc1.d_out];
+                let mut one = [0f32; 1];
+                turn.candidates
+                    .iter()
+                    .enumerate()
+                    .map(|(k, cand)| {
+                        let input: &[f32] = match enc.get(k) {
+                            Some(e) => &e[..2 * FEATURE_DIM],
+                            None => {
+                                for (d, v) in masked(&cand.features, &cand.missing).enumerate() {
+                                    x[d] = v;
+                                }
+                                x[FEATURE_DIM..].copy_from_slice(&cand.missing);
+                                &x
+                            }
+                        };
+                        fc1.apply_into(input, &mut hdn);
+                        hdn.iter_mut().for_each(|v| *v = v.max(0.0));
+                        fc2.apply_into(&hdn, &mut one);
+                        one[0]
+                    })
+                    .collect()
+            }
             None => vec![0.0; turn.candidates.len()],
         };
         let query = Self::padded(&turn.query, c.content_dim);
