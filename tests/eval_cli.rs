@@ -490,8 +490,10 @@ fn transfer_evaluates_runs_trained_elsewhere_on_this_datasets_split() {
     let dir = tempfile::tempdir().unwrap();
     let synthetic = tiny_data(dir.path());
     // A second dataset stands in for the real one: same layout, other seed.
-    let mut c = Config::default();
-    c.seed = 99;
+    let mut c = Config {
+        seed: 99,
+        ..Config::default()
+    };
     c.world.users = 12;
     c.world.entities = [20, 30];
     c.timeline.turns = [40, 60];
