@@ -122,6 +122,26 @@ getter!(i32s, i32, i32);
 getter!(i64s, i64, i64);
 
 /// Reads and checks a dataset's manifest.
+/// Bytes the loader needs for a dataset, from its manifest: every (turn, candidate slot)
+/// with its features (observed, clean, missing flags), ids, content and path hops, plus
+/// the Parquet columns held while they are read.
+pub fn estimated_bytes(manifest: &serde_json::Value) -> u64 {
+    let n = |k: &str| manifest["counts"][k].as_u64().unwrap_or(0);
+    let k = manifest["k"].as_u64().unwrap_or(0);
+    let e = manifest["embedding_dim"].as_u64().unwrap_or(0);
+    let per_slot = 3 * FEATURE_DIM as u64 * 4 + 6 * 4 + 4 + e * 4 + (MAX_HOPS * HOP_DIM) as u64 * 4;
+    let columns = n("candidates") * (2 * FEATURE_DIM as u64 + 16) * 4;
+    n("turns") * k * per_slot + columns
+}
+
+/// `MemAvailable` of /proc/meminfo, where there is one.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
     let mpath = path.join(writer::MANIFEST);
     let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
@@ -153,6 +173,21 @@ impl Dataset {
     pub fn load(path: &Path) -> Result<Dataset> {
         let manifest = read_manifest(path)?;
         let embedding_dim = manifest["embedding_dim"].as_u64().unwrap_or(0) as usize;
+        // The loader holds the whole dataset in memory: refuse one that cannot fit rather
+        // than be killed half-way.
+        if let Some(available) = available_memory() {
+            let need = estimated_bytes(&manifest);
+            if need > available {
+                return Err(bad(
+                    path,
+                    format!(
+                        "loading needs about {:.1} GB of memory and {:.1} GB is available; the in-memory loader cannot read a dataset this large (a streaming loader is not built yet)",
+                        need as f64 / 1e9,
+                        available as f64 / 1e9
+                    ),
+                ));
+            }
+        }
         let turns = read(path, writer::TURNS)?;
         let cands = read(path, writer::CANDIDATES)?;
         let mems = read(path, writer::MEMORIES)?;

@@ -333,3 +333,16 @@ fn scorer_step_by_step_matches_full_sequence_scores() {
         );
     }
 }
+
+#[test]
+fn a_dataset_too_large_for_memory_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let manifest = data.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m["counts"]["turns"] = serde_json::json!(1u64 << 40);
+    std::fs::write(&manifest, serde_json::to_string(&m).unwrap()).unwrap();
+    let err = ssmkit::data::Dataset::load(&data).unwrap_err().to_string();
+    assert!(err.contains("GB of memory") && err.contains("streaming loader"), "{err}");
+}
