@@ -7,8 +7,9 @@ F32_FILE is the f32 export of a run, each QUANT_FILE an int8 or ternary export o
 same run. Checks: every file opens with safetensors; __metadata__ has the format
 version, a parseable model config, the feature layout and the quantization scheme; the
 recorded tensors_sha256 matches the tensor bytes; the Mamba tensor names of the reference
-checkpoint are there with the expected dtypes and shapes; each quantized projection,
-dequantized with its per-row scale, is within one quantization step of the f32 weight.
+checkpoint are there with the expected dtypes and shapes; each quantized projection or
+embedding, dequantized with its per-output-channel scale (rows of a projection, columns
+of an embedding; F16), is within one quantization step of the f32 weight.
 Exits non-zero with one line per problem.
 """
 import hashlib
@@ -119,12 +120,17 @@ def main():
         for name, w in t32.items():
             if name.endswith(".weight") and (name[: -len(".weight")] + ".scale") in tq:
                 base = name[: -len(".weight")]
-                scale = tq[base + ".scale"]
+                expect(problems, qpath, headq, base + ".scale", "F16")
+                scale = tq[base + ".scale"].astype(np.float32)
+                # One scale per output channel: rows of a projection, columns of an embedding.
+                per_column = base.endswith("_emb")
+                step = scale[None, :] if per_column else scale[:, None]
+                if step.size != (w.shape[1] if per_column else w.shape[0]):
+                    problems.append(f"{qpath}: {base}.scale has {scale.size} values")
+                    continue
                 if qname == "int8":
                     expect(problems, qpath, headq, base + ".qweight", "I8", w.shape)
-                    q = tq[base + ".qweight"].astype(np.float32)
-                    back = q * scale[:, None]
-                    step = scale[:, None]
+                    back = tq[base + ".qweight"].astype(np.float32) * step
                     if np.any(np.abs(back - w) > step / 2 + 1e-6):
                         problems.append(f"{qpath}: {base} dequantizes beyond one step of the f32 weight")
                 else:
@@ -132,7 +138,7 @@ def main():
                     packed = tq[base + ".qweight2"]
                     codes = np.stack([(packed >> (2 * j)) & 3 for j in range(4)], axis=-1).reshape(w.shape[0], -1)
                     codes = codes[:, : w.shape[1]].astype(np.int8) - 1
-                    want = np.clip(np.round(w / scale[:, None]), -1, 1)
+                    want = np.clip(np.round(w / step), -1, 1)
                     if np.any(codes != want):
                         problems.append(f"{qpath}: {base} ternary codes disagree with round(clip(w / scale))")
                 if not np.all(scale > 0):

@@ -12,11 +12,12 @@
 //!
 //! Quantization (`__metadata__["quantization"]`): `f32` keeps everything. `int8` stores
 //! every linear projection and embedding table as `<name>.qweight` (I8, symmetric, one
-//! scale per output row) and `<name>.scale` (F32); `ternary` stores them as
+//! scale per output channel: per row of a projection `[out, in]`, per column of an
+//! embedding `[rows, dim]`) and `<name>.scale` (F16); `ternary` stores them as
 //! `<name>.qweight2` (U8, four 2-bit codes per byte, 0/1/2 = −1/0/+1, rows padded to a
-//! byte) with a per-row absmean `<name>.scale`. State-sensitive tensors (A_log, D, dt_proj,
+//! byte) with absmean scales on the same axes. State-sensitive tensors (A_log, D, dt_proj,
 //! the S4D parameters, norms, conv1d, biases) are F16 beside quantized projections, F32 in
-//! the f32 export; scales are F32.
+//! the f32 export.
 //! `__metadata__` also holds the format version, the model config, the feature layout and
 //! the SHA-256 of all tensor bytes, which the runtime checks.
 
@@ -66,6 +67,17 @@ pub struct Named {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
     pub quantizable: bool,
+    /// Where the quantization scales run: embeddings map a row (one-hot input) to its
+    /// columns (the outputs), so their output channels are columns.
+    pub axis: ScaleAxis,
+}
+
+/// One quantization scale per output row of a projection (`[out, in]`), or per column
+/// (output channel) of an embedding table (`[rows, dim]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleAxis {
+    Row,
+    Column,
 }
 
 fn vals<const D: usize>(p: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
@@ -83,6 +95,7 @@ impl Collector {
             shape,
             data,
             quantizable,
+            axis: ScaleAxis::Row,
         });
     }
 
@@ -117,6 +130,7 @@ impl Collector {
     fn embedding(&mut self, name: &str, e: &Embedding) {
         let (s, v) = vals(&e.weight);
         self.put(format!("{name}.weight"), s, v, true);
+        self.0.last_mut().expect("just put").axis = ScaleAxis::Column;
     }
 
     fn param<const D: usize>(&mut self, name: String, p: &Param<Tensor<D>>) {
@@ -212,36 +226,87 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Symmetric int8 per row: scale = max|w| / 127, q = round(w / scale).
-pub fn quantize_int8(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+/// A scale as stored (F16), so that codes are computed against the value a loader reads.
+fn f16_round(x: f32) -> f32 {
+    burn::tensor::f16::from_f32(x).to_f32()
+}
+
+/// Codes and scales for each row of `w` `[rows, cols]`: `scale(row)` gives the row's
+/// scale, `code(x / scale)` its codes.
+fn per_row(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    scale: impl Fn(&[f32]) -> f32,
+    code: impl Fn(f32) -> i8,
+) -> (Vec<i8>, Vec<f32>) {
     let mut q = vec![0i8; w.len()];
     let mut scales = vec![0f32; rows];
     for r in 0..rows {
         let row = &w[r * cols..(r + 1) * cols];
-        let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        scales[r] = scale;
+        let s = f16_round(scale(row));
+        let s = if s > 0.0 { s } else { 1.0 };
+        scales[r] = s;
         for (o, x) in q[r * cols..(r + 1) * cols].iter_mut().zip(row) {
-            *o = (x / scale).round().clamp(-127.0, 127.0) as i8;
+            *o = code(x / s);
         }
     }
     (q, scales)
 }
 
-/// Ternary (BitNet b1.58) per row: scale = mean|w|, code = round(clip(w / scale, −1, 1)),
-/// packed four 2-bit codes (0/1/2 = −1/0/+1) per byte, each row padded to whole bytes.
-pub fn quantize_ternary(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+/// [`per_row`] along `axis`, codes returned in `w`'s layout.
+fn per_axis(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    axis: ScaleAxis,
+    scale: impl Fn(&[f32]) -> f32,
+    code: impl Fn(f32) -> i8,
+) -> (Vec<i8>, Vec<f32>) {
+    match axis {
+        ScaleAxis::Row => per_row(w, rows, cols, scale, code),
+        ScaleAxis::Column => {
+            let (q, s) = per_row(&transpose(w, rows, cols), cols, rows, scale, code);
+            let q = transpose(&q.iter().map(|&v| v as f32).collect::<Vec<_>>(), cols, rows);
+            (q.iter().map(|&v| v as i8).collect(), s)
+        }
+    }
+}
+
+/// Symmetric int8: scale = max|w| / 127 (stored F16), q = round(w / scale).
+pub fn quantize_int8(w: &[f32], rows: usize, cols: usize, axis: ScaleAxis) -> (Vec<i8>, Vec<f32>) {
+    per_axis(
+        w,
+        rows,
+        cols,
+        axis,
+        |g| g.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0,
+        |x| x.round().clamp(-127.0, 127.0) as i8,
+    )
+}
+
+/// Ternary (BitNet b1.58): scale = mean|w| (stored F16), code = round(clip(w / scale, −1,
+/// 1)), packed four 2-bit codes (0/1/2 = −1/0/+1) per byte, each row padded to whole bytes.
+pub fn quantize_ternary(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    axis: ScaleAxis,
+) -> (Vec<u8>, Vec<f32>) {
+    let (codes, scales) = per_axis(
+        w,
+        rows,
+        cols,
+        axis,
+        |g| g.iter().map(|x| x.abs()).sum::<f32>() / g.len().max(1) as f32,
+        |x| x.round().clamp(-1.0, 1.0) as i8,
+    );
     let row_bytes = cols.div_ceil(4);
     let mut packed = vec![0u8; rows * row_bytes];
-    let mut scales = vec![0f32; rows];
     for r in 0..rows {
-        let row = &w[r * cols..(r + 1) * cols];
-        let mean = row.iter().map(|x| x.abs()).sum::<f32>() / cols.max(1) as f32;
-        let scale = if mean > 0.0 { mean } else { 1.0 };
-        scales[r] = scale;
-        for (c, x) in row.iter().enumerate() {
-            let t = (x / scale).round().clamp(-1.0, 1.0) as i32 + 1; // 0, 1, 2
-            packed[r * row_bytes + c / 4] |= (t as u8) << (2 * (c % 4));
+        for c in 0..cols {
+            let t = (codes[r * cols + c] + 1) as u8;
+            packed[r * row_bytes + c / 4] |= t << (2 * (c % 4));
         }
     }
     (packed, scales)
@@ -290,7 +355,7 @@ pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
         let (rows, cols) = (t.shape[0], t.shape[1]);
         let (codes, scales) = match quant {
             Quant::Int8 => {
-                let (q, s) = quantize_int8(&t.data, rows, cols);
+                let (q, s) = quantize_int8(&t.data, rows, cols, t.axis);
                 (
                     (
                         "qweight",
@@ -304,7 +369,7 @@ pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
                 )
             }
             _ => {
-                let (q, s) = quantize_ternary(&t.data, rows, cols);
+                let (q, s) = quantize_ternary(&t.data, rows, cols, t.axis);
                 (
                     (
                         "qweight2",
@@ -327,9 +392,12 @@ pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
         out.insert(
             format!("{base}.scale"),
             Stored {
-                dtype: safetensors::Dtype::F32,
-                shape: vec![rows],
-                bytes: f32_bytes(&scales),
+                dtype: safetensors::Dtype::F16,
+                shape: vec![scales.len()],
+                bytes: scales
+                    .iter()
+                    .flat_map(|&x| burn::tensor::f16::from_f32(x).to_le_bytes())
+                    .collect(),
             },
         );
     }
@@ -364,10 +432,10 @@ pub fn metadata(
         "name": quant.name(),
         "projections": match quant {
             Quant::F32 => "F32",
-            Quant::Int8 => "int8 symmetric per output row: <name>.qweight (I8) * <name>.scale (F32)",
-            Quant::Ternary => "ternary per output row: <name>.qweight2 (U8, 4 codes/byte, 0/1/2 = -1/0/+1) * <name>.scale (F32, absmean)",
+            Quant::Int8 => "int8 symmetric per output channel: <name>.qweight (I8) * <name>.scale (F16); projections [out, in] scale per row, embeddings [rows, dim] per column",
+            Quant::Ternary => "ternary per output channel: <name>.qweight2 (U8, 4 codes/byte, 0/1/2 = -1/0/+1) * <name>.scale (F16, absmean); projections per row, embeddings per column",
         },
-        "full_precision": if quant == Quant::F32 { "everything F32" } else { "A_log, D, dt_proj, conv1d, S4D parameters, norms, biases, path.gate: F16; scales F32" },
+        "full_precision": if quant == Quant::F32 { "everything F32" } else { "A_log, D, dt_proj, conv1d, S4D parameters, norms, biases, path.gate: F16" },
     });
     [
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
@@ -458,14 +526,23 @@ mod tests {
     #[test]
     fn int8_and_ternary_round_trip_within_one_step() {
         let w: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
-        let (q, s) = quantize_int8(&w, 3, 8);
+        let (q, s) = quantize_int8(&w, 3, 8, ScaleAxis::Row);
         for r in 0..3 {
             for c in 0..8 {
                 let back = q[r * 8 + c] as f32 * s[r];
                 assert!((back - w[r * 8 + c]).abs() <= s[r] / 2.0 + 1e-6);
             }
         }
-        let (p, s) = quantize_ternary(&w, 3, 8);
+        // Per column: one scale per column, and the same bound.
+        let (q, s) = quantize_int8(&w, 3, 8, ScaleAxis::Column);
+        assert_eq!(s.len(), 8);
+        for r in 0..3 {
+            for c in 0..8 {
+                let back = q[r * 8 + c] as f32 * s[c];
+                assert!((back - w[r * 8 + c]).abs() <= s[c] / 2.0 + 1e-6);
+            }
+        }
+        let (p, s) = quantize_ternary(&w, 3, 8, ScaleAxis::Row);
         assert_eq!(p.len(), 3 * 2);
         let codes = unpack_ternary(&p, 3, 8);
         for r in 0..3 {
@@ -476,7 +553,7 @@ mod tests {
             }
         }
         // A row of 5 values packs into 2 bytes.
-        let (p, _) = quantize_ternary(&w[..10], 2, 5);
+        let (p, _) = quantize_ternary(&w[..10], 2, 5, ScaleAxis::Row);
         assert_eq!(p.len(), 4);
     }
 }

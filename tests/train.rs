@@ -344,5 +344,8 @@ fn a_dataset_too_large_for_memory_is_refused_before_loading() {
     m["counts"]["turns"] = serde_json::json!(1u64 << 40);
     std::fs::write(&manifest, serde_json::to_string(&m).unwrap()).unwrap();
     let err = ssmkit::data::Dataset::load(&data).unwrap_err().to_string();
-    assert!(err.contains("GB of memory") && err.contains("streaming loader"), "{err}");
+    assert!(
+        err.contains("GB of memory") && err.contains("streaming loader"),
+        "{err}"
+    );
 }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::CONTEXT_DIM;
 use crate::error::{Error, Result};
-use crate::export::{FORMAT_VERSION, unpack_ternary};
+use crate::export::{FORMAT_VERSION, ScaleAxis, unpack_ternary};
 use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
 use crate::model::scorer::{ModelConfig, Variant};
 use crate::simd::{dot, exp, multiversion, transpose};
@@ -390,9 +390,10 @@ impl Loader<'_> {
         Ok((shape, v))
     }
 
-    /// A projection or embedding `[rows, cols]`, whatever its quantization (`cols`: the
-    /// width the config expects, which packed ternary rows do not record).
-    fn matrix(&self, base: &str, cols: usize) -> Result<(usize, usize, Vec<f32>)> {
+    /// A projection (`axis` Row: one scale per output row) or an embedding table (Column:
+    /// one scale per column), whatever its quantization. `cols` is the width the config
+    /// expects (packed ternary rows do not record it).
+    fn matrix(&self, base: &str, cols: usize, axis: ScaleAxis) -> Result<(usize, usize, Vec<f32>)> {
         if self.has(&format!("{base}.weight")) {
             let (s, v) = self.f32s(&format!("{base}.weight"))?;
             if s.len() != 2 {
@@ -403,47 +404,53 @@ impl Loader<'_> {
             return Ok((s[0], s[1], v));
         }
         let (_, scale) = self.f32s(&format!("{base}.scale"))?;
-        if self.has(&format!("{base}.qweight")) {
+        let (rows, codes) = if self.has(&format!("{base}.qweight")) {
             let (s, dtype, data) = self.raw(&format!("{base}.qweight"))?;
-            if dtype != safetensors::Dtype::I8 || s.len() != 2 || scale.len() != s[0] {
+            if dtype != safetensors::Dtype::I8 || s.len() != 2 || s[1] != cols {
+                return Err(self.err(format!("`{base}.qweight` is not I8 [rows, {cols}]")));
+            }
+            (s[0], data.iter().map(|&q| q as i8).collect::<Vec<i8>>())
+        } else {
+            let (s, dtype, data) = self.raw(&format!("{base}.qweight2"))?;
+            if dtype != safetensors::Dtype::U8 || s.len() != 2 || s[1] != cols.div_ceil(4) {
                 return Err(self.err(format!(
-                    "`{base}.qweight` is not I8 [rows, cols] with one scale per row"
+                    "`{base}.qweight2` is not U8 [rows, {}] (four 2-bit codes per byte)",
+                    cols.div_ceil(4)
                 )));
             }
-            let cols = s[1];
-            let v = data
-                .iter()
-                .enumerate()
-                .map(|(i, &q)| q as i8 as f32 * scale[i / cols])
-                .collect();
-            return Ok((s[0], cols, v));
-        }
-        let (s, dtype, data) = self.raw(&format!("{base}.qweight2"))?;
-        let rows = scale.len();
-        if dtype != safetensors::Dtype::U8
-            || s.len() != 2
-            || s[0] != rows
-            || s[1] != cols.div_ceil(4)
-        {
+            (s[0], unpack_ternary(data, s[0], cols))
+        };
+        let want = match axis {
+            ScaleAxis::Row => rows,
+            ScaleAxis::Column => cols,
+        };
+        if scale.len() != want {
             return Err(self.err(format!(
-                "`{base}.qweight2` is not U8 [{rows}, {}] (four 2-bit codes per byte)",
-                cols.div_ceil(4)
+                "`{base}.scale` has {} values, expected one per {} ({want})",
+                scale.len(),
+                if axis == ScaleAxis::Row {
+                    "row"
+                } else {
+                    "column"
+                }
             )));
         }
-        let codes = unpack_ternary(data, rows, cols);
-        Ok((
-            rows,
-            cols,
-            codes
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| c as f32 * scale[i / cols])
-                .collect(),
-        ))
+        let v = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let g = match axis {
+                    ScaleAxis::Row => i / cols,
+                    ScaleAxis::Column => i % cols,
+                };
+                q as f32 * scale[g]
+            })
+            .collect();
+        Ok((rows, cols, v))
     }
 
     fn dense(&self, base: &str, d_in: usize, d_out: usize) -> Result<Dense> {
-        let (rows, cols, w) = self.matrix(base, d_in)?;
+        let (rows, cols, w) = self.matrix(base, d_in, ScaleAxis::Row)?;
         if rows != d_out || cols != d_in {
             return Err(self.err(format!(
                 "`{base}` is [{rows}, {cols}], the config needs [{d_out}, {d_in}]"
@@ -583,8 +590,10 @@ impl Runtime {
         let c = &config;
         let h = c.d_model;
         let temporal = c.variant.is_temporal();
-        let (mem_rows, mem_cols, memory_emb) = l.matrix("scorer.memory_emb", c.d_slot)?;
-        let (ent_rows, ent_cols, entity_emb) = l.matrix("scorer.entity_emb", c.d_slot)?;
+        let (mem_rows, mem_cols, memory_emb) =
+            l.matrix("scorer.memory_emb", c.d_slot, ScaleAxis::Column)?;
+        let (ent_rows, ent_cols, entity_emb) =
+            l.matrix("scorer.entity_emb", c.d_slot, ScaleAxis::Column)?;
         if mem_cols != c.d_slot
             || ent_cols != c.d_slot
             || mem_rows != c.memory_slots.max(1)
