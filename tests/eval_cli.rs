@@ -346,6 +346,9 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
         .find(|g| g["name"].as_str().unwrap().starts_with("canaries"))
         .unwrap();
     assert!(canary["value"].is_number(), "{canary}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["poc"].as_array().unwrap().len(), 7);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<svg") && html.contains("SNR curve"),

@@ -267,6 +267,8 @@ pub struct EvalReport {
     pub sequence_length: Vec<Stratum>,
     /// The primary model's (first seed) and the oracle's response to the time of the week.
     pub frequency: Option<(FrequencyResponse, FrequencyResponse)>,
+    /// The seed's seven proof-of-concept patterns.
+    pub poc: Vec<PocPattern>,
     pub ablations: Vec<Ablation>,
     pub out: PathBuf,
 }
@@ -683,6 +685,37 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             .map(|&i| states[i].0.clone())
             .collect::<Vec<_>>(),
     );
+    // The seed's proof-of-concept patterns: HR@5 on the test cases each one shaped.
+    let oracle_sys = systems
+        .iter()
+        .position(|s| s.name == "oracle")
+        .expect("oracle scored");
+    let random_sys = systems
+        .iter()
+        .position(|s| s.name == "random")
+        .expect("random scored");
+    let hr5 = metric_index("hr@5");
+    let poc: Vec<PocPattern> = Canary::POC
+        .iter()
+        .map(|&c| {
+            let idx: Vec<usize> = (0..gts.len())
+                .filter(|&i| {
+                    let u = &data.users[gts[i].user];
+                    let t = gts[i].turn;
+                    (0..k).any(|j| u.valid[t * k + j] == 1.0 && u.canary[t * k + j] & c.bit() != 0)
+                })
+                .collect();
+            let model = systems[p].mean(hr5, &idx);
+            PocPattern {
+                pattern: c.name().into(),
+                cases: idx.len(),
+                hr5: model,
+                oracle_hr5: systems[oracle_sys].mean(hr5, &idx),
+                random_hr5: systems[random_sys].mean(hr5, &idx),
+                pass: !idx.is_empty() && model > 0.5,
+            }
+        })
+        .collect();
     let gates = phase_gates(
         &systems[p],
         &comparisons,
@@ -706,6 +739,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         cold_start: strata,
         sequence_length: length_strata,
         frequency,
+        poc,
         ablations,
         out: opts.out.clone(),
     };
@@ -718,6 +752,19 @@ fn snr_name(snr: Option<f64>) -> String {
         None => "clean".into(),
         Some(db) => format!("{db} dB"),
     }
+}
+
+/// One of the seed's proof-of-concept patterns: HR@5 on the test cases it shaped, PASS
+/// above 0.5 as in the seed's table (0.55 passed, 0.46 failed).
+#[derive(Clone, Debug, Serialize)]
+pub struct PocPattern {
+    pub pattern: String,
+    pub cases: usize,
+    pub hr5: f64,
+    pub oracle_hr5: f64,
+    /// The chance level on the same cases (many relevant candidates make HR@5 easy).
+    pub random_hr5: f64,
+    pub pass: bool,
 }
 
 /// Canary detection of the primary model (mean over its seeds) and the oracle at one SNR.
@@ -1551,6 +1598,37 @@ fn sections(
             title: "Canary suite at 20 dB".into(),
             blocks,
         });
+        if report.poc.iter().any(|p| p.cases > 0) {
+            out.push(Section {
+                title: "Proof-of-concept patterns".into(),
+                blocks: vec![
+                    Block::Para("The seed's seven pointwise patterns (planted on `canaries.poc_share` of the turns): HR@5 of the primary model on the test cases each pattern shaped, PASS above 0.5 as in the seed's table. Compare with the random column: with many relevant candidates per turn, 0.5 is below chance, so this table is for comparison with the seed's, not a verdict.".into()),
+                    table(
+                        &["pattern", "cases", "HR@5", "random HR@5", "oracle HR@5", "status"],
+                        report
+                            .poc
+                            .iter()
+                            .map(|p| {
+                                vec![
+                                    p.pattern.clone(),
+                                    p.cases.to_string(),
+                                    f4(p.hr5),
+                                    f4(p.random_hr5),
+                                    f4(p.oracle_hr5),
+                                    if p.cases == 0 {
+                                        "no case".into()
+                                    } else if p.pass {
+                                        "**PASS**".into()
+                                    } else {
+                                        "**FAIL**".into()
+                                    },
+                                ]
+                            })
+                            .collect(),
+                    ),
+                ],
+            });
+        }
         // SNR curve.
         let x = |l: &SnrLevel| l.snr_db.unwrap_or(40.0);
         let ticks: Vec<(f64, String)> = levels.iter().map(|l| (x(l), snr_name(l.snr_db))).collect();
