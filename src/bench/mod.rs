@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::model::mamba::{ScanImpl, selective_scan};
+use crate::model::uniform_tensor;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ScanBench {
@@ -22,19 +23,6 @@ pub struct ScanBench {
     pub fwd_bwd_ms: f64,
     pub fwd_bwd_min_ms: f64,
     pub fwd_ms: f64,
-}
-
-fn random<const D: usize>(
-    rng: &mut ChaCha8Rng,
-    shape: [usize; D],
-    lo: f32,
-    hi: f32,
-    device: &Device,
-) -> Tensor<D> {
-    let v: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.random_range(lo..hi))
-        .collect();
-    Tensor::from_data(TensorData::new(v, shape), device)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -54,11 +42,11 @@ pub fn scan(
 ) -> ScanBench {
     let device = Device::flex().autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let x = random(&mut rng, [batch, len, d_inner], -1.0, 1.0, &device).require_grad();
-    let delta = random(&mut rng, [batch, len, d_inner], 0.001, 0.1, &device).require_grad();
-    let a = random(&mut rng, [d_inner, d_state], -4.0, -0.5, &device).require_grad();
-    let bm = random(&mut rng, [batch, len, d_state], -1.0, 1.0, &device).require_grad();
-    let cm = random(&mut rng, [batch, len, d_state], -1.0, 1.0, &device).require_grad();
+    let x = uniform_tensor(&mut rng, [batch, len, d_inner], -1.0, 1.0, &device).require_grad();
+    let delta = uniform_tensor(&mut rng, [batch, len, d_inner], 0.001, 0.1, &device).require_grad();
+    let a = uniform_tensor(&mut rng, [d_inner, d_state], -4.0, -0.5, &device).require_grad();
+    let bm = uniform_tensor(&mut rng, [batch, len, d_state], -1.0, 1.0, &device).require_grad();
+    let cm = uniform_tensor(&mut rng, [batch, len, d_state], -1.0, 1.0, &device).require_grad();
     let run = |backward: bool| -> f64 {
         let start = Instant::now();
         let y = selective_scan(

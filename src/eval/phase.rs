@@ -427,6 +427,8 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         by_variant.entry(group(st)).or_default().push(i);
     }
     let mut latency = None;
+    // The primary model's runs, kept loaded for the canary suite and the ablations.
+    let mut models: Vec<(Scorer, ModelConfig)> = Vec::new();
     let wanted = match opts.primary {
         Some(v) => v,
         None => {
@@ -477,17 +479,20 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                     .collect(),
             );
             seeds.push(st.seed);
-            if *name == primary && latency.is_none() && opts.latency_users > 0 {
-                let times = step_latency(&model, &cfg, &data, opts.latency_users, &device);
-                if !times.is_empty() {
-                    latency = Some(Latency {
-                        model: run.display().to_string(),
-                        turns: times.len(),
-                        p50_ms: quantile_ms(&times, 0.50),
-                        p95_ms: quantile_ms(&times, 0.95),
-                        p99_ms: quantile_ms(&times, 0.99),
-                    });
+            if *name == primary {
+                if latency.is_none() && opts.latency_users > 0 {
+                    let times = step_latency(&model, &cfg, &data, opts.latency_users, &device);
+                    if !times.is_empty() {
+                        latency = Some(Latency {
+                            model: run.display().to_string(),
+                            turns: times.len(),
+                            p50_ms: quantile_ms(&times, 0.50),
+                            p95_ms: quantile_ms(&times, 0.95),
+                            p99_ms: quantile_ms(&times, 0.99),
+                        });
+                    }
                 }
+                models.push((model, cfg));
             }
         }
         let n_runs = per_run.len() as f64;
@@ -564,13 +569,10 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     }
     // Canary suite and SNR curve on the primary model's seeds and the oracle.
     let primary_runs: Vec<usize> = by_variant[primary].clone();
-    let models: Vec<(Scorer, ModelConfig)> = primary_runs
-        .iter()
-        .map(|&i| load_run(&states[i].0, false, &device))
-        .collect::<Result<_>>()?;
-    let canaries = match Rules::from_manifest(&data) {
+    let rules = Rules::from_manifest(&data);
+    let probes = Probes::build(&data, &gts, opts.probes_per_canary, opts.compare.seed);
+    let canaries = match &rules {
         Some(rules) => {
-            let probes = Probes::build(&data, &gts, opts.probes_per_canary, opts.compare.seed);
             let mut levels = Vec::new();
             for &snr in &SNR_LEVELS {
                 if !opts.quiet {
@@ -585,14 +587,14 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                             data: &data,
                             device: &device,
                         };
-                        run_suite(&scorer, &data, &probes, &rules, snr, opts.compare.seed)
+                        run_suite(&scorer, &data, &probes, rules, snr, opts.compare.seed)
                     })
                     .collect();
                 let oracle = run_suite(
-                    &OracleProbe { rules: &rules },
+                    &OracleProbe { rules },
                     &data,
                     &probes,
-                    &rules,
+                    rules,
                     snr,
                     opts.compare.seed,
                 );
@@ -653,9 +655,8 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         opts,
     );
     // Frequency response of the first seed and of the oracle to the time of the week.
-    let frequency = match (Rules::from_manifest(&data), models.first()) {
+    let frequency = match (&rules, models.first()) {
         (Some(rules), Some((model, cfg))) => {
-            let probes = Probes::build(&data, &gts, opts.probes_per_canary, opts.compare.seed);
             let scorer = ModelProbe {
                 model,
                 cfg,
@@ -663,7 +664,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                 device: &device,
             };
             let m = frequency_response(&scorer, &data, &probes, 8);
-            let o = frequency_response(&OracleProbe { rules: &rules }, &data, &probes, 8);
+            let o = frequency_response(&OracleProbe { rules }, &data, &probes, 8);
             (m.sites > 0).then_some((m, o))
         }
         _ => None,

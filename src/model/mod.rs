@@ -14,6 +14,21 @@ pub(crate) fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &De
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
+/// A tensor of `shape` with values drawn uniformly from `[lo, hi)`.
+pub(crate) fn uniform_tensor<const D: usize>(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    shape: [usize; D],
+    lo: f32,
+    hi: f32,
+    device: &Device,
+) -> Tensor<D> {
+    use rand::RngExt;
+    let v: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random_range(lo..hi))
+        .collect();
+    tensor(v, shape, device)
+}
+
 #[cfg(test)]
 mod tests {
     use burn::module::{ModuleMapper, Param, ParamId};

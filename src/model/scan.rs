@@ -536,22 +536,10 @@ fn backward(
 #[cfg(test)]
 mod tests {
     use super::super::mamba::selective_scan_reference;
+    use super::super::uniform_tensor;
     use super::*;
-    use rand::{RngExt, SeedableRng};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    fn random<const D: usize>(
-        rng: &mut ChaCha8Rng,
-        shape: [usize; D],
-        lo: f32,
-        hi: f32,
-        device: &Device,
-    ) -> Tensor<D> {
-        let v: Vec<f32> = (0..shape.iter().product::<usize>())
-            .map(|_| rng.random_range(lo..hi))
-            .collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
-    }
 
     /// x, Δ, A, B, C of a scan with `b` sequences of `t` steps, `e` channels, `n` states.
     fn inputs(
@@ -564,11 +552,11 @@ mod tests {
     ) -> Vec<Tensor<3>> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         vec![
-            random(&mut rng, [b, t, e], -1.0, 1.0, device),
-            random(&mut rng, [b, t, e], 0.01, 0.5, device),
-            random(&mut rng, [1, e, n], -3.0, -0.1, device),
-            random(&mut rng, [b, t, n], -1.0, 1.0, device),
-            random(&mut rng, [b, t, n], -1.0, 1.0, device),
+            uniform_tensor(&mut rng, [b, t, e], -1.0, 1.0, device),
+            uniform_tensor(&mut rng, [b, t, e], 0.01, 0.5, device),
+            uniform_tensor(&mut rng, [1, e, n], -3.0, -0.1, device),
+            uniform_tensor(&mut rng, [b, t, n], -1.0, 1.0, device),
+            uniform_tensor(&mut rng, [b, t, n], -1.0, 1.0, device),
         ]
     }
 
@@ -627,7 +615,7 @@ mod tests {
         for (b, t, e, n, seed) in [(3, 9, 13, 5, 4), (2, 33, 24, 16, 5)] {
             let v = inputs(b, t, e, n, seed, &device);
             let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
-            let w = random(&mut rng, [b, t, e], -1.0, 1.0, &device);
+            let w = uniform_tensor(&mut rng, [b, t, e], -1.0, 1.0, &device);
             let fused = grads(selective_scan_fused, &v, &w);
             let reference = grads(selective_scan_reference, &v, &w);
             for ((name, f), r) in ["x", "delta", "A", "B", "C"]
