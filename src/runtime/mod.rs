@@ -570,6 +570,16 @@ impl Runtime {
         }
         let config: ModelConfig = serde_json::from_str(get("model_config")?)
             .map_err(|e| bad(format!("model_config: {e}")))?;
+        if config.d_model == 0
+            || config.d_state == 0
+            || config.d_conv < 2
+            || config.expand == 0
+            || config.d_slot == 0
+            || config.entity_slots == 0
+            || config.memory_slots == 0
+        {
+            return Err(bad(format!("model_config has an impossible size: {config:?}")));
+        }
         let quant: serde_json::Value = serde_json::from_str(get("quantization")?)
             .map_err(|e| bad(format!("quantization: {e}")))?;
         let st = safetensors::SafeTensors::deserialize(bytes)
@@ -661,7 +671,7 @@ impl Runtime {
             ))
         };
         let path_enc = if c.variant == Variant::Dual {
-            let (_, gate) = l.f32s("path.gate")?;
+            let gate = l.vector("path.gate", 1)?;
             Some(PathEncoder {
                 hop_in: l.dense("path.hop_in", HOP_DIM, c.path_channels)?,
                 s4d: l.s4d("path.s4d.norm", "path.s4d.mixer", c.path_channels, 4)?,
