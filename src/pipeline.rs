@@ -1,7 +1,8 @@
 //! `ssmkit run CONFIG`: gen → train (every seed, every baseline) → eval → export, with one
 //! progress display. Resumable: a finished stage is not redone — an existing dataset made
 //! from the same config is reused, a finished run is kept and an interrupted one resumes
-//! from its checkpoint, and the report and exports are rebuilt only when a run is newer.
+//! from its checkpoint, and the report and exports are rebuilt only when a run or the
+//! config is newer.
 //!
 //! Layout, under `--root` (default: the working directory): `data/<name>`,
 //! `runs/<name>/<model>-s<seed>`, `reports/<name>`, `runs/<name>/export/<model>-<quant>.safetensors`.
@@ -111,7 +112,8 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
 
     // train
     let mut runs = Vec::new();
-    let mut newest_run = None;
+    // A report or export older than a run, or than the config, is rebuilt.
+    let mut newest_run = modified(&opts.config);
     let dataset = crate::data::Dataset::load(&data)?;
     for &(model, seed) in &jobs {
         let run = runs_dir.join(format!("{}-s{seed}", model.name()));
@@ -198,7 +200,8 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             quant.name()
         ));
         bar.set_message(format!("export {}", out.display()));
-        if modified(&out).is_some_and(|t| Some(t) >= modified(&source.join("state.json"))) {
+        let inputs = modified(&source.join("state.json")).max(modified(&opts.config));
+        if modified(&out).is_some_and(|t| Some(t) >= inputs) {
             reused.push(format!("export ({})", out.display()));
         } else {
             export_run(&ExportOptions {

@@ -578,7 +578,9 @@ impl Runtime {
             || config.entity_slots == 0
             || config.memory_slots == 0
         {
-            return Err(bad(format!("model_config has an impossible size: {config:?}")));
+            return Err(bad(format!(
+                "model_config has an impossible size: {config:?}"
+            )));
         }
         let quant: serde_json::Value = serde_json::from_str(get("quantization")?)
             .map_err(|e| bad(format!("quantization: {e}")))?;
