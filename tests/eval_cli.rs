@@ -488,29 +488,16 @@ fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
 
 #[test]
 fn transfer_evaluates_runs_trained_elsewhere_on_this_datasets_split() {
-    use ssmkit::config::Config;
-    use ssmkit::datagen::{GenOptions, generate};
     let dir = tempfile::tempdir().unwrap();
     let synthetic = tiny_data(dir.path());
     // A second dataset stands in for the real one: same layout, other seed.
-    let mut c = Config {
-        seed: 99,
-        ..Config::default()
-    };
-    c.world.users = 12;
-    c.world.entities = [20, 30];
-    c.timeline.turns = [40, 60];
-    c.noise.calibration_users = 12;
-    let real = dir.path().join("real");
-    generate(
-        &c,
-        &GenOptions {
-            out: real.clone(),
-            force: true,
-            quiet: true,
+    let real = common::gen_tiny(
+        &ssmkit::config::Config {
+            seed: 99,
+            ..common::tiny_config()
         },
-    )
-    .unwrap();
+        &dir.path().join("real"),
+    );
     let cfg = TrainConfig {
         steps: 10,
         ..tiny_train()

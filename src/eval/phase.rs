@@ -968,7 +968,6 @@ fn input_ablations(
     opts: &EvalOptions,
     device: &Device,
 ) -> Vec<Ablation> {
-    use crate::data::CONTEXT_DIM;
     use crate::features::{FEATURE_DIM, feat};
     let m = metric_index("dcg@10");
     let time_cols = [
@@ -1000,7 +999,6 @@ fn input_ablations(
             },
         ),
     ];
-    let _ = CONTEXT_DIM;
     let all: Vec<usize> = (0..gts.len()).collect();
     kinds
         .iter()

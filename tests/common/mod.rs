@@ -10,23 +10,32 @@ use ssmkit::datagen::{GenOptions, generate};
 use ssmkit::model::scorer::{Size, Variant};
 use ssmkit::train::{TrainConfig, TrainOptions};
 
-pub fn tiny_data(dir: &Path) -> PathBuf {
+/// The tiny dataset's config: 12 users of 40–60 turns.
+pub fn tiny_config() -> Config {
     let mut c = Config::default();
     c.world.users = 12;
     c.world.entities = [20, 30];
     c.timeline.turns = [40, 60];
     c.noise.calibration_users = 12;
-    let out = dir.join("data");
+    c
+}
+
+pub fn tiny_data(dir: &Path) -> PathBuf {
+    gen_tiny(&tiny_config(), &dir.join("data"))
+}
+
+/// Generates `c` into `out`.
+pub fn gen_tiny(c: &Config, out: &Path) -> PathBuf {
     generate(
-        &c,
+        c,
         &GenOptions {
-            out: out.clone(),
+            out: out.to_path_buf(),
             force: true,
             quiet: true,
         },
     )
     .unwrap();
-    out
+    out.to_path_buf()
 }
 
 pub fn tiny_train() -> TrainConfig {
