@@ -406,11 +406,22 @@ pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
 
 /// SHA-256 over every tensor's name, dtype, shape and bytes, in name order.
 pub fn tensors_digest(tensors: &BTreeMap<String, Stored>) -> String {
+    digest_of(
+        tensors
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
+    )
+}
+
+/// [`tensors_digest`] over borrowed tensors, which must come in name order.
+pub fn digest_of<'a>(
+    tensors: impl Iterator<Item = (&'a str, safetensors::Dtype, &'a [usize], &'a [u8])>,
+) -> String {
     let mut h = Sha256::new();
-    for (name, t) in tensors {
+    for (name, dtype, shape, bytes) in tensors {
         h.update(name.as_bytes());
-        h.update(format!("{:?}{:?}", t.dtype, t.shape).as_bytes());
-        h.update(&t.bytes);
+        h.update(format!("{dtype:?}{shape:?}").as_bytes());
+        h.update(bytes);
     }
     format!("{:x}", h.finalize())
 }

@@ -587,18 +587,13 @@ impl Runtime {
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
         // The recorded digest catches any changed byte in the tensors.
-        let mut stored = std::collections::BTreeMap::new();
-        for (name, t) in st.tensors() {
-            stored.insert(
-                name,
-                crate::export::Stored {
-                    dtype: t.dtype(),
-                    shape: t.shape().to_vec(),
-                    bytes: t.data().to_vec(),
-                },
-            );
-        }
-        let digest = crate::export::tensors_digest(&stored);
+        let mut views = st.tensors();
+        views.sort_by(|a, b| a.0.cmp(&b.0));
+        let digest = crate::export::digest_of(
+            views
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())),
+        );
         if &digest != get("tensors_sha256")? {
             return Err(bad(
                 "tensor data does not match its recorded SHA-256: the file is damaged".into(),
