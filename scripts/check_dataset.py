@@ -5,7 +5,8 @@ Usage: python3 scripts/check_dataset.py DATA_DIR
 
 Checks: every table opens with pyarrow; row counts and SHA-256 match the manifest; the
 candidates table has the 24 feature columns of FEATURES.md in order, each with its
-clean_ twin; labels are 0/1 and relevance lies in [0, 1]; every candidate's turn exists.
+clean_ twin; labels are 0/1, relevance lies in [0, 1] and canary roles in 0..8; the
+turns table names the selector entities; every candidate's turn exists.
 Exits non-zero with one line per problem.
 """
 import hashlib
@@ -62,7 +63,13 @@ def main(root):
     rel = cands.column("relevance").to_pylist()
     if rel and not (min(rel) >= 0.0 and max(rel) <= 1.0):
         problems.append(f"relevance outside [0, 1]: {min(rel)}..{max(rel)}")
+    roles = set(cands.column("canary_role").to_pylist())
+    if not roles <= set(range(9)):
+        problems.append(f"canary_role outside 0..8: {sorted(roles)}")
     turns = tables["turns.parquet"]
+    for c in ("selector_z", "selector_w", "selector_p", "selector_t"):
+        if c not in turns.column_names:
+            problems.append(f"turns.parquet lacks column {c}")
     turn_keys = set(zip(turns.column("user_id").to_pylist(), turns.column("turn_index").to_pylist()))
     cand_keys = set(zip(cands.column("user_id").to_pylist(), cands.column("turn_index").to_pylist()))
     if not cand_keys <= turn_keys:

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 FORMAT = "ssmkit-export-v1"
-LAYOUT = "ssmkit-layout-v1"
+LAYOUT = "ssmkit-layout-v2"
 DTYPE = {"F32": "F32", "F16": "F16", "I8": "I8", "U8": "U8"}
 
 

@@ -157,12 +157,12 @@ impl Default for WorldConfig {
 pub struct TimelineConfig {
     /// Turns per user (the sequence length) when the curriculum is off.
     pub turns: Range,
-    /// Sessions on an active day.
-    pub sessions_per_day: Range,
     /// Turns per session.
     pub turns_per_session: Range,
-    /// Share of days on which a user is active.
-    pub active_day_share: f64,
+    /// Days over which a user's sessions are spread (each starts on a day drawn
+    /// uniformly from this span), so every user has history on both sides of a
+    /// timestamp cut-off.
+    pub span_days: u32,
     /// Mean seconds between turns of a session (exponential gaps).
     pub mean_turn_gap_s: f64,
     /// First possible timestamp, Unix seconds (UTC, taken as the user's local time).
@@ -175,13 +175,12 @@ impl Default for TimelineConfig {
     fn default() -> Self {
         TimelineConfig {
             turns: [40, 200],
-            sessions_per_day: [1, 10],
-            turns_per_session: [5, 50],
-            active_day_share: 0.6,
+            turns_per_session: [3, 15],
+            span_days: 42,
             mean_turn_gap_s: 60.0,
             // 2026-01-05 00:00:00 UTC, a Monday.
             start_unix: 1_767_571_200,
-            start_spread_days: 28,
+            start_spread_days: 3,
         }
     }
 }
@@ -192,7 +191,11 @@ impl Default for TimelineConfig {
 pub struct CandidateConfig {
     /// Candidates per turn.
     pub k: u32,
-    /// Band of the relevant share per turn; labels are redrawn until a turn falls in it.
+    /// Band of the relevant share per turn. `world`: the turn's expected number of
+    /// relevant candidates (the sum of their relevance) is filled to a target drawn in
+    /// this band and each label is an independent draw from its relevance, so relevance
+    /// is the label's probability. `poc`: labels are redrawn until the turn falls in it,
+    /// as the PoC's generator does.
     pub relevant_share: [f64; 2],
     /// Share of a turn's negatives that are hard negatives.
     pub hard_negative_share: f64,
@@ -204,8 +207,8 @@ pub struct CandidateConfig {
 impl Default for CandidateConfig {
     fn default() -> Self {
         CandidateConfig {
-            k: 20,
-            relevant_share: [0.15, 0.40],
+            k: 40,
+            relevant_share: [0.025, 0.075],
             hard_negative_share: 0.25,
             hard_negative_mix: [1.0, 1.0, 1.0, 1.0],
         }
@@ -281,7 +284,8 @@ impl Default for PatternConfig {
 pub struct CanaryConfig {
     /// Plant the seven validation-contract canaries.
     pub enabled: bool,
-    /// Probability that a canary puts its memories into a turn's candidate set.
+    /// Probability that a turn carries one contract canary's memories (the canary drawn
+    /// uniformly among the six planted on fixed roles).
     pub inject_prob: f64,
     /// 1: weekday on which entity X peaks (0 = Monday … 6 = Sunday).
     pub cycle_weekday: u32,
@@ -511,11 +515,12 @@ impl Config {
         }
         let t = &self.timeline;
         range("timeline.turns", t.turns, 1)?;
-        range("timeline.sessions_per_day", t.sessions_per_day, 1)?;
         range("timeline.turns_per_session", t.turns_per_session, 1)?;
-        prob("timeline.active_day_share", t.active_day_share)?;
-        if t.active_day_share == 0.0 {
-            return bad("timeline.active_day_share", "must be above 0".into());
+        if !(1..=3650).contains(&t.span_days) {
+            return bad(
+                "timeline.span_days",
+                format!("{} is not in 1..=3650", t.span_days),
+            );
         }
         positive("timeline.mean_turn_gap_s", t.mean_turn_gap_s)?;
         let c = &self.candidates;

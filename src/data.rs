@@ -57,7 +57,11 @@ pub struct UserSeq {
     pub memory_id: Vec<u32>,
     pub entity: Vec<u32>,
     pub canary: Vec<u16>,
+    /// `[T, K]` the candidate's contract-canary role ([`crate::canary::Role`] code).
+    pub role: Vec<u8>,
     pub hard_negative: Vec<u8>,
+    /// The user's selector entities Z, W, P, T (−1: none planted).
+    pub selectors: [i32; 4],
     /// `[T, K, E]` content embedding of each candidate memory (zeros when absent).
     pub content: Vec<f32>,
     /// `[T, K, MAX_HOPS, HOP_DIM]` hop features, zero-padded; `[T, K]` hop counts.
@@ -211,6 +215,10 @@ impl Dataset {
             .collect::<Result<_>>()?;
         let f0 = i32s(path, &turns, "focal_0")?;
         let f1 = i32s(path, &turns, "focal_1")?;
+        let selectors: Vec<Vec<i32>> = crate::canary::Selector::ALL
+            .iter()
+            .map(|s| i32s(path, &turns, s.column()))
+            .collect::<Result<_>>()?;
 
         // Candidates.
         let c_user = u32s(path, &cands, "user_id")?;
@@ -231,6 +239,16 @@ impl Dataset {
         let memory_id = u32s(path, &cands, "memory_id")?;
         let entity = u32s(path, &cands, "entity_id")?;
         let canary = u16s(path, &cands, "canary")?;
+        let role = u8s(path, &cands, "canary_role")?;
+        if let Some(r) = role
+            .iter()
+            .position(|&c| crate::canary::Role::from_code(c).is_none())
+        {
+            return Err(bad(
+                path,
+                format!("candidate row {r}: unknown canary_role {}", role[r]),
+            ));
+        }
         let hard = u8s(path, &cands, "hard_negative")?;
         let path_id = u32s(path, &cands, "path_id")?;
         let k = manifest["k"].as_u64().unwrap_or(0) as usize;
@@ -280,6 +298,7 @@ impl Dataset {
                 users.push(UserSeq {
                     user_id: t_user[r],
                     stage: t_stage[r],
+                    selectors: std::array::from_fn(|i| selectors[i][r]),
                     ..Default::default()
                 });
             }
@@ -315,6 +334,7 @@ impl Dataset {
             u.memory_id = vec![0; t * k];
             u.entity = vec![0; t * k];
             u.canary = vec![0; t * k];
+            u.role = vec![0; t * k];
             u.hard_negative = vec![0; t * k];
             u.content = vec![0.0; t * k * embedding_dim];
             u.hops = vec![0.0; t * k * MAX_HOPS * HOP_DIM];
@@ -369,6 +389,7 @@ impl Dataset {
             u.memory_id[slot] = memory_id[r];
             u.entity[slot] = entity[r];
             u.canary[slot] = canary[r];
+            u.role[slot] = role[r];
             u.hard_negative[slot] = hard[r];
             if let Some(e) = content.get(&(c_user[r], memory_id[r])) {
                 u.content[slot * embedding_dim..(slot + 1) * embedding_dim].copy_from_slice(e);

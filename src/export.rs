@@ -610,11 +610,11 @@ pub fn verify(
     model: &Scorer,
     cfg: &ModelConfig,
     data: &crate::data::Dataset,
-    cases: &[crate::eval::phase::Case],
+    cases: &[crate::eval::split::Case],
 ) -> Verification {
     use crate::eval::metrics::{case_metrics, rank};
     let device = Device::flex();
-    let burn = crate::eval::phase::model_scores(model, cfg, data, cases, &device);
+    let burn = crate::eval::scoring::model_scores(model, cfg, data, cases, &device);
     let ours = crate::runtime::replay(rt, data, cases);
     let k = data.k;
     let (mut db, mut de, mut agree, mut max_diff) = (0.0, 0.0, 0.0, 0f64);
@@ -663,7 +663,7 @@ pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
     let verification = match &opts.data {
         Some(dir) => {
             let data = crate::data::Dataset::load(dir)?;
-            let (cases, _) = crate::eval::phase::test_cases(&data, state.cutoffs.test);
+            let (cases, _) = crate::eval::split::test_cases(&data, state.cutoffs.test);
             if cases.is_empty() {
                 return Err(Error::Input(format!(
                     "{}: no test case to verify on",

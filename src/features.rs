@@ -6,7 +6,7 @@
 //! manifest and every loader refuses a layout it does not know.
 
 /// Version of the feature layout and of the table schemas written by `ssmkit gen`.
-pub const LAYOUT_VERSION: &str = "ssmkit-layout-v1";
+pub const LAYOUT_VERSION: &str = "ssmkit-layout-v2";
 
 /// Width of the production feature vector (the PoC's and Signet's `protocol.rs`).
 pub const BASE_DIM: usize = 17;

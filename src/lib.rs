@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod canary;
 pub mod config;
 pub mod data;
 pub mod datagen;

@@ -161,7 +161,8 @@ enum Command {
         /// dataset's own test split (they appear as `<model>@<their dataset's SHA>`)
         #[arg(long)]
         transfer: bool,
-        /// Exit with status 2 when a gate does not pass (NOT MEASURED counts as not passing)
+        /// Exit with status 2 when a gate does not pass (NOT MEASURED and INVALID count as not
+        /// passing)
         #[arg(long)]
         fail_on_gate: bool,
         #[arg(long)]
@@ -636,8 +637,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let r = eval::phase::evaluate(&opts)?;
             println!(
-                "{} GTS cases, {} LOO cases; primary model {}; report in {}",
+                "{} GTS cases from {} users ({} with history), {} LOO cases; primary model {}; report in {}",
                 r.n_gts,
+                r.test_set.users,
+                r.test_set.warm_users,
                 r.n_loo,
                 r.primary,
                 r.out.display()

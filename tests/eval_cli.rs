@@ -6,7 +6,8 @@ use std::path::Path;
 mod common;
 use common::{opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::data::Dataset;
-use ssmkit::eval::phase::{model_scores, test_cases};
+use ssmkit::eval::scoring::model_scores;
+use ssmkit::eval::split::test_cases;
 use ssmkit::model::scorer::Variant;
 use ssmkit::train::batch::cutoffs;
 use ssmkit::train::{TrainConfig, flat_params, load_run, train, train_on};
@@ -331,16 +332,59 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing; {stdout}");
     }
-    let gates: serde_json::Value =
+    let verdict: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("gates.json")).unwrap()).unwrap();
-    let gates = gates["gates"].as_array().unwrap();
-    assert_eq!(gates.len(), 8);
+    let gates = verdict["gates"].as_array().unwrap();
+    assert_eq!(gates.len(), 9);
     for g in gates {
         let status = g["status"].as_str().unwrap();
-        assert!(["PASS", "FAIL", "NOT MEASURED"].contains(&status), "{g}");
+        assert!(
+            ["PASS", "FAIL", "NOT MEASURED", "INVALID"].contains(&status),
+            "{g}"
+        );
         // A gate passes only with a measured value.
         assert!(status != "PASS" || g["value"].is_number(), "{g}");
+        for key in ["name", "phase", "value", "ci_low", "ci_high", "threshold"] {
+            assert!(g.get(key).is_some(), "{key} missing in {g}");
+        }
     }
+    // The same gates for the reference systems: random and constant fail every gate
+    // that judges quality, the memorizer fails the dual-error gate, the oracle passes
+    // the canary contract.
+    let reference = &verdict["reference"];
+    for name in ["oracle", "random", "constant", "memorizer"] {
+        assert_eq!(reference[name].as_array().unwrap().len(), 9, "{name}");
+    }
+    for name in ["random", "constant"] {
+        for g in reference[name].as_array().unwrap() {
+            if g["judges_quality"] == true {
+                assert_ne!(g["status"], "PASS", "{name} passes {g}");
+            }
+        }
+    }
+    let status_of = |who: &str, prefix: &str| -> String {
+        reference[who]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"].as_str().unwrap().starts_with(prefix))
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status_of("memorizer", "dual error"), "FAIL");
+    for prefix in [
+        "canaries",
+        "mean canary detection",
+        "SNR curve",
+        "dual error",
+    ] {
+        assert_eq!(status_of("oracle", prefix), "PASS", "{prefix}");
+    }
+    let set = &verdict["test_set"];
+    assert!(set["cases"].as_u64().unwrap() > 0 && set["users"].as_u64().unwrap() > 0);
+    assert!(set["warm_users"].as_u64().unwrap() <= set["users"].as_u64().unwrap());
     let canary = gates
         .iter()
         .find(|g| g["name"].as_str().unwrap().starts_with("canaries"))
@@ -397,38 +441,71 @@ fn argv_with(argv: &[&str], extra: &[&str], check: impl FnOnce(Option<i32>, Stri
     check(out.status.code(), String::from_utf8(out.stderr).unwrap());
 }
 
-/// A system that gives every candidate the same log-relevance.
-struct Constant;
-
-impl ssmkit::eval::canary::ProbeScorer for Constant {
-    fn score(&self, seqs: &[ssmkit::data::UserSeq], k: usize) -> Vec<Vec<f64>> {
-        vec![vec![0.0; k]; seqs.len()]
-    }
-}
-
 #[test]
 fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
+    use ssmkit::canary::Rules;
     use ssmkit::eval::canary::{
-        ModelProbe, OracleProbe, Probes, Rules, SNR_LEVELS, dual_error, mean_detection, run_suite,
+        ConstantProbe, ModelProbe, OracleProbe, Probes, RandomProbe, SNR_LEVELS, mean_detection,
+        run_suite,
     };
+    use ssmkit::eval::dual::dual_error;
     use ssmkit::model::scorer::{ModelConfig, Size};
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_data(dir.path());
     let data = Dataset::load(&path).unwrap();
     let cfg = tiny_train();
     let (gts, _) = test_cases(&data, cut_of(&data, &cfg));
-    let rules = Rules::from_manifest(&data).expect("the tiny dataset plants canaries");
+    let rules = Rules::from_manifest(&data.manifest).expect("the tiny dataset plants canaries");
     let probes = Probes::build(&data, &gts, 16, 0);
     let oracle = OracleProbe { rules: &rules };
     let clean = run_suite(&oracle, &data, &probes, &rules, None, 0);
     for r in &clean {
         assert!(r.probes > 0, "no probe for {}", r.canary);
         assert!(r.pass, "the oracle fails {}: {r:?}", r.canary);
+        assert!(r.ci_low <= r.statistic && r.statistic <= r.ci_high, "{r:?}");
     }
-    // A blind system detects half and passes nothing.
-    let blind = run_suite(&Constant, &data, &probes, &rules, None, 0);
-    for r in &blind {
-        assert!(!r.pass, "a constant scorer passes {}: {r:?}", r.canary);
+    // At 20 dB too: the probes judge within the turn, so noise shared by the versions
+    // of a probe does not move the oracle.
+    for r in run_suite(&oracle, &data, &probes, &rules, Some(20.0), 0) {
+        assert!(r.pass, "the oracle fails {} at 20 dB: {r:?}", r.canary);
+    }
+    // Blind systems detect half and pass nothing.
+    for blind in [
+        run_suite(&ConstantProbe, &data, &probes, &rules, None, 0),
+        run_suite(&RandomProbe::new(3), &data, &probes, &rules, None, 0),
+    ] {
+        for r in &blind {
+            assert!(!r.pass, "a blind scorer passes {}: {r:?}", r.canary);
+        }
+        assert!(mean_detection(&blind) < 0.7, "{blind:?}");
+    }
+    // A listwise model's per-turn constant does not count: shifting every score of a
+    // turn by an amount that depends on the edit changes no value.
+    struct Shifted<'a>(OracleProbe<'a>);
+    impl ssmkit::eval::canary::ProbeScorer for Shifted<'_> {
+        fn score(&self, seqs: &[ssmkit::data::UserSeq], k: usize) -> Vec<Vec<f64>> {
+            self.0
+                .score(seqs, k)
+                .into_iter()
+                .zip(seqs)
+                .map(|(s, u)| {
+                    let t = u.turns - 1;
+                    let shift = 5.0 * u.focal[2 * t + 1] as f64 + 3.0 * u.context[t * 6 + 3] as f64;
+                    s.into_iter().map(|x| x + shift).collect()
+                })
+                .collect()
+        }
+    }
+    let shifted = run_suite(
+        &Shifted(OracleProbe { rules: &rules }),
+        &data,
+        &probes,
+        &rules,
+        None,
+        0,
+    );
+    for (a, b) in shifted.iter().zip(&clean) {
+        assert!((a.statistic - b.statistic).abs() < 1e-9, "{a:?} vs {b:?}");
     }
     // An untrained model fails the suite.
     let device = burn::prelude::Device::flex();
@@ -439,51 +516,47 @@ fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
         cfg: &mcfg,
         data: &data,
         device: &device,
+        scale: 1.0,
     };
     let u = run_suite(&untrained, &data, &probes, &rules, None, 0);
     let passed = u.iter().filter(|r| r.pass).count();
     assert!(passed < 7, "an untrained model passes every canary: {u:?}");
     assert!(mean_detection(&u) < mean_detection(&clean));
-    // The oracle reading noisy features degrades monotonically with the noise.
+    // The oracle reading noisy features never gains from noise.
     let curve: Vec<f64> = SNR_LEVELS
         .iter()
         .map(|&snr| mean_detection(&run_suite(&oracle, &data, &probes, &rules, snr, 0)))
         .collect();
     assert!(curve.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{curve:?}");
-    assert!(curve[curve.len() - 1] < curve[0], "{curve:?}");
     // The oracle's response to the time of the week is the planted weekly cycle.
     let f = ssmkit::eval::canary::frequency_response(&oracle, &data, &probes, 4);
     assert!(f.weekly_share > 0.8 && f.daily_share < 0.05, "{f:?}");
-    // The dual-error test fails a system that memorized the observed labels.
+    // The dual-error test fails a system that memorized the observed labels and a
+    // constant, and passes the truth.
     let k = data.k;
-    let memorized: Vec<Vec<f64>> = gts
-        .iter()
-        .map(|c| {
-            (0..k)
-                .map(|j| data.users[c.user].labels[c.turn * k + j] as f64)
-                .collect()
-        })
-        .collect();
-    let truth: Vec<Vec<f64>> = gts
-        .iter()
-        .map(|c| {
-            (0..k)
-                .map(|j| data.users[c.user].relevance[c.turn * k + j] as f64)
-                .collect()
-        })
-        .collect();
-    let measured: Vec<_> = dual_error(&data, &gts, &memorized)
-        .into_iter()
-        .filter(|d| d.n > 0)
-        .collect();
-    assert!(!measured.is_empty());
-    assert!(measured.iter().all(|d| !d.pass), "{measured:?}");
-    assert!(
-        dual_error(&data, &gts, &truth)
-            .iter()
+    let predict = |f: &dyn Fn(usize, usize) -> f64| -> Vec<Vec<f64>> {
+        gts.iter()
+            .map(|c| (0..k).map(|j| f(c.user, c.turn * k + j)).collect())
+            .collect()
+    };
+    let memorized = predict(&|u, s| data.users[u].labels[s] as f64);
+    let truth = predict(&|u, s| data.users[u].relevance[s] as f64);
+    let constant = predict(&|_, _| ssmkit::eval::dual::base_rate(&data, &gts));
+    for (name, p, want) in [
+        ("memorizer", &memorized, false),
+        ("constant", &constant, false),
+        ("truth", &truth, true),
+    ] {
+        let measured: Vec<_> = dual_error(&data, &gts, p)
+            .into_iter()
             .filter(|d| d.n > 0)
-            .all(|d| d.pass)
-    );
+            .collect();
+        assert!(!measured.is_empty());
+        assert!(
+            measured.iter().all(|d| d.pass == want),
+            "{name}: {measured:?}"
+        );
+    }
 }
 
 #[test]

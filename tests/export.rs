@@ -6,14 +6,14 @@ use std::path::Path;
 mod common;
 use common::{opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::data::Dataset;
-use ssmkit::eval::phase::test_cases;
+use ssmkit::eval::split::test_cases;
 use ssmkit::export::{ExportOptions, Quant, encode, export_run, verify};
 use ssmkit::model::scorer::{ModelConfig, Size, Variant};
 use ssmkit::runtime::{Runtime, turn_of};
 use ssmkit::train::batch::cutoffs;
 use ssmkit::train::{TrainConfig, train};
 
-fn test_split(data: &Dataset) -> Vec<ssmkit::eval::phase::Case> {
+fn test_split(data: &Dataset) -> Vec<ssmkit::eval::split::Case> {
     let cfg = tiny_train();
     test_cases(data, cutoffs(data, cfg.valid_from, cfg.test_from).test).0
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use polars::prelude::*;
+use ssmkit::canary::{Role, Selector};
 use ssmkit::config::{Config, Preset};
-use ssmkit::datagen::world::roles;
 use ssmkit::datagen::{GenOptions, calendar, generate, noise};
 use ssmkit::features::{Canary, FEATURE_NAMES, HardNegative, clean_column, feat};
 
@@ -118,8 +118,11 @@ struct Rows {
     entity: Vec<u32>,
     relevance: Vec<f64>,
     canary: Vec<u16>,
+    role: Vec<u8>,
     ts: Vec<i64>,
     focal: Vec<[i32; 2]>,
+    /// The user's selector entities Z, W, P, T.
+    selectors: Vec<[i32; 4]>,
     turn_canary: Vec<u16>,
     age_days: Vec<f64>,
 }
@@ -127,7 +130,11 @@ struct Rows {
 fn rows(dir: &Path) -> Rows {
     let turns = read(dir, "turns.parquet");
     let c = read(dir, "candidates.parquet");
-    let mut by_turn: HashMap<(u32, u32), (i64, [i32; 2], u16)> = HashMap::new();
+    let mut by_turn: HashMap<(u32, u32), (i64, [i32; 2], u16, [i32; 4])> = HashMap::new();
+    let sel: Vec<Vec<i32>> = Selector::ALL
+        .iter()
+        .map(|s| i32s(&turns, s.column()))
+        .collect();
     let (tu, ti, ts, f0, f1, tc) = (
         u32s(&turns, "user_id"),
         u32s(&turns, "turn_index"),
@@ -137,7 +144,15 @@ fn rows(dir: &Path) -> Rows {
         u16s(&turns, "canary"),
     );
     for i in 0..tu.len() {
-        by_turn.insert((tu[i], ti[i]), (ts[i], [f0[i], f1[i]], tc[i]));
+        by_turn.insert(
+            (tu[i], ti[i]),
+            (
+                ts[i],
+                [f0[i], f1[i]],
+                tc[i],
+                [sel[0][i], sel[1][i], sel[2][i], sel[3][i]],
+            ),
+        );
     }
     let user = u32s(&c, "user_id");
     let turn = u32s(&c, "turn_index");
@@ -151,8 +166,10 @@ fn rows(dir: &Path) -> Rows {
         entity: u32s(&c, "entity_id"),
         relevance: f32s(&c, "relevance").into_iter().map(f64::from).collect(),
         canary: u16s(&c, "canary"),
+        role: u8s(&c, "canary_role"),
         ts: joined.iter().map(|j| j.0).collect(),
         focal: joined.iter().map(|j| j.1).collect(),
+        selectors: joined.iter().map(|j| j.3).collect(),
         turn_canary: joined.iter().map(|j| j.2).collect(),
         age_days: f32s(&c, &clean_column("log_age"))
             .into_iter()
@@ -243,7 +260,8 @@ fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
     let k = &config.canaries;
     let tagged = |c: Canary, i: usize| r.canary[i] & c.bit() != 0;
     let wd = |i: usize| calendar::weekday_index(r.ts[i]);
-    let focal = |i: usize, e: u32| r.focal[i].contains(&(e as i32));
+    // Whether the user's selector `s` is focal at row i's turn.
+    let focal = |i: usize, s: Selector| r.focal[i].contains(&r.selectors[i][s as usize]);
 
     // 1: X on Monday vs Thursday, ≥ 2×; no weekday effect on untagged rows.
     let x_mon = mean(
@@ -263,7 +281,7 @@ fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
     assert!(
         (0..n)
             .filter(|&i| tagged(Canary::TemporalCycle, i))
-            .all(|i| r.entity[i] == roles::CYCLE_X)
+            .all(|i| r.role[i] == Role::Cycle.code())
     );
     let plain = |i: usize| r.canary[i] == 0;
     let o_mon = mean(
@@ -300,23 +318,23 @@ fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
     // 3: Y given Z ≥ 3 × Y given W; untagged ordinary rows do not care whether Z or W is focal.
     let y_z = mean(
         (0..n)
-            .filter(|&i| tagged(Canary::EntitySelectivity, i) && focal(i, roles::SELECT_Z))
+            .filter(|&i| tagged(Canary::EntitySelectivity, i) && focal(i, Selector::Z))
             .map(|i| r.relevance[i]),
     );
     let y_w = mean(
         (0..n)
-            .filter(|&i| tagged(Canary::EntitySelectivity, i) && focal(i, roles::SELECT_W))
+            .filter(|&i| tagged(Canary::EntitySelectivity, i) && focal(i, Selector::W))
             .map(|i| r.relevance[i]),
     );
     assert!(y_z > 3.0 * y_w, "Y: given Z {y_z:.3}, given W {y_w:.3}");
     let o_z = mean(
         (0..n)
-            .filter(|&i| plain(i) && focal(i, roles::SELECT_Z))
+            .filter(|&i| plain(i) && focal(i, Selector::Z))
             .map(|i| r.relevance[i]),
     );
     let o_w = mean(
         (0..n)
-            .filter(|&i| plain(i) && focal(i, roles::SELECT_W))
+            .filter(|&i| plain(i) && focal(i, Selector::W))
             .map(|i| r.relevance[i]),
     );
     assert!(
@@ -327,9 +345,9 @@ fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
     // 4: C > B > A at every turn where the whole chain is shown.
     let mut chain: HashMap<(u32, u32), [f64; 3]> = HashMap::new();
     for i in (0..n).filter(|&i| tagged(Canary::SupersessionChain, i)) {
-        let pos = roles::CHAIN
+        let pos = [Role::ChainOldest, Role::ChainMiddle, Role::ChainNewest]
             .iter()
-            .position(|&m| m == r.memory[i])
+            .position(|role| role.code() == r.role[i])
             .expect("chain memory");
         chain.entry((r.user[i], r.turn[i])).or_insert([f64::NAN; 3])[pos] = r.relevance[i];
     }
@@ -379,7 +397,7 @@ fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
         .collect();
     let p_on: Vec<f64> = q
         .iter()
-        .map(|&i| focal(i, roles::DEP_P) as u8 as f64)
+        .map(|&i| focal(i, Selector::P) as u8 as f64)
         .collect();
     let rel: Vec<f64> = q.iter().map(|&i| r.relevance[i]).collect();
     let corr = correlation(&p_on, &rel);
@@ -387,7 +405,7 @@ fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
     let o: Vec<usize> = (0..n).filter(|&i| plain(i)).collect();
     let o_on: Vec<f64> = o
         .iter()
-        .map(|&i| focal(i, roles::DEP_P) as u8 as f64)
+        .map(|&i| focal(i, Selector::P) as u8 as f64)
         .collect();
     let o_rel: Vec<f64> = o.iter().map(|&i| r.relevance[i]).collect();
     let o_corr = correlation(&o_on, &o_rel);
@@ -405,9 +423,7 @@ fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
         );
         on / off
     };
-    let selector = split(&|i| focal(i, roles::COMBINED_T), &|i| {
-        !focal(i, roles::COMBINED_T)
-    });
+    let selector = split(&|i| focal(i, Selector::T), &|i| !focal(i, Selector::T));
     let peak = k.combined_weekday;
     let cycle = split(&|i| wd(i) == peak, &|i| wd(i) == (peak + 3) % 7);
     let recency = split(&|i| r.age_days[i] < 5.0, &|i| r.age_days[i] >= 5.0);
@@ -468,26 +484,51 @@ fn relevant_and_hard_negative_shares_follow_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = small_config(10);
     config.candidates.hard_negative_share = 0.5;
+    // 20 candidates: a small world has enough hard negatives of every kind for half of
+    // the negative slots (at 40 it runs short and fills the rest with distractors).
+    config.candidates.k = 20;
+    config.candidates.relevant_share = [0.05, 0.15];
     let out = gen_into(&config, &dir.path().join("mixed"));
     let turns = read(&out, "turns.parquet");
     let c = read(&out, "candidates.parquet");
     let kk = config.candidates.k as f64;
-    let shares: Vec<f64> = u8s(&turns, "n_relevant")
-        .iter()
-        .map(|&n| n as f64 / kk)
-        .collect();
-    let in_band = shares
-        .iter()
-        .filter(|&&s| (0.15..=0.40).contains(&s))
-        .count() as f64
-        / shares.len() as f64;
+    let [lo, hi] = config.candidates.relevant_share;
+    // The expected relevant count (the sum of relevance) is filled into the band...
+    let rel = f32s(&c, "relevance");
+    let user = u32s(&c, "user_id");
+    let turn = u32s(&c, "turn_index");
+    let mut expected: HashMap<(u32, u32), f64> = HashMap::new();
+    for i in 0..rel.len() {
+        *expected.entry((user[i], turn[i])).or_default() += rel[i] as f64;
+    }
+    let m = mean(expected.values().map(|e| e / kk));
     assert!(
-        in_band >= 0.95,
-        "only {:.1}% of turns have 15–40% relevant",
-        100.0 * in_band
+        (lo..=hi * 1.5).contains(&m),
+        "mean expected relevant share {m:.3}, band [{lo}, {hi}]"
     );
-    let m = mean(shares.iter().copied());
-    assert!((0.15..=0.40).contains(&m), "mean relevant share {m:.3}");
+    let observed = mean(u8s(&turns, "n_relevant").iter().map(|&n| n as f64 / kk));
+    assert!(
+        (observed - m).abs() < 0.01,
+        "observed share {observed:.4} vs expected {m:.4}"
+    );
+    // ...and each clean label is a draw from its relevance: calibrated in every bin.
+    let clean = u8s(&c, "clean_label");
+    for (a, b) in [(0.0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 1.01)] {
+        let idx: Vec<usize> = (0..rel.len())
+            .filter(|&i| (a..b).contains(&(rel[i] as f64)))
+            .collect();
+        if idx.len() < 400 {
+            continue;
+        }
+        let p = mean(idx.iter().map(|&i| rel[i] as f64));
+        let l = mean(idx.iter().map(|&i| clean[i] as f64));
+        let se = (p * (1.0 - p) / idx.len() as f64).sqrt();
+        assert!(
+            (p - l).abs() < 4.0 * se + 0.01,
+            "relevance in [{a}, {b}): mean {p:.3}, label rate {l:.3} ({} rows)",
+            idx.len()
+        );
+    }
     let hard = u8s(&c, "hard_negative");
     let n_hard = hard.iter().filter(|&&h| h != 0).count() as f64;
     let slots: f64 = u8s(&turns, "negative_slots")
@@ -589,6 +630,8 @@ fn poc_preset_makes_one_query_per_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = small_config(70);
     config.preset = Preset::Poc;
+    config.candidates.k = 20;
+    config.candidates.relevant_share = [0.15, 0.40];
     let out = gen_into(&config, dir.path());
     let turns = read(&out, "turns.parquet");
     assert_eq!(turns.height(), 70);
@@ -622,14 +665,14 @@ fn manifest_records_layout_hashes_and_canary_parameters() {
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["layout_version"], ssmkit::features::LAYOUT_VERSION);
     assert_eq!(m["features"].as_array().unwrap().len(), 24);
-    assert_eq!(m["canaries"]["temporal_cycle"]["entity"], roles::CYCLE_X);
+    assert_eq!(m["canaries"]["temporal_cycle"]["role"], Role::Cycle.code());
     assert_eq!(
         m["canaries"]["recency_decay"]["lambda_per_day"],
         config.canaries.recency_lambda
     );
     assert_eq!(
         m["canaries"]["entity_selectivity"]["selector"],
-        roles::SELECT_Z
+        Selector::Z.column()
     );
     for name in [
         "turns.parquet",
@@ -686,6 +729,92 @@ fn manifest_records_layout_hashes_and_canary_parameters() {
         assert!((1..=10).contains(&n));
         assert!((hop_norm[i] - n as f32 / 10.0).abs() < 1e-6);
     }
+}
+
+#[test]
+fn canary_roles_are_drawn_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(16);
+    let out = gen_into(&config, dir.path());
+    let r = rows(&out);
+    // The memory and entity playing each role differ from user to user.
+    for role in [
+        Role::Cycle,
+        Role::Selectivity,
+        Role::ChainNewest,
+        Role::Dependency,
+    ] {
+        let mut by_user: HashMap<u32, (u32, u32)> = HashMap::new();
+        for i in (0..r.user.len()).filter(|&i| r.role[i] == role.code()) {
+            by_user.insert(r.user[i], (r.memory[i], r.entity[i]));
+        }
+        assert!(
+            by_user.len() >= 10,
+            "{}: {} users",
+            role.name(),
+            by_user.len()
+        );
+        let memories: std::collections::HashSet<u32> = by_user.values().map(|v| v.0).collect();
+        let entities: std::collections::HashSet<u32> = by_user.values().map(|v| v.1).collect();
+        assert!(
+            memories.len() * 2 > by_user.len() && entities.len() * 2 > by_user.len(),
+            "{}: {} memory ids and {} entity ids over {} users",
+            role.name(),
+            memories.len(),
+            entities.len(),
+            by_user.len()
+        );
+    }
+    let mut z: HashMap<u32, i32> = HashMap::new();
+    for i in 0..r.user.len() {
+        z.insert(r.user[i], r.selectors[i][Selector::Z as usize]);
+    }
+    let distinct: std::collections::HashSet<i32> = z.values().copied().collect();
+    assert!(distinct.len() * 2 > z.len(), "selector Z ids {distinct:?}");
+    // Only canary memories carry a role, and every tagged contract row has one.
+    for i in 0..r.user.len() {
+        let contract = r.canary[i]
+            & Canary::CONTRACT
+                .iter()
+                .filter(|c| **c != Canary::Burst)
+                .fold(0, |m, c| m | c.bit());
+        assert_eq!(contract != 0, r.role[i] != 0, "row {i}");
+    }
+}
+
+#[test]
+fn timelines_span_weeks_so_the_test_split_has_warm_users() {
+    use ssmkit::eval::split::{TestSet, test_cases};
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/quick.toml"
+    )))
+    .unwrap();
+    let out = gen_into(&config, dir.path());
+    let data = ssmkit::data::Dataset::load(&out).unwrap();
+    let cutoff = ssmkit::train::batch::percentile_timestamp(&data, 0.9);
+    let (gts, _) = test_cases(&data, cutoff);
+    let set = TestSet::of(&data, &gts, cutoff);
+    assert!(
+        set.warm_users >= 30,
+        "GTS on quick: {} cases, {} users, {} warm",
+        set.cases,
+        set.users,
+        set.warm_users
+    );
+    // Users span weeks, and start within days of each other.
+    let spans: Vec<f64> = data
+        .users
+        .iter()
+        .map(|u| (u.timestamp[u.turns - 1] - u.timestamp[0]) as f64 / 86_400.0)
+        .collect();
+    let median = {
+        let mut s = spans.clone();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    assert!(median >= 21.0, "median timeline {median:.1} days");
 }
 
 // ---- The importer ----------------------------------------------------------------

@@ -210,7 +210,7 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     let foreign = copy_dataset(&data, &dir.path().join("foreign"));
     let m = std::fs::read_to_string(foreign.join("manifest.json"))
         .unwrap()
-        .replace("ssmkit-layout-v1", "ssmkit-layout-v0");
+        .replace(ssmkit::features::LAYOUT_VERSION, "ssmkit-layout-v0");
     std::fs::write(foreign.join("manifest.json"), m).unwrap();
     let err = one_line(&[
         "train",

@@ -204,6 +204,9 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
             tr.log_session_age.push(0.0);
             tr.focal_0.push(-1);
             tr.focal_1.push(-1);
+            for col in &mut tr.selectors {
+                col.push(-1);
+            }
             tr.canary.push(0);
             tr.n_relevant
                 .push(turn.labels.iter().filter(|&&l| l >= 0.5).count() as u8);
@@ -220,6 +223,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
                     .push(turn.entity_ids.as_ref().map_or(0, |e| e[i]));
                 c.memory_slot.push(memory % 4096);
                 c.path_id.push(u32::MAX);
+                c.canary_role.push(0);
                 c.push_features(x);
                 c.mask.push(turn.mask);
                 let label = (turn.labels[i] >= 0.5) as u8;

@@ -22,6 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
+use crate::canary::{Role, Selector};
 use crate::config::{Config, Preset};
 use crate::error::Result;
 use crate::features::{
@@ -29,7 +30,6 @@ use crate::features::{
 };
 use sim::UserSpec;
 use tables::Tables;
-use world::roles;
 use writer::{StagedDir, TableWriter};
 
 /// Independent random streams of a user.
@@ -326,7 +326,7 @@ pub fn canary_manifest(config: &Config) -> Value {
         put(
             Canary::TemporalCycle,
             json!({
-                "entity": roles::CYCLE_X, "memories": roles::X_MEMORIES, "weekday": k.cycle_weekday,
+                "role": Role::Cycle.code(), "memories": "3 per user", "weekday": k.cycle_weekday,
                 "relevance": "mean * (1 + amplitude * cos(2π (w - weekday - 0.5) / 7)), w = position in the week in days",
                 "mean": k.cycle_mean, "amplitude": k.cycle_amplitude,
                 "criterion": "relevance(X on its weekday) > 2 x relevance(X three days later)",
@@ -335,7 +335,7 @@ pub fn canary_manifest(config: &Config) -> Value {
         put(
             Canary::RecencyDecay,
             json!({
-                "entity": roles::RECENCY_R, "memories": "every memory of the entity (new ones appear at session starts)",
+                "role": Role::Recency.code(), "memories": "every memory of the entity (new ones appear at session starts)",
                 "relevance": "p0 * exp(-lambda * age_days)", "lambda_per_day": k.recency_lambda, "p0": k.recency_p0,
                 "criterion": "decay rate fitted to predictions within 20% of lambda",
             }),
@@ -343,8 +343,8 @@ pub fn canary_manifest(config: &Config) -> Value {
         put(
             Canary::EntitySelectivity,
             json!({
-                "entity": roles::SELECT_Y, "memories": roles::Y_MEMORIES, "selector": roles::SELECT_Z,
-                "contrast": roles::SELECT_W, "relevance_on": k.selectivity_on, "relevance_off": k.selectivity_off,
+                "role": Role::Selectivity.code(), "memories": "2 per user", "selector": Selector::Z.column(),
+                "contrast": Selector::W.column(), "relevance_on": k.selectivity_on, "relevance_off": k.selectivity_off,
                 "focal_prob": k.selectivity_focal_prob,
                 "criterion": "relevance(Y | Z focal) > 3 x relevance(Y | W focal)",
             }),
@@ -352,7 +352,7 @@ pub fn canary_manifest(config: &Config) -> Value {
         put(
             Canary::SupersessionChain,
             json!({
-                "entity": roles::CHAIN_S, "chain": roles::CHAIN, "levels_newest_first": k.supersession_levels,
+                "roles_oldest_to_newest": [Role::ChainOldest.code(), Role::ChainMiddle.code(), Role::ChainNewest.code()], "levels_newest_first": k.supersession_levels,
                 "created": "A before the timeline, B at 30% and C at 60% of the user's turns",
                 "criterion": "relevance C > B > A at all test points",
             }),
@@ -369,7 +369,7 @@ pub fn canary_manifest(config: &Config) -> Value {
         put(
             Canary::CrossEntityDependency,
             json!({
-                "active": roles::DEP_P, "dependent": roles::DEP_Q, "memories": roles::Q_MEMORIES,
+                "active": Selector::P.column(), "role": Role::Dependency.code(), "memories": "3 per user",
                 "relevance_on": k.dependency_on, "relevance_off": k.dependency_off, "focal_prob": k.dependency_focal_prob,
                 "criterion": "correlation(P focal, relevance of Q's memories) > 0.7",
             }),
@@ -377,7 +377,7 @@ pub fn canary_manifest(config: &Config) -> Value {
         put(
             Canary::Combined,
             json!({
-                "entity": roles::COMBINED_V, "selector": roles::COMBINED_T, "weekday": k.combined_weekday,
+                "role": Role::Combined.code(), "selector": Selector::T.column(), "weekday": k.combined_weekday,
                 "floor": k.combined_floor, "lambda_per_day": k.combined_lambda, "focal_prob": k.combined_focal_prob,
                 "relevance": "0.95 * cycle * selector * recency, each factor in [floor, 1]",
                 "criterion": "removing any one signal drops accuracy by more than 10%",

@@ -151,6 +151,7 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
             .push((x[feat::ENTITY_SLOT] * 199.0).round() as u32);
         c.memory_slot.push(i as u32 % config.world.memory_slots);
         c.path_id.push(i as u32);
+        c.canary_role.push(0);
         c.push_features(x);
         c.mask.push(0);
         c.label.push(labels[i]);
@@ -176,6 +177,9 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
     t.log_session_age.push(0.0);
     t.focal_0.push((focal_slot * 199.0).round() as i32);
     t.focal_1.push(-1);
+    for col in &mut t.selectors {
+        col.push(-1);
+    }
     t.canary.push(rule.bit());
     t.n_relevant.push(labels.iter().sum());
     t.negative_slots.push(0);

@@ -17,6 +17,7 @@ use rand_distr::{Distribution, Exp, StandardNormal};
 use super::calendar;
 use super::tables::Tables;
 use super::world::{Decay, Edge, World, roles};
+use crate::canary::{Inputs, Role, Rules};
 use crate::config::Config;
 use crate::features::{Canary, FEATURE_DIM, HardNegative, HopType, MAX_HOPS, feat};
 
@@ -44,56 +45,55 @@ pub struct Slot {
     pub prev_session_start: Option<i64>,
 }
 
-/// Lays out `n_turns` turns over sessions: 1–10 sessions on active days, 5–50 turns per
-/// session, exponential gaps between turns, session starts around two preferred hours.
+/// Lays out `n_turns` turns over sessions spread across the user's span: sessions of
+/// `turns_per_session` turns start on days drawn uniformly over `span_days` (several on
+/// one day, none on others), around two preferred hours, with exponential gaps between
+/// the turns of a session. Every user is active over most of the dataset's span, so a
+/// timestamp cut-off leaves history on both sides of it.
 pub fn schedule(config: &Config, rng: &mut ChaCha8Rng, first_day: i64, n_turns: u32) -> Vec<Slot> {
     let t = &config.timeline;
     let gap = Exp::new(1.0 / t.mean_turn_gap_s).expect("positive gap");
     let hours = [rng.random_range(8.0..12.0), rng.random_range(18.0..22.0)];
+    let mut sizes = Vec::new();
+    let mut left = n_turns as usize;
+    while left > 0 {
+        let n =
+            (rng.random_range(t.turns_per_session[0]..=t.turns_per_session[1]) as usize).min(left);
+        sizes.push(n);
+        left -= n;
+    }
+    // Session start times: a day over the span and an hour near a preferred one.
+    let span = t.span_days.max(1) as f64;
+    let mut starts: Vec<f64> = sizes
+        .iter()
+        .map(|_| {
+            let day = (rng.random_range(0.0..span)).floor();
+            let h = hours[rng.random_range(0..2)];
+            let z: f64 = StandardNormal.sample(rng);
+            day * 86_400.0 + (h + 1.5 * z).clamp(0.0, 23.9) * 3600.0
+        })
+        .collect();
+    starts.sort_by(f64::total_cmp);
     let mut slots = Vec::with_capacity(n_turns as usize);
-    let mut day = first_day;
     let mut cursor = first_day * 86_400;
-    let mut session = 0u32;
     let mut prev_start = None;
-    while slots.len() < n_turns as usize {
-        if slots.is_empty() || rng.random_bool(t.active_day_share) {
-            let n_sessions = rng.random_range(t.sessions_per_day[0]..=t.sessions_per_day[1]);
-            let mut starts: Vec<f64> = (0..n_sessions)
-                .map(|_| {
-                    let h = hours[rng.random_range(0..2)];
-                    let z: f64 = StandardNormal.sample(rng);
-                    (h + 1.5 * z).clamp(0.0, 23.9)
-                })
-                .collect();
-            starts.sort_by(f64::total_cmp);
-            for h in starts {
-                if slots.len() >= n_turns as usize {
-                    break;
-                }
-                let start = (day * 86_400 + (h * 3600.0) as i64).max(cursor + 300);
-                let left = n_turns as usize - slots.len();
-                let n = (rng.random_range(t.turns_per_session[0]..=t.turns_per_session[1])
-                    as usize)
-                    .min(left);
-                let mut ts = start;
-                for i in 0..n {
-                    if i > 0 {
-                        ts += 1 + gap.sample(rng) as i64;
-                    }
-                    slots.push(Slot {
-                        ts,
-                        session,
-                        turn_in_session: i as u32,
-                        session_start: start,
-                        prev_session_start: prev_start,
-                    });
-                }
-                cursor = ts;
-                prev_start = Some(start);
-                session += 1;
+    for (session, (&n, &offset)) in sizes.iter().zip(&starts).enumerate() {
+        let start = (first_day * 86_400 + offset as i64).max(cursor + 300);
+        let mut ts = start;
+        for i in 0..n {
+            if i > 0 {
+                ts += 1 + gap.sample(rng) as i64;
             }
+            slots.push(Slot {
+                ts,
+                session: session as u32,
+                turn_in_session: i as u32,
+                session_start: start,
+                prev_session_start: prev_start,
+            });
         }
-        day += 1;
+        cursor = ts;
+        prev_start = Some(start);
     }
     slots
 }
@@ -148,10 +148,17 @@ pub fn simulate(
     let first_day =
         t.start_unix.div_euclid(86_400) + world_rng.random_range(0..=t.start_spread_days as i64);
     let mut world = World::generate(config, world_rng, first_day * 86_400);
+    // The ids written for this user: a random permutation of its entities and of its
+    // initial memories, so no id plays the same canary role in two users.
+    let entity_out = shuffled(world.n_entities() as u32, world_rng);
+    let memory_out = shuffled(world.memories.len() as u32, world_rng);
     let slots = schedule(config, rng, first_day, spec.turns);
     let mut sim = Sim {
         config,
         spec,
+        rules: Rules::from_config(&config.canaries),
+        entity_out,
+        memory_out,
         world: &mut world,
         rng,
         state: State {
@@ -181,13 +188,52 @@ pub fn simulate(
 struct Sim<'a> {
     config: &'a Config,
     spec: &'a UserSpec,
+    rules: Rules,
+    /// Written id of each internal entity id.
+    entity_out: Vec<u32>,
+    /// Written id of each initial memory (later memories keep their internal id).
+    memory_out: Vec<u32>,
     world: &'a mut World,
     rng: &'a mut ChaCha8Rng,
     state: State,
     out: Tables,
 }
 
+/// A random permutation of `0..n`.
+fn shuffled(n: u32, rng: &mut ChaCha8Rng) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n).collect();
+    for i in (1..v.len()).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
+    v
+}
+
 impl Sim<'_> {
+    /// The id written for internal entity `e`.
+    fn entity_id(&self, e: u32) -> u32 {
+        self.entity_out[e as usize]
+    }
+
+    /// The id written for internal memory `m`.
+    fn memory_id(&self, m: u32) -> u32 {
+        self.memory_out.get(m as usize).copied().unwrap_or(m)
+    }
+
+    /// The written ids of the selector entities Z, W, P, T (−1 without canaries).
+    fn selectors(&self) -> [i32; 4] {
+        if !self.config.canaries.enabled {
+            return [-1; 4];
+        }
+        [
+            roles::SELECT_Z,
+            roles::SELECT_W,
+            roles::DEP_P,
+            roles::COMBINED_T,
+        ]
+        .map(|e| self.entity_id(e) as i32)
+    }
+
     /// Dates the chain A → B → C: B appears 30% and C 60% of the way through the timeline.
     fn plant_chain(&mut self, slots: &[Slot]) {
         let [a, b, c] = roles::CHAIN;
@@ -384,72 +430,65 @@ impl Sim<'_> {
         (base * (0.05 + 0.95 * decay) * importance * superseded).min(0.97)
     }
 
-    /// Relevance of X's memories: a weekly cycle peaking at noon of `weekday`.
-    fn cycle(mean: f64, amplitude: f64, weekday: u32, turn: &Turn) -> f64 {
-        mean * (1.0 + amplitude * (TAU * (turn.weekday - (weekday as f64 + 0.5)) / 7.0).cos())
+    /// The canary role of internal memory `m` at this turn (chain versions by identity).
+    fn role(&self, m: u32) -> Role {
+        if !self.config.canaries.enabled {
+            return Role::None;
+        }
+        match self.world.memories[m as usize].entity {
+            roles::CYCLE_X => Role::Cycle,
+            roles::RECENCY_R => Role::Recency,
+            roles::SELECT_Y => Role::Selectivity,
+            roles::CHAIN_S => match roles::CHAIN.iter().position(|&c| c == m) {
+                Some(0) => Role::ChainOldest,
+                Some(1) => Role::ChainMiddle,
+                _ => Role::ChainNewest,
+            },
+            roles::DEP_Q => Role::Dependency,
+            roles::COMBINED_V => Role::Combined,
+            _ => Role::None,
+        }
     }
 
     /// Clean relevance of a canary memory and the canary it belongs to, or `None` for an
-    /// ordinary memory.
+    /// ordinary memory. The rules are [`Rules::relevance`], shared with `eval`'s oracle.
     fn canary_relevance(&self, m: u32, turn: &Turn) -> Option<(f64, Canary)> {
-        let k = &self.config.canaries;
-        if !k.enabled {
-            return None;
-        }
+        let role = self.role(m);
         let mem = &self.world.memories[m as usize];
-        let age = ((turn.ts - mem.created) as f64 / 86_400.0).max(0.0);
-        match mem.entity {
-            roles::CYCLE_X => Some((
-                Self::cycle(k.cycle_mean, k.cycle_amplitude, k.cycle_weekday, turn),
-                Canary::TemporalCycle,
-            )),
-            roles::RECENCY_R => Some((
-                k.recency_p0 * (-k.recency_lambda * age).exp(),
-                Canary::RecencyDecay,
-            )),
-            roles::SELECT_Y => Some((
-                if turn.is_focal(roles::SELECT_Z) {
-                    k.selectivity_on
-                } else {
-                    k.selectivity_off
-                },
-                Canary::EntitySelectivity,
-            )),
-            roles::CHAIN_S => {
-                // Rank among the chain's existing versions, newest first.
-                let newer = roles::CHAIN
-                    .iter()
-                    .filter(|&&c| {
-                        let other = &self.world.memories[c as usize];
-                        other.exists(turn.ts) && other.created > mem.created
-                    })
-                    .count();
-                Some((
-                    k.supersession_levels[newer.min(2)],
-                    Canary::SupersessionChain,
-                ))
-            }
-            roles::DEP_Q => Some((
-                if turn.is_focal(roles::DEP_P) {
-                    k.dependency_on
-                } else {
-                    k.dependency_off
-                },
-                Canary::CrossEntityDependency,
-            )),
-            roles::COMBINED_V => {
-                let f = k.combined_floor;
-                let cyc = f + (1.0 - f) * 0.5 * Self::cycle(1.0, 1.0, k.combined_weekday, turn);
-                let sel = if turn.is_focal(roles::COMBINED_T) {
-                    1.0
-                } else {
-                    f
-                };
-                let rec = f + (1.0 - f) * (-k.combined_lambda * age).exp();
-                Some((0.95 * cyc * sel * rec, Canary::Combined))
-            }
-            _ => None,
-        }
+        let inputs = Inputs {
+            week_position: turn.weekday,
+            age_days: ((turn.ts - mem.created) as f64 / 86_400.0).max(0.0),
+            focal: [
+                roles::SELECT_Z,
+                roles::SELECT_W,
+                roles::DEP_P,
+                roles::COMBINED_T,
+            ]
+            .map(|e| turn.is_focal(e)),
+        };
+        // A chain version's level is its rank among the versions that exist, newest first.
+        let rank_role = if role.is_chain() {
+            let newer = roles::CHAIN
+                .iter()
+                .filter(|&&c| {
+                    let other = &self.world.memories[c as usize];
+                    other.exists(turn.ts) && other.created > mem.created
+                })
+                .count();
+            [Role::ChainNewest, Role::ChainMiddle, Role::ChainOldest][newer.min(2)]
+        } else {
+            role
+        };
+        let p = self.rules.relevance(rank_role, &inputs)?;
+        let canary = match role {
+            Role::Cycle => Canary::TemporalCycle,
+            Role::Recency => Canary::RecencyDecay,
+            Role::Selectivity => Canary::EntitySelectivity,
+            Role::Dependency => Canary::CrossEntityDependency,
+            Role::Combined => Canary::Combined,
+            _ => Canary::SupersessionChain,
+        };
+        Some((p, canary))
     }
 
     fn existing(&self, e: u32, ts: i64) -> Vec<u32> {
@@ -484,8 +523,9 @@ impl Sim<'_> {
             (roles::DEP_Q, 2),
             (roles::COMBINED_V, 2),
         ];
-        for (e, n) in groups {
-            if self.rng.random_bool(k.inject_prob) {
+        if self.rng.random_bool(k.inject_prob) {
+            let (e, n) = groups[self.rng.random_range(0..groups.len())];
+            {
                 for m in self.sample_existing(e, turn.ts, n) {
                     let (p, c) = self.canary_relevance(m, turn).expect("canary entity");
                     picks.push(Pick {
@@ -881,7 +921,7 @@ impl Sim<'_> {
             x[feat::LOG_SESSION_GAP] = session_gap.ln_1p() as f32;
             x[feat::IS_EMBEDDED] = mem.embedded as u8 as f32;
             x[feat::IS_SUPERSEDED] = mem.superseded(ts) as u8 as f32;
-            x[feat::ENTITY_SLOT] = mem.entity as f32 / max_entity;
+            x[feat::ENTITY_SLOT] = self.entity_out[mem.entity as usize] as f32 / max_entity;
             x[feat::ASPECT_SLOT] = mem.aspect as f32 / max_aspect;
             x[feat::IS_CONSTRAINT] = mem.constraint as u8 as f32;
             x[feat::LOG_STRUCTURAL_DENSITY] = ent.structural_density.ln_1p();
@@ -931,22 +971,34 @@ impl Sim<'_> {
         }
 
         let probs: Vec<f64> = picks.iter().map(|p| p.p).collect();
-        let labels = banded_labels(cfg, &probs, self.rng);
+        let labels = independent_labels(&probs, self.rng);
 
         // Rows.
         let mut turn_canary = poc.map_or(0, |c| c.bit());
         if post_burst {
             turn_canary |= Canary::Burst.bit();
         }
+        let written: Vec<(u32, u32, Role)> = picks
+            .iter()
+            .map(|p| {
+                let e = self.world.memories[p.memory as usize].entity;
+                (
+                    self.memory_id(p.memory),
+                    self.entity_id(e),
+                    self.role(p.memory),
+                )
+            })
+            .collect();
         let c = &mut self.out.candidates;
         for (i, (pick, x)) in picks.iter().zip(&rows).enumerate() {
-            let mem = &self.world.memories[pick.memory as usize];
+            let (memory_id, entity_id, role) = written[i];
             c.user_id.push(self.spec.user_id);
             c.turn_index.push(index);
             c.cand_index.push(i as u8);
-            c.memory_id.push(pick.memory);
-            c.entity_id.push(mem.entity);
-            c.memory_slot.push(pick.memory % cfg.world.memory_slots);
+            c.memory_id.push(memory_id);
+            c.entity_id.push(entity_id);
+            c.memory_slot.push(memory_id % cfg.world.memory_slots);
+            c.canary_role.push(role.code());
             c.path_id.push(path_ids[i]);
             c.push_features(x);
             c.mask.push(0);
@@ -959,6 +1011,11 @@ impl Sim<'_> {
         }
 
         // Turn row.
+        let focal_ids = [
+            self.entity_id(primary) as i32,
+            focal[1].map_or(-1, |e| self.entity_id(e) as i32),
+        ];
+        let selectors = self.selectors();
         let tr = &mut self.out.turns;
         tr.user_id.push(self.spec.user_id);
         tr.turn_index.push(index);
@@ -974,14 +1031,21 @@ impl Sim<'_> {
         tr.dow_cos.push(dow_c);
         tr.log_session_age
             .push(((ts - slot.session_start) as f64).ln_1p() as f32);
-        tr.focal_0.push(primary as i32);
-        tr.focal_1.push(focal[1].map_or(-1, |e| e as i32));
+        tr.focal_0.push(focal_ids[0]);
+        tr.focal_1.push(focal_ids[1]);
+        for (col, id) in tr.selectors.iter_mut().zip(selectors) {
+            col.push(id);
+        }
         tr.canary.push(turn_canary);
         tr.n_relevant.push(labels.iter().sum());
         tr.negative_slots.push(negative_slots as u8);
         let dim = self.world.embedding_dim;
         let c0 = &self.world.entities[primary as usize].center;
-        let c1 = focal[1].map(|e| &self.world.entities[e as usize].center);
+        // Canary selectors are not topics: only an ordinary second focal entity shapes the
+        // query, so an edit of the selector slot changes nothing else the model reads.
+        let c1 = focal[1]
+            .filter(|&e| World::is_ordinary(e))
+            .map(|e| &self.world.entities[e as usize].center);
         for d in 0..dim {
             let z: f64 = StandardNormal.sample(self.rng);
             let mix = match c1 {
@@ -1014,15 +1078,19 @@ impl Sim<'_> {
                 continue;
             }
             m.user_id.push(self.spec.user_id);
-            m.memory_id.push(id as u32);
-            m.entity_id.push(mem.entity);
+            m.memory_id
+                .push(self.memory_out.get(id).copied().unwrap_or(id as u32));
+            m.entity_id.push(self.entity_out[mem.entity as usize]);
             m.aspect.push(mem.aspect);
             m.attribute.push(mem.attribute);
             m.created.push(mem.created);
             m.importance.push(mem.importance);
             m.pinned.push(mem.pinned as u8);
             m.superseded_at.push(mem.superseded_at);
-            m.supersedes.push(mem.supersedes);
+            m.supersedes.push(
+                mem.supersedes
+                    .map(|s| self.memory_out.get(s as usize).copied().unwrap_or(s)),
+            );
             m.community
                 .push(self.world.entities[mem.entity as usize].community);
             m.embedding.extend_from_slice(&mem.embedding);
@@ -1030,7 +1098,16 @@ impl Sim<'_> {
     }
 }
 
-/// Clean labels: Bernoulli(relevance) per candidate, redrawn (up to 64 times) until the
+/// Clean labels of the `world` preset: one independent Bernoulli(relevance) draw per
+/// candidate, so a candidate's relevance is the probability of its label.
+pub fn independent_labels(probs: &[f64], rng: &mut ChaCha8Rng) -> Vec<u8> {
+    probs
+        .iter()
+        .map(|p| rng.random_bool(p.clamp(0.0, 1.0)) as u8)
+        .collect()
+}
+
+/// Clean labels of the `poc` preset: Bernoulli(relevance) per candidate, redrawn (up to 64 times) until the
 /// turn's relevant share lies in the configured band; the draw closest to the band wins.
 pub fn banded_labels(config: &Config, probs: &[f64], rng: &mut ChaCha8Rng) -> Vec<u8> {
     let k = probs.len();

@@ -22,6 +22,8 @@ pub struct Turns {
     pub log_session_age: Vec<f32>,
     pub focal_0: Vec<i32>,
     pub focal_1: Vec<i32>,
+    /// The user's selector entities Z, W, P, T (`selector_z` …), −1 without canaries.
+    pub selectors: [Vec<i32>; 4],
     pub canary: Vec<u16>,
     pub n_relevant: Vec<u8>,
     /// Candidate slots that were filled as negatives (hard negatives are drawn from these).
@@ -40,6 +42,8 @@ pub struct Candidates {
     pub entity_id: Vec<u32>,
     pub memory_slot: Vec<u32>,
     pub path_id: Vec<u32>,
+    /// The memory's part in a contract canary ([`crate::canary::Role`] code, 0 = none).
+    pub canary_role: Vec<u8>,
     /// Observed (noisy) features, column-major: `feat[d][row]`.
     pub feat: [Vec<f32>; FEATURE_DIM],
     pub clean: [Vec<f32>; FEATURE_DIM],
@@ -125,6 +129,9 @@ impl Tables {
         append(&mut t.log_session_age, &ot.log_session_age);
         append(&mut t.focal_0, &ot.focal_0);
         append(&mut t.focal_1, &ot.focal_1);
+        for (a, b) in t.selectors.iter_mut().zip(&ot.selectors) {
+            append(a, b);
+        }
         append(&mut t.canary, &ot.canary);
         append(&mut t.n_relevant, &ot.n_relevant);
         append(&mut t.negative_slots, &ot.negative_slots);
@@ -137,6 +144,7 @@ impl Tables {
         append(&mut c.entity_id, &oc.entity_id);
         append(&mut c.memory_slot, &oc.memory_slot);
         append(&mut c.path_id, &oc.path_id);
+        append(&mut c.canary_role, &oc.canary_role);
         for d in 0..FEATURE_DIM {
             append(&mut c.feat[d], &oc.feat[d]);
             append(&mut c.clean[d], &oc.clean[d]);
@@ -209,10 +217,16 @@ impl Turns {
             col::<Float32Type>("log_session_age", self.log_session_age),
             col::<Int32Type>("focal_0", self.focal_0),
             col::<Int32Type>("focal_1", self.focal_1),
+        ];
+        let [z, w, p, t] = self.selectors;
+        for (s, v) in crate::canary::Selector::ALL.iter().zip([z, w, p, t]) {
+            cols.push(col::<Int32Type>(s.column(), v));
+        }
+        cols.extend([
             col::<UInt16Type>("canary", self.canary),
             col::<UInt8Type>("n_relevant", self.n_relevant),
             col::<UInt8Type>("negative_slots", self.negative_slots),
-        ];
+        ]);
         cols.extend(split_columns("query", self.query, dim));
         DataFrame::new_infer_height(cols)
     }
@@ -228,6 +242,7 @@ impl Candidates {
             col::<UInt32Type>("entity_id", self.entity_id),
             col::<UInt32Type>("memory_slot", self.memory_slot),
             col::<UInt32Type>("path_id", self.path_id),
+            col::<UInt8Type>("canary_role", self.canary_role),
         ];
         let [feat, clean] = [self.feat, self.clean];
         for (d, v) in feat.into_iter().enumerate() {

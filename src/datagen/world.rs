@@ -8,8 +8,9 @@ use rand_distr::{Beta, Distribution, Exp, StandardNormal};
 
 use crate::config::{Config, Range};
 
-/// Fixed identities of the canary entities, the same in every user, so a trained model
-/// can learn them and `eval` can build probes from the manifest alone.
+/// Internal identities of the canary entities and memories. The simulator works with
+/// these; the ids it writes are a per-user permutation of them (see `sim::simulate`), and
+/// the written data says which id plays which role (`canary_role`, `selector_*`).
 pub mod roles {
     /// 1: entity X, relevant on one weekday.
     pub const CYCLE_X: u32 = 0;
@@ -31,7 +32,7 @@ pub mod roles {
     /// Entities below this id play a canary role; the rest are ordinary.
     pub const FIRST_ORDINARY: u32 = 10;
 
-    /// Memory ids fixed in every user.
+    /// Internal ids of the initial canary memories.
     pub const X_MEMORIES: [u32; 3] = [0, 1, 2];
     pub const R_INITIAL: [u32; 3] = [3, 4, 5];
     pub const Y_MEMORIES: [u32; 2] = [6, 7];
@@ -40,6 +41,11 @@ pub mod roles {
     pub const Q_MEMORIES: [u32; 3] = [11, 12, 13];
     pub const V_INITIAL: [u32; 3] = [14, 15, 16];
     pub const FIRST_ORDINARY_MEMORY: u32 = 17;
+
+    /// The entities that select a canary when focal (Z, W, P, T).
+    pub fn is_selector(e: u32) -> bool {
+        matches!(e, SELECT_Z | SELECT_W | DEP_P | COMBINED_T)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -197,7 +203,13 @@ impl World {
                 } else {
                     rng.random_range(0..n_entities as u32)
                 };
-                if to as usize == e || entities[e].deps.iter().any(|d| d.to == to) {
+                // Selectors have no edges: which selector is focal changes no ordinary
+                // memory's relevance, path or features (what the canary probes rely on).
+                if to as usize == e
+                    || roles::is_selector(e as u32)
+                    || roles::is_selector(to)
+                    || entities[e].deps.iter().any(|d| d.to == to)
+                {
                     continue;
                 }
                 let edge = Edge {
@@ -236,7 +248,7 @@ impl World {
             };
             start - (days * 86_400.0) as i64 - 3_600
         };
-        // Canary memories first, so their ids are the same in every user.
+        // Canary memories first, at the internal ids of `roles`.
         let t = old(rng);
         for _ in roles::X_MEMORIES {
             let t = old(rng);

@@ -1,45 +1,56 @@
-//! The canary suite (SPEC §1.3, §4.4): probes built from the manifest, per-canary
-//! detection and PASS/FAIL, the SNR curve, and the dual-error test.
+//! The canary suite (SPEC §1.3, §4.4): probes, per-canary detection with a bootstrap
+//! interval over probe sites (and seeds), PASS/FAIL, the SNR curve and the frequency
+//! response.
 //!
 //! A **probe** is a GTS test case that holds a canary memory, copied with its history and
 //! edited in one factor only at the probed turn: the weekday (context and the candidates'
-//! time features), the focal entity (and the candidates' `is_ka_traversal` flag), or the
-//! canary memory's age (`log_age`). Each system gives a *log-relevance* for the canary
-//! candidate in each version: a trained model its score (a listwise softmax model's
-//! logits are log-relevance up to a per-turn constant, which the paired differences
-//! cancel); the oracle the logarithm of the planted relevance, computed by the
-//! generator's rule from the inputs it sees. Supersession and burst are judged on the
-//! unedited test cases.
+//! time encodings), the selector in the second focal slot (where the generator puts
+//! selectors; sites are turns whose second slot holds no ordinary entity), or the canary
+//! memory's age (`log_age`). The generator makes these edits exact: selectors have no
+//! graph edges and no memories and do not shape the query, and no ordinary memory's
+//! relevance depends on the weekday, so no other input of the probed turn would differ
+//! had the generator drawn the edited turn.
 //!
-//! Detection of a pair = the log-relevance difference has the planted sign (a tie counts
-//! one half, so a blind system detects 50%). The criteria (manifest `criterion`):
+//! **Identification.** A listwise softmax fixes logits only up to a per-turn constant,
+//! so a version's value is the canary candidate's log-relevance *minus the mean
+//! log-relevance of the turn's reference candidates* (memories without a canary role,
+//! whose planted relevance no edit changes). A model's log-relevance is its score times a scale fitted
+//! on validation turns (the temperature that best explains the validation labels); the
+//! oracle's is the logarithm of the planted relevance, computed with the generator's own
+//! rules ([`crate::canary::Rules`]) from the inputs it sees.
 //!
-//! | canary | detection | PASS when |
+//! | canary | value per site | statistic, PASS when |
 //! |---|---|---|
-//! | temporal_cycle | weekday peak > 3 days later | exp(mean difference) > 2 |
-//! | recency_decay | slope of log-relevance over ages 0–14 d < 0 | fitted λ within 20% of λ |
-//! | entity_selectivity | Z focal > W focal | exp(mean difference) > 3 |
-//! | supersession_chain | newest > middle > oldest at a test point | at every test point |
-//! | burst | Recall@10 of the burst memories | mean Recall@10 > 0.8 |
-//! | cross_entity_dependency | P focal > P not focal | correlation(P focal, pair-centred log-relevance) > 0.7 |
-//! | combined | pairs differing in weekday, focal and age | masking any one signal costs > 10% of the accuracy |
+//! | temporal_cycle | d = value(peak) − value(3 days later) | exp(mean d) > 2 |
+//! | recency_decay | slope of value over ages 0–14 d | −mean slope within 20% of λ |
+//! | entity_selectivity | d = value(Z focal) − value(W focal) | exp(mean d) > 3 |
+//! | supersession_chain | newest > middle > oldest (1/0) | ordered at every test point |
+//! | burst | Recall@10 of the burst memories | mean > 0.8 |
+//! | cross_entity_dependency | d = value(P focal) − value(no selector) | mean d / rms d (the correlation of P focal with the centred values) > 0.7 |
+//! | combined | for each signal, sign of the difference between two versions that differ in that signal only | removing a signal costs (acc − ½)/acc of the accuracy; the smallest > 10% |
+//!
+//! Detection of a site is whether its value has the planted sign (a tie counts one half,
+//! so a blind system detects 50%). Several seeds are averaged per site; the interval of a
+//! statistic resamples seeds and sites (two-level percentile bootstrap), and a canary
+//! passes only when its criterion holds over the whole 95% interval.
 //!
 //! Noise for the SNR curve is added to the clean features of every turn of a probe:
 //! σ² = Var(clean column) / 10^(SNR/10), with the same standard normal draws at every
 //! level (common random numbers), so the curve of a system is comparable across levels.
 
+use std::cell::RefCell;
 use std::f64::consts::TAU;
 
 use burn::prelude::*;
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use super::metrics::case_metrics;
-use super::phase::Case;
+use super::split::Case;
+use crate::canary::{Inputs, Role, Rules, Selector};
 use crate::data::{CONTEXT_NAMES, Dataset, UserSeq};
-use crate::datagen::world::roles;
 use crate::features::{Canary, FEATURE_DIM, feat};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
@@ -57,7 +68,10 @@ pub const SNR_LEVELS: [Option<f64>; 6] = [
 ];
 
 /// Ages (days) of the recency probes.
-const AGES: [f64; 8] = [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0];
+const AGES: [f64; 5] = [0.0, 3.5, 7.0, 10.5, 14.0];
+
+/// Bootstrap resamples of a canary statistic's interval.
+const CI_RESAMPLES: usize = 1000;
 
 fn ctx(name: &str) -> usize {
     CONTEXT_NAMES
@@ -66,18 +80,38 @@ fn ctx(name: &str) -> usize {
         .expect("context column")
 }
 
-/// One factor changed at the probed turn.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Edit {
-    None,
+/// Factors changed at the probed turn; `None` leaves a factor as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Edit {
     /// Position in the week, in days from Monday 00:00 (the fraction is the time of day).
-    Weekday(f64),
-    /// The focal entities.
-    Focal([i32; 2]),
+    pub week: Option<f64>,
+    /// The second focal slot: a selector of the user, or empty.
+    pub selector: Option<Option<Selector>>,
     /// The probed candidate's age in days.
-    Age(f64),
-    /// Several at once (combined canary): weekday, focal, age; `None` leaves one alone.
-    Joint(Option<f64>, Option<[i32; 2]>, Option<f64>),
+    pub age: Option<f64>,
+}
+
+impl Edit {
+    pub fn week(w: f64) -> Edit {
+        Edit {
+            week: Some(w),
+            ..Edit::default()
+        }
+    }
+
+    pub fn selector(s: Option<Selector>) -> Edit {
+        Edit {
+            selector: Some(s),
+            ..Edit::default()
+        }
+    }
+
+    pub fn age(a: f64) -> Edit {
+        Edit {
+            age: Some(a),
+            ..Edit::default()
+        }
+    }
 }
 
 /// A probed candidate in one version of its turn.
@@ -94,142 +128,91 @@ pub trait ProbeScorer {
     fn score(&self, seqs: &[UserSeq], k: usize) -> Vec<Vec<f64>>;
 }
 
-/// A trained model: its scores.
+/// A trained model: its scores times the scale fitted on validation.
 pub struct ModelProbe<'a> {
     pub model: &'a Scorer,
     pub cfg: &'a ModelConfig,
     pub data: &'a Dataset,
     pub device: &'a Device,
+    pub scale: f64,
 }
 
 impl ProbeScorer for ModelProbe<'_> {
     fn score(&self, seqs: &[UserSeq], k: usize) -> Vec<Vec<f64>> {
-        let mut out = Vec::with_capacity(seqs.len());
-        for chunk in seqs.chunks(16) {
-            let refs: Vec<&UserSeq> = chunk.iter().collect();
-            let lens: Vec<usize> = chunk.iter().map(|u| u.turns).collect();
-            let b = make_batch(
-                self.data,
-                &refs,
-                &lens,
-                self.cfg.entity_slots,
-                self.cfg.memory_slots,
-                self.device,
-            );
-            let s = self.model.forward(&b, ScanImpl::for_device(self.device));
-            let [_, t, _] = s.dims();
-            let v: Vec<f32> = s.try_into_vec_as::<f32>().expect("f32 scores");
-            for (i, u) in chunk.iter().enumerate() {
-                let row = (i * t + u.turns - 1) * k;
-                out.push(v[row..row + k].iter().map(|&x| x as f64).collect());
-            }
-        }
-        out
-    }
-}
-
-/// The planted rules of the manifest, applied to what a system sees.
-#[derive(Clone, Debug)]
-pub struct Rules {
-    cycle_mean: f64,
-    cycle_amplitude: f64,
-    cycle_weekday: f64,
-    recency_p0: f64,
-    recency_lambda: f64,
-    selectivity_on: f64,
-    selectivity_off: f64,
-    dependency_on: f64,
-    dependency_off: f64,
-    combined_floor: f64,
-    combined_weekday: f64,
-    combined_lambda: f64,
-}
-
-impl Rules {
-    /// The canary parameters of the dataset's manifest (`None`: it planted no canaries).
-    pub fn from_manifest(data: &Dataset) -> Option<Rules> {
-        let c = &data.manifest["canaries"];
-        let f = |canary: &str, key: &str| c[canary][key].as_f64();
-        Some(Rules {
-            cycle_mean: f("temporal_cycle", "mean")?,
-            cycle_amplitude: f("temporal_cycle", "amplitude")?,
-            cycle_weekday: f("temporal_cycle", "weekday")?,
-            recency_p0: f("recency_decay", "p0")?,
-            recency_lambda: f("recency_decay", "lambda_per_day")?,
-            selectivity_on: f("entity_selectivity", "relevance_on")?,
-            selectivity_off: f("entity_selectivity", "relevance_off")?,
-            dependency_on: f("cross_entity_dependency", "relevance_on")?,
-            dependency_off: f("cross_entity_dependency", "relevance_off")?,
-            combined_floor: f("combined", "floor")?,
-            combined_weekday: f("combined", "weekday")?,
-            combined_lambda: f("combined", "lambda_per_day")?,
-        })
-    }
-
-    pub fn recency_lambda(&self) -> f64 {
-        self.recency_lambda
-    }
-
-    fn cycle(mean: f64, amplitude: f64, weekday: f64, w: f64) -> f64 {
-        mean * (1.0 + amplitude * (TAU * (w - (weekday + 0.5)) / 7.0).cos())
+        use rayon::prelude::*;
+        // Chunks on both cores: one batch alone leaves most of the second idle.
+        seqs.par_chunks(16)
+            .flat_map_iter(|chunk| {
+                let refs: Vec<&UserSeq> = chunk.iter().collect();
+                let lens: Vec<usize> = chunk.iter().map(|u| u.turns).collect();
+                let b = make_batch(
+                    self.data,
+                    &refs,
+                    &lens,
+                    self.cfg.entity_slots,
+                    self.cfg.memory_slots,
+                    self.device,
+                );
+                let s = self.model.forward(&b, ScanImpl::for_device(self.device));
+                let [_, t, _] = s.dims();
+                let v: Vec<f32> = s.try_into_vec_as::<f32>().expect("f32 scores");
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| {
+                        let row = (i * t + u.turns - 1) * k;
+                        v[row..row + k]
+                            .iter()
+                            .map(|&x| self.scale * x as f64)
+                            .collect()
+                    })
+                    .collect::<Vec<Vec<f64>>>()
+            })
+            .collect()
     }
 }
 
 /// The oracle: the generator's rules read off the inputs of the probed turn (its
-/// context, focal entities and the candidate's observed features); ordinary candidates
-/// get their clean relevance.
+/// context, focal slots, each candidate's role and observed age); ordinary candidates get
+/// their clean relevance.
 pub struct OracleProbe<'a> {
     pub rules: &'a Rules,
 }
 
+/// Position in the week (days from Monday 00:00) encoded in a turn's context.
+fn week_position(u: &UserSeq, t: usize) -> f64 {
+    let cx = &u.context[t * CONTEXT_NAMES.len()..(t + 1) * CONTEXT_NAMES.len()];
+    let day = (cx[ctx("dow_sin")] as f64)
+        .atan2(cx[ctx("dow_cos")] as f64)
+        .rem_euclid(TAU)
+        / TAU
+        * 7.0;
+    let hour = (cx[ctx("tod_sin")] as f64)
+        .atan2(cx[ctx("tod_cos")] as f64)
+        .rem_euclid(TAU)
+        / TAU
+        * 24.0;
+    day.round().rem_euclid(7.0) + hour / 24.0
+}
+
 impl OracleProbe<'_> {
-    fn log_relevance(&self, u: &UserSeq, t: usize, c: usize, k: usize) -> f64 {
-        let r = self.rules;
+    pub fn log_relevance(&self, u: &UserSeq, t: usize, c: usize, k: usize) -> f64 {
         let slot = t * k + c;
+        let role = Role::from_code(u.role[slot]).unwrap_or(Role::None);
         let x = &u.features[slot * FEATURE_DIM..(slot + 1) * FEATURE_DIM];
-        let cx = &u.context[t * CONTEXT_NAMES.len()..(t + 1) * CONTEXT_NAMES.len()];
-        // Weekday position from the day and hour encodings.
-        let day = (cx[ctx("dow_sin")] as f64)
-            .atan2(cx[ctx("dow_cos")] as f64)
-            .rem_euclid(TAU)
-            / TAU
-            * 7.0;
-        let hour = (cx[ctx("tod_sin")] as f64)
-            .atan2(cx[ctx("tod_cos")] as f64)
-            .rem_euclid(TAU)
-            / TAU
-            * 24.0;
-        let w = day.round().rem_euclid(7.0) + hour / 24.0;
-        let focal = |e: u32| u.focal[2 * t] == e as i32 || u.focal[2 * t + 1] == e as i32;
-        let age = (x[feat::LOG_AGE] as f64).exp_m1().max(0.0);
-        let p = match u.entity[slot] {
-            roles::CYCLE_X => Rules::cycle(r.cycle_mean, r.cycle_amplitude, r.cycle_weekday, w),
-            roles::RECENCY_R => r.recency_p0 * (-r.recency_lambda * age).exp(),
-            roles::SELECT_Y => {
-                if focal(roles::SELECT_Z) {
-                    r.selectivity_on
-                } else {
-                    r.selectivity_off
-                }
-            }
-            roles::DEP_Q => {
-                if focal(roles::DEP_P) {
-                    r.dependency_on
-                } else {
-                    r.dependency_off
-                }
-            }
-            roles::COMBINED_V => {
-                let f = r.combined_floor;
-                let cyc = f + (1.0 - f) * 0.5 * Rules::cycle(1.0, 1.0, r.combined_weekday, w);
-                let sel = if focal(roles::COMBINED_T) { 1.0 } else { f };
-                let rec = f + (1.0 - f) * (-r.combined_lambda * age).exp();
-                0.95 * cyc * sel * rec
-            }
-            // Newer chain versions are more relevant: the oracle orders them by observed age.
-            roles::CHAIN_S => return -age,
-            _ => u.relevance[slot] as f64,
+        let focal = Selector::ALL.map(|s| {
+            let id = u.selectors[s as usize];
+            id >= 0 && (u.focal[2 * t] == id || u.focal[2 * t + 1] == id)
+        });
+        let inputs = Inputs {
+            week_position: week_position(u, t),
+            age_days: (x[feat::LOG_AGE] as f64).exp_m1().max(0.0),
+            focal,
         };
+        let p = self
+            .rules
+            .relevance(role, &inputs)
+            .unwrap_or(u.relevance[slot] as f64);
         p.max(1e-9).ln()
     }
 }
@@ -242,6 +225,37 @@ impl ProbeScorer for OracleProbe<'_> {
                     .map(|c| self.log_relevance(u, u.turns - 1, c, k))
                     .collect()
             })
+            .collect()
+    }
+}
+
+/// A system that gives every candidate the same log-relevance.
+pub struct ConstantProbe;
+
+impl ProbeScorer for ConstantProbe {
+    fn score(&self, seqs: &[UserSeq], k: usize) -> Vec<Vec<f64>> {
+        vec![vec![0.0; k]; seqs.len()]
+    }
+}
+
+/// A system that draws every log-relevance at random (seeded).
+pub struct RandomProbe {
+    rng: RefCell<ChaCha8Rng>,
+}
+
+impl RandomProbe {
+    pub fn new(seed: u64) -> RandomProbe {
+        RandomProbe {
+            rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5A4D_0123)),
+        }
+    }
+}
+
+impl ProbeScorer for RandomProbe {
+    fn score(&self, seqs: &[UserSeq], k: usize) -> Vec<Vec<f64>> {
+        let mut rng = self.rng.borrow_mut();
+        seqs.iter()
+            .map(|_| (0..k).map(|_| rng.random_range(0.0..1.0)).collect())
             .collect()
     }
 }
@@ -271,24 +285,30 @@ pub fn noise_sigma(data: &Dataset, snr_db: f64) -> [f64; FEATURE_DIM] {
     })
 }
 
-/// Replaces a sequence's features by its clean features plus noise of scale `sigma` (or
-/// none), with draws fixed by (seed, user) so every level sees the same directions.
-fn set_features(u: &mut UserSeq, sigma: Option<&[f64; FEATURE_DIM]>, seed: u64) {
-    u.features.copy_from_slice(&u.clean_features);
+/// The noise stream of turn `t` of a user: fixed by (seed, user, turn), so every level
+/// and every version of a probe sees the same directions.
+fn noise_rng(seed: u64, user_id: u32, t: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(
+        seed ^ (user_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (t as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    )
+}
+
+/// Sets turn `t`'s features to its clean features plus noise of scale `sigma` (or
+/// none); missing features stay 0.
+fn noise_turn(u: &mut UserSeq, t: usize, k: usize, sigma: Option<&[f64; FEATURE_DIM]>, seed: u64) {
+    let range = t * k * FEATURE_DIM..(t + 1) * k * FEATURE_DIM;
+    u.features[range.clone()].copy_from_slice(&u.clean_features[range.clone()]);
     if let Some(sigma) = sigma {
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            seed ^ (u.user_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        for (i, x) in u.features.iter_mut().enumerate() {
+        let mut rng = noise_rng(seed, u.user_id, t);
+        for i in range.clone() {
             let z: f64 = StandardNormal.sample(&mut rng);
-            if u.missing[i] == 0.0 {
-                *x += (sigma[i % FEATURE_DIM] * z) as f32;
-            }
+            u.features[i] += (sigma[i % FEATURE_DIM] * z) as f32;
         }
     }
-    for (x, m) in u.features.iter_mut().zip(&u.missing) {
-        if *m == 1.0 {
-            *x = 0.0;
+    for i in range {
+        if u.missing[i] == 1.0 {
+            u.features[i] = 0.0;
         }
     }
 }
@@ -300,15 +320,8 @@ fn angle(fraction: f64) -> (f32, f32) {
 
 /// Applies `edit` to turn `t` (candidate `c` for an age) of `u`.
 pub fn apply_edit(u: &mut UserSeq, t: usize, c: usize, k: usize, edit: Edit) {
-    let (weekday, focal, age) = match edit {
-        Edit::None => (None, None, None),
-        Edit::Weekday(d) => (Some(d), None, None),
-        Edit::Focal(f) => (None, Some(f), None),
-        Edit::Age(a) => (None, None, Some(a)),
-        Edit::Joint(d, f, a) => (d, f, a),
-    };
     let cd = CONTEXT_NAMES.len();
-    if let Some(d) = weekday {
+    if let Some(d) = edit.week {
         let d = d.rem_euclid(7.0);
         let (ds, dc) = angle(d.floor() / 7.0);
         let (ts, tc) = angle(d - d.floor());
@@ -330,23 +343,25 @@ pub fn apply_edit(u: &mut UserSeq, t: usize, c: usize, k: usize, edit: Edit) {
             }
         }
     }
-    if let Some(f) = focal {
-        u.focal[2 * t] = f[0];
-        u.focal[2 * t + 1] = f[1];
-        for j in 0..k {
-            let e = u.entity[t * k + j] as i32;
-            let i = (t * k + j) * FEATURE_DIM + feat::IS_KA_TRAVERSAL;
-            let v = (e != f[0] && e != f[1]) as u8 as f32;
-            u.features[i] = v;
-            u.clean_features[i] = v;
-        }
+    if let Some(s) = edit.selector {
+        // Selectors own no memories: no candidate's `is_ka_traversal` changes.
+        u.focal[2 * t + 1] = s.map_or(-1, |s| u.selectors[s as usize]);
     }
-    if let Some(a) = age {
+    if let Some(a) = edit.age {
         let i = (t * k + c) * FEATURE_DIM + feat::LOG_AGE;
         let v = a.max(0.0).ln_1p() as f32;
         u.features[i] = v;
         u.clean_features[i] = v;
     }
+}
+
+/// A combined-canary site: the candidate and, per signal (weekday, selector, recency),
+/// the setting of the two other signals in the pair that differs in that signal only.
+#[derive(Clone, Copy, Debug)]
+struct CombinedSite {
+    case: Case,
+    cand: usize,
+    others: [[bool; 2]; 3],
 }
 
 /// Probe sites of every canary, chosen once per dataset.
@@ -358,7 +373,7 @@ pub struct Probes {
     chain: Vec<Case>,
     burst: Vec<Case>,
     dependency: Vec<(Case, usize)>,
-    combined: Vec<(Case, usize, [Edit; 2])>,
+    combined: Vec<CombinedSite>,
 }
 
 /// Up to `n` items spread evenly over `v`.
@@ -369,27 +384,37 @@ fn spread<T: Clone>(v: Vec<T>, n: usize) -> Vec<T> {
     (0..n).map(|i| v[i * v.len() / n].clone()).collect()
 }
 
+/// Whether the second focal slot of turn `t` holds no ordinary entity (empty or one of
+/// the user's selectors), so a selector edit changes nothing but the slot.
+fn selector_slot_free(u: &UserSeq, t: usize) -> bool {
+    let f = u.focal[2 * t + 1];
+    u.selectors.iter().all(|&s| s >= 0) && (f < 0 || u.selectors.contains(&f))
+}
+
 impl Probes {
     /// Finds up to `per_canary` sites of each canary among the GTS `cases`.
     pub fn build(data: &Dataset, cases: &[Case], per_canary: usize, seed: u64) -> Probes {
         let k = data.k;
-        let by_entity = |e: u32| -> Vec<(Case, usize)> {
+        let with_role = |role: Role, needs_selector: bool| -> Vec<(Case, usize)> {
             let v: Vec<(Case, usize)> = cases
                 .iter()
+                .filter(|c| !needs_selector || selector_slot_free(&data.users[c.user], c.turn))
                 .filter_map(|&c| {
                     let u = &data.users[c.user];
                     (0..k)
-                        .find(|&j| u.valid[c.turn * k + j] == 1.0 && u.entity[c.turn * k + j] == e)
+                        .find(|&j| {
+                            u.valid[c.turn * k + j] == 1.0 && u.role[c.turn * k + j] == role.code()
+                        })
                         .map(|j| (c, j))
                 })
                 .collect();
             spread(v, per_canary)
         };
-        let cycle = by_entity(roles::CYCLE_X);
-        let recency = by_entity(roles::RECENCY_R);
-        let selectivity = by_entity(roles::SELECT_Y);
-        let dependency = by_entity(roles::DEP_Q);
-        let combined_sites = by_entity(roles::COMBINED_V);
+        let cycle = with_role(Role::Cycle, false);
+        let recency = with_role(Role::Recency, false);
+        let selectivity = with_role(Role::Selectivity, true);
+        let dependency = with_role(Role::Dependency, true);
+        let combined_sites = with_role(Role::Combined, true);
         let chain = spread(
             cases
                 .iter()
@@ -399,7 +424,8 @@ impl Probes {
                     (0..k)
                         .filter(|&j| {
                             u.valid[c.turn * k + j] == 1.0
-                                && u.entity[c.turn * k + j] == roles::CHAIN_S
+                                && Role::from_code(u.role[c.turn * k + j])
+                                    .is_some_and(Role::is_chain)
                         })
                         .count()
                         >= 2
@@ -421,25 +447,14 @@ impl Probes {
                 .collect(),
             per_canary,
         );
-        // Combined: two random settings of (weekday, focal, age) per site.
+        // Combined: per signal, a random setting of the two others, shared by the pair.
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC0_4B1E);
         let combined = combined_sites
             .into_iter()
-            .map(|(c, j)| {
-                use rand::RngExt;
-                let draw = |rng: &mut ChaCha8Rng| -> [bool; 3] {
-                    [
-                        rng.random_bool(0.5),
-                        rng.random_bool(0.5),
-                        rng.random_bool(0.5),
-                    ]
-                };
-                let a = draw(&mut rng);
-                let mut b = draw(&mut rng);
-                while b == a {
-                    b = draw(&mut rng);
-                }
-                (c, j, [combined_edit(data, a), combined_edit(data, b)])
+            .map(|(case, cand)| CombinedSite {
+                case,
+                cand,
+                others: std::array::from_fn(|_| [rng.random_bool(0.5), rng.random_bool(0.5)]),
             })
             .collect();
         Probes {
@@ -462,83 +477,110 @@ impl Probes {
             && self.dependency.is_empty()
             && self.combined.is_empty()
     }
+
+    /// Probe sites per canary, in [`Canary::CONTRACT`] order.
+    pub fn sites(&self) -> [usize; 7] {
+        [
+            self.cycle.len(),
+            self.recency.len(),
+            self.selectivity.len(),
+            self.chain.len(),
+            self.burst.len(),
+            self.dependency.len(),
+            self.combined.len(),
+        ]
+    }
 }
 
-/// The combined canary's setting: [at its weekday, its selector focal, fresh].
-fn combined_edit(data: &Dataset, on: [bool; 3]) -> Edit {
-    let wd = data.manifest["canaries"]["combined"]["weekday"]
-        .as_f64()
-        .unwrap_or(0.0);
-    Edit::Joint(
-        Some(if on[0] { wd + 0.5 } else { wd + 3.5 }),
-        Some(if on[1] {
-            [roles::COMBINED_T as i32, -1]
-        } else {
-            [roles::FIRST_ORDINARY as i32, -1]
-        }),
-        Some(if on[2] { 0.0 } else { 14.0 }),
-    )
+/// The combined canary's edit with the three signals set: [at its weekday, its selector
+/// focal, fresh].
+fn combined_edit(rules: &Rules, on: [bool; 3]) -> Edit {
+    let wd = rules.combined_weekday;
+    Edit {
+        week: Some(if on[0] { wd + 0.5 } else { wd + 3.5 }),
+        selector: Some(on[1].then_some(Selector::T)),
+        age: Some(if on[2] { 0.0 } else { 14.0 }),
+    }
 }
+
+/// Each probe site's value(s) for one system at one noise level, per canary in
+/// [`Canary::CONTRACT`] order: `[canary][site][component]`.
+pub type SiteValues = Vec<Vec<Vec<f64>>>;
 
 /// The outcome of one canary for one system at one noise level.
 #[derive(Clone, Debug, Serialize)]
 pub struct CanaryResult {
     pub canary: String,
-    /// Probes (pairs, sequences of ages, or test points).
+    /// Probe sites.
     pub probes: usize,
     /// Fraction detected (ties count one half).
     pub detection: f64,
-    /// The criterion's statistic (see the module table).
+    /// The criterion's statistic (see the module table), with its 95% bootstrap interval.
     pub statistic: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
     pub threshold: f64,
     pub pass: bool,
 }
 
-/// Builds the versions' sequences: history through the probed turn, features set to the
-/// noise level, then the edit.
-fn sequences(
+/// Scores `versions` with every scorer: `[scorer][version][candidate]`. Each site's
+/// history (through the probed turn, features at the noise level) is built once and
+/// copied for its versions, then each version's edit is applied and its turn's noise
+/// redrawn from the edited clean features with the same draws; the sequences are built
+/// in chunks and shared by all scorers.
+fn score_versions(
+    scorers: &[&dyn ProbeScorer],
     data: &Dataset,
     versions: &[Version],
     sigma: Option<&[f64; FEATURE_DIM]>,
     seed: u64,
-) -> Vec<UserSeq> {
-    versions
-        .iter()
-        .map(|v| {
-            let u = &data.users[v.case.user];
-            let mut s = slice_user(u, 0, v.case.turn + 1, data.k, data.embedding_dim);
-            set_features(&mut s, sigma, seed);
-            apply_edit(&mut s, v.case.turn, v.cand, data.k, v.edit);
-            // The edit changed clean features the noise was added to: add it again there.
-            if let Some(sig) = sigma {
-                redo_noise_at(&mut s, v.case.turn, data.k, sig, seed);
+) -> Vec<Vec<Vec<f64>>> {
+    let k = data.k;
+    let mut out = vec![Vec::with_capacity(versions.len()); scorers.len()];
+    for chunk in versions.chunks(64) {
+        let mut seqs: Vec<UserSeq> = Vec::with_capacity(chunk.len());
+        let mut base: Option<(Case, UserSeq)> = None;
+        for v in chunk {
+            if base.as_ref().is_none_or(|b| b.0 != v.case) {
+                let u = &data.users[v.case.user];
+                let mut s = slice_user(u, 0, v.case.turn + 1, k, data.embedding_dim);
+                for t in 0..s.turns {
+                    noise_turn(&mut s, t, k, sigma, seed);
+                }
+                base = Some((v.case, s));
             }
-            s
-        })
-        .collect()
-}
-
-/// Recomputes the noisy features of turn `t` from its (edited) clean features with the
-/// same draws as [`set_features`].
-fn redo_noise_at(u: &mut UserSeq, t: usize, k: usize, sigma: &[f64; FEATURE_DIM], seed: u64) {
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(seed ^ (u.user_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let start = t * k * FEATURE_DIM;
-    for i in 0..(t + 1) * k * FEATURE_DIM {
-        let z: f64 = StandardNormal.sample(&mut rng);
-        if i >= start && u.missing[i] == 0.0 {
-            u.features[i] = u.clean_features[i] + (sigma[i % FEATURE_DIM] * z) as f32;
+            let mut s = base.as_ref().expect("base sequence").1.clone();
+            apply_edit(&mut s, v.case.turn, v.cand, k, v.edit);
+            noise_turn(&mut s, v.case.turn, k, sigma, seed);
+            seqs.push(s);
+        }
+        for (o, scorer) in out.iter_mut().zip(scorers) {
+            o.extend(scorer.score(&seqs, k));
         }
     }
+    out
 }
 
-fn pair_detection(diffs: &[f64]) -> f64 {
-    if diffs.is_empty() {
-        return f64::NAN;
-    }
-    diffs
-        .iter()
-        .map(|&d| {
+/// The candidate's log-relevance minus the mean over the turn's reference candidates,
+/// which removes a listwise model's per-turn constant. References are the valid
+/// candidates without a contract-canary role: no probe edit changes their planted
+/// relevance (ordinary relevance, the PoC rules and the burst rule read neither the
+/// weekday, nor the selector slot, nor another memory's age).
+fn identified(u: &UserSeq, t: usize, cand: usize, k: usize, scores: &[f64]) -> f64 {
+    let refs: Vec<f64> = (0..k)
+        .filter(|&j| {
+            j != cand && u.valid[t * k + j] == 1.0 && u.role[t * k + j] == Role::None.code()
+        })
+        .map(|j| scores[j])
+        .collect();
+    let reference = if refs.is_empty() { 0.0 } else { mean(&refs) };
+    scores[cand] - reference
+}
+
+fn sign_share(v: impl IntoIterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = v
+        .into_iter()
+        .map(|d| {
             if d > 0.0 {
                 1.0
             } else if d == 0.0 {
@@ -547,16 +589,363 @@ fn pair_detection(diffs: &[f64]) -> f64 {
                 0.0
             }
         })
-        .sum::<f64>()
-        / diffs.len() as f64
+        .collect();
+    mean(&v)
 }
 
-fn mean(v: &[f64]) -> f64 {
+pub fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         f64::NAN
     } else {
         v.iter().sum::<f64>() / v.len() as f64
     }
+}
+
+/// Collects each probe site's values at one noise level for every scorer (one
+/// [`SiteValues`] per scorer; the probe sequences are built once and shared).
+pub fn site_values(
+    scorers: &[&dyn ProbeScorer],
+    data: &Dataset,
+    probes: &Probes,
+    rules: &Rules,
+    snr_db: Option<f64>,
+    seed: u64,
+) -> Vec<SiteValues> {
+    let k = data.k;
+    let sigma = snr_db.map(|db| noise_sigma(data, db));
+    // Every version of every canary, in canary order; `spans` marks each canary's range.
+    let mut versions: Vec<Version> = Vec::new();
+    let mut spans = Vec::new();
+    let mut push = |vs: Vec<Version>, versions: &mut Vec<Version>| {
+        let start = versions.len();
+        versions.extend(vs);
+        spans.push(start..versions.len());
+    };
+    let pairs = |sites: &[(Case, usize)], a: Edit, b: Edit| -> Vec<Version> {
+        sites
+            .iter()
+            .flat_map(|&(case, cand)| [a, b].map(|edit| Version { case, cand, edit }))
+            .collect()
+    };
+    let unedited = |cases: &[Case]| -> Vec<Version> {
+        cases
+            .iter()
+            .map(|&case| Version {
+                case,
+                cand: 0,
+                edit: Edit::default(),
+            })
+            .collect()
+    };
+    let wd = rules.cycle_weekday;
+    push(
+        pairs(&probes.cycle, Edit::week(wd + 0.5), Edit::week(wd + 3.5)),
+        &mut versions,
+    );
+    push(
+        probes
+            .recency
+            .iter()
+            .flat_map(|&(case, cand)| {
+                AGES.iter().map(move |&a| Version {
+                    case,
+                    cand,
+                    edit: Edit::age(a),
+                })
+            })
+            .collect(),
+        &mut versions,
+    );
+    push(
+        pairs(
+            &probes.selectivity,
+            Edit::selector(Some(Selector::Z)),
+            Edit::selector(Some(Selector::W)),
+        ),
+        &mut versions,
+    );
+    push(unedited(&probes.chain), &mut versions);
+    push(unedited(&probes.burst), &mut versions);
+    push(
+        pairs(
+            &probes.dependency,
+            Edit::selector(Some(Selector::P)),
+            Edit::selector(None),
+        ),
+        &mut versions,
+    );
+    // Combined: per signal, a pair differing in that signal only.
+    push(
+        probes
+            .combined
+            .iter()
+            .flat_map(|site| {
+                (0..3).flat_map(move |signal| {
+                    [true, false].map(|on| {
+                        let mut set = [false; 3];
+                        let mut others = site.others[signal].iter();
+                        for (i, v) in set.iter_mut().enumerate() {
+                            *v = if i == signal {
+                                on
+                            } else {
+                                *others.next().expect("two other signals")
+                            };
+                        }
+                        Version {
+                            case: site.case,
+                            cand: site.cand,
+                            edit: combined_edit(rules, set),
+                        }
+                    })
+                })
+            })
+            .collect(),
+        &mut versions,
+    );
+    let scores = score_versions(scorers, data, &versions, sigma.as_ref(), seed);
+    scores
+        .iter()
+        .map(|sc| {
+            // Identified value of each version's probed candidate.
+            let value = |i: usize| -> f64 {
+                let v = &versions[i];
+                identified(&data.users[v.case.user], v.case.turn, v.cand, k, &sc[i])
+            };
+            let diffs = |span: &std::ops::Range<usize>| -> Vec<Vec<f64>> {
+                span.clone()
+                    .step_by(2)
+                    .map(|i| vec![value(i) - value(i + 1)])
+                    .collect()
+            };
+            let age_mean = mean(&AGES);
+            let sxx: f64 = AGES.iter().map(|a| (a - age_mean).powi(2)).sum();
+            let recency: Vec<Vec<f64>> = spans[1]
+                .clone()
+                .step_by(AGES.len())
+                .map(|start| {
+                    let ys: Vec<f64> = (start..start + AGES.len()).map(value).collect();
+                    let y_mean = mean(&ys);
+                    vec![
+                        AGES.iter()
+                            .zip(&ys)
+                            .map(|(a, y)| (a - age_mean) * (y - y_mean))
+                            .sum::<f64>()
+                            / sxx,
+                    ]
+                })
+                .collect();
+            // Supersession: every present pair of chain versions in order (newer above).
+            let chain: Vec<Vec<f64>> = spans[3]
+                .clone()
+                .map(|i| {
+                    let c = versions[i].case;
+                    let u = &data.users[c.user];
+                    let t = c.turn;
+                    let mut members: Vec<(u8, f64)> = (0..k)
+                        .filter(|&j| {
+                            u.valid[t * k + j] == 1.0
+                                && Role::from_code(u.role[t * k + j]).is_some_and(Role::is_chain)
+                        })
+                        .map(|j| (u.role[t * k + j], sc[i][j]))
+                        .collect();
+                    members.sort_by_key(|m| m.0);
+                    vec![members.windows(2).all(|w| w[1].1 > w[0].1) as u8 as f64]
+                })
+                .collect();
+            // Burst: Recall@10 of the burst memories on post-burst test cases.
+            let burst: Vec<Vec<f64>> = spans[4]
+                .clone()
+                .map(|i| {
+                    let c = versions[i].case;
+                    let u = &data.users[c.user];
+                    let t = c.turn;
+                    let slot = |j: usize| t * k + j;
+                    let labels: Vec<f64> = (0..k)
+                        .map(|j| {
+                            (u.valid[slot(j)] == 1.0
+                                && u.canary[slot(j)] & Canary::Burst.bit() != 0)
+                                as u8 as f64
+                        })
+                        .collect();
+                    let masked: Vec<f64> = (0..k)
+                        .map(|j| {
+                            if u.valid[slot(j)] == 1.0 {
+                                sc[i][j]
+                            } else {
+                                f64::NEG_INFINITY
+                            }
+                        })
+                        .collect();
+                    vec![case_metrics(&masked, &labels, 10).recall]
+                })
+                .collect();
+            let combined: Vec<Vec<f64>> = spans[6]
+                .clone()
+                .step_by(6)
+                .map(|start| {
+                    (0..3)
+                        .map(|s| value(start + 2 * s) - value(start + 2 * s + 1))
+                        .collect()
+                })
+                .collect();
+            vec![
+                diffs(&spans[0]),
+                recency,
+                diffs(&spans[2]),
+                chain,
+                burst,
+                diffs(&spans[5]),
+                combined,
+            ]
+        })
+        .collect()
+}
+
+/// Element-wise mean of several systems' (seeds') site values.
+fn mean_sites(runs: &[&Vec<Vec<f64>>]) -> Vec<Vec<f64>> {
+    let n = runs.len() as f64;
+    runs[0]
+        .iter()
+        .enumerate()
+        .map(|(i, site)| {
+            (0..site.len())
+                .map(|c| runs.iter().map(|r| r[i][c]).sum::<f64>() / n)
+                .collect()
+        })
+        .collect()
+}
+
+/// A canary's statistic and detection from its (seed-averaged) site values.
+fn statistic(canary: Canary, sites: &[Vec<f64>]) -> (f64, f64) {
+    let first = |v: &[Vec<f64>]| -> Vec<f64> { v.iter().map(|s| s[0]).collect() };
+    match canary {
+        Canary::TemporalCycle | Canary::EntitySelectivity => {
+            let d = first(sites);
+            (mean(&d).exp(), sign_share(d))
+        }
+        Canary::RecencyDecay => {
+            let s = first(sites);
+            (-mean(&s), sign_share(s.iter().map(|x| -x)))
+        }
+        Canary::SupersessionChain | Canary::Burst => {
+            let v = first(sites);
+            (mean(&v), mean(&v))
+        }
+        Canary::CrossEntityDependency => {
+            let d = first(sites);
+            let rms = (d.iter().map(|v| v * v).sum::<f64>() / d.len().max(1) as f64).sqrt();
+            let corr = if rms > 0.0 { mean(&d) / rms } else { 0.0 };
+            (corr, sign_share(d))
+        }
+        Canary::Combined => {
+            let acc: Vec<f64> = (0..3)
+                .map(|s| sign_share(sites.iter().map(|v| v[s])))
+                .collect();
+            let drop = acc
+                .iter()
+                .map(|a| (a - 0.5) / a.max(1e-12))
+                .fold(f64::INFINITY, f64::min);
+            (drop, mean(&acc))
+        }
+        _ => (f64::NAN, f64::NAN),
+    }
+}
+
+/// The criterion's threshold of each canary (the manifest's `criterion`).
+pub fn threshold(canary: Canary, rules: &Rules) -> f64 {
+    match canary {
+        Canary::TemporalCycle => 2.0,
+        Canary::RecencyDecay => rules.recency_lambda,
+        Canary::EntitySelectivity => 3.0,
+        Canary::SupersessionChain => 1.0,
+        Canary::Burst => 0.8,
+        Canary::CrossEntityDependency => 0.7,
+        Canary::Combined => 0.10,
+        _ => f64::NAN,
+    }
+}
+
+/// Whether a canary's criterion holds over its whole 95% interval `[lo, hi]` (see the
+/// module table): a "greater than" criterion needs the lower bound above the threshold,
+/// the recency rate the whole interval within 20% of λ. No probe never passes.
+pub fn passes(canary: Canary, lo: f64, hi: f64, threshold: f64, probes: usize) -> bool {
+    if probes == 0 || !lo.is_finite() || !hi.is_finite() {
+        return false;
+    }
+    match canary {
+        Canary::RecencyDecay => lo >= 0.8 * threshold && hi <= 1.2 * threshold,
+        Canary::SupersessionChain => lo >= threshold,
+        _ => lo > threshold,
+    }
+}
+
+/// Judges every canary from the site values of one or several seeds of a system: the
+/// statistic of the seed-averaged sites, and its interval from resampling seeds, then
+/// sites (percentile bootstrap, seeded).
+pub fn judge(per_seed: &[SiteValues], rules: &Rules, seed: u64) -> Vec<CanaryResult> {
+    Canary::CONTRACT
+        .iter()
+        .enumerate()
+        .map(|(ci, &canary)| {
+            let runs: Vec<&Vec<Vec<f64>>> = per_seed.iter().map(|s| &s[ci]).collect();
+            let n = runs.first().map_or(0, |r| r.len());
+            let threshold = threshold(canary, rules);
+            if n == 0 {
+                return CanaryResult {
+                    canary: canary.name().into(),
+                    probes: 0,
+                    detection: f64::NAN,
+                    statistic: f64::NAN,
+                    ci_low: f64::NAN,
+                    ci_high: f64::NAN,
+                    threshold,
+                    pass: false,
+                };
+            }
+            let sites = mean_sites(&runs);
+            let (stat, detection) = statistic(canary, &sites);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0xCA4A_0000 + ci as u64));
+            let mut boot: Vec<f64> = (0..CI_RESAMPLES)
+                .map(|_| {
+                    let seeds: Vec<&Vec<Vec<f64>>> = (0..runs.len())
+                        .map(|_| runs[rng.random_range(0..runs.len())])
+                        .collect();
+                    let pick: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+                    let resampled: Vec<Vec<f64>> = pick
+                        .iter()
+                        .map(|&i| {
+                            (0..seeds[0][i].len())
+                                .map(|c| {
+                                    seeds.iter().map(|r| r[i][c]).sum::<f64>() / seeds.len() as f64
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    statistic(canary, &resampled).0
+                })
+                .filter(|v| v.is_finite())
+                .collect();
+            boot.sort_by(f64::total_cmp);
+            let (lo, hi) = if boot.is_empty() {
+                (f64::NAN, f64::NAN)
+            } else {
+                (
+                    super::stats::quantile(&boot, 0.025),
+                    super::stats::quantile(&boot, 0.975),
+                )
+            };
+            CanaryResult {
+                canary: canary.name().into(),
+                probes: n,
+                detection,
+                statistic: stat,
+                ci_low: lo,
+                ci_high: hi,
+                threshold,
+                pass: passes(canary, lo, hi, threshold, n),
+            }
+        })
+        .collect()
 }
 
 /// Runs the canary suite for one system at one noise level (`None`: clean features).
@@ -568,300 +957,8 @@ pub fn run_suite(
     snr_db: Option<f64>,
     seed: u64,
 ) -> Vec<CanaryResult> {
-    let k = data.k;
-    let sigma = snr_db.map(|db| noise_sigma(data, db));
-    let sigma = sigma.as_ref();
-    let score_versions = |versions: &[Version]| -> Vec<f64> {
-        let seqs = sequences(data, versions, sigma, seed);
-        let scores = scorer.score(&seqs, k);
-        versions
-            .iter()
-            .zip(scores)
-            .map(|(v, s)| s[v.cand])
-            .collect()
-    };
-    // Paired probes: [a, b] versions per site, a planted to be more relevant.
-    let paired = |sites: &[(Case, usize)], a: Edit, b: Edit| -> Vec<f64> {
-        let versions: Vec<Version> = sites
-            .iter()
-            .flat_map(|&(case, cand)| {
-                [
-                    Version {
-                        case,
-                        cand,
-                        edit: a,
-                    },
-                    Version {
-                        case,
-                        cand,
-                        edit: b,
-                    },
-                ]
-            })
-            .collect();
-        let s = score_versions(&versions);
-        s.chunks(2).map(|p| p[0] - p[1]).collect()
-    };
-    // Unedited test cases: their versions and every candidate's log-relevance.
-    let score_unedited = |cases: &[Case]| -> (Vec<Version>, Vec<Vec<f64>>) {
-        let versions: Vec<Version> = cases
-            .iter()
-            .map(|&case| Version {
-                case,
-                cand: 0,
-                edit: Edit::None,
-            })
-            .collect();
-        let scores = scorer.score(&sequences(data, &versions, sigma, seed), k);
-        (versions, scores)
-    };
-    let mut out = Vec::new();
-    let wd = rules.cycle_weekday;
-    let d = paired(
-        &probes.cycle,
-        Edit::Weekday(wd + 0.5),
-        Edit::Weekday(wd + 3.5),
-    );
-    let ratio = mean(&d).exp();
-    out.push(CanaryResult {
-        canary: Canary::TemporalCycle.name().into(),
-        probes: d.len(),
-        detection: pair_detection(&d),
-        statistic: ratio,
-        threshold: 2.0,
-        pass: passes(Canary::TemporalCycle.name(), ratio, 2.0, d.len()),
-    });
-    // Recency: log-relevance over ages; slope by least squares with a level per site.
-    let versions: Vec<Version> = probes
-        .recency
-        .iter()
-        .flat_map(|&(case, cand)| {
-            AGES.iter().map(move |&a| Version {
-                case,
-                cand,
-                edit: Edit::Age(a),
-            })
-        })
-        .collect();
-    let s = score_versions(&versions);
-    let age_mean = mean(&AGES);
-    let sxx: f64 = AGES.iter().map(|a| (a - age_mean).powi(2)).sum();
-    let slopes: Vec<f64> = s
-        .chunks(AGES.len())
-        .map(|ys| {
-            let y_mean = mean(ys);
-            AGES.iter()
-                .zip(ys)
-                .map(|(a, y)| (a - age_mean) * (y - y_mean))
-                .sum::<f64>()
-                / sxx
-        })
-        .collect();
-    let lambda_hat = -mean(&slopes);
-    out.push(CanaryResult {
-        canary: Canary::RecencyDecay.name().into(),
-        probes: slopes.len(),
-        detection: pair_detection(&slopes.iter().map(|s| -s).collect::<Vec<_>>()),
-        statistic: lambda_hat,
-        threshold: rules.recency_lambda,
-        pass: passes(
-            Canary::RecencyDecay.name(),
-            lambda_hat,
-            rules.recency_lambda,
-            slopes.len(),
-        ),
-    });
-    let d = paired(
-        &probes.selectivity,
-        Edit::Focal([roles::SELECT_Z as i32, -1]),
-        Edit::Focal([roles::SELECT_W as i32, -1]),
-    );
-    let ratio = mean(&d).exp();
-    out.push(CanaryResult {
-        canary: Canary::EntitySelectivity.name().into(),
-        probes: d.len(),
-        detection: pair_detection(&d),
-        statistic: ratio,
-        threshold: 3.0,
-        pass: passes(Canary::EntitySelectivity.name(), ratio, 3.0, d.len()),
-    });
-    // Supersession: unedited test points; every present pair of versions in order.
-    let (versions, scores) = score_unedited(&probes.chain);
-    let mut ordered = Vec::new();
-    for (v, s) in versions.iter().zip(&scores) {
-        let u = &data.users[v.case.user];
-        let t = v.case.turn;
-        // Chain members present, by memory id (A < B < C: older to newer).
-        let mut members: Vec<(u32, f64)> = (0..k)
-            .filter(|&j| u.valid[t * k + j] == 1.0 && u.entity[t * k + j] == roles::CHAIN_S)
-            .map(|j| (u.memory_id[t * k + j], s[j]))
-            .collect();
-        members.sort_by_key(|m| m.0);
-        let ok = members.windows(2).all(|w| w[1].1 > w[0].1);
-        ordered.push(if ok { 1.0 } else { 0.0 });
-    }
-    let frac = mean(&ordered);
-    out.push(CanaryResult {
-        canary: Canary::SupersessionChain.name().into(),
-        probes: ordered.len(),
-        detection: frac,
-        statistic: frac,
-        threshold: 1.0,
-        pass: passes(Canary::SupersessionChain.name(), frac, 1.0, ordered.len()),
-    });
-    // Burst: Recall@10 of the burst memories on post-burst test cases.
-    let (versions, scores) = score_unedited(&probes.burst);
-    let recalls: Vec<f64> = versions
-        .iter()
-        .zip(&scores)
-        .map(|(v, s)| {
-            let u = &data.users[v.case.user];
-            let t = v.case.turn;
-            let labels: Vec<f64> = (0..k)
-                .map(|j| {
-                    (u.valid[t * k + j] == 1.0 && u.canary[t * k + j] & Canary::Burst.bit() != 0)
-                        as u8 as f64
-                })
-                .collect();
-            let masked: Vec<f64> = (0..k)
-                .map(|j| {
-                    if u.valid[t * k + j] == 1.0 {
-                        s[j]
-                    } else {
-                        f64::NEG_INFINITY
-                    }
-                })
-                .collect();
-            case_metrics(&masked, &labels, 10).recall
-        })
-        .collect();
-    let r10 = mean(&recalls);
-    out.push(CanaryResult {
-        canary: Canary::Burst.name().into(),
-        probes: recalls.len(),
-        detection: r10,
-        statistic: r10,
-        threshold: 0.8,
-        pass: passes(Canary::Burst.name(), r10, 0.8, recalls.len()),
-    });
-    // Dependency: P focal or not; correlation of the indicator with pair-centred values.
-    let d = paired(
-        &probes.dependency,
-        Edit::Focal([roles::DEP_P as i32, -1]),
-        Edit::Focal([roles::FIRST_ORDINARY as i32, -1]),
-    );
-    // Pairs (x = 1, d/2) and (x = 0, −d/2): Pearson r = mean(d) / rms(d).
-    let rms = (d.iter().map(|v| v * v).sum::<f64>() / d.len().max(1) as f64).sqrt();
-    let corr = if rms > 0.0 { mean(&d) / rms } else { 0.0 };
-    out.push(CanaryResult {
-        canary: Canary::CrossEntityDependency.name().into(),
-        probes: d.len(),
-        detection: pair_detection(&d),
-        statistic: corr,
-        threshold: 0.7,
-        pass: passes(Canary::CrossEntityDependency.name(), corr, 0.7, d.len()),
-    });
-    // Combined: pair accuracy with all signals, then with each one masked in both versions.
-    let truth = |e: &Edit| -> f64 {
-        let Edit::Joint(Some(w), Some(f), Some(a)) = *e else {
-            return 0.0;
-        };
-        let fl = rules.combined_floor;
-        let cyc = fl + (1.0 - fl) * 0.5 * Rules::cycle(1.0, 1.0, rules.combined_weekday, w);
-        let sel = if f[0] == roles::COMBINED_T as i32 {
-            1.0
-        } else {
-            fl
-        };
-        let rec = fl + (1.0 - fl) * (-rules.combined_lambda * a).exp();
-        cyc * sel * rec
-    };
-    let accuracy = |mask: Option<usize>| -> f64 {
-        let versions: Vec<Version> = probes
-            .combined
-            .iter()
-            .flat_map(|&(case, cand, edits)| {
-                edits.map(|e| {
-                    let Edit::Joint(w, f, a) = e else {
-                        unreachable!("joint edits")
-                    };
-                    let edit = match mask {
-                        Some(0) => Edit::Joint(Some(rules.combined_weekday + 1.5), f, a),
-                        Some(1) => Edit::Joint(w, Some([-1, -1]), a),
-                        Some(2) => Edit::Joint(w, f, Some(7.0)),
-                        _ => e,
-                    };
-                    Version { case, cand, edit }
-                })
-            })
-            .collect();
-        let s = score_versions(&versions);
-        let signed: Vec<f64> = probes
-            .combined
-            .iter()
-            .zip(s.chunks(2))
-            .map(|((_, _, edits), p)| {
-                (p[0] - p[1]) * (truth(&edits[0]) - truth(&edits[1])).signum()
-            })
-            .collect();
-        pair_detection(&signed)
-    };
-    let full = accuracy(None);
-    let drops: Vec<f64> = (0..3)
-        .map(|m| (full - accuracy(Some(m))) / full.max(1e-12))
-        .collect();
-    let min_drop = drops.iter().copied().fold(f64::INFINITY, f64::min);
-    out.push(CanaryResult {
-        canary: Canary::Combined.name().into(),
-        probes: probes.combined.len(),
-        detection: full,
-        statistic: min_drop,
-        threshold: 0.10,
-        pass: passes(
-            Canary::Combined.name(),
-            min_drop,
-            0.10,
-            probes.combined.len(),
-        ),
-    });
-    out
-}
-
-/// Whether a canary's criterion holds (see the module table); no probe never passes.
-pub fn passes(canary: &str, statistic: f64, threshold: f64, probes: usize) -> bool {
-    if probes == 0 || !statistic.is_finite() {
-        return false;
-    }
-    match canary {
-        "recency_decay" => (statistic - threshold).abs() <= 0.2 * threshold,
-        "supersession_chain" => statistic >= threshold,
-        _ => statistic > threshold,
-    }
-}
-
-/// Mean of several systems' (seeds') results, canary by canary; the criterion is applied
-/// to the mean statistic.
-pub fn average(runs: &[Vec<CanaryResult>]) -> Vec<CanaryResult> {
-    let Some(first) = runs.first() else {
-        return Vec::new();
-    };
-    first
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let n = runs.len() as f64;
-            let detection = runs.iter().map(|x| x[i].detection).sum::<f64>() / n;
-            let statistic = runs.iter().map(|x| x[i].statistic).sum::<f64>() / n;
-            CanaryResult {
-                canary: r.canary.clone(),
-                probes: r.probes,
-                detection,
-                statistic,
-                threshold: r.threshold,
-                pass: passes(&r.canary, statistic, r.threshold, r.probes),
-            }
-        })
-        .collect()
+    let values = site_values(&[scorer], data, probes, rules, snr_db, seed);
+    judge(&values, rules, seed)
 }
 
 /// Mean detection over the canaries that have probes.
@@ -872,50 +969,6 @@ pub fn mean_detection(results: &[CanaryResult]) -> f64 {
         .map(|r| r.detection)
         .collect();
     mean(&v)
-}
-
-/// The dual-error test on one system's predicted relevance of canary candidates.
-#[derive(Clone, Debug, Serialize)]
-pub struct DualError {
-    pub canary: String,
-    pub n: usize,
-    /// Mean squared error against the observed (noisy) labels.
-    pub mse_obs: f64,
-    /// Mean squared error against the clean relevance.
-    pub mse_true: f64,
-    pub pass: bool,
-}
-
-/// MSE of predicted relevance against observed labels and against clean relevance, per
-/// contract canary, over the given turns' canary candidates. `predict` returns, per turn,
-/// each candidate's predicted relevance probability.
-pub fn dual_error(data: &Dataset, turns: &[Case], predicted: &[Vec<f64>]) -> Vec<DualError> {
-    let k = data.k;
-    Canary::CONTRACT
-        .iter()
-        .map(|&c| {
-            let (mut obs, mut tru, mut n) = (0.0, 0.0, 0usize);
-            for (case, p) in turns.iter().zip(predicted) {
-                let u = &data.users[case.user];
-                for (j, &pj) in p.iter().enumerate().take(k) {
-                    let slot = case.turn * k + j;
-                    if u.valid[slot] == 1.0 && u.canary[slot] & c.bit() != 0 {
-                        obs += (pj - u.labels[slot] as f64).powi(2);
-                        tru += (pj - u.relevance[slot] as f64).powi(2);
-                        n += 1;
-                    }
-                }
-            }
-            let nf = n.max(1) as f64;
-            DualError {
-                canary: c.name().into(),
-                n,
-                mse_obs: obs / nf,
-                mse_true: tru / nf,
-                pass: n > 0 && tru < obs,
-            }
-        })
-        .collect()
 }
 
 /// Relevance probabilities from a listwise model's scores: softmax over the turn's
@@ -934,6 +987,62 @@ pub fn softmax_relevance(scores: &[f64], valid: &[f32], per_turn: f64) -> Vec<f6
         .collect();
     let z: f64 = e.iter().sum::<f64>().max(1e-300);
     e.iter().map(|x| (x / z * per_turn).min(1.0)).collect()
+}
+
+/// The scale `a` of a listwise model's scores that minimizes the softmax cross-entropy
+/// of `a · score` against the turns' label distributions (golden-section search over
+/// log a in [ln 0.02, ln 50]): the temperature the validation labels support.
+pub fn fit_scale(scores: &[Vec<f64>], labels: &[Vec<f64>], valid: &[Vec<f32>]) -> f64 {
+    let loss = |log_a: f64| -> f64 {
+        let a = log_a.exp();
+        let mut total = 0.0;
+        for ((s, l), v) in scores.iter().zip(labels).zip(valid) {
+            let sum_l: f64 = l.iter().sum();
+            if sum_l <= 0.0 {
+                continue;
+            }
+            let m = s
+                .iter()
+                .zip(v)
+                .filter(|(_, v)| **v == 1.0)
+                .map(|(x, _)| a * x)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let log_z = s
+                .iter()
+                .zip(v)
+                .filter(|(_, v)| **v == 1.0)
+                .map(|(x, _)| (a * x - m).exp())
+                .sum::<f64>()
+                .ln()
+                + m;
+            for ((x, y), ok) in s.iter().zip(l).zip(v) {
+                if *ok == 1.0 && *y > 0.0 {
+                    total -= y / sum_l * (a * x - log_z);
+                }
+            }
+        }
+        total
+    };
+    let (mut lo, mut hi) = (0.02f64.ln(), 50f64.ln());
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut x1, mut x2) = (hi - g * (hi - lo), lo + g * (hi - lo));
+    let (mut f1, mut f2) = (loss(x1), loss(x2));
+    for _ in 0..60 {
+        if f1 <= f2 {
+            hi = x2;
+            x2 = x1;
+            f2 = f1;
+            x1 = hi - g * (hi - lo);
+            f1 = loss(x1);
+        } else {
+            lo = x1;
+            x1 = x2;
+            f1 = f2;
+            x2 = lo + g * (hi - lo);
+            f2 = loss(x2);
+        }
+    }
+    ((lo + hi) / 2.0).exp()
 }
 
 /// Points per day of the frequency-response sweep.
@@ -968,16 +1077,15 @@ pub fn frequency_response(
             (0..n).map(move |i| Version {
                 case,
                 cand,
-                edit: Edit::Weekday(i as f64 / SWEEP_PER_DAY as f64),
+                edit: Edit::week(i as f64 / SWEEP_PER_DAY as f64),
             })
         })
         .collect();
-    let seqs = sequences(data, &versions, None, 0);
-    let scores = scorer.score(&seqs, data.k);
+    let scores = score_versions(&[scorer], data, &versions, None, 0).remove(0);
     let values: Vec<f64> = versions
         .iter()
         .zip(&scores)
-        .map(|(v, s)| s[v.cand])
+        .map(|(v, sc)| identified(&data.users[v.case.user], v.case.turn, v.cand, data.k, sc))
         .collect();
     let mut curve = vec![0.0; n];
     for site in values.chunks(n) {

@@ -115,6 +115,37 @@ pub fn case_metrics(scores: &[f64], labels: &[f64], k: usize) -> Metrics {
     }
 }
 
+/// The metrics of one test case, in report order.
+pub const METRICS: [&str; 7] = [
+    "hr@5", "hr@10", "mrr@10", "dcg@10", "ndcg@10", "p@10", "r@10",
+];
+
+/// One case's [`METRICS`] row.
+pub type Row = [f64; 7];
+
+/// The [`METRICS`] of one case.
+pub fn case_row(scores: &[f64], labels: &[f64]) -> Row {
+    let m10 = case_metrics(scores, labels, 10);
+    let m5 = case_metrics(scores, labels, 5);
+    [
+        m5.hr,
+        m10.hr,
+        m10.mrr,
+        m10.dcg,
+        m10.ndcg,
+        m10.precision,
+        m10.recall,
+    ]
+}
+
+/// The position of a metric in [`METRICS`].
+pub fn metric_index(name: &str) -> usize {
+    METRICS
+        .iter()
+        .position(|&m| m == name)
+        .expect("known metric")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

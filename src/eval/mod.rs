@@ -1,12 +1,19 @@
 //! Evaluation: ranking metrics, paired statistics, and the `metrics` / `compare`
 //! commands that score any system's logged rankings with the same code.
 
+pub mod ablation;
 pub mod canary;
+pub mod dual;
+pub mod gates;
 pub mod io;
 pub mod metrics;
+pub mod output;
 pub mod phase;
 pub mod report;
+pub mod scoring;
+pub mod split;
 pub mod stats;
+pub mod strata;
 
 use std::collections::HashMap;
 use std::path::Path;

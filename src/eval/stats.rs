@@ -438,9 +438,170 @@ pub fn compare(diffs: &[f64], units: Option<&[u64]>, opts: &CompareOptions) -> C
     }
 }
 
+/// Compares two systems trained with several seeds each on the same cases, with seed
+/// variance in the interval (a hierarchical bootstrap): `a[s][i]` is seed s of system A
+/// on case i, likewise `b`; the statistic is the mean over cases of
+/// mean_s a − `weight` · mean_s b (a `weight` of 1.1 tests "A ≥ 1.1 × B").
+///
+/// Each bootstrap replicate draws A's seeds and B's seeds with replacement, then units
+/// (cases or users) with replacement; z0 comes from those replicates and the
+/// acceleration from the jackknife over units of the seed-averaged differences (BCa).
+/// The sign-flip test runs on the seed-averaged differences. With one seed per system
+/// this is [`compare`] on those differences.
+pub fn compare_seeds(
+    a: &[Vec<f64>],
+    b: &[Vec<f64>],
+    weight: f64,
+    units: Option<&[u64]>,
+    opts: &CompareOptions,
+) -> Comparison {
+    assert!(!a.is_empty() && !b.is_empty(), "no seeds");
+    let n = a[0].len();
+    let seed_mean = |v: &[Vec<f64>], i: usize| v.iter().map(|s| s[i]).sum::<f64>() / v.len() as f64;
+    let diffs: Vec<f64> = (0..n)
+        .map(|i| seed_mean(a, i) - weight * seed_mean(b, i))
+        .collect();
+    let mut out = compare(&diffs, units, opts);
+    let same_seeds = |v: &[Vec<f64>]| v.iter().all(|s| s == &v[0]);
+    if (a.len() < 2 && b.len() < 2) || (out.degenerate && same_seeds(a) && same_seeds(b)) {
+        return out;
+    }
+    // Per unit, per seed: sums of the case values, and the case count.
+    let labels: Vec<u64> = match units {
+        Some(u) => u.to_vec(),
+        None => (0..n as u64).collect(),
+    };
+    let mut index = std::collections::HashMap::new();
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    let mut n_units = 0;
+    for &l in &labels {
+        let slot = *index.entry(l).or_insert_with(|| {
+            n_units += 1;
+            n_units - 1
+        });
+        order.push(slot);
+    }
+    let per_seed = |v: &[Vec<f64>]| -> Vec<Vec<f64>> {
+        v.iter()
+            .map(|s| {
+                let mut sums = vec![0.0; n_units];
+                for (i, &u) in order.iter().enumerate() {
+                    sums[u] += s[i];
+                }
+                sums
+            })
+            .collect()
+    };
+    let (ua, ub) = (per_seed(a), per_seed(b));
+    let mut counts = vec![0.0; n_units];
+    for &u in &order {
+        counts[u] += 1.0;
+    }
+    let mut boot: Vec<f64> = chunks(opts.resamples)
+        .into_par_iter()
+        .flat_map_iter(|(c, count)| {
+            let mut rng = chunk_rng(opts.seed, 3, c);
+            let (ua, ub, counts) = (&ua, &ub, &counts);
+            (0..count)
+                .map(move |_| {
+                    let sa: Vec<usize> = (0..ua.len())
+                        .map(|_| rng.random_range(0..ua.len()))
+                        .collect();
+                    let sb: Vec<usize> = (0..ub.len())
+                        .map(|_| rng.random_range(0..ub.len()))
+                        .collect();
+                    let (mut s, mut w) = (0.0, 0.0);
+                    for _ in 0..n_units {
+                        let u = rng.random_range(0..n_units);
+                        let va = sa.iter().map(|&k| ua[k][u]).sum::<f64>() / sa.len() as f64;
+                        let vb = sb.iter().map(|&k| ub[k][u]).sum::<f64>() / sb.len() as f64;
+                        s += va - weight * vb;
+                        w += counts[u];
+                    }
+                    s / w
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    boot.sort_by(f64::total_cmp);
+    let jack = jackknife(&unit_sums(&diffs, units));
+    let z0 = bias_correction(&boot, out.theta_hat);
+    let acc = acceleration(&jack);
+    let acc = if acc.is_finite() { acc } else { 0.0 };
+    let nd = normal();
+    let alpha = 1.0 - opts.confidence;
+    let adjust = |z: f64| nd.cdf(z0 + (z0 + z) / (1.0 - acc * (z0 + z)));
+    let lo = quantile(&boot, adjust(nd.inverse_cdf(alpha / 2.0)));
+    let hi = quantile(&boot, adjust(nd.inverse_cdf(1.0 - alpha / 2.0)));
+    out.ci_low = lo;
+    out.ci_high = hi;
+    out.percentile_ci_low = quantile(&boot, alpha / 2.0);
+    out.percentile_ci_high = quantile(&boot, 1.0 - alpha / 2.0);
+    out.z0 = z0;
+    out.acceleration = acc;
+    out.degenerate = false;
+    out.n_resamples = opts.resamples;
+    out.significant = out.ci_low > 0.0 && out.p_value < 0.05;
+    out.note = Some(format!(
+        "hierarchical bootstrap: {} × {} seeds, then {} units",
+        a.len(),
+        b.len(),
+        n_units
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_variance_widens_the_interval_as_worked_by_hand() {
+        // Every case's seed-averaged difference is 1; seed 1 of A is 0.5 above it, seed 2
+        // 0.5 below. Resampling two seeds gives +0.5 (¼), 0 (½) or −0.5 (¼) on top of 1,
+        // and resampling cases adds nothing: the 95% interval is [0.5, 1.5] (z0 = 0 by
+        // symmetry, a = 0 for equal jackknife values).
+        let a = vec![vec![1.5; 40], vec![0.5; 40]];
+        let b = vec![vec![0.0; 40]];
+        let opts = CompareOptions {
+            resamples: 4000,
+            ..CompareOptions::default()
+        };
+        let c = compare_seeds(&a, &b, 1.0, None, &opts);
+        assert_eq!(c.theta_hat, 1.0);
+        assert!(
+            (c.ci_low - 0.5).abs() < 1e-12 && (c.ci_high - 1.5).abs() < 1e-12,
+            "{c:?}"
+        );
+        // One seed each: the ordinary paired comparison of the differences.
+        let one = compare_seeds(&a[..1], &b, 1.0, None, &opts);
+        let diffs = vec![1.5; 40];
+        assert_eq!(one, compare(&diffs, None, &opts));
+        // A weight tests a margin: A − 1.1 B.
+        let bb = vec![vec![1.0; 40]];
+        let w = compare_seeds(&a, &bb, 1.1, None, &opts);
+        assert!((w.theta_hat - (1.0 - 1.1)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn hierarchical_interval_matches_the_plain_one_when_seeds_agree() {
+        let base: Vec<f64> = (0..30)
+            .map(|i| ((i * 7) % 11) as f64 / 10.0 - 0.3)
+            .collect();
+        let a = vec![base.clone(), base.clone(), base.clone()];
+        let b = vec![vec![0.0; 30]];
+        let opts = CompareOptions {
+            resamples: 2000,
+            ..CompareOptions::default()
+        };
+        let h = compare_seeds(&a, &b, 1.0, None, &opts);
+        let plain = compare(&base, None, &opts);
+        assert_eq!(h.theta_hat, plain.theta_hat);
+        assert_eq!(h.p_value, plain.p_value);
+        // Same distribution, other random draws: the bounds agree to resampling noise.
+        assert!((h.ci_low - plain.ci_low).abs() < 0.03, "{h:?} {plain:?}");
+        assert!((h.ci_high - plain.ci_high).abs() < 0.03, "{h:?} {plain:?}");
+    }
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol

@@ -1074,7 +1074,7 @@ pub fn turn_of(
 pub fn replay(
     rt: &Runtime,
     data: &crate::data::Dataset,
-    cases: &[crate::eval::phase::Case],
+    cases: &[crate::eval::split::Case],
 ) -> Vec<Vec<f64>> {
     let k = data.k;
     let mut out = vec![Vec::new(); cases.len()];

@@ -1,0 +1,405 @@
+//! The phase gates (SPEC §4.5, the seed's "Measurable Targets" and validation contracts)
+//! and their validity.
+//!
+//! Every gate is computed for the judged model and for four reference systems whose
+//! answer is known: the **oracle** (the planted relevance) must pass every gate that
+//! judges model quality, **random** and a **constant** scorer must fail each of them, and
+//! a **label memorizer** (the observed labels on the turns it trained on, a constant
+//! elsewhere) must fail the dual-error test. A gate that does not behave so cannot tell a
+//! good model from a bad one on this data: it reads INVALID, and an INVALID gate never
+//! lets the verdict pass.
+//!
+//! Gates on a margin ("+10% over the heuristic", "+3% over the cross-attention
+//! baseline") test the margin itself: the paired difference A − (1 + margin)·B must have
+//! its BCa lower bound above 0 and p < 0.05, with seed variance in the interval.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::canary::{CanaryResult, mean_detection};
+use super::dual::DualError;
+use super::metrics::{Row, metric_index};
+use super::stats::{CompareOptions, compare_seeds};
+
+/// A gate's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Status {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "FAIL")]
+    Fail,
+    #[serde(rename = "NOT MEASURED")]
+    NotMeasured,
+    /// The gate cannot discriminate on this data (see the module docs).
+    #[serde(rename = "INVALID")]
+    Invalid,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::NotMeasured => "NOT MEASURED",
+            Status::Invalid => "INVALID",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Gate {
+    pub name: String,
+    pub phase: String,
+    pub value: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub threshold: f64,
+    pub status: Status,
+    pub note: String,
+    /// The gate judges model quality, so its validity is checked on the references.
+    pub judges_quality: bool,
+}
+
+impl Gate {
+    pub fn passed(&self) -> bool {
+        self.status == Status::Pass
+    }
+}
+
+/// A gate before its status: measured or not.
+struct Measure {
+    value: Option<f64>,
+    ci: Option<(f64, f64)>,
+    pass: bool,
+    note: String,
+}
+
+impl Measure {
+    fn none(note: impl Into<String>) -> Measure {
+        Measure {
+            value: None,
+            ci: None,
+            pass: false,
+            note: note.into(),
+        }
+    }
+}
+
+fn gate(name: &str, phase: &str, threshold: f64, quality: bool, m: Measure) -> Gate {
+    Gate {
+        name: name.into(),
+        phase: phase.into(),
+        value: m.value,
+        ci_low: m.ci.map(|c| c.0),
+        ci_high: m.ci.map(|c| c.1),
+        threshold,
+        status: match m.value {
+            None => Status::NotMeasured,
+            Some(_) if m.pass => Status::Pass,
+            Some(_) => Status::Fail,
+        },
+        note: m.note,
+        judges_quality: quality,
+    }
+}
+
+/// What a judged system (the model, or a reference) brings to the gates.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    pub name: String,
+    /// Per seed, per GTS case: the metric rows (one "seed" for a reference system).
+    pub runs: Vec<Vec<Row>>,
+    /// Canary results at each SNR level (`None`: the dataset planted no canaries).
+    pub canaries: Option<Vec<(Option<f64>, Vec<CanaryResult>)>>,
+    /// The dual-error test on training turns (empty: not measured).
+    pub dual: Vec<DualError>,
+    /// p95 latency (ms) and the turns measured.
+    pub latency: Option<(f64, usize)>,
+    /// A reference system: deterministic, so the seed count does not apply.
+    pub reference: bool,
+}
+
+/// What every system is compared with.
+pub struct Against<'a> {
+    pub heuristic: &'a [Vec<Row>],
+    pub xattn: Option<&'a [Vec<Row>]>,
+    /// (group trained on another dataset, its DCG@10 / the same model's trained here).
+    pub transfer: Option<(String, f64)>,
+    pub units: Option<&'a [u64]>,
+    pub compare: &'a CompareOptions,
+}
+
+fn column(runs: &[Vec<Row>], metric: &str) -> Vec<Vec<f64>> {
+    let m = metric_index(metric);
+    runs.iter()
+        .map(|r| r.iter().map(|row| row[m]).collect())
+        .collect()
+}
+
+fn mean_of(runs: &[Vec<f64>]) -> f64 {
+    let n: usize = runs.iter().map(Vec::len).sum();
+    runs.iter().flatten().sum::<f64>() / n.max(1) as f64
+}
+
+fn level(e: &Evidence, db: Option<f64>) -> Option<&Vec<CanaryResult>> {
+    e.canaries
+        .as_ref()?
+        .iter()
+        .find(|l| l.0 == db)
+        .map(|l| &l.1)
+}
+
+/// The largest drop in mean detection between adjacent SNR levels above the noise floor
+/// (the first level below 50% detection), and the clean detection.
+pub fn cliff(levels: &[(Option<f64>, Vec<CanaryResult>)]) -> Option<(f64, f64)> {
+    let d: Vec<f64> = levels.iter().map(|l| mean_detection(&l.1)).collect();
+    let clean = *d.first()?;
+    if !clean.is_finite() {
+        return None;
+    }
+    let floor = d.iter().position(|&x| x < 0.5).unwrap_or(d.len() - 1);
+    let drop = d[..=floor]
+        .windows(2)
+        .map(|w| w[0] - w[1])
+        .fold(0.0, f64::max);
+    Some((drop, clean))
+}
+
+/// Largest drop between adjacent levels for the SNR curve to count as cliff-free.
+pub const MAX_CLIFF: f64 = 0.25;
+
+/// The gates of one system.
+pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
+    let mut gates = Vec::new();
+    let canaries_20 = match level(e, Some(20.0)) {
+        Some(l) => {
+            let passed = l.iter().filter(|r| r.pass).count();
+            let failed: Vec<&str> = l
+                .iter()
+                .filter(|r| !r.pass)
+                .map(|r| r.canary.as_str())
+                .collect();
+            Measure {
+                value: Some(passed as f64),
+                ci: None,
+                pass: passed == 7,
+                note: if failed.is_empty() {
+                    "every canary's criterion holds on its probes".into()
+                } else {
+                    format!("failing: {}", failed.join(", "))
+                },
+            }
+        }
+        None => Measure::none("the dataset planted no canaries"),
+    };
+    gates.push(gate(
+        "canaries 7/7 pass at 20 dB",
+        "0→1",
+        7.0,
+        true,
+        canaries_20,
+    ));
+
+    let hr5 = column(&e.runs, "hr@5");
+    let zeros = vec![vec![0.0; hr5[0].len()]];
+    let c = compare_seeds(&hr5, &zeros, 0.0, with.units, with.compare);
+    gates.push(gate(
+        "HR@5 ≥ 0.60",
+        "0→1",
+        0.60,
+        true,
+        Measure {
+            value: Some(c.theta_hat),
+            ci: Some((c.ci_low, c.ci_high)),
+            pass: c.ci_low >= 0.60,
+            note: "GTS test cases; the BCa lower bound must reach the threshold".into(),
+        },
+    ));
+
+    let dcg = column(&e.runs, "dcg@10");
+    let h = column(with.heuristic, "dcg@10");
+    let base = mean_of(&h);
+    let c = compare_seeds(&dcg, &h, 1.10, with.units, with.compare);
+    gates.push(gate(
+        "DCG@10 ≥ +10% over the heuristic, significant",
+        "0→1",
+        0.10,
+        true,
+        Measure {
+            value: Some(mean_of(&dcg) / base - 1.0),
+            ci: Some((c.ci_low / base + 0.10, c.ci_high / base + 0.10)),
+            pass: c.significant,
+            note: format!(
+                "paired test of DCG@10 − 1.1 × heuristic: BCa [{:.4}, {:.4}], p = {:.4}",
+                c.ci_low, c.ci_high, c.p_value
+            ),
+        },
+    ));
+
+    let latency = match e.latency {
+        Some((p95, turns)) => Measure {
+            value: Some(p95),
+            ci: None,
+            pass: p95 <= 5.0,
+            note: format!("Burn model, one turn per step, {turns} turns (CPU)"),
+        },
+        None if e.reference => Measure::none("a reference system has no model to time"),
+        None => Measure::none("latency not measured"),
+    };
+    gates.push(gate(
+        "p95 latency ≤ 5 ms per prediction",
+        "0→1",
+        5.0,
+        false,
+        latency,
+    ));
+
+    let xattn = match with.xattn {
+        Some(x) => {
+            let hr = column(&e.runs, "hr@10");
+            let xh = column(x, "hr@10");
+            let base = mean_of(&xh);
+            let c = compare_seeds(&hr, &xh, 1.03, with.units, with.compare);
+            let seeds = e.runs.len();
+            let enough = e.reference || seeds >= 5;
+            Measure {
+                value: Some(mean_of(&hr) / base - 1.0),
+                ci: Some((c.ci_low / base + 0.03, c.ci_high / base + 0.03)),
+                pass: c.significant && enough,
+                note: format!(
+                    "synthetic held-out data; paired test of HR@10 − 1.03 × xattn: BCa [{:.4}, {:.4}], p = {:.4}; {}",
+                    c.ci_low,
+                    c.ci_high,
+                    c.p_value,
+                    if e.reference {
+                        "deterministic system".to_string()
+                    } else {
+                        format!("{seeds} seed(s) × {} xattn seed(s)", x.len())
+                    }
+                ),
+            }
+        }
+        None => Measure::none("no xattn run was given"),
+    };
+    gates.push(gate(
+        "HR@10 > cross-attention baseline + 3%, p < 0.05, ≥ 5 seeds",
+        "1→2",
+        0.03,
+        true,
+        xattn,
+    ));
+
+    for (db, threshold) in [(20.0, 0.90), (10.0, 0.70)] {
+        let name = format!(
+            "mean canary detection > {:.0}% at {db} dB",
+            threshold * 100.0
+        );
+        let m = match level(e, Some(db)) {
+            Some(l) => {
+                let d = mean_detection(l);
+                Measure {
+                    value: Some(d),
+                    ci: None,
+                    pass: d > threshold,
+                    note: "SNR curve".into(),
+                }
+            }
+            None => Measure::none("no canaries"),
+        };
+        gates.push(gate(&name, "0 contract", threshold, true, m));
+    }
+
+    let cliff_m = match e.canaries.as_deref().and_then(cliff) {
+        Some((drop, clean)) => Measure {
+            value: Some(drop),
+            ci: None,
+            pass: drop <= MAX_CLIFF && clean >= 0.90,
+            note: format!(
+                "largest drop of mean detection between adjacent levels above the noise floor; clean detection {:.1}% (≥ 90% needed)",
+                100.0 * clean
+            ),
+        },
+        None => Measure::none("no canaries"),
+    };
+    gates.push(gate(
+        "SNR curve degrades without a cliff above the noise floor",
+        "0 contract",
+        MAX_CLIFF,
+        true,
+        cliff_m,
+    ));
+
+    let passed = e.dual.iter().filter(|d| d.pass).count();
+    let dual = if e.dual.iter().all(|d| d.n == 0) {
+        Measure::none("no canary candidate in the training turns")
+    } else {
+        Measure {
+            value: Some(passed as f64),
+            ci: None,
+            pass: passed == 7,
+            note:
+                "training turns: MSE_Obs − MSE_True > floor / 2 and skill over the base rate > 0.1"
+                    .into(),
+        }
+    };
+    gates.push(gate(
+        "dual error: MSE_True < MSE_Obs beyond the noise floor, 7/7 canaries",
+        "0 contract",
+        7.0,
+        true,
+        dual,
+    ));
+
+    if let Some((group, ratio)) = &with.transfer {
+        gates.push(gate(
+            "TSTR: trained on synthetic, tested on real ≥ 60% of trained on real",
+            "0→1",
+            0.60,
+            false,
+            if e.reference {
+                Measure::none("a reference system is not trained")
+            } else {
+                Measure {
+                    value: Some(*ratio),
+                    ci: None,
+                    pass: *ratio > 0.60,
+                    note: format!("DCG@10 of {group} over the same model trained on this dataset"),
+                }
+            },
+        ));
+    }
+    gates
+}
+
+/// The reference systems and what each must do on a quality gate.
+pub const REFERENCES: [&str; 4] = ["oracle", "random", "constant", "memorizer"];
+
+/// Marks INVALID every measured quality gate of `gates` that the references show cannot
+/// discriminate: the oracle does not pass it, random or constant passes it, or (the
+/// dual-error gate) the memorizer passes it. `references` are in [`REFERENCES`] order.
+pub fn check_validity(gates: &mut [Gate], references: &[Vec<Gate>]) {
+    for (i, g) in gates.iter_mut().enumerate() {
+        if !g.judges_quality || g.status == Status::NotMeasured {
+            continue;
+        }
+        let status = |r: usize| references.get(r).and_then(|v| v.get(i)).map(|g| g.status);
+        let mut why = Vec::new();
+        if status(0) != Some(Status::Pass) {
+            why.push("the oracle does not pass it");
+        }
+        if status(1) == Some(Status::Pass) {
+            why.push("random passes it");
+        }
+        if status(2) == Some(Status::Pass) {
+            why.push("a constant scorer passes it");
+        }
+        if g.name.starts_with("dual error") && status(3) == Some(Status::Pass) {
+            why.push("a label memorizer passes it");
+        }
+        if !why.is_empty() {
+            g.status = Status::Invalid;
+            g.note = format!("INVALID on this data: {}. {}", why.join("; "), g.note);
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Scoring test cases: a trained model's scores from the history before each case, the
+//! systems compared in a report (a baseline, or a model's seeds), and the latency of the
+//! recurrent step.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::metrics::Row;
+use super::split::{Case, labels_of};
+use crate::data::{Dataset, UserSeq};
+use crate::features::Canary;
+use crate::model::mamba::ScanImpl;
+use crate::model::scorer::{ModelConfig, Scorer};
+use crate::train::batch::make_batch;
+
+/// Scores of `cases` (sorted by user, then turn) by a trained model, each from the history
+/// before its turn.
+pub fn model_scores(
+    model: &Scorer,
+    cfg: &ModelConfig,
+    data: &Dataset,
+    cases: &[Case],
+    device: &Device,
+) -> Vec<Vec<f64>> {
+    let mut by_user: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+    for (i, c) in cases.iter().enumerate() {
+        by_user.entry(c.user).or_default().push((i, c.turn));
+    }
+    let mut out = vec![Vec::new(); cases.len()];
+    let users: Vec<(usize, Vec<(usize, usize)>)> = by_user.into_iter().collect();
+    let k = data.k;
+    // Chunks of users on both cores; each gives (case index, scores) pairs.
+    let scored: Vec<Vec<(usize, Vec<f64>)>> = users
+        .par_chunks(8)
+        .map(|chunk| {
+            let seqs: Vec<&UserSeq> = chunk.iter().map(|(u, _)| &data.users[*u]).collect();
+            // Through the last case of each user: later turns cannot change earlier scores.
+            let lens: Vec<usize> = chunk
+                .iter()
+                .map(|(_, cs)| cs.iter().map(|&(_, t)| t + 1).max().unwrap_or(0))
+                .collect();
+            let b = make_batch(
+                data,
+                &seqs,
+                &lens,
+                cfg.entity_slots,
+                cfg.memory_slots,
+                device,
+            );
+            let scores = model.forward(&b, ScanImpl::for_device(device));
+            let [_, t, _] = scores.dims();
+            let s: Vec<f32> = scores.try_into_vec_as::<f32>().expect("f32 scores");
+            let mut got = Vec::new();
+            for (bi, (_, cs)) in chunk.iter().enumerate() {
+                for &(i, turn) in cs {
+                    let row = (bi * t + turn) * k;
+                    got.push((i, s[row..row + k].iter().map(|&v| v as f64).collect()));
+                }
+            }
+            got
+        })
+        .collect();
+    for (i, s) in scored.into_iter().flatten() {
+        out[i] = s;
+    }
+    out
+}
+
+/// One evaluated system: a baseline, a reference system, or a model (its seeds).
+#[derive(Clone, Debug)]
+pub struct System {
+    pub name: String,
+    pub kind: &'static str,
+    pub runs: Vec<PathBuf>,
+    pub seeds: Vec<u64>,
+    /// Per seed (one for a baseline), per case: the metric rows.
+    pub seed_rows: Vec<Vec<Row>>,
+    /// Per case, per metric (mean over seeds).
+    pub cases: Vec<Row>,
+    /// Per seed, the mean of each metric.
+    pub per_seed: Vec<Row>,
+}
+
+impl System {
+    /// A system from its per-seed rows.
+    pub fn new(
+        name: impl Into<String>,
+        kind: &'static str,
+        runs: Vec<PathBuf>,
+        seeds: Vec<u64>,
+        seed_rows: Vec<Vec<Row>>,
+    ) -> System {
+        let n_cases = seed_rows.first().map_or(0, Vec::len);
+        let n = seed_rows.len().max(1) as f64;
+        let cases = (0..n_cases)
+            .map(|c| {
+                let mut row = [0.0; 7];
+                for r in &seed_rows {
+                    for (m, v) in row.iter_mut().enumerate() {
+                        *v += r[c][m] / n;
+                    }
+                }
+                row
+            })
+            .collect();
+        System {
+            name: name.into(),
+            kind,
+            runs,
+            seeds,
+            per_seed: seed_rows.iter().map(|r| mean_rows(r)).collect(),
+            seed_rows,
+            cases,
+        }
+    }
+
+    pub fn mean(&self, metric: usize, cases: &[usize]) -> f64 {
+        if cases.is_empty() {
+            return f64::NAN;
+        }
+        cases.iter().map(|&i| self.cases[i][metric]).sum::<f64>() / cases.len() as f64
+    }
+
+    /// The per-seed values of `metric` on `cases`: `[seed][case]`.
+    pub fn column(&self, metric: usize, cases: &[usize]) -> Vec<Vec<f64>> {
+        self.seed_rows
+            .iter()
+            .map(|r| cases.iter().map(|&i| r[i][metric]).collect())
+            .collect()
+    }
+}
+
+pub fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
+    super::stats::quantile(sorted, q)
+}
+
+/// Per-turn latency of `model.step` (batch 1), replaying whole users one turn at a time.
+pub fn step_latency(
+    model: &Scorer,
+    cfg: &ModelConfig,
+    data: &Dataset,
+    users: usize,
+    device: &Device,
+) -> Vec<f64> {
+    let mut times = Vec::new();
+    for u in data.users.iter().take(users) {
+        let batch = make_batch(
+            data,
+            &[u],
+            &[u.turns],
+            cfg.entity_slots,
+            cfg.memory_slots,
+            device,
+        );
+        let mut state = model.zero_state(1, device);
+        for t in 0..u.turns {
+            let turn = batch.turn(t);
+            let start = Instant::now();
+            let (scores, next) = model.step(&turn, state);
+            let _: Vec<f32> = scores.try_into_vec_as::<f32>().expect("f32 scores");
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            state = next;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+/// Turns in `[from, to)` holding a contract canary candidate (at most `max`, spread).
+pub fn canary_turns(data: &Dataset, from: i64, to: i64, max: usize) -> Vec<Case> {
+    let k = data.k;
+    turns_between(data, from, to, max, |u, t| {
+        (0..k).any(|j| {
+            u.valid[t * k + j] == 1.0
+                && Canary::CONTRACT
+                    .iter()
+                    .any(|c| u.canary[t * k + j] & c.bit() != 0)
+        })
+    })
+}
+
+/// Turns in `[from, to)` with a relevant label (at most `max`, spread).
+pub fn labelled_turns(data: &Dataset, from: i64, to: i64, max: usize) -> Vec<Case> {
+    turns_between(data, from, to, max, |u, t| {
+        labels_of(u, t, data.k).iter().any(|&l| l > 0.0)
+    })
+}
+
+/// Turns in `[from, to)` that `keep` accepts (at most `max`, spread evenly).
+fn turns_between(
+    data: &Dataset,
+    from: i64,
+    to: i64,
+    max: usize,
+    keep: impl Fn(&UserSeq, usize) -> bool,
+) -> Vec<Case> {
+    let mut v = Vec::new();
+    for (ui, u) in data.users.iter().enumerate() {
+        for t in 0..u.turns {
+            if u.timestamp[t] >= from && u.timestamp[t] < to && keep(u, t) {
+                v.push(Case { user: ui, turn: t });
+            }
+        }
+    }
+    if v.len() > max {
+        v = (0..max).map(|i| v[i * v.len() / max]).collect();
+    }
+    v
+}
+
+/// Mean number of relevant observed labels per turn over `cases`.
+pub fn mean_relevant(data: &Dataset, cases: &[Case]) -> f64 {
+    let k = data.k;
+    let total: f64 = cases
+        .iter()
+        .map(|c| {
+            labels_of(&data.users[c.user], c.turn, k)
+                .iter()
+                .sum::<f64>()
+        })
+        .sum();
+    total / cases.len().max(1) as f64
+}
+
+pub fn mean_rows(rows: &[Row]) -> Row {
+    let mut m = [0.0; 7];
+    for r in rows {
+        for (a, b) in m.iter_mut().zip(r) {
+            *a += b;
+        }
+    }
+    let n = rows.len().max(1) as f64;
+    m.map(|v| v / n)
+}

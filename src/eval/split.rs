@@ -1,0 +1,90 @@
+//! The test split (SPEC §4.1) and its size.
+//!
+//! - **GTS**: every turn at or after the runs' test cut-off (the 90th percentile of turn
+//!   timestamps) with a relevant label is a case, scored from the full history before it
+//!   (successive targets). Training and model selection saw only turns before the cut-off.
+//! - **LOO**: each user's last turn, among the GTS cases (a user whose last turn falls
+//!   before the cut-off was seen in training and gives no LOO case).
+//!
+//! A split is only as good as its users: a test case's user is **warm** when it has at
+//! least one turn before the cut-off (history the model can use), and a split with fewer
+//! than [`MIN_USERS`] users is flagged in the report.
+
+use serde::Serialize;
+
+use crate::data::{Dataset, UserSeq};
+use crate::train::batch::turns_before;
+
+/// Fewest users a split should have for its statistics to mean something.
+pub const MIN_USERS: usize = 30;
+
+/// A test case: user index and turn index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Case {
+    pub user: usize,
+    pub turn: usize,
+}
+
+/// Observed labels of turn `t` (0 for missing candidate slots).
+pub fn labels_of(u: &UserSeq, t: usize, k: usize) -> Vec<f64> {
+    (0..k)
+        .map(|c| (u.labels[t * k + c] * u.valid[t * k + c]) as f64)
+        .collect()
+}
+
+/// The GTS cases (turns at or after `test_cutoff` with a relevant label) and the LOO
+/// subset (each user's last turn, when it is a GTS case).
+pub fn test_cases(data: &Dataset, test_cutoff: i64) -> (Vec<Case>, Vec<Case>) {
+    let mut gts = Vec::new();
+    let mut loo = Vec::new();
+    for (ui, u) in data.users.iter().enumerate() {
+        let first = turns_before(u, test_cutoff);
+        for t in first..u.turns {
+            if labels_of(u, t, data.k).iter().any(|&l| l > 0.0) {
+                gts.push(Case { user: ui, turn: t });
+                if t + 1 == u.turns {
+                    loo.push(Case { user: ui, turn: t });
+                }
+            }
+        }
+    }
+    (gts, loo)
+}
+
+/// The size of a set of test cases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TestSet {
+    pub cases: usize,
+    pub users: usize,
+    /// Users with history before the cut-off.
+    pub warm_users: usize,
+}
+
+impl TestSet {
+    pub fn of<'a>(
+        data: &Dataset,
+        cases: impl IntoIterator<Item = &'a Case>,
+        cutoff: i64,
+    ) -> TestSet {
+        let mut users = std::collections::BTreeSet::new();
+        let mut n = 0;
+        for c in cases {
+            users.insert(c.user);
+            n += 1;
+        }
+        let warm = users
+            .iter()
+            .filter(|&&u| turns_before(&data.users[u], cutoff) > 0)
+            .count();
+        TestSet {
+            cases: n,
+            users: users.len(),
+            warm_users: warm,
+        }
+    }
+
+    /// Too few users for the split's statistics to generalize.
+    pub fn too_small(&self) -> bool {
+        self.users < MIN_USERS
+    }
+}
