@@ -199,6 +199,19 @@ impl Canary {
     }
 }
 
+/// Written as its name (`"temporal_cycle"`, …) in reports and JSON.
+impl serde::Serialize for Canary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl std::fmt::Display for Canary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -335,7 +335,7 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
     let verdict: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("gates.json")).unwrap()).unwrap();
     let gates = verdict["gates"].as_array().unwrap();
-    assert_eq!(gates.len(), 9);
+    assert_eq!(gates.len(), 10);
     for g in gates {
         let status = g["status"].as_str().unwrap();
         assert!(
@@ -353,7 +353,7 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
     // the canary contract.
     let reference = &verdict["reference"];
     for name in ["oracle", "random", "constant", "memorizer"] {
-        assert_eq!(reference[name].as_array().unwrap().len(), 9, "{name}");
+        assert_eq!(reference[name].as_array().unwrap().len(), 10, "{name}");
     }
     for name in ["random", "constant"] {
         for g in reference[name].as_array().unwrap() {

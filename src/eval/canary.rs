@@ -510,7 +510,7 @@ pub type SiteValues = Vec<Vec<Vec<f64>>>;
 /// The outcome of one canary for one system at one noise level.
 #[derive(Clone, Debug, Serialize)]
 pub struct CanaryResult {
-    pub canary: String,
+    pub canary: Canary,
     /// Probe sites.
     pub probes: usize,
     /// Fraction detected (ties count one half).
@@ -892,7 +892,7 @@ pub fn judge(per_seed: &[SiteValues], rules: &Rules, seed: u64) -> Vec<CanaryRes
             let threshold = threshold(canary, rules);
             if n == 0 {
                 return CanaryResult {
-                    canary: canary.name().into(),
+                    canary,
                     probes: 0,
                     detection: f64::NAN,
                     statistic: f64::NAN,
@@ -935,7 +935,7 @@ pub fn judge(per_seed: &[SiteValues], rules: &Rules, seed: u64) -> Vec<CanaryRes
                 )
             };
             CanaryResult {
-                canary: canary.name().into(),
+                canary,
                 probes: n,
                 detection,
                 statistic: stat,

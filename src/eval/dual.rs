@@ -25,7 +25,7 @@ pub const MIN_SKILL: f64 = 0.1;
 /// The dual-error test of one system on one canary's candidates.
 #[derive(Clone, Debug, Serialize)]
 pub struct DualError {
-    pub canary: String,
+    pub canary: Canary,
     pub n: usize,
     /// Mean squared error against the observed (noisy) labels.
     pub mse_obs: f64,
@@ -42,7 +42,7 @@ pub struct DualError {
 
 impl DualError {
     fn judged(
-        canary: String,
+        canary: Canary,
         n: usize,
         mse_obs: f64,
         mse_true: f64,
@@ -104,14 +104,7 @@ pub fn dual_error(data: &Dataset, turns: &[Case], predicted: &[Vec<f64>]) -> Vec
                 }
             }
             let nf = n.max(1) as f64;
-            DualError::judged(
-                c.name().into(),
-                n,
-                obs / nf,
-                tru / nf,
-                floor / nf,
-                mse_base / nf,
-            )
+            DualError::judged(c, n, obs / nf, tru / nf, floor / nf, mse_base / nf)
         })
         .collect()
 }
@@ -128,7 +121,7 @@ pub fn average(runs: &[Vec<DualError>]) -> Vec<DualError> {
         .map(|(i, d)| {
             let m = |f: fn(&DualError) -> f64| runs.iter().map(|r| f(&r[i])).sum::<f64>() / n;
             DualError::judged(
-                d.canary.clone(),
+                d.canary,
                 d.n,
                 m(|d| d.mse_obs),
                 m(|d| d.mse_true),

@@ -123,6 +123,8 @@ pub struct Evidence {
 /// What every system is compared with.
 pub struct Against<'a> {
     pub heuristic: &'a [Vec<Row>],
+    /// The history baseline with the highest DCG@10 (name, rows).
+    pub history: Option<(String, &'a [Vec<Row>])>,
     pub xattn: Option<&'a [Vec<Row>]>,
     /// (group trained on another dataset, its DCG@10 / the same model's trained here).
     pub transfer: Option<(String, f64)>,
@@ -178,7 +180,7 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
             let failed: Vec<&str> = l
                 .iter()
                 .filter(|r| !r.pass)
-                .map(|r| r.canary.as_str())
+                .map(|r| r.canary.name())
                 .collect();
             Measure {
                 value: Some(passed as f64),
@@ -235,6 +237,31 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
                 c.ci_low, c.ci_high, c.p_value
             ),
         },
+    ));
+
+    let history = match &with.history {
+        Some((name, rows)) => {
+            let b = column(rows, "dcg@10");
+            let base = mean_of(&b);
+            let c = compare_seeds(&dcg, &b, 1.0, with.units, with.compare);
+            Measure {
+                value: Some(mean_of(&dcg) / base - 1.0),
+                ci: Some((c.ci_low / base, c.ci_high / base)),
+                pass: c.significant,
+                note: format!(
+                    "against {name}, the best history baseline: difference {:+.4}, BCa [{:.4}, {:.4}], p = {:.4}",
+                    c.theta_hat, c.ci_low, c.ci_high, c.p_value
+                ),
+            }
+        }
+        None => Measure::none("no history baseline"),
+    };
+    gates.push(gate(
+        "DCG@10 above the best history baseline, significant",
+        "0→1",
+        0.0,
+        true,
+        history,
     ));
 
     let latency = match e.latency {

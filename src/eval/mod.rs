@@ -5,6 +5,7 @@ pub mod ablation;
 pub mod canary;
 pub mod dual;
 pub mod gates;
+pub mod history;
 pub mod io;
 pub mod metrics;
 pub mod output;

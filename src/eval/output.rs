@@ -223,7 +223,7 @@ pub fn write_report(
                         w.write_record([
                             l.snr_db.map_or("clean".into(), |v| v.to_string()),
                             sys.into(),
-                            r.canary.clone(),
+                            r.canary.to_string(),
                             r.probes.to_string(),
                             format!("{:.6}", r.detection),
                             format!("{:.6}", r.statistic),
@@ -476,7 +476,7 @@ fn sections(
                             })
                         };
                         vec![
-                            m.canary.clone(),
+                            m.canary.to_string(),
                             m.probes.to_string(),
                             f4(m.detection),
                             f4(m.statistic),
@@ -561,7 +561,7 @@ fn sections(
                 |l| snr_name(l.snr_db),
             );
         let mut header = vec!["level".to_string()];
-        header.extend(levels[0].model.iter().map(|r| r.canary.clone()));
+        header.extend(levels[0].model.iter().map(|r| r.canary.to_string()));
         header.push("mean".into());
         header.push("oracle mean".into());
         let rows = levels
@@ -615,7 +615,7 @@ fn sections(
         d.iter()
             .map(|e| {
                 vec![
-                    e.canary.clone(),
+                    e.canary.to_string(),
                     e.n.to_string(),
                     format!("{:.5}", e.mse_obs),
                     format!("{:.5}", e.mse_true),

@@ -23,6 +23,7 @@ use super::canary::{
 };
 use super::dual::{self, DualError, base_rate};
 use super::gates::{self, Against, Evidence, Gate};
+use super::history::{self, HistoryRule};
 use super::metrics::{Row, case_row, metric_index};
 use super::output::{training_curves, write_report};
 use super::scoring::{
@@ -227,6 +228,21 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         Vec::new(),
         vec![rows_of(&vec![vec![0.0; k]; gts.len()])],
     ));
+    // History baselines: each rule from the user's own earlier labels.
+    let history: Vec<Vec<Vec<f64>>> = gts
+        .iter()
+        .map(|c| history::scores(&data.users[c.user], c.turn, k))
+        .collect();
+    for (r, rule) in HistoryRule::ALL.iter().enumerate() {
+        let scores: Vec<Vec<f64>> = history.iter().map(|h| h[r].clone()).collect();
+        systems.push(System::new(
+            rule.name(),
+            "history baseline",
+            Vec::new(),
+            Vec::new(),
+            vec![rows_of(&scores)],
+        ));
+    }
     // Trained runs, grouped by model (and, for TSTR, by the dataset they were trained on:
     // `mamba@1a2b3c4d` is a mamba trained on another dataset).
     let group = |st: &crate::train::RunState| -> String {
@@ -547,10 +563,17 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         })
     };
     let transfer = primary_transfer(&systems, primary);
+    let dcg = metric_index("dcg@10");
+    let best_history = systems
+        .iter()
+        .filter(|s| s.kind == "history baseline")
+        .max_by(|a, b| a.mean(dcg, &all).total_cmp(&b.mean(dcg, &all)))
+        .map(|s| (s.name.clone(), &s.seed_rows[..]));
     let xattn = find_system("xattn").filter(|&x| x != p);
     let user_units = (opts.unit == Unit::User).then_some(&units[..]);
     let against = Against {
         heuristic: &systems[heuristic].seed_rows,
+        history: best_history,
         xattn: xattn.map(|x| &systems[x].seed_rows[..]),
         transfer,
         units: user_units,
