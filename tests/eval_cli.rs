@@ -627,3 +627,122 @@ fn transfer_evaluates_runs_trained_elsewhere_on_this_datasets_split() {
             .contains("## TSTR")
     );
 }
+
+/// A JSONL stream of `users` × `turns` turns of 20 candidates whose features carry no
+/// signal: each user's topic of 3 memories stays from one turn to the next with
+/// probability `persist` and is relevant with probability 0.9, other memories 0.03.
+fn topic_stream(dir: &Path, name: &str, persist: f64, seed: u64) -> std::path::PathBuf {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut lines = Vec::new();
+    for user in 0..24 {
+        let draw_topic = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<u32> {
+            let mut t: Vec<u32> = Vec::new();
+            while t.len() < 3 {
+                let m = rng.random_range(0..60u32);
+                if !t.contains(&m) {
+                    t.push(m);
+                }
+            }
+            t
+        };
+        let mut topic = draw_topic(&mut rng);
+        for turn in 0..60 {
+            if turn > 0 && !rng.random_bool(persist) {
+                topic = draw_topic(&mut rng);
+            }
+            let mut ids = topic.clone();
+            while ids.len() < 20 {
+                let m = rng.random_range(0..60u32);
+                if !ids.contains(&m) {
+                    ids.push(m);
+                }
+            }
+            for i in (1..ids.len()).rev() {
+                let j = rng.random_range(0..=i);
+                ids.swap(i, j);
+            }
+            let labels: Vec<f64> = ids
+                .iter()
+                .map(|m| rng.random_bool(if topic.contains(m) { 0.9 } else { 0.03 }) as u8 as f64)
+                .collect();
+            let features: Vec<Vec<f64>> = ids
+                .iter()
+                .map(|_| (0..17).map(|_| rng.random_range(0.0..1.0)).collect())
+                .collect();
+            lines.push(
+                serde_json::json!({
+                    "user_id": format!("u{user}"),
+                    "timestamp": 1_767_571_200 + turn * 3_600 + user,
+                    "memory_ids": ids,
+                    "features": features,
+                    "labels": labels,
+                })
+                .to_string(),
+            );
+        }
+    }
+    let input = dir.join(format!("{name}.jsonl"));
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.join(name);
+    ssmkit::datagen::import::import(
+        &input,
+        &ssmkit::datagen::GenOptions {
+            out: out.clone(),
+            force: false,
+            quiet: true,
+        },
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn history_baselines_see_persistence_and_only_persistence() {
+    use ssmkit::eval::history::{HistoryRule, scores};
+    use ssmkit::eval::metrics::case_metrics;
+    use ssmkit::model::baselines::{self, Baseline};
+    let dir = tempfile::tempdir().unwrap();
+    // Mean DCG@10 of each history rule and of random, over every turn with a relevant
+    // label (all scored from the turns before them).
+    let dcg = |data: &Dataset| -> (Vec<f64>, f64) {
+        let (cases, _) = test_cases(data, i64::MIN);
+        let k = data.k;
+        let mut rng = rand::SeedableRng::seed_from_u64(5);
+        let mut rules = vec![0.0; HistoryRule::ALL.len()];
+        let mut random = 0.0;
+        for c in &cases {
+            let u = &data.users[c.user];
+            let labels: Vec<f64> = (0..k).map(|j| u.labels[c.turn * k + j] as f64).collect();
+            for (r, s) in scores(u, c.turn, k).iter().enumerate() {
+                rules[r] += case_metrics(s, &labels, 10).dcg / cases.len() as f64;
+            }
+            let s = baselines::scores(Baseline::Random, u, c.turn, k, &mut rng);
+            random += case_metrics(&s, &labels, 10).dcg / cases.len() as f64;
+        }
+        (rules, random)
+    };
+    // A persisting topic: the previous turn's relevant memories are the next turn's.
+    let data = Dataset::load(&topic_stream(dir.path(), "persist", 0.85, 1)).unwrap();
+    let (rules, random) = dcg(&data);
+    let previous = rules[0];
+    assert!(
+        previous > 1.8 * random,
+        "prev-relevant {previous:.3}, random {random:.3}"
+    );
+    assert!(
+        rules[2] > 1.8 * random,
+        "decayed count {:.3}, random {random:.3}",
+        rules[2]
+    );
+    // A topic redrawn every turn: history says nothing, and no rule beats chance.
+    let data = Dataset::load(&topic_stream(dir.path(), "fresh", 0.0, 2)).unwrap();
+    let (rules, random) = dcg(&data);
+    for (rule, v) in HistoryRule::ALL.iter().zip(&rules) {
+        assert!(
+            v - random < 0.1,
+            "{}: {v:.3} against random {random:.3} on a stream without persistence",
+            rule.name()
+        );
+    }
+}
