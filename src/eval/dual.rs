@@ -10,8 +10,11 @@
 //! - the predictor keeps its distance from the labels: MSE_Obs − MSE_True > F / 2 (a
 //!   label memorizer has MSE_Obs − MSE_True ≈ −F), and
 //! - it learned the signal: its **skill** 1 − MSE_True / MSE_base > [`MIN_SKILL`], where
-//!   MSE_base is the MSE_True of the constant predictor at the turns' base rate (a
-//!   constant predictor has skill ≤ 0).
+//!   MSE_base is the MSE_True of the best constant for the canary, its mean relevance:
+//!   a predictor that only knows which memories belong to the canary scores 0, so skill
+//!   means the rule that moves the canary's relevance (weekday, selector, age, version)
+//!   was learned. A canary whose relevance nothing moves (burst: a fixed level) is its
+//!   level, and is compared with the constant at the turns' base rate instead.
 
 use serde::Serialize;
 
@@ -33,7 +36,8 @@ pub struct DualError {
     pub mse_true: f64,
     /// Mean (label − relevance)²: the MSE_Obs of the truth itself.
     pub floor: f64,
-    /// MSE_True of the constant predictor at the base rate.
+    /// MSE_True of the best constant for the canary (its mean relevance; the turns' base
+    /// rate where its relevance does not vary).
     pub mse_base: f64,
     /// 1 − MSE_True / MSE_base.
     pub skill: f64,
@@ -88,7 +92,8 @@ pub fn dual_error(data: &Dataset, turns: &[Case], predicted: &[Vec<f64>]) -> Vec
     Canary::CONTRACT
         .iter()
         .map(|&c| {
-            let (mut obs, mut tru, mut floor, mut mse_base, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
+            let (mut obs, mut tru, mut floor, mut n) = (0.0, 0.0, 0.0, 0usize);
+            let mut truth = Vec::new();
             for (case, p) in turns.iter().zip(predicted) {
                 let u = &data.users[case.user];
                 for (j, &pj) in p.iter().enumerate().take(k) {
@@ -98,13 +103,20 @@ pub fn dual_error(data: &Dataset, turns: &[Case], predicted: &[Vec<f64>]) -> Vec
                         obs += (pj - l).powi(2);
                         tru += (pj - r).powi(2);
                         floor += (l - r).powi(2);
-                        mse_base += (base - r).powi(2);
+                        truth.push(r);
                         n += 1;
                     }
                 }
             }
             let nf = n.max(1) as f64;
-            DualError::judged(c, n, obs / nf, tru / nf, floor / nf, mse_base / nf)
+            let level = truth.iter().sum::<f64>() / nf;
+            let spread = truth.iter().map(|r| (r - level).powi(2)).sum::<f64>() / nf;
+            let mse_base = if spread > 1e-6 {
+                spread
+            } else {
+                truth.iter().map(|r| (base - r).powi(2)).sum::<f64>() / nf
+            };
+            DualError::judged(c, n, obs / nf, tru / nf, floor / nf, mse_base)
         })
         .collect()
 }

@@ -152,8 +152,10 @@ fn level(e: &Evidence, db: Option<f64>) -> Option<&Vec<CanaryResult>> {
         .map(|l| &l.1)
 }
 
-/// The largest drop in mean detection between adjacent SNR levels above the noise floor
-/// (the first level below 50% detection), and the clean detection.
+/// The largest drop in mean detection between adjacent SNR levels from the clean level
+/// down to the noise floor (the first level below 50% detection; the step into the floor
+/// counts: a fall from high detection straight into it is the cliff), and the clean
+/// detection.
 pub fn cliff(levels: &[(Option<f64>, Vec<CanaryResult>)]) -> Option<(f64, f64)> {
     let d: Vec<f64> = levels.iter().map(|l| mean_detection(&l.1)).collect();
     let clean = *d.first()?;
@@ -343,7 +345,7 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
             ci: None,
             pass: drop <= MAX_CLIFF && clean >= 0.90,
             note: format!(
-                "largest drop of mean detection between adjacent levels above the noise floor; clean detection {:.1}% (≥ 90% needed)",
+                "largest drop of mean detection between adjacent levels down to the noise floor; clean detection {:.1}% (≥ 90% needed)",
                 100.0 * clean
             ),
         },
@@ -366,7 +368,7 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
             ci: None,
             pass: passed == 7,
             note:
-                "training turns: MSE_Obs − MSE_True > floor / 2 and skill over the base rate > 0.1"
+                "training turns: MSE_Obs − MSE_True > floor / 2 and skill over the canary's mean relevance > 0.1"
                     .into(),
         }
     };
@@ -380,7 +382,7 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
 
     if let Some((group, ratio)) = &with.transfer {
         gates.push(gate(
-            "TSTR: trained on synthetic, tested on real ≥ 60% of trained on real",
+            "TSTR: trained on synthetic, tested on real > 60% of trained on real",
             "0→1",
             0.60,
             false,

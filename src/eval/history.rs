@@ -83,6 +83,9 @@ pub fn scores(u: &UserSeq, t: usize, k: usize) -> Vec<Vec<f64>> {
         .map(|rule| {
             (0..k)
                 .map(|j| {
+                    if u.valid[t * k + j] != 1.0 {
+                        return NEVER;
+                    }
                     let m = u.memory_id[t * k + j];
                     let e = seen.get(&m).copied().unwrap_or_default();
                     let since = |ts: Option<i64>| ts.map_or(NEVER, |ts| -((now - ts) as f64));

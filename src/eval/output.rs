@@ -627,7 +627,7 @@ fn sections(
             .collect()
     };
     let mut blocks = vec![
-        Block::Para("Predicted relevance (a model's softmax over the turn's candidates, at its validation scale, times the mean number of relevant labels per turn) against the observed labels (MSE_Obs) and the clean relevance (MSE_True) of each canary's candidates. Labels are draws from the relevance, so even the truth misses them by the floor F = mean (label − relevance)²; a canary passes when MSE_Obs − MSE_True > F / 2 (the model did not fit the label noise) and its skill 1 − MSE_True / MSE_True(base-rate constant) > 0.1 (it learned the signal). Training turns (the gate):".into()),
+        Block::Para("Predicted relevance (a model's softmax over the turn's candidates, at its validation scale, times the mean number of relevant labels per turn) against the observed labels (MSE_Obs) and the clean relevance (MSE_True) of each canary's candidates. Labels are draws from the relevance, so even the truth misses them by the floor F = mean (label − relevance)²; a canary passes when MSE_Obs − MSE_True > F / 2 (the model did not fit the label noise) and its skill 1 − MSE_True / MSE_base > 0.1, MSE_base being the MSE_True of the canary's mean relevance (it learned the rule that moves the canary's relevance, not only which memories are the canary's; burst, a fixed level, is compared with the turns' base rate). Training turns (the gate):".into()),
         table(&dual_header, dual_rows(&report.dual_train)),
         Block::Para("Test turns:".into()),
         table(&dual_header, dual_rows(&report.dual_test)),

@@ -198,11 +198,22 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         .iter()
         .map(|c| labels_of(&data.users[c.user], c.turn, k))
         .collect();
+    // Metric rows of every system's scores, with the empty candidate slots of shorter
+    // (imported) turns ranked last, as the models rank them.
     let rows_of = |scores: &[Vec<f64>]| -> Vec<Row> {
         scores
             .iter()
             .zip(&labels)
-            .map(|(s, l)| case_row(s, l))
+            .zip(&gts)
+            .map(|((s, l), c)| {
+                let valid = &data.users[c.user].valid[c.turn * k..(c.turn + 1) * k];
+                let masked: Vec<f64> = s
+                    .iter()
+                    .zip(valid)
+                    .map(|(&x, &v)| if v == 1.0 { x } else { -1e18 })
+                    .collect();
+                case_row(&masked, l)
+            })
             .collect()
     };
     let mut systems: Vec<System> = Vec::new();
@@ -380,7 +391,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         }
     }
     // The score scale of each seed, fitted on the validation turns.
-    let cut = &states[0].1.cutoffs;
+    // Validation and training turns of this dataset: the cut-offs of a run trained on it,
+    // else (only transfer runs) its own percentiles.
+    let cut = &states
+        .iter()
+        .find(|(_, st)| st.dataset_sha == sha)
+        .map(|(_, st)| st.cutoffs.clone())
+        .unwrap_or_else(|| {
+            let d = crate::train::TrainConfig::default();
+            crate::train::batch::cutoffs(&data, d.valid_from, d.test_from)
+        });
     let valid_cases = labelled_turns(&data, cut.valid, cut.test, 2000);
     let scales: Vec<f64> = models
         .iter()

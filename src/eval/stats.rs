@@ -596,8 +596,8 @@ mod tests {
         };
         let h = compare_seeds(&a, &b, 1.0, None, &opts);
         let plain = compare(&base, None, &opts);
-        assert_eq!(h.theta_hat, plain.theta_hat);
-        assert_eq!(h.p_value, plain.p_value);
+        assert!((h.theta_hat - plain.theta_hat).abs() < 1e-12);
+        assert!((h.p_value - plain.p_value).abs() < 1e-9);
         // Same distribution, other random draws: the bounds agree to resampling noise.
         assert!((h.ci_low - plain.ci_low).abs() < 0.03, "{h:?} {plain:?}");
         assert!((h.ci_high - plain.ci_high).abs() < 0.03, "{h:?} {plain:?}");
