@@ -466,37 +466,17 @@ pub fn compare_seeds(
     if (a.len() < 2 && b.len() < 2) || (out.degenerate && same_seeds(a) && same_seeds(b)) {
         return out;
     }
-    // Per unit, per seed: sums of the case values, and the case count.
-    let labels: Vec<u64> = match units {
-        Some(u) => u.to_vec(),
-        None => (0..n as u64).collect(),
-    };
-    let mut index = std::collections::HashMap::new();
-    let mut order: Vec<usize> = Vec::with_capacity(n);
-    let mut n_units = 0;
-    for &l in &labels {
-        let slot = *index.entry(l).or_insert_with(|| {
-            n_units += 1;
-            n_units - 1
-        });
-        order.push(slot);
-    }
+    // Per seed, per unit: the sums of the case values (units in the same order for every
+    // seed, as `unit_sums` numbers them by first appearance), and each unit's case count.
     let per_seed = |v: &[Vec<f64>]| -> Vec<Vec<f64>> {
         v.iter()
-            .map(|s| {
-                let mut sums = vec![0.0; n_units];
-                for (i, &u) in order.iter().enumerate() {
-                    sums[u] += s[i];
-                }
-                sums
-            })
+            .map(|s| unit_sums(s, units).into_iter().map(|u| u.0).collect())
             .collect()
     };
     let (ua, ub) = (per_seed(a), per_seed(b));
-    let mut counts = vec![0.0; n_units];
-    for &u in &order {
-        counts[u] += 1.0;
-    }
+    let by_unit = unit_sums(&diffs, units);
+    let counts: Vec<f64> = by_unit.iter().map(|u| u.1).collect();
+    let n_units = counts.len();
     let mut boot: Vec<f64> = chunks(opts.resamples)
         .into_par_iter()
         .flat_map_iter(|(c, count)| {
@@ -524,7 +504,7 @@ pub fn compare_seeds(
         })
         .collect();
     boot.sort_by(f64::total_cmp);
-    let jack = jackknife(&unit_sums(&diffs, units));
+    let jack = jackknife(&by_unit);
     let z0 = bias_correction(&boot, out.theta_hat);
     let acc = acceleration(&jack);
     let acc = if acc.is_finite() { acc } else { 0.0 };
