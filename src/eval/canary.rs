@@ -593,7 +593,7 @@ fn sign_share(v: impl IntoIterator<Item = f64>) -> f64 {
     mean(&v)
 }
 
-pub fn mean(v: &[f64]) -> f64 {
+fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         f64::NAN
     } else {
@@ -910,16 +910,9 @@ pub fn judge(per_seed: &[SiteValues], rules: &Rules, seed: u64) -> Vec<CanaryRes
                     let seeds: Vec<&Vec<Vec<f64>>> = (0..runs.len())
                         .map(|_| runs[rng.random_range(0..runs.len())])
                         .collect();
-                    let pick: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
-                    let resampled: Vec<Vec<f64>> = pick
-                        .iter()
-                        .map(|&i| {
-                            (0..seeds[0][i].len())
-                                .map(|c| {
-                                    seeds.iter().map(|r| r[i][c]).sum::<f64>() / seeds.len() as f64
-                                })
-                                .collect()
-                        })
+                    let averaged = mean_sites(&seeds);
+                    let resampled: Vec<Vec<f64>> = (0..n)
+                        .map(|_| averaged[rng.random_range(0..n)].clone())
                         .collect();
                     statistic(canary, &resampled).0
                 })
