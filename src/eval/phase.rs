@@ -274,6 +274,8 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     let mut latency = None;
     // The primary model's runs, kept loaded for the canary suite and the ablations.
     let mut models: Vec<(Scorer, ModelConfig)> = Vec::new();
+    // Their scores of the GTS cases, for the dual-error test on test turns.
+    let mut primary_scores: Vec<Vec<Vec<f64>>> = Vec::new();
     let wanted = match opts.primary {
         Some(v) => v,
         None => {
@@ -315,9 +317,11 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                 eprintln!("scoring {} ({name}, seed {})", run.display(), st.seed);
             }
             let (model, cfg) = load_run(run, false, &device)?;
-            per_run.push(rows_of(&model_scores(&model, &cfg, &data, &gts, &device)));
+            let scores = model_scores(&model, &cfg, &data, &gts, &device);
+            per_run.push(rows_of(&scores));
             seeds.push(st.seed);
             if *name == primary {
+                primary_scores.push(scores);
                 if latency.is_none() && opts.latency_users > 0 {
                     let times = step_latency(&model, &cfg, &data, opts.latency_users, &device);
                     if !times.is_empty() {
@@ -467,16 +471,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     // Dual-error test on the training turns (where noise could be memorized) and on the
     // test cases.
     let train_cases = canary_turns(&data, i64::MIN, cut.valid, 2000);
-    let model_dual = |cases: &[Case]| -> Vec<DualError> {
+    // `scores[seed][case]` of the primary model's seeds on `cases`.
+    let model_dual = |cases: &[Case], scores: &[Vec<Vec<f64>>]| -> Vec<DualError> {
         let per_turn = mean_relevant(&data, cases);
-        let per_seed: Vec<Vec<DualError>> = models
+        let per_seed: Vec<Vec<DualError>> = scores
             .iter()
             .zip(&scales)
-            .map(|((model, cfg), &scale)| {
-                let scores = model_scores(model, cfg, &data, cases, &device);
+            .map(|(scores, &scale)| {
                 let probs: Vec<Vec<f64>> = cases
                     .iter()
-                    .zip(&scores)
+                    .zip(scores)
                     .map(|(c, s)| {
                         let u = &data.users[c.user];
                         let s: Vec<f64> = s.iter().map(|x| scale * x).collect();
@@ -488,8 +492,12 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             .collect();
         dual::average(&per_seed)
     };
-    let dual_train = model_dual(&train_cases);
-    let dual_test = model_dual(&gts);
+    let train_scores: Vec<Vec<Vec<f64>>> = models
+        .iter()
+        .map(|(model, cfg)| model_scores(model, cfg, &data, &train_cases, &device))
+        .collect();
+    let dual_train = model_dual(&train_cases, &train_scores);
+    let dual_test = model_dual(&gts, &primary_scores);
     let dual_reference = reference_dual(&data, &train_cases, seed);
     // Cold-start strata of the GTS cases: sessions the user has had, this one included.
     let session_now = |c: &Case| data.users[c.user].session[c.turn] + 1;
