@@ -225,13 +225,7 @@ impl Sim<'_> {
         if !self.config.canaries.enabled {
             return [-1; 4];
         }
-        [
-            roles::SELECT_Z,
-            roles::SELECT_W,
-            roles::DEP_P,
-            roles::COMBINED_T,
-        ]
-        .map(|e| self.entity_id(e) as i32)
+        roles::SELECTORS.map(|e| self.entity_id(e) as i32)
     }
 
     /// Dates the chain A → B → C: B appears 30% and C 60% of the way through the timeline.
@@ -458,13 +452,7 @@ impl Sim<'_> {
         let inputs = Inputs {
             week_position: turn.weekday,
             age_days: ((turn.ts - mem.created) as f64 / 86_400.0).max(0.0),
-            focal: [
-                roles::SELECT_Z,
-                roles::SELECT_W,
-                roles::DEP_P,
-                roles::COMBINED_T,
-            ]
-            .map(|e| turn.is_focal(e)),
+            focal: roles::SELECTORS.map(|e| turn.is_focal(e)),
         };
         // A chain version's level is its rank among the versions that exist, newest first.
         let rank_role = if role.is_chain() {

@@ -42,9 +42,12 @@ pub mod roles {
     pub const V_INITIAL: [u32; 3] = [14, 15, 16];
     pub const FIRST_ORDINARY_MEMORY: u32 = 17;
 
-    /// The entities that select a canary when focal (Z, W, P, T).
+    /// The entities that select a canary when focal, in the order of
+    /// [`crate::canary::Selector`] (Z, W, P, T).
+    pub const SELECTORS: [u32; 4] = [SELECT_Z, SELECT_W, DEP_P, COMBINED_T];
+
     pub fn is_selector(e: u32) -> bool {
-        matches!(e, SELECT_Z | SELECT_W | DEP_P | COMBINED_T)
+        SELECTORS.contains(&e)
     }
 }
 
