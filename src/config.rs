@@ -18,6 +18,7 @@ pub struct Config {
     pub seed: u64,
     /// `world`: the entity-graph simulator. `poc`: the seed's proof-of-concept generator
     /// (one query of K candidates per sequence, its seven pointwise patterns).
+    /// `persistence`: a stream where only history helps (see `[persistence]`).
     pub preset: Preset,
     pub world: WorldConfig,
     pub timeline: TimelineConfig,
@@ -26,6 +27,8 @@ pub struct Config {
     pub canaries: CanaryConfig,
     pub noise: NoiseConfig,
     pub curriculum: CurriculumConfig,
+    /// The `persistence` preset's topic process.
+    pub persistence: PersistenceConfig,
     pub output: OutputConfig,
     /// What `ssmkit train` does with the dataset.
     pub train: crate::train::TrainConfig,
@@ -76,6 +79,7 @@ impl Default for Config {
             canaries: CanaryConfig::default(),
             noise: NoiseConfig::default(),
             curriculum: CurriculumConfig::default(),
+            persistence: PersistenceConfig::default(),
             output: OutputConfig::default(),
             train: crate::train::TrainConfig::default(),
             pipeline: PipelineConfig::default(),
@@ -88,6 +92,34 @@ impl Default for Config {
 pub enum Preset {
     World,
     Poc,
+    Persistence,
+}
+
+/// The `persistence` preset: each user's current topic (a few memories of its pool) carries
+/// over from turn to turn with probability `stay`; topic memories are relevant with
+/// probability `relevance_on`, the rest with `relevance_off`; features carry no signal.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceConfig {
+    /// Memories per user (at least `candidates.k`).
+    pub pool: u32,
+    /// Memories per topic (at most `candidates.k`); all of them are shown every turn.
+    pub topic: u32,
+    pub stay: f64,
+    pub relevance_on: f64,
+    pub relevance_off: f64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            pool: 60,
+            topic: 3,
+            stay: 0.85,
+            relevance_on: 0.9,
+            relevance_off: 0.03,
+        }
+    }
 }
 
 /// An inclusive integer range written `[lo, hi]`.
@@ -620,6 +652,26 @@ impl Config {
             return bad(
                 "canaries.cycle_weekday",
                 "weekdays are 0 (Monday) to 6 (Sunday)".into(),
+            );
+        }
+        let ps = &self.persistence;
+        for (f, x) in [
+            ("persistence.stay", ps.stay),
+            ("persistence.relevance_on", ps.relevance_on),
+            ("persistence.relevance_off", ps.relevance_off),
+        ] {
+            prob(f, x)?;
+        }
+        if ps.topic == 0 || ps.topic > c.k {
+            return bad(
+                "persistence.topic",
+                format!("{} is not in 1..=candidates.k ({})", ps.topic, c.k),
+            );
+        }
+        if ps.pool < c.k {
+            return bad(
+                "persistence.pool",
+                format!("{} is below candidates.k ({})", ps.pool, c.k),
             );
         }
         let n = &self.noise;

@@ -67,6 +67,27 @@ pub struct UserSeq {
     /// `[T, K, MAX_HOPS, HOP_DIM]` hop features, zero-padded; `[T, K]` hop counts.
     pub hops: Vec<f32>,
     pub hop_count: Vec<u8>,
+    /// `[T, K, HISTORY_DIM]` history features of a window cut from a longer sequence,
+    /// computed over the whole sequence ([`crate::history::sequence_features`]); empty for
+    /// a sequence that starts at the user's first turn (they are computed from it).
+    pub history: Vec<f32>,
+}
+
+impl UserSeq {
+    /// The history features `[T, K, HISTORY_DIM]` of the sequence's turns.
+    pub fn history_features(&self, k: usize) -> std::borrow::Cow<'_, [f32]> {
+        if self.history.is_empty() {
+            std::borrow::Cow::Owned(crate::history::sequence_features(
+                &self.timestamp,
+                &self.valid,
+                &self.labels,
+                &self.memory_id,
+                k,
+            ))
+        } else {
+            std::borrow::Cow::Borrowed(&self.history)
+        }
+    }
 }
 
 /// A loaded dataset.

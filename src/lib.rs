@@ -13,6 +13,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod features;
+pub mod history;
 pub mod model;
 pub mod pipeline;
 pub mod runtime;

@@ -216,9 +216,11 @@ enum Command {
     },
     /// Score JSONL turns with an exported model, carrying the recurrent state
     #[command(
-        after_help = "Each input line is a turn: {\"context\": [6], \"query\": [..]?, \"focal\": [a, b]?,
-        \"candidates\": [{\"features\": [24, null = missing], \"memory_slot\": n, \"entity\": n,
-        \"content\": [..]?, \"hops\": [[5], ..]?}], \"labels\": [K]?}. Each output line is
+        after_help = "Each input line is a turn: {\"timestamp\": unix seconds, \"context\": [6], \"query\": [..]?,
+        \"focal\": [a, b]?, \"candidates\": [{\"features\": [24, null = missing], \"memory_slot\": n,
+        \"memory_id\": n?, \"entity\": n, \"content\": [..]?, \"hops\": [[5], ..]?}], \"labels\": [K]?}.
+        Models with history features need the timestamp and key each memory's history by
+        memory_id (default: memory_slot). Each output line is
         {\"turn\": i, \"scores\": [K]}; labels, when given, are folded into the state after
         scoring. --state loads the state from FILE when it exists (a corrupt or foreign state
         falls back to the default with a warning) and saves it there at the end.
@@ -402,24 +404,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 scan,
             };
             let v = train::train(&cfg.train, &opts)?;
+            let state = train::read_run_state(&opts.run)?;
             println!(
-                "trained {}: validation loss {:.4}, DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
+                "trained {}: step {}{}, validation loss {:.4}, DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
                 opts.run.display(),
+                state.step,
+                if state.stopped_early {
+                    " (stopped early)"
+                } else {
+                    ""
+                },
                 v.loss,
                 v.dcg10,
                 v.hr10,
                 v.ndcg10
             );
+            println!(
+                "  the run's model: best validation DCG@10 {:.4}, at step {}",
+                state.best_dcg10, state.best_step
+            );
+            use ssmkit::eval::history::HistoryRule;
             use ssmkit::model::baselines::Baseline;
             let data = ssmkit::data::Dataset::load(&opts.data)?;
+            let mut rows = Vec::new();
             for kind in [Baseline::Heuristic, Baseline::Random, Baseline::Oracle] {
-                let b = train::baseline_validation(&data, &cfg.train, kind, opts.seed);
+                let name = format!("{kind:?}").to_lowercase();
+                rows.push((
+                    name,
+                    train::baseline_validation(&data, &cfg.train, kind, opts.seed),
+                ));
+            }
+            for rule in HistoryRule::ALL {
+                let b = train::history_validation(&data, &cfg.train, rule);
+                rows.push((rule.name().to_string(), b));
+            }
+            for (name, b) in rows {
                 println!(
-                    "  same validation turns, {:<9} DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
-                    format!("{kind:?}").to_lowercase(),
-                    b.dcg10,
-                    b.hr10,
-                    b.ndcg10
+                    "  same validation turns, {name:<13} DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
+                    b.dcg10, b.hr10, b.ndcg10
                 );
             }
         }

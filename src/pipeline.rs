@@ -123,7 +123,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         let state = read_run_state(&run).ok();
         let finished = state
             .as_ref()
-            .is_some_and(|s| s.step >= tcfg.steps && s.train == tcfg);
+            .is_some_and(|s| s.finished() && s.train == tcfg);
         if finished {
             reused.push(format!("train ({})", run.display()));
         } else {

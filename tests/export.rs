@@ -189,7 +189,7 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
     std::fs::write(
         &turns,
         format!(
-            "{{\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n{{\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
+            "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n{{\"timestamp\":60,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
             feats(24),
             feats(23)
         ),
@@ -206,6 +206,25 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // A model that reads history needs each turn's time.
+    std::fs::write(
+        &turns,
+        format!(
+            "{{\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
+            feats(24)
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = ssmkit(&[
+        "predict",
+        model_path.to_str().unwrap(),
+        "--input",
+        turns.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("line 1") && err.contains("no timestamp"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -231,11 +250,12 @@ fn predict_carries_the_state_across_invocations() {
                         .zip(&c.missing)
                         .map(|(x, m)| if *m == 1.0 { serde_json::Value::Null } else { serde_json::json!(x) })
                         .collect();
-                    serde_json::json!({"features": f, "memory_slot": c.memory_slot, "entity": c.entity,
-                        "content": c.content, "hops": c.hops})
+                    serde_json::json!({"features": f, "memory_slot": c.memory_slot,
+                        "memory_id": c.memory_id, "entity": c.entity, "content": c.content,
+                        "hops": c.hops})
                 })
                 .collect();
-            serde_json::json!({"context": turn.context, "query": turn.query, "focal": turn.focal,
+            serde_json::json!({"timestamp": turn.timestamp, "context": turn.context, "query": turn.query, "focal": turn.focal,
                 "candidates": cands, "labels": labels})
             .to_string()
         })

@@ -117,8 +117,11 @@ pub fn infer(
         crate::export::encode(&model, &cfg, quant, &serde_json::json!({"bench": true}))?;
     let rt = Runtime::from_bytes(&bytes, std::path::Path::new("bench"))?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut clock = 1_767_571_200i64;
     let mut turn = || -> (Turn, Vec<f32>) {
+        clock += 60;
         let mut t = Turn {
+            timestamp: Some(clock),
             query: (0..content).map(|_| rng.random_range(-1.0..1.0)).collect(),
             focal: [rng.random_range(0..200), -1],
             ..Default::default()
@@ -127,8 +130,10 @@ pub fn infer(
             *v = rng.random_range(-1.0..1.0);
         }
         for _ in 0..candidates {
+            let slot = rng.random_range(0..4096);
             let mut c = Candidate {
-                memory_slot: rng.random_range(0..4096),
+                memory_slot: slot,
+                memory_id: slot as u64,
                 entity: rng.random_range(0..200),
                 content: (0..content).map(|_| rng.random_range(-1.0..1.0)).collect(),
                 hops: (0..3).map(|_| [0.5; HOP_FEATURE_NAMES.len()]).collect(),

@@ -1,5 +1,12 @@
 //! Calendar arithmetic on Unix seconds (UTC, taken as the user's local time).
 
+/// (sin, cos) of a fraction of a cycle: how cyclic features (time of day, weekday,
+/// month) are written.
+pub fn angle(fraction: f64) -> (f32, f32) {
+    let a = std::f64::consts::TAU * fraction;
+    (a.sin() as f32, a.cos() as f32)
+}
+
 /// Hour of day in [0, 24).
 pub fn hour(ts: i64) -> f64 {
     ts.rem_euclid(86_400) as f64 / 3600.0

@@ -8,6 +8,7 @@
 pub mod calendar;
 pub mod import;
 pub mod noise;
+pub mod persistence;
 pub mod poc;
 pub mod sim;
 pub mod tables;
@@ -106,7 +107,7 @@ pub fn user_specs(config: &Config) -> Vec<UserSpec> {
                 (s.turns, s.hard_negative_share)
             };
             let turns = match config.preset {
-                Preset::World => rng.random_range(range[0]..=range[1]),
+                Preset::World | Preset::Persistence => rng.random_range(range[0]..=range[1]),
                 Preset::Poc => 1,
             };
             UserSpec {
@@ -133,6 +134,7 @@ fn simulate_user(config: &Config, spec: &UserSpec) -> Tables {
     match config.preset {
         Preset::World => sim::simulate(config, spec, &mut world_rng, &mut rng),
         Preset::Poc => poc::simulate(config, spec, &mut rng),
+        Preset::Persistence => persistence::simulate(config, spec, &mut rng),
     }
 }
 
@@ -384,7 +386,7 @@ pub fn canary_manifest(config: &Config) -> Value {
             }),
         );
     }
-    if config.preset == Preset::Poc || k.poc_share > 0.0 {
+    if config.preset == Preset::Poc || (config.preset == Preset::World && k.poc_share > 0.0) {
         for (c, rule) in Canary::POC.iter().zip(poc::RULES) {
             put(
                 *c,

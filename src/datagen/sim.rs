@@ -14,7 +14,7 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, StandardNormal};
 
-use super::calendar;
+use super::calendar::{self, angle};
 use super::tables::Tables;
 use super::world::{Decay, Edge, World, roles};
 use crate::canary::{Inputs, Role, Rules};
@@ -1126,11 +1126,6 @@ pub fn banded_labels(config: &Config, probs: &[f64], rng: &mut ChaCha8Rng) -> Ve
 
 fn i_weight(mix: &[f64; 4], kind: HardNegative) -> f64 {
     mix[kind as usize - 1]
-}
-
-fn angle(fraction: f64) -> (f32, f32) {
-    let a = TAU * fraction;
-    (a.sin() as f32, a.cos() as f32)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {

@@ -145,14 +145,7 @@ impl ProbeScorer for ModelProbe<'_> {
             .flat_map_iter(|chunk| {
                 let refs: Vec<&UserSeq> = chunk.iter().collect();
                 let lens: Vec<usize> = chunk.iter().map(|u| u.turns).collect();
-                let b = make_batch(
-                    self.data,
-                    &refs,
-                    &lens,
-                    self.cfg.entity_slots,
-                    self.cfg.memory_slots,
-                    self.device,
-                );
+                let b = make_batch(self.data, &refs, &lens, self.cfg, self.device);
                 let s = self.model.forward(&b, ScanImpl::for_device(self.device));
                 let [_, t, _] = s.dims();
                 let v: Vec<f32> = s.try_into_vec_as::<f32>().expect("f32 scores");
@@ -543,7 +536,7 @@ fn score_versions(
         for v in chunk {
             if base.as_ref().is_none_or(|b| b.0 != v.case) {
                 let u = &data.users[v.case.user];
-                let mut s = slice_user(u, 0, v.case.turn + 1, k, data.embedding_dim);
+                let mut s = slice_user(u, 0, v.case.turn + 1, k, data.embedding_dim, false);
                 for t in 0..s.turns {
                     noise_turn(&mut s, t, k, sigma, seed);
                 }

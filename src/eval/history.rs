@@ -3,9 +3,8 @@
 //! observed labels of the turns before the scored one). A temporal model that does not
 //! beat them has not learned more from history than a counter would.
 
-use std::collections::HashMap;
-
 use crate::data::UserSeq;
+use crate::history::Table;
 
 /// One history rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,9 +18,6 @@ pub enum HistoryRule {
     /// Minus the time since the memory was last shown as a candidate (never: last).
     LastShown,
 }
-
-/// Decay time of [`HistoryRule::DecayedCount`], in seconds.
-const DECAY_S: f64 = 7.0 * 86_400.0;
 
 /// Score of a memory the rule has never seen: below every seen one.
 const NEVER: f64 = -1e12;
@@ -42,59 +38,45 @@ impl HistoryRule {
             HistoryRule::LastShown => "last-shown",
         }
     }
-}
 
-/// What the history before a turn says about one memory.
-#[derive(Clone, Copy, Debug, Default)]
-struct Seen {
-    last_shown: Option<i64>,
-    last_relevant: Option<i64>,
-    decayed: f64,
+    /// The rule's score of `memory` at `now` from the user's history table.
+    pub fn score(self, table: &Table, now: i64, memory: u64) -> f64 {
+        let Some(e) = table.get(memory) else {
+            return match self {
+                HistoryRule::PreviousTurn | HistoryRule::DecayedCount => 0.0,
+                HistoryRule::LastRelevant | HistoryRule::LastShown => NEVER,
+            };
+        };
+        let relevant = e.relevant_turn > 0;
+        match self {
+            HistoryRule::PreviousTurn => (relevant && e.relevant_turn == table.turns) as u8 as f64,
+            HistoryRule::LastRelevant if relevant => -((now - e.last_relevant) as f64),
+            HistoryRule::LastRelevant => NEVER,
+            HistoryRule::DecayedCount => table.decayed_relevant(now, memory),
+            HistoryRule::LastShown => -((now - e.last_shown) as f64),
+        }
+    }
 }
 
 /// Every rule's scores of the candidates of turn `t` of `u`, from turns `0..t` only:
 /// `[rule][candidate]` in [`HistoryRule::ALL`] order.
 pub fn scores(u: &UserSeq, t: usize, k: usize) -> Vec<Vec<f64>> {
-    let now = u.timestamp[t];
-    let mut seen: HashMap<u32, Seen> = HashMap::new();
+    let mut table = Table::default();
     for s in 0..t {
-        for j in 0..k {
-            let slot = s * k + j;
-            if u.valid[slot] != 1.0 {
-                continue;
-            }
-            let e = seen.entry(u.memory_id[slot]).or_default();
-            e.last_shown = Some(u.timestamp[s]);
-            if u.labels[slot] > 0.0 {
-                e.last_relevant = Some(u.timestamp[s]);
-                e.decayed += (-((now - u.timestamp[s]) as f64) / DECAY_S).exp();
-            }
-        }
+        let shown = (s * k..(s + 1) * k).filter(|&j| u.valid[j] == 1.0);
+        table.observe(
+            u.timestamp[s],
+            shown.map(|j| (u.memory_id[j] as u64, u.labels[j] > 0.0)),
+        );
     }
-    let previous: Vec<u32> = match t.checked_sub(1) {
-        Some(p) => (0..k)
-            .filter(|&j| u.valid[p * k + j] == 1.0 && u.labels[p * k + j] > 0.0)
-            .map(|j| u.memory_id[p * k + j])
-            .collect(),
-        None => Vec::new(),
-    };
+    let now = u.timestamp[t];
     HistoryRule::ALL
         .iter()
         .map(|rule| {
             (0..k)
-                .map(|j| {
-                    if u.valid[t * k + j] != 1.0 {
-                        return NEVER;
-                    }
-                    let m = u.memory_id[t * k + j];
-                    let e = seen.get(&m).copied().unwrap_or_default();
-                    let since = |ts: Option<i64>| ts.map_or(NEVER, |ts| -((now - ts) as f64));
-                    match rule {
-                        HistoryRule::PreviousTurn => previous.contains(&m) as u8 as f64,
-                        HistoryRule::LastRelevant => since(e.last_relevant),
-                        HistoryRule::DecayedCount => e.decayed,
-                        HistoryRule::LastShown => since(e.last_shown),
-                    }
+                .map(|j| match u.valid[t * k + j] == 1.0 {
+                    true => rule.score(&table, now, u.memory_id[t * k + j] as u64),
+                    false => NEVER,
                 })
                 .collect()
         })

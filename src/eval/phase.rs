@@ -400,7 +400,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     let cut = &states
         .iter()
         .find(|(_, st)| st.dataset_sha == sha)
-        .map(|(_, st)| st.cutoffs.clone())
+        .map(|(_, st)| st.cutoffs)
         .unwrap_or_else(|| {
             let d = crate::train::TrainConfig::default();
             crate::train::batch::cutoffs(&data, d.valid_from, d.test_from)

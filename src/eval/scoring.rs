@@ -43,14 +43,7 @@ pub fn model_scores(
                 .iter()
                 .map(|(_, cs)| cs.iter().map(|&(_, t)| t + 1).max().unwrap_or(0))
                 .collect();
-            let b = make_batch(
-                data,
-                &seqs,
-                &lens,
-                cfg.entity_slots,
-                cfg.memory_slots,
-                device,
-            );
+            let b = make_batch(data, &seqs, &lens, cfg, device);
             let scores = model.forward(&b, ScanImpl::for_device(device));
             let [_, t, _] = scores.dims();
             let s: Vec<f32> = scores.try_into_vec_as::<f32>().expect("f32 scores");
@@ -148,14 +141,7 @@ pub fn step_latency(
 ) -> Vec<f64> {
     let mut times = Vec::new();
     for u in data.users.iter().take(users) {
-        let batch = make_batch(
-            data,
-            &[u],
-            &[u.turns],
-            cfg.entity_slots,
-            cfg.memory_slots,
-            device,
-        );
+        let batch = make_batch(data, &[u], &[u.turns], cfg, device);
         let mut state = model.zero_state(1, device);
         for t in 0..u.turns {
             let turn = batch.turn(t);

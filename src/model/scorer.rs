@@ -21,6 +21,7 @@ use super::mamba::{MambaBlock, MambaConfig, MambaState, ScanImpl};
 use super::s4d::{S4dBlock, S4dConfig, S4dState};
 use crate::data::{CONTEXT_DIM, HOP_DIM};
 use crate::features::{FEATURE_DIM, MAX_HOPS};
+use crate::history::HISTORY_DIM;
 
 /// Memory ids are hashed into at most this many embedding rows.
 pub const MODEL_MEMORY_SLOTS: usize = 512;
@@ -99,6 +100,11 @@ pub struct ModelConfig {
     /// Width of the cross-attention scorer's query/key projections.
     #[serde(default = "default_d_attn")]
     pub d_attn: usize,
+    /// Temporal variants: each candidate also reads its [`HISTORY_DIM`] history features
+    /// (what the user's earlier turns say about that exact memory), in the candidate
+    /// encoder and the pointwise branch.
+    #[serde(default)]
+    pub history: bool,
 }
 
 fn default_d_attn() -> usize {
@@ -137,15 +143,39 @@ impl ModelConfig {
             mlp_hidden: if variant == Variant::Mlp { 64 } else { 24 },
             path_channels: 16,
             d_attn: default_d_attn(),
+            history: variant.is_temporal(),
         }
     }
 
-    fn cand_in(&self) -> usize {
-        2 * FEATURE_DIM + 2 * self.d_slot + self.content_dim
+    /// The same model with history features on or off (stateless variants: always off).
+    pub fn with_history(mut self, on: bool) -> ModelConfig {
+        self.history = on && self.variant.is_temporal();
+        self
     }
 
-    fn turn_in(&self) -> usize {
+    fn history_dim(&self) -> usize {
+        if self.history { HISTORY_DIM } else { 0 }
+    }
+
+    /// Input width of the pointwise branch: [features, missing, history].
+    pub fn pointwise_in(&self) -> usize {
+        2 * FEATURE_DIM + self.history_dim()
+    }
+
+    /// Input width of the candidate encoder: [features, missing, history, memory slot,
+    /// entity, content].
+    pub fn cand_in(&self) -> usize {
+        self.pointwise_in() + 2 * self.d_slot + self.content_dim
+    }
+
+    /// Input width of the backbone's token projection.
+    pub fn turn_in(&self) -> usize {
         CONTEXT_DIM + self.content_dim + self.d_slot + self.d_model
+    }
+
+    /// Input width of the query projection: [state, context, query, focal].
+    pub fn query_in(&self) -> usize {
+        self.d_model + CONTEXT_DIM + self.content_dim + self.d_slot
     }
 
     pub fn init(&self, seed: u64, device: &Device) -> Scorer {
@@ -200,13 +230,12 @@ impl ModelConfig {
             entity_emb: embedding(seed(), self.entity_slots + 1, self.d_slot),
             cand_enc: temporal.then(|| linear(seed(), self.cand_in(), h)),
             turn_in: temporal.then(|| linear(seed(), self.turn_in(), h)),
-            query_proj: temporal
-                .then(|| linear(seed(), h + CONTEXT_DIM + self.content_dim + self.d_slot, h)),
+            query_proj: temporal.then(|| linear(seed(), self.query_in(), h)),
             mamba,
             s4d,
             norm: temporal.then(|| RmsNormConfig::new(h).init(device)),
             mlp_in: (self.variant != Variant::Xattn)
-                .then(|| linear(seed(), 2 * FEATURE_DIM, self.mlp_hidden)),
+                .then(|| linear(seed(), self.pointwise_in(), self.mlp_hidden)),
             mlp_out: (self.variant != Variant::Xattn).then(|| linear(seed(), self.mlp_hidden, 1)),
             path,
             xattn: (self.variant == Variant::Xattn).then(|| {
@@ -224,6 +253,7 @@ impl ModelConfig {
             d_model: h,
             entity_slots: self.entity_slots,
             memory_slots: self.memory_slots.max(1),
+            history: self.history,
         }
     }
 }
@@ -309,6 +339,7 @@ pub struct Scorer {
     d_model: usize,
     entity_slots: usize,
     memory_slots: usize,
+    history: bool,
 }
 
 /// A padded batch of user sequences (B users × T turns × K candidates).
@@ -337,6 +368,8 @@ pub struct Batch {
     /// `[B, T, K, MAX_HOPS, HOP_DIM]` and `[B, T, K]` hop counts.
     pub hops: Tensor<5>,
     pub hop_count: Tensor<3, Int>,
+    /// `[B, T, K, HISTORY_DIM]` history features (zeros for a model without them).
+    pub history: Tensor<4>,
 }
 
 impl Batch {
@@ -356,6 +389,7 @@ impl Batch {
             content: self.content.clone().slice(s![.., t..t + 1, .., ..]),
             hops: self.hops.clone().slice(s![.., t..t + 1, .., .., ..]),
             hop_count: self.hop_count.clone().slice(s![.., t..t + 1, ..]),
+            history: self.history.clone().slice(s![.., t..t + 1, .., ..]),
         }
     }
 }
@@ -381,6 +415,16 @@ impl Scorer {
         e.reshape([b, t, 2, d]).mean_dim(2).squeeze_dim::<3>(2)
     }
 
+    /// The pointwise branch's input `[B, T, K, pointwise_in]`: features, missing flags and,
+    /// with history, the history features.
+    fn own_inputs(&self, batch: &Batch) -> Tensor<4> {
+        let mut parts = vec![batch.features.clone(), batch.missing.clone()];
+        if self.history {
+            parts.push(batch.history.clone());
+        }
+        Tensor::cat(parts, 3)
+    }
+
     /// Candidate encodings `[B, T, K, H]`.
     fn encode_candidates(&self, batch: &Batch) -> Tensor<4> {
         let [b, t, k, _] = batch.features.dims();
@@ -393,8 +437,7 @@ impl Scorer {
         let d = mem.dims()[2];
         let x = Tensor::cat(
             vec![
-                batch.features.clone(),
-                batch.missing.clone(),
+                self.own_inputs(batch),
                 mem.reshape([b, t, k, d]),
                 ent.reshape([b, t, k, d]),
                 batch.content.clone(),
@@ -411,8 +454,9 @@ impl Scorer {
             let [b, t, k, _] = batch.features.dims();
             return Tensor::zeros([b, t, k], &batch.features.device());
         };
-        let x = Tensor::cat(vec![batch.features.clone(), batch.missing.clone()], 3);
-        mlp_out.forward(relu(mlp_in.forward(x))).squeeze_dim::<3>(3)
+        mlp_out
+            .forward(relu(mlp_in.forward(self.own_inputs(batch))))
+            .squeeze_dim::<3>(3)
     }
 
     /// The cross-attention scorer's scores `[B, T, K]`.

@@ -1,8 +1,10 @@
 //! `ssmkit predict`'s line format: one JSON object per turn in, one per turn out.
 //!
-//! In: `{"context": [6 numbers], "query": [content_dim numbers]?, "focal": [a, b]?,
-//! "candidates": [{"features": [24 numbers or null], "memory_slot": n, "entity": n,
-//! "content": [content_dim numbers]?, "hops": [[5 numbers], …]?}, …], "labels": [K]?}`.
+//! In: `{"timestamp": unix seconds?, "context": [6 numbers], "query": [content_dim
+//! numbers]?, "focal": [a, b]?, "candidates": [{"features": [24 numbers or null],
+//! "memory_slot": n, "memory_id": n?, "entity": n, "content": [content_dim numbers]?,
+//! "hops": [[5 numbers], …]?}, …], "labels": [K]?}`. Models with history features need
+//! `timestamp`; `memory_id` (the key of the user's history) defaults to `memory_slot`.
 //! A `null` feature is missing. `labels` (the turn's outcome, 1 = the memory was used) is
 //! folded into the state after the turn is scored. Out: `{"turn": i, "scores": [K]}`.
 
@@ -19,6 +21,8 @@ struct InCandidate {
     #[serde(default)]
     memory_slot: u32,
     #[serde(default)]
+    memory_id: Option<u64>,
+    #[serde(default)]
     entity: u32,
     #[serde(default)]
     content: Vec<f32>,
@@ -29,6 +33,8 @@ struct InCandidate {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InTurn {
+    #[serde(default)]
+    timestamp: Option<i64>,
     context: Vec<f32>,
     #[serde(default)]
     query: Vec<f32>,
@@ -86,6 +92,7 @@ pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
             features,
             missing,
             memory_slot: c.memory_slot,
+            memory_id: c.memory_id.unwrap_or(c.memory_slot as u64),
             entity: c.entity,
             content: c.content,
             hops,
@@ -102,6 +109,7 @@ pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
     }
     Ok((
         Turn {
+            timestamp: t.timestamp,
             context: t.context.try_into().expect("checked width"),
             query: t.query,
             focal: t.focal,

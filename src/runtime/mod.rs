@@ -5,11 +5,14 @@
 //! missing-value flags, memory slot, entity, content embedding, traversal path). Out: K
 //! scores, computed from the state *before* the turn. Then [`Runtime::observe`] folds the
 //! turn and the candidates that turned out relevant into the state (the continuity loop).
+//! Models with history features also keep the user's history table in the state
+//! ([`crate::history`]: per memory id, when it was last shown and relevant, and how often),
+//! so they need each turn's timestamp and each candidate's memory id.
 //! The computation mirrors [`Scorer::step`](crate::model::scorer::Scorer::step); a test
 //! checks the two agree over whole sequences.
 //!
 //! The state serializes to bytes ([`State::to_bytes`]): a magic, a version, the model's
-//! fingerprint, the floats, and a SHA-256 checksum. [`Runtime::restore`] falls back to the
+//! fingerprint, the floats, the history table, and a SHA-256 checksum. [`Runtime::restore`] falls back to the
 //! default (zero) state with a warning when the bytes are corrupt or come from another
 //! model (seed: "Hidden state corruption: fall back to project defaults").
 
@@ -23,6 +26,7 @@ use crate::data::CONTEXT_DIM;
 use crate::error::{Error, Result};
 use crate::export::{FORMAT_VERSION, ScaleAxis, unpack_ternary};
 use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
+use crate::history::Table;
 use crate::model::scorer::{ModelConfig, Variant};
 use crate::simd::{dot, exp, multiversion, transpose};
 
@@ -279,6 +283,8 @@ pub struct Candidate {
     /// 1 where the feature is missing (its value is then ignored).
     pub missing: [f32; FEATURE_DIM],
     pub memory_slot: u32,
+    /// The memory's own id: the key of the user's history table.
+    pub memory_id: u64,
     pub entity: u32,
     /// Content embedding (`content_dim` values, or empty for zeros).
     pub content: Vec<f32>,
@@ -289,6 +295,8 @@ pub struct Candidate {
 /// One turn: what is known before its outcome.
 #[derive(Clone, Debug, Default)]
 pub struct Turn {
+    /// Unix seconds; models with history features need it.
+    pub timestamp: Option<i64>,
     pub context: [f32; CONTEXT_DIM],
     /// Query embedding (`content_dim` values, or empty for zeros).
     pub query: Vec<f32>,
@@ -297,18 +305,20 @@ pub struct Turn {
     pub candidates: Vec<Candidate>,
 }
 
-/// The recurrent state: every layer's state, then the last backbone output.
-#[derive(Clone, Debug, PartialEq)]
+/// A user's state: every layer's recurrent state, then the last backbone output; and, for
+/// models with history features, the user's history table.
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct State {
     pub values: Vec<f32>,
+    pub history: Table,
 }
 
 const STATE_MAGIC: &[u8; 8] = b"SSMKSTAT";
-const STATE_VERSION: u32 = 1;
+const STATE_VERSION: u32 = 2;
 
 impl State {
-    /// `magic (8) | version u32 | fingerprint (16) | count u32 | f32 × count | SHA-256 (32)`,
-    /// little-endian.
+    /// `magic (8) | version u32 | fingerprint (16) | count u32 | f32 × count | history
+    /// table | SHA-256 (32)`, little-endian (the table as [`Table::write`] writes it).
     pub fn to_bytes(&self, fingerprint: &[u8; 16]) -> Vec<u8> {
         let mut b = Vec::with_capacity(64 + 4 * self.values.len());
         b.extend_from_slice(STATE_MAGIC);
@@ -318,6 +328,7 @@ impl State {
         for v in &self.values {
             b.extend_from_slice(&v.to_le_bytes());
         }
+        self.history.write(&mut b);
         let sum = Sha256::digest(&b);
         b.extend_from_slice(&sum);
         b
@@ -347,16 +358,20 @@ impl State {
             return Err("the state belongs to another model".into());
         }
         let n = u32::from_le_bytes(body[28..32].try_into().expect("4 bytes")) as usize;
-        if n != expected_len || body.len() != 32 + 4 * n {
+        if n != expected_len || body.len() < 32 + 4 * n {
             return Err(format!(
                 "the state holds {n} values, the model needs {expected_len}"
             ));
         }
-        let values = body[32..]
+        let values: Vec<f32> = body[32..32 + 4 * n]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect();
-        Ok(State { values })
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err("the state holds a NaN or infinite value".into());
+        }
+        let history = Table::read(&body[32 + 4 * n..])?;
+        Ok(State { values, history })
     }
 }
 
@@ -618,8 +633,6 @@ impl Runtime {
         {
             return Err(bad("embedding tables do not match the model config".into()));
         }
-        let cand_in = 2 * FEATURE_DIM + 2 * c.d_slot + c.content_dim;
-        let turn_in = CONTEXT_DIM + c.content_dim + c.d_slot + h;
         let mut mamba = Vec::new();
         let mut s4d = Vec::new();
         let layers = if temporal { c.layers } else { 0 };
@@ -663,7 +676,7 @@ impl Runtime {
             None
         } else {
             Some((
-                l.dense("scorer.mlp.fc1", 2 * FEATURE_DIM, c.mlp_hidden)?,
+                l.dense("scorer.mlp.fc1", c.pointwise_in(), c.mlp_hidden)?,
                 l.dense("scorer.mlp.fc2", c.mlp_hidden, 1)?,
             ))
         };
@@ -698,19 +711,13 @@ impl Runtime {
             entity_emb,
             cand_enc_t: None,
             cand_enc: temporal
-                .then(|| l.dense("scorer.cand_enc", cand_in, h))
+                .then(|| l.dense("scorer.cand_enc", c.cand_in(), h))
                 .transpose()?,
             turn_in: temporal
-                .then(|| l.dense("scorer.turn_in", turn_in, h))
+                .then(|| l.dense("scorer.turn_in", c.turn_in(), h))
                 .transpose()?,
             query_proj: temporal
-                .then(|| {
-                    l.dense(
-                        "scorer.query_proj",
-                        h + CONTEXT_DIM + c.content_dim + c.d_slot,
-                        h,
-                    )
-                })
+                .then(|| l.dense("scorer.query_proj", c.query_in(), h))
                 .transpose()?,
             norm_f: temporal.then(|| l.vector("norm_f.weight", h)).transpose()?,
             mamba,
@@ -748,6 +755,7 @@ impl Runtime {
     pub fn zero_state(&self) -> State {
         State {
             values: vec![0.0; self.state_len()],
+            history: Table::default(),
         }
     }
 
@@ -792,6 +800,11 @@ impl Runtime {
     /// Checks a turn's shape against the model; a clear error names the problem.
     pub fn check(&self, turn: &Turn) -> Result<()> {
         let e = self.config.content_dim;
+        if self.config.history && turn.timestamp.is_none() {
+            return Err(Error::Input(
+                "the turn has no timestamp: this model reads the user's history by time".into(),
+            ));
+        }
         if !turn.query.is_empty() && turn.query.len() != e {
             return Err(Error::Input(format!(
                 "query has {} values, the model reads {e}",
@@ -821,17 +834,21 @@ impl Runtime {
     }
 
     /// The candidates' encoder inputs `[K][cand_in]` (temporal models; empty otherwise).
-    fn encodings(&self, turn: &Turn) -> Vec<Vec<f32>> {
+    fn encodings(&self, state: &State, turn: &Turn) -> Vec<Vec<f32>> {
         let c = &self.config;
         let Some(enc) = &self.cand_enc else {
             return Vec::new();
         };
+        let now = turn.timestamp.unwrap_or(0);
         turn.candidates
             .iter()
             .map(|cand| {
                 let mut x = Vec::with_capacity(enc.d_in);
                 x.extend(masked(&cand.features, &cand.missing));
                 x.extend_from_slice(&cand.missing);
+                if c.history {
+                    x.extend_from_slice(&state.history.features(now, cand.memory_id));
+                }
                 x.extend_from_slice(Self::slot_row(
                     &self.memory_emb,
                     c.d_slot,
@@ -851,7 +868,7 @@ impl Runtime {
     /// Scores the turn from `state`, then folds its outcome in: [`Runtime::score`] and
     /// [`Runtime::observe`] with the candidate encodings computed once.
     pub fn step(&self, state: &mut State, turn: &Turn, labels: &[f32]) -> Vec<f32> {
-        let enc = self.encodings(turn);
+        let enc = self.encodings(state, turn);
         let scores = self.score_enc(state, turn, &enc);
         self.observe_enc(state, turn, labels, &enc);
         scores
@@ -859,15 +876,16 @@ impl Runtime {
 
     /// Scores of the turn's candidates from `state` (the state is not changed).
     pub fn score(&self, state: &State, turn: &Turn) -> Vec<f32> {
-        self.score_enc(state, turn, &self.encodings(turn))
+        self.score_enc(state, turn, &self.encodings(state, turn))
     }
 
     fn score_enc(&self, state: &State, turn: &Turn, enc: &[Vec<f32>]) -> Vec<f32> {
         let c = &self.config;
         let mut scores: Vec<f32> = match &self.mlp {
             Some((fc1, fc2)) => {
-                // The pointwise branch reads [features, missing]: the encoder inputs start
-                // with them.
+                // The pointwise branch reads [features, missing, history]: the encoder
+                // inputs start with them.
+                let own = c.pointwise_in();
                 let mut x = vec![0f32; 2 * FEATURE_DIM];
                 let mut hdn = vec![0f32; fc1.d_out];
                 let mut one = [0f32; 1];
@@ -876,7 +894,7 @@ impl Runtime {
                     .enumerate()
                     .map(|(k, cand)| {
                         let input: &[f32] = match enc.get(k) {
-                            Some(e) => &e[..2 * FEATURE_DIM],
+                            Some(e) => &e[..own],
                             None => {
                                 for (d, v) in masked(&cand.features, &cand.missing).enumerate() {
                                     x[d] = v;
@@ -960,7 +978,7 @@ impl Runtime {
     /// Folds a turn and its outcome (`labels[k] > 0`: candidate k was relevant) into the
     /// state. Models without a temporal state ignore it.
     pub fn observe(&self, state: &mut State, turn: &Turn, labels: &[f32]) {
-        self.observe_enc(state, turn, labels, &self.encodings(turn));
+        self.observe_enc(state, turn, labels, &self.encodings(state, turn));
     }
 
     fn observe_enc(&self, state: &mut State, turn: &Turn, labels: &[f32], enc: &[Vec<f32>]) {
@@ -1007,6 +1025,13 @@ impl Runtime {
         }
         let last = rms_norm(&x, self.norm_f.as_ref().expect("temporal model"));
         state.values[at..at + c.d_model].copy_from_slice(&last);
+        if c.history {
+            let shown = turn.candidates.iter().zip(labels);
+            state.history.observe(
+                turn.timestamp.unwrap_or(0),
+                shown.map(|(cand, &l)| (cand.memory_id, l > 0.0)),
+            );
+        }
     }
 }
 
@@ -1029,6 +1054,7 @@ pub fn turn_of(
     content_dim: usize,
 ) -> (Turn, Vec<usize>, Vec<f32>) {
     let mut turn = Turn {
+        timestamp: Some(u.timestamp[t]),
         context: u.context[t * CONTEXT_DIM..(t + 1) * CONTEXT_DIM]
             .try_into()
             .expect("context width"),
@@ -1058,6 +1084,7 @@ pub fn turn_of(
                 .try_into()
                 .expect("feature width"),
             memory_slot: u.memory_slot[slot],
+            memory_id: u.memory_id[slot] as u64,
             entity: u.entity[slot],
             content: u.content[slot * content_dim..(slot + 1) * content_dim].to_vec(),
             hops,

@@ -5,7 +5,8 @@ use burn::prelude::*;
 
 use crate::data::{CONTEXT_DIM, Dataset, HOP_DIM, UserSeq};
 use crate::features::{FEATURE_DIM, MAX_HOPS};
-use crate::model::scorer::Batch;
+use crate::history::HISTORY_DIM;
+use crate::model::scorer::{Batch, ModelConfig};
 
 /// Timestamp cut-offs of the global temporal split (GTS): turns before `valid` train,
 /// turns in [`valid`, `test`) validate (model selection), turns from `test` on are the
@@ -47,10 +48,10 @@ pub fn make_batch(
     data: &Dataset,
     users: &[&UserSeq],
     lens: &[usize],
-    entity_slots: usize,
-    memory_slots: usize,
+    cfg: &ModelConfig,
     device: &Device,
 ) -> Batch {
+    let (entity_slots, memory_slots) = (cfg.entity_slots, cfg.memory_slots.max(1));
     let b = users.len();
     let t = lens.iter().copied().max().unwrap_or(1).max(1);
     let k = data.k;
@@ -68,6 +69,7 @@ pub fn make_batch(
     let mut content = vec![0f32; b * t * k * e];
     let mut hops = vec![0f32; b * t * k * MAX_HOPS * HOP_DIM];
     let mut hop_count = vec![1i32; b * t * k];
+    let mut history = vec![0f32; b * t * k * HISTORY_DIM];
     for (i, (u, &len)) in users.iter().zip(lens).enumerate() {
         let len = len.min(u.turns);
         let tk = len * k;
@@ -99,6 +101,10 @@ pub fn make_batch(
         content[s..e_].copy_from_slice(&u.content[..tk * e]);
         let (s, e_) = at(k * MAX_HOPS * HOP_DIM);
         hops[s..e_].copy_from_slice(&u.hops[..tk * MAX_HOPS * HOP_DIM]);
+        if cfg.history {
+            let (s, e_) = at(k * HISTORY_DIM);
+            history[s..e_].copy_from_slice(&u.history_features(k)[..tk * HISTORY_DIM]);
+        }
         turn_mask[i * t..i * t + len].fill(1.0);
     }
     let f = |v: Vec<f32>, shape: &[usize]| TensorData::new(v, shape.to_vec());
@@ -117,5 +123,6 @@ pub fn make_batch(
         content: Tensor::from_data(f(content, &[b, t, k, e]), device),
         hops: Tensor::from_data(f(hops, &[b, t, k, MAX_HOPS, HOP_DIM]), device),
         hop_count: Tensor::from_data(i(hop_count, &[b, t, k]), device),
+        history: Tensor::from_data(f(history, &[b, t, k, HISTORY_DIM]), device),
     }
 }

@@ -55,6 +55,11 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Follow the dataset's curriculum stages in order, each for its share of the steps.
     pub curriculum: bool,
+    /// Temporal models read each candidate's history features (`crate::history`).
+    pub history: bool,
+    /// Early stopping: stop once this many validations in a row have not improved the
+    /// best validation DCG@10 (0: never). The run's model is always the best checkpoint.
+    pub patience: usize,
 }
 
 impl Default for TrainConfig {
@@ -75,6 +80,8 @@ impl Default for TrainConfig {
             test_from: 0.9,
             eval_every: 50,
             curriculum: true,
+            history: true,
+            patience: 4,
         }
     }
 }
@@ -94,10 +101,13 @@ impl TrainConfig {
         if !(0.0 < self.valid_from && self.valid_from < self.test_from && self.test_from < 1.0) {
             return bad("valid_from", "need 0 < valid_from < test_from < 1");
         }
-        if !(self.temperature > 0.0 && self.grad_clip > 0.0 && self.weight_decay >= 0.0) {
+        let finite = [self.temperature, self.grad_clip, self.weight_decay]
+            .iter()
+            .all(|x| x.is_finite());
+        if !(finite && self.temperature > 0.0 && self.grad_clip > 0.0 && self.weight_decay >= 0.0) {
             return bad(
                 "temperature",
-                "temperature and grad_clip must be > 0, weight_decay >= 0",
+                "temperature and grad_clip must be finite and > 0, weight_decay finite and >= 0",
             );
         }
         Ok(())
@@ -162,14 +172,7 @@ pub fn validate(
         if lens.iter().all(|&l| l == 0) {
             continue;
         }
-        let b = make_batch(
-            data,
-            &users,
-            &lens,
-            cfg.entity_slots,
-            cfg.memory_slots,
-            device,
-        );
+        let b = make_batch(data, &users, &lens, cfg, device);
         let scores = model.forward(&b, ScanImpl::for_device(device));
         let [_, t, k] = scores.dims();
         let s: Vec<f32> = scores.clone().try_into_vec_as::<f32>().expect("scores");
@@ -245,6 +248,16 @@ pub struct RunState {
     pub seed: u64,
     pub cutoffs: Cutoffs,
     pub dataset_sha: String,
+    /// Training stopped before `train.steps`: validation stopped improving (`patience`).
+    #[serde(default)]
+    pub stopped_early: bool,
+}
+
+impl RunState {
+    /// Whether training has nothing left to do.
+    pub fn finished(&self) -> bool {
+        self.stopped_early || self.step >= self.train.steps
+    }
 }
 
 /// Reads a run directory's `state.json`.
@@ -319,7 +332,8 @@ pub fn train_on(
         train_cfg.size,
         data.embedding_dim,
         memory_slots,
-    );
+    )
+    .with_history(train_cfg.history);
     let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
     let pools = stage_pools(data, &cut);
     if pools.is_empty() {
@@ -340,6 +354,7 @@ pub fn train_on(
         seed: opts.seed,
         cutoffs: cut,
         dataset_sha: fingerprint.clone(),
+        stopped_early: false,
     };
     let mut model = model_cfg.init(opts.seed, &device);
     let mut optim = AdamWConfig::new()
@@ -447,6 +462,9 @@ pub fn train_on(
     };
     let first_step = state.step;
     while state.step < train_cfg.steps {
+        if state.stopped_early {
+            break;
+        }
         if opts
             .stop_after
             .is_some_and(|n| state.step - first_step >= n)
@@ -472,21 +490,21 @@ pub fn train_on(
             let n = turns_before(u, cut.valid);
             let len = n.min(train_cfg.window);
             let start = rng.random_range(0..=n - len);
-            windows.push(slice_user(u, start, len, data.k, data.embedding_dim));
+            windows.push(slice_user(
+                u,
+                start,
+                len,
+                data.k,
+                data.embedding_dim,
+                model_cfg.history,
+            ));
             lens.push(len);
         }
         for w in &windows {
             users.push(w);
         }
         let started = std::time::Instant::now();
-        let b = make_batch(
-            data,
-            &users,
-            &lens,
-            model_cfg.entity_slots,
-            model_cfg.memory_slots,
-            &device,
-        );
+        let b = make_batch(data, &users, &lens, &model_cfg, &device);
         let scores = model.forward(&b, scan);
         let loss = listwise_loss(
             scores,
@@ -528,6 +546,10 @@ pub fn train_on(
                 state.best_step = state.step;
                 save_model(&model, &opts.run.join("model.bpk"))?;
             }
+            let patience = train_cfg.patience * train_cfg.eval_every;
+            state.stopped_early = train_cfg.patience > 0
+                && state.step < train_cfg.steps
+                && state.step - state.best_step >= patience;
             save_model(&model, &opts.run.join("checkpoint.bpk"))?;
             let tmp = opts.run.join("optimizer.tmp.bpk");
             optim
@@ -561,8 +583,34 @@ pub fn baseline_validation(
     kind: Baseline,
     seed: u64,
 ) -> Validation {
-    let cut = cutoffs(data, cfg.valid_from, cfg.test_from);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    validation_of(data, cfg, |u, t| {
+        baselines::scores(kind, u, t, data.k, &mut rng)
+    })
+}
+
+/// Validation numbers of a history rule (`crate::eval::history`) on the same validation
+/// turns as [`validate`].
+pub fn history_validation(
+    data: &Dataset,
+    cfg: &TrainConfig,
+    rule: crate::eval::history::HistoryRule,
+) -> Validation {
+    validation_of(data, cfg, |u, t| {
+        let i = crate::eval::history::HistoryRule::ALL
+            .iter()
+            .position(|r| *r == rule)
+            .expect("a listed rule");
+        crate::eval::history::scores(u, t, data.k).swap_remove(i)
+    })
+}
+
+fn validation_of(
+    data: &Dataset,
+    cfg: &TrainConfig,
+    mut score: impl FnMut(&UserSeq, usize) -> Vec<f64>,
+) -> Validation {
+    let cut = cutoffs(data, cfg.valid_from, cfg.test_from);
     let k = data.k;
     let mut metrics = Vec::new();
     for u in &data.users {
@@ -573,11 +621,7 @@ pub fn baseline_validation(
             if labels.iter().all(|&l| l == 0.0) {
                 continue;
             }
-            metrics.push(case_metrics(
-                &baselines::scores(kind, u, t, k, &mut rng),
-                &labels,
-                10,
-            ));
+            metrics.push(case_metrics(&score(u, t), &labels, 10));
         }
     }
     let m = Metrics::mean(&metrics);
@@ -629,12 +673,35 @@ fn save_model(model: &Scorer, path: &Path) -> Result<()> {
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// A window of `len` turns of `u` starting at `start`.
-pub fn slice_user(u: &UserSeq, start: usize, len: usize, k: usize, e: usize) -> UserSeq {
+/// A window of `len` turns of `u` starting at `start`. With `history`, the window carries
+/// the history features of its turns computed over all of `u`'s turns before them.
+pub fn slice_user(
+    u: &UserSeq,
+    start: usize,
+    len: usize,
+    k: usize,
+    e: usize,
+    history: bool,
+) -> UserSeq {
     use crate::data::{CONTEXT_DIM, HOP_DIM};
     use crate::features::{FEATURE_DIM, MAX_HOPS};
+    use crate::history::{HISTORY_DIM, sequence_features};
     let r = |per: usize| start * per..(start + len) * per;
+    let history = if history && len > 0 {
+        let end = start + len;
+        sequence_features(
+            &u.timestamp[..end],
+            &u.valid[..end * k],
+            &u.labels[..end * k],
+            &u.memory_id[..end * k],
+            k,
+        )[r(k * HISTORY_DIM)]
+        .to_vec()
+    } else {
+        Vec::new()
+    };
     UserSeq {
+        history,
         user_id: u.user_id,
         stage: u.stage,
         turns: len,
