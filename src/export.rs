@@ -600,7 +600,12 @@ pub struct ExportReport {
     pub out: std::path::PathBuf,
     pub quantization: String,
     pub sizes: SizeReport,
+    /// Bytes of a saved state before any turn.
     pub state_bytes: usize,
+    /// Bytes the state grows by per memory in the user's history table (0: the model keeps
+    /// no history table), and the most memories the table keeps.
+    pub history_entry_bytes: usize,
+    pub history_max_entries: usize,
     pub verification: Option<Verification>,
 }
 
@@ -693,6 +698,12 @@ pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
         quantization: opts.quant.name().into(),
         sizes,
         state_bytes: rt.zero_state().to_bytes(&rt.fingerprint).len(),
+        history_entry_bytes: if rt.config.history {
+            crate::history::ENTRY_BYTES
+        } else {
+            0
+        },
+        history_max_entries: crate::history::MAX_ENTRIES,
         verification,
     })
 }

@@ -68,6 +68,19 @@ pub mod feat {
     pub const PATH_FEEDBACK_SCORE: usize = 21;
     pub const LOG_DEPENDENCY_STRENGTH_PRODUCT: usize = 22;
     pub const FOCAL_DISTANCE_NORM: usize = 23;
+
+    /// The features that are time: the memory's age, the time of day, weekday and month
+    /// encodings, and the gap since the previous session.
+    pub const TEMPORAL: [usize; 8] = [
+        LOG_AGE,
+        TOD_SIN,
+        TOD_COS,
+        DOW_SIN,
+        DOW_COS,
+        MOY_SIN,
+        MOY_COS,
+        LOG_SESSION_GAP,
+    ];
 }
 
 /// Column holding the clean (noise-free) value of a feature.

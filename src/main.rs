@@ -529,6 +529,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "  {:<32} {:>10} bytes (file {} bytes); state {} bytes",
                     "tensors", r.sizes.tensor_bytes, r.sizes.file_bytes, r.state_bytes
                 );
+                if r.history_entry_bytes > 0 {
+                    println!(
+                        "  the state grows by {} bytes per memory in the user's history table (at most {} memories: {} bytes)",
+                        r.history_entry_bytes,
+                        r.history_max_entries,
+                        r.state_bytes + r.history_entry_bytes * r.history_max_entries
+                    );
+                }
                 if let Some(v) = &r.verification {
                     println!(
                         "  verified on {} test cases: DCG@10 {:.4} (Burn) vs {:.4} (export), drop {:.3}%; top-10 agreement {:.4}; max |score difference| {:.2e}",

@@ -90,7 +90,12 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     if manifest.is_file() {
         let m = crate::data::read_manifest(&data)?;
         let want = serde_json::to_value(&cfg).expect("config serializes");
-        if gen_part(&m["config"]) != gen_part(&want) {
+        // Read the recorded config back through `Config`, so sections added since the
+        // dataset was written compare at their defaults.
+        let recorded = serde_json::from_value::<Config>(m["config"].clone())
+            .map(|c| serde_json::to_value(&c).expect("config serializes"))
+            .unwrap_or_else(|_| m["config"].clone());
+        if gen_part(&recorded) != gen_part(&want) {
             return Err(Error::Input(format!(
                 "{} was generated from another config than {}: remove it, or change `name`",
                 data.display(),

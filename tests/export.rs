@@ -4,7 +4,7 @@
 use std::path::Path;
 
 mod common;
-use common::{opts, ssmkit, tiny_data, tiny_train};
+use common::{model_configs, opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::data::Dataset;
 use ssmkit::eval::split::test_cases;
 use ssmkit::export::{ExportOptions, Quant, encode, export_run, verify};
@@ -24,8 +24,7 @@ fn f32_export_replayed_turn_by_turn_matches_the_burn_model_for_every_variant() {
     let data = Dataset::load(&tiny_data(dir.path())).unwrap();
     let cases = test_split(&data);
     let device = burn::prelude::Device::flex();
-    for variant in Variant::ALL {
-        let cfg = ModelConfig::sized(variant, Size::Tiny, data.embedding_dim, 4096);
+    for (variant, cfg) in model_configs(data.embedding_dim) {
         let model = cfg.init(7, &device);
         let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
         let rt = Runtime::from_bytes(&bytes, Path::new("mem")).unwrap();

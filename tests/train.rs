@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{gen_tiny, opts, ssmkit, tiny_data, tiny_train};
-use ssmkit::model::scorer::{Size, Variant};
+use ssmkit::model::scorer::Variant;
 use ssmkit::train::{TrainConfig, TrainOptions, flat_params, load_run, train};
 
 fn metrics_rows(run: &Path) -> Vec<Vec<String>> {
@@ -288,13 +288,11 @@ fn scorer_step_by_step_matches_full_sequence_scores() {
     use burn::prelude::*;
     use ssmkit::data::Dataset;
     use ssmkit::model::mamba::ScanImpl;
-    use ssmkit::model::scorer::ModelConfig;
     use ssmkit::train::batch::make_batch;
     let dir = tempfile::tempdir().unwrap();
     let data = Dataset::load(&tiny_data(dir.path())).unwrap();
     let device = Device::flex();
-    for variant in Variant::ALL {
-        let cfg = ModelConfig::sized(variant, Size::Tiny, data.embedding_dim, 4096);
+    for (variant, cfg) in common::model_configs(data.embedding_dim) {
         let model = cfg.init(5, &device);
         let users: Vec<_> = data.users.iter().take(3).collect();
         let lens = [12, 9, 12];
@@ -413,4 +411,54 @@ fn on_a_persistence_stream_mamba_matches_the_history_rules_and_stateless_models_
         "mlp",
     );
     assert!(mlp < random + 0.1, "MLP {mlp} vs random {random}");
+}
+
+#[test]
+fn a_temporal_only_model_reads_no_content_identity_or_other_features() {
+    use burn::prelude::*;
+    use ssmkit::data::Dataset;
+    use ssmkit::features::{FEATURE_DIM, feat};
+    use ssmkit::model::mamba::ScanImpl;
+    use ssmkit::model::scorer::{Inputs, ModelConfig, Size};
+    use ssmkit::train::batch::make_batch;
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let device = Device::flex();
+    // The same users with their content, query, identity and non-time features redrawn.
+    let mut other = data.clone();
+    for u in &mut other.users {
+        u.query.iter_mut().for_each(|v| *v = -*v + 0.3);
+        u.content.iter_mut().for_each(|v| *v = 1.0 - *v);
+        u.entity.iter_mut().for_each(|e| *e += 7);
+        u.memory_slot.iter_mut().for_each(|m| *m += 11);
+        u.focal.iter_mut().for_each(|f| *f += 3);
+        for (i, x) in u.features.iter_mut().enumerate() {
+            if !feat::TEMPORAL.contains(&(i % FEATURE_DIM)) {
+                *x = 0.5 - *x;
+            }
+        }
+    }
+    let scores = |cfg: &ModelConfig, d: &Dataset| {
+        let model = cfg.init(3, &device);
+        let users: Vec<_> = d.users.iter().take(2).collect();
+        let b = make_batch(d, &users, &[10, 10], cfg, &device);
+        model.forward(&b, ScanImpl::Fused)
+    };
+    let diff = |cfg: &ModelConfig| -> f32 {
+        (scores(cfg, &data) - scores(cfg, &other))
+            .abs()
+            .max()
+            .into_scalar()
+    };
+    let full = ModelConfig::sized(Variant::Mamba, Size::Tiny, data.embedding_dim, 4096);
+    let temporal = ModelConfig {
+        inputs: Inputs::TemporalOnly,
+        ..full.clone()
+    };
+    assert_eq!(diff(&temporal), 0.0);
+    assert!(
+        diff(&full) > 1e-3,
+        "the full model reads them: {}",
+        diff(&full)
+    );
 }

@@ -21,6 +21,10 @@ pub struct MambaConfig {
     pub d_state: usize,
     pub expand: usize,
     pub d_conv: usize,
+    /// Selection on (Mamba): Δ, B and C are read from each input. Off (the seed's "no
+    /// selectivity" ablation): the same block with x_proj applied to a constant input of
+    /// ones, so Δ, B and C are learned parameters that do not depend on the input.
+    pub selective: bool,
 }
 
 impl MambaConfig {
@@ -120,6 +124,7 @@ impl MambaConfig {
             d_state: n,
             dt_rank: r,
             d_conv: k,
+            selective: self.selective,
         }
     }
 }
@@ -138,6 +143,7 @@ pub struct MambaBlock {
     d_state: usize,
     dt_rank: usize,
     d_conv: usize,
+    selective: bool,
 }
 
 /// Recurrent state of one block: the last `d_conv − 1` conv inputs and the SSM state.
@@ -216,9 +222,11 @@ impl MambaBlock {
     }
 
     /// Δ, B, C from the conv output u `[B, T, E]`.
-    fn dbc(&self, u: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+    pub fn delta_b_c(&self, u: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
         let [b, t, _] = u.dims();
         let (r, n) = (self.dt_rank, self.d_state);
+        // Without selection, Δ, B and C come from a constant input: learned, input-free.
+        let u = if self.selective { u } else { u.ones_like() };
         let x_dbl = self.x_proj.forward(u); // [B, T, R + 2N]
         let dt = x_dbl.clone().slice(s![.., .., 0..r]);
         let bm = x_dbl.clone().slice(s![.., .., r..r + n]); // [B, T, N]
@@ -243,7 +251,7 @@ impl MambaBlock {
             .slice(s![.., .., 0..t])
             .swap_dims(1, 2);
         let u = silu(u); // [B, T, E]
-        let (delta, bm, cm) = self.dbc(u.clone());
+        let (delta, bm, cm) = self.delta_b_c(u.clone());
         let y = selective_scan(scan, u.clone(), delta, self.a(), bm, cm);
         // y + D·u, gated by SiLU(z)
         let y = (y + u * self.d.val().unsqueeze::<3>()) * silu(z);
@@ -279,7 +287,7 @@ impl MambaBlock {
         }
         let u = silu(u);
         let conv = window.slice(s![.., .., 1..k]);
-        let (delta, bm, cm) = self.dbc(u.clone().unsqueeze_dim::<3>(1));
+        let (delta, bm, cm) = self.delta_b_c(u.clone().unsqueeze_dim::<3>(1));
         let delta = delta.squeeze_dim::<2>(1); // [B, E]
         let (bm, cm) = (bm.squeeze_dim::<2>(1), cm.squeeze_dim::<2>(1)); // [B, N]
         let (ssm, y) = scan_step(state.ssm, u.clone(), delta, self.a(), bm, cm);

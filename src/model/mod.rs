@@ -73,18 +73,52 @@ mod tests {
     #[test]
     fn mamba_step_matches_full_sequence_forward() {
         let device = Device::flex();
-        let cfg = MambaConfig {
-            d_model: 8,
-            d_state: 4,
-            expand: 2,
-            d_conv: 4,
+        for selective in [true, false] {
+            let cfg = MambaConfig {
+                d_model: 8,
+                d_state: 4,
+                expand: 2,
+                d_conv: 4,
+                selective,
+            };
+            let block = cfg.init(3, &device);
+            let x = random([2, 9, 8], 5, &device);
+            let full = block.forward(x.clone(), ScanImpl::Reference);
+            let fused = block.forward(x.clone(), ScanImpl::Fused);
+            let stepped = run_steps(x, block.zero_state(2, &device), |x, s| block.step(x, s));
+            assert!(
+                max_abs_diff(fused, stepped.clone()) <= 1e-5,
+                "fused vs step"
+            );
+            let diff = max_abs_diff(full, stepped);
+            assert!(diff <= 1e-5, "step vs full (selective {selective}): {diff}");
+        }
+    }
+
+    #[test]
+    fn without_selection_delta_b_and_c_do_not_depend_on_the_input() {
+        let device = Device::flex();
+        let block = |selective| {
+            MambaConfig {
+                d_model: 8,
+                d_state: 4,
+                expand: 1,
+                d_conv: 4,
+                selective,
+            }
+            .init(3, &device)
         };
-        let block = cfg.init(3, &device);
-        let x = random([2, 9, 8], 5, &device);
-        let full = block.forward(x.clone(), ScanImpl::Reference);
-        let stepped = run_steps(x, block.zero_state(2, &device), |x, s| block.step(x, s));
-        let diff = max_abs_diff(full, stepped);
-        assert!(diff <= 1e-5, "step vs full: {diff}");
+        let a = random([1, 6, 8], 1, &device);
+        let b = random([1, 6, 8], 2, &device);
+        // The block's Δ, B, C of two different inputs: equal without selection only.
+        let dbc = |m: &super::mamba::MambaBlock, x: Tensor<3>| {
+            let (d, bm, cm) = m.delta_b_c(x);
+            Tensor::cat(vec![d, bm, cm], 2)
+        };
+        let fixed = block(false);
+        assert!(max_abs_diff(dbc(&fixed, a.clone()), dbc(&fixed, b.clone())) == 0.0);
+        let selective = block(true);
+        assert!(max_abs_diff(dbc(&selective, a), dbc(&selective, b)) > 1e-3);
     }
 
     #[test]
@@ -135,6 +169,7 @@ mod tests {
             d_state: 3,
             expand: 1,
             d_conv: 3,
+            selective: true,
         };
         let block = cfg.init(11, &device);
         let x = random([1, 5, 4], 12, &device);

@@ -68,6 +68,20 @@ impl Variant {
     ];
 }
 
+/// What a model reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inputs {
+    /// Everything the data has.
+    #[default]
+    All,
+    /// The seed's "temporal features only (remove content)" ablation: the turn context,
+    /// the candidates' time features ([`crate::features::feat::TEMPORAL`]) and history
+    /// features. Content and query embeddings, memory and entity identity, focal
+    /// entities, traversal paths and the other features read as absent.
+    TemporalOnly,
+}
+
 /// The seed's sizes (H, N, layers): Tiny 32/16/2, Small 64/32/3, Medium 64/64/4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +119,15 @@ pub struct ModelConfig {
     /// encoder and the pointwise branch.
     #[serde(default)]
     pub history: bool,
+    /// Mamba's selection mechanism (off: Δ, B, C are input-independent parameters).
+    #[serde(default = "yes")]
+    pub selective: bool,
+    #[serde(default)]
+    pub inputs: Inputs,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_d_attn() -> usize {
@@ -144,7 +167,22 @@ impl ModelConfig {
             path_channels: 16,
             d_attn: default_d_attn(),
             history: variant.is_temporal(),
+            selective: true,
+            inputs: Inputs::All,
         }
+    }
+
+    /// The size preset with a training config's overrides applied (sizes, selection,
+    /// inputs, history features).
+    pub fn with_train(self, t: &crate::train::TrainConfig) -> ModelConfig {
+        let mut c = self.with_history(t.history);
+        c.d_model = t.d_model.unwrap_or(c.d_model);
+        c.d_state = t.d_state.unwrap_or(c.d_state);
+        c.layers = t.layers.unwrap_or(c.layers);
+        c.expand = t.expand.unwrap_or(c.expand);
+        c.selective = t.selective;
+        c.inputs = t.inputs;
+        c
     }
 
     /// The same model with history features on or off (stateless variants: always off).
@@ -194,6 +232,7 @@ impl ModelConfig {
             d_state: self.d_state,
             expand: self.expand,
             d_conv: self.d_conv,
+            selective: self.selective,
         };
         let s4d_cfg = S4dConfig {
             d_model: h,
@@ -254,6 +293,7 @@ impl ModelConfig {
             entity_slots: self.entity_slots,
             memory_slots: self.memory_slots.max(1),
             history: self.history,
+            temporal_only: self.inputs == Inputs::TemporalOnly,
         }
     }
 }
@@ -340,6 +380,7 @@ pub struct Scorer {
     entity_slots: usize,
     memory_slots: usize,
     history: bool,
+    temporal_only: bool,
 }
 
 /// A padded batch of user sequences (B users × T turns × K candidates).
@@ -406,6 +447,35 @@ pub struct ScorerState {
 impl Scorer {
     pub fn is_temporal(&self) -> bool {
         self.cand_enc.is_some()
+    }
+
+    /// The batch as the model reads it: with [`Inputs::TemporalOnly`], everything but the
+    /// turn context, the time features and the history features reads as absent (zeros,
+    /// the "no entity" row, memory slot 0, no path).
+    fn restricted<'a>(&self, batch: &'a Batch) -> std::borrow::Cow<'a, Batch> {
+        if !self.temporal_only {
+            return std::borrow::Cow::Borrowed(batch);
+        }
+        let device = batch.features.device();
+        let mut keep = [0f32; FEATURE_DIM];
+        for c in crate::features::feat::TEMPORAL {
+            keep[c] = 1.0;
+        }
+        let keep = Tensor::<1>::from_data(TensorData::new(keep.to_vec(), [FEATURE_DIM]), &device)
+            .unsqueeze::<4>();
+        let none = self.entity_slots as i32;
+        std::borrow::Cow::Owned(Batch {
+            features: batch.features.clone() * keep.clone(),
+            missing: batch.missing.clone() * keep,
+            query: batch.query.zeros_like(),
+            focal: batch.focal.zeros_like() + none,
+            memory_slot: batch.memory_slot.zeros_like(),
+            entity: batch.entity.zeros_like() + none,
+            content: batch.content.zeros_like(),
+            hops: batch.hops.zeros_like(),
+            hop_count: batch.hop_count.ones_like(),
+            ..batch.clone()
+        })
     }
 
     fn focal_embedding(&self, focal: Tensor<3, Int>) -> Tensor<3> {
@@ -553,6 +623,7 @@ impl Scorer {
     /// Scores `[B, T, K]` of every turn from the history before it; padded candidates get
     /// −1e9.
     pub fn forward(&self, batch: &Batch, scan: ScanImpl) -> Tensor<3> {
+        let batch = &*self.restricted(batch);
         let mut score = self.pointwise(batch);
         if self.is_temporal() {
             let [b, t, _, _] = batch.features.dims();
@@ -610,6 +681,7 @@ impl Scorer {
     /// One turn at a time: scores this turn (`batch` with T = 1) from `state`, then folds
     /// the turn's labels into the state. Equals [`Scorer::forward`] turn by turn.
     pub fn step(&self, batch: &Batch, state: ScorerState) -> (Tensor<3>, ScorerState) {
+        let batch = &*self.restricted(batch);
         let mut score = self.pointwise(batch);
         let mut state = state;
         if self.is_temporal() {

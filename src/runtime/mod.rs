@@ -25,9 +25,9 @@ use sha2::{Digest, Sha256};
 use crate::data::CONTEXT_DIM;
 use crate::error::{Error, Result};
 use crate::export::{FORMAT_VERSION, ScaleAxis, unpack_ternary};
-use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
+use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS, feat};
 use crate::history::Table;
-use crate::model::scorer::{ModelConfig, Variant};
+use crate::model::scorer::{Inputs, ModelConfig, Variant};
 use crate::simd::{dot, exp, multiversion, transpose};
 
 const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
@@ -155,6 +155,8 @@ struct Mamba {
     n: usize,
     r: usize,
     k: usize,
+    /// Off: x_proj reads a constant input of ones (Δ, B, C do not depend on the input).
+    selective: bool,
 }
 
 impl Mamba {
@@ -180,7 +182,11 @@ impl Mamba {
             hist[k - 2] = xz[c];
             u[c] = silu(acc);
         }
-        let x_dbl = self.x_proj.apply(&u);
+        let x_dbl = if self.selective {
+            self.x_proj.apply(&u)
+        } else {
+            self.x_proj.apply(&vec![1.0; e])
+        };
         let (dt, rest) = x_dbl.split_at(self.r);
         let (bm, cm) = rest.split_at(n);
         let delta: Vec<f32> = self.dt_proj.apply(dt).into_iter().map(softplus).collect();
@@ -668,6 +674,7 @@ impl Runtime {
                         n,
                         r,
                         k,
+                        selective: c.selective,
                     });
                 }
             }
@@ -854,7 +861,11 @@ impl Runtime {
                     c.d_slot,
                     cand.memory_slot as usize % c.memory_slots.max(1),
                 ));
-                x.extend_from_slice(self.entity_row(cand.entity as i64));
+                let entity = match c.inputs {
+                    Inputs::All => cand.entity as i64,
+                    Inputs::TemporalOnly => -1,
+                };
+                x.extend_from_slice(self.entity_row(entity));
                 if cand.content.len() == c.content_dim {
                     x.extend_from_slice(&cand.content);
                 } else {
@@ -865,9 +876,34 @@ impl Runtime {
             .collect()
     }
 
+    /// The turn as the model reads it: with `temporal_only` inputs, everything but the
+    /// context, the time features and the history reads as absent (as the Burn model's
+    /// `Scorer::restricted`; candidates' entities are read as "none" in [`Self::encodings`]).
+    fn restricted<'a>(&self, turn: &'a Turn) -> std::borrow::Cow<'a, Turn> {
+        if self.config.inputs != Inputs::TemporalOnly {
+            return std::borrow::Cow::Borrowed(turn);
+        }
+        let mut t = turn.clone();
+        t.query.clear();
+        t.focal = [-1, -1];
+        for c in &mut t.candidates {
+            for d in 0..FEATURE_DIM {
+                if !feat::TEMPORAL.contains(&d) {
+                    c.features[d] = 0.0;
+                    c.missing[d] = 0.0;
+                }
+            }
+            c.memory_slot = 0;
+            c.content.clear();
+            c.hops.clear();
+        }
+        std::borrow::Cow::Owned(t)
+    }
+
     /// Scores the turn from `state`, then folds its outcome in: [`Runtime::score`] and
     /// [`Runtime::observe`] with the candidate encodings computed once.
     pub fn step(&self, state: &mut State, turn: &Turn, labels: &[f32]) -> Vec<f32> {
+        let turn = &*self.restricted(turn);
         let enc = self.encodings(state, turn);
         let scores = self.score_enc(state, turn, &enc);
         self.observe_enc(state, turn, labels, &enc);
@@ -876,6 +912,7 @@ impl Runtime {
 
     /// Scores of the turn's candidates from `state` (the state is not changed).
     pub fn score(&self, state: &State, turn: &Turn) -> Vec<f32> {
+        let turn = &*self.restricted(turn);
         self.score_enc(state, turn, &self.encodings(state, turn))
     }
 
@@ -978,6 +1015,7 @@ impl Runtime {
     /// Folds a turn and its outcome (`labels[k] > 0`: candidate k was relevant) into the
     /// state. Models without a temporal state ignore it.
     pub fn observe(&self, state: &mut State, turn: &Turn, labels: &[f32]) {
+        let turn = &*self.restricted(turn);
         self.observe_enc(state, turn, labels, &self.encodings(state, turn));
     }
 

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::eval::metrics::{Metrics, case_metrics};
 use crate::model::baselines::{self, Baseline};
 use crate::model::mamba::ScanImpl;
-use crate::model::scorer::{ModelConfig, Scorer, Size, Variant, listwise_loss};
+use crate::model::scorer::{Inputs, ModelConfig, Scorer, Size, Variant, listwise_loss};
 use batch::{Cutoffs, cutoffs, make_batch, turns_before};
 
 /// The `[train]` section of a run config.
@@ -34,6 +34,19 @@ use batch::{Cutoffs, cutoffs, make_batch, turns_before};
 pub struct TrainConfig {
     pub model: Variant,
     pub size: Size,
+    /// Overrides of the size preset: model width H, state size N, blocks, Mamba expansion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_model: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_state: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expand: Option<usize>,
+    /// Mamba's selection mechanism; off is the seed's "no selectivity" ablation.
+    pub selective: bool,
+    /// What the model reads (`all`, or `temporal_only`).
+    pub inputs: Inputs,
     /// Optimizer steps.
     pub steps: usize,
     /// Users per batch.
@@ -67,6 +80,12 @@ impl Default for TrainConfig {
         TrainConfig {
             model: Variant::Mamba,
             size: Size::Small,
+            d_model: None,
+            d_state: None,
+            layers: None,
+            expand: None,
+            selective: true,
+            inputs: Inputs::All,
             steps: 200,
             batch_users: 8,
             window: 64,
@@ -101,6 +120,22 @@ impl TrainConfig {
         if !(0.0 < self.valid_from && self.valid_from < self.test_from && self.test_from < 1.0) {
             return bad("valid_from", "need 0 < valid_from < test_from < 1");
         }
+        for (f, v, max) in [
+            ("d_model", self.d_model, 1024),
+            ("d_state", self.d_state, 256),
+            ("layers", self.layers, 16),
+            ("expand", self.expand, 8),
+        ] {
+            if v.is_some_and(|v| v == 0 || v > max) {
+                return bad(f, &format!("must be in 1..={max}"));
+            }
+        }
+        if !self.selective && !matches!(self.model, Variant::Mamba | Variant::Dual) {
+            return bad(
+                "selective",
+                "only Mamba blocks (mamba, dual) have a selection mechanism to switch off",
+            );
+        }
         let finite = [self.temperature, self.grad_clip, self.weight_decay]
             .iter()
             .all(|x| x.is_finite());
@@ -111,6 +146,32 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// The name a run of this config goes by in reports: the model, then each departure
+    /// from its defaults (`mamba`, `mamba+d_state=4`, `mamba+no_selectivity`, …).
+    pub fn system_name(&self) -> String {
+        let mut name = self.model.name().to_string();
+        for (f, v) in [
+            ("d_model", self.d_model),
+            ("d_state", self.d_state),
+            ("layers", self.layers),
+            ("expand", self.expand),
+        ] {
+            if let Some(v) = v {
+                name += &format!("+{f}={v}");
+            }
+        }
+        if !self.selective {
+            name += "+no_selectivity";
+        }
+        if self.inputs == Inputs::TemporalOnly {
+            name += "+temporal_only";
+        }
+        if !self.history && self.model.is_temporal() {
+            name += "+no_history";
+        }
+        name
     }
 
     /// LR at step s (0-based): linear warm-up to `lr`, then cosine to `min_lr`.
@@ -333,7 +394,7 @@ pub fn train_on(
         data.embedding_dim,
         memory_slots,
     )
-    .with_history(train_cfg.history);
+    .with_train(train_cfg);
     let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
     let pools = stage_pools(data, &cut);
     if pools.is_empty() {

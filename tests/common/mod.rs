@@ -77,3 +77,38 @@ pub fn opts(data: &Path, run: &Path, seed: u64) -> TrainOptions {
         scan: None,
     }
 }
+
+/// Every variant at its Tiny size, then Mamba with each retrained ablation of the seed's
+/// grid (no selectivity, temporal inputs only, another state size and depth, no history
+/// features): the model configs the equality tests run.
+pub fn model_configs(content_dim: usize) -> Vec<(String, ssmkit::model::scorer::ModelConfig)> {
+    use ssmkit::model::scorer::{Inputs, ModelConfig};
+    let base = |v: Variant| ModelConfig::sized(v, Size::Tiny, content_dim, 4096);
+    let mut out: Vec<_> = Variant::ALL
+        .iter()
+        .map(|&v| (v.name().to_string(), base(v)))
+        .collect();
+    let ablations = [
+        TrainConfig {
+            selective: false,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            inputs: Inputs::TemporalOnly,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            d_state: Some(4),
+            layers: Some(1),
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            history: false,
+            ..TrainConfig::default()
+        },
+    ];
+    for t in ablations {
+        out.push((t.system_name(), base(Variant::Mamba).with_train(&t)));
+    }
+    out
+}
