@@ -43,9 +43,12 @@ pub struct Config {
 pub struct PipelineConfig {
     /// Training seeds (the phase 1→2 gate asks for at least 5).
     pub seeds: Vec<u64>,
-    /// Models trained beside the primary one on the same seeds (learned baselines and
-    /// retrained ablations).
+    /// Models trained beside the primary one on the same seeds (learned baselines).
     pub baselines: Vec<crate::model::scorer::Variant>,
+    /// Retrained ablations of the primary model, each on the same seeds: `d_state=N`,
+    /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only`,
+    /// `no_history` (the seed's "Required Ablations").
+    pub ablations: Vec<String>,
     /// Quantizations exported.
     pub export: Vec<crate::export::Quant>,
     /// Largest relative DCG@10 drop an export may show on the test cases.
@@ -59,6 +62,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             seeds: vec![1, 2, 3, 4, 5],
             baselines: vec![crate::model::scorer::Variant::Xattn],
+            ablations: Vec::new(),
             export: vec![crate::export::Quant::F32, crate::export::Quant::Int8],
             max_drop: 0.02,
             probes: 32,
@@ -737,6 +741,21 @@ impl Config {
                 format!("lists the primary model {}", self.train.model.name()),
             );
         }
+        // Each ablation must build another model than the primary's and the others'.
+        let model = |t: &crate::train::TrainConfig| {
+            crate::model::scorer::ModelConfig::sized(t.model, t.size, 16, 4096).with_train(t)
+        };
+        let mut models = vec![model(&self.train)];
+        for spec in &p.ablations {
+            let m = model(&self.train.ablated(spec)?);
+            if models.contains(&m) {
+                return bad(
+                    "pipeline.ablations",
+                    format!("`{spec}` builds the same model as the primary or another ablation"),
+                );
+            }
+            models.push(m);
+        }
         if p.max_drop.is_nan() || p.max_drop < 0.0 {
             return bad("pipeline.max_drop", format!("{} must be >= 0", p.max_drop));
         }
@@ -786,6 +805,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("users"), "{err}");
+    }
+
+    #[test]
+    fn ablations_name_their_runs_and_a_change_that_changes_nothing_is_refused() {
+        let with = |list: &str| Config::parse(&format!("[pipeline]\nablations = {list}\n"));
+        let c = with(r#"["d_state=4", "layers=1", "no_selectivity", "temporal_only"]"#).unwrap();
+        let names: Vec<String> = c
+            .pipeline
+            .ablations
+            .iter()
+            .map(|a| c.train.ablated(a).unwrap().system_name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "mamba+d_state=4",
+                "mamba+layers=1",
+                "mamba+no_selectivity",
+                "mamba+temporal_only"
+            ]
+        );
+        // Small Mamba already has N = 32: that "ablation" would retrain the primary.
+        for (list, why) in [
+            (r#"["d_state=32"]"#, "same model"),
+            (r#"["d_state=4", "d_state=4"]"#, "same model"),
+            (r#"["d_state=0"]"#, "d_state"),
+            (r#"["depth=2"]"#, "unknown setting"),
+            (r#"["layers=two"]"#, "not a whole number"),
+            (r#"["no_attention"]"#, "expected"),
+        ] {
+            let err = with(list).unwrap_err().to_string();
+            assert!(err.contains(why), "{list}: {err}");
+        }
+        // Only Mamba blocks have a selection mechanism.
+        let err = Config::parse(
+            "[train]\nmodel = \"s4d\"\n[pipeline]\nablations = [\"no_selectivity\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("selection"), "{err}");
     }
 
     #[test]

@@ -219,8 +219,8 @@ enum Command {
         after_help = "Each input line is a turn: {\"timestamp\": unix seconds, \"context\": [6], \"query\": [..]?,
         \"focal\": [a, b]?, \"candidates\": [{\"features\": [24, null = missing], \"memory_slot\": n,
         \"memory_id\": n?, \"entity\": n, \"content\": [..]?, \"hops\": [[5], ..]?}], \"labels\": [K]?}.
-        Models with history features need the timestamp and key each memory's history by
-        memory_id (default: memory_slot). Each output line is
+        Models with history features need the timestamp and each candidate's memory_id (the
+        key of the user's history). Each output line is
         {\"turn\": i, \"scores\": [K]}; labels, when given, are folded into the state after
         scoring. --state loads the state from FILE when it exists (a corrupt or foreign state
         falls back to the default with a warning) and saves it there at the end.
@@ -653,6 +653,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out,
                 force,
                 primary,
+                primary_system: None,
                 unit,
                 compare: CompareOptions {
                     resamples,

@@ -20,8 +20,7 @@ use crate::eval::Unit;
 use crate::eval::phase::{EvalOptions, EvalReport, evaluate};
 use crate::eval::stats::CompareOptions;
 use crate::export::{ExportOptions, export_run};
-use crate::model::scorer::Variant;
-use crate::train::{TrainOptions, read_run_state};
+use crate::train::{TrainConfig, TrainOptions, read_run_state};
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -65,12 +64,17 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     let runs_dir = opts.root.join("runs").join(name);
     let report = opts.root.join("reports").join(name);
     let primary = cfg.train.model;
-    let models: Vec<Variant> = std::iter::once(primary)
-        .chain(p.baselines.iter().copied())
-        .collect();
-    let jobs: Vec<(Variant, u64)> = models
+    // The primary model, the learned baselines (at their own defaults), the ablations.
+    let mut configs = vec![cfg.train.clone()];
+    for &b in &p.baselines {
+        configs.push(cfg.train.for_baseline(b));
+    }
+    for spec in &p.ablations {
+        configs.push(cfg.train.ablated(spec)?);
+    }
+    let jobs: Vec<(&TrainConfig, u64)> = configs
         .iter()
-        .flat_map(|&m| p.seeds.iter().map(move |&s| (m, s)))
+        .flat_map(|c| p.seeds.iter().map(move |&s| (c, s)))
         .collect();
     let stages = 1 + jobs.len() + 1 + p.export.len();
     let bar = if opts.quiet {
@@ -120,21 +124,20 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     // A report or export older than a run, or than the config, is rebuilt.
     let mut newest_run = modified(&opts.config);
     let dataset = crate::data::Dataset::load(&data)?;
-    for &(model, seed) in &jobs {
-        let run = runs_dir.join(format!("{}-s{seed}", model.name()));
+    for &(tcfg, seed) in &jobs {
+        let run = runs_dir.join(format!("{}-s{seed}", tcfg.system_name()));
         bar.set_message(format!("train {}", run.display()));
-        let mut tcfg = cfg.train.clone();
-        tcfg.model = model;
+        let tcfg = tcfg.clone();
         let state = read_run_state(&run).ok();
-        let finished = state
-            .as_ref()
-            .is_some_and(|s| s.finished() && s.train == tcfg);
+        // The same training config and the same model (a run written by an older build
+        // can read back as the same config but hold another model).
+        let model = crate::train::model_config(&dataset, &tcfg);
+        let same = |s: &crate::train::RunState| s.train == tcfg && s.model == model;
+        let finished = state.as_ref().is_some_and(|s| s.finished() && same(s));
         if finished {
             reused.push(format!("train ({})", run.display()));
         } else {
-            let resume = state
-                .as_ref()
-                .is_some_and(|s| s.train == tcfg && s.seed == seed);
+            let resume = state.as_ref().is_some_and(|s| same(s) && s.seed == seed);
             if state.is_some() && !resume {
                 return Err(Error::Input(format!(
                     "{} holds a run of another training config: remove it to retrain",
@@ -174,6 +177,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             out: report.clone(),
             force: true,
             primary: Some(primary),
+            primary_system: Some(cfg.train.system_name()),
             unit: Unit::User,
             compare: CompareOptions {
                 seed: cfg.seed,
@@ -196,7 +200,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     };
 
     // export: the primary model's first seed.
-    let source = runs_dir.join(format!("{}-s{}", primary.name(), p.seeds[0]));
+    let source = runs_dir.join(format!("{}-s{}", cfg.train.system_name(), p.seeds[0]));
     let mut exports = Vec::new();
     for &quant in &p.export {
         let out = runs_dir.join("export").join(format!(

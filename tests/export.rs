@@ -188,7 +188,7 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
     std::fs::write(
         &turns,
         format!(
-            "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n{{\"timestamp\":60,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
+            "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":1}}]}}\n{{\"timestamp\":60,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":1}}]}}\n",
             feats(24),
             feats(23)
         ),
@@ -224,6 +224,22 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         !ok && err.contains("line 1") && err.contains("no timestamp"),
         "{err}"
     );
+    // ... and each candidate's memory id, the key of the user's history.
+    std::fs::write(
+        &turns,
+        format!(
+            "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
+            feats(24)
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = ssmkit(&[
+        "predict",
+        model_path.to_str().unwrap(),
+        "--input",
+        turns.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("candidate 0 has no memory_id"), "{err}");
 }
 
 #[test]
@@ -340,6 +356,7 @@ eval_every = 4
 [pipeline]
 seeds = [1, 2]
 baselines = ["xattn"]
+ablations = ["d_state=4", "no_selectivity"]
 export = ["f32", "int8"]
 max_drop = 1.0
 probes = 4
@@ -356,6 +373,8 @@ probes = 4
         "runs/tiny/mamba-s1/model.bpk",
         "runs/tiny/mamba-s2/model.bpk",
         "runs/tiny/xattn-s2/model.bpk",
+        "runs/tiny/mamba+d_state=4-s2/model.bpk",
+        "runs/tiny/mamba+no_selectivity-s1/model.bpk",
         "reports/tiny/report.html",
         "reports/tiny/gates.json",
         "runs/tiny/export/mamba-f32.safetensors",
@@ -364,13 +383,59 @@ probes = 4
         assert!(dir.path().join(f).is_file(), "{f} missing:\n{out}");
     }
     Runtime::load(&dir.path().join("runs/tiny/export/mamba-int8.safetensors")).unwrap();
+    // The retrained ablations are compared with the primary model, row by row of the
+    // seed's list: the primary stands for N = 16 and 2 layers (Tiny).
+    let csv = std::fs::read_to_string(dir.path().join("reports/tiny/ablations.csv")).unwrap();
+    let names: std::collections::BTreeSet<&str> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    for name in [
+        "no_temporal_features",
+        "no_content_features",
+        "primary",
+        "d_state=16",
+        "layers=2",
+        "d_state=4",
+        "no_selectivity",
+        "fft",
+    ] {
+        assert!(
+            names.contains(name),
+            "{name} missing from ablations.csv:\n{csv}"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("sequence_length")),
+        "{csv}"
+    );
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("d_state=4,dcg@10,"))
+        .unwrap();
+    let fields: Vec<f64> = row.split(',').skip(2).map(|v| v.parse().unwrap()).collect();
+    assert!(
+        fields[2] <= fields[1] && fields[1] <= fields[3],
+        "diff outside its CI: {row}"
+    );
+    let md = std::fs::read_to_string(dir.path().join("reports/tiny/report.md")).unwrap();
+    assert!(
+        md.contains("Is Mamba's selection mechanism helping?"),
+        "{md}"
+    );
+    assert!(
+        dir.path()
+            .join("reports/tiny/ablation_state_size.svg")
+            .is_file()
+    );
     // Nothing is redone; --fail-on-gate reports the failing gates with status 2.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
         .args(["run", c, "--root", root, "--quiet", "--fail-on-gate"])
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.matches("reused").count(), 1 + 4 + 1 + 2, "{stdout}");
+    assert_eq!(stdout.matches("reused").count(), 1 + 8 + 1 + 2, "{stdout}");
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     // The same name with another dataset config is refused, not silently reused.
     let changed = std::fs::read_to_string(&cfg)

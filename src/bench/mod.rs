@@ -133,7 +133,7 @@ pub fn infer(
             let slot = rng.random_range(0..4096);
             let mut c = Candidate {
                 memory_slot: slot,
-                memory_id: slot as u64,
+                memory_id: Some(slot as u64),
                 entity: rng.random_range(0..200),
                 content: (0..content).map(|_| rng.random_range(-1.0..1.0)).collect(),
                 hops: (0..3).map(|_| [0.5; HOP_FEATURE_NAMES.len()]).collect(),

@@ -1,6 +1,7 @@
 //! The persistence preset: a stream where only history helps. Each user has a pool of
 //! memories and a current topic of a few of them that carries over from turn to turn with
-//! probability `stay` (otherwise a new topic is drawn). Topic memories are relevant with
+//! probability `stay` (otherwise a new topic is drawn from the whole pool, so it may share
+//! a memory with the old one). Topic memories are relevant with
 //! probability `relevance_on`, the others with `relevance_off`, and every feature is drawn
 //! from the PoC's distributions independently of relevance. A stateless scorer therefore
 //! ranks at chance, while "relevant at the previous turn" recovers most of the oracle: a
@@ -11,7 +12,6 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::calendar::{self, angle};
 use super::poc::{self, Drawn};
 use super::sim::{UserSpec, independent_labels, schedule};
 use super::tables::Tables;
@@ -81,24 +81,8 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
             c.canary.push(0);
             c.hard_negative.push(0);
         }
-        let ts = slot.ts;
-        let (tod_s, tod_c) = angle(calendar::hour(ts) / 24.0);
-        let (dow_s, dow_c) = angle(calendar::weekday(ts) / 7.0);
         let tr = &mut out.turns;
-        tr.user_id.push(spec.user_id);
-        tr.turn_index.push(index as u32);
-        tr.session_index.push(slot.session);
-        tr.turn_in_session.push(slot.turn_in_session);
-        tr.timestamp.push(ts);
-        tr.stage.push(spec.stage);
-        tr.log_dt
-            .push(prev_ts.map_or(0.0, |p: i64| ((ts - p) as f64).ln_1p()) as f32);
-        tr.tod_sin.push(tod_s);
-        tr.tod_cos.push(tod_c);
-        tr.dow_sin.push(dow_s);
-        tr.dow_cos.push(dow_c);
-        tr.log_session_age
-            .push(((ts - slot.session_start) as f64).ln_1p() as f32);
+        tr.push_time(spec.user_id, index as u32, spec.stage, slot, prev_ts);
         tr.focal_0.push(-1);
         tr.focal_1.push(-1);
         for col in &mut tr.selectors {
@@ -111,7 +95,7 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
             let z: f64 = StandardNormal.sample(rng);
             tr.query.push(z as f32);
         }
-        prev_ts = Some(ts);
+        prev_ts = Some(slot.ts);
     }
     out
 }

@@ -1005,20 +1005,7 @@ impl Sim<'_> {
         ];
         let selectors = self.selectors();
         let tr = &mut self.out.turns;
-        tr.user_id.push(self.spec.user_id);
-        tr.turn_index.push(index);
-        tr.session_index.push(slot.session);
-        tr.turn_in_session.push(slot.turn_in_session);
-        tr.timestamp.push(ts);
-        tr.stage.push(self.spec.stage);
-        tr.log_dt
-            .push(prev_ts.map_or(0.0, |p| ((ts - p) as f64).ln_1p()) as f32);
-        tr.tod_sin.push(tod_s);
-        tr.tod_cos.push(tod_c);
-        tr.dow_sin.push(dow_s);
-        tr.dow_cos.push(dow_c);
-        tr.log_session_age
-            .push(((ts - slot.session_start) as f64).ln_1p() as f32);
+        tr.push_time(self.spec.user_id, index, self.spec.stage, slot, prev_ts);
         tr.focal_0.push(focal_ids[0]);
         tr.focal_1.push(focal_ids[1]);
         for (col, id) in tr.selectors.iter_mut().zip(selectors) {

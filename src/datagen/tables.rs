@@ -32,6 +32,38 @@ pub struct Turns {
     pub query: Vec<f32>,
 }
 
+impl Turns {
+    /// Starts turn `index` of `user` in `slot`: its ids, time and time encodings (the
+    /// previous turn was at `prev_ts`). The focal, canary and query columns follow.
+    pub fn push_time(
+        &mut self,
+        user: u32,
+        index: u32,
+        stage: u8,
+        slot: &super::sim::Slot,
+        prev_ts: Option<i64>,
+    ) {
+        use super::calendar::{self, angle};
+        let ts = slot.ts;
+        let (tod_s, tod_c) = angle(calendar::hour(ts) / 24.0);
+        let (dow_s, dow_c) = angle(calendar::weekday(ts).floor() / 7.0);
+        self.user_id.push(user);
+        self.turn_index.push(index);
+        self.session_index.push(slot.session);
+        self.turn_in_session.push(slot.turn_in_session);
+        self.timestamp.push(ts);
+        self.stage.push(stage);
+        self.log_dt
+            .push(prev_ts.map_or(0.0, |p| ((ts - p) as f64).ln_1p()) as f32);
+        self.tod_sin.push(tod_s);
+        self.tod_cos.push(tod_c);
+        self.dow_sin.push(dow_s);
+        self.dow_cos.push(dow_c);
+        self.log_session_age
+            .push(((ts - slot.session_start) as f64).ln_1p() as f32);
+    }
+}
+
 /// One row per turn × candidate.
 #[derive(Default, Clone)]
 pub struct Candidates {

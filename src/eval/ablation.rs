@@ -1,12 +1,16 @@
 //! Input ablations at evaluation time: the primary model with an input removed from
 //! every sequence, against the full model on the same cases.
 
+use std::collections::BTreeMap;
+
 use burn::prelude::*;
 use serde::Serialize;
 
 use super::Unit;
+use super::canary::CanaryResult;
 use super::metrics::{case_row, metric_index};
-use super::phase::EvalOptions;
+use super::phase::{ComparisonRow, EvalOptions, EvalReport};
+use super::report::Block;
 use super::scoring::{System, model_scores};
 use super::split::Case;
 use super::stats::compare;
@@ -16,6 +20,8 @@ use crate::model::scorer::{ModelConfig, Scorer};
 /// DCG@10 of the primary model with an input removed at evaluation time.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ablation {
+    /// Short name (`no_temporal_features`, `no_content_features`).
+    pub id: String,
     pub name: String,
     pub dcg10: f64,
     pub full_dcg10: f64,
@@ -39,20 +45,15 @@ pub fn input_ablations(
 ) -> Vec<Ablation> {
     use crate::features::{FEATURE_DIM, feat};
     let m = metric_index("dcg@10");
-    let time_cols = [
-        feat::TOD_SIN,
-        feat::TOD_COS,
-        feat::DOW_SIN,
-        feat::DOW_COS,
-        feat::MOY_SIN,
-        feat::MOY_COS,
-        feat::LOG_SESSION_GAP,
-    ];
-    let kinds: [(&str, Ablate); 2] = [
+    let time_cols = feat::TEMPORAL;
+    let kinds: [(&str, &str, Ablate); 2] = [
         (
-            "no temporal features (turn context and the candidates' time encodings zeroed)",
+            "no_temporal_features",
+            "no temporal features (turn context, the candidates' time features — age, time of day, weekday, month, session gap — and history features zeroed)",
             |u, cols| {
                 u.context.fill(0.0);
+                let slots = u.valid.len();
+                u.history = vec![0.0; slots * crate::history::HISTORY_DIM];
                 for row in u.features.chunks_mut(FEATURE_DIM) {
                     for &c in cols {
                         row[c] = 0.0;
@@ -61,6 +62,7 @@ pub fn input_ablations(
             },
         ),
         (
+            "no_content_features",
             "no content features (query and memory embeddings zeroed)",
             |u, _| {
                 u.query.fill(0.0);
@@ -71,7 +73,7 @@ pub fn input_ablations(
     let all: Vec<usize> = (0..gts.len()).collect();
     kinds
         .iter()
-        .map(|(name, ablate)| {
+        .map(|(id, name, ablate)| {
             let mut d = data.clone();
             for u in &mut d.users {
                 ablate(u, &time_cols);
@@ -94,6 +96,7 @@ pub fn input_ablations(
                 &opts.compare,
             );
             Ablation {
+                id: id.to_string(),
                 name: name.to_string(),
                 dcg10: per_case.iter().sum::<f64>() / per_case.len().max(1) as f64,
                 full_dcg10: full.mean(m, &all),
@@ -108,3 +111,321 @@ pub fn input_ablations(
 
 /// Removes an input from a sequence (the columns are the candidates' time encodings).
 type Ablate = fn(&mut UserSeq, &[usize]);
+
+/// One retrained system of the seed's ablation grid (or the primary model itself) against
+/// the primary model, on the GTS test cases.
+#[derive(Clone, Debug, Serialize)]
+pub struct Retrained {
+    pub system: String,
+    /// The setting changed (`d_state=4`, `no_selectivity`, …); `primary` for the primary
+    /// model.
+    pub ablation: String,
+    /// The seed's question the row answers.
+    pub question: &'static str,
+    pub d_state: usize,
+    pub layers: usize,
+    pub seeds: usize,
+    /// DCG@10, HR@10, MRR@10 against the primary model.
+    pub metrics: Vec<RetrainedMetric>,
+    /// Canary results at 20 dB (`None`: the dataset planted no canaries).
+    pub canaries: Option<Vec<CanaryResult>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RetrainedMetric {
+    pub metric: &'static str,
+    pub value: f64,
+    /// This system − the primary model (0 for the primary), BCa interval, p-value
+    /// (NaN for the primary).
+    pub difference: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub p_value: f64,
+}
+
+/// Metrics of the retrained-ablation table.
+pub const RETRAINED_METRICS: [&str; 3] = ["dcg@10", "hr@10", "mrr@10"];
+
+/// What a system changes relative to the primary: the parts of its name the primary's
+/// lacks (`mamba+d_state=4` against `mamba` → `d_state=4`; `mamba+d_state=4+no_history`
+/// against `mamba+no_history` → `d_state=4`).
+pub fn ablation_of(system: &str, primary: &str) -> String {
+    let own: Vec<&str> = primary.split('+').collect();
+    let parts: Vec<&str> = system
+        .split('+')
+        .skip(1)
+        .filter(|p| !own.contains(p))
+        .collect();
+    parts.join("+")
+}
+
+/// The seed's question beside an ablation ("Required Ablations").
+pub fn question(ablation: &str) -> &'static str {
+    let key = ablation.split(['=', '+']).next().unwrap_or("");
+    match key {
+        "primary" => "the primary model",
+        "d_state" => "Optimal state size for our data",
+        "layers" => "Optimal depth",
+        "d_model" | "expand" => "Optimal width",
+        "no_selectivity" => "Is Mamba's selection mechanism helping?",
+        "temporal_only" => "Can SSM predict from time alone?",
+        "no_history" => "Do the per-candidate history features help?",
+        _ => "",
+    }
+}
+
+/// The retrained-ablation rows: the primary model first, then every system of kind
+/// `ablation`, each with its differences to the primary from `comparisons` (GTS split).
+pub fn retrained_rows(
+    primary: &str,
+    systems: &[System],
+    comparisons: &[ComparisonRow],
+    configs: &BTreeMap<String, ModelConfig>,
+    canaries: &BTreeMap<String, Vec<CanaryResult>>,
+) -> Vec<Retrained> {
+    let all = |s: &System| -> Vec<usize> { (0..s.cases.len()).collect() };
+    systems
+        .iter()
+        .filter(|s| s.name == primary || s.kind == "ablation")
+        .filter_map(|s| {
+            let cfg = configs.get(&s.name)?;
+            let is_primary = s.name == primary;
+            let metrics = RETRAINED_METRICS
+                .iter()
+                .map(|&metric| {
+                    let value = s.mean(metric_index(metric), &all(s));
+                    let row = comparisons.iter().find(|c| {
+                        c.split == "gts" && c.metric == metric && c.a == primary && c.b == s.name
+                    });
+                    match (is_primary, row) {
+                        (false, Some(c)) => RetrainedMetric {
+                            metric,
+                            value,
+                            // The rows hold primary − other: flip to other − primary.
+                            difference: -c.stats.theta_hat,
+                            ci_low: -c.stats.ci_high,
+                            ci_high: -c.stats.ci_low,
+                            p_value: c.stats.p_value,
+                        },
+                        _ => RetrainedMetric {
+                            metric,
+                            value,
+                            difference: 0.0,
+                            ci_low: 0.0,
+                            ci_high: 0.0,
+                            p_value: f64::NAN,
+                        },
+                    }
+                })
+                .collect();
+            let ablation = if is_primary {
+                "primary".to_string()
+            } else {
+                ablation_of(&s.name, primary)
+            };
+            Some(Retrained {
+                system: s.name.clone(),
+                question: question(&ablation),
+                ablation,
+                d_state: cfg.d_state,
+                layers: cfg.layers,
+                seeds: s.seed_rows.len(),
+                metrics,
+                canaries: canaries.get(&s.name).cloned(),
+            })
+        })
+        .collect()
+}
+
+/// `ablations.csv`'s rows (`ablation,metric,value,diff,ci_low,ci_high,p_value`), one per
+/// row of the seed's "Required Ablations": the input ablations at evaluation time, the
+/// primary model (also as its own `d_state=N` and `layers=L`), each retrained ablation,
+/// the sequence-length strata (`diff` against the heuristic on the same cases) and the
+/// frequency check (`diff` against the oracle). Empty fields: not measured.
+pub fn csv_rows(report: &EvalReport) -> Vec<[String; 7]> {
+    let num = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.6}")
+        } else {
+            String::new()
+        }
+    };
+    let mut rows = Vec::new();
+    let mut push = |a: &str, m: &str, v: f64, d: f64, lo: f64, hi: f64, p: f64| {
+        rows.push([a.into(), m.into(), num(v), num(d), num(lo), num(hi), num(p)]);
+    };
+    for a in &report.ablations {
+        let (v, d) = (a.dcg10, a.difference);
+        push(&a.id, "dcg@10", v, d, a.ci_low, a.ci_high, a.p_value);
+    }
+    let names: Vec<&str> = report.retrained.iter().map(|r| &r.ablation[..]).collect();
+    for r in &report.retrained {
+        let mut labels = vec![r.ablation.clone()];
+        if r.ablation == "primary" {
+            // The primary model is the grid's point at its own state size and depth.
+            for own in [
+                format!("d_state={}", r.d_state),
+                format!("layers={}", r.layers),
+            ] {
+                if !names.contains(&own.as_str()) {
+                    labels.push(own);
+                }
+            }
+        }
+        for label in labels {
+            for m in &r.metrics {
+                let nan = f64::NAN;
+                let (lo, hi) = if r.ablation == "primary" {
+                    (nan, nan)
+                } else {
+                    (m.ci_low, m.ci_high)
+                };
+                push(&label, m.metric, m.value, m.difference, lo, hi, m.p_value);
+            }
+        }
+    }
+    for s in &report.sequence_length {
+        let name = format!("sequence_length {} sessions", s.sessions);
+        let (v, d) = (s.model_dcg10, s.difference);
+        push(&name, "dcg@10", v, d, s.ci_low, s.ci_high, s.p_value);
+    }
+    if let Some((m, o)) = &report.frequency {
+        let nan = f64::NAN;
+        let weekly = m.weekly_share - o.weekly_share;
+        push("fft", "weekly_share", m.weekly_share, weekly, nan, nan, nan);
+        let daily = m.daily_share - o.daily_share;
+        push("fft", "daily_share", m.daily_share, daily, nan, nan, nan);
+    }
+    rows
+}
+
+/// The report's blocks for the retrained ablations: a table with the seed's question
+/// beside each row, and DCG@10 against the state size and against the depth.
+pub fn retrained_blocks(report: &EvalReport) -> Vec<Block> {
+    if report.retrained.len() < 2 {
+        return vec![Block::Para(
+            "Retrained ablations: none in this evaluation. List them under `[pipeline] ablations` (e.g. `[\"d_state=4\", \"layers=1\", \"no_selectivity\", \"temporal_only\"]`), or pass their runs to `eval`."
+                .into(),
+        )];
+    }
+    let fmt = |v: f64| format!("{v:+.4}");
+    let rows = report
+        .retrained
+        .iter()
+        .map(|r| {
+            let m = |i: usize| &r.metrics[i];
+            let diff = |i: usize| {
+                if r.ablation == "primary" {
+                    "—".to_string()
+                } else {
+                    let m = m(i);
+                    format!(
+                        "{} [{}, {}]",
+                        fmt(m.difference),
+                        fmt(m.ci_low),
+                        fmt(m.ci_high)
+                    )
+                }
+            };
+            let canaries = r.canaries.as_ref().map_or("—".to_string(), |c| {
+                format!("{}/{}", c.iter().filter(|c| c.pass).count(), c.len())
+            });
+            let p = m(0).p_value;
+            vec![
+                r.ablation.clone(),
+                r.question.to_string(),
+                format!("N = {}, {} layers, {} seeds", r.d_state, r.layers, r.seeds),
+                format!("{:.4}", m(0).value),
+                diff(0),
+                if p.is_finite() {
+                    format!("{p:.4}")
+                } else {
+                    "—".into()
+                },
+                diff(1),
+                diff(2),
+                canaries,
+            ]
+        })
+        .collect();
+    let mut blocks = vec![
+        Block::Para(
+            "Retrained ablations: each row is the primary model retrained with one setting changed, on the same seeds and data, against the primary model on the GTS test cases (difference = ablation − primary, BCa 95% over seeds and users; p two-sided). Canaries: how many of the seven pass at 20 dB, the ablation's seeds judged together."
+                .into(),
+        ),
+        super::report::table(
+            &[
+                "ablation",
+                "the seed's question",
+                "model",
+                "DCG@10",
+                "Δ DCG@10 [BCa]",
+                "p",
+                "Δ HR@10 [BCa]",
+                "Δ MRR@10 [BCa]",
+                "canaries",
+            ],
+            rows,
+        ),
+    ];
+    // DCG@10 against N and against depth: the primary and the single-setting ablations.
+    for (key, axis, file) in [
+        ("d_state", "state size N", "ablation_state_size.svg"),
+        ("layers", "layers", "ablation_layers.svg"),
+    ] {
+        let mut points: Vec<(f64, f64)> = report
+            .retrained
+            .iter()
+            .filter(|r| r.ablation == "primary" || r.ablation.starts_with(&format!("{key}=")))
+            .filter(|r| !r.ablation.contains('+'))
+            .map(|r| {
+                let x = if key == "d_state" {
+                    r.d_state
+                } else {
+                    r.layers
+                };
+                (x as f64, r.metrics[0].value)
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if points.len() >= 2 {
+            let ticks: Vec<(f64, String)> =
+                points.iter().map(|p| (p.0, format!("{}", p.0))).collect();
+            blocks.push(Block::Figure {
+                file: file.into(),
+                svg: super::report::line_chart(
+                    &[(report.primary.clone(), points)],
+                    axis,
+                    "DCG@10 (GTS)",
+                    &ticks,
+                    None,
+                ),
+                caption: format!("DCG@10 against {axis} (the seed: \"{}\")", question(key)),
+            });
+        }
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ablation_is_named_by_what_it_changes_from_the_primary() {
+        assert_eq!(ablation_of("mamba+d_state=4", "mamba"), "d_state=4");
+        assert_eq!(
+            ablation_of("mamba+d_state=4+no_history", "mamba+no_history"),
+            "d_state=4"
+        );
+        assert_eq!(
+            ablation_of("mamba+d_state=4", "mamba+d_state=16"),
+            "d_state=4"
+        );
+        assert_eq!(
+            question("no_selectivity"),
+            "Is Mamba's selection mechanism helping?"
+        );
+        assert_eq!(question("d_state=4"), "Optimal state size for our data");
+    }
+}

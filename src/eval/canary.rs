@@ -137,6 +137,28 @@ pub struct ModelProbe<'a> {
     pub scale: f64,
 }
 
+impl<'a> ModelProbe<'a> {
+    /// One probe scorer per seed of a system, each at its fitted score scale.
+    pub fn seeds(
+        models: &'a [(Scorer, ModelConfig)],
+        scales: &[f64],
+        data: &'a Dataset,
+        device: &'a Device,
+    ) -> Vec<ModelProbe<'a>> {
+        models
+            .iter()
+            .zip(scales)
+            .map(|((model, cfg), &scale)| ModelProbe {
+                model,
+                cfg,
+                data,
+                device,
+                scale,
+            })
+            .collect()
+    }
+}
+
 impl ProbeScorer for ModelProbe<'_> {
     fn score(&self, seqs: &[UserSeq], k: usize) -> Vec<Vec<f64>> {
         use rayon::prelude::*;

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::Unit;
-use super::ablation::{Ablation, input_ablations};
+use super::ablation::{Ablation, Retrained, input_ablations, retrained_rows};
 use super::canary::{
     CanaryResult, ConstantProbe, FrequencyResponse, ModelProbe, OracleProbe, ProbeScorer, Probes,
     RandomProbe, SNR_LEVELS, SiteValues, fit_scale, frequency_response, judge, site_values,
@@ -54,6 +54,9 @@ pub struct EvalOptions {
     /// The model the gates judge (default: mamba if evaluated, else the first temporal
     /// variant, else the first run's).
     pub primary: Option<Variant>,
+    /// The primary system by its exact name (`mamba+no_history`), when the runs' own
+    /// config says which one it is (`ssmkit run`); it takes precedence over `primary`.
+    pub primary_system: Option<String>,
     pub unit: Unit,
     pub compare: CompareOptions,
     /// Users whose turns are replayed one step at a time to measure latency.
@@ -117,6 +120,8 @@ pub struct EvalReport {
     /// The seed's seven proof-of-concept patterns.
     pub poc: Vec<PocPattern>,
     pub ablations: Vec<Ablation>,
+    /// The primary model and its retrained ablations (the seed's grid).
+    pub retrained: Vec<Retrained>,
     pub out: PathBuf,
 }
 
@@ -254,15 +259,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             vec![rows_of(&scores)],
         ));
     }
-    // Trained runs, grouped by model (and, for TSTR, by the dataset they were trained on:
-    // `mamba@1a2b3c4d` is a mamba trained on another dataset).
+    // Trained runs, grouped by system (the model and its departures from the defaults,
+    // `mamba+d_state=4`; for TSTR also the dataset they were trained on: `mamba@1a2b3c4d`
+    // is a mamba trained on another dataset).
     let group = |st: &crate::train::RunState| -> String {
         if st.dataset_sha == sha {
-            st.model.variant.name().to_string()
+            st.train.system_name()
         } else {
             format!(
                 "{}@{}",
-                st.model.variant.name(),
+                st.train.system_name(),
                 st.dataset_sha.get(..8).unwrap_or("")
             )
         }
@@ -274,11 +280,19 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     let mut latency = None;
     // The primary model's runs, kept loaded for the canary suite and the ablations.
     let mut models: Vec<(Scorer, ModelConfig)> = Vec::new();
+    // The retrained ablations' runs (for their canary results) and every group's config.
+    let mut ablation_models: BTreeMap<String, Vec<(Scorer, ModelConfig)>> = BTreeMap::new();
+    let mut configs: BTreeMap<String, ModelConfig> = BTreeMap::new();
     // Their scores of the GTS cases, for the dual-error test on test turns.
     let mut primary_scores: Vec<Vec<Vec<f64>>> = Vec::new();
-    let wanted = match opts.primary {
-        Some(v) => v,
-        None => {
+    let named = opts
+        .primary_system
+        .as_ref()
+        .filter(|n| by_variant.contains_key(*n));
+    let wanted = match (named, opts.primary) {
+        (Some(n), _) => states[by_variant[n][0]].1.model.variant,
+        (None, Some(v)) => v,
+        (None, None) => {
             let has = |v: Variant| states.iter().any(|(_, st)| st.model.variant == v);
             if has(Variant::Mamba) {
                 Variant::Mamba
@@ -290,13 +304,24 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             }
         }
     };
-    // The runs trained on this dataset if there are any, else the first other group.
-    let primary: String = if by_variant.contains_key(wanted.name()) {
+    // The runs of that model at its defaults trained on this dataset if there are any,
+    // else the first group of it trained here (with other settings), else the first
+    // group trained elsewhere.
+    let of_wanted = |k: &&String| {
+        let st = &states[by_variant[*k][0]].1;
+        st.model.variant == wanted
+    };
+    let here = |k: &&String| !k.contains('@');
+    let primary: String = if let Some(n) = named {
+        n.clone()
+    } else if by_variant.contains_key(wanted.name()) {
         wanted.name().to_string()
     } else {
         match by_variant
             .keys()
-            .find(|k| k.starts_with(&format!("{}@", wanted.name())))
+            .filter(of_wanted)
+            .find(here)
+            .or_else(|| by_variant.keys().find(of_wanted))
         {
             Some(k) => k.clone(),
             None => {
@@ -309,6 +334,9 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     };
     let primary = primary.as_str();
     for (name, idx) in &by_variant {
+        let variant = states[idx[0]].1.model.variant;
+        let is_ablation = variant == wanted && !name.contains('@') && name != primary;
+        configs.insert(name.clone(), states[idx[0]].1.model.clone());
         let mut per_run: Vec<Vec<Row>> = Vec::new();
         let mut seeds = Vec::new();
         for &i in idx {
@@ -335,11 +363,18 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                     }
                 }
                 models.push((model, cfg));
+            } else if is_ablation {
+                ablation_models
+                    .entry(name.clone())
+                    .or_default()
+                    .push((model, cfg));
             }
         }
         systems.push(System::new(
             name.to_string(),
-            if states[idx[0]].1.model.variant.is_temporal() {
+            if is_ablation {
+                "ablation"
+            } else if variant.is_temporal() {
                 "model"
             } else {
                 "learned baseline"
@@ -406,25 +441,28 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             crate::train::batch::cutoffs(&data, d.valid_from, d.test_from)
         });
     let valid_cases = labelled_turns(&data, cut.valid, cut.test, 2000);
-    let scales: Vec<f64> = models
-        .iter()
-        .map(|(model, cfg)| {
-            let scores = model_scores(model, cfg, &data, &valid_cases, &device);
-            let l: Vec<Vec<f64>> = valid_cases
-                .iter()
-                .map(|c| labels_of(&data.users[c.user], c.turn, k))
-                .collect();
-            let v: Vec<Vec<f32>> = valid_cases
-                .iter()
-                .map(|c| data.users[c.user].valid[c.turn * k..(c.turn + 1) * k].to_vec())
-                .collect();
-            if valid_cases.is_empty() {
-                1.0
-            } else {
-                fit_scale(&scores, &l, &v)
-            }
-        })
-        .collect();
+    let fit_scales = |models: &[(Scorer, ModelConfig)]| -> Vec<f64> {
+        models
+            .iter()
+            .map(|(model, cfg)| {
+                let scores = model_scores(model, cfg, &data, &valid_cases, &device);
+                let l: Vec<Vec<f64>> = valid_cases
+                    .iter()
+                    .map(|c| labels_of(&data.users[c.user], c.turn, k))
+                    .collect();
+                let v: Vec<Vec<f32>> = valid_cases
+                    .iter()
+                    .map(|c| data.users[c.user].valid[c.turn * k..(c.turn + 1) * k].to_vec())
+                    .collect();
+                if valid_cases.is_empty() {
+                    1.0
+                } else {
+                    fit_scale(&scores, &l, &v)
+                }
+            })
+            .collect()
+    };
+    let scales = fit_scales(&models);
     // Canary suite and SNR curve: the primary model's seeds and the reference systems.
     let primary_runs: Vec<usize> = by_variant[primary].clone();
     let rules = Rules::from_manifest(&data.manifest);
@@ -437,17 +475,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                 if !opts.quiet {
                     eprintln!("canary probes at {}", super::output::snr_name(snr));
                 }
-                let model_probes: Vec<ModelProbe> = models
-                    .iter()
-                    .zip(&scales)
-                    .map(|((model, cfg), &scale)| ModelProbe {
-                        model,
-                        cfg,
-                        data: &data,
-                        device: &device,
-                        scale,
-                    })
-                    .collect();
+                let model_probes = ModelProbe::seeds(&models, &scales, &data, &device);
                 let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
                 let mut scorers: Vec<&dyn ProbeScorer> = vec![&oracle, &random, &ConstantProbe];
                 scorers.extend(model_probes.iter().map(|m| m as &dyn ProbeScorer));
@@ -468,6 +496,18 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         }
         None => None,
     };
+    // Each retrained ablation's canary results at 20 dB (its seeds judged together).
+    let mut ablation_canaries = BTreeMap::new();
+    if let Some(rules) = &rules {
+        for (name, group) in &ablation_models {
+            let scales = fit_scales(group);
+            let model_probes = ModelProbe::seeds(group, &scales, &data, &device);
+            let scorers: Vec<&dyn ProbeScorer> =
+                model_probes.iter().map(|m| m as &dyn ProbeScorer).collect();
+            let values = site_values(&scorers, &data, &probes, rules, Some(20.0), seed);
+            ablation_canaries.insert(name.clone(), judge(&values, rules, seed));
+        }
+    }
     // Dual-error test on the training turns (where noise could be memorized) and on the
     // test cases.
     let train_cases = canary_turns(&data, i64::MIN, cut.valid, 2000);
@@ -645,6 +685,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         &mut primary_gates,
         &reference.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
     );
+    if let Some(level) = canaries.iter().flatten().find(|l| l.snr_db == Some(20.0)) {
+        ablation_canaries.insert(primary.to_string(), level.model.clone());
+    }
+    let retrained = retrained_rows(
+        primary,
+        &systems,
+        &comparisons,
+        &configs,
+        &ablation_canaries,
+    );
     let report = EvalReport {
         dataset: opts.data.display().to_string(),
         primary: primary.into(),
@@ -667,6 +717,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         frequency,
         poc,
         ablations,
+        retrained,
         out: opts.out.clone(),
     };
     write_report(opts, &report, &systems, &gts, &loo_idx, &data, &curves)?;

@@ -4,7 +4,7 @@
 //! numbers]?, "focal": [a, b]?, "candidates": [{"features": [24 numbers or null],
 //! "memory_slot": n, "memory_id": n?, "entity": n, "content": [content_dim numbers]?,
 //! "hops": [[5 numbers], …]?}, …], "labels": [K]?}`. Models with history features need
-//! `timestamp`; `memory_id` (the key of the user's history) defaults to `memory_slot`.
+//! `timestamp` and each candidate's `memory_id` (the key of the user's history).
 //! A `null` feature is missing. `labels` (the turn's outcome, 1 = the memory was used) is
 //! folded into the state after the turn is scored. Out: `{"turn": i, "scores": [K]}`.
 
@@ -92,7 +92,7 @@ pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
             features,
             missing,
             memory_slot: c.memory_slot,
-            memory_id: c.memory_id.unwrap_or(c.memory_slot as u64),
+            memory_id: c.memory_id,
             entity: c.entity,
             content: c.content,
             hops,

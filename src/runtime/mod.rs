@@ -289,8 +289,9 @@ pub struct Candidate {
     /// 1 where the feature is missing (its value is then ignored).
     pub missing: [f32; FEATURE_DIM],
     pub memory_slot: u32,
-    /// The memory's own id: the key of the user's history table.
-    pub memory_id: u64,
+    /// The memory's own id: the key of the user's history table (models with history
+    /// features need it).
+    pub memory_id: Option<u64>,
     pub entity: u32,
     /// Content embedding (`content_dim` values, or empty for zeros).
     pub content: Vec<f32>,
@@ -357,8 +358,10 @@ impl State {
             return Err("not an ssmkit state".into());
         }
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version != STATE_VERSION {
-            return Err(format!("state version {version}, expected {STATE_VERSION}"));
+        if !(1..=STATE_VERSION).contains(&version) {
+            return Err(format!(
+                "state version {version}, this build reads 1 to {STATE_VERSION}"
+            ));
         }
         if &body[12..28] != fingerprint {
             return Err("the state belongs to another model".into());
@@ -376,7 +379,12 @@ impl State {
         if values.iter().any(|v| !v.is_finite()) {
             return Err("the state holds a NaN or infinite value".into());
         }
-        let history = Table::read(&body[32 + 4 * n..])?;
+        // Version 1 states end with the floats: no history table yet.
+        let history = match version {
+            1 if body.len() == 32 + 4 * n => Table::default(),
+            1 => return Err("a version 1 state with trailing bytes".into()),
+            _ => Table::read(&body[32 + 4 * n..])?,
+        };
         Ok(State { values, history })
     }
 }
@@ -769,6 +777,13 @@ impl Runtime {
     /// Parses saved state bytes, or falls back to the default state with a warning.
     pub fn restore(&self, bytes: &[u8]) -> (State, Option<String>) {
         match State::from_bytes(bytes, &self.fingerprint, self.state_len()) {
+            Ok(s) if self.config.history && bytes.get(8..12) == Some(&1u32.to_le_bytes()[..]) => (
+                s,
+                Some(
+                    "a version 1 state holds no history table: the user's history starts empty"
+                        .into(),
+                ),
+            ),
             Ok(s) => (s, None),
             Err(why) => (
                 self.zero_state(),
@@ -807,10 +822,17 @@ impl Runtime {
     /// Checks a turn's shape against the model; a clear error names the problem.
     pub fn check(&self, turn: &Turn) -> Result<()> {
         let e = self.config.content_dim;
-        if self.config.history && turn.timestamp.is_none() {
-            return Err(Error::Input(
-                "the turn has no timestamp: this model reads the user's history by time".into(),
-            ));
+        if self.config.history {
+            if turn.timestamp.is_none() {
+                return Err(Error::Input(
+                    "the turn has no timestamp: this model reads the user's history by time".into(),
+                ));
+            }
+            if let Some(i) = turn.candidates.iter().position(|c| c.memory_id.is_none()) {
+                return Err(Error::Input(format!(
+                    "candidate {i} has no memory_id: this model keys the user's history by it"
+                )));
+            }
         }
         if !turn.query.is_empty() && turn.query.len() != e {
             return Err(Error::Input(format!(
@@ -854,7 +876,8 @@ impl Runtime {
                 x.extend(masked(&cand.features, &cand.missing));
                 x.extend_from_slice(&cand.missing);
                 if c.history {
-                    x.extend_from_slice(&state.history.features(now, cand.memory_id));
+                    let id = cand.memory_id.unwrap_or(cand.memory_slot as u64);
+                    x.extend_from_slice(&state.history.features(now, id));
                 }
                 x.extend_from_slice(Self::slot_row(
                     &self.memory_emb,
@@ -1067,7 +1090,10 @@ impl Runtime {
             let shown = turn.candidates.iter().zip(labels);
             state.history.observe(
                 turn.timestamp.unwrap_or(0),
-                shown.map(|(cand, &l)| (cand.memory_id, l > 0.0)),
+                shown.map(|(cand, &l)| {
+                    let id = cand.memory_id.unwrap_or(cand.memory_slot as u64);
+                    (id, l > 0.0)
+                }),
             );
         }
     }
@@ -1122,7 +1148,7 @@ pub fn turn_of(
                 .try_into()
                 .expect("feature width"),
             memory_slot: u.memory_slot[slot],
-            memory_id: u.memory_id[slot] as u64,
+            memory_id: Some(u.memory_id[slot] as u64),
             entity: u.entity[slot],
             content: u.content[slot * content_dim..(slot + 1) * content_dim].to_vec(),
             hops,

@@ -71,7 +71,8 @@ pub struct TrainConfig {
     /// Temporal models read each candidate's history features (`crate::history`).
     pub history: bool,
     /// Early stopping: stop once this many validations in a row have not improved the
-    /// best validation DCG@10 (0: never). The run's model is always the best checkpoint.
+    /// best validation DCG@10 (0: never; with a curriculum, only in its last stage). The
+    /// run's model is always the best checkpoint.
     pub patience: usize,
 }
 
@@ -146,6 +147,63 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// The same training (steps, schedule, split, history) for another model, at that
+    /// model's own size settings: how learned baselines are trained beside the primary.
+    pub fn for_baseline(&self, model: Variant) -> TrainConfig {
+        let own = TrainConfig::default();
+        TrainConfig {
+            model,
+            d_model: own.d_model,
+            d_state: own.d_state,
+            layers: own.layers,
+            expand: own.expand,
+            selective: own.selective,
+            inputs: own.inputs,
+            ..self.clone()
+        }
+    }
+
+    /// This config with one retrained ablation of the seed's grid applied: `d_state=N`,
+    /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only` or
+    /// `no_history`. The result is validated.
+    pub fn ablated(&self, spec: &str) -> Result<TrainConfig> {
+        let mut t = self.clone();
+        let spec = spec.trim();
+        match spec.split_once('=') {
+            Some((key, value)) => {
+                let n: usize = value.trim().parse().map_err(|_| {
+                    Error::Config(format!(
+                        "ablation `{spec}`: `{value}` is not a whole number"
+                    ))
+                })?;
+                match key.trim() {
+                    "d_state" => t.d_state = Some(n),
+                    "layers" => t.layers = Some(n),
+                    "d_model" => t.d_model = Some(n),
+                    "expand" => t.expand = Some(n),
+                    other => {
+                        return Err(Error::Config(format!(
+                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand)"
+                        )));
+                    }
+                }
+            }
+            None => match spec {
+                "no_selectivity" => t.selective = false,
+                "temporal_only" => t.inputs = Inputs::TemporalOnly,
+                "no_history" => t.history = false,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only or no_history"
+                    )));
+                }
+            },
+        }
+        t.validate()
+            .map_err(|e| Error::Config(format!("ablation `{spec}`: {e}")))?;
+        Ok(t)
     }
 
     /// The name a run of this config goes by in reports: the model, then each departure
@@ -375,6 +433,20 @@ pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation>
     train_on(&data, train_cfg, opts)
 }
 
+/// The model a training config builds on a dataset.
+pub fn model_config(data: &Dataset, train_cfg: &TrainConfig) -> ModelConfig {
+    let memory_slots = data.manifest["config"]["world"]["memory_slots"]
+        .as_u64()
+        .unwrap_or(4096) as usize;
+    ModelConfig::sized(
+        train_cfg.model,
+        train_cfg.size,
+        data.embedding_dim,
+        memory_slots,
+    )
+    .with_train(train_cfg)
+}
+
 /// [`train`] on a dataset already in memory (`opts.data` names it in the run's records).
 pub fn train_on(
     data: &Dataset,
@@ -385,16 +457,7 @@ pub fn train_on(
     let (device, device_name) = crate::backend::select(opts.backend)?;
     let device = device.autodiff();
     let scan = opts.scan.unwrap_or(ScanImpl::for_device(&device));
-    let memory_slots = data.manifest["config"]["world"]["memory_slots"]
-        .as_u64()
-        .unwrap_or(4096) as usize;
-    let model_cfg = ModelConfig::sized(
-        train_cfg.model,
-        train_cfg.size,
-        data.embedding_dim,
-        memory_slots,
-    )
-    .with_train(train_cfg);
+    let model_cfg = model_config(data, train_cfg);
     let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
     let pools = stage_pools(data, &cut);
     if pools.is_empty() {
@@ -607,8 +670,11 @@ pub fn train_on(
                 state.best_step = state.step;
                 save_model(&model, &opts.run.join("model.bpk"))?;
             }
+            // Stop early only once the last curriculum stage is training.
+            let last_stage = !train_cfg.curriculum || pool_i + 1 == pools.len();
             let patience = train_cfg.patience * train_cfg.eval_every;
             state.stopped_early = train_cfg.patience > 0
+                && last_stage
                 && state.step < train_cfg.steps
                 && state.step - state.best_step >= patience;
             save_model(&model, &opts.run.join("checkpoint.bpk"))?;
