@@ -126,9 +126,16 @@ macro_rules! getter {
     ($fn:ident, $t:ty, $acc:ident) => {
         fn $fn(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<$t>> {
             let c = col(path, df, name)?;
-            let ca = c
-                .$acc()
-                .map_err(|_| bad(path, format!("column `{name}` has type {}", c.dtype())))?;
+            let ca = c.$acc().map_err(|_| {
+                bad(
+                    path,
+                    format!(
+                        "column `{name}` has type {}, expected {}",
+                        c.dtype(),
+                        stringify!($t)
+                    ),
+                )
+            })?;
             if ca.null_count() > 0 {
                 return Err(bad(
                     path,
@@ -139,7 +146,22 @@ macro_rules! getter {
         }
     };
 }
-getter!(f32s, f32, f32);
+getter!(any_f32s, f32, f32);
+
+/// A float column, every value finite.
+fn f32s(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<f32>> {
+    let v = any_f32s(path, df, name)?;
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(r) => Err(bad(
+            path,
+            format!(
+                "column `{name}` row {r} is {}: NaN and infinite values are refused",
+                v[r]
+            ),
+        )),
+        None => Ok(v),
+    }
+}
 getter!(u32s, u32, u32);
 getter!(u16s, u16, u16);
 getter!(u8s, u8, u8);
@@ -217,50 +239,53 @@ impl Dataset {
         let cands = read(path, writer::CANDIDATES)?;
         let mems = read(path, writer::MEMORIES)?;
         let paths = read(path, writer::PATHS)?;
+        // Column errors name the table file.
+        let (turns_file, cands_file) = (path.join(writer::TURNS), path.join(writer::CANDIDATES));
+        let (mems_file, paths_file) = (path.join(writer::MEMORIES), path.join(writer::PATHS));
         if turns.height() == 0 || cands.height() == 0 {
             return Err(bad(path, "the dataset has no turns"));
         }
 
         // Turns.
-        let t_user = u32s(path, &turns, "user_id")?;
-        let t_index = u32s(path, &turns, "turn_index")?;
-        let t_stage = u8s(path, &turns, "stage")?;
-        let t_ts = i64s(path, &turns, "timestamp")?;
-        let t_session = u32s(path, &turns, "session_index")?;
+        let t_user = u32s(&turns_file, &turns, "user_id")?;
+        let t_index = u32s(&turns_file, &turns, "turn_index")?;
+        let t_stage = u8s(&turns_file, &turns, "stage")?;
+        let t_ts = i64s(&turns_file, &turns, "timestamp")?;
+        let t_session = u32s(&turns_file, &turns, "session_index")?;
         let context: Vec<Vec<f32>> = CONTEXT_NAMES
             .iter()
-            .map(|n| f32s(path, &turns, n))
+            .map(|n| f32s(&turns_file, &turns, n))
             .collect::<Result<_>>()?;
         let query: Vec<Vec<f32>> = (0..embedding_dim)
-            .map(|d| f32s(path, &turns, &format!("query_{d}")))
+            .map(|d| f32s(&turns_file, &turns, &format!("query_{d}")))
             .collect::<Result<_>>()?;
-        let f0 = i32s(path, &turns, "focal_0")?;
-        let f1 = i32s(path, &turns, "focal_1")?;
+        let f0 = i32s(&turns_file, &turns, "focal_0")?;
+        let f1 = i32s(&turns_file, &turns, "focal_1")?;
         let selectors: Vec<Vec<i32>> = crate::canary::Selector::ALL
             .iter()
-            .map(|s| i32s(path, &turns, s.column()))
+            .map(|s| i32s(&turns_file, &turns, s.column()))
             .collect::<Result<_>>()?;
 
         // Candidates.
-        let c_user = u32s(path, &cands, "user_id")?;
-        let c_turn = u32s(path, &cands, "turn_index")?;
-        let c_index = u8s(path, &cands, "cand_index")?;
+        let c_user = u32s(&cands_file, &cands, "user_id")?;
+        let c_turn = u32s(&cands_file, &cands, "turn_index")?;
+        let c_index = u8s(&cands_file, &cands, "cand_index")?;
         let feats: Vec<Vec<f32>> = FEATURE_NAMES
             .iter()
-            .map(|n| f32s(path, &cands, n))
+            .map(|n| f32s(&cands_file, &cands, n))
             .collect::<Result<_>>()?;
         let clean_feats: Vec<Vec<f32>> = FEATURE_NAMES
             .iter()
-            .map(|n| f32s(path, &cands, &clean_column(n)))
+            .map(|n| f32s(&cands_file, &cands, &clean_column(n)))
             .collect::<Result<_>>()?;
-        let mask = u32s(path, &cands, "mask")?;
-        let label = u8s(path, &cands, "label")?;
-        let relevance = f32s(path, &cands, "relevance")?;
-        let memory_slot = u32s(path, &cands, "memory_slot")?;
-        let memory_id = u32s(path, &cands, "memory_id")?;
-        let entity = u32s(path, &cands, "entity_id")?;
-        let canary = u16s(path, &cands, "canary")?;
-        let role = u8s(path, &cands, "canary_role")?;
+        let mask = u32s(&cands_file, &cands, "mask")?;
+        let label = u8s(&cands_file, &cands, "label")?;
+        let relevance = f32s(&cands_file, &cands, "relevance")?;
+        let memory_slot = u32s(&cands_file, &cands, "memory_slot")?;
+        let memory_id = u32s(&cands_file, &cands, "memory_id")?;
+        let entity = u32s(&cands_file, &cands, "entity_id")?;
+        let canary = u16s(&cands_file, &cands, "canary")?;
+        let role = u8s(&cands_file, &cands, "canary_role")?;
         if let Some(r) = role
             .iter()
             .position(|&c| crate::canary::Role::from_code(c).is_none())
@@ -270,8 +295,8 @@ impl Dataset {
                 format!("candidate row {r}: unknown canary_role {}", role[r]),
             ));
         }
-        let hard = u8s(path, &cands, "hard_negative")?;
-        let path_id = u32s(path, &cands, "path_id")?;
+        let hard = u8s(&cands_file, &cands, "hard_negative")?;
+        let path_id = u32s(&cands_file, &cands, "path_id")?;
         let k = manifest["k"].as_u64().unwrap_or(0) as usize;
         if k == 0 || k > 256 {
             return Err(bad(path, format!("manifest has k = {k}")));
@@ -280,10 +305,10 @@ impl Dataset {
         // Memory embeddings and path hops, keyed by (user, id).
         let mut content: HashMap<(u32, u32), Vec<f32>> = HashMap::new();
         if embedding_dim > 0 {
-            let mu = u32s(path, &mems, "user_id")?;
-            let mi = u32s(path, &mems, "memory_id")?;
+            let mu = u32s(&mems_file, &mems, "user_id")?;
+            let mi = u32s(&mems_file, &mems, "memory_id")?;
             let emb: Vec<Vec<f32>> = (0..embedding_dim)
-                .map(|d| f32s(path, &mems, &format!("embedding_{d}")))
+                .map(|d| f32s(&mems_file, &mems, &format!("embedding_{d}")))
                 .collect::<Result<_>>()?;
             for r in 0..mu.len() {
                 content.insert((mu[r], mi[r]), emb.iter().map(|c| c[r]).collect());
@@ -291,15 +316,15 @@ impl Dataset {
         }
         let mut hop_rows: HashMap<(u32, u32), Vec<[f32; HOP_DIM]>> = HashMap::new();
         {
-            let pu = u32s(path, &paths, "user_id")?;
-            let pi = u32s(path, &paths, "path_id")?;
-            let ht = u8s(path, &paths, "hop_type")?;
+            let pu = u32s(&paths_file, &paths, "user_id")?;
+            let pi = u32s(&paths_file, &paths, "path_id")?;
+            let ht = u8s(&paths_file, &paths, "hop_type")?;
             let cols: Vec<Vec<f32>> = ["edge_confidence", "aspect_weight"]
                 .iter()
-                .map(|n| f32s(path, &paths, n))
+                .map(|n| f32s(&paths_file, &paths, n))
                 .collect::<Result<_>>()?;
-            let cross = u8s(path, &paths, "community_crossing")?;
-            let strength = f32s(path, &paths, "dependency_strength")?;
+            let cross = u8s(&paths_file, &paths, "community_crossing")?;
+            let strength = f32s(&paths_file, &paths, "dependency_strength")?;
             for r in 0..pu.len() {
                 hop_rows.entry((pu[r], pi[r])).or_default().push([
                     ht[r] as f32,

@@ -579,6 +579,8 @@ pub struct ExportOptions {
     pub data: Option<std::path::PathBuf>,
     /// Largest relative DCG@10 drop allowed (with `data`).
     pub max_drop: Option<f64>,
+    /// Replace an existing `out`.
+    pub force: bool,
 }
 
 /// How the exported model scores the test cases against the run's Burn model.
@@ -654,6 +656,12 @@ pub fn verify(
 /// `ssmkit export`: encodes the run's selected model, verifies it when a dataset is
 /// given, and only then moves the file into place.
 pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
+    if opts.out.exists() && !opts.force {
+        return Err(Error::Input(format!(
+            "{} already exists: pass --force to replace it",
+            opts.out.display()
+        )));
+    }
     let device = Device::flex();
     let state = crate::train::read_run_state(&opts.run)?;
     let (model, cfg) = crate::train::load_run(&opts.run, false, &device)?;

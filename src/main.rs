@@ -213,6 +213,9 @@ enum Command {
         max_drop: Option<f64>,
         #[arg(long)]
         json: bool,
+        /// Replace an existing --out file
+        #[arg(long)]
+        force: bool,
     },
     /// Score JSONL turns with an exported model, carrying the recurrent state
     #[command(
@@ -222,8 +225,9 @@ enum Command {
         Models with history features need the timestamp and each candidate's memory_id (the
         key of the user's history). Each output line is
         {\"turn\": i, \"scores\": [K]}; labels, when given, are folded into the state after
-        scoring. --state loads the state from FILE when it exists (a corrupt or foreign state
-        falls back to the default with a warning) and saves it there at the end.
+        scoring. --state loads the state from FILE when it exists and saves it there at the
+        end; a damaged state or another model's starts from the default state with a
+        warning and is left untouched (--force replaces it).
 
         Example:
           ssmkit predict model.safetensors --input turns.jsonl --state user42.state"
@@ -235,6 +239,9 @@ enum Command {
         input: Option<PathBuf>,
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Replace a --state file that holds another model's (or a damaged) state
+        #[arg(long)]
+        force: bool,
     },
     /// Paired comparison of two systems: BCa bootstrap CI of mean(A − B) and sign-flip test
     #[command(
@@ -510,12 +517,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
             max_drop,
             json,
+            force,
         } => {
             let r = ssmkit::export::export_run(&ssmkit::export::ExportOptions {
                 run,
                 quant,
                 out,
                 data,
+                force,
                 max_drop,
             })?;
             if json {
@@ -594,8 +603,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             input,
             state,
+            force,
         } => {
-            predict(&model, input.as_deref(), state.as_deref())?;
+            predict(&model, input.as_deref(), state.as_deref(), force)?;
         }
         Command::Metrics { file, k, json } => {
             let report = eval::metrics_file(&file, k)?;
@@ -694,18 +704,39 @@ fn predict(
     model: &std::path::Path,
     input: Option<&std::path::Path>,
     state_path: Option<&std::path::Path>,
+    force: bool,
 ) -> anyhow::Result<()> {
-    use ssmkit::runtime::{Runtime, jsonl::parse_turn};
+    use ssmkit::runtime::{Runtime, State, jsonl::parse_turn};
     use std::io::{BufRead, Write};
     let rt = Runtime::load(model)?;
+    // A state file this model cannot read (another model's, or damaged) is left as it is
+    // unless --force says to replace it.
+    let mut save_to = state_path;
     let mut state = match state_path.filter(|p| p.exists()) {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            let (s, warning) = rt.restore(&bytes);
-            if let Some(w) = warning {
-                eprintln!("warning: {}: {w}", p.display());
+            match State::from_bytes(&bytes, &rt.fingerprint, rt.state_len()) {
+                Ok(_) => {
+                    let (s, warning) = rt.restore(&bytes);
+                    if let Some(w) = warning {
+                        eprintln!("warning: {}: {w}", p.display());
+                    }
+                    s
+                }
+                Err(why) => {
+                    let fate = if force {
+                        "it will be replaced (--force)"
+                    } else {
+                        save_to = None;
+                        "it is left untouched and this run's state is not saved (--force replaces it)"
+                    };
+                    eprintln!(
+                        "warning: {}: {why}; starting from the default state; {fate}",
+                        p.display()
+                    );
+                    rt.zero_state()
+                }
             }
-            s
         }
         None => rt.zero_state(),
     };
@@ -734,7 +765,10 @@ fn predict(
         n += 1;
     }
     out.flush()?;
-    if let Some(p) = state_path {
+    if state.values.iter().any(|v| !v.is_finite()) {
+        anyhow::bail!("the state became non-finite: nothing saved");
+    }
+    if let Some(p) = save_to {
         let tmp = p.with_extension("tmp");
         std::fs::write(&tmp, state.to_bytes(&rt.fingerprint))
             .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;

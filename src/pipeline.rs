@@ -219,6 +219,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
                 out: out.clone(),
                 data: Some(data.clone()),
                 max_drop: Some(p.max_drop),
+                force: true,
             })?;
         }
         exports.push(out);

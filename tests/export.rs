@@ -53,6 +53,7 @@ fn int8_export_keeps_the_ranking_and_max_drop_refuses_a_lossy_one() {
             out: dir.path().join(name),
             data: Some(path.clone()),
             max_drop,
+            force: false,
         })
     };
     let f32r = export(Quant::F32, None, "f32.safetensors").unwrap();
@@ -68,6 +69,14 @@ fn int8_export_keeps_the_ranking_and_max_drop_refuses_a_lossy_one() {
     assert!(
         int8.sizes.file_bytes < f32r.sizes.file_bytes / 2,
         "{int8:?}"
+    );
+    // An existing file is not replaced without --force.
+    let before = std::fs::read(dir.path().join("int8.safetensors")).unwrap();
+    let err = export(Quant::F32, None, "int8.safetensors").unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    assert_eq!(
+        before,
+        std::fs::read(dir.path().join("int8.safetensors")).unwrap()
     );
     let ternary = export(Quant::Ternary, None, "t.safetensors").unwrap();
     assert!(ternary.sizes.file_bytes < int8.sizes.file_bytes);
@@ -312,24 +321,47 @@ fn predict_carries_the_state_across_invocations() {
             .collect()
     };
     assert_eq!(scores(&whole)[3..], scores(&rest)[..]);
-    // A damaged state file: a warning, and the default state.
+    // A damaged state file: a warning, the default state, and the file left untouched.
     let mut b = std::fs::read(&state).unwrap();
     b[10] ^= 1;
-    std::fs::write(&state, b).unwrap();
-    let (ok, fresh, err) = ssmkit(&[
-        "predict",
-        m,
-        "--input",
-        second.to_str().unwrap(),
-        "--state",
-        s,
-    ]);
+    std::fs::write(&state, &b).unwrap();
+    let args = |force: bool| {
+        let mut a = vec![
+            "predict",
+            m,
+            "--input",
+            second.to_str().unwrap(),
+            "--state",
+            s,
+        ];
+        if force {
+            a.push("--force");
+        }
+        a
+    };
+    let (ok, fresh, err) = ssmkit(&args(false));
     assert!(
-        ok && err.contains("warning") && err.contains("default state"),
+        ok && err.contains("warning") && err.contains("default state") && err.contains("untouched"),
         "{err}"
     );
     let (_, direct, _) = ssmkit(&["predict", m, "--input", second.to_str().unwrap()]);
     assert_eq!(scores(&fresh), scores(&direct));
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        b,
+        "the damaged state was replaced"
+    );
+    // With --force it is replaced by this run's state.
+    let (ok, _, err) = ssmkit(&args(true));
+    assert!(ok && err.contains("replaced"), "{err}");
+    assert_ne!(std::fs::read(&state).unwrap(), b);
+    // A label that is not a finite number is refused with the line.
+    let bad = write(
+        "bad.jsonl",
+        &[lines[0].replace("\"labels\":[", "\"labels\":[1e39,")],
+    );
+    let (ok, _, err) = ssmkit(&["predict", m, "--input", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("line 1"), "{err}");
 }
 
 #[test]
@@ -370,11 +402,11 @@ probes = 4
     assert!(!out.contains("reused"), "{out}");
     for f in [
         "data/tiny/manifest.json",
-        "runs/tiny/mamba-s1/model.bpk",
-        "runs/tiny/mamba-s2/model.bpk",
-        "runs/tiny/xattn-s2/model.bpk",
-        "runs/tiny/mamba+d_state=4-s2/model.bpk",
-        "runs/tiny/mamba+no_selectivity-s1/model.bpk",
+        "runs/tiny/mamba-s1/state.json",
+        "runs/tiny/mamba-s2/state.json",
+        "runs/tiny/xattn-s2/state.json",
+        "runs/tiny/mamba+d_state=4-s2/state.json",
+        "runs/tiny/mamba+no_selectivity-s1/state.json",
         "reports/tiny/report.html",
         "reports/tiny/gates.json",
         "runs/tiny/export/mamba-f32.safetensors",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{gen_tiny, opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::model::scorer::Variant;
-use ssmkit::train::{TrainConfig, TrainOptions, flat_params, load_run, train};
+use ssmkit::train::{TrainConfig, TrainOptions, flat_params, load_run, model_file, train};
 
 fn metrics_rows(run: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
@@ -81,7 +81,7 @@ fn learned_baselines_train_through_the_same_command() {
         };
         let run = dir.path().join(model.name());
         let v = train(&cfg, &opts(&data, &run, 2)).unwrap();
-        assert!(run.join("model.bpk").is_file());
+        assert!(model_file(&run).unwrap().is_file());
         let random = baseline_validation(&loaded, &cfg, Baseline::Random, 5);
         assert!(
             v.dcg10 > random.dcg10 * 1.1,
@@ -185,7 +185,7 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     let r = run.to_str().unwrap();
     let (ok, _, err) = ssmkit(&["train", "--config", cfg, "--data", d, "--run", r, "--quiet"]);
     assert!(ok, "{err}");
-    let model = std::fs::read(run.join("model.bpk")).unwrap();
+    let model = std::fs::read(model_file(&run).unwrap()).unwrap();
     let one_line = |args: &[&str]| {
         let (ok, _, err) = ssmkit(args);
         assert!(!ok, "{args:?} succeeded");
@@ -203,7 +203,7 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     assert!(err.contains("another model"), "{err}");
     assert_eq!(
         model,
-        std::fs::read(run.join("model.bpk")).unwrap(),
+        std::fs::read(model_file(&run).unwrap()).unwrap(),
         "the run was overwritten"
     );
     // An unknown feature layout.
@@ -225,38 +225,47 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         err.contains("layout") && err.contains("ssmkit gen"),
         "{err}"
     );
-    // NaN features.
-    let nan = copy_dataset(&data, &dir.path().join("nan"));
+    // A NaN or infinite value in any float column: a feature, the query embedding, the
+    // turn context. The error names the table, the column and the row.
+    let context = ssmkit::data::CONTEXT_NAMES[0];
+    for (i, (table, column, value)) in [
+        ("candidates.parquet", "importance", f32::NAN),
+        ("turns.parquet", "query_3", f32::INFINITY),
+        ("turns.parquet", context, f32::NEG_INFINITY),
+    ]
+    .into_iter()
+    .enumerate()
     {
         use polars::prelude::*;
-        let file = std::fs::File::open(nan.join("candidates.parquet")).unwrap();
+        let nan = copy_dataset(&data, &dir.path().join(format!("nan{i}")));
+        let file = std::fs::File::open(nan.join(table)).unwrap();
         let mut df = ParquetReader::new(file).finish().unwrap();
         let mut v: Vec<f32> = df
-            .column("importance")
+            .column(column)
             .unwrap()
             .f32()
             .unwrap()
             .into_no_null_iter()
             .collect();
-        v[7] = f32::NAN;
-        df.replace(
-            "importance",
-            Series::new("importance".into(), v).into_column(),
-        )
-        .unwrap();
-        let file = std::fs::File::create(nan.join("candidates.parquet")).unwrap();
+        v[7] = value;
+        df.replace(column, Series::new(column.into(), v).into_column())
+            .unwrap();
+        let file = std::fs::File::create(nan.join(table)).unwrap();
         ParquetWriter::new(file).finish(&mut df).unwrap();
+        let err = one_line(&[
+            "train",
+            "--config",
+            cfg,
+            "--data",
+            nan.to_str().unwrap(),
+            "--run",
+            dir.path().join("r3").to_str().unwrap(),
+        ]);
+        assert!(
+            err.contains(table) && err.contains(column) && err.contains("row 7"),
+            "{err}"
+        );
     }
-    let err = one_line(&[
-        "train",
-        "--config",
-        cfg,
-        "--data",
-        nan.to_str().unwrap(),
-        "--run",
-        dir.path().join("r3").to_str().unwrap(),
-    ]);
-    assert!(err.contains("NaN") && err.contains("importance"), "{err}");
     // An empty training split: the PoC preset has one turn per user.
     let poc_cfg = dir.path().join("poc.toml");
     std::fs::write(&poc_cfg, "preset = \"poc\"\n[world]\nusers = 14\n").unwrap();
@@ -280,7 +289,7 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         dir.path().join("r4").to_str().unwrap(),
     ]);
     assert!(err.contains("empty"), "{err}");
-    assert!(!dir.path().join("r2").join("model.bpk").exists());
+    assert!(!dir.path().join("r2").join("state.json").exists());
 }
 
 #[test]
@@ -461,4 +470,71 @@ fn a_temporal_only_model_reads_no_content_identity_or_other_features() {
         "the full model reads them: {}",
         diff(&full)
     );
+}
+
+#[test]
+fn a_run_killed_at_any_instant_resumes_to_the_same_weights() {
+    use rand::{RngExt, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let cfg_path = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg_path,
+        "[train]\nsize = \"tiny\"\nsteps = 40\nbatch_users = 4\nwindow = 24\nwarmup_steps = 4\neval_every = 5\npatience = 0\n",
+    )
+    .unwrap();
+    let args = |run: &Path, resume: bool| {
+        let mut a: Vec<String> = ["train", "--config", cfg_path.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["--data".into(), data.display().to_string()]);
+        a.extend(["--run".into(), run.display().to_string(), "--quiet".into()]);
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let run_to_end = |run: &Path, resume: bool| {
+        let a = args(run, resume);
+        let (ok, _, err) = ssmkit(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert!(ok, "{err}");
+    };
+    let whole = dir.path().join("whole");
+    let started = std::time::Instant::now();
+    run_to_end(&whole, false);
+    let span = started.elapsed().as_millis() as u64;
+    // The last checkpoint's weights and the run's model (the best checkpoint).
+    let weights = |run: &Path| {
+        let device = burn::prelude::Device::flex();
+        let (last, _) = load_run(run, true, &device).unwrap();
+        let (best, _) = load_run(run, false, &device).unwrap();
+        (flat_params(&last), flat_params(&best))
+    };
+    let want = weights(&whole);
+    // Kill -9 at seeded instants over the run's span (including before the first
+    // checkpoint and inside commits), then run the same command with --resume.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    for i in 0..6 {
+        let run = dir.path().join(format!("killed{i}"));
+        let at = rng.random_range(span / 20..span.max(40));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+            .args(args(&run, false))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(at));
+        let _ = child.kill();
+        child.wait().unwrap();
+        run_to_end(&run, true);
+        let got = weights(&run);
+        assert!(got.0 == want.0, "killed after {at} ms: other final weights");
+        assert!(got.1 == want.1, "killed after {at} ms: another best model");
+        let leftovers: Vec<String> = std::fs::read_dir(&run)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("tmp") || (n.starts_with("ckpt-") && !n.ends_with("00000040")))
+            .collect();
+        assert!(leftovers.is_empty(), "killed after {at} ms: {leftovers:?}");
+    }
 }

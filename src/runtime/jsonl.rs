@@ -99,6 +99,11 @@ pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
         });
     }
     if let Some(l) = &t.labels
+        && l.iter().any(|x| !x.is_finite())
+    {
+        return Err("a label is NaN or infinite".into());
+    }
+    if let Some(l) = &t.labels
         && l.len() != candidates.len()
     {
         return Err(format!(

@@ -840,7 +840,18 @@ impl Runtime {
                 turn.query.len()
             )));
         }
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        if !finite(&turn.context) || !finite(&turn.query) {
+            return Err(Error::Input(
+                "the turn's context or query holds a NaN or infinite value".into(),
+            ));
+        }
         for (i, c) in turn.candidates.iter().enumerate() {
+            if !finite(&c.content) || !c.hops.iter().all(|h| finite(h)) {
+                return Err(Error::Input(format!(
+                    "candidate {i}: its content or path holds a NaN or infinite value"
+                )));
+            }
             if !c.content.is_empty() && c.content.len() != e {
                 return Err(Error::Input(format!(
                     "candidate {i}: content has {} values, the model reads {e}",

@@ -7,6 +7,7 @@
 //! turns in [P80, P90) from the history before them. No test label reaches training.
 
 pub mod batch;
+pub mod checkpoint;
 
 use std::fs;
 use std::io::Write;
@@ -370,6 +371,13 @@ pub struct RunState {
     /// Training stopped before `train.steps`: validation stopped improving (`patience`).
     #[serde(default)]
     pub stopped_early: bool,
+    /// The checkpoint directory of `step` (empty: a run written before checkpoints were
+    /// directories, whose files sit in the run directory itself), and the SHA-256 of each
+    /// of its files.
+    #[serde(default)]
+    pub checkpoint: String,
+    #[serde(default)]
+    pub sha256: std::collections::BTreeMap<String, String>,
 }
 
 impl RunState {
@@ -393,12 +401,6 @@ pub fn dataset_fingerprint(data: &Dataset) -> String {
         .as_str()
         .unwrap_or("")
         .to_string()
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Users of each curriculum stage; a dataset without stages has everything in stage 0.
@@ -479,16 +481,18 @@ pub fn train_on(
         cutoffs: cut,
         dataset_sha: fingerprint.clone(),
         stopped_early: false,
+        checkpoint: String::new(),
+        sha256: Default::default(),
     };
     let mut model = model_cfg.init(opts.seed, &device);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(train_cfg.weight_decay as f32)
         .with_epsilon(1e-8)
         .init();
-    if opts.resume {
-        let text = fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-        let saved: RunState = serde_json::from_str(&text)
-            .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))?;
+    // Without state.json the directory holds no checkpoint (a run killed before its first
+    // one, or nothing): training starts from scratch, with or without --resume.
+    if opts.resume && state_path.is_file() {
+        let saved = read_run_state(&opts.run)?;
         if saved.model != model_cfg || saved.train != *train_cfg || saved.seed != opts.seed {
             return Err(Error::Input(format!(
                 "{}: the checkpoint was made with another model, training config or seed; resume with the same ones or train into a new run directory",
@@ -501,55 +505,62 @@ pub fn train_on(
                 opts.run.display()
             )));
         }
+        let dir = checkpoint::verified(&opts.run, &saved)?;
+        let unreadable = |what: &str, file: &Path, e: String| {
+            Error::Input(format!("{}: cannot load the {what}: {e}", file.display()))
+        };
+        let file = dir.join("checkpoint.bpk");
         model = model
-            .try_load_file(opts.run.join("checkpoint.bpk"))
-            .map_err(|e| {
-                Error::Input(format!(
-                    "{}: cannot load checkpoint: {e:?}",
-                    opts.run.display()
-                ))
-            })?;
-        optim = optim.load(opts.run.join("optimizer.bpk")).map_err(|e| {
-            Error::Input(format!(
-                "{}: cannot load optimizer state: {e:?}",
-                opts.run.display()
-            ))
-        })?;
+            .try_load_file(&file)
+            .map_err(|e| unreadable("checkpoint", &file, format!("{e:?}")))?;
+        let file = dir.join("optimizer.bpk");
+        optim = optim
+            .load(&file)
+            .map_err(|e| unreadable("optimizer state", &file, format!("{e:?}")))?;
         state = saved;
-        // Steps after the checkpoint will be redone: drop their log rows.
+        // Steps after the checkpoint will be redone: the log goes back to its rows up to
+        // the checkpoint, and debris of an interrupted commit goes.
         let log_path = opts.run.join("metrics.csv");
-        let text = fs::read_to_string(&log_path).map_err(|e| Error::io(&log_path, e))?;
-        let kept: Vec<&str> = text
-            .lines()
-            .enumerate()
-            .filter(|(i, l)| {
-                *i == 0
-                    || l.split(',')
-                        .next()
-                        .and_then(|s| s.parse::<usize>().ok())
-                        .is_some_and(|s| s <= state.step)
-            })
-            .map(|(_, l)| l)
-            .collect();
-        write_atomic(&log_path, (kept.join("\n") + "\n").as_bytes())?;
+        if state.checkpoint.is_empty() {
+            let text = fs::read_to_string(&log_path).map_err(|e| Error::io(&log_path, e))?;
+            let kept: Vec<&str> = text
+                .lines()
+                .enumerate()
+                .filter(|(i, l)| {
+                    *i == 0
+                        || l.split(',')
+                            .next()
+                            .and_then(|s| s.parse::<usize>().ok())
+                            .is_some_and(|s| s <= state.step)
+                })
+                .map(|(_, l)| l)
+                .collect();
+            checkpoint::write_atomic(&log_path, (kept.join("\n") + "\n").as_bytes())?;
+        } else {
+            let saved_log = dir.join("metrics.csv");
+            let text = fs::read(&saved_log).map_err(|e| Error::io(&saved_log, e))?;
+            checkpoint::write_atomic(&log_path, &text)?;
+            checkpoint::clean(&opts.run, Some(&state.checkpoint))?;
+        }
     } else {
-        if opts.run.join("model.bpk").exists() || state_path.exists() {
+        if state_path.exists() {
             return Err(Error::Input(format!(
                 "{} already holds a run: pass --resume to continue it, or choose another run directory",
                 opts.run.display()
             )));
         }
         fs::create_dir_all(&opts.run).map_err(|e| Error::io(&opts.run, e))?;
+        checkpoint::clean(&opts.run, None)?;
         let resolved = serde_json::json!({"model": model_cfg, "train": train_cfg, "seed": opts.seed,
             "data": opts.data.display().to_string(), "cutoffs": cut, "params": model.num_params(),
             "backend": device_name});
-        write_atomic(
+        checkpoint::write_atomic(
             &opts.run.join("config.json"),
             serde_json::to_string_pretty(&resolved)
                 .expect("json")
                 .as_bytes(),
         )?;
-        write_atomic(
+        checkpoint::write_atomic(
             &opts.run.join("metrics.csv"),
             b"step,stage,loss,val_loss,val_dcg10,val_hr10,val_ndcg10,lr,turns_per_s\n",
         )?;
@@ -642,6 +653,14 @@ pub fn train_on(
         let mut norm = SqNorm(&grads, 0.0);
         model.visit(&mut norm);
         let norm = norm.1.sqrt();
+        if !(loss_value.is_finite() && norm.is_finite()) {
+            return Err(Error::Input(format!(
+                "{}: step {}: the training loss is {loss_value} and the gradient norm {norm}: training stopped; the last checkpoint (step {}) is kept",
+                opts.run.display(),
+                step + 1,
+                state.step
+            )));
+        }
         if norm > train_cfg.grad_clip {
             model.visit(&mut Scale(&mut grads, (train_cfg.grad_clip / norm) as f32));
         }
@@ -653,7 +672,9 @@ pub fn train_on(
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {loss_value:.4} {tps:.0} turns/s"));
         let mut val = (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
-        if state.step.is_multiple_of(train_cfg.eval_every) || state.step == train_cfg.steps {
+        let evaluated =
+            state.step.is_multiple_of(train_cfg.eval_every) || state.step == train_cfg.steps;
+        if evaluated {
             let plain = model.valid();
             last = validate(
                 &plain,
@@ -665,10 +686,25 @@ pub fn train_on(
                 &Device::flex(),
             );
             val = (last.loss, last.dcg10, last.hr10, last.ndcg10);
+        }
+        writeln!(
+            log,
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.1}",
+            state.step, stage, loss_value, val.0, val.1, val.2, val.3, lr, tps
+        )
+        .and_then(|_| log.flush())
+        .map_err(|e| Error::io(&opts.run.join("metrics.csv"), e))?;
+        if evaluated {
+            // A checkpoint, committed as one unit (see `checkpoint`).
+            let staged = checkpoint::stage(&opts.run, state.step)?;
             if last.dcg10 > state.best_dcg10 {
                 state.best_dcg10 = last.dcg10;
                 state.best_step = state.step;
-                save_model(&model, &opts.run.join("model.bpk"))?;
+                save_model(&model, &staged.join("model.bpk"))?;
+            } else {
+                // The best model so far is the previous checkpoint's.
+                let previous = checkpoint::verified(&opts.run, &state)?;
+                checkpoint::link(&previous.join("model.bpk"), &staged.join("model.bpk"))?;
             }
             // Stop early only once the last curriculum stage is training.
             let last_stage = !train_cfg.curriculum || pool_i + 1 == pools.len();
@@ -677,26 +713,15 @@ pub fn train_on(
                 && last_stage
                 && state.step < train_cfg.steps
                 && state.step - state.best_step >= patience;
-            save_model(&model, &opts.run.join("checkpoint.bpk"))?;
-            let tmp = opts.run.join("optimizer.tmp.bpk");
+            save_model(&model, &staged.join("checkpoint.bpk"))?;
+            let file = staged.join("optimizer.bpk");
             optim
-                .save(&tmp)
-                .map_err(|e| Error::Input(format!("saving optimizer state: {e:?}")))?;
-            fs::rename(&tmp, opts.run.join("optimizer.bpk"))
-                .map_err(|e| Error::io(&opts.run, e))?;
-            write_atomic(
-                &state_path,
-                serde_json::to_string_pretty(&state)
-                    .expect("json")
-                    .as_bytes(),
-            )?;
+                .save(&file)
+                .map_err(|e| Error::Input(format!("{}: {e:?}", file.display())))?;
+            let (log_path, saved_log) = (opts.run.join("metrics.csv"), staged.join("metrics.csv"));
+            fs::copy(&log_path, &saved_log).map_err(|e| Error::io(&saved_log, e))?;
+            checkpoint::commit(&opts.run, &staged, &mut state)?;
         }
-        writeln!(
-            log,
-            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.1}",
-            state.step, stage, loss_value, val.0, val.1, val.2, val.3, lr, tps
-        )
-        .map_err(|e| Error::io(&opts.run, e))?;
     }
     bar.finish_and_clear();
     Ok(last)
@@ -760,11 +785,18 @@ fn validation_of(
     }
 }
 
+/// The file of a run's selected model: the `model.bpk` of the checkpoint `state.json`
+/// names, checked against its digest.
+pub fn model_file(run: &Path) -> Result<PathBuf> {
+    let state = read_run_state(run)?;
+    Ok(checkpoint::verified(run, &state)?.join("model.bpk"))
+}
+
 /// Loads a run's selected model (`model.bpk`, or `checkpoint.bpk` with `checkpoint`) with
 /// the configuration it was trained with, on `device`.
 pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer, ModelConfig)> {
     let state = read_run_state(run)?;
-    let file = run.join(if checkpoint {
+    let file = checkpoint::verified(run, &state)?.join(if checkpoint {
         "checkpoint.bpk"
     } else {
         "model.bpk"

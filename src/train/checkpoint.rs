@@ -1,0 +1,142 @@
+//! A run directory's checkpoints, each committed as one unit.
+//!
+//! A checkpoint is a directory `ckpt-<step>` holding the weights (`checkpoint.bpk`), the
+//! optimizer state (`optimizer.bpk`), the run's best model so far (`model.bpk`) and the
+//! metrics log up to its step (`metrics.csv`). It is written under a staging name, renamed
+//! into place, and only then does `state.json` (replaced atomically) name it, with the
+//! SHA-256 of each of its files. So a kill at any instant leaves `state.json` naming a
+//! complete checkpoint, or no `state.json` at all (no checkpoint yet); other checkpoint
+//! directories are debris of an interrupted commit and are removed. Loading a checkpoint
+//! checks every file against its recorded digest.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::RunState;
+use crate::error::{Error, Result};
+
+/// The files of a checkpoint.
+pub const FILES: [&str; 4] = [
+    "checkpoint.bpk",
+    "optimizer.bpk",
+    "model.bpk",
+    "metrics.csv",
+];
+
+/// The directory name of the checkpoint at `step`.
+pub fn dir_name(step: usize) -> String {
+    format!("ckpt-{step:08}")
+}
+
+fn staging_name(step: usize) -> String {
+    format!(".ckpt-{step:08}.tmp")
+}
+
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename, flushed to disk.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// An empty staging directory for the checkpoint at `step` (a leftover is replaced).
+pub fn stage(run: &Path, step: usize) -> Result<PathBuf> {
+    let dir = run.join(staging_name(step));
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}
+
+/// Commits the staged checkpoint of `state.step`: hashes and flushes its files, renames it
+/// into place, records it in `state` and writes `state.json`, then removes every other
+/// checkpoint directory.
+pub fn commit(run: &Path, staged: &Path, state: &mut RunState) -> Result<()> {
+    let mut sums = BTreeMap::new();
+    for name in FILES {
+        let path = staged.join(name);
+        let f = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        f.sync_all().map_err(|e| Error::io(&path, e))?;
+        sums.insert(name.to_string(), file_sha256(&path)?);
+    }
+    let name = dir_name(state.step);
+    let dir = run.join(&name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    fs::rename(staged, &dir).map_err(|e| Error::io(&dir, e))?;
+    state.checkpoint = name.clone();
+    state.sha256 = sums;
+    let json = serde_json::to_string_pretty(state).expect("a run state serializes");
+    write_atomic(&run.join("state.json"), json.as_bytes())?;
+    clean(run, Some(&name))
+}
+
+/// Removes the checkpoint directories and staging leftovers other than `keep`.
+pub fn clean(run: &Path, keep: Option<&str>) -> Result<()> {
+    let entries = fs::read_dir(run).map_err(|e| Error::io(run, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with("ckpt-") || name.starts_with(".ckpt-");
+        if ours && Some(name.as_str()) != keep {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The directory of the checkpoint `state` names, every file checked against its digest.
+/// A run written before checkpoints were directories keeps its files in `run` itself.
+pub fn verified(run: &Path, state: &RunState) -> Result<PathBuf> {
+    if state.checkpoint.is_empty() {
+        return Ok(run.to_path_buf());
+    }
+    let dir = run.join(&state.checkpoint);
+    for name in FILES {
+        let path = dir.join(name);
+        let want = state.sha256.get(name).ok_or_else(|| {
+            Error::Input(format!(
+                "{}: state.json records no digest of {name}",
+                run.display()
+            ))
+        })?;
+        if !path.is_file() {
+            return Err(Error::Input(format!(
+                "{}: the checkpoint state.json names is missing {name}",
+                run.display()
+            )));
+        }
+        if &file_sha256(&path)? != want {
+            return Err(Error::Input(format!(
+                "{}: does not match the SHA-256 state.json records: the checkpoint is damaged",
+                path.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// Hard-links `from` to `to` (a copy where links are not possible): for files that are
+/// only ever replaced, never changed in place.
+pub fn link(from: &Path, to: &Path) -> Result<()> {
+    if fs::hard_link(from, to).is_err() {
+        fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+    }
+    Ok(())
+}
