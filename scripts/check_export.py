@@ -47,10 +47,19 @@ def digest(head, data):
     return h.hexdigest()
 
 
+def metadata_digest(meta):
+    """The SHA-256 the exporter records over the other metadata entries: `key=value`
+    lines in key order."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != "metadata_sha256"):
+        h.update(f"{key}={meta[key]}\n".encode())
+    return h.hexdigest()
+
+
 def check_file(path, problems):
     head, data = header(path)
     meta = head.get("__metadata__") or {}
-    for key in ["format_version", "model_config", "feature_layout", "quantization", "tensors_sha256"]:
+    for key in ["format_version", "model_config", "feature_layout", "quantization", "tensors_sha256", "metadata_sha256"]:
         if key not in meta:
             problems.append(f"{path}: __metadata__ lacks {key}")
             return None, None, None
@@ -63,6 +72,8 @@ def check_file(path, problems):
         problems.append(f"{path}: feature layout {layout.get('version')} with {len(layout.get('features', []))} features")
     if digest(head, data) != meta["tensors_sha256"]:
         problems.append(f"{path}: tensors_sha256 does not match the tensor bytes")
+    if metadata_digest(meta) != meta["metadata_sha256"]:
+        problems.append(f"{path}: metadata_sha256 does not match the metadata")
     tensors = load_file(path)
     with safe_open(path, framework="numpy") as f:
         if set(f.keys()) != set(tensors):

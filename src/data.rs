@@ -245,6 +245,29 @@ impl Dataset {
         if turns.height() == 0 || cands.height() == 0 {
             return Err(bad(path, "the dataset has no turns"));
         }
+        // The manifest describes these tables: its counts and widths must match them.
+        for (key, file, rows) in [
+            ("turns", writer::TURNS, turns.height()),
+            ("candidates", writer::CANDIDATES, cands.height()),
+        ] {
+            if let Some(n) = manifest["counts"][key].as_u64()
+                && n != rows as u64
+            {
+                return Err(bad(
+                    path,
+                    format!("the manifest counts {n} {key} but {file} holds {rows} rows"),
+                ));
+            }
+        }
+        if turns.column(&format!("query_{embedding_dim}")).is_ok() {
+            return Err(bad(
+                path,
+                format!(
+                    "the manifest's embedding_dim is {embedding_dim} but {} has more query columns",
+                    writer::TURNS
+                ),
+            ));
+        }
 
         // Turns.
         let t_user = u32s(&turns_file, &turns, "user_id")?;
@@ -282,6 +305,17 @@ impl Dataset {
         let label = u8s(&cands_file, &cands, "label")?;
         let relevance = f32s(&cands_file, &cands, "relevance")?;
         let memory_slot = u32s(&cands_file, &cands, "memory_slot")?;
+        if let Some(slots) = manifest["config"]["world"]["memory_slots"].as_u64()
+            && let Some(r) = memory_slot.iter().position(|&m| m as u64 >= slots)
+        {
+            return Err(bad(
+                &cands_file,
+                format!(
+                    "column `memory_slot` row {r} is {}, outside the manifest's {slots} memory slots",
+                    memory_slot[r]
+                ),
+            ));
+        }
         let memory_id = u32s(&cands_file, &cands, "memory_id")?;
         let entity = u32s(&cands_file, &cands, "entity_id")?;
         let canary = u16s(&cands_file, &cands, "canary")?;

@@ -448,7 +448,7 @@ pub fn metadata(
         },
         "full_precision": if quant == Quant::F32 { "everything F32" } else { "A_log, D, dt_proj, conv1d, S4D parameters, norms, biases, path.gate: F16" },
     });
-    [
+    let meta = [
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
         (
             "model_config".into(),
@@ -460,7 +460,24 @@ pub fn metadata(
         ("source".into(), source.to_string()),
     ]
     .into_iter()
-    .collect()
+    .collect::<std::collections::HashMap<String, String>>();
+    let sum = metadata_digest(&meta);
+    let mut meta = meta;
+    meta.insert("metadata_sha256".into(), sum);
+    meta
+}
+
+/// SHA-256 of the metadata entries other than `metadata_sha256` itself: `key=value` lines
+/// in key order. With `tensors_sha256` among them it covers the whole file, so an edited
+/// model config is caught like a changed weight.
+pub fn metadata_digest(meta: &std::collections::HashMap<String, String>) -> String {
+    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "metadata_sha256").collect();
+    keys.sort();
+    let mut h = Sha256::new();
+    for k in keys {
+        h.update(format!("{k}={}\n", meta[k]).as_bytes());
+    }
+    format!("{:x}", h.finalize())
 }
 
 /// Bytes per tensor group (the name's first component, and `layers` by kind).
@@ -522,7 +539,10 @@ pub fn stage(bytes: &[u8], out: &Path) -> Result<std::path::PathBuf> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let tmp = out.with_extension("safetensors.tmp");
-    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fs::write(&tmp, bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
     Ok(tmp)
 }
 

@@ -770,8 +770,10 @@ fn predict(
     }
     if let Some(p) = save_to {
         let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, state.to_bytes(&rt.fingerprint))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+        if let Err(e) = std::fs::write(&tmp, state.to_bytes(&rt.fingerprint)) {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::bail!("{}: {e}", tmp.display());
+        }
         std::fs::rename(&tmp, p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     }
     Ok(())

@@ -188,6 +188,27 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         err.contains("missing tensor `layers.1.mixer.A_log`"),
         "{err}"
     );
+    // Edited metadata (one layer fewer) with the tensors untouched: refused.
+    let full = ssmkit::export::store(&model, Quant::F32);
+    let digest = ssmkit::export::tensors_digest(&full);
+    let mut meta = ssmkit::export::metadata(&cfg, Quant::F32, &digest, &serde_json::json!({}));
+    let edited = meta["model_config"].replace("\"layers\":2", "\"layers\":1");
+    assert_ne!(edited, meta["model_config"]);
+    meta.insert("model_config".into(), edited);
+    let views: Vec<_> = full
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+    let err = Runtime::from_bytes(&bytes, Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("edited"), "{err}");
     // predict: a turn with the wrong number of features names the line and the problem.
     let model_path = dir.path().join("m.safetensors");
     let (good, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();

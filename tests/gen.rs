@@ -127,10 +127,13 @@ struct Rows {
     age_days: Vec<f64>,
 }
 
+/// A turn's timestamp, focal entities, canary bits and selectors, by (user, turn).
+type TurnInfo = (i64, [i32; 2], u16, [i32; 4]);
+
 fn rows(dir: &Path) -> Rows {
     let turns = read(dir, "turns.parquet");
     let c = read(dir, "candidates.parquet");
-    let mut by_turn: HashMap<(u32, u32), (i64, [i32; 2], u16, [i32; 4])> = HashMap::new();
+    let mut by_turn: HashMap<(u32, u32), TurnInfo> = HashMap::new();
     let sel: Vec<Vec<i32>> = Selector::ALL
         .iter()
         .map(|s| i32s(&turns, s.column()))
@@ -976,4 +979,38 @@ fn shipped_configs_parse() {
         Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/phase0.toml")).unwrap();
     assert_eq!(phase0.world.users, 50_000);
     assert!(phase0.curriculum.enabled);
+}
+
+#[test]
+fn gen_removes_the_leftovers_of_killed_writers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("data");
+    // A writer killed long ago (no such process) and one still running (this test).
+    let dead = dir.path().join(".data.tmp-4000000000");
+    let live = dir.path().join(format!(".data.tmp-{}", std::process::id()));
+    let other = dir.path().join(".other.tmp-4000000000");
+    for d in [&dead, &live, &other] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("turns.parquet"), b"partial").unwrap();
+    }
+    let (ok, _, err) = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+            .args(["gen", "--config", "configs/poc.toml", "--out"])
+            .arg(&target)
+            .arg("--quiet")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(ok, "{err}");
+    assert!(target.join("manifest.json").is_file());
+    assert!(!dead.exists(), "a dead writer's directory was left");
+    assert!(
+        live.exists() && other.exists(),
+        "a live or unrelated directory was removed"
+    );
 }

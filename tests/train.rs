@@ -225,6 +225,28 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         err.contains("layout") && err.contains("ssmkit gen"),
         "{err}"
     );
+    // A manifest that does not describe its tables.
+    let miscounted = copy_dataset(&data, &dir.path().join("miscounted"));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(miscounted.join("manifest.json")).unwrap())
+            .unwrap();
+    let mut m = m;
+    let n = m["counts"]["turns"].as_u64().unwrap();
+    m["counts"]["turns"] = serde_json::json!(n + 1);
+    std::fs::write(miscounted.join("manifest.json"), m.to_string()).unwrap();
+    let err = one_line(&[
+        "train",
+        "--config",
+        cfg,
+        "--data",
+        miscounted.to_str().unwrap(),
+        "--run",
+        dir.path().join("r5").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("manifest counts") && err.contains("turns"),
+        "{err}"
+    );
     // A NaN or infinite value in any float column: a feature, the query embedding, the
     // turn context. The error names the table, the column and the row.
     let context = ssmkit::data::CONTEXT_NAMES[0];

@@ -57,11 +57,9 @@ impl StagedDir {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let tmp = parent.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let prefix = format!(".{}.tmp-", name.to_string_lossy());
+        remove_stale(&parent, &prefix)?;
+        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
@@ -86,6 +84,32 @@ impl StagedDir {
         self.committed = true;
         Ok(self.target.clone())
     }
+}
+
+/// Removes `<prefix><pid>` directories (and their `.old` siblings) left in `parent` by
+/// writers that were killed: their process no longer runs. Where processes cannot be
+/// listed (no `/proc`), nothing is removed.
+fn remove_stale(parent: &Path, prefix: &str) -> Result<()> {
+    let proc = Path::new("/proc");
+    if !proc.is_dir() {
+        return Ok(());
+    }
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let pid = rest.trim_end_matches(".old");
+        let ours = pid == std::process::id().to_string();
+        if !ours && pid.parse::<u32>().is_ok() && !proc.join(pid).exists() {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for StagedDir {

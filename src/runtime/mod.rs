@@ -583,6 +583,12 @@ impl Runtime {
             meta.get(k)
                 .ok_or_else(|| bad(format!("__metadata__ has no `{k}`: not an ssmkit export")))
         };
+        if get("metadata_sha256")? != &crate::export::metadata_digest(&meta) {
+            return Err(bad(
+                "__metadata__ does not match its recorded SHA-256: the file was edited or is damaged"
+                    .into(),
+            ));
+        }
         if get("format_version")? != FORMAT_VERSION {
             return Err(bad(format!(
                 "format {}, this build reads {FORMAT_VERSION}",

@@ -512,11 +512,11 @@ pub fn train_on(
         let file = dir.join("checkpoint.bpk");
         model = model
             .try_load_file(&file)
-            .map_err(|e| unreadable("checkpoint", &file, format!("{e:?}")))?;
+            .map_err(|e| unreadable("checkpoint", &file, e.to_string()))?;
         let file = dir.join("optimizer.bpk");
         optim = optim
             .load(&file)
-            .map_err(|e| unreadable("optimizer state", &file, format!("{e:?}")))?;
+            .map_err(|e| unreadable("optimizer state", &file, e.to_string()))?;
         state = saved;
         // Steps after the checkpoint will be redone: the log goes back to its rows up to
         // the checkpoint, and debris of an interrupted commit goes.
@@ -715,9 +715,12 @@ pub fn train_on(
                 && state.step - state.best_step >= patience;
             save_model(&model, &staged.join("checkpoint.bpk"))?;
             let file = staged.join("optimizer.bpk");
-            optim
-                .save(&file)
-                .map_err(|e| Error::Input(format!("{}: {e:?}", file.display())))?;
+            optim.save(&file).map_err(|e| {
+                Error::Input(format!(
+                    "{}: cannot save the optimizer state: {e}",
+                    file.display()
+                ))
+            })?;
             let (log_path, saved_log) = (opts.run.join("metrics.csv"), staged.join("metrics.csv"));
             fs::copy(&log_path, &saved_log).map_err(|e| Error::io(&saved_log, e))?;
             checkpoint::commit(&opts.run, &staged, &mut state)?;
@@ -805,7 +808,7 @@ pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer
         .model
         .init(state.seed, device)
         .try_load_file(&file)
-        .map_err(|e| Error::Input(format!("{}: cannot load: {e:?}", file.display())))?;
+        .map_err(|e| Error::Input(format!("{}: cannot load the model: {e}", file.display())))?;
     Ok((model, state.model))
 }
 
@@ -828,7 +831,7 @@ fn save_model(model: &Scorer, path: &Path) -> Result<()> {
     model
         .clone()
         .save_file(&tmp)
-        .map_err(|e| Error::Input(format!("saving {}: {e:?}", path.display())))?;
+        .map_err(|e| Error::Input(format!("{}: cannot save the model: {e}", path.display())))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
