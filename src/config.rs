@@ -680,12 +680,9 @@ impl Config {
         }
         let n = &self.noise;
         if let Some(snr) = n.snr_db
-            && !snr.is_finite()
+            && !(-40.0..=100.0).contains(&snr)
         {
-            return bad(
-                "noise.snr_db",
-                format!("{snr} is not a finite number of dB"),
-            );
+            return bad("noise.snr_db", format!("{snr} is not in -40..=100 dB"));
         }
         prob("noise.label_flip", n.label_flip)?;
         prob("noise.corruption", n.corruption)?;
@@ -708,10 +705,10 @@ impl Config {
                     s.hard_negative_share,
                 )?;
                 prob(&format!("curriculum.stages[{i}].share"), s.share)?;
-                if !s.snr_db.is_finite() {
+                if !(-40.0..=100.0).contains(&s.snr_db) {
                     return bad(
                         &format!("curriculum.stages[{i}].snr_db"),
-                        "must be finite".into(),
+                        format!("{} is not in -40..=100 dB", s.snr_db),
                     );
                 }
             }

@@ -102,9 +102,9 @@ fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>
         }
         let mut x = [0f32; FEATURE_DIM];
         for (d, &val) in v.iter().enumerate() {
-            if !val.is_finite() {
+            if !(val as f32).is_finite() {
                 return Err(err(format!(
-                    "feature {} of vector {i} is not finite",
+                    "feature {} of vector {i} is {val}: not a finite 32-bit number",
                     FEATURE_NAMES[d]
                 )));
             }
@@ -132,6 +132,11 @@ fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>
     } else {
         0
     };
+    if let Some(ts) = line.timestamp
+        && !(ts.is_finite() && ts.abs() < 1e13)
+    {
+        return Err(err(format!("timestamp {ts} is not Unix seconds")));
+    }
     let user = match (&line.user_id, line.timestamp) {
         (Some(u), Some(_)) => Some(key(u)),
         (Some(_), None) => return Err(err("`user_id` given without `timestamp`".into())),
