@@ -1014,3 +1014,52 @@ fn gen_removes_the_leftovers_of_killed_writers_only() {
         "a live or unrelated directory was removed"
     );
 }
+
+#[test]
+fn a_killed_gen_leaves_no_dataset_and_the_next_one_cleans_up() {
+    use rand::{RngExt, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("quick");
+    let spawn_gen = |target: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+            .args([
+                "gen",
+                "--config",
+                "configs/quick.toml",
+                "--quiet",
+                "--force",
+                "--out",
+            ])
+            .arg(target)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    assert!(spawn_gen(&target).wait().unwrap().success());
+    let span = started.elapsed().as_millis() as u64;
+    let whole = std::fs::read(target.join("manifest.json")).unwrap();
+    std::fs::remove_dir_all(&target).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for _ in 0..4 {
+        let at = rng.random_range(span / 10..span.max(20));
+        let mut child = spawn_gen(&target);
+        std::thread::sleep(std::time::Duration::from_millis(at));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Either the whole dataset or none of it under the final name.
+        if target.exists() {
+            assert_eq!(std::fs::read(target.join("manifest.json")).unwrap(), whole);
+        }
+    }
+    // The next gen completes and leaves no staging directory behind.
+    assert!(spawn_gen(&target).wait().unwrap().success());
+    assert_eq!(std::fs::read(target.join("manifest.json")).unwrap(), whole);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
