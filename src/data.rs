@@ -109,6 +109,39 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
+/// Checks every table against the SHA-256 and row count the manifest records for it.
+fn verify_files(path: &Path, manifest: &serde_json::Value) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    for table in writer::TABLES {
+        let entry = &manifest["files"][table];
+        let (Some(want), Some(_rows)) = (entry["sha256"].as_str(), entry["rows"].as_u64()) else {
+            return Err(bad(
+                path,
+                format!("the manifest records no SHA-256 and row count of {table}"),
+            ));
+        };
+        let file_path = path.join(table);
+        let mut file = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| Error::io(&file_path, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        if format!("{:x}", h.finalize()) != want {
+            return Err(bad(
+                &file_path,
+                "does not match the SHA-256 the manifest records: the dataset is damaged or was edited",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn read(path: &Path, table: &str) -> Result<DataFrame> {
     let file_path = path.join(table);
     let file = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
@@ -235,6 +268,7 @@ impl Dataset {
                 ));
             }
         }
+        verify_files(path, &manifest)?;
         let turns = read(path, writer::TURNS)?;
         let cands = read(path, writer::CANDIDATES)?;
         let mems = read(path, writer::MEMORIES)?;
@@ -249,14 +283,20 @@ impl Dataset {
         for (key, file, rows) in [
             ("turns", writer::TURNS, turns.height()),
             ("candidates", writer::CANDIDATES, cands.height()),
+            ("memories", writer::MEMORIES, mems.height()),
+            ("paths", writer::PATHS, paths.height()),
         ] {
-            if let Some(n) = manifest["counts"][key].as_u64()
-                && n != rows as u64
-            {
-                return Err(bad(
-                    path,
-                    format!("the manifest counts {n} {key} but {file} holds {rows} rows"),
-                ));
+            let counted = [
+                manifest["counts"][key].as_u64(),
+                manifest["files"][file]["rows"].as_u64(),
+            ];
+            for n in counted.into_iter().flatten() {
+                if n != rows as u64 {
+                    return Err(bad(
+                        path,
+                        format!("the manifest counts {n} {key} but {file} holds {rows} rows"),
+                    ));
+                }
             }
         }
         if turns.column(&format!("query_{embedding_dim}")).is_ok() {
@@ -303,6 +343,12 @@ impl Dataset {
             .collect::<Result<_>>()?;
         let mask = u32s(&cands_file, &cands, "mask")?;
         let label = u8s(&cands_file, &cands, "label")?;
+        if let Some(r) = label.iter().position(|&l| l > 1) {
+            return Err(bad(
+                &cands_file,
+                format!("column `label` row {r} is {}: labels are 0 or 1", label[r]),
+            ));
+        }
         let relevance = f32s(&cands_file, &cands, "relevance")?;
         let memory_slot = u32s(&cands_file, &cands, "memory_slot")?;
         if let Some(slots) = manifest["config"]["world"]["memory_slots"].as_u64()

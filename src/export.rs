@@ -676,6 +676,18 @@ pub fn verify(
 /// `ssmkit export`: encodes the run's selected model, verifies it when a dataset is
 /// given, and only then moves the file into place.
 pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
+    if let Some(m) = opts.max_drop
+        && !(m.is_finite() && m >= -1.0)
+    {
+        return Err(Error::Input(format!(
+            "--max-drop {m}: expected a finite fraction (0.02 = 2%)"
+        )));
+    }
+    if opts.max_drop.is_some() && opts.data.is_none() {
+        return Err(Error::Input(
+            "--max-drop needs --data: the drop is measured on that dataset's test cases".into(),
+        ));
+    }
     if opts.out.exists() && !opts.force {
         return Err(Error::Input(format!(
             "{} already exists: pass --force to replace it",

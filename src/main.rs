@@ -769,7 +769,10 @@ fn predict(
         anyhow::bail!("the state became non-finite: nothing saved");
     }
     if let Some(p) = save_to {
-        let tmp = p.with_extension("tmp");
+        let name = p
+            .file_name()
+            .map_or("state".into(), |n| n.to_string_lossy());
+        let tmp = p.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         if let Err(e) = std::fs::write(&tmp, state.to_bytes(&rt.fingerprint)) {
             let _ = std::fs::remove_file(&tmp);
             anyhow::bail!("{}: {e}", tmp.display());
@@ -783,8 +786,17 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
+            // Each cause once: an error that already quotes its source is not followed by it.
+            let mut line = String::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                if !line.contains(&cause) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("error: {line}");
             ExitCode::FAILURE
         }
     }

@@ -70,6 +70,10 @@ fn int8_export_keeps_the_ranking_and_max_drop_refuses_a_lossy_one() {
         int8.sizes.file_bytes < f32r.sizes.file_bytes / 2,
         "{int8:?}"
     );
+    // A drop bound that is not a number.
+    let err = export(Quant::Int8, Some(f64::NAN), "nan.safetensors").unwrap_err();
+    assert!(err.to_string().contains("--max-drop"), "{err}");
+    assert!(!dir.path().join("nan.safetensors").exists());
     // An existing file is not replaced without --force.
     let before = std::fs::read(dir.path().join("int8.safetensors")).unwrap();
     let err = export(Quant::F32, None, "int8.safetensors").unwrap_err();

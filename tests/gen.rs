@@ -1013,6 +1013,27 @@ fn gen_removes_the_leftovers_of_killed_writers_only() {
         live.exists() && other.exists(),
         "a live or unrelated directory was removed"
     );
+    // A plain file under the target name is never replaced, even with --force.
+    let file = dir.path().join("afile");
+    std::fs::write(&file, b"mine").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args([
+            "gen",
+            "--config",
+            "configs/poc.toml",
+            "--quiet",
+            "--force",
+            "--out",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
 }
 
 #[test]

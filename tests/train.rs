@@ -139,12 +139,28 @@ fn same_seed_same_weights_and_resume_matches() {
     assert!(wa != weights(&d), "another seed gave the same weights");
 }
 
-/// A copy of a dataset directory, to damage.
+/// Records `table`'s new SHA-256 in the dataset's manifest, as a producer that wrote it
+/// would have.
+fn reseal(data: &Path, table: &str) {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(data.join(table)).unwrap();
+    let path = data.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["files"][table]["sha256"] = serde_json::json!(format!("{:x}", Sha256::digest(&bytes)));
+    std::fs::write(&path, m.to_string()).unwrap();
+}
+
+/// A copy of a dataset (or run) directory, to damage.
 fn copy_dataset(from: &Path, to: &Path) -> PathBuf {
     std::fs::create_dir(to).unwrap();
     for f in std::fs::read_dir(from).unwrap() {
         let f = f.unwrap();
-        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        if f.path().is_dir() {
+            copy_dataset(&f.path(), &to.join(f.file_name()));
+        } else {
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
     }
     to.to_path_buf()
 }
@@ -196,6 +212,41 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     // Training again into a finished run without --resume.
     let err = one_line(&["train", "--config", cfg, "--data", d, "--run", r]);
     assert!(err.contains("--resume"), "{err}");
+    // A state.json edited into contradicting itself: a clear error, not a crash.
+    let edited = copy_dataset(&run, &dir.path().join("edited"));
+    let state = std::fs::read_to_string(edited.join("state.json")).unwrap();
+    std::fs::write(
+        edited.join("state.json"),
+        state.replacen("\"step\": 4", "\"step\": 1", 1),
+    )
+    .unwrap();
+    let err = one_line(&[
+        "train",
+        "--config",
+        cfg,
+        "--data",
+        d,
+        "--run",
+        edited.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(
+        err.contains("state.json") && err.contains("contradict"),
+        "{err}"
+    );
+    // A non-finite or absurd training setting.
+    let hot = dir.path().join("hot.toml");
+    std::fs::write(&hot, "[train]\ntemperature = 1e39\n").unwrap();
+    let err = one_line(&[
+        "train",
+        "--config",
+        hot.to_str().unwrap(),
+        "--data",
+        d,
+        "--run",
+        dir.path().join("hot").to_str().unwrap(),
+    ]);
+    assert!(err.contains("temperature"), "{err}");
     // A checkpoint from another config.
     let err = one_line(&[
         "train", "--config", cfg, "--data", d, "--run", r, "--resume", "--size", "small",
@@ -247,6 +298,25 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         err.contains("manifest counts") && err.contains("turns"),
         "{err}"
     );
+    // A table changed behind the manifest's back.
+    let flipped = copy_dataset(&data, &dir.path().join("flipped"));
+    let mut b = std::fs::read(flipped.join("turns.parquet")).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(flipped.join("turns.parquet"), b).unwrap();
+    let err = one_line(&[
+        "train",
+        "--config",
+        cfg,
+        "--data",
+        flipped.to_str().unwrap(),
+        "--run",
+        dir.path().join("r6").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("turns.parquet") && err.contains("SHA-256"),
+        "{err}"
+    );
     // A NaN or infinite value in any float column: a feature, the query embedding, the
     // turn context. The error names the table, the column and the row.
     let context = ssmkit::data::CONTEXT_NAMES[0];
@@ -274,6 +344,8 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
             .unwrap();
         let file = std::fs::File::create(nan.join(table)).unwrap();
         ParquetWriter::new(file).finish(&mut df).unwrap();
+        // A producer that wrote the bad value and a matching manifest.
+        reseal(&nan, table);
         let err = one_line(&[
             "train",
             "--config",

@@ -43,6 +43,12 @@ pub struct StagedDir {
 impl StagedDir {
     /// Refuses an existing `target` unless `force`; creates the temporary directory.
     pub fn new(target: &Path, force: bool) -> Result<StagedDir> {
+        if target.exists() && !target.is_dir() {
+            return Err(Error::Input(format!(
+                "{} exists and is not a directory: it is not replaced, even with --force",
+                target.display()
+            )));
+        }
         if target.exists() && !force {
             return Err(Error::Input(format!(
                 "{} already exists: pass --force to replace it",

@@ -99,9 +99,9 @@ pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
         });
     }
     if let Some(l) = &t.labels
-        && l.iter().any(|x| !x.is_finite())
+        && l.iter().any(|x| !(0.0..=1.0).contains(x))
     {
-        return Err("a label is NaN or infinite".into());
+        return Err("labels are outcomes in [0, 1] (1: the memory was used)".into());
     }
     if let Some(l) = &t.labels
         && l.len() != candidates.len()

@@ -122,8 +122,9 @@ pub fn verified(run: &Path, state: &RunState) -> Result<PathBuf> {
         })?;
         if !path.is_file() {
             return Err(Error::Input(format!(
-                "{}: the checkpoint state.json names is missing {name}",
-                run.display()
+                "{}: {name} is missing from checkpoint {} (the one state.json names)",
+                run.display(),
+                state.checkpoint
             )));
         }
         if &file_sha256(&path)? != want {

@@ -138,14 +138,15 @@ impl TrainConfig {
                 "only Mamba blocks (mamba, dual) have a selection mechanism to switch off",
             );
         }
-        let finite = [self.temperature, self.grad_clip, self.weight_decay]
-            .iter()
-            .all(|x| x.is_finite());
-        if !(finite && self.temperature > 0.0 && self.grad_clip > 0.0 && self.weight_decay >= 0.0) {
-            return bad(
-                "temperature",
-                "temperature and grad_clip must be finite and > 0, weight_decay finite and >= 0",
-            );
+        // Bounded ranges (NaN fails every comparison).
+        for (f, v, lo, hi) in [
+            ("temperature", self.temperature, 1e-3, 1e3),
+            ("grad_clip", self.grad_clip, 1e-6, 1e6),
+            ("weight_decay", self.weight_decay, 0.0, 10.0),
+        ] {
+            if !(v >= lo && v <= hi) {
+                return bad(f, &format!("{v} is not in {lo}..={hi}"));
+            }
         }
         Ok(())
     }
@@ -387,12 +388,27 @@ impl RunState {
     }
 }
 
-/// Reads a run directory's `state.json`.
+/// Reads a run directory's `state.json`, refusing one that contradicts itself.
 pub fn read_run_state(run: &Path) -> Result<RunState> {
     let state_path = run.join("state.json");
     let text = fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))
+    let state: RunState = serde_json::from_str(&text)
+        .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))?;
+    let bad = |why: String| Error::Input(format!("{}: {why}", state_path.display()));
+    if state.best_step > state.step || state.step > state.train.steps {
+        return Err(bad(format!(
+            "step {}, best step {} and {} training steps contradict each other",
+            state.step, state.best_step, state.train.steps
+        )));
+    }
+    if !state.checkpoint.is_empty() && state.checkpoint != checkpoint::dir_name(state.step) {
+        return Err(bad(format!(
+            "names checkpoint {} for step {}",
+            state.checkpoint, state.step
+        )));
+    }
+    state.train.validate()?;
+    Ok(state)
 }
 
 /// The dataset's identity as runs record it (the SHA-256 of its candidates table).
@@ -712,7 +728,7 @@ pub fn train_on(
             state.stopped_early = train_cfg.patience > 0
                 && last_stage
                 && state.step < train_cfg.steps
-                && state.step - state.best_step >= patience;
+                && state.step.saturating_sub(state.best_step) >= patience;
             save_model(&model, &staged.join("checkpoint.bpk"))?;
             let file = staged.join("optimizer.bpk");
             optim.save(&file).map_err(|e| {
@@ -808,7 +824,13 @@ pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer
         .model
         .init(state.seed, device)
         .try_load_file(&file)
-        .map_err(|e| Error::Input(format!("{}: cannot load the model: {e}", file.display())))?;
+        .map_err(|e| {
+            Error::Input(format!(
+                "{}: does not fit the model that state.json describes ({}): {e}",
+                file.display(),
+                state.train.system_name()
+            ))
+        })?;
     Ok((model, state.model))
 }
 
