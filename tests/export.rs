@@ -171,20 +171,23 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
     let d = Dataset::load(&tiny_data(dir.path())).unwrap();
     let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, d.embedding_dim, 4096);
     let model = cfg.init(1, &burn::prelude::Device::flex());
+    // Serializes `tensors` with `meta`, as the exporter would.
+    let file = |tensors: &std::collections::BTreeMap<String, ssmkit::export::Stored>,
+                meta: std::collections::HashMap<String, String>| {
+        let views: Vec<_> = tensors
+            .iter()
+            .map(|(n, t)| {
+                let v = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes);
+                (n.clone(), v.unwrap())
+            })
+            .collect();
+        safetensors::serialize(views, Some(meta)).unwrap()
+    };
     let mut tensors = ssmkit::export::store(&model, Quant::F32);
     tensors.remove("layers.1.mixer.A_log");
     let digest = ssmkit::export::tensors_digest(&tensors);
     let meta = ssmkit::export::metadata(&cfg, Quant::F32, &digest, &serde_json::json!({}));
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap(),
-            )
-        })
-        .collect();
-    let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+    let bytes = file(&tensors, meta);
     let err = Runtime::from_bytes(&bytes, Path::new("m"))
         .unwrap_err()
         .to_string();
@@ -199,16 +202,7 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
     let edited = meta["model_config"].replace("\"layers\":2", "\"layers\":1");
     assert_ne!(edited, meta["model_config"]);
     meta.insert("model_config".into(), edited);
-    let views: Vec<_> = full
-        .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap(),
-            )
-        })
-        .collect();
-    let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+    let bytes = file(&full, meta);
     let err = Runtime::from_bytes(&bytes, Path::new("m"))
         .unwrap_err()
         .to_string();
@@ -219,60 +213,41 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
     std::fs::write(&model_path, good).unwrap();
     let turns = dir.path().join("turns.jsonl");
     let feats = |n: usize| vec!["0.5"; n].join(",");
-    std::fs::write(
-        &turns,
-        format!(
-            "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":1}}]}}\n{{\"timestamp\":60,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":1}}]}}\n",
-            feats(24),
-            feats(23)
-        ),
-    )
-    .unwrap();
-    let (ok, _, err) = ssmkit(&[
-        "predict",
-        model_path.to_str().unwrap(),
-        "--input",
-        turns.to_str().unwrap(),
-    ]);
+    // `predict` over these JSONL lines: whether it succeeded, and its stderr.
+    let predict_lines = |text: String| {
+        std::fs::write(&turns, text).unwrap();
+        let (ok, _, err) = ssmkit(&[
+            "predict",
+            model_path.to_str().unwrap(),
+            "--input",
+            turns.to_str().unwrap(),
+        ]);
+        (ok, err)
+    };
+    let (ok, err) = predict_lines(format!(
+        "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":1}}]}}\n{{\"timestamp\":60,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":1}}]}}\n",
+        feats(24),
+        feats(23)
+    ));
     assert!(
         !ok && err.contains("line 2") && err.contains("23 features, expected 24"),
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     // A model that reads history needs each turn's time.
-    std::fs::write(
-        &turns,
-        format!(
-            "{{\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
-            feats(24)
-        ),
-    )
-    .unwrap();
-    let (ok, _, err) = ssmkit(&[
-        "predict",
-        model_path.to_str().unwrap(),
-        "--input",
-        turns.to_str().unwrap(),
-    ]);
+    let (ok, err) = predict_lines(format!(
+        "{{\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
+        feats(24)
+    ));
     assert!(
         !ok && err.contains("line 1") && err.contains("no timestamp"),
         "{err}"
     );
     // ... and each candidate's memory id, the key of the user's history.
-    std::fs::write(
-        &turns,
-        format!(
-            "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
-            feats(24)
-        ),
-    )
-    .unwrap();
-    let (ok, _, err) = ssmkit(&[
-        "predict",
-        model_path.to_str().unwrap(),
-        "--input",
-        turns.to_str().unwrap(),
-    ]);
+    let (ok, err) = predict_lines(format!(
+        "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}]}}]}}\n",
+        feats(24)
+    ));
     assert!(!ok && err.contains("candidate 0 has no memory_id"), "{err}");
 }
 

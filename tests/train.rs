@@ -209,6 +209,9 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         assert!(!err.contains("panicked"), "{err}");
         err
     };
+    // `train --config cfg --data DATA --run RUN`, which must fail with one clear line.
+    let refused =
+        |data: &str, run: &str| one_line(&["train", "--config", cfg, "--data", data, "--run", run]);
     // Training again into a finished run without --resume.
     let err = one_line(&["train", "--config", cfg, "--data", d, "--run", r]);
     assert!(err.contains("--resume"), "{err}");
@@ -263,15 +266,10 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         .unwrap()
         .replace(ssmkit::features::LAYOUT_VERSION, "ssmkit-layout-v0");
     std::fs::write(foreign.join("manifest.json"), m).unwrap();
-    let err = one_line(&[
-        "train",
-        "--config",
-        cfg,
-        "--data",
+    let err = refused(
         foreign.to_str().unwrap(),
-        "--run",
         dir.path().join("r2").to_str().unwrap(),
-    ]);
+    );
     assert!(
         err.contains("layout") && err.contains("ssmkit gen"),
         "{err}"
@@ -285,15 +283,10 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     let n = m["counts"]["turns"].as_u64().unwrap();
     m["counts"]["turns"] = serde_json::json!(n + 1);
     std::fs::write(miscounted.join("manifest.json"), m.to_string()).unwrap();
-    let err = one_line(&[
-        "train",
-        "--config",
-        cfg,
-        "--data",
+    let err = refused(
         miscounted.to_str().unwrap(),
-        "--run",
         dir.path().join("r5").to_str().unwrap(),
-    ]);
+    );
     assert!(
         err.contains("manifest counts") && err.contains("turns"),
         "{err}"
@@ -304,15 +297,10 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     let mid = b.len() / 2;
     b[mid] ^= 1;
     std::fs::write(flipped.join("turns.parquet"), b).unwrap();
-    let err = one_line(&[
-        "train",
-        "--config",
-        cfg,
-        "--data",
+    let err = refused(
         flipped.to_str().unwrap(),
-        "--run",
         dir.path().join("r6").to_str().unwrap(),
-    ]);
+    );
     assert!(
         err.contains("turns.parquet") && err.contains("SHA-256"),
         "{err}"
@@ -346,15 +334,10 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         ParquetWriter::new(file).finish(&mut df).unwrap();
         // A producer that wrote the bad value and a matching manifest.
         reseal(&nan, table);
-        let err = one_line(&[
-            "train",
-            "--config",
-            cfg,
-            "--data",
+        let err = refused(
             nan.to_str().unwrap(),
-            "--run",
             dir.path().join("r3").to_str().unwrap(),
-        ]);
+        );
         assert!(
             err.contains(table) && err.contains(column) && err.contains("row 7"),
             "{err}"
@@ -373,15 +356,10 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
         "--quiet",
     ]);
     assert!(ok, "{err}");
-    let err = one_line(&[
-        "train",
-        "--config",
-        cfg,
-        "--data",
+    let err = refused(
         poc.to_str().unwrap(),
-        "--run",
         dir.path().join("r4").to_str().unwrap(),
-    ]);
+    );
     assert!(err.contains("empty"), "{err}");
     assert!(!dir.path().join("r2").join("state.json").exists());
 }
