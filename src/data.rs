@@ -280,6 +280,14 @@ impl Dataset {
             return Err(bad(path, "the dataset has no turns"));
         }
         // The manifest describes these tables: its counts and widths must match them.
+        for key in ["users", "turns", "candidates"] {
+            if !manifest["counts"][key].is_u64() {
+                return Err(bad(
+                    path,
+                    format!("the manifest's counts.{key} is not a count"),
+                ));
+            }
+        }
         for (key, file, rows) in [
             ("turns", writer::TURNS, turns.height()),
             ("candidates", writer::CANDIDATES, cands.height()),
@@ -538,6 +546,17 @@ impl Dataset {
                     ));
                 }
             }
+        }
+        let counted = manifest["counts"]["users"].as_u64().unwrap_or(0);
+        if counted != users.len() as u64 {
+            return Err(bad(
+                path,
+                format!(
+                    "the manifest counts {counted} users but {} holds {}",
+                    writer::TURNS,
+                    users.len()
+                ),
+            ));
         }
         Ok(Dataset {
             path: path.to_path_buf(),

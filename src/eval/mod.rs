@@ -141,6 +141,15 @@ pub fn compare_files(a: &Path, b: &Path, unit: Unit, opts: &CompareOptions) -> R
         };
         diffs.push(x - vb[j].1);
         if unit == Unit::User {
+            if let (Some(ua), Some(ub)) = (user, &vb[j].2)
+                && ua != ub
+            {
+                return Err(Error::Input(format!(
+                    "case_id {id:?} has user_id {ua:?} in {} but {ub:?} in {}",
+                    a.display(),
+                    b.display()
+                )));
+            }
             let Some(u) = user.as_ref().or(vb[j].2.as_ref()) else {
                 return Err(Error::Input(format!(
                     "--unit user needs a user_id column; case_id {id:?} has none in {}",
