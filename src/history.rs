@@ -24,7 +24,9 @@ pub const HISTORY_DIM: usize = HISTORY_NAMES.len();
 /// Decay time of the decayed counts, in seconds (7 days).
 pub const DECAY_S: f64 = 7.0 * 86_400.0;
 
-/// Memories the table keeps per user; past it, the least recently shown is forgotten.
+/// Memories the table keeps per user. Past it, the least recently shown are forgotten, an
+/// eighth of the table at a time (so a full table costs one pass per 512 new memories, not
+/// one per memory).
 pub const MAX_ENTRIES: usize = 4096;
 
 /// Bytes one entry takes in a saved state.
@@ -100,14 +102,17 @@ impl Table {
                 e.relevant += 1;
             }
         }
-        while self.entries.len() > MAX_ENTRIES {
-            let oldest = self
+        if self.entries.len() > MAX_ENTRIES {
+            let mut order: Vec<(u32, i64, u64)> = self
                 .entries
                 .iter()
-                .min_by_key(|(id, e)| (e.shown_turn, e.last_shown, **id))
-                .map(|(id, _)| *id)
-                .expect("non-empty");
-            self.entries.remove(&oldest);
+                .map(|(id, e)| (e.shown_turn, e.last_shown, *id))
+                .collect();
+            let forget = self.entries.len() - (MAX_ENTRIES - MAX_ENTRIES / 8);
+            order.select_nth_unstable(forget - 1);
+            for (_, _, id) in &order[..forget] {
+                self.entries.remove(id);
+            }
         }
     }
 
@@ -304,12 +309,20 @@ mod tests {
     }
 
     #[test]
-    fn the_least_recently_shown_memory_is_forgotten_first() {
+    fn the_least_recently_shown_memories_are_forgotten_first() {
         let mut t = Table::default();
-        t.observe(0, (0..MAX_ENTRIES as u64).map(|m| (m, false)));
-        t.observe(1, [(0, true), (MAX_ENTRIES as u64, false)]);
-        assert_eq!(t.len(), MAX_ENTRIES);
-        assert!(t.get(0).is_some() && t.get(MAX_ENTRIES as u64).is_some());
+        // Memory m shown at turn m + 1; then memory 0 again and one new memory.
+        for m in 0..MAX_ENTRIES as u64 {
+            t.observe(m as i64, [(m, false)]);
+        }
+        let n = MAX_ENTRIES as u64;
+        t.observe(n as i64, [(0, true), (n, false)]);
+        let kept = MAX_ENTRIES - MAX_ENTRIES / 8;
+        assert_eq!(t.len(), kept);
+        // The two just shown stay; of the rest, the most recently shown stay.
+        assert!(t.get(0).is_some() && t.get(n).is_some());
+        let first_kept = n - (kept as u64 - 2);
+        assert!(t.get(first_kept - 1).is_none() && t.get(first_kept).is_some());
         assert!(t.get(1).is_none());
     }
 }
