@@ -750,7 +750,7 @@ fn predict(
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut n = 0usize;
     for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let line = line.map_err(|e| anyhow::anyhow!("{name}: line {}: {e}", i + 1))?;
         if line.trim().is_empty() {
             continue;
         }

@@ -172,6 +172,13 @@ impl TableWriter {
         }
     }
 
+    /// A Parquet error while writing this table, naming the file.
+    fn failed(&self, e: PolarsError) -> Error {
+        let msg = e.to_string();
+        let msg = msg.trim_start_matches("parquet: ");
+        Error::Input(format!("{}: cannot write: {msg}", self.path.display()))
+    }
+
     pub fn write(&mut self, df: &DataFrame) -> Result<()> {
         if self.inner.is_none() {
             let file = File::create(&self.path).map_err(|e| Error::io(&self.path, e))?;
@@ -183,11 +190,13 @@ impl TableWriter {
             let writer = ParquetWriter::new(sink)
                 .with_compression(self.compression)
                 .with_statistics(StatisticsOptions::default())
-                .batched(df.schema())?;
+                .batched(df.schema())
+                .map_err(|e| self.failed(e))?;
             self.inner = Some(writer);
         }
         if df.height() > 0 {
-            self.inner.as_mut().expect("opened above").write_batch(df)?;
+            self.inner.as_mut().expect("opened above").write_batch(df)
+                .map_err(|e| self.failed(e))?;
         }
         self.rows += df.height() as u64;
         Ok(())
@@ -199,7 +208,7 @@ impl TableWriter {
             self.write(empty)?;
         }
         let writer = self.inner.take().expect("opened above");
-        writer.finish()?;
+        writer.finish().map_err(|e| self.failed(e))?;
         drop(writer);
         let bytes = fs::metadata(&self.path)
             .map_err(|e| Error::io(&self.path, e))?

@@ -51,7 +51,23 @@ fn no_focal() -> [i32; 2] {
 
 /// Parses one line into a turn and its optional outcome; the error names the problem.
 pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
-    let t: InTurn = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    // Candidates are read one by one, so an error says which one.
+    let mut v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let raw = match v.get_mut("candidates").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(c)) => c,
+        Some(_) => return Err("`candidates` is not a list".into()),
+        None => return Err("no `candidates`".into()),
+    };
+    let in_candidates = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            serde_json::from_value::<InCandidate>(c).map_err(|e| format!("candidate {i}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    v["candidates"] = serde_json::Value::Array(Vec::new());
+    let mut t: InTurn = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    t.candidates = in_candidates;
     if t.context.len() != CONTEXT_DIM {
         return Err(format!(
             "context has {} values, expected {CONTEXT_DIM} ({})",

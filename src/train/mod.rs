@@ -565,6 +565,12 @@ pub fn train_on(
                 opts.run.display()
             )));
         }
+        if opts.run.exists() && !opts.run.is_dir() {
+            return Err(Error::Input(format!(
+                "{} exists and is not a run directory",
+                opts.run.display()
+            )));
+        }
         fs::create_dir_all(&opts.run).map_err(|e| Error::io(&opts.run, e))?;
         checkpoint::clean(&opts.run, None)?;
         let resolved = serde_json::json!({"model": model_cfg, "train": train_cfg, "seed": opts.seed,
