@@ -1084,3 +1084,59 @@ fn a_killed_gen_leaves_no_dataset_and_the_next_one_cleans_up() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A tmpfs of `kb` kilobytes mounted on a fresh directory, unmounted on drop; `None` where
+/// this machine does not let the test mount one (not root, no tmpfs).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(kb: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kb}k"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_that_leaves_nothing_behind() {
+    let Some(disk) = SmallDisk::mount(600) else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    let root = disk.dir.path();
+    let target = root.join("quick");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(["gen", "--config", "configs/quick.toml", "--quiet", "--out"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "gen succeeded on a full disk");
+    assert!(
+        err.contains("No space left") && err.contains(".parquet") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // No dataset under the final name, no staging directory left.
+    let left: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -195,7 +195,10 @@ impl TableWriter {
             self.inner = Some(writer);
         }
         if df.height() > 0 {
-            self.inner.as_mut().expect("opened above").write_batch(df)
+            self.inner
+                .as_mut()
+                .expect("opened above")
+                .write_batch(df)
                 .map_err(|e| self.failed(e))?;
         }
         self.rows += df.height() as u64;
