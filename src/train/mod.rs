@@ -8,6 +8,9 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod run;
+
+pub use run::{RunState, load_run, model_file, read_run_state};
 
 use std::fs;
 use std::io::Write;
@@ -356,59 +359,6 @@ pub struct TrainOptions {
     pub backend: crate::backend::BackendChoice,
     /// The selective-scan implementation (default: the fastest for the device).
     pub scan: Option<ScanImpl>,
-}
-
-/// What the run directory's `state.json` records (written atomically with each checkpoint).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunState {
-    pub step: usize,
-    pub best_dcg10: f64,
-    pub best_step: usize,
-    pub model: ModelConfig,
-    pub train: TrainConfig,
-    pub seed: u64,
-    pub cutoffs: Cutoffs,
-    pub dataset_sha: String,
-    /// Training stopped before `train.steps`: validation stopped improving (`patience`).
-    #[serde(default)]
-    pub stopped_early: bool,
-    /// The checkpoint directory of `step` (empty: a run written before checkpoints were
-    /// directories, whose files sit in the run directory itself), and the SHA-256 of each
-    /// of its files.
-    #[serde(default)]
-    pub checkpoint: String,
-    #[serde(default)]
-    pub sha256: std::collections::BTreeMap<String, String>,
-}
-
-impl RunState {
-    /// Whether training has nothing left to do.
-    pub fn finished(&self) -> bool {
-        self.stopped_early || self.step >= self.train.steps
-    }
-}
-
-/// Reads a run directory's `state.json`, refusing one that contradicts itself.
-pub fn read_run_state(run: &Path) -> Result<RunState> {
-    let state_path = run.join("state.json");
-    let text = fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-    let state: RunState = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))?;
-    let bad = |why: String| Error::Input(format!("{}: {why}", state_path.display()));
-    if state.best_step > state.step || state.step > state.train.steps {
-        return Err(bad(format!(
-            "step {}, best step {} and {} training steps contradict each other",
-            state.step, state.best_step, state.train.steps
-        )));
-    }
-    if !state.checkpoint.is_empty() && state.checkpoint != checkpoint::dir_name(state.step) {
-        return Err(bad(format!(
-            "names checkpoint {} for step {}",
-            state.checkpoint, state.step
-        )));
-    }
-    state.train.validate()?;
-    Ok(state)
 }
 
 /// The dataset's identity as runs record it (the SHA-256 of its candidates table).
@@ -808,36 +758,6 @@ fn validation_of(
         hr10: m.hr,
         ndcg10: m.ndcg,
     }
-}
-
-/// The file of a run's selected model: the `model.bpk` of the checkpoint `state.json`
-/// names, checked against its digest.
-pub fn model_file(run: &Path) -> Result<PathBuf> {
-    let state = read_run_state(run)?;
-    Ok(checkpoint::verified(run, &state)?.join("model.bpk"))
-}
-
-/// Loads a run's selected model (`model.bpk`, or `checkpoint.bpk` with `checkpoint`) with
-/// the configuration it was trained with, on `device`.
-pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer, ModelConfig)> {
-    let state = read_run_state(run)?;
-    let file = checkpoint::verified(run, &state)?.join(if checkpoint {
-        "checkpoint.bpk"
-    } else {
-        "model.bpk"
-    });
-    let model = state
-        .model
-        .init(state.seed, device)
-        .try_load_file(&file)
-        .map_err(|e| {
-            Error::Input(format!(
-                "{}: does not fit the model that state.json describes ({}): {e}",
-                file.display(),
-                state.train.system_name()
-            ))
-        })?;
-    Ok((model, state.model))
 }
 
 /// Every parameter value of a model, in visiting order (for comparisons and checksums).
