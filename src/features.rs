@@ -1,5 +1,5 @@
 //! The feature layout shared by the dataset, the models and the export: one place that
-//! names every column (see `FEATURES.md`).
+//! names every column.
 //!
 //! Dims 0–16 are the production predictor's per-memory vector, in its order and with its
 //! names; dims 17–23 are the path extension. A dataset records [`LAYOUT_VERSION`] in its

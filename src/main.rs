@@ -192,8 +192,11 @@ enum Command {
     /// Export a trained run as safetensors (f32, int8 or ternary) for the runtime
     #[command(
         after_help = "Names follow the reference Mamba checkpoint (layers.{i}.mixer.in_proj.weight, …);
-        int8 stores projections as <name>.qweight (I8) + <name>.scale (F32, per output row);
-        state-sensitive tensors stay F32. With --data, the exported model is replayed turn by
+        int8 stores projections and embeddings as <name>.qweight (I8) + <name>.scale (F16, per
+        output channel), ternary as <name>.qweight2 (U8, four 2-bit codes a byte) + <name>.scale
+        (F16); state-sensitive tensors (A_log, D, dt_proj, conv1d, norms, biases) are F16 in
+        both and everything is F32 in f32. __metadata__ carries the model config, the feature
+        layout and SHA-256 digests of the tensors and of the metadata. With --data, the exported model is replayed turn by
         turn over the run's GTS test cases and compared with the Burn model; --max-drop then
         refuses an export whose DCG@10 drops by more than that fraction.
 

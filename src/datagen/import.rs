@@ -1,4 +1,4 @@
-//! The JSONL importer (SPEC §1.8): the PoC's scenario format and real exported sessions,
+//! The JSONL importer: the PoC's scenario format and real exported sessions,
 //! into the same Parquet layout, so `train` and `eval` run on them unchanged.
 //!
 //! Each line is one JSON object with `features` (n vectors of 17 or 24 numbers) and

@@ -1,5 +1,5 @@
 //! The proof-of-concept preset: mimics the seed's PoC generator. Each sequence is one
-//! query of K candidates whose 17 features follow the PoC's distributions (FEATURES.md),
+//! query of K candidates whose 17 features follow the PoC's distributions (see [`draw`]),
 //! and whose relevance follows one of the PoC's seven pointwise patterns.
 
 use rand::RngExt;
@@ -114,7 +114,7 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
     out
 }
 
-/// One candidate drawn from the PoC's feature distributions (FEATURES.md), with the
+/// One candidate drawn from the PoC's feature distributions, with the
 /// parameters of its traversal path.
 #[derive(Clone, Debug)]
 pub struct Drawn {

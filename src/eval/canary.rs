@@ -1,4 +1,4 @@
-//! The canary suite (SPEC §1.3, §4.4): probes, per-canary detection with a bootstrap
+//! The canary suite (the seed's "Canary Pattern Tests"): probes, per-canary detection with a bootstrap
 //! interval over probe sites (and seeds), PASS/FAIL, the SNR curve and the frequency
 //! response.
 //!

@@ -1,4 +1,4 @@
-//! The phase gates (SPEC §4.5, the seed's "Measurable Targets" and validation contracts)
+//! The phase gates (the seed's "Measurable Targets" and validation contracts)
 //! and their validity.
 //!
 //! Every gate is computed for the judged model and for four reference systems whose

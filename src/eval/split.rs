@@ -1,4 +1,4 @@
-//! The test split (SPEC §4.1) and its size.
+//! The test split (global temporal split, its leave-one-out subset) and its size.
 //!
 //! - **GTS**: every turn at or after the runs' test cut-off (the 90th percentile of turn
 //!   timestamps) with a relevant label is a case, scored from the full history before it

@@ -161,8 +161,8 @@ pub enum ScanImpl {
     /// Plain per-timestep loop of Burn ops: obviously correct, differentiable by autodiff.
     #[default]
     Reference,
-    /// One CPU kernel for the whole sequence with a hand-written backward
-    /// ([`selective_scan_fused`](super::scan::selective_scan_fused)); CPU backend only.
+    /// One CPU kernel for the whole sequence with a hand-written backward (the scan
+    /// module's fused kernel); CPU backend only.
     #[value(name = "fast", alias = "fused")]
     Fused,
 }
