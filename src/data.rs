@@ -111,8 +111,6 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 
 /// Checks every table against the SHA-256 and row count the manifest records for it.
 fn verify_files(path: &Path, manifest: &serde_json::Value) -> Result<()> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
     for table in writer::TABLES {
         let entry = &manifest["files"][table];
         let (Some(want), Some(_rows)) = (entry["sha256"].as_str(), entry["rows"].as_u64()) else {
@@ -122,17 +120,7 @@ fn verify_files(path: &Path, manifest: &serde_json::Value) -> Result<()> {
             ));
         };
         let file_path = path.join(table);
-        let mut file = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(|e| Error::io(&file_path, e))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        if format!("{:x}", h.finalize()) != want {
+        if writer::sha256_file(&file_path)? != want {
             return Err(bad(
                 &file_path,
                 "does not match the SHA-256 the manifest records: the dataset is damaged or was edited",

@@ -116,6 +116,18 @@ impl Table {
         }
     }
 
+    /// Folds in one turn of a stored sequence: its K slots' `valid` flags, observed
+    /// `labels` and `memory` ids (a slot counts when valid, relevant when its label is > 0).
+    pub fn observe_slots(&mut self, ts: i64, valid: &[f32], labels: &[f32], memory: &[u32]) {
+        let slots = valid.iter().zip(labels).zip(memory);
+        self.observe(
+            ts,
+            slots
+                .filter(|((v, _), _)| **v == 1.0)
+                .map(|((_, l), m)| (*m as u64, *l > 0.0)),
+        );
+    }
+
     /// The features of `memory` for a turn at `now` (all zeros for a memory never shown).
     pub fn features(&self, now: i64, memory: u64) -> [f32; HISTORY_DIM] {
         let Some(e) = self.entries.get(&memory) else {
@@ -235,11 +247,11 @@ pub fn sequence_features(
                     .copy_from_slice(&table.features(now, memory[j] as u64));
             }
         }
-        table.observe(
+        table.observe_slots(
             now,
-            slots
-                .filter(|&j| valid[j] == 1.0)
-                .map(|j| (memory[j] as u64, labels[j] > 0.0)),
+            &valid[slots.clone()],
+            &labels[slots.clone()],
+            &memory[slots],
         );
     }
     out

@@ -413,7 +413,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 backend,
                 scan,
             };
-            let v = train::train(&cfg.train, &opts)?;
+            // One load serves the training and the baselines printed after it.
+            cfg.train.validate()?;
+            let data = ssmkit::data::Dataset::load(&opts.data)?;
+            let v = train::train_on(&data, &cfg.train, &opts)?;
             let state = train::read_run_state(&opts.run)?;
             println!(
                 "trained {}: step {}{}, validation loss {:.4}, DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
@@ -433,9 +436,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  the run's model: best validation DCG@10 {:.4}, at step {}",
                 state.best_dcg10, state.best_step
             );
-            use ssmkit::eval::history::HistoryRule;
             use ssmkit::model::baselines::Baseline;
-            let data = ssmkit::data::Dataset::load(&opts.data)?;
             let mut rows = Vec::new();
             for kind in [Baseline::Heuristic, Baseline::Random, Baseline::Oracle] {
                 let name = format!("{kind:?}").to_lowercase();
@@ -444,8 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     train::baseline_validation(&data, &cfg.train, kind, opts.seed),
                 ));
             }
-            for rule in HistoryRule::ALL {
-                let b = train::history_validation(&data, &cfg.train, rule);
+            for (rule, b) in train::history_validations(&data, &cfg.train) {
                 rows.push((rule.name().to_string(), b));
             }
             for (name, b) in rows {
@@ -772,15 +772,7 @@ fn predict(
         anyhow::bail!("the state became non-finite: nothing saved");
     }
     if let Some(p) = save_to {
-        let name = p
-            .file_name()
-            .map_or("state".into(), |n| n.to_string_lossy());
-        let tmp = p.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        if let Err(e) = std::fs::write(&tmp, state.to_bytes(&rt.fingerprint)) {
-            let _ = std::fs::remove_file(&tmp);
-            anyhow::bail!("{}: {e}", tmp.display());
-        }
-        std::fs::rename(&tmp, p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        ssmkit::train::checkpoint::write_atomic(p, &state.to_bytes(&rt.fingerprint))?;
     }
     Ok(())
 }

@@ -426,9 +426,8 @@ fn a_dataset_too_large_for_memory_is_refused_before_loading() {
 fn on_a_persistence_stream_mamba_matches_the_history_rules_and_stateless_models_cannot() {
     use ssmkit::config::Preset;
     use ssmkit::data::Dataset;
-    use ssmkit::eval::history::HistoryRule;
     use ssmkit::model::baselines::Baseline;
-    use ssmkit::train::{baseline_validation, history_validation, read_run_state};
+    use ssmkit::train::{baseline_validation, history_validations, read_run_state};
     // Only history helps on this stream: the topic (3 memories of 60) persists from turn
     // to turn, the features carry no signal.
     let dir = tempfile::tempdir().unwrap();
@@ -459,9 +458,9 @@ fn on_a_persistence_stream_mamba_matches_the_history_rules_and_stateless_models_
         train(cfg, &opts(&data, &run, 1)).unwrap();
         read_run_state(&run).unwrap().best_dcg10
     };
-    let rule = HistoryRule::ALL
+    let rule = history_validations(&loaded, &cfg)
         .iter()
-        .map(|&r| history_validation(&loaded, &cfg, r).dcg10)
+        .map(|(_, v)| v.dcg10)
         .fold(f64::MIN, f64::max);
     let random = baseline_validation(&loaded, &cfg, Baseline::Random, 5).dcg10;
     let oracle = baseline_validation(&loaded, &cfg, Baseline::Oracle, 5).dcg10;

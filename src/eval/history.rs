@@ -63,11 +63,9 @@ impl HistoryRule {
 pub fn scores(u: &UserSeq, t: usize, k: usize) -> Vec<Vec<f64>> {
     let mut table = Table::default();
     for s in 0..t {
-        let shown = (s * k..(s + 1) * k).filter(|&j| u.valid[j] == 1.0);
-        table.observe(
-            u.timestamp[s],
-            shown.map(|j| (u.memory_id[j] as u64, u.labels[j] > 0.0)),
-        );
+        let slots = s * k..(s + 1) * k;
+        let (valid, labels) = (&u.valid[slots.clone()], &u.labels[slots.clone()]);
+        table.observe_slots(u.timestamp[s], valid, labels, &u.memory_id[slots]);
     }
     let now = u.timestamp[t];
     HistoryRule::ALL

@@ -14,9 +14,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::RunState;
+use crate::datagen::writer::sha256_file;
 use crate::error::{Error, Result};
 
 /// The files of a checkpoint.
@@ -36,16 +35,12 @@ fn staging_name(step: usize) -> String {
     format!(".ckpt-{step:08}.tmp")
 }
 
-/// SHA-256 of a file, hex.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
-}
-
-/// Writes `bytes` to `path` through a temporary sibling and a rename, flushed to disk.
+/// Writes `bytes` to `path` through a hidden per-process temporary sibling (which never
+/// meets a file of the user's) and a rename, flushed to disk; the temporary file is removed
+/// when the write fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let written = fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()
@@ -76,7 +71,7 @@ pub fn commit(run: &Path, staged: &Path, state: &mut RunState) -> Result<()> {
         let path = staged.join(name);
         let f = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         f.sync_all().map_err(|e| Error::io(&path, e))?;
-        sums.insert(name.to_string(), file_sha256(&path)?);
+        sums.insert(name.to_string(), sha256_file(&path)?);
     }
     let name = dir_name(state.step);
     let dir = run.join(&name);
@@ -91,15 +86,18 @@ pub fn commit(run: &Path, staged: &Path, state: &mut RunState) -> Result<()> {
     clean(run, Some(&name))
 }
 
-/// Removes the checkpoint directories and staging leftovers other than `keep`.
+/// Removes the checkpoint directories and staging leftovers other than `keep`, and the
+/// temporary files of [`write_atomic`]s that were interrupted.
 pub fn clean(run: &Path, keep: Option<&str>) -> Result<()> {
     let entries = fs::read_dir(run).map_err(|e| Error::io(run, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = name.starts_with("ckpt-") || name.starts_with(".ckpt-");
-        if ours && Some(name.as_str()) != keep {
-            let path = entry.path();
+        let path = entry.path();
+        let checkpoint = name.starts_with("ckpt-") || name.starts_with(".ckpt-");
+        if checkpoint && Some(name.as_str()) != keep {
             fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        } else if name.starts_with('.') && name.contains(".tmp-") && path.is_file() {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }
     }
     Ok(())
@@ -127,7 +125,7 @@ pub fn verified(run: &Path, state: &RunState) -> Result<PathBuf> {
                 state.checkpoint
             )));
         }
-        if &file_sha256(&path)? != want {
+        if &sha256_file(&path)? != want {
             return Err(Error::Input(format!(
                 "{}: does not match the SHA-256 state.json records: the checkpoint is damaged",
                 path.display()

@@ -711,35 +711,34 @@ pub fn baseline_validation(
     seed: u64,
 ) -> Validation {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    validation_of(data, cfg, |u, t| {
-        baselines::scores(kind, u, t, data.k, &mut rng)
+    validations_of(data, cfg, 1, |u, t| {
+        vec![baselines::scores(kind, u, t, data.k, &mut rng)]
     })
+    .swap_remove(0)
 }
 
-/// Validation numbers of a history rule (`crate::eval::history`) on the same validation
-/// turns as [`validate`].
-pub fn history_validation(
+/// Validation numbers of every history rule (`crate::eval::history`), in
+/// `HistoryRule::ALL` order, on the same validation turns as [`validate`].
+pub fn history_validations(
     data: &Dataset,
     cfg: &TrainConfig,
-    rule: crate::eval::history::HistoryRule,
-) -> Validation {
-    validation_of(data, cfg, |u, t| {
-        let i = crate::eval::history::HistoryRule::ALL
-            .iter()
-            .position(|r| *r == rule)
-            .expect("a listed rule");
-        crate::eval::history::scores(u, t, data.k).swap_remove(i)
-    })
+) -> Vec<(crate::eval::history::HistoryRule, Validation)> {
+    use crate::eval::history::{HistoryRule, scores};
+    let rules = HistoryRule::ALL;
+    let all = validations_of(data, cfg, rules.len(), |u, t| scores(u, t, data.k));
+    rules.into_iter().zip(all).collect()
 }
-
-fn validation_of(
+/// Validation numbers of `systems` training-free scorers: `score(u, t)` gives each one's
+/// scores of the candidates of turn `t`.
+fn validations_of(
     data: &Dataset,
     cfg: &TrainConfig,
-    mut score: impl FnMut(&UserSeq, usize) -> Vec<f64>,
-) -> Validation {
+    systems: usize,
+    mut score: impl FnMut(&UserSeq, usize) -> Vec<Vec<f64>>,
+) -> Vec<Validation> {
     let cut = cutoffs(data, cfg.valid_from, cfg.test_from);
     let k = data.k;
-    let mut metrics = Vec::new();
+    let mut metrics = vec![Vec::new(); systems];
     for u in &data.users {
         for t in turns_before(u, cut.valid)..turns_before(u, cut.test) {
             let labels: Vec<f64> = (0..k)
@@ -748,16 +747,23 @@ fn validation_of(
             if labels.iter().all(|&l| l == 0.0) {
                 continue;
             }
-            metrics.push(case_metrics(&score(u, t), &labels, 10));
+            for (m, s) in metrics.iter_mut().zip(score(u, t)) {
+                m.push(case_metrics(&s, &labels, 10));
+            }
         }
     }
-    let m = Metrics::mean(&metrics);
-    Validation {
-        loss: f64::NAN,
-        dcg10: m.dcg,
-        hr10: m.hr,
-        ndcg10: m.ndcg,
-    }
+    metrics
+        .iter()
+        .map(|m| {
+            let m = Metrics::mean(m);
+            Validation {
+                loss: f64::NAN,
+                dcg10: m.dcg,
+                hr10: m.hr,
+                ndcg10: m.ndcg,
+            }
+        })
+        .collect()
 }
 
 /// Every parameter value of a model, in visiting order (for comparisons and checksums).
