@@ -29,6 +29,8 @@ pub struct Config {
     pub curriculum: CurriculumConfig,
     /// The `persistence` preset's topic process.
     pub persistence: PersistenceConfig,
+    /// The `poc` preset's share of patterned queries.
+    pub poc: PocConfig,
     pub output: OutputConfig,
     /// What `ssmkit train` does with the dataset.
     pub train: crate::train::TrainConfig,
@@ -84,6 +86,7 @@ impl Default for Config {
             noise: NoiseConfig::default(),
             curriculum: CurriculumConfig::default(),
             persistence: PersistenceConfig::default(),
+            poc: PocConfig::default(),
             output: OutputConfig::default(),
             train: crate::train::TrainConfig::default(),
             pipeline: PipelineConfig::default(),
@@ -123,6 +126,20 @@ impl Default for PersistenceConfig {
             relevance_on: 0.9,
             relevance_off: 0.03,
         }
+    }
+}
+
+/// The `poc` preset: a query carries one of the seven patterns with probability
+/// `pattern_share` (the PoC's `canary_ratio`), else labels drawn from Beta(1, 3).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PocConfig {
+    pub pattern_share: f64,
+}
+
+impl Default for PocConfig {
+    fn default() -> Self {
+        PocConfig { pattern_share: 0.3 }
     }
 }
 
@@ -230,8 +247,7 @@ pub struct CandidateConfig {
     /// Band of the relevant share per turn. `world`: the turn's expected number of
     /// relevant candidates (the sum of their relevance) is filled to a target drawn in
     /// this band and each label is an independent draw from its relevance, so relevance
-    /// is the label's probability. `poc`: labels are redrawn until the turn falls in it,
-    /// as the PoC's generator does.
+    /// is the label's probability. `poc` does not use it (see `[poc]`).
     pub relevant_share: [f64; 2],
     /// Share of a turn's negatives that are hard negatives.
     pub hard_negative_share: f64,
@@ -658,6 +674,7 @@ impl Config {
                 "weekdays are 0 (Monday) to 6 (Sunday)".into(),
             );
         }
+        prob("poc.pattern_share", self.poc.pattern_share)?;
         let ps = &self.persistence;
         for (f, x) in [
             ("persistence.stay", ps.stay),

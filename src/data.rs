@@ -71,6 +71,9 @@ pub struct UserSeq {
     /// computed over the whole sequence ([`crate::history::sequence_features`]); empty for
     /// a sequence that starts at the user's first turn (they are computed from it).
     pub history: Vec<f32>,
+    /// `[T]` each turn's name (the scenario or pattern it comes from) as an index into
+    /// [`Dataset::names`]; empty when the dataset names no turn.
+    pub name: Vec<u32>,
 }
 
 impl UserSeq {
@@ -100,6 +103,9 @@ pub struct Dataset {
     /// Content embedding dimension (0 for imported data).
     pub embedding_dim: usize,
     pub users: Vec<UserSeq>,
+    /// The distinct turn names of `turns.parquet`'s `name` column, in order of first
+    /// appearance (empty: no such column).
+    pub names: Vec<String>,
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
@@ -320,6 +326,27 @@ impl Dataset {
             .collect::<Result<_>>()?;
         let f0 = i32s(&turns_file, &turns, "focal_0")?;
         let f1 = i32s(&turns_file, &turns, "focal_1")?;
+        // Turn names: optional (datasets without them have no column).
+        let mut names: Vec<String> = Vec::new();
+        let name_index: Option<Vec<u32>> = match turns.column("name") {
+            Err(_) => None,
+            Ok(c) => {
+                let ca = c.str().map_err(|_| {
+                    bad(&turns_file, format!("column `name` has type {}, expected text", c.dtype()))
+                })?;
+                let mut seen: HashMap<String, u32> = HashMap::new();
+                let mut out = Vec::with_capacity(ca.len());
+                for v in ca.iter() {
+                    let v = v.unwrap_or("");
+                    let i = *seen.entry(v.to_string()).or_insert_with(|| {
+                        names.push(v.to_string());
+                        names.len() as u32 - 1
+                    });
+                    out.push(i);
+                }
+                Some(out)
+            }
+        };
         let selectors: Vec<Vec<i32>> = crate::canary::Selector::ALL
             .iter()
             .map(|s| i32s(&turns_file, &turns, s.column()))
@@ -443,6 +470,9 @@ impl Dataset {
                 u.query.push(q[r]);
             }
             u.focal.extend([f0[r], f1[r]]);
+            if let Some(n) = &name_index {
+                u.name.push(n[r]);
+            }
         }
         for u in &mut users {
             let t = u.turns;
@@ -552,10 +582,23 @@ impl Dataset {
             k,
             embedding_dim,
             users,
+            names,
         })
     }
 
     pub fn turns(&self) -> usize {
         self.users.iter().map(|u| u.turns).sum()
+    }
+
+    /// Whether the turns have a time axis (timestamps that order them): false for the
+    /// `poc` preset and for JSONL without timestamps, which are split at random
+    /// ([`crate::train::batch::Cutoffs`]).
+    pub fn time_axis(&self) -> bool {
+        self.manifest["time_axis"].as_bool().unwrap_or(true)
+    }
+
+    /// The name of turn `t` of `u` ("" when the dataset names no turn).
+    pub fn name_of(&self, u: &UserSeq, t: usize) -> &str {
+        u.name.get(t).map_or("", |&i| &self.names[i as usize])
     }
 }

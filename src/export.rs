@@ -708,7 +708,7 @@ pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
     let verification = match &opts.data {
         Some(dir) => {
             let data = crate::data::Dataset::load(dir)?;
-            let (cases, _) = crate::eval::split::test_cases(&data, state.cutoffs.test);
+            let (cases, _) = crate::eval::split::test_cases(&data, &state.cutoffs);
             if cases.is_empty() {
                 return Err(Error::Input(format!(
                     "{}: no test case to verify on",

@@ -256,7 +256,7 @@ fn a_test_score_sees_only_the_history_before_its_turn() {
     train(&cfg, &opts(&path, &run, 1)).unwrap();
     let device = burn::prelude::Device::flex();
     let (model, mcfg) = load_run(&run, false, &device).unwrap();
-    let (gts, _) = test_cases(&data, cut_of(&data, &cfg));
+    let (gts, _) = test_cases(&data, &cut_of(&data, &cfg));
     let case = *gts
         .iter()
         .find(|c| c.turn > 0)
@@ -275,8 +275,8 @@ fn a_test_score_sees_only_the_history_before_its_turn() {
     assert_ne!(before, earlier, "the history does not reach the score");
 }
 
-fn cut_of(data: &Dataset, cfg: &TrainConfig) -> i64 {
-    cutoffs(data, cfg.valid_from, cfg.test_from).test
+fn cut_of(data: &Dataset, cfg: &TrainConfig) -> ssmkit::train::batch::Cutoffs {
+    cutoffs(data, cfg.valid_from, cfg.test_from)
 }
 
 #[test]
@@ -454,7 +454,7 @@ fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
     let path = tiny_data(dir.path());
     let data = Dataset::load(&path).unwrap();
     let cfg = tiny_train();
-    let (gts, _) = test_cases(&data, cut_of(&data, &cfg));
+    let (gts, _) = test_cases(&data, &cut_of(&data, &cfg));
     let rules = Rules::from_manifest(&data.manifest).expect("the tiny dataset plants canaries");
     let probes = Probes::build(&data, &gts, 16, 0);
     let oracle = OracleProbe { rules: &rules };
@@ -706,7 +706,8 @@ fn history_baselines_see_persistence_and_only_persistence() {
     // Mean DCG@10 of each history rule and of random, over every turn with a relevant
     // label (all scored from the turns before them).
     let dcg = |data: &Dataset| -> (Vec<f64>, f64) {
-        let (cases, _) = test_cases(data, i64::MIN);
+        let every = ssmkit::train::batch::Cutoffs { valid: i64::MIN, test: i64::MIN, random: None };
+        let (cases, _) = test_cases(data, &every);
         let k = data.k;
         let mut rng = rand::SeedableRng::seed_from_u64(5);
         let mut rules = vec![0.0; HistoryRule::ALL.len()];

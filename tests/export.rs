@@ -15,7 +15,7 @@ use ssmkit::train::{TrainConfig, train};
 
 fn test_split(data: &Dataset) -> Vec<ssmkit::eval::split::Case> {
     let cfg = tiny_train();
-    test_cases(data, cutoffs(data, cfg.valid_from, cfg.test_from).test).0
+    test_cases(data, &cutoffs(data, cfg.valid_from, cfg.test_from)).0
 }
 
 #[test]

@@ -629,34 +629,124 @@ fn curriculum_stages_set_length_snr_and_hard_negatives() {
 }
 
 #[test]
-fn poc_preset_makes_one_query_per_sequence() {
+fn poc_preset_plants_the_pocs_turn_relative_rules_on_its_share_of_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = small_config(70);
+    let mut config = small_config(1400);
     config.preset = Preset::Poc;
     config.candidates.k = 20;
-    config.candidates.relevant_share = [0.15, 0.40];
+    config.noise.snr_db = None;
+    config.noise.label_flip = 0.0;
     let out = gen_into(&config, dir.path());
     let turns = read(&out, "turns.parquet");
-    assert_eq!(turns.height(), 70);
+    assert_eq!(turns.height(), 1400);
+    let names: Vec<String> = turns
+        .column("name")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap().to_string())
+        .collect();
     let c = read(&out, "candidates.parquet");
-    assert_eq!(c.height(), 70 * 20);
-    let canary = u16s(&c, "canary");
-    for p in Canary::POC {
-        assert_eq!(
-            canary.iter().filter(|&&m| m == p.bit()).count(),
-            10 * 20,
-            "{}",
-            p.name()
-        );
-    }
+    assert_eq!(c.height(), 1400 * 20);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["canaries"].as_object().unwrap().len(), 7);
-    let rel = f32s(&c, "relevance");
-    let imp = f32s(&c, &clean_column("importance"));
-    for i in (0..rel.len()).filter(|&i| canary[i] == Canary::ImportanceThreshold.bit()) {
-        assert_eq!(rel[i] > 0.5, imp[i] > 0.45);
+    assert_eq!(manifest["time_axis"], false);
+    assert_eq!(manifest["chance_names"][0], "random_relevance");
+    let (rel, label) = (f32s(&c, "relevance"), u8s(&c, "label"));
+    let x = |name: &str| f32s(&c, &clean_column(name));
+    let (age, imp, acc) = (x("log_age"), x("importance"), x("log_access"));
+    let (tod_s, tod_c, ent) = (x("tod_sin"), x("tod_cos"), x("entity_slot"));
+    let (sup, dens, ka) = (
+        x("is_superseded"),
+        x("log_structural_density"),
+        x("is_ka_traversal"),
+    );
+    let mut patterned = 0;
+    let mut random_hits = Vec::new();
+    for (u, name) in names.iter().enumerate() {
+        let r = u * 20..(u + 1) * 20;
+        let want_name = Canary::POC[u % 7].name();
+        for i in r.clone() {
+            assert_eq!(label[i], (rel[i] > 0.5) as u8, "label is relevance > 0.5");
+        }
+        if name == "random_relevance" {
+            random_hits.extend(r.map(|i| rel[i]));
+            continue;
+        }
+        assert_eq!(name, want_name, "query {u} carries the pattern of its id");
+        patterned += 1;
+        let l: Vec<bool> = r.clone().map(|i| label[i] == 1).collect();
+        let v = |col: &[f32]| -> Vec<f32> { r.clone().map(|i| col[i]).collect() };
+        let want: Vec<bool> = match u % 7 {
+            0 => {
+                let a = v(&age);
+                let mut sorted = a.clone();
+                sorted.sort_by(f32::total_cmp);
+                a.iter().map(|&y| y <= sorted[4]).collect()
+            }
+            1 => {
+                let m = v(&imp);
+                let max = m.iter().cloned().fold(f32::MIN, f32::max);
+                m.iter().map(|&y| y > 0.7 || (y == max && max <= 0.7)).collect()
+            }
+            2 => {
+                let a = v(&acc);
+                let mut sorted = a.clone();
+                sorted.sort_by(f32::total_cmp);
+                // numpy's 75th percentile of 20 values: 3/4 of the way from rank 14 to 15.
+                let p75 = sorted[14] + 0.25 * (sorted[15] - sorted[14]);
+                let max = sorted[19];
+                let any = a.iter().any(|&y| y > p75);
+                let first_max = a.iter().position(|&y| y == max).unwrap();
+                (0..20).map(|i| if any { a[i] > p75 } else { i == first_max }).collect()
+            }
+            3 => {
+                let (s, c) = (v(&tod_s), v(&tod_c));
+                (0..20)
+                    .map(|i| ((s[i] - s[0]).powi(2) + (c[i] - c[0]).powi(2)).sqrt() < 0.5)
+                    .collect()
+            }
+            4 => {
+                let e = v(&ent);
+                e.iter().map(|&y| (y - e[0]).abs() < 0.15).collect()
+            }
+            5 => {
+                let (s, m) = (v(&sup), v(&imp));
+                let strict: Vec<bool> = (0..20).map(|i| s[i] < 0.5 && m[i] > 0.5).collect();
+                if strict.iter().any(|&b| b) {
+                    strict
+                } else {
+                    let first = s.iter().position(|&y| y < 0.5);
+                    (0..20).map(|i| Some(i) == first).collect()
+                }
+            }
+            _ => {
+                let (d, t) = (v(&dens), v(&ka));
+                let mut sorted = d.clone();
+                sorted.sort_by(f32::total_cmp);
+                let median = 0.5 * (sorted[9] + sorted[10]);
+                let strict: Vec<bool> = (0..20).map(|i| t[i] > 0.5 && d[i] > median).collect();
+                if strict.iter().any(|&b| b) {
+                    strict
+                } else {
+                    // Every traversal candidate (one is made if there is none).
+                    assert!(t.iter().any(|&y| y > 0.5));
+                    t.iter().map(|&y| y > 0.5).collect()
+                }
+            }
+        };
+        assert_eq!(l, want, "query {u} ({name}) breaks its rule");
     }
+    // About 30% of queries carry a pattern; the others' labels are Beta(1, 3) draws, a
+    // share 0.5^3 = 0.125 of them above 0.5.
+    let share = patterned as f64 / 1400.0;
+    assert!((share - 0.3).abs() < 0.04, "patterned share {share}");
+    let n = random_hits.len() as f64;
+    let above = random_hits.iter().filter(|&&r| r > 0.5).count() as f64 / n;
+    let mean = random_hits.iter().map(|&r| r as f64).sum::<f64>() / n;
+    assert!((above - 0.125).abs() < 0.01, "share above 0.5: {above}");
+    assert!((mean - 0.25).abs() < 0.01, "mean {mean}, Beta(1, 3) has 0.25");
 }
 
 #[test]
@@ -796,9 +886,9 @@ fn timelines_span_weeks_so_the_test_split_has_warm_users() {
     .unwrap();
     let out = gen_into(&config, dir.path());
     let data = ssmkit::data::Dataset::load(&out).unwrap();
-    let cutoff = ssmkit::train::batch::percentile_timestamp(&data, 0.9);
-    let (gts, _) = test_cases(&data, cutoff);
-    let set = TestSet::of(&data, &gts, cutoff);
+    let cut = ssmkit::train::batch::cutoffs(&data, 0.8, 0.9);
+    let (gts, _) = test_cases(&data, &cut);
+    let set = TestSet::of(&data, &gts, &cut);
     assert!(
         set.warm_users >= 30,
         "GTS on quick: {} cases, {} users, {} warm",
@@ -825,49 +915,68 @@ fn timelines_span_weeks_so_the_test_split_has_warm_users() {
 #[test]
 fn jsonl_scenarios_and_sessions_import() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
+    let import = |name: &str, lines: &[serde_json::Value]| {
+        let input = dir.path().join(format!("{name}.jsonl"));
+        let text: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+        std::fs::write(&input, text.join("\n") + "\n").unwrap();
+        let out = dir.path().join(name);
+        let summary = ssmkit::datagen::import::import(
+            &input,
+            &GenOptions {
+                out: out.clone(),
+                force: false,
+                quiet: true,
+            },
+        );
+        (summary, out)
+    };
     let v17: Vec<f64> = (0..17).map(|d| d as f64 / 17.0).collect();
-    let scenario =
-        serde_json::json!({"name": "s1", "features": [v17, v17, v17], "labels": [1.0, 0.0, 0.0]});
+    // PoC scenarios: one user of one turn each, named, split at random; a label counts as
+    // relevant above 0.5.
+    let scenario = |name: &str| {
+        serde_json::json!({"name": name, "features": [v17, v17, v17], "labels": [0.9, 0.5, 0.2]})
+    };
+    let (s, out) = import("scenarios", &[scenario("s1"), scenario("s2"), scenario("s1")]);
+    let s = s.unwrap();
+    assert_eq!((s.users, s.turns, s.candidates), (3, 3, 9));
+    let data = ssmkit::data::Dataset::load(&out).unwrap();
+    assert!(!data.time_axis());
+    let names: Vec<&str> = data.users.iter().map(|u| data.name_of(u, 0)).collect();
+    assert_eq!(names, ["s1", "s2", "s1"]);
+    assert_eq!(data.users[0].labels[..3], [1.0, 0.0, 0.0]);
+    assert_eq!(data.users[0].relevance[..3], [0.9, 0.5, 0.2]);
+    // Exported sessions: users by id, turns in time order, split in time.
     let session = |user: &str, ts: i64| {
         serde_json::json!({"user_id": user, "session_id": "a", "timestamp": ts,
             "features": [v17, v17], "labels": [0.0, 1.0], "memory_ids": [5, 9]})
     };
-    let text = [
-        scenario,
-        session("u1", 200),
-        session("u1", 100),
-        session("u2", 50),
-    ]
-    .iter()
-    .map(|v| v.to_string())
-    .collect::<Vec<_>>()
-    .join("\n");
-    std::fs::write(&input, text + "\n").unwrap();
-    let out = dir.path().join("imported");
-    let s = ssmkit::datagen::import::import(
-        &input,
-        &GenOptions {
-            out: out.clone(),
-            force: false,
-            quiet: true,
-        },
-    )
-    .unwrap();
-    assert_eq!((s.users, s.turns, s.candidates), (3, 4, 9));
+    let (s, out) = import(
+        "sessions",
+        &[session("u1", 200), session("u1", 100), session("u2", 50)],
+    );
+    let s = s.unwrap();
+    assert_eq!((s.users, s.turns, s.candidates), (2, 3, 6));
     let turns = read(&out, "turns.parquet");
     assert_eq!(
         i64s(&turns, "timestamp"),
-        vec![0, 100, 200, 50],
+        vec![100, 200, 50],
         "a user's turns are in time order"
     );
+    assert!(turns.column("name").is_err(), "no names, no column");
+    let data = ssmkit::data::Dataset::load(&out).unwrap();
+    assert!(data.time_axis());
     let c = read(&out, "candidates.parquet");
     let mask = u32s(&c, "mask");
     assert!(
         mask.iter().all(|&m| m == 0x00FE_0000),
         "path features of 17-dim vectors are masked"
     );
-    assert_eq!(u32s(&c, "memory_id")[3..5], [5, 9]);
+    assert_eq!(u32s(&c, "memory_id")[..2], [5, 9]);
+    // A file that mixes the two has no meaningful split: refused, naming the line.
+    let (s, out) = import("mixed", &[scenario("s1"), session("u1", 100)]);
+    let err = s.unwrap_err().to_string();
+    assert!(err.contains("mixed.jsonl") && err.contains("line 1"), "{err}");
+    assert!(!out.exists());
 }
 
 fn ssmkit() -> Command {

@@ -10,7 +10,10 @@
 //!
 //! Vectors of 17 numbers get the path features (dims 17–23) marked missing in `mask`.
 //! Imported data has no clean truth: `clean_*` equal the observed values and `relevance`
-//! is the label.
+//! is the graded label; a candidate is relevant (`label` 1) when its label exceeds 0.5,
+//! as the PoC counts a hit. `name` is kept as the turn's `name` column. Either every line
+//! has a timestamp (sessions: split in time) or none has (scenarios: the manifest says
+//! `"time_axis": false` and the queries are split at random).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -30,9 +33,9 @@ use crate::features::{BASE_DIM, FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, L
 struct Line {
     features: Vec<Vec<f64>>,
     labels: Vec<f64>,
-    /// The scenario's name: accepted, not stored.
-    #[serde(default, rename = "name")]
-    _name: Option<String>,
+    /// The scenario's name: the turn's `name` column.
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     user_id: Option<serde_json::Value>,
     #[serde(default)]
@@ -49,6 +52,8 @@ struct Line {
 
 struct ParsedTurn {
     line: usize,
+    name: String,
+    timed: bool,
     session: String,
     timestamp: i64,
     features: Vec<[f32; FEATURE_DIM]>,
@@ -146,6 +151,8 @@ fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>
         user,
         ParsedTurn {
             line: line_no,
+            name: line.name.clone().unwrap_or_default(),
+            timed: line.timestamp.is_some(),
             session: line.session_id.as_ref().map(key).unwrap_or_default(),
             timestamp: line.timestamp.unwrap_or(0.0) as i64,
             features,
@@ -179,6 +186,23 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
     if users.is_empty() {
         return Err(Error::Input(format!("{}: no records", input.display())));
     }
+    // Either every line has a timestamp (sessions, split in time) or none has (scenarios,
+    // split at random): a mix has no split that means anything.
+    let all = users.iter().flat_map(|(_, t)| t);
+    let timed = all.clone().find(|t| t.timed);
+    let untimed = all.clone().find(|t| !t.timed);
+    if let (Some(a), Some(b)) = (timed, untimed) {
+        return Err(Error::Jsonl {
+            path: input.to_path_buf(),
+            line: b.line,
+            msg: format!(
+                "no `timestamp`, but line {} has one: a file holds either timestamped sessions or untimed scenarios",
+                a.line
+            ),
+        });
+    }
+    let time_axis = timed.is_some();
+    let named = all.clone().any(|t| !t.name.is_empty());
     let staged = StagedDir::new(&opts.out, opts.force)?;
     let mut t = Tables::default();
     let mut max_k = 0;
@@ -214,8 +238,11 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
             }
             tr.canary.push(0);
             tr.n_relevant
-                .push(turn.labels.iter().filter(|&&l| l >= 0.5).count() as u8);
+                .push(turn.labels.iter().filter(|&&l| l > 0.5).count() as u8);
             tr.negative_slots.push(0);
+            if named {
+                tr.name.push(turn.name.clone());
+            }
             prev_ts = Some(turn.timestamp);
             let c = &mut t.candidates;
             for (i, x) in turn.features.iter().enumerate() {
@@ -231,7 +258,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
                 c.canary_role.push(0);
                 c.push_features(x);
                 c.mask.push(turn.mask);
-                let label = (turn.labels[i] >= 0.5) as u8;
+                let label = (turn.labels[i] > 0.5) as u8;
                 c.label.push(label);
                 c.clean_label.push(label);
                 c.relevance.push(turn.labels[i] as f32);
@@ -248,6 +275,8 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         "generator": format!("ssmkit {}", env!("CARGO_PKG_VERSION")),
         "layout_version": LAYOUT_VERSION,
         "source": "jsonl",
+        "time_axis": time_axis,
+        "chance_names": [],
         "input": {"path": input.display().to_string(), "sha256": sha256_file(input)?},
         "features": FEATURE_NAMES,
         "clean_prefix": "clean_",

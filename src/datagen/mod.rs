@@ -386,13 +386,23 @@ pub fn canary_manifest(config: &Config) -> Value {
             }),
         );
     }
-    if config.preset == Preset::Poc || (config.preset == Preset::World && k.poc_share > 0.0) {
+    if config.preset == Preset::Poc {
+        for (c, rule) in Canary::POC.iter().zip(poc::PATTERN_RULES) {
+            put(
+                *c,
+                json!({
+                    "rule": rule, "label_if_rule": 1.0, "label_otherwise": 0.0,
+                    "share_of_turns": config.poc.pattern_share / 7.0,
+                }),
+            );
+        }
+    } else if config.preset == Preset::World && k.poc_share > 0.0 {
         for (c, rule) in Canary::POC.iter().zip(poc::RULES) {
             put(
                 *c,
                 json!({
                     "rule": rule, "relevance_if_rule": poc::RULE_ON, "relevance_otherwise": poc::RULE_OFF,
-                    "share_of_turns": if config.preset == Preset::Poc { 1.0 / 7.0 } else { k.poc_share / 7.0 },
+                    "share_of_turns": k.poc_share / 7.0,
                 }),
             );
         }
@@ -439,6 +449,11 @@ fn manifest(
         "layout_version": LAYOUT_VERSION,
         "source": source,
         "seed": config.seed,
+        // The poc preset's queries have no order in time: they are split at random.
+        "time_axis": config.preset != Preset::Poc,
+        // Turn names whose labels are drawn independently of the features: no ranker
+        // beats chance on them.
+        "chance_names": if config.preset == Preset::Poc { json!([poc::RANDOM_NAME]) } else { json!([]) },
         "config": serde_json::to_value(config).expect("config serializes"),
         "features": FEATURE_NAMES,
         "clean_prefix": "clean_",

@@ -1082,35 +1082,6 @@ pub fn independent_labels(probs: &[f64], rng: &mut ChaCha8Rng) -> Vec<u8> {
         .collect()
 }
 
-/// Clean labels of the `poc` preset: Bernoulli(relevance) per candidate, redrawn (up to 64 times) until the
-/// turn's relevant share lies in the configured band; the draw closest to the band wins.
-pub fn banded_labels(config: &Config, probs: &[f64], rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let k = probs.len();
-    let [lo, hi] = config.candidates.relevant_share;
-    let (lo_n, hi_n) = (
-        (lo * k as f64).ceil() as usize,
-        (hi * k as f64).floor() as usize,
-    );
-    let mut labels = vec![0u8; k];
-    let mut best = usize::MAX;
-    for _ in 0..64 {
-        let draw: Vec<u8> = probs
-            .iter()
-            .map(|p| rng.random_bool(p.clamp(0.0, 1.0)) as u8)
-            .collect();
-        let n: usize = draw.iter().map(|&l| l as usize).sum();
-        let miss = lo_n.saturating_sub(n) + n.saturating_sub(hi_n);
-        if miss < best {
-            best = miss;
-            labels = draw;
-        }
-        if miss == 0 {
-            break;
-        }
-    }
-    labels
-}
-
 fn i_weight(mix: &[f64; 4], kind: HardNegative) -> f64 {
     mix[kind as usize - 1]
 }

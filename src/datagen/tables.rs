@@ -30,6 +30,9 @@ pub struct Turns {
     pub negative_slots: Vec<u8>,
     /// Query embedding, `[turn][dim]` flattened.
     pub query: Vec<f32>,
+    /// Each turn's name (its scenario or pattern); empty for data that names no turn,
+    /// which then has no `name` column.
+    pub name: Vec<String>,
 }
 
 impl Turns {
@@ -168,6 +171,7 @@ impl Tables {
         append(&mut t.n_relevant, &ot.n_relevant);
         append(&mut t.negative_slots, &ot.negative_slots);
         append(&mut t.query, &ot.query);
+        append(&mut t.name, &ot.name);
         let (c, oc) = (&mut self.candidates, &o.candidates);
         append(&mut c.user_id, &oc.user_id);
         append(&mut c.turn_index, &oc.turn_index);
@@ -259,6 +263,9 @@ impl Turns {
             col::<UInt8Type>("n_relevant", self.n_relevant),
             col::<UInt8Type>("negative_slots", self.negative_slots),
         ]);
+        if !self.name.is_empty() {
+            cols.push(Column::new("name".into(), self.name));
+        }
         cols.extend(split_columns("query", self.query, dim));
         DataFrame::new_infer_height(cols)
     }

@@ -38,7 +38,6 @@ use crate::error::{Error, Result};
 use crate::features::Canary;
 use crate::model::baselines::{self, Baseline};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
-use crate::train::batch::percentile_timestamp;
 use crate::train::{dataset_fingerprint, load_run, read_run_state};
 
 /// Metrics compared between systems with the paired statistics.
@@ -142,7 +141,8 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     // Every run must come from this dataset and share one test cut-off; with `transfer`
     // (TSTR) runs trained on other datasets are evaluated on this one's own test split.
     let mut states = Vec::new();
-    let own_cutoff = percentile_timestamp(&data, 0.9);
+    let defaults = crate::train::TrainConfig::default();
+    let own_split = crate::train::batch::cutoffs(&data, defaults.valid_from, defaults.test_from);
     for run in &opts.runs {
         let st = read_run_state(run)?;
         if st.model.content_dim != data.embedding_dim {
@@ -164,9 +164,11 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                     &sha.get(..12).unwrap_or("")
                 )));
             }
-        } else if opts.transfer && st.cutoffs.test != own_cutoff {
+        } else if opts.transfer
+            && (st.cutoffs.test != own_split.test || st.cutoffs.random != own_split.random)
+        {
             return Err(Error::Input(format!(
-                "{}: its test cut-off is not this dataset's 90th percentile",
+                "{}: its test split is not this dataset's own (90th percentile, or its random partition)",
                 run.display()
             )));
         }
@@ -184,20 +186,21 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         }
         states.push((run.clone(), st));
     }
-    let cutoff = if opts.transfer {
-        own_cutoff
+    let split = if opts.transfer {
+        own_split
     } else {
-        states[0].1.cutoffs.test
+        states[0].1.cutoffs
     };
-    let (gts, loo) = test_cases(&data, cutoff);
+    let (gts, loo) = test_cases(&data, &split);
     if gts.is_empty() {
         return Err(Error::Input(format!(
-            "{}: no test case (no turn at or after the test cut-off {cutoff} has a relevant label)",
-            opts.data.display()
+            "{}: no test case (no test turn has a relevant label; {})",
+            opts.data.display(),
+            split.describe()
         )));
     }
-    let test_set = TestSet::of(&data, &gts, cutoff);
-    let loo_set = TestSet::of(&data, &loo, cutoff);
+    let test_set = TestSet::of(&data, &gts, &split);
+    let loo_set = TestSet::of(&data, &loo, &split);
     let k = data.k;
     let labels: Vec<Vec<f64>> = gts
         .iter()
@@ -436,11 +439,8 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         .iter()
         .find(|(_, st)| st.dataset_sha == sha)
         .map(|(_, st)| st.cutoffs)
-        .unwrap_or_else(|| {
-            let d = crate::train::TrainConfig::default();
-            crate::train::batch::cutoffs(&data, d.valid_from, d.test_from)
-        });
-    let valid_cases = labelled_turns(&data, cut.valid, cut.test, 2000);
+        .unwrap_or(own_split);
+    let valid_cases = labelled_turns(&data, cut, 2000);
     let fit_scales = |models: &[(Scorer, ModelConfig)]| -> Vec<f64> {
         models
             .iter()
@@ -510,7 +510,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     }
     // Dual-error test on the training turns (where noise could be memorized) and on the
     // test cases.
-    let train_cases = canary_turns(&data, i64::MIN, cut.valid, 2000);
+    let train_cases = canary_turns(&data, cut, 2000);
     // `scores[seed][case]` of the primary model's seeds on `cases`.
     let model_dual = |cases: &[Case], scores: &[Vec<Vec<f64>>]| -> Vec<DualError> {
         let per_turn = mean_relevant(&data, cases);
@@ -550,7 +550,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         &units,
         opts,
         &data,
-        cutoff,
+        &split,
     );
     let sessions_total = |c: &Case| data.users[c.user].session.last().map_or(0, |s| s + 1);
     let length_strata = strata_of(
@@ -562,7 +562,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         &units,
         opts,
         &data,
-        cutoff,
+        &split,
     );
     // Frequency response of the first seed and of the oracle to the time of the week.
     let frequency = match (&rules, models.first()) {

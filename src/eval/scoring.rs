@@ -15,7 +15,7 @@ use crate::data::{Dataset, UserSeq};
 use crate::features::Canary;
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
-use crate::train::batch::make_batch;
+use crate::train::batch::{Cutoffs, make_batch};
 
 /// Scores of `cases` (sorted by user, then turn) by a trained model, each from the history
 /// before its turn.
@@ -156,10 +156,11 @@ pub fn step_latency(
     times
 }
 
-/// Turns in `[from, to)` holding a contract canary candidate (at most `max`, spread).
-pub fn canary_turns(data: &Dataset, from: i64, to: i64, max: usize) -> Vec<Case> {
+/// Training turns (labels training could read) with a contract canary planted (at most
+/// `max`, spread).
+pub fn canary_turns(data: &Dataset, cut: &Cutoffs, max: usize) -> Vec<Case> {
     let k = data.k;
-    turns_between(data, from, to, max, |u, t| {
+    turns_between(data, |u| 0..cut.train_end(u), max, |u, t| {
         (0..k).any(|j| {
             u.valid[t * k + j] == 1.0
                 && Canary::CONTRACT
@@ -169,25 +170,24 @@ pub fn canary_turns(data: &Dataset, from: i64, to: i64, max: usize) -> Vec<Case>
     })
 }
 
-/// Turns in `[from, to)` with a relevant label (at most `max`, spread).
-pub fn labelled_turns(data: &Dataset, from: i64, to: i64, max: usize) -> Vec<Case> {
-    turns_between(data, from, to, max, |u, t| {
+/// Validation turns with a relevant label (at most `max`, spread).
+pub fn labelled_turns(data: &Dataset, cut: &Cutoffs, max: usize) -> Vec<Case> {
+    turns_between(data, |u| cut.train_end(u)..cut.test_start(u), max, |u, t| {
         labels_of(u, t, data.k).iter().any(|&l| l > 0.0)
     })
 }
 
-/// Turns in `[from, to)` that `keep` accepts (at most `max`, spread evenly).
+/// Turns in each user's `span` that `keep` accepts (at most `max`, spread evenly).
 fn turns_between(
     data: &Dataset,
-    from: i64,
-    to: i64,
+    span: impl Fn(&UserSeq) -> std::ops::Range<usize>,
     max: usize,
     keep: impl Fn(&UserSeq, usize) -> bool,
 ) -> Vec<Case> {
     let mut v = Vec::new();
     for (ui, u) in data.users.iter().enumerate() {
-        for t in 0..u.turns {
-            if u.timestamp[t] >= from && u.timestamp[t] < to && keep(u, t) {
+        for t in span(u) {
+            if keep(u, t) {
                 v.push(Case { user: ui, turn: t });
             }
         }

@@ -3,6 +3,8 @@
 //! - **GTS**: every turn at or after the runs' test cut-off (the 90th percentile of turn
 //!   timestamps) with a relevant label is a case, scored from the full history before it
 //!   (successive targets). Training and model selection saw only turns before the cut-off.
+//!   Data without a time axis has a random partition of users instead
+//!   ([`Cutoffs`]): every labelled turn of a test user is a case.
 //! - **LOO**: each user's last turn, among the GTS cases (a user whose last turn falls
 //!   before the cut-off was seen in training and gives no LOO case).
 //!
@@ -13,7 +15,7 @@
 use serde::Serialize;
 
 use crate::data::{Dataset, UserSeq};
-use crate::train::batch::turns_before;
+use crate::train::batch::Cutoffs;
 
 /// Fewest users a split should have for its statistics to mean something.
 pub const MIN_USERS: usize = 30;
@@ -32,13 +34,13 @@ pub fn labels_of(u: &UserSeq, t: usize, k: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The GTS cases (turns at or after `test_cutoff` with a relevant label) and the LOO
-/// subset (each user's last turn, when it is a GTS case).
-pub fn test_cases(data: &Dataset, test_cutoff: i64) -> (Vec<Case>, Vec<Case>) {
+/// The GTS cases (test turns with a relevant label) and the LOO subset (each user's last
+/// turn, when it is a GTS case).
+pub fn test_cases(data: &Dataset, cut: &Cutoffs) -> (Vec<Case>, Vec<Case>) {
     let mut gts = Vec::new();
     let mut loo = Vec::new();
     for (ui, u) in data.users.iter().enumerate() {
-        let first = turns_before(u, test_cutoff);
+        let first = cut.test_start(u);
         for t in first..u.turns {
             if labels_of(u, t, data.k).iter().any(|&l| l > 0.0) {
                 gts.push(Case { user: ui, turn: t });
@@ -64,7 +66,7 @@ impl TestSet {
     pub fn of<'a>(
         data: &Dataset,
         cases: impl IntoIterator<Item = &'a Case>,
-        cutoff: i64,
+        cut: &Cutoffs,
     ) -> TestSet {
         let mut users = std::collections::BTreeSet::new();
         let mut n = 0;
@@ -74,7 +76,7 @@ impl TestSet {
         }
         let warm = users
             .iter()
-            .filter(|&&u| turns_before(&data.users[u], cutoff) > 0)
+            .filter(|&&u| cut.test_start(&data.users[u]) > 0)
             .count();
         TestSet {
             cases: n,

@@ -57,7 +57,7 @@ pub fn strata_of(
     units: &[u64],
     opts: &EvalOptions,
     data: &Dataset,
-    cutoff: i64,
+    split: &crate::train::batch::Cutoffs,
 ) -> Vec<Stratum> {
     let m = metric_index("dcg@10");
     strata
@@ -87,7 +87,7 @@ pub fn strata_of(
                 (low, high, pv, sig, diff) =
                     (c.ci_low, c.ci_high, c.p_value, c.significant, c.theta_hat);
             }
-            let set = TestSet::of(data, idx.iter().map(|&i| &gts[i]), cutoff);
+            let set = TestSet::of(data, idx.iter().map(|&i| &gts[i]), split);
             Stratum {
                 name: name.into(),
                 sessions,

@@ -2,9 +2,11 @@
 //! clipping, linear warm-up + cosine LR, the curriculum stages, validation on unnormalized
 //! DCG@10 for model selection, checkpoints and `--resume`.
 //!
-//! Split: the global temporal split of `eval` (test from the 90th percentile of turn
-//! timestamps). Training sees turns before the 80th percentile; validation scores the
-//! turns in [P80, P90) from the history before them. No test label reaches training.
+//! Split ([`batch::Cutoffs`]): the global temporal split of `eval` (test from the 90th
+//! percentile of turn timestamps). Training sees turns before the 80th percentile;
+//! validation scores the turns in [P80, P90) from the history before them. Data without a
+//! time axis is split by a seeded random partition of users in the same shares. No test
+//! label reaches training.
 
 pub mod batch;
 pub mod checkpoint;
@@ -30,7 +32,7 @@ use crate::eval::metrics::{Metrics, case_metrics};
 use crate::model::baselines::{self, Baseline};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{Inputs, ModelConfig, Scorer, Size, Variant, listwise_loss};
-use batch::{Cutoffs, cutoffs, make_batch, turns_before};
+use batch::{Cutoffs, cutoffs, make_batch};
 
 /// The `[train]` section of a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -281,8 +283,7 @@ pub struct Validation {
 pub fn validate(
     model: &Scorer,
     data: &Dataset,
-    from: i64,
-    to: i64,
+    cut: &Cutoffs,
     cfg: &ModelConfig,
     temperature: f64,
     device: &Device,
@@ -292,7 +293,7 @@ pub fn validate(
     let mut loss_n = 0.0;
     for chunk in data.users.chunks(16) {
         let users: Vec<&UserSeq> = chunk.iter().collect();
-        let lens: Vec<usize> = users.iter().map(|u| turns_before(u, to)).collect();
+        let lens: Vec<usize> = users.iter().map(|u| cut.test_start(u)).collect();
         if lens.iter().all(|&l| l == 0) {
             continue;
         }
@@ -302,7 +303,7 @@ pub fn validate(
         let s: Vec<f32> = scores.clone().try_into_vec_as::<f32>().expect("scores");
         let mask: Vec<f32> = b.turn_mask.clone().try_into_vec_as::<f32>().expect("mask");
         // Loss over the validation turns only.
-        let start: Vec<usize> = users.iter().map(|u| turns_before(u, from)).collect();
+        let start: Vec<usize> = users.iter().map(|u| cut.train_end(u)).collect();
         let mut vmask = vec![0f32; users.len() * t];
         for (i, (&s0, &l)) in start.iter().zip(&lens).enumerate() {
             vmask[i * t + s0..i * t + l].fill(1.0);
@@ -373,7 +374,7 @@ pub fn dataset_fingerprint(data: &Dataset) -> String {
 fn stage_pools(data: &Dataset, cut: &Cutoffs) -> Vec<(u8, Vec<usize>)> {
     let mut pools: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
     for (i, u) in data.users.iter().enumerate() {
-        if turns_before(u, cut.valid) >= 2 {
+        if cut.train_end(u) >= 1 {
             pools.entry(u.stage).or_default().push(i);
         }
     }
@@ -431,8 +432,10 @@ pub fn train_on(
     if pools.is_empty() {
         return Err(Error::Dataset {
             path: opts.data.clone(),
-            msg: "the training split is empty: no user has two turns before the validation cut-off"
-                .into(),
+            msg: format!(
+                "the training split is empty: no user has a turn to train on ({})",
+                cut.describe()
+            ),
         });
     }
     let state_path = opts.run.join("state.json");
@@ -594,7 +597,7 @@ pub fn train_on(
         let mut windows = Vec::with_capacity(train_cfg.batch_users);
         for _ in 0..train_cfg.batch_users {
             let u = &data.users[pool[rng.random_range(0..pool.len())]];
-            let n = turns_before(u, cut.valid);
+            let n = cut.train_end(u);
             let len = n.min(train_cfg.window);
             let start = rng.random_range(0..=n - len);
             windows.push(slice_user(
@@ -651,8 +654,7 @@ pub fn train_on(
             last = validate(
                 &plain,
                 data,
-                cut.valid,
-                cut.test,
+                &cut,
                 &model_cfg,
                 train_cfg.temperature,
                 &Device::flex(),
@@ -740,7 +742,7 @@ fn validations_of(
     let k = data.k;
     let mut metrics = vec![Vec::new(); systems];
     for u in &data.users {
-        for t in turns_before(u, cut.valid)..turns_before(u, cut.test) {
+        for t in cut.train_end(u)..cut.test_start(u) {
             let labels: Vec<f64> = (0..k)
                 .map(|c| (u.labels[t * k + c] * u.valid[t * k + c]) as f64)
                 .collect();
@@ -842,5 +844,10 @@ pub fn slice_user(
         content: u.content[r(k * e)].to_vec(),
         hops: u.hops[r(k * MAX_HOPS * HOP_DIM)].to_vec(),
         hop_count: u.hop_count[r(k)].to_vec(),
+        name: if u.name.is_empty() {
+            Vec::new()
+        } else {
+            u.name[r(1)].to_vec()
+        },
     }
 }
