@@ -117,8 +117,9 @@ def main():
         expect(problems, f32_path, head32, f"layers.{i}.norm.weight", "F32", [h])
     if cfg["variant"] in ("mamba", "s4d", "dual"):
         # Candidate inputs: features and missing flags (2 x 24), the 8 history features
-        # when the model reads them, the memory-slot and entity embeddings, the content.
-        own = 2 * 24 + (8 if cfg.get("history") else 0)
+        # and the 96 turn-relative features when the model reads them, the memory-slot and
+        # entity embeddings, the content.
+        own = 2 * 24 + (8 if cfg.get("history") else 0) + (96 if cfg.get("relative") else 0)
         cand_in = own + 2 * cfg["d_slot"] + cfg["content_dim"]
         expect(problems, f32_path, head32, "scorer.cand_enc.weight", "F32", [h, cand_in])
         expect(problems, f32_path, head32, "scorer.mlp.fc1.weight", "F32", [cfg["mlp_hidden"], own])

@@ -49,7 +49,8 @@ pub struct PipelineConfig {
     pub baselines: Vec<crate::model::scorer::Variant>,
     /// Retrained ablations of the primary model, each on the same seeds: `d_state=N`,
     /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only`,
-    /// `no_history` (the seed's "Required Ablations").
+    /// `no_history` (the seed's "Required Ablations"), `relative` / `no_relative` (the
+    /// turn-relative features on or off).
     pub ablations: Vec<String>,
     /// Quantizations exported.
     pub export: Vec<crate::export::Quant>,

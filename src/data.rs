@@ -332,7 +332,10 @@ impl Dataset {
             Err(_) => None,
             Ok(c) => {
                 let ca = c.str().map_err(|_| {
-                    bad(&turns_file, format!("column `name` has type {}, expected text", c.dtype()))
+                    bad(
+                        &turns_file,
+                        format!("column `name` has type {}, expected text", c.dtype()),
+                    )
                 })?;
                 let mut seen: HashMap<String, u32> = HashMap::new();
                 let mut out = Vec::with_capacity(ca.len());
@@ -595,6 +598,12 @@ impl Dataset {
     /// ([`crate::train::batch::Cutoffs`]).
     pub fn time_axis(&self) -> bool {
         self.manifest["time_axis"].as_bool().unwrap_or(true)
+    }
+
+    /// Whether `relevance` holds graded labels (the PoC preset and JSONL imports: a label
+    /// above 0.5 counts as relevant) rather than the generator's relevance probability.
+    pub fn graded_labels(&self) -> bool {
+        self.manifest["graded_labels"].as_bool().unwrap_or(false)
     }
 
     /// The name of turn `t` of `u` ("" when the dataset names no turn).

@@ -16,6 +16,7 @@ pub mod features;
 pub mod history;
 pub mod model;
 pub mod pipeline;
+pub mod relative;
 pub mod runtime;
 mod simd;
 pub mod train;

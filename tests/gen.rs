@@ -688,7 +688,9 @@ fn poc_preset_plants_the_pocs_turn_relative_rules_on_its_share_of_queries() {
             1 => {
                 let m = v(&imp);
                 let max = m.iter().cloned().fold(f32::MIN, f32::max);
-                m.iter().map(|&y| y > 0.7 || (y == max && max <= 0.7)).collect()
+                m.iter()
+                    .map(|&y| y > 0.7 || (y == max && max <= 0.7))
+                    .collect()
             }
             2 => {
                 let a = v(&acc);
@@ -699,7 +701,9 @@ fn poc_preset_plants_the_pocs_turn_relative_rules_on_its_share_of_queries() {
                 let max = sorted[19];
                 let any = a.iter().any(|&y| y > p75);
                 let first_max = a.iter().position(|&y| y == max).unwrap();
-                (0..20).map(|i| if any { a[i] > p75 } else { i == first_max }).collect()
+                (0..20)
+                    .map(|i| if any { a[i] > p75 } else { i == first_max })
+                    .collect()
             }
             3 => {
                 let (s, c) = (v(&tod_s), v(&tod_c));
@@ -746,7 +750,10 @@ fn poc_preset_plants_the_pocs_turn_relative_rules_on_its_share_of_queries() {
     let above = random_hits.iter().filter(|&&r| r > 0.5).count() as f64 / n;
     let mean = random_hits.iter().map(|&r| r as f64).sum::<f64>() / n;
     assert!((above - 0.125).abs() < 0.01, "share above 0.5: {above}");
-    assert!((mean - 0.25).abs() < 0.01, "mean {mean}, Beta(1, 3) has 0.25");
+    assert!(
+        (mean - 0.25).abs() < 0.01,
+        "mean {mean}, Beta(1, 3) has 0.25"
+    );
 }
 
 #[test]
@@ -933,10 +940,11 @@ fn jsonl_scenarios_and_sessions_import() {
     let v17: Vec<f64> = (0..17).map(|d| d as f64 / 17.0).collect();
     // PoC scenarios: one user of one turn each, named, split at random; a label counts as
     // relevant above 0.5.
-    let scenario = |name: &str| {
-        serde_json::json!({"name": name, "features": [v17, v17, v17], "labels": [0.9, 0.5, 0.2]})
-    };
-    let (s, out) = import("scenarios", &[scenario("s1"), scenario("s2"), scenario("s1")]);
+    let scenario = |name: &str| serde_json::json!({"name": name, "features": [v17, v17, v17], "labels": [0.9, 0.5, 0.2]});
+    let (s, out) = import(
+        "scenarios",
+        &[scenario("s1"), scenario("s2"), scenario("s1")],
+    );
     let s = s.unwrap();
     assert_eq!((s.users, s.turns, s.candidates), (3, 3, 9));
     let data = ssmkit::data::Dataset::load(&out).unwrap();
@@ -975,7 +983,10 @@ fn jsonl_scenarios_and_sessions_import() {
     // A file that mixes the two has no meaningful split: refused, naming the line.
     let (s, out) = import("mixed", &[scenario("s1"), session("u1", 100)]);
     let err = s.unwrap_err().to_string();
-    assert!(err.contains("mixed.jsonl") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("mixed.jsonl") && err.contains("line 1"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 

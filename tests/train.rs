@@ -343,21 +343,30 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
             "{err}"
         );
     }
-    // An empty training split: the PoC preset has one turn per user.
-    let poc_cfg = dir.path().join("poc.toml");
-    std::fs::write(&poc_cfg, "preset = \"poc\"\n[world]\nusers = 14\n").unwrap();
-    let poc = dir.path().join("poc");
+    // An empty training split: sessions that all fall at one instant leave no turn before
+    // the validation cut-off.
+    let v17: Vec<f64> = vec![0.5; 17];
+    let lines: Vec<String> = (0..3)
+        .map(|u| {
+            serde_json::json!({"user_id": u, "timestamp": 1_767_571_200, "features": [v17, v17],
+                "labels": [1.0, 0.0]})
+            .to_string()
+        })
+        .collect();
+    let jsonl = dir.path().join("instant.jsonl");
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let instant = dir.path().join("instant");
     let (ok, _, err) = ssmkit(&[
         "gen",
-        "--config",
-        poc_cfg.to_str().unwrap(),
+        "--import",
+        jsonl.to_str().unwrap(),
         "--out",
-        poc.to_str().unwrap(),
+        instant.to_str().unwrap(),
         "--quiet",
     ]);
     assert!(ok, "{err}");
     let err = refused(
-        poc.to_str().unwrap(),
+        instant.to_str().unwrap(),
         dir.path().join("r4").to_str().unwrap(),
     );
     assert!(err.contains("empty"), "{err}");
@@ -608,4 +617,105 @@ fn a_run_killed_at_any_instant_resumes_to_the_same_weights() {
             .collect();
         assert!(leftovers.is_empty(), "killed after {at} ms: {leftovers:?}");
     }
+}
+
+/// PoC-format JSONL (untimed scenarios, named) imports, trains and evaluates end to end,
+/// split at random; on a rule relative to the turn (the three candidates closest to the
+/// first one in entity_slot are relevant), an MLP with turn-relative features finds them
+/// and the same MLP without them stays near chance: the option can fail both ways.
+#[test]
+fn poc_scenarios_import_train_and_evaluate_and_turn_relative_features_matter() {
+    use rand::{RngExt, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut lines = Vec::new();
+    for q in 0..1500 {
+        let features: Vec<Vec<f64>> = (0..20)
+            .map(|_| (0..17).map(|_| rng.random_range(0.0..1.0)).collect())
+            .collect();
+        let mut order: Vec<usize> = (1..20).collect();
+        let gap = |i: usize| (features[i][12] - features[0][12]).abs();
+        order.sort_by(|&a, &b| gap(a).total_cmp(&gap(b)));
+        let mut labels = vec![0.1; 20];
+        for &i in &order[..3] {
+            labels[i] = 0.9;
+        }
+        let name = if q % 2 == 0 {
+            "near_first"
+        } else {
+            "near_first_b"
+        };
+        lines.push(
+            serde_json::json!({"name": name, "features": features, "labels": labels}).to_string(),
+        );
+    }
+    let input = dir.path().join("scenarios.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let data = dir.path().join("data");
+    let (ok, _, err) = ssmkit(&[
+        "gen",
+        "--import",
+        input.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    let mut runs = Vec::new();
+    for relative in [true, false] {
+        let run = dir.path().join(format!("run-{relative}"));
+        let cfg = TrainConfig {
+            model: Variant::Mlp,
+            steps: 400,
+            batch_users: 32,
+            window: 2,
+            eval_every: 100,
+            patience: 0,
+            relative,
+            ..TrainConfig::default()
+        };
+        train(&cfg, &opts(&data, &run, 1)).unwrap();
+        runs.push(run);
+    }
+    let out = dir.path().join("report");
+    let (ok, _, err) = ssmkit(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        runs[0].to_str().unwrap(),
+        "--run",
+        runs[1].to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok || err.contains("FAIL"), "{err}");
+    let csv = std::fs::read_to_string(out.join("patterns.csv")).unwrap();
+    let hr5 = |name: &str, system: &str| -> (usize, f64) {
+        let row = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{name},{system},")))
+            .unwrap_or_else(|| panic!("no row {name},{system} in\n{csv}"));
+        let f: Vec<&str> = row.split(',').collect();
+        (f[2].parse().unwrap(), f[3].parse().unwrap())
+    };
+    // A seeded random 10% of the queries are held out, named as imported.
+    let (cases, with) = hr5("all", "mlp+relative");
+    assert!((100..=200).contains(&cases), "{cases} held-out queries");
+    assert!(hr5("near_first", "mlp+relative").0 + hr5("near_first_b", "mlp+relative").0 == cases);
+    let (_, without) = hr5("all", "mlp");
+    let (_, random) = hr5("all", "random");
+    let (_, ceiling) = hr5("all", "ceiling");
+    assert_eq!(ceiling, 1.0, "every query follows its rule");
+    assert!(with > 0.9, "with turn-relative features HR@5 {with}");
+    assert!(
+        without < 0.8 && (without - random).abs() < 0.15,
+        "without {without}, random {random}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("random partition of queries"),
+        "the report states the split"
+    );
 }

@@ -276,6 +276,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         "layout_version": LAYOUT_VERSION,
         "source": "jsonl",
         "time_axis": time_axis,
+        "graded_labels": true,
         "chance_names": [],
         "input": {"path": input.display().to_string(), "sha256": sha256_file(input)?},
         "features": FEATURE_NAMES,

@@ -451,6 +451,8 @@ fn manifest(
         "seed": config.seed,
         // The poc preset's queries have no order in time: they are split at random.
         "time_axis": config.preset != Preset::Poc,
+        // The poc preset's relevance column holds its graded labels.
+        "graded_labels": config.preset == Preset::Poc,
         // Turn names whose labels are drawn independently of the features: no ranker
         // beats chance on them.
         "chance_names": if config.preset == Preset::Poc { json!([poc::RANDOM_NAME]) } else { json!([]) },

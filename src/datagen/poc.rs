@@ -160,7 +160,8 @@ pub fn pattern_labels(rule: Canary, drawn: &mut [Drawn], rng: &mut ChaCha8Rng) -
             labels[i] = 1.0;
         }
     };
-    let which = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> { (0..n).filter(|&i| keep(i)).collect() };
+    let which =
+        |keep: &dyn Fn(usize) -> bool| -> Vec<usize> { (0..n).filter(|&i| keep(i)).collect() };
     match rule {
         Canary::RecencyBias => {
             let age = col(feat::LOG_AGE, drawn);
@@ -171,26 +172,38 @@ pub fn pattern_labels(rule: Canary, drawn: &mut [Drawn], rng: &mut ChaCha8Rng) -
         Canary::ImportanceThreshold => {
             let imp = col(feat::IMPORTANCE, drawn);
             let idx = which(&|i| imp[i] > 0.7);
-            set(&if idx.is_empty() { vec![argmax(&imp)] } else { idx });
+            set(&if idx.is_empty() {
+                vec![argmax(&imp)]
+            } else {
+                idx
+            });
         }
         Canary::AccessFrequency => {
             let acc = col(feat::LOG_ACCESS, drawn);
             let p75 = percentile(&acc, 75.0);
             let idx = which(&|i| acc[i] > p75);
-            set(&if idx.is_empty() { vec![argmax(&acc)] } else { idx });
+            set(&if idx.is_empty() {
+                vec![argmax(&acc)]
+            } else {
+                idx
+            });
         }
         Canary::TemporalCoherence => {
             let (s0, c0) = (drawn[0].x[feat::TOD_SIN], drawn[0].x[feat::TOD_COS]);
             let dist: Vec<f32> = drawn
                 .iter()
-                .map(|d| ((d.x[feat::TOD_SIN] - s0).powi(2) + (d.x[feat::TOD_COS] - c0).powi(2)).sqrt())
+                .map(|d| {
+                    ((d.x[feat::TOD_SIN] - s0).powi(2) + (d.x[feat::TOD_COS] - c0).powi(2)).sqrt()
+                })
                 .collect();
             // The first candidate is always within reach of itself.
             set(&which(&|i| dist[i] < 0.5));
         }
         Canary::EntityClustering => {
             let e0 = drawn[0].x[feat::ENTITY_SLOT];
-            set(&which(&|i| (drawn[i].x[feat::ENTITY_SLOT] - e0).abs() < 0.15));
+            set(&which(&|i| {
+                (drawn[i].x[feat::ENTITY_SLOT] - e0).abs() < 0.15
+            }));
         }
         Canary::SupersessionFilter => {
             let current = |i: usize| drawn[i].x[feat::IS_SUPERSEDED] < 0.5;

@@ -150,12 +150,24 @@ pub const RETRAINED_METRICS: [&str; 3] = ["dcg@10", "hr@10", "mrr@10"];
 /// lacks (`mamba+d_state=4` against `mamba` → `d_state=4`; `mamba+d_state=4+no_history`
 /// against `mamba+no_history` → `d_state=4`).
 pub fn ablation_of(system: &str, primary: &str) -> String {
-    let own: Vec<&str> = primary.split('+').collect();
-    let parts: Vec<&str> = system
-        .split('+')
-        .skip(1)
+    let own: Vec<&str> = primary.split('+').skip(1).collect();
+    let theirs: Vec<&str> = system.split('+').skip(1).collect();
+    let mut parts: Vec<String> = theirs
+        .iter()
         .filter(|p| !own.contains(p))
+        .map(|p| p.to_string())
         .collect();
+    // A switch the primary turns from its default and the system does not: `mlp` against
+    // `mlp+relative` → `no_relative` (a sized setting is named by the system's value).
+    for p in own
+        .iter()
+        .filter(|p| !theirs.contains(p) && !p.contains('='))
+    {
+        parts.push(match p.strip_prefix("no_") {
+            Some(on) => on.to_string(),
+            None => format!("no_{p}"),
+        });
+    }
     parts.join("+")
 }
 
@@ -170,6 +182,7 @@ pub fn question(ablation: &str) -> &'static str {
         "no_selectivity" => "Is Mamba's selection mechanism helping?",
         "temporal_only" => "Can SSM predict from time alone?",
         "no_history" => "Do the per-candidate history features help?",
+        "relative" | "no_relative" => "Do the turn-relative features help?",
         _ => "",
     }
 }
@@ -417,6 +430,11 @@ mod tests {
         assert_eq!(
             ablation_of("mamba+d_state=4+no_history", "mamba+no_history"),
             "d_state=4"
+        );
+        assert_eq!(ablation_of("mlp", "mlp+relative"), "no_relative");
+        assert_eq!(
+            ablation_of("mamba+no_history", "mamba+relative+no_history"),
+            "no_relative"
         );
         assert_eq!(
             ablation_of("mamba+d_state=4", "mamba+d_state=16"),

@@ -9,6 +9,7 @@ pub mod history;
 pub mod io;
 pub mod metrics;
 pub mod output;
+pub mod patterns;
 pub mod phase;
 pub mod report;
 pub mod scoring;

@@ -122,6 +122,21 @@ pub fn write_report(
         }
         Ok(())
     })?;
+    // patterns.csv: the PoC's metrics on every held-out query, per turn name and system.
+    csv_write(&dir.join("patterns.csv"), |w| {
+        w.write_record(["name", "system", "cases", "hr5", "mrr5", "dcg5"])?;
+        for r in &report.patterns {
+            w.write_record([
+                r.name.clone(),
+                r.system.clone(),
+                r.cases.to_string(),
+                format!("{:.6}", r.hr5),
+                format!("{:.6}", r.mrr5),
+                format!("{:.6}", r.dcg5),
+            ])?;
+        }
+        Ok(())
+    })?;
     // ablations.csv: every row of the seed's ablation list that was measured.
     csv_write(&dir.join("ablations.csv"), |w| {
         w.write_record([
@@ -275,12 +290,13 @@ fn sections(
     let mut out = Vec::new();
     let ts = &report.test_set;
     let mut summary = vec![Block::Para(format!(
-        "Dataset `{}`. Primary model: **{}**. GTS: {} test cases from {} users, {} of them with history before the cut-off (every turn from the 90th-percentile cut-off on with a relevant label, scored from the full history before it); LOO: {} cases from {} users (each user's last turn, when it is a GTS case). Resampling unit: {}; several seeds of a model are resampled with the users (hierarchical bootstrap). Significance: BCa lower bound > 0 and p < 0.05.",
+        "Dataset `{}`. Primary model: **{}**. GTS: {} test cases from {} users, {} of them with history before the cut-off (every test turn with a relevant label, scored from the full history before it; split: {}); LOO: {} cases from {} users (each user's last turn, when it is a GTS case). Resampling unit: {}; several seeds of a model are resampled with the users (hierarchical bootstrap). Significance: BCa lower bound > 0 and p < 0.05.",
         report.dataset,
         report.primary,
         ts.cases,
         ts.users,
         ts.warm_users,
+        report.split,
         report.loo_set.cases,
         report.loo_set.users,
         report.unit
@@ -300,6 +316,7 @@ fn sections(
         title: "Summary".into(),
         blocks: summary,
     });
+    out.extend(super::patterns::section(&report.patterns, &report.split));
     out.push(Section {
         title: "Phase gates".into(),
         blocks: vec![table(

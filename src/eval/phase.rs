@@ -26,6 +26,7 @@ use super::gates::{self, Against, Evidence, Gate};
 use super::history::{self, HistoryRule};
 use super::metrics::{Row, case_row, metric_index};
 use super::output::{training_curves, write_report};
+use super::patterns::{self, PatternRow};
 use super::scoring::{
     System, canary_turns, labelled_turns, mean_relevant, model_scores, quantile_ms, step_latency,
 };
@@ -118,6 +119,10 @@ pub struct EvalReport {
     pub frequency: Option<(FrequencyResponse, FrequencyResponse)>,
     /// The seed's seven proof-of-concept patterns.
     pub poc: Vec<PocPattern>,
+    /// How the test split was made.
+    pub split: String,
+    /// The PoC's metrics on every held-out query, per turn name ([`super::patterns`]).
+    pub patterns: Vec<PatternRow>,
     pub ablations: Vec<Ablation>,
     /// The primary model and its retrained ablations (the seed's grid).
     pub retrained: Vec<Retrained>,
@@ -225,6 +230,9 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             .collect()
     };
     let mut systems: Vec<System> = Vec::new();
+    // Every held-out query, for the PoC's metrics, and each system's scores of them.
+    let held_out = patterns::held_out(&data, &split);
+    let mut held_out_scores: Vec<(String, Vec<Vec<Vec<f64>>>)> = Vec::new();
     // Baselines that need no training, and the constant reference system.
     for kind in [Baseline::Heuristic, Baseline::Random, Baseline::Oracle] {
         let mut rng = ChaCha8Rng::seed_from_u64(opts.compare.seed ^ 0xBA5E);
@@ -232,6 +240,11 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             .iter()
             .map(|c| baselines::scores(kind, &data.users[c.user], c.turn, k, &mut rng))
             .collect();
+        let on_held_out: Vec<Vec<f64>> = held_out
+            .iter()
+            .map(|c| baselines::scores(kind, &data.users[c.user], c.turn, k, &mut rng))
+            .collect();
+        held_out_scores.push((format!("{kind:?}").to_lowercase(), vec![on_held_out]));
         systems.push(System::new(
             format!("{kind:?}").to_lowercase(),
             "baseline",
@@ -342,6 +355,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         configs.insert(name.clone(), states[idx[0]].1.model.clone());
         let mut per_run: Vec<Vec<Row>> = Vec::new();
         let mut seeds = Vec::new();
+        let mut on_held_out = Vec::new();
         for &i in idx {
             let (run, st) = &states[i];
             if !opts.quiet {
@@ -350,6 +364,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             let (model, cfg) = load_run(run, false, &device)?;
             let scores = model_scores(&model, &cfg, &data, &gts, &device);
             per_run.push(rows_of(&scores));
+            on_held_out.push(model_scores(&model, &cfg, &data, &held_out, &device));
             seeds.push(st.seed);
             if *name == primary {
                 primary_scores.push(scores);
@@ -373,6 +388,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                     .push((model, cfg));
             }
         }
+        held_out_scores.push((name.clone(), on_held_out));
         systems.push(System::new(
             name.to_string(),
             if is_ablation {
@@ -716,6 +732,8 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         sequence_length: length_strata,
         frequency,
         poc,
+        split: split.describe(),
+        patterns: patterns::rows(&data, &held_out, &held_out_scores),
         ablations,
         retrained,
         out: opts.out.clone(),

@@ -160,21 +160,29 @@ pub fn step_latency(
 /// `max`, spread).
 pub fn canary_turns(data: &Dataset, cut: &Cutoffs, max: usize) -> Vec<Case> {
     let k = data.k;
-    turns_between(data, |u| 0..cut.train_end(u), max, |u, t| {
-        (0..k).any(|j| {
-            u.valid[t * k + j] == 1.0
-                && Canary::CONTRACT
-                    .iter()
-                    .any(|c| u.canary[t * k + j] & c.bit() != 0)
-        })
-    })
+    turns_between(
+        data,
+        |u| 0..cut.train_end(u),
+        max,
+        |u, t| {
+            (0..k).any(|j| {
+                u.valid[t * k + j] == 1.0
+                    && Canary::CONTRACT
+                        .iter()
+                        .any(|c| u.canary[t * k + j] & c.bit() != 0)
+            })
+        },
+    )
 }
 
 /// Validation turns with a relevant label (at most `max`, spread).
 pub fn labelled_turns(data: &Dataset, cut: &Cutoffs, max: usize) -> Vec<Case> {
-    turns_between(data, |u| cut.train_end(u)..cut.test_start(u), max, |u, t| {
-        labels_of(u, t, data.k).iter().any(|&l| l > 0.0)
-    })
+    turns_between(
+        data,
+        |u| cut.train_end(u)..cut.test_start(u),
+        max,
+        |u, t| labels_of(u, t, data.k).iter().any(|&l| l > 0.0),
+    )
 }
 
 /// Turns in each user's `span` that `keep` accepts (at most `max`, spread evenly).

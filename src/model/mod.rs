@@ -47,6 +47,58 @@ mod tests {
         Tensor::from_data(TensorData::new(v, shape), device)
     }
 
+    #[test]
+    fn hit_loss_is_minus_log_the_relevant_mass_by_hand_and_its_gradient_by_differences() {
+        use super::scorer::hit_loss;
+        let device = Device::flex();
+        // One user, two turns of 3 candidates; the second turn has no relevant label and
+        // is skipped; the third candidate of the first is padding.
+        let scores = vec![1.0f32, 0.5, 3.0, 0.2, 0.1, 0.0];
+        let t3 = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [1, 2, 3]), &device);
+        let labels = t3(vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+        let valid = t3(vec![1.0, 1.0, 0.0, 1.0, 1.0, 1.0]);
+        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device);
+        let loss = |s: Vec<f32>| -> f64 {
+            let v: f32 =
+                hit_loss(t3(s), labels.clone(), valid.clone(), mask.clone(), 1.0).into_scalar();
+            v as f64
+        };
+        // Softmax over all three scores (padding included, as the model's scores give it
+        // −1e9 and the listwise loss does the same); the relevant mass is c0 + c1.
+        let z: f64 = [1.0f64, 0.5, 3.0].iter().map(|x| x.exp()).sum();
+        let want = -((1f64.exp() + 0.5f64.exp()) / z).ln();
+        assert!(
+            (loss(scores.clone()) - want).abs() < 1e-5,
+            "{} vs {want}",
+            loss(scores.clone())
+        );
+        // Gradient by autodiff against central differences.
+        let ad = device.clone().autodiff();
+        let s =
+            Tensor::<3>::from_data(TensorData::new(scores.clone(), [1, 2, 3]), &ad).require_grad();
+        let l = hit_loss(
+            s.clone(),
+            labels.clone().to_device(&ad),
+            valid.clone().to_device(&ad),
+            mask.clone().to_device(&ad),
+            1.0,
+        );
+        let grads = l.backward();
+        let g: Vec<f32> = s.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
+        for i in 0..6 {
+            let h = 1e-2f32;
+            let (mut up, mut down) = (scores.clone(), scores.clone());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (loss(up) - loss(down)) / (2.0 * h as f64);
+            assert!(
+                (g[i] as f64 - fd).abs() < 1e-3,
+                "score {i}: autodiff {} vs {fd}",
+                g[i]
+            );
+        }
+    }
+
     fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
     }

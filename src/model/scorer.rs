@@ -22,6 +22,7 @@ use super::s4d::{S4dBlock, S4dConfig, S4dState};
 use crate::data::{CONTEXT_DIM, HOP_DIM};
 use crate::features::{FEATURE_DIM, MAX_HOPS};
 use crate::history::HISTORY_DIM;
+use crate::relative::RELATIVE_DIM;
 
 /// Memory ids are hashed into at most this many embedding rows.
 pub const MODEL_MEMORY_SLOTS: usize = 512;
@@ -119,6 +120,11 @@ pub struct ModelConfig {
     /// encoder and the pointwise branch.
     #[serde(default)]
     pub history: bool,
+    /// Every variant: each candidate also reads its [`RELATIVE_DIM`] turn-relative
+    /// features (ranks within the turn, distances from the first candidate;
+    /// [`crate::relative`]) in its pointwise inputs.
+    #[serde(default)]
+    pub relative: bool,
     /// Mamba's selection mechanism (off: Δ, B, C are input-independent parameters).
     #[serde(default = "yes")]
     pub selective: bool,
@@ -167,6 +173,7 @@ impl ModelConfig {
             path_channels: 16,
             d_attn: default_d_attn(),
             history: variant.is_temporal(),
+            relative: false,
             selective: true,
             inputs: Inputs::All,
         }
@@ -176,6 +183,7 @@ impl ModelConfig {
     /// inputs, history features).
     pub fn with_train(self, t: &crate::train::TrainConfig) -> ModelConfig {
         let mut c = self.with_history(t.history);
+        c.relative = t.relative;
         c.d_model = t.d_model.unwrap_or(c.d_model);
         c.d_state = t.d_state.unwrap_or(c.d_state);
         c.layers = t.layers.unwrap_or(c.layers);
@@ -195,9 +203,19 @@ impl ModelConfig {
         if self.history { HISTORY_DIM } else { 0 }
     }
 
-    /// Input width of the pointwise branch: [features, missing, history].
+    fn relative_dim(&self) -> usize {
+        if self.relative { RELATIVE_DIM } else { 0 }
+    }
+
+    /// Input width of the pointwise branch: [features, missing, history, turn-relative].
     pub fn pointwise_in(&self) -> usize {
-        2 * FEATURE_DIM + self.history_dim()
+        2 * FEATURE_DIM + self.history_dim() + self.relative_dim()
+    }
+
+    /// Width of the cross-attention scorer's candidate side: [features, missing,
+    /// turn-relative, memory slot].
+    pub fn xattn_side(&self) -> usize {
+        2 * FEATURE_DIM + self.relative_dim() + self.d_slot
     }
 
     /// Input width of the candidate encoder: [features, missing, history, memory slot,
@@ -279,7 +297,7 @@ impl ModelConfig {
             path,
             xattn: (self.variant == Variant::Xattn).then(|| {
                 let d = self.d_attn;
-                let cand_side = 2 * FEATURE_DIM + self.d_slot;
+                let cand_side = self.xattn_side();
                 CrossAttention {
                     q_proj: linear(seed(), self.content_dim + self.d_slot, d),
                     k_proj: linear(seed(), self.content_dim + cand_side, d),
@@ -293,6 +311,7 @@ impl ModelConfig {
             entity_slots: self.entity_slots,
             memory_slots: self.memory_slots.max(1),
             history: self.history,
+            relative: self.relative,
             temporal_only: self.inputs == Inputs::TemporalOnly,
         }
     }
@@ -380,6 +399,7 @@ pub struct Scorer {
     entity_slots: usize,
     memory_slots: usize,
     history: bool,
+    relative: bool,
     temporal_only: bool,
 }
 
@@ -411,6 +431,8 @@ pub struct Batch {
     pub hop_count: Tensor<3, Int>,
     /// `[B, T, K, HISTORY_DIM]` history features (zeros for a model without them).
     pub history: Tensor<4>,
+    /// `[B, T, K, RELATIVE_DIM]` turn-relative features (zeros for a model without them).
+    pub relative: Tensor<4>,
 }
 
 impl Batch {
@@ -431,6 +453,7 @@ impl Batch {
             hops: self.hops.clone().slice(s![.., t..t + 1, .., .., ..]),
             hop_count: self.hop_count.clone().slice(s![.., t..t + 1, ..]),
             history: self.history.clone().slice(s![.., t..t + 1, .., ..]),
+            relative: self.relative.clone().slice(s![.., t..t + 1, .., ..]),
         }
     }
 }
@@ -461,10 +484,29 @@ impl Scorer {
         for c in crate::features::feat::TEMPORAL {
             keep[c] = 1.0;
         }
+        // Turn-relative features of an absent feature: a rank in the middle, no distance,
+        // top and bottom at once (what `crate::relative` gives a feature 0 everywhere).
+        let mut keep_rel = [0f32; RELATIVE_DIM];
+        let mut mid = [0f32; RELATIVE_DIM];
+        for d in 0..FEATURE_DIM {
+            for part in 0..4 {
+                keep_rel[part * FEATURE_DIM + d] = keep[d];
+            }
+            mid[d] = 0.5 * (1.0 - keep[d]);
+            mid[2 * FEATURE_DIM + d] = 1.0 - keep[d];
+            mid[3 * FEATURE_DIM + d] = 1.0 - keep[d];
+        }
+        let row = |v: [f32; RELATIVE_DIM]| {
+            Tensor::<1>::from_data(TensorData::new(v.to_vec(), [RELATIVE_DIM]), &device)
+                .unsqueeze::<4>()
+        };
+        let relative = batch.relative.clone() * row(keep_rel)
+            + batch.valid.clone().unsqueeze_dim::<4>(3) * row(mid);
         let keep = Tensor::<1>::from_data(TensorData::new(keep.to_vec(), [FEATURE_DIM]), &device)
             .unsqueeze::<4>();
         let none = self.entity_slots as i32;
         std::borrow::Cow::Owned(Batch {
+            relative,
             features: batch.features.clone() * keep.clone(),
             missing: batch.missing.clone() * keep,
             query: batch.query.zeros_like(),
@@ -485,12 +527,15 @@ impl Scorer {
         e.reshape([b, t, 2, d]).mean_dim(2).squeeze_dim::<3>(2)
     }
 
-    /// The pointwise branch's input `[B, T, K, pointwise_in]`: features, missing flags and,
-    /// with history, the history features.
+    /// The pointwise branch's input `[B, T, K, pointwise_in]`: features, missing flags,
+    /// with history the history features, with turn-relative features those.
     fn own_inputs(&self, batch: &Batch) -> Tensor<4> {
         let mut parts = vec![batch.features.clone(), batch.missing.clone()];
         if self.history {
             parts.push(batch.history.clone());
+        }
+        if self.relative {
+            parts.push(batch.relative.clone());
         }
         Tensor::cat(parts, 3)
     }
@@ -542,14 +587,12 @@ impl Scorer {
             .memory_emb
             .forward(batch.memory_slot.clone().reshape([b, t * k]));
         let d_slot = mem.dims()[2];
-        let cand = Tensor::cat(
-            vec![
-                batch.features.clone(),
-                batch.missing.clone(),
-                mem.reshape([b, t, k, d_slot]),
-            ],
-            3,
-        );
+        let mut parts = vec![batch.features.clone(), batch.missing.clone()];
+        if self.relative {
+            parts.push(batch.relative.clone());
+        }
+        parts.push(mem.reshape([b, t, k, d_slot]));
+        let cand = Tensor::cat(parts, 3);
         let key = xa.k_norm.forward(
             xa.k_proj
                 .forward(Tensor::cat(vec![batch.content.clone(), cand.clone()], 3)),
@@ -730,6 +773,72 @@ impl Scorer {
         }
         (score + (batch.valid.clone() - 1.0) * 1e9, state)
     }
+}
+
+/// The training loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Softmax cross-entropy against the turn's relevant labels spread evenly (ListNet;
+    /// a convex bound on MRR and nDCG): the model learns each candidate's share of the
+    /// relevant mass.
+    #[default]
+    Softmax,
+    /// −log of the softmax mass on the turn's relevant candidates together (MIL-NCE):
+    /// the likelihood that the top candidate is relevant, whichever it is. When a turn
+    /// has several relevant candidates and the model cannot tell which rule made them
+    /// relevant, it rewards covering every rule with one candidate over spreading mass
+    /// across one rule's candidates: the objective HR@K asks for.
+    Hit,
+}
+
+impl Loss {
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Softmax => "softmax",
+            Loss::Hit => "hit",
+        }
+    }
+}
+
+/// The mean loss over turns with a relevant label: [`Loss::Softmax`] or [`Loss::Hit`].
+pub fn loss(
+    kind: Loss,
+    scores: Tensor<3>,
+    labels: Tensor<3>,
+    valid: Tensor<3>,
+    turn_mask: Tensor<2>,
+    temperature: f64,
+) -> Tensor<1> {
+    match kind {
+        Loss::Softmax => listwise_loss(scores, labels, valid, turn_mask, temperature),
+        Loss::Hit => hit_loss(scores, labels, valid, turn_mask, temperature),
+    }
+}
+
+/// [`Loss::Hit`]: −log Σ_{relevant i} softmax(s / τ)_i per turn with a relevant label.
+pub fn hit_loss(
+    scores: Tensor<3>,
+    labels: Tensor<3>,
+    valid: Tensor<3>,
+    turn_mask: Tensor<2>,
+    temperature: f64,
+) -> Tensor<1> {
+    let labels = labels * valid;
+    let n_rel = labels.clone().sum_dim(2); // [B, T, 1]
+    let counted = n_rel.greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
+    let logp = burn::tensor::activation::log_softmax(scores / temperature, 2);
+    // log Σ over the relevant candidates: the others pushed far below.
+    let masked = logp + (labels - 1.0) * 1e4;
+    let top = masked.clone().max_dim(2).detach(); // [B, T, 1]
+    let lse = (masked - top.clone())
+        .exp()
+        .sum_dim(2)
+        .clamp_min(1e-30)
+        .log()
+        + top;
+    let per_turn = lse.neg() * counted.clone();
+    per_turn.sum() / counted.sum().clamp_min(1.0)
 }
 
 /// Listwise softmax cross-entropy (Bruch et al. 2019): per turn, −Σ_k p_k log softmax(s/τ)_k

@@ -28,6 +28,7 @@ use crate::export::{FORMAT_VERSION, ScaleAxis, unpack_ternary};
 use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS, feat};
 use crate::history::Table;
 use crate::model::scorer::{Inputs, ModelConfig, Variant};
+use crate::relative::RELATIVE_DIM;
 use crate::simd::{dot, exp, multiversion, transpose};
 
 const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
@@ -713,7 +714,7 @@ impl Runtime {
             None
         };
         let xattn = if c.variant == Variant::Xattn {
-            let side = 2 * FEATURE_DIM + c.d_slot;
+            let side = c.xattn_side();
             Some(Xattn {
                 q_proj: l.dense("xattn.q_proj", c.content_dim + c.d_slot, c.d_attn)?,
                 k_proj: l.dense("xattn.k_proj", c.content_dim + side, c.d_attn)?,
@@ -879,6 +880,28 @@ impl Runtime {
         Ok(())
     }
 
+    /// The turn-relative features `[K][RELATIVE_DIM]` of the turn's candidates (empty for a
+    /// model without them).
+    fn relative(&self, turn: &Turn) -> Vec<f32> {
+        if !self.config.relative {
+            return Vec::new();
+        }
+        let n = turn.candidates.len();
+        let features: Vec<f32> = turn
+            .candidates
+            .iter()
+            .flat_map(|c| masked(&c.features, &c.missing))
+            .collect();
+        crate::relative::turn_features(&features, &vec![1.0; n], n)
+    }
+
+    /// Candidate `i`'s row of [`Self::relative`] (empty when there are none).
+    fn relative_row(relative: &[f32], i: usize) -> &[f32] {
+        relative
+            .get(i * RELATIVE_DIM..(i + 1) * RELATIVE_DIM)
+            .unwrap_or(&[])
+    }
+
     /// The candidates' encoder inputs `[K][cand_in]` (temporal models; empty otherwise).
     fn encodings(&self, state: &State, turn: &Turn) -> Vec<Vec<f32>> {
         let c = &self.config;
@@ -886,9 +909,11 @@ impl Runtime {
             return Vec::new();
         };
         let now = turn.timestamp.unwrap_or(0);
+        let relative = self.relative(turn);
         turn.candidates
             .iter()
-            .map(|cand| {
+            .enumerate()
+            .map(|(i, cand)| {
                 let mut x = Vec::with_capacity(enc.d_in);
                 x.extend(masked(&cand.features, &cand.missing));
                 x.extend_from_slice(&cand.missing);
@@ -896,6 +921,7 @@ impl Runtime {
                     let id = cand.memory_id.unwrap_or(cand.memory_slot as u64);
                     x.extend_from_slice(&state.history.features(now, id));
                 }
+                x.extend_from_slice(Self::relative_row(&relative, i));
                 x.extend_from_slice(Self::slot_row(
                     &self.memory_emb,
                     c.d_slot,
@@ -960,10 +986,15 @@ impl Runtime {
         let c = &self.config;
         let mut scores: Vec<f32> = match &self.mlp {
             Some((fc1, fc2)) => {
-                // The pointwise branch reads [features, missing, history]: the encoder
-                // inputs start with them.
+                // The pointwise branch reads [features, missing, history, turn-relative]:
+                // the encoder inputs start with them.
                 let own = c.pointwise_in();
-                let mut x = vec![0f32; 2 * FEATURE_DIM];
+                let relative = if enc.is_empty() {
+                    self.relative(turn)
+                } else {
+                    Vec::new()
+                };
+                let mut x = vec![0f32; own];
                 let mut hdn = vec![0f32; fc1.d_out];
                 let mut one = [0f32; 1];
                 turn.candidates
@@ -976,7 +1007,9 @@ impl Runtime {
                                 for (d, v) in masked(&cand.features, &cand.missing).enumerate() {
                                     x[d] = v;
                                 }
-                                x[FEATURE_DIM..].copy_from_slice(&cand.missing);
+                                x[FEATURE_DIM..2 * FEATURE_DIM].copy_from_slice(&cand.missing);
+                                x[2 * FEATURE_DIM..]
+                                    .copy_from_slice(Self::relative_row(&relative, k));
                                 &x
                             }
                         };
@@ -1033,9 +1066,11 @@ impl Runtime {
             qin.extend_from_slice(&project);
             let q = xa.q_norm.apply(&xa.q_proj.apply(&qin));
             let scale = (c.d_attn as f32).sqrt();
-            for (s, cand) in scores.iter_mut().zip(&turn.candidates) {
+            let relative = self.relative(turn);
+            for (i, (s, cand)) in scores.iter_mut().zip(&turn.candidates).enumerate() {
                 let mut side: Vec<f32> = masked(&cand.features, &cand.missing).collect();
                 side.extend_from_slice(&cand.missing);
+                side.extend_from_slice(Self::relative_row(&relative, i));
                 side.extend_from_slice(Self::slot_row(
                     &self.memory_emb,
                     c.d_slot,

@@ -7,6 +7,7 @@ use crate::data::{CONTEXT_DIM, Dataset, HOP_DIM, UserSeq};
 use crate::features::{FEATURE_DIM, MAX_HOPS};
 use crate::history::HISTORY_DIM;
 use crate::model::scorer::{Batch, ModelConfig};
+use crate::relative::{RELATIVE_DIM, turn_features as relative_features};
 
 /// The split of a dataset's turns into training, validation (model selection) and test.
 ///
@@ -162,6 +163,7 @@ pub fn make_batch(
     let mut hops = vec![0f32; b * t * k * MAX_HOPS * HOP_DIM];
     let mut hop_count = vec![1i32; b * t * k];
     let mut history = vec![0f32; b * t * k * HISTORY_DIM];
+    let mut relative = vec![0f32; b * t * k * RELATIVE_DIM];
     for (i, (u, &len)) in users.iter().zip(lens).enumerate() {
         let len = len.min(u.turns);
         let tk = len * k;
@@ -197,6 +199,15 @@ pub fn make_batch(
             let (s, e_) = at(k * HISTORY_DIM);
             history[s..e_].copy_from_slice(&u.history_features(k)[..tk * HISTORY_DIM]);
         }
+        if cfg.relative {
+            for tt in 0..len {
+                let (f, v) = (tt * k * FEATURE_DIM, tt * k);
+                let r =
+                    relative_features(&u.features[f..f + k * FEATURE_DIM], &u.valid[v..v + k], k);
+                let at = (i * t + tt) * k * RELATIVE_DIM;
+                relative[at..at + k * RELATIVE_DIM].copy_from_slice(&r);
+            }
+        }
         turn_mask[i * t..i * t + len].fill(1.0);
     }
     let f = |v: Vec<f32>, shape: &[usize]| TensorData::new(v, shape.to_vec());
@@ -216,5 +227,6 @@ pub fn make_batch(
         hops: Tensor::from_data(f(hops, &[b, t, k, MAX_HOPS, HOP_DIM]), device),
         hop_count: Tensor::from_data(i(hop_count, &[b, t, k]), device),
         history: Tensor::from_data(f(history, &[b, t, k, HISTORY_DIM]), device),
+        relative: Tensor::from_data(f(relative, &[b, t, k, RELATIVE_DIM]), device),
     }
 }

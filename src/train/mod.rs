@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::eval::metrics::{Metrics, case_metrics};
 use crate::model::baselines::{self, Baseline};
 use crate::model::mamba::ScanImpl;
-use crate::model::scorer::{Inputs, ModelConfig, Scorer, Size, Variant, listwise_loss};
+use crate::model::scorer::{Inputs, Loss, ModelConfig, Scorer, Size, Variant, loss};
 use batch::{Cutoffs, cutoffs, make_batch};
 
 /// The `[train]` section of a run config.
@@ -65,6 +65,9 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Global gradient-norm bound.
     pub grad_clip: f64,
+    /// The training loss: `softmax` (ListNet, the default) or `hit` (the softmax mass on
+    /// the relevant candidates together; see [`Loss`]).
+    pub loss: Loss,
     /// ListNet / softmax temperature.
     pub temperature: f64,
     /// Percentiles of turn timestamps where validation and test begin.
@@ -76,6 +79,9 @@ pub struct TrainConfig {
     pub curriculum: bool,
     /// Temporal models read each candidate's history features (`crate::history`).
     pub history: bool,
+    /// Every model reads each candidate's turn-relative features (ranks within its turn,
+    /// distances from the turn's first candidate; `crate::relative`).
+    pub relative: bool,
     /// Early stopping: stop once this many validations in a row have not improved the
     /// best validation DCG@10 (0: never; with a curriculum, only in its last stage). The
     /// run's model is always the best checkpoint.
@@ -101,12 +107,14 @@ impl Default for TrainConfig {
             warmup_steps: 20,
             weight_decay: 0.01,
             grad_clip: 1.0,
+            loss: Loss::Softmax,
             temperature: 1.0,
             valid_from: 0.8,
             test_from: 0.9,
             eval_every: 50,
             curriculum: true,
             history: true,
+            relative: false,
             patience: 4,
         }
     }
@@ -172,9 +180,10 @@ impl TrainConfig {
         }
     }
 
-    /// This config with one retrained ablation of the seed's grid applied: `d_state=N`,
-    /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only` or
-    /// `no_history`. The result is validated.
+    /// This config with one retrained ablation applied: the seed's grid (`d_state=N`,
+    /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only`,
+    /// `no_history`) or the turn-relative features on or off (`relative`,
+    /// `no_relative`). The result is validated.
     pub fn ablated(&self, spec: &str) -> Result<TrainConfig> {
         let mut t = self.clone();
         let spec = spec.trim();
@@ -201,9 +210,11 @@ impl TrainConfig {
                 "no_selectivity" => t.selective = false,
                 "temporal_only" => t.inputs = Inputs::TemporalOnly,
                 "no_history" => t.history = false,
+                "relative" => t.relative = true,
+                "no_relative" => t.relative = false,
                 _ => {
                     return Err(Error::Config(format!(
-                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only or no_history"
+                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only, no_history, relative or no_relative"
                     )));
                 }
             },
@@ -235,6 +246,16 @@ impl TrainConfig {
         }
         if !self.history && self.model.is_temporal() {
             name += "+no_history";
+        }
+        if self.loss != Loss::default() {
+            name += &format!("+loss={}", self.loss.name());
+        }
+        if self.relative != TrainConfig::default().relative {
+            name += if self.relative {
+                "+relative"
+            } else {
+                "+no_relative"
+            };
         }
         name
     }
@@ -285,6 +306,7 @@ pub fn validate(
     data: &Dataset,
     cut: &Cutoffs,
     cfg: &ModelConfig,
+    loss_kind: Loss,
     temperature: f64,
     device: &Device,
 ) -> Validation {
@@ -311,8 +333,15 @@ pub fn validate(
         let vm = Tensor::<2>::from_data(TensorData::new(vmask.clone(), [users.len(), t]), device);
         let n: f32 = vm.clone().sum().into_scalar();
         if n > 0.0 {
-            let l: f32 = listwise_loss(scores, b.labels.clone(), b.valid.clone(), vm, temperature)
-                .into_scalar();
+            let l: f32 = loss(
+                loss_kind,
+                scores,
+                b.labels.clone(),
+                b.valid.clone(),
+                vm,
+                temperature,
+            )
+            .into_scalar();
             loss_sum += l as f64 * n as f64;
             loss_n += n as f64;
         }
@@ -616,7 +645,8 @@ pub fn train_on(
         let started = std::time::Instant::now();
         let b = make_batch(data, &users, &lens, &model_cfg, &device);
         let scores = model.forward(&b, scan);
-        let loss = listwise_loss(
+        let loss = loss(
+            train_cfg.loss,
             scores,
             b.labels.clone(),
             b.valid.clone(),
@@ -656,6 +686,7 @@ pub fn train_on(
                 data,
                 &cut,
                 &model_cfg,
+                train_cfg.loss,
                 train_cfg.temperature,
                 &Device::flex(),
             );

@@ -110,5 +110,17 @@ pub fn model_configs(content_dim: usize) -> Vec<(String, ssmkit::model::scorer::
     for t in ablations {
         out.push((t.system_name(), base(Variant::Mamba).with_train(&t)));
     }
+    // Turn-relative features, on every variant and with temporal-only inputs.
+    for &v in &Variant::ALL {
+        let mut c = base(v);
+        c.relative = true;
+        out.push((format!("{}+relative", v.name()), c));
+    }
+    let t = TrainConfig {
+        inputs: Inputs::TemporalOnly,
+        relative: true,
+        ..TrainConfig::default()
+    };
+    out.push((t.system_name(), base(Variant::Mamba).with_train(&t)));
     out
 }

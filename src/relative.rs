@@ -1,0 +1,111 @@
+//! Turn-relative features: each candidate seen against the other candidates of its turn.
+//!
+//! A pointwise scorer reads one candidate at a time, so it cannot tell "the youngest
+//! quarter of this turn" or "close to the first candidate" (the retriever's top hit) from
+//! the candidate's own numbers. For every feature `d` these features give
+//!
+//! - `rank_d`: the share of the turn's other candidates with a smaller value (ties count
+//!   half), in [0, 1]; 0.5 for a turn of one candidate;
+//! - `first_d`: `|x_d − x_first,d|`, the distance from the turn's first candidate;
+//! - `top_d`, `bottom_d`: 1 when no other candidate of the turn has a larger (smaller)
+//!   value, else 0: the turn's extremes, which a pointwise scorer cannot pick out of
+//!   ranks without steep weights.
+//!
+//! Missing features read as 0, as the scorer reads them. The Burn model
+//! ([`crate::train::batch::make_batch`]) and the runtime ([`crate::runtime`]) both call
+//! [`turn_features`], so the two cannot drift apart.
+
+use crate::features::FEATURE_DIM;
+
+/// Turn-relative features per candidate: ranks, distances from the first candidate, top
+/// flags, bottom flags (each `FEATURE_DIM` wide, in that order).
+pub const RELATIVE_DIM: usize = 4 * FEATURE_DIM;
+
+/// The turn-relative features `[K][RELATIVE_DIM]` of one turn's candidates, `features`
+/// `[K][FEATURE_DIM]` (missing values already 0); candidates with `valid[i] == 0` (padding)
+/// neither get features (zeros) nor count for the others.
+pub fn turn_features(features: &[f32], valid: &[f32], k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; k * RELATIVE_DIM];
+    let live: Vec<usize> = (0..k).filter(|&i| valid[i] == 1.0).collect();
+    let Some(&first) = live.first() else {
+        return out;
+    };
+    let x = |i: usize, d: usize| features[i * FEATURE_DIM + d];
+    let others = (live.len() - 1) as f32;
+    for &i in &live {
+        let row = &mut out[i * RELATIVE_DIM..(i + 1) * RELATIVE_DIM];
+        for d in 0..FEATURE_DIM {
+            let v = x(i, d);
+            let (mut below, mut ties, mut above) = (0.0, 0.0, 0.0);
+            for &j in &live {
+                if j != i {
+                    let w = x(j, d);
+                    if w < v {
+                        below += 1.0;
+                    } else if w == v {
+                        ties += 1.0;
+                    } else {
+                        above += 1.0;
+                    }
+                }
+            }
+            row[d] = if live.len() == 1 {
+                0.5
+            } else {
+                (below + 0.5 * ties) / others
+            };
+            row[FEATURE_DIM + d] = (v - x(first, d)).abs();
+            row[2 * FEATURE_DIM + d] = (above == 0.0) as u8 as f32;
+            row[3 * FEATURE_DIM + d] = (below == 0.0) as u8 as f32;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A turn of candidates whose feature 0 is `v[i]` (the rest 0).
+    fn turn(v: &[f32]) -> Vec<f32> {
+        let mut f = vec![0f32; v.len() * FEATURE_DIM];
+        for (i, &x) in v.iter().enumerate() {
+            f[i * FEATURE_DIM] = x;
+        }
+        f
+    }
+
+    #[test]
+    fn ranks_and_distances_by_hand() {
+        // Values 3, 1, 2, 2 (padding last): ranks 1, 0, 0.5 ± ties, distances from 3.
+        let f = turn(&[3.0, 1.0, 2.0, 2.0, 9.0]);
+        let valid = [1.0, 1.0, 1.0, 1.0, 0.0];
+        let r = turn_features(&f, &valid, 5);
+        let rank = |i: usize| r[i * RELATIVE_DIM];
+        let dist = |i: usize| r[i * RELATIVE_DIM + FEATURE_DIM];
+        assert_eq!([rank(0), rank(1), rank(2), rank(3)], [1.0, 0.0, 0.5, 0.5]);
+        assert_eq!([dist(0), dist(1), dist(2), dist(3)], [0.0, 2.0, 1.0, 1.0]);
+        let top = |i: usize| r[i * RELATIVE_DIM + 2 * FEATURE_DIM];
+        let bottom = |i: usize| r[i * RELATIVE_DIM + 3 * FEATURE_DIM];
+        assert_eq!([top(0), top(1), top(2), top(3)], [1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            [bottom(0), bottom(1), bottom(2), bottom(3)],
+            [0.0, 1.0, 0.0, 0.0]
+        );
+        // A feature equal everywhere: every candidate is both top and bottom.
+        assert_eq!((r[2 * FEATURE_DIM + 1], r[3 * FEATURE_DIM + 1]), (1.0, 1.0));
+        // Padding gets nothing and does not count (9 would outrank everyone).
+        assert!(r[4 * RELATIVE_DIM..].iter().all(|&x| x == 0.0));
+        // A feature equal everywhere ranks in the middle and is 0 from the first.
+        assert_eq!(r[1], 0.5);
+        assert_eq!(r[FEATURE_DIM + 1], 0.0);
+    }
+
+    #[test]
+    fn a_lone_candidate_ranks_in_the_middle_and_the_first_valid_one_is_the_anchor() {
+        let f = turn(&[5.0, 7.0]);
+        let r = turn_features(&f, &[0.0, 1.0], 2);
+        assert_eq!(r[RELATIVE_DIM], 0.5);
+        assert_eq!(r[RELATIVE_DIM + FEATURE_DIM], 0.0);
+    }
+}
