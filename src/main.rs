@@ -175,14 +175,26 @@ enum Command {
         --root. Seeds, baselines and exports come from the config's [pipeline] section. A
         finished stage is not redone; an interrupted training resumes from its checkpoint.
 
+        With --shard I/N a job-array task trains only every N-th training job, starting at
+        the I-th, and stops; gather every task's runs/<name>/ under one root and run again
+        (with --no-train to refuse rather than train a missing run) to evaluate them together.
+
         Examples:
           ssmkit run configs/quick.toml
-          ssmkit run configs/phase0.toml --fail-on-gate"
+          ssmkit run configs/phase0.toml --fail-on-gate
+          ssmkit run configs/phase0.toml --shard 3/8
+          ssmkit run configs/phase0.toml --no-train"
     )]
     Run {
         config: PathBuf,
         #[arg(long, default_value = ".")]
         root: PathBuf,
+        /// Train only shard I of N of the training jobs (1-based), then stop
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Train nothing: evaluate and export runs that are all finished already
+        #[arg(long)]
+        no_train: bool,
         /// Exit with status 2 unless every gate passes
         #[arg(long)]
         fail_on_gate: bool,
@@ -285,6 +297,9 @@ enum BenchCommand {
         size: Size,
         #[arg(long, value_enum, default_value = "mamba")]
         model: Variant,
+        /// The model reads turn-relative features (`[train] relative`)
+        #[arg(long)]
+        relative: bool,
         #[arg(long, default_value_t = 20)]
         candidates: usize,
         #[arg(long, value_enum, default_value = "f32")]
@@ -487,6 +502,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 BenchCommand::Infer {
                     size,
                     model,
+                    relative,
                     candidates,
                     quant,
                     turns,
@@ -496,7 +512,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if candidates == 0 || turns == 0 {
                 anyhow::bail!("--candidates and --turns must be at least 1");
             }
-            let r = ssmkit::bench::infer(model, size, candidates, quant, turns)?;
+            let r = ssmkit::bench::infer(model, size, relative, candidates, quant, turns)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -565,13 +581,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             root,
+            shard,
+            no_train,
             fail_on_gate,
             quiet,
         } => {
+            let shard = shard
+                .as_deref()
+                .map(ssmkit::pipeline::parse_shard)
+                .transpose()?;
             let r = ssmkit::pipeline::run(&ssmkit::pipeline::RunOptions {
                 config,
                 root,
                 quiet,
+                shard,
+                no_train,
             })?;
             for s in &r.reused {
                 println!("reused: {s}");
@@ -579,6 +603,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("dataset  {}", r.data.display());
             for run in &r.runs {
                 println!("run      {}", run.display());
+            }
+            if let Some((i, n)) = r.shard {
+                println!("shard {}/{n} trained; no eval or export in a shard", i + 1);
+                return Ok(ExitCode::SUCCESS);
             }
             println!("report   {}", r.report.join("report.html").display());
             let gates = r.report.join("gates.json");

@@ -6,6 +6,12 @@
 //!
 //! Layout, under `--root` (default: the working directory): `data/<name>`,
 //! `runs/<name>/<model>-s<seed>`, `reports/<name>`, `runs/<name>/export/<model>-<quant>.safetensors`.
+//!
+//! Past one machine: the training jobs (each seed of each model) are independent.
+//! `shard: Some((i, n))` trains only jobs `i, i + n, i + 2n, …` (0-based) and stops there;
+//! once every shard's run directories are gathered under one `runs/<name>/`, a plain run
+//! finds them finished and evaluates them together (`no_train` makes it refuse, listing
+//! them, when any is missing instead of training it).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -27,6 +33,29 @@ pub struct RunOptions {
     pub config: PathBuf,
     pub root: PathBuf,
     pub quiet: bool,
+    /// Train only the jobs of shard `i` of `n` (0-based), then stop: no eval, no export.
+    pub shard: Option<(usize, usize)>,
+    /// Train nothing: every run must already be finished (merging shards).
+    pub no_train: bool,
+}
+
+/// Parses a shard written `I/N` (1-based, as job arrays number their tasks) into
+/// (I − 1, N).
+pub fn parse_shard(text: &str) -> Result<(usize, usize)> {
+    let bad = || {
+        Error::Input(format!(
+            "--shard {text}: expected I/N with 1 <= I <= N (e.g. 2/8)"
+        ))
+    };
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if i == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i - 1, n))
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -35,6 +64,8 @@ pub struct PipelineResult {
     pub runs: Vec<PathBuf>,
     pub report: PathBuf,
     pub exports: Vec<PathBuf>,
+    /// The shard this invocation trained (0-based), if it was one.
+    pub shard: Option<(usize, usize)>,
     /// Stages skipped because their output was already there.
     pub reused: Vec<String>,
     #[serde(skip)]
@@ -72,11 +103,28 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     for spec in &p.ablations {
         configs.push(cfg.train.ablated(spec)?);
     }
-    let jobs: Vec<(&TrainConfig, u64)> = configs
+    let mut jobs: Vec<(&TrainConfig, u64)> = configs
         .iter()
         .flat_map(|c| p.seeds.iter().map(move |&s| (c, s)))
         .collect();
-    let stages = 1 + jobs.len() + 1 + p.export.len();
+    if let Some((i, n)) = opts.shard {
+        if opts.no_train {
+            return Err(Error::Input(
+                "--shard trains a share of the runs and --no-train trains none: pick one".into(),
+            ));
+        }
+        jobs = jobs
+            .into_iter()
+            .enumerate()
+            .filter(|(j, _)| j % n == i)
+            .map(|(_, job)| job)
+            .collect();
+    }
+    let stages = if opts.shard.is_some() {
+        1 + jobs.len()
+    } else {
+        1 + jobs.len() + 1 + p.export.len()
+    };
     let bar = if opts.quiet {
         ProgressBar::hidden()
     } else {
@@ -124,6 +172,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     // A report or export older than a run, or than the config, is rebuilt.
     let mut newest_run = modified(&opts.config);
     let dataset = crate::data::Dataset::load(&data)?;
+    let mut missing = Vec::new();
     for &(tcfg, seed) in &jobs {
         let run = runs_dir.join(format!("{}-s{seed}", tcfg.system_name()));
         bar.set_message(format!("train {}", run.display()));
@@ -136,6 +185,8 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         let finished = state.as_ref().is_some_and(|s| s.finished() && same(s));
         if finished {
             reused.push(format!("train ({})", run.display()));
+        } else if opts.no_train {
+            missing.push(run.display().to_string());
         } else {
             let resume = state.as_ref().is_some_and(|s| same(s) && s.seed == seed);
             if state.is_some() && !resume {
@@ -162,6 +213,27 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         newest_run = newest_run.max(modified(&run.join("state.json")));
         runs.push(run);
         bar.inc(1);
+    }
+    if !missing.is_empty() {
+        return Err(Error::Input(format!(
+            "--no-train: {} of {} runs are not finished: {}",
+            missing.len(),
+            jobs.len(),
+            missing.join(", ")
+        )));
+    }
+    if opts.shard.is_some() {
+        bar.finish_and_clear();
+        return Ok(PipelineResult {
+            data,
+            runs,
+            report,
+            exports: Vec::new(),
+            shard: opts.shard,
+            reused,
+            eval: None,
+            all_gates_passed: false,
+        });
     }
 
     // eval
@@ -231,6 +303,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         runs,
         report,
         exports,
+        shard: None,
         reused,
         eval,
         all_gates_passed,

@@ -477,3 +477,120 @@ probes = 4
     let (ok, _, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
     assert!(!ok && err.contains("another config"), "{err}");
 }
+
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn shards_of_a_run_train_their_share_and_merge_into_one_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        r#"name = "tiny"
+[world]
+users = 12
+entities = [20, 30]
+[timeline]
+turns = [40, 60]
+[noise]
+calibration_users = 12
+[train]
+size = "tiny"
+steps = 8
+batch_users = 4
+window = 16
+warmup_steps = 2
+eval_every = 4
+[pipeline]
+seeds = [1, 2]
+baselines = ["mlp"]
+export = ["f32"]
+max_drop = 1.0
+probes = 4
+"#,
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let root = |name: &str| dir.path().join(name);
+    let run_in = |r: &Path, extra: &[&str]| {
+        let mut args = vec!["run", c, "--root", r.to_str().unwrap(), "--quiet"];
+        args.extend(extra);
+        ssmkit(&args)
+    };
+    // Two job-array tasks: jobs 0 and 2 (mamba-s1, mlp-s1), then 1 and 3.
+    let (ok, out, err) = run_in(&root("a"), &["--shard", "1/2"]);
+    assert!(ok && out.contains("shard 1/2"), "{err}");
+    let (ok, _, err) = run_in(&root("b"), &["--shard", "2/2"]);
+    assert!(ok, "{err}");
+    let runs = |r: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root(r).join("runs/tiny"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(runs("a"), ["mamba-s1", "mlp-s1"]);
+    assert_eq!(runs("b"), ["mamba-s2", "mlp-s2"]);
+    assert!(
+        !root("a").join("reports").exists(),
+        "a shard evaluates nothing"
+    );
+    // Merging one shard only: --no-train names what is missing and trains nothing.
+    copy_tree(&root("a").join("runs"), &root("merged").join("runs"));
+    let (ok, _, err) = run_in(&root("merged"), &["--no-train"]);
+    assert!(
+        !ok && err.contains("2 of 4") && err.contains("mamba-s2") && err.contains("mlp-s2"),
+        "{err}"
+    );
+    assert_eq!(runs("merged"), ["mamba-s1", "mlp-s1"]);
+    // Both shards: one eval over every run, nothing retrained.
+    copy_tree(&root("b").join("runs"), &root("merged").join("runs"));
+    let (ok, out, err) = run_in(&root("merged"), &["--no-train"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("reused: train").count(), 4, "{out}");
+    let metrics = std::fs::read_to_string(root("merged").join("reports/tiny/metrics.csv")).unwrap();
+    assert!(
+        metrics.contains("gts,mamba,") && metrics.contains("gts,mlp,"),
+        "{metrics}"
+    );
+    assert!(
+        root("merged")
+            .join("runs/tiny/export/mamba-f32.safetensors")
+            .is_file()
+    );
+    // A shard trains exactly what one machine would have.
+    let (ok, _, err) = run_in(&root("whole"), &[]);
+    assert!(ok, "{err}");
+    // (Weights compared: the files also hold parameter ids drawn per process.)
+    let weights = |r: &str| {
+        let (m, _) = ssmkit::train::load_run(
+            &root(r).join("runs/tiny/mamba-s2"),
+            false,
+            &burn::prelude::Device::flex(),
+        )
+        .unwrap();
+        ssmkit::train::flat_params(&m)
+    };
+    assert!(
+        weights("b") == weights("whole"),
+        "a shard trained other weights"
+    );
+    // Shards are written I/N with 1 <= I <= N.
+    for bad in ["0/2", "3/2", "2", "a/b"] {
+        let (ok, _, err) = run_in(&root("bad"), &["--shard", bad]);
+        assert!(!ok && err.contains("I/N"), "{bad}: {err}");
+    }
+}

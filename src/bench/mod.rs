@@ -100,10 +100,12 @@ pub struct InferBench {
 }
 
 /// Times [`Runtime::step`] (score, then fold the outcome in) of the runtime on random turns, one thread, for a freshly
-/// initialized model of the given variant and size (latency does not depend on training).
+/// initialized model of the given variant and size (latency does not depend on training),
+/// with or without turn-relative features.
 pub fn infer(
     variant: crate::model::scorer::Variant,
     size: crate::model::scorer::Size,
+    relative: bool,
     candidates: usize,
     quant: crate::export::Quant,
     turns: usize,
@@ -111,7 +113,8 @@ pub fn infer(
     use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES};
     use crate::runtime::{Candidate, Runtime, Turn};
     let content = 16;
-    let cfg = crate::model::scorer::ModelConfig::sized(variant, size, content, 4096);
+    let mut cfg = crate::model::scorer::ModelConfig::sized(variant, size, content, 4096);
+    cfg.relative = relative;
     let model = cfg.init(0, &Device::flex());
     let (bytes, _) =
         crate::export::encode(&model, &cfg, quant, &serde_json::json!({"bench": true}))?;
@@ -167,7 +170,11 @@ pub fn infer(
     times.sort_by(f64::total_cmp);
     let q = |p: f64| crate::eval::stats::quantile(&times, p);
     Ok(InferBench {
-        model: variant.name().into(),
+        model: if relative {
+            format!("{}+relative", variant.name())
+        } else {
+            variant.name().into()
+        },
         size: format!("{size:?}").to_lowercase(),
         quantization: quant.name().into(),
         candidates,
