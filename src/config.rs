@@ -73,6 +73,17 @@ impl Default for PipelineConfig {
     }
 }
 
+impl Config {
+    /// Sets the SNR of the whole dataset: `[noise] snr_db` and every curriculum stage's
+    /// (`gen --snr`).
+    pub fn set_snr(&mut self, snr: f64) {
+        self.noise.snr_db = Some(snr);
+        for stage in &mut self.curriculum.stages {
+            stage.snr_db = snr;
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

@@ -29,6 +29,24 @@ pub(crate) fn uniform_tensor<const D: usize>(
     tensor(v, shape, device)
 }
 
+/// Parameter counts of every variant at the tiny, small and medium sizes (16-dimensional
+/// content embeddings, 4,096 memory slots): `train --dry-run`.
+pub fn param_counts() -> Vec<(scorer::Variant, [usize; 3])> {
+    use burn::module::Module;
+    use scorer::{ModelConfig, Size, Variant};
+    Variant::ALL
+        .iter()
+        .map(|&v| {
+            let n = |s: Size| {
+                ModelConfig::sized(v, s, 16, 4096)
+                    .init(0, &burn::prelude::Device::flex())
+                    .num_params()
+            };
+            (v, [n(Size::Tiny), n(Size::Small), n(Size::Medium)])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use burn::module::{ModuleMapper, Param, ParamId};

@@ -750,6 +750,29 @@ pub fn baseline_validation(
     .swap_remove(0)
 }
 
+/// The validation numbers of the training-free systems beside a trained model's: the
+/// heuristic, random and oracle baselines, then every history rule, by name.
+pub fn reference_validations(
+    data: &Dataset,
+    cfg: &TrainConfig,
+    seed: u64,
+) -> Vec<(String, Validation)> {
+    let mut rows: Vec<(String, Validation)> =
+        [Baseline::Heuristic, Baseline::Random, Baseline::Oracle]
+            .into_iter()
+            .map(|kind| {
+                (
+                    format!("{kind:?}").to_lowercase(),
+                    baseline_validation(data, cfg, kind, seed),
+                )
+            })
+            .collect();
+    for (rule, v) in history_validations(data, cfg) {
+        rows.push((rule.name().to_string(), v));
+    }
+    rows
+}
+
 /// Validation numbers of every history rule (`crate::eval::history`), in
 /// `HistoryRule::ALL` order, on the same validation turns as [`validate`].
 pub fn history_validations(

@@ -1,0 +1,329 @@
+//! The command line's types: every subcommand, its flags and its help text (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ssmkit::eval::Unit;
+use ssmkit::model::scorer::{Size, Variant};
+
+#[derive(Parser)]
+#[command(
+    name = "ssmkit",
+    version,
+    about = "Train and validate small state-space models for agent memory"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate a synthetic dataset with planted ground truth (or import JSONL)
+    #[command(after_help = "Examples:\n  \
+        ssmkit gen --config configs/quick.toml --out data/quick\n  \
+        ssmkit gen --config configs/quick.toml --out data/quick-10db --snr 10 --seed 3 --force\n  \
+        ssmkit gen --import scenarios.jsonl --out data/poc-llm")]
+    Gen {
+        /// TOML config (see configs/); defaults apply to absent fields
+        #[arg(long, required_unless_present = "import")]
+        config: Option<PathBuf>,
+        /// Output directory (Parquet tables + manifest.json)
+        #[arg(long)]
+        out: PathBuf,
+        /// Override the config's seed
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override the feature SNR in dB (every curriculum stage too)
+        #[arg(long, allow_hyphen_values = true)]
+        snr: Option<f64>,
+        /// Replace an existing output directory
+        #[arg(long)]
+        force: bool,
+        /// Import a JSONL file (PoC scenarios or exported sessions) instead of simulating
+        #[arg(long, conflicts_with_all = ["config", "seed", "snr"])]
+        import: Option<PathBuf>,
+        /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Train a model (or a learned baseline) on a generated dataset
+    #[command(after_help = "Examples:\n  \
+        ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-mamba\n  \
+        ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-s4d --model s4d --seed 2\n  \
+        ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-mamba --resume\n  \
+        ssmkit train --dry-run")]
+    Train {
+        /// Run config; its [train] section (defaults apply to absent fields)
+        #[arg(long, required_unless_present = "dry_run")]
+        config: Option<PathBuf>,
+        /// Dataset directory written by `ssmkit gen`
+        #[arg(long, required_unless_present = "dry_run")]
+        data: Option<PathBuf>,
+        /// Run directory: resolved config, metrics.csv, checkpoints, model.bpk
+        #[arg(long, required_unless_present = "dry_run")]
+        run: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        model: Option<Variant>,
+        #[arg(long, value_enum)]
+        size: Option<Size>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// cpu (Burn's flex backend), wgpu (needs a build with `--features wgpu`), or auto
+        /// (a GPU when the build and the machine have one; says which it picked)
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: ssmkit::backend::BackendChoice,
+        /// Selective scan: fast (the fused CPU kernel, default on CPU) or reference (the
+        /// per-turn loop of Burn ops, differentiated by autodiff)
+        #[arg(long, value_enum)]
+        scan: Option<ssmkit::model::mamba::ScanImpl>,
+        /// Continue the run in --run from its last checkpoint
+        #[arg(long)]
+        resume: bool,
+        /// Print the parameter counts of every model and size, and exit
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Speed measurements
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+    /// Ranking metrics of logged rankings: HR, MRR, DCG (unnormalized), nDCG, P, R at K
+    #[command(
+        after_help = "FILE is CSV (or .parquet) with columns case_id,score,label; a case's rows are its
+        candidates in their original order. Ties in score keep that order (the earlier
+        candidate ranks first); labels > 0 are relevant and are DCG's gains.
+
+        Examples:
+          ssmkit metrics rankings.csv --k 10
+          ssmkit metrics rankings.parquet --k 5 --json > metrics.json"
+    )]
+    Metrics {
+        file: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Print JSON: {"cases": [{case_id, hr, mrr, dcg, ndcg, precision, recall}…], "mean": {…}}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate trained runs against the baselines on the GTS and LOO test cases; phase gates
+    #[command(
+        after_help = "Scores every --run (several seeds of one model are averaged per case) and the
+        heuristic, random and oracle baselines on exactly the same test cases, compares the
+        primary model with each of them (BCa 95% interval, sign-flip p-value), and writes
+        report.md, gates.json, metrics.csv, cases.csv and comparisons.csv to --out.
+
+        Examples:
+          ssmkit eval --data data/quick --run runs/quick --out reports/quick
+          ssmkit eval --data data/quick --run runs/q-s1 --run runs/q-s2 --run runs/q-xattn \\
+              --out reports/quick --unit user --fail-on-gate"
+    )]
+    Eval {
+        #[arg(long)]
+        data: PathBuf,
+        /// A trained run directory (repeat the flag for seeds and learned baselines)
+        #[arg(long = "run", required = true)]
+        runs: Vec<PathBuf>,
+        /// Report directory (replaced only with --force)
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
+        /// The model the gates judge (default: mamba if given, else the first temporal model)
+        #[arg(long, value_enum)]
+        primary: Option<Variant>,
+        /// Resampling unit of the paired statistics
+        #[arg(long, value_enum, default_value_t = Unit::User)]
+        unit: Unit,
+        #[arg(long, default_value_t = 10_000)]
+        resamples: usize,
+        #[arg(long, default_value_t = 10_000)]
+        permutations: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Users replayed one turn at a time for the latency measurement (0: skip)
+        #[arg(long, default_value_t = 4)]
+        latency_users: usize,
+        /// Probe sites per canary (each site is scored at every SNR level)
+        #[arg(long, default_value_t = 32)]
+        probes: usize,
+        /// TSTR: also accept runs trained on other datasets and evaluate them on this
+        /// dataset's own test split (they appear as `<model>@<their dataset's SHA>`)
+        #[arg(long)]
+        transfer: bool,
+        /// Exit with status 2 when a gate does not pass (NOT MEASURED and INVALID count as not
+        /// passing)
+        #[arg(long)]
+        fail_on_gate: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// The whole job: gen → train (all seeds and baselines) → eval → export, resumable
+    #[command(
+        after_help = "Outputs: data/<name>, runs/<name>/<model>-s<seed>, reports/<name> (report.md,
+        report.html, gates.json) and runs/<name>/export/<model>-<quant>.safetensors, under
+        --root. Seeds, baselines and exports come from the config's [pipeline] section. A
+        finished stage is not redone; an interrupted training resumes from its checkpoint.
+
+        With --shard I/N a job-array task trains only every N-th training job, starting at
+        the I-th, and stops; gather every task's runs/<name>/ under one root and run again
+        (with --no-train to refuse rather than train a missing run) to evaluate them together.
+
+        Examples:
+          ssmkit run configs/quick.toml
+          ssmkit run configs/phase0.toml --fail-on-gate
+          ssmkit run configs/phase0.toml --shard 3/8
+          ssmkit run configs/phase0.toml --no-train"
+    )]
+    Run {
+        config: PathBuf,
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Train only shard I of N of the training jobs (1-based), then stop
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Train nothing: evaluate and export runs that are all finished already
+        #[arg(long)]
+        no_train: bool,
+        /// Exit with status 2 unless every gate passes
+        #[arg(long)]
+        fail_on_gate: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Export a trained run as safetensors (f32, int8 or ternary) for the runtime
+    #[command(
+        after_help = "Names follow the reference Mamba checkpoint (layers.{i}.mixer.in_proj.weight, …);
+        int8 stores projections and embeddings as <name>.qweight (I8) + <name>.scale (F16, per
+        output channel), ternary as <name>.qweight2 (U8, four 2-bit codes a byte) + <name>.scale
+        (F16); state-sensitive tensors (A_log, D, dt_proj, conv1d, norms, biases) are F16 in
+        both and everything is F32 in f32. __metadata__ carries the model config, the feature
+        layout and SHA-256 digests of the tensors and of the metadata. With --data, the exported model is replayed turn by
+        turn over the run's GTS test cases and compared with the Burn model; --max-drop then
+        refuses an export whose DCG@10 drops by more than that fraction.
+
+        Examples:
+          ssmkit export runs/quick-mamba --quant int8 --out runs/quick-mamba/export/model-int8.safetensors
+          ssmkit export runs/quick-mamba --quant int8 --out m.safetensors --data data/quick --max-drop 0.02"
+    )]
+    Export {
+        run: PathBuf,
+        #[arg(long, value_enum, default_value = "f32")]
+        quant: ssmkit::export::Quant,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        max_drop: Option<f64>,
+        #[arg(long)]
+        json: bool,
+        /// Replace an existing --out file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Score JSONL turns with an exported model, carrying the recurrent state
+    #[command(
+        after_help = "Each input line is a turn: {\"timestamp\": unix seconds, \"context\": [6], \"query\": [..]?,
+        \"focal\": [a, b]?, \"candidates\": [{\"features\": [24, null = missing], \"memory_slot\": n,
+        \"memory_id\": n?, \"entity\": n, \"content\": [..]?, \"hops\": [[5], ..]?}], \"labels\": [K]?}.
+        Models with history features need the timestamp and each candidate's memory_id (the
+        key of the user's history). Each output line is
+        {\"turn\": i, \"scores\": [K]}; labels, when given, are folded into the state after
+        scoring. --state loads the state from FILE when it exists and saves it there at the
+        end; a damaged state or another model's starts from the default state with a
+        warning and is left untouched (--force replaces it).
+
+        Example:
+          ssmkit predict model.safetensors --input turns.jsonl --state user42.state"
+    )]
+    Predict {
+        model: PathBuf,
+        /// JSONL turns (default: standard input)
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Replace a --state file that holds another model's (or a damaged) state
+        #[arg(long)]
+        force: bool,
+    },
+    /// Paired comparison of two systems: BCa bootstrap CI of mean(A − B) and sign-flip test
+    #[command(
+        after_help = "A and B are CSV (or .parquet) with columns case_id,value (and user_id for
+        --unit user), one row per case; every case_id must appear once in each file.
+        Significant means: BCa lower bound > 0 and p < 0.05.
+
+        Examples:
+          ssmkit compare ssm_hr10.csv heuristic_hr10.csv
+          ssmkit compare a.csv b.csv --resamples 10000 --permutations 10000 --seed 7 --unit user --json"
+    )]
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        resamples: usize,
+        #[arg(long, default_value_t = 10_000)]
+        permutations: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Confidence level of the intervals
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// Resampling unit: each case, or each user's cases together
+        #[arg(long, value_enum, default_value_t = Unit::Case)]
+        unit: Unit,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Per-turn latency of the runtime (one thread): score K candidates, then fold the turn
+    #[command(after_help = "Example:\n  ssmkit bench infer --size small --candidates 20 --json")]
+    Infer {
+        #[arg(long, value_enum, default_value = "small")]
+        size: Size,
+        #[arg(long, value_enum, default_value = "mamba")]
+        model: Variant,
+        /// The model reads turn-relative features (`[train] relative`)
+        #[arg(long)]
+        relative: bool,
+        #[arg(long, default_value_t = 20)]
+        candidates: usize,
+        #[arg(long, value_enum, default_value = "f32")]
+        quant: ssmkit::export::Quant,
+        #[arg(long, default_value_t = 5000)]
+        turns: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forward + backward time of the selective scan alone
+    #[command(
+        after_help = "Example:\n  ssmkit bench scan --batch 32 --d-inner 128 --d-state 16 --len 64 --json"
+    )]
+    Scan {
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        d_inner: usize,
+        #[arg(long, default_value_t = 16)]
+        d_state: usize,
+        #[arg(long, default_value_t = 64)]
+        len: usize,
+        /// `fast`: the fused kernel with its hand-written backward; `reference`: the
+        /// per-timestep loop of Burn ops
+        #[arg(long = "impl", value_enum, default_value = "fast")]
+        implementation: ssmkit::model::mamba::ScanImpl,
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}

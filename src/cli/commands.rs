@@ -1,0 +1,460 @@
+//! One function per subcommand: each turns the parsed flags into a library call and
+//! prints its result.
+
+use std::process::ExitCode;
+
+use ssmkit::config::Config;
+use ssmkit::datagen::{self, GenOptions};
+use ssmkit::eval::{self, stats::CompareOptions};
+use ssmkit::train::{self, TrainOptions};
+
+use super::args::{BenchCommand, Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Gen {
+            config,
+            out,
+            seed,
+            snr,
+            force,
+            import,
+            quiet,
+        } => {
+            let opts = GenOptions { out, force, quiet };
+            let summary = if let Some(input) = import {
+                datagen::import::import(&input, &opts)?
+            } else {
+                let path = config.expect("clap requires --config without --import");
+                let mut config = Config::load(&path)?;
+                if let Some(seed) = seed {
+                    config.seed = seed;
+                }
+                if let Some(snr) = snr {
+                    config.set_snr(snr);
+                }
+                datagen::generate(&config, &opts)?
+            };
+            println!(
+                "wrote {}: {} users, {} turns, {} candidates",
+                summary.out.display(),
+                summary.users,
+                summary.turns,
+                summary.candidates
+            );
+        }
+        Command::Train {
+            config,
+            data,
+            run,
+            model,
+            size,
+            steps,
+            seed,
+            backend,
+            scan,
+            resume,
+            dry_run,
+            quiet,
+        } => {
+            if dry_run {
+                println!(
+                    "{:<8} {:>10} {:>10} {:>10}",
+                    "model", "tiny", "small", "medium"
+                );
+                for (v, counts) in ssmkit::model::param_counts() {
+                    println!(
+                        "{:<8} {:>10} {:>10} {:>10}",
+                        v.name(),
+                        counts[0],
+                        counts[1],
+                        counts[2]
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let path = config.expect("required");
+            let mut cfg = Config::load(&path)?;
+            if let Some(m) = model {
+                cfg.train.model = m;
+            }
+            if let Some(s) = size {
+                cfg.train.size = s;
+            }
+            if let Some(s) = steps {
+                cfg.train.steps = s;
+            }
+            let opts = TrainOptions {
+                data: data.expect("required"),
+                run: run.expect("required"),
+                seed: seed.unwrap_or(cfg.seed),
+                resume,
+                quiet,
+                stop_after: None,
+                backend,
+                scan,
+            };
+            // One load serves the training and the baselines printed after it.
+            cfg.train.validate()?;
+            let data = ssmkit::data::Dataset::load(&opts.data)?;
+            let v = train::train_on(&data, &cfg.train, &opts)?;
+            let state = train::read_run_state(&opts.run)?;
+            println!(
+                "trained {}: step {}{}, validation loss {:.4}, DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
+                opts.run.display(),
+                state.step,
+                if state.stopped_early {
+                    " (stopped early)"
+                } else {
+                    ""
+                },
+                v.loss,
+                v.dcg10,
+                v.hr10,
+                v.ndcg10
+            );
+            println!(
+                "  the run's model: best validation DCG@10 {:.4}, at step {}",
+                state.best_dcg10, state.best_step
+            );
+            for (name, b) in train::reference_validations(&data, &cfg.train, opts.seed) {
+                println!(
+                    "  same validation turns, {name:<13} DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
+                    b.dcg10, b.hr10, b.ndcg10
+                );
+            }
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Scan {
+                    batch,
+                    d_inner,
+                    d_state,
+                    len,
+                    implementation,
+                    repeats,
+                    json,
+                },
+        } => {
+            if batch == 0 || d_inner == 0 || d_state == 0 || len == 0 || repeats == 0 {
+                anyhow::bail!(
+                    "--batch, --d-inner, --d-state, --len and --repeats must be at least 1"
+                );
+            }
+            let r = ssmkit::bench::scan(implementation, batch, d_inner, d_state, len, repeats);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "selective scan ({}, {}), batch {batch}, d_inner {d_inner}, d_state {d_state}, len {len}: forward+backward {:.2} ms (median of {repeats}, min {:.2}), forward {:.2} ms",
+                    r.implementation, r.backend, r.fwd_bwd_ms, r.fwd_bwd_min_ms, r.fwd_ms
+                );
+            }
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Infer {
+                    size,
+                    model,
+                    relative,
+                    candidates,
+                    quant,
+                    turns,
+                    json,
+                },
+        } => {
+            if candidates == 0 || turns == 0 {
+                anyhow::bail!("--candidates and --turns must be at least 1");
+            }
+            let r = ssmkit::bench::infer(model, size, relative, candidates, quant, turns)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "runtime, {} {} ({}), K = {candidates}, {turns} turns, one thread: p50 {:.1} µs, p95 {:.1} µs, p99 {:.1} µs; state {} bytes, file {} bytes",
+                    r.model,
+                    r.size,
+                    r.quantization,
+                    r.p50_us,
+                    r.p95_us,
+                    r.p99_us,
+                    r.state_bytes,
+                    r.file_bytes
+                );
+            }
+        }
+        Command::Export {
+            run,
+            quant,
+            out,
+            data,
+            max_drop,
+            json,
+            force,
+        } => {
+            let r = ssmkit::export::export_run(&ssmkit::export::ExportOptions {
+                run,
+                quant,
+                out,
+                data,
+                force,
+                max_drop,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("wrote {} ({}):", r.out.display(), r.quantization);
+                for (g, b) in &r.sizes.groups {
+                    println!("  {g:<32} {b:>10} bytes");
+                }
+                println!(
+                    "  {:<32} {:>10} bytes (file {} bytes); state {} bytes",
+                    "tensors", r.sizes.tensor_bytes, r.sizes.file_bytes, r.state_bytes
+                );
+                if r.history_entry_bytes > 0 {
+                    println!(
+                        "  the state grows by {} bytes per memory in the user's history table (at most {} memories: {} bytes)",
+                        r.history_entry_bytes,
+                        r.history_max_entries,
+                        r.state_bytes + r.history_entry_bytes * r.history_max_entries
+                    );
+                }
+                if let Some(v) = &r.verification {
+                    println!(
+                        "  verified on {} test cases: DCG@10 {:.4} (Burn) vs {:.4} (export), drop {:.3}%; top-10 agreement {:.4}; max |score difference| {:.2e}",
+                        v.cases,
+                        v.burn_dcg10,
+                        v.export_dcg10,
+                        100.0 * v.relative_drop,
+                        v.top10_agreement,
+                        v.max_abs_diff
+                    );
+                }
+            }
+        }
+        Command::Run {
+            config,
+            root,
+            shard,
+            no_train,
+            fail_on_gate,
+            quiet,
+        } => {
+            let shard = shard
+                .as_deref()
+                .map(ssmkit::pipeline::parse_shard)
+                .transpose()?;
+            let r = ssmkit::pipeline::run(&ssmkit::pipeline::RunOptions {
+                config,
+                root,
+                quiet,
+                shard,
+                no_train,
+            })?;
+            for s in &r.reused {
+                println!("reused: {s}");
+            }
+            println!("dataset  {}", r.data.display());
+            for run in &r.runs {
+                println!("run      {}", run.display());
+            }
+            if let Some((i, n)) = r.shard {
+                println!("shard {}/{n} trained; no eval or export in a shard", i + 1);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("report   {}", r.report.join("report.html").display());
+            let gates = r.report.join("gates.json");
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gates)?)?;
+            for g in v["gates"].as_array().into_iter().flatten() {
+                let value = g["value"]
+                    .as_f64()
+                    .map_or("—".to_string(), |v| format!("{v:.4}"));
+                println!(
+                    "  [{}] {} (phase {}): {value}",
+                    g["status"].as_str().unwrap_or("?"),
+                    g["name"].as_str().unwrap_or("?"),
+                    g["phase"].as_str().unwrap_or("?")
+                );
+            }
+            for e in &r.exports {
+                println!("export   {}", e.display());
+            }
+            if fail_on_gate && !r.all_gates_passed {
+                eprintln!("a phase gate did not pass (--fail-on-gate)");
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Command::Predict {
+            model,
+            input,
+            state,
+            force,
+        } => {
+            predict(&model, input.as_deref(), state.as_deref(), force)?;
+        }
+        Command::Metrics { file, k, json } => {
+            let report = eval::metrics_file(&file, k)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
+        Command::Compare {
+            a,
+            b,
+            resamples,
+            permutations,
+            seed,
+            confidence,
+            unit,
+            json,
+        } => {
+            let opts = CompareOptions {
+                resamples,
+                permutations,
+                seed,
+                confidence,
+            };
+            let c = eval::compare_files(&a, &b, unit, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print!("{}", c.to_text());
+            }
+        }
+        Command::Eval {
+            data,
+            runs,
+            out,
+            force,
+            primary,
+            unit,
+            resamples,
+            permutations,
+            seed,
+            latency_users,
+            probes,
+            transfer,
+            fail_on_gate,
+            quiet,
+        } => {
+            if resamples == 0 || permutations == 0 {
+                anyhow::bail!("--resamples and --permutations must be at least 1");
+            }
+            let opts = eval::phase::EvalOptions {
+                data,
+                runs,
+                out,
+                force,
+                primary,
+                primary_system: None,
+                unit,
+                compare: CompareOptions {
+                    resamples,
+                    permutations,
+                    seed,
+                    confidence: 0.95,
+                },
+                latency_users,
+                probes_per_canary: probes,
+                transfer,
+                quiet,
+            };
+            let r = eval::phase::evaluate(&opts)?;
+            println!(
+                "{} GTS cases from {} users ({} with history), {} LOO cases; primary model {}; report in {}",
+                r.n_gts,
+                r.test_set.users,
+                r.test_set.warm_users,
+                r.n_loo,
+                r.primary,
+                r.out.display()
+            );
+            for g in &r.gates {
+                let v = g.value.map_or("—".to_string(), |v| format!("{v:.4}"));
+                println!("  [{}] {} (phase {}): {v}", g.status, g.name, g.phase);
+            }
+            if fail_on_gate && !r.all_passed() {
+                eprintln!("a phase gate did not pass (--fail-on-gate)");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ssmkit predict`: JSONL turns in, JSONL scores out, the state carried in a file.
+fn predict(
+    model: &std::path::Path,
+    input: Option<&std::path::Path>,
+    state_path: Option<&std::path::Path>,
+    force: bool,
+) -> anyhow::Result<()> {
+    use ssmkit::runtime::{Runtime, State, jsonl::parse_turn};
+    use std::io::{BufRead, Write};
+    let rt = Runtime::load(model)?;
+    // A state file this model cannot read (another model's, or damaged) is left as it is
+    // unless --force says to replace it.
+    let mut save_to = state_path;
+    let mut state = match state_path.filter(|p| p.exists()) {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            match State::from_bytes(&bytes, &rt.fingerprint, rt.state_len()) {
+                Ok(_) => {
+                    let (s, warning) = rt.restore(&bytes);
+                    if let Some(w) = warning {
+                        eprintln!("warning: {}: {w}", p.display());
+                    }
+                    s
+                }
+                Err(why) => {
+                    let fate = if force {
+                        "it will be replaced (--force)"
+                    } else {
+                        save_to = None;
+                        "it is left untouched and this run's state is not saved (--force replaces it)"
+                    };
+                    eprintln!(
+                        "warning: {}: {why}; starting from the default state; {fate}",
+                        p.display()
+                    );
+                    rt.zero_state()
+                }
+            }
+        }
+        None => rt.zero_state(),
+    };
+    let reader: Box<dyn BufRead> = match input {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let name = input.map_or("stdin".to_string(), |p| p.display().to_string());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0usize;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| anyhow::anyhow!("{name}: line {}: {e}", i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (turn, labels) =
+            parse_turn(&line).map_err(|e| anyhow::anyhow!("{name}: line {}: {e}", i + 1))?;
+        rt.check(&turn)
+            .map_err(|e| anyhow::anyhow!("{name}: line {}: {e}", i + 1))?;
+        let scores = rt.score(&state, &turn);
+        writeln!(out, "{}", serde_json::json!({"turn": n, "scores": scores}))?;
+        let labels = labels.unwrap_or_else(|| vec![0.0; turn.candidates.len()]);
+        rt.observe(&mut state, &turn, &labels);
+        n += 1;
+    }
+    out.flush()?;
+    if state.values.iter().any(|v| !v.is_finite()) {
+        anyhow::bail!("the state became non-finite: nothing saved");
+    }
+    if let Some(p) = save_to {
+        ssmkit::train::checkpoint::write_atomic(p, &state.to_bytes(&rt.fingerprint))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The `ssmkit` command line: its types ([`args`]) and one function per subcommand
+//! ([`commands`]).
+
+pub mod args;
+pub mod commands;
