@@ -364,13 +364,14 @@ fn predict_carries_the_state_across_invocations() {
     assert!(!ok && err.contains("line 1"), "{err}");
 }
 
-#[test]
-fn run_does_the_whole_job_and_a_second_run_reuses_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tiny.toml");
+/// A `run` config of the tiny world (12 users, 8 training steps) in `dir`, with `pipeline`
+/// lines in its `[pipeline]` section.
+fn tiny_run_config(dir: &Path, pipeline: &str) -> std::path::PathBuf {
+    let cfg = dir.join("tiny.toml");
     std::fs::write(
         &cfg,
-        r#"name = "tiny"
+        format!(
+            r#"name = "tiny"
 [world]
 users = 12
 entities = [20, 30]
@@ -386,15 +387,23 @@ window = 16
 warmup_steps = 2
 eval_every = 4
 [pipeline]
-seeds = [1, 2]
-baselines = ["xattn"]
-ablations = ["d_state=4", "no_selectivity"]
-export = ["f32", "int8"]
+{pipeline}
 max_drop = 1.0
 probes = 4
-"#,
+"#
+        ),
     )
     .unwrap();
+    cfg
+}
+
+#[test]
+fn run_does_the_whole_job_and_a_second_run_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_run_config(
+        dir.path(),
+        "seeds = [1, 2]\nbaselines = [\"xattn\"]\nablations = [\"d_state=4\", \"no_selectivity\"]\nexport = [\"f32\", \"int8\"]",
+    );
     let root = dir.path().to_str().unwrap();
     let c = cfg.to_str().unwrap();
     let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
@@ -495,33 +504,10 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 fn shards_of_a_run_train_their_share_and_merge_into_one_eval() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tiny.toml");
-    std::fs::write(
-        &cfg,
-        r#"name = "tiny"
-[world]
-users = 12
-entities = [20, 30]
-[timeline]
-turns = [40, 60]
-[noise]
-calibration_users = 12
-[train]
-size = "tiny"
-steps = 8
-batch_users = 4
-window = 16
-warmup_steps = 2
-eval_every = 4
-[pipeline]
-seeds = [1, 2]
-baselines = ["mlp"]
-export = ["f32"]
-max_drop = 1.0
-probes = 4
-"#,
-    )
-    .unwrap();
+    let cfg = tiny_run_config(
+        dir.path(),
+        "seeds = [1, 2]\nbaselines = [\"mlp\"]\nexport = [\"f32\"]",
+    );
     let c = cfg.to_str().unwrap();
     let root = |name: &str| dir.path().join(name);
     let run_in = |r: &Path, extra: &[&str]| {
