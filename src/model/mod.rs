@@ -2,6 +2,7 @@
 //! with candidate encodings, and the baselines.
 
 pub mod baselines;
+pub mod loss;
 pub mod mamba;
 pub mod s4d;
 pub mod scan;
@@ -67,7 +68,7 @@ mod tests {
 
     #[test]
     fn hit_loss_is_minus_log_the_relevant_mass_by_hand_and_its_gradient_by_differences() {
-        use super::scorer::hit_loss;
+        use super::loss::hit_loss;
         let device = Device::flex();
         // One user, two turns of 3 candidates; the second turn has no relevant label and
         // is skipped; the third candidate of the first is padding.

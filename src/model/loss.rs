@@ -1,0 +1,90 @@
+//! The training losses over a batch of turns: listwise softmax cross-entropy and the hit
+//! loss (the softmax mass on the relevant candidates together).
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The training loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Softmax cross-entropy against the turn's relevant labels spread evenly (ListNet;
+    /// a convex bound on MRR and nDCG): the model learns each candidate's share of the
+    /// relevant mass.
+    #[default]
+    Softmax,
+    /// −log of the softmax mass on the turn's relevant candidates together (MIL-NCE):
+    /// the likelihood that the top candidate is relevant, whichever it is. When a turn
+    /// has several relevant candidates and the model cannot tell which rule made them
+    /// relevant, it rewards covering every rule with one candidate over spreading mass
+    /// across one rule's candidates: the objective HR@K asks for.
+    Hit,
+}
+
+impl Loss {
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Softmax => "softmax",
+            Loss::Hit => "hit",
+        }
+    }
+}
+
+/// The mean loss over turns with a relevant label: [`Loss::Softmax`] or [`Loss::Hit`].
+pub fn loss(
+    kind: Loss,
+    scores: Tensor<3>,
+    labels: Tensor<3>,
+    valid: Tensor<3>,
+    turn_mask: Tensor<2>,
+    temperature: f64,
+) -> Tensor<1> {
+    match kind {
+        Loss::Softmax => listwise_loss(scores, labels, valid, turn_mask, temperature),
+        Loss::Hit => hit_loss(scores, labels, valid, turn_mask, temperature),
+    }
+}
+
+/// [`Loss::Hit`]: −log Σ_{relevant i} softmax(s / τ)_i per turn with a relevant label.
+pub fn hit_loss(
+    scores: Tensor<3>,
+    labels: Tensor<3>,
+    valid: Tensor<3>,
+    turn_mask: Tensor<2>,
+    temperature: f64,
+) -> Tensor<1> {
+    let labels = labels * valid;
+    let n_rel = labels.clone().sum_dim(2); // [B, T, 1]
+    let counted = n_rel.greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
+    let logp = burn::tensor::activation::log_softmax(scores / temperature, 2);
+    // log Σ over the relevant candidates: the others pushed far below.
+    let masked = logp + (labels - 1.0) * 1e4;
+    let top = masked.clone().max_dim(2).detach(); // [B, T, 1]
+    let lse = (masked - top.clone())
+        .exp()
+        .sum_dim(2)
+        .clamp_min(1e-30)
+        .log()
+        + top;
+    let per_turn = lse.neg() * counted.clone();
+    per_turn.sum() / counted.sum().clamp_min(1.0)
+}
+
+/// Listwise softmax cross-entropy (Bruch et al. 2019): per turn, −Σ_k p_k log softmax(s/τ)_k
+/// with p = labels / Σ labels; turns without a relevant candidate (or padding) are
+/// skipped. Returns the mean over counted turns (0 if none) as `[1]`.
+pub fn listwise_loss(
+    scores: Tensor<3>,
+    labels: Tensor<3>,
+    valid: Tensor<3>,
+    turn_mask: Tensor<2>,
+    temperature: f64,
+) -> Tensor<1> {
+    let labels = labels * valid;
+    let n_rel = labels.clone().sum_dim(2); // [B, T, 1]
+    let counted = n_rel.clone().greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
+    let p = labels / n_rel.clamp_min(1.0);
+    let logp = burn::tensor::activation::log_softmax(scores / temperature, 2);
+    let per_turn = (p * logp).sum_dim(2).neg() * counted.clone(); // [B, T, 1]
+    per_turn.sum() / counted.sum().clamp_min(1.0)
+}
