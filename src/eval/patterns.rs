@@ -16,9 +16,12 @@
 
 use serde::Serialize;
 
+use super::metrics::metric_index;
 use super::report::{Block, Section, table};
+use super::scoring::System;
 use super::split::Case;
 use crate::data::Dataset;
+use crate::features::Canary;
 
 /// The cut-off of the PoC's metrics.
 pub const TOP: usize = 5;
@@ -195,6 +198,54 @@ pub fn rows(
         }
     }
     out
+}
+
+/// One of the seed's proof-of-concept patterns: HR@5 on the test cases it shaped, PASS
+/// above 0.5 as in the seed's table (0.55 passed, 0.46 failed).
+#[derive(Clone, Debug, Serialize)]
+pub struct PocPattern {
+    pub pattern: String,
+    pub cases: usize,
+    pub hr5: f64,
+    pub oracle_hr5: f64,
+    /// The chance level on the same cases (many relevant candidates make HR@5 easy).
+    pub random_hr5: f64,
+    pub pass: bool,
+}
+
+/// The seed's seven patterns planted as canaries in a simulated stream
+/// (`canaries.poc_share`): HR@5 of the primary model, the oracle and random on the test
+/// cases each one shaped.
+pub fn canary_patterns(
+    data: &Dataset,
+    gts: &[Case],
+    primary: &System,
+    oracle: &System,
+    random: &System,
+) -> Vec<PocPattern> {
+    let k = data.k;
+    let hr5 = metric_index("hr@5");
+    Canary::POC
+        .iter()
+        .map(|&c| {
+            let idx: Vec<usize> = (0..gts.len())
+                .filter(|&i| {
+                    let u = &data.users[gts[i].user];
+                    let t = gts[i].turn;
+                    (0..k).any(|j| u.valid[t * k + j] == 1.0 && u.canary[t * k + j] & c.bit() != 0)
+                })
+                .collect();
+            let model = primary.mean(hr5, &idx);
+            PocPattern {
+                pattern: c.name().into(),
+                cases: idx.len(),
+                hr5: model,
+                oracle_hr5: oracle.mean(hr5, &idx),
+                random_hr5: random.mean(hr5, &idx),
+                pass: !idx.is_empty() && model > 0.5,
+            }
+        })
+        .collect()
 }
 
 fn f3(v: f64) -> String {

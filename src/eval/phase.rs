@@ -26,7 +26,7 @@ use super::gates::{self, Against, Evidence, Gate};
 use super::history::{self, HistoryRule};
 use super::metrics::{Row, case_row, metric_index};
 use super::output::{training_curves, write_report};
-use super::patterns::{self, PatternRow};
+use super::patterns::{self, PatternRow, PocPattern};
 use super::scoring::{
     System, canary_turns, labelled_turns, mean_relevant, model_scores, quantile_ms, step_latency,
 };
@@ -36,7 +36,6 @@ use super::strata::{COLD_START, SEQUENCE_LENGTH, Stratum, strata_of};
 use crate::canary::Rules;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::features::Canary;
 use crate::model::baselines::{self, Baseline};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
 use crate::train::{dataset_fingerprint, load_run, read_run_state};
@@ -616,28 +615,13 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     // The seed's proof-of-concept patterns: HR@5 on the test cases each one shaped.
     let oracle_sys = find_system("oracle").expect("oracle scored");
     let random_sys = find_system("random").expect("random scored");
-    let hr5 = metric_index("hr@5");
-    let poc: Vec<PocPattern> = Canary::POC
-        .iter()
-        .map(|&c| {
-            let idx: Vec<usize> = (0..gts.len())
-                .filter(|&i| {
-                    let u = &data.users[gts[i].user];
-                    let t = gts[i].turn;
-                    (0..k).any(|j| u.valid[t * k + j] == 1.0 && u.canary[t * k + j] & c.bit() != 0)
-                })
-                .collect();
-            let model = systems[p].mean(hr5, &idx);
-            PocPattern {
-                pattern: c.name().into(),
-                cases: idx.len(),
-                hr5: model,
-                oracle_hr5: systems[oracle_sys].mean(hr5, &idx),
-                random_hr5: systems[random_sys].mean(hr5, &idx),
-                pass: !idx.is_empty() && model > 0.5,
-            }
-        })
-        .collect();
+    let poc = patterns::canary_patterns(
+        &data,
+        &gts,
+        &systems[p],
+        &systems[oracle_sys],
+        &systems[random_sys],
+    );
     // The gates, for the primary model and for each reference system.
     let levels_of = |pick: fn(&SnrLevel) -> &Vec<CanaryResult>| {
         canaries.as_ref().map(|ls| {
@@ -791,19 +775,6 @@ fn primary_transfer(systems: &[System], primary: &str) -> Option<(String, f64)> 
     let m = metric_index("dcg@10");
     let all: Vec<usize> = (0..here.cases.len()).collect();
     Some((there.name.clone(), there.mean(m, &all) / here.mean(m, &all)))
-}
-
-/// One of the seed's proof-of-concept patterns: HR@5 on the test cases it shaped, PASS
-/// above 0.5 as in the seed's table (0.55 passed, 0.46 failed).
-#[derive(Clone, Debug, Serialize)]
-pub struct PocPattern {
-    pub pattern: String,
-    pub cases: usize,
-    pub hr5: f64,
-    pub oracle_hr5: f64,
-    /// The chance level on the same cases (many relevant candidates make HR@5 easy).
-    pub random_hr5: f64,
-    pub pass: bool,
 }
 
 /// Canary results at one SNR: the primary model (its seeds together) and the reference
