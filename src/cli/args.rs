@@ -137,6 +137,10 @@ pub enum Command {
         /// The model the gates judge (default: mamba if given, else the first temporal model)
         #[arg(long, value_enum)]
         primary: Option<Variant>,
+        /// The primary system by its full name, as the report names runs
+        /// (`mlp+relative`, `mamba+d_state=4`); takes precedence over --primary
+        #[arg(long, value_name = "NAME")]
+        primary_system: Option<String>,
         /// Resampling unit of the paired statistics
         #[arg(long, value_enum, default_value_t = Unit::User)]
         unit: Unit,

@@ -329,6 +329,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             force,
             primary,
+            primary_system,
             unit,
             resamples,
             permutations,
@@ -348,7 +349,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out,
                 force,
                 primary,
-                primary_system: None,
+                primary_system,
                 unit,
                 compare: CompareOptions {
                     resamples,

@@ -300,10 +300,15 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     let mut configs: BTreeMap<String, ModelConfig> = BTreeMap::new();
     // Their scores of the GTS cases, for the dual-error test on test turns.
     let mut primary_scores: Vec<Vec<Vec<f64>>> = Vec::new();
-    let named = opts
-        .primary_system
-        .as_ref()
-        .filter(|n| by_variant.contains_key(*n));
+    if let Some(n) = &opts.primary_system
+        && !by_variant.contains_key(n)
+    {
+        return Err(Error::Input(format!(
+            "--primary-system {n}: no run of that system was given (systems: {})",
+            by_variant.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let named = opts.primary_system.as_ref();
     let wanted = match (named, opts.primary) {
         (Some(n), _) => states[by_variant[n][0]].1.model.variant,
         (None, Some(v)) => v,
