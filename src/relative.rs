@@ -31,32 +31,34 @@ pub fn turn_features(features: &[f32], valid: &[f32], k: usize) -> Vec<f32> {
         return out;
     };
     let x = |i: usize, d: usize| features[i * FEATURE_DIM + d];
-    let others = (live.len() - 1) as f32;
-    for &i in &live {
-        let row = &mut out[i * RELATIVE_DIM..(i + 1) * RELATIVE_DIM];
-        for d in 0..FEATURE_DIM {
-            let v = x(i, d);
-            let (mut below, mut ties, mut above) = (0.0, 0.0, 0.0);
-            for &j in &live {
-                if j != i {
-                    let w = x(j, d);
-                    if w < v {
-                        below += 1.0;
-                    } else if w == v {
-                        ties += 1.0;
-                    } else {
-                        above += 1.0;
-                    }
-                }
+    let n = live.len();
+    let others = (n - 1) as f32;
+    // Per feature, the live candidates in value order: a run of equal values at
+    // positions [p, p + g) has p candidates below it and g − 1 ties (O(K log K)).
+    let mut order = live.clone();
+    for d in 0..FEATURE_DIM {
+        // −0.0 equals 0.0 here, as with `==` (features are finite: refused at the door).
+        order.sort_by(|&a, &b| {
+            x(a, d)
+                .partial_cmp(&x(b, d))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut p = 0;
+        while p < n {
+            let v = x(order[p], d);
+            let g = order[p..].iter().take_while(|&&j| x(j, d) == v).count();
+            for &i in &order[p..p + g] {
+                let row = &mut out[i * RELATIVE_DIM..(i + 1) * RELATIVE_DIM];
+                row[d] = if n == 1 {
+                    0.5
+                } else {
+                    (p as f32 + 0.5 * (g - 1) as f32) / others
+                };
+                row[FEATURE_DIM + d] = (v - x(first, d)).abs();
+                row[2 * FEATURE_DIM + d] = (p + g == n) as u8 as f32;
+                row[3 * FEATURE_DIM + d] = (p == 0) as u8 as f32;
             }
-            row[d] = if live.len() == 1 {
-                0.5
-            } else {
-                (below + 0.5 * ties) / others
-            };
-            row[FEATURE_DIM + d] = (v - x(first, d)).abs();
-            row[2 * FEATURE_DIM + d] = (above == 0.0) as u8 as f32;
-            row[3 * FEATURE_DIM + d] = (below == 0.0) as u8 as f32;
+            p += g;
         }
     }
     out
@@ -99,6 +101,59 @@ mod tests {
         // A feature equal everywhere ranks in the middle and is 0 from the first.
         assert_eq!(r[1], 0.5);
         assert_eq!(r[FEATURE_DIM + 1], 0.0);
+    }
+
+    /// The definition, pair by pair (O(K²)).
+    fn by_pairs(features: &[f32], valid: &[f32], k: usize) -> Vec<f32> {
+        let mut out = vec![0f32; k * RELATIVE_DIM];
+        let live: Vec<usize> = (0..k).filter(|&i| valid[i] == 1.0).collect();
+        let x = |i: usize, d: usize| features[i * FEATURE_DIM + d];
+        for &i in &live {
+            for d in 0..FEATURE_DIM {
+                let (mut below, mut ties, mut above) = (0.0, 0.0, 0.0);
+                for &j in live.iter().filter(|&&j| j != i) {
+                    if x(j, d) < x(i, d) {
+                        below += 1.0;
+                    } else if x(j, d) == x(i, d) {
+                        ties += 1.0;
+                    } else {
+                        above += 1.0;
+                    }
+                }
+                let row = &mut out[i * RELATIVE_DIM..];
+                row[d] = if live.len() == 1 {
+                    0.5
+                } else {
+                    (below + 0.5 * ties) / (live.len() - 1) as f32
+                };
+                row[FEATURE_DIM + d] = (x(i, d) - x(live[0], d)).abs();
+                row[2 * FEATURE_DIM + d] = (above == 0.0) as u8 as f32;
+                row[3 * FEATURE_DIM + d] = (below == 0.0) as u8 as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sorting_gives_the_pairwise_definition_with_ties_and_signed_zeros() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..50 {
+            let k = rng.random_range(1..30);
+            // Few distinct values, so ties are common; −0.0 beside 0.0.
+            let features: Vec<f32> = (0..k * FEATURE_DIM)
+                .map(|_| match rng.random_range(0..5) {
+                    0 => -0.0,
+                    1 => 0.0,
+                    v => v as f32 * 0.5,
+                })
+                .collect();
+            let valid: Vec<f32> = (0..k).map(|_| rng.random_bool(0.8) as u8 as f32).collect();
+            assert_eq!(
+                turn_features(&features, &valid, k),
+                by_pairs(&features, &valid, k)
+            );
+        }
     }
 
     #[test]
