@@ -70,6 +70,8 @@ pub struct PipelineResult {
     pub reused: Vec<String>,
     #[serde(skip)]
     pub eval: Option<EvalReport>,
+    /// The primary model's gates, from the report (this run's or the reused one).
+    pub gates: Vec<crate::eval::gates::Gate>,
     pub all_gates_passed: bool,
 }
 
@@ -232,6 +234,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             shard: opts.shard,
             reused,
             eval: None,
+            gates: Vec::new(),
             all_gates_passed: false,
         });
     }
@@ -262,14 +265,20 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         })?)
     };
     bar.inc(1);
-    let all_gates_passed = {
-        let text = std::fs::read_to_string(&gates).map_err(|e| Error::io(&gates, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Input(format!("{}: {e}", gates.display())))?;
-        v["gates"]
-            .as_array()
-            .is_some_and(|g| g.iter().all(|g| g["status"] == "PASS"))
+    let gates: Vec<crate::eval::gates::Gate> = match &eval {
+        Some(r) => r.gates.clone(),
+        None => {
+            #[derive(serde::Deserialize)]
+            struct Recorded {
+                gates: Vec<crate::eval::gates::Gate>,
+            }
+            let text = std::fs::read_to_string(&gates).map_err(|e| Error::io(&gates, e))?;
+            serde_json::from_str::<Recorded>(&text)
+                .map_err(|e| Error::Input(format!("{}: {e}", gates.display())))?
+                .gates
+        }
     };
+    let all_gates_passed = gates.iter().all(crate::eval::gates::Gate::passed);
 
     // export: the primary model's first seed.
     let source = runs_dir.join(format!("{}-s{}", cfg.train.system_name(), p.seeds[0]));
@@ -306,6 +315,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         shard: None,
         reused,
         eval,
+        gates,
         all_gates_passed,
     })
 }

@@ -263,19 +263,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!("report   {}", r.report.join("report.html").display());
-            let gates = r.report.join("gates.json");
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gates)?)?;
-            for g in v["gates"].as_array().into_iter().flatten() {
-                let value = g["value"]
-                    .as_f64()
-                    .map_or("—".to_string(), |v| format!("{v:.4}"));
-                println!(
-                    "  [{}] {} (phase {}): {value}",
-                    g["status"].as_str().unwrap_or("?"),
-                    g["name"].as_str().unwrap_or("?"),
-                    g["phase"].as_str().unwrap_or("?")
-                );
-            }
+            print_gates(&r.gates);
             for e in &r.exports {
                 println!("export   {}", e.display());
             }
@@ -372,10 +360,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.primary,
                 r.out.display()
             );
-            for g in &r.gates {
-                let v = g.value.map_or("—".to_string(), |v| format!("{v:.4}"));
-                println!("  [{}] {} (phase {}): {v}", g.status, g.name, g.phase);
-            }
+            print_gates(&r.gates);
             if fail_on_gate && !r.all_passed() {
                 eprintln!("a phase gate did not pass (--fail-on-gate)");
                 return Ok(ExitCode::from(2));
@@ -383,6 +368,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per gate: status, name, phase, value.
+fn print_gates(gates: &[ssmkit::eval::gates::Gate]) {
+    for g in gates {
+        let v = g.value.map_or("—".to_string(), |v| format!("{v:.4}"));
+        println!("  [{}] {} (phase {}): {v}", g.status, g.name, g.phase);
+    }
 }
 
 /// `ssmkit predict`: JSONL turns in, JSONL scores out, the state carried in a file.

@@ -23,7 +23,7 @@ use super::metrics::{Row, metric_index};
 use super::stats::{CompareOptions, compare_seeds};
 
 /// A gate's outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Status {
     #[serde(rename = "PASS")]
     Pass,
@@ -47,7 +47,7 @@ impl fmt::Display for Status {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Gate {
     pub name: String,
     pub phase: String,
