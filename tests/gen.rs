@@ -1115,7 +1115,7 @@ fn gen_removes_the_leftovers_of_killed_writers_only() {
     }
     let (ok, _, err) = {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
-            .args(["gen", "--config", "configs/poc.toml", "--out"])
+            .args(["gen", "--config", "configs/persistence.toml", "--out"])
             .arg(&target)
             .arg("--quiet")
             .output()
@@ -1140,7 +1140,7 @@ fn gen_removes_the_leftovers_of_killed_writers_only() {
         .args([
             "gen",
             "--config",
-            "configs/poc.toml",
+            "configs/persistence.toml",
             "--quiet",
             "--force",
             "--out",
