@@ -267,7 +267,7 @@ pub fn section(rows: &[PatternRow], split: &str) -> Option<Section> {
     let all: Vec<&PatternRow> = rows.iter().filter(|r| r.name == "all").collect();
     let ceiling = all.iter().find(|r| r.system == "ceiling")?;
     let mut head = vec![Block::Para(format!(
-        "The PoC's metrics as the PoC defines them (a hit: a label above 0.5 in the top {TOP}; DCG@{TOP} over the graded labels) on every held-out query ({} queries; split: {split}). The ceiling is the oracle (the generator's relevance) on queries whose labels follow the features and the expected value of a random ranking on queries whose labels do not (the manifest's `chance_names`): no ranker beats chance there. The PoC's own numbers were measured in-sample. `patterns.csv` holds every row.",
+        "The PoC's metrics as the PoC defines them (a hit: a label above 0.5 in the top {TOP}; DCG@{TOP} over the graded labels) on every held-out query ({} queries; split: {split}). The ceiling is the oracle (the generator's relevance) on queries whose labels follow the features and the expected value of a random ranking on queries whose labels do not (the manifest's `chance_names`): no ranker beats chance there (the oracle itself reads the drawn labels, so it passes the ceiling on those). The PoC's own numbers were measured in-sample. `patterns.csv` holds every row.",
         ceiling.cases
     ))];
     let mut overall: Vec<Vec<String>> = all
