@@ -519,8 +519,10 @@ pub fn encode(
             )
         })
         .collect();
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::Input(format!("cannot serialize the model: {e}")))?;
+    let bytes = canonical_header(
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Input(format!("cannot serialize the model: {e}")))?,
+    );
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
     for (n, t) in &tensors {
         *groups.entry(group_of(n)).or_default() += t.bytes.len();
@@ -531,6 +533,24 @@ pub fn encode(
         file_bytes: bytes.len(),
     };
     Ok((bytes, report))
+}
+
+/// The file with its JSON header's keys in sorted order. The safetensors writer takes the
+/// metadata as a `HashMap`, whose order changes from one map to the next; the same model
+/// must give the same bytes. The header keeps its length (the same keys and values), so
+/// the tensor offsets and the padding stay as they are.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let header = &bytes[8..8 + n];
+    let json_len = header.trim_ascii_end().len();
+    let value: serde_json::Value =
+        serde_json::from_slice(&header[..json_len]).expect("the writer's own header parses");
+    // serde_json's maps are ordered by key.
+    let sorted = serde_json::to_vec(&value).expect("serializes");
+    if sorted.len() == json_len {
+        bytes[8..8 + json_len].copy_from_slice(&sorted);
+    }
+    bytes
 }
 
 /// Writes `bytes` to a temporary name beside `out`; [`commit`] renames it into place.

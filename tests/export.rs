@@ -37,6 +37,22 @@ fn f32_export_replayed_turn_by_turn_matches_the_burn_model_for_every_variant() {
 }
 
 #[test]
+fn the_same_model_exports_to_the_same_bytes() {
+    let device = burn::prelude::Device::flex();
+    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, 16, 4096);
+    let model = cfg.init(3, &device);
+    for quant in [Quant::F32, Quant::Int8, Quant::Ternary] {
+        // Each encoding builds its metadata map afresh (a HashMap, in its own order).
+        let first = encode(&model, &cfg, quant, &serde_json::json!({"run": "r"})).unwrap();
+        for _ in 0..4 {
+            let again = encode(&model, &cfg, quant, &serde_json::json!({"run": "r"})).unwrap();
+            assert!(first.0 == again.0, "{quant:?}: two encodings differ");
+        }
+        Runtime::from_bytes(&first.0, Path::new("m")).unwrap();
+    }
+}
+
+#[test]
 fn int8_export_keeps_the_ranking_and_max_drop_refuses_a_lossy_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_data(dir.path());

@@ -1,0 +1,188 @@
+//! Reading an export's tensors: f32, or dequantized from int8 / ternary with their
+//! scales, into the runtime's layers.
+
+use std::path::Path;
+
+use super::layers::{Dense, LayerNorm, S4d};
+use crate::error::{Error, Result};
+use crate::export::{ScaleAxis, unpack_ternary};
+use crate::simd::transpose;
+
+/// Reads a tensor as f32, dequantizing `<base>.qweight`/`.qweight2` with `<base>.scale`.
+pub(super) struct Loader<'a> {
+    pub(super) st: safetensors::SafeTensors<'a>,
+    pub(super) path: &'a Path,
+}
+
+impl Loader<'_> {
+    pub(super) fn err(&self, msg: String) -> Error {
+        Error::Input(format!("{}: {msg}", self.path.display()))
+    }
+
+    pub(super) fn has(&self, name: &str) -> bool {
+        self.st.tensor(name).is_ok()
+    }
+
+    pub(super) fn raw(&self, name: &str) -> Result<(Vec<usize>, safetensors::Dtype, &[u8])> {
+        let t = self
+            .st
+            .tensor(name)
+            .map_err(|_| self.err(format!("missing tensor `{name}`")))?;
+        Ok((t.shape().to_vec(), t.dtype(), t.data()))
+    }
+
+    /// A full-precision tensor (F32, or F16 widened to f32).
+    pub(super) fn f32s(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let (shape, dtype, data) = self.raw(name)?;
+        let v = match dtype {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| burn::tensor::f16::from_le_bytes(c.try_into().expect("2 bytes")).to_f32())
+                .collect(),
+            _ => return Err(self.err(format!("tensor `{name}` is {dtype:?}, expected F32 or F16"))),
+        };
+        Ok((shape, v))
+    }
+
+    /// A projection (`axis` Row: one scale per output row) or an embedding table (Column:
+    /// one scale per column), whatever its quantization. `cols` is the width the config
+    /// expects (packed ternary rows do not record it).
+    pub(super) fn matrix(
+        &self,
+        base: &str,
+        cols: usize,
+        axis: ScaleAxis,
+    ) -> Result<(usize, usize, Vec<f32>)> {
+        if self.has(&format!("{base}.weight")) {
+            let (s, v) = self.f32s(&format!("{base}.weight"))?;
+            if s.len() != 2 {
+                return Err(self.err(format!(
+                    "`{base}.weight` has shape {s:?}, expected 2 dimensions"
+                )));
+            }
+            return Ok((s[0], s[1], v));
+        }
+        let (_, scale) = self.f32s(&format!("{base}.scale"))?;
+        let (rows, codes) = if self.has(&format!("{base}.qweight")) {
+            let (s, dtype, data) = self.raw(&format!("{base}.qweight"))?;
+            if dtype != safetensors::Dtype::I8 || s.len() != 2 || s[1] != cols {
+                return Err(self.err(format!("`{base}.qweight` is not I8 [rows, {cols}]")));
+            }
+            (s[0], data.iter().map(|&q| q as i8).collect::<Vec<i8>>())
+        } else {
+            let (s, dtype, data) = self.raw(&format!("{base}.qweight2"))?;
+            if dtype != safetensors::Dtype::U8 || s.len() != 2 || s[1] != cols.div_ceil(4) {
+                return Err(self.err(format!(
+                    "`{base}.qweight2` is not U8 [rows, {}] (four 2-bit codes per byte)",
+                    cols.div_ceil(4)
+                )));
+            }
+            (s[0], unpack_ternary(data, s[0], cols))
+        };
+        let want = match axis {
+            ScaleAxis::Row => rows,
+            ScaleAxis::Column => cols,
+        };
+        if scale.len() != want {
+            return Err(self.err(format!(
+                "`{base}.scale` has {} values, expected one per {} ({want})",
+                scale.len(),
+                if axis == ScaleAxis::Row {
+                    "row"
+                } else {
+                    "column"
+                }
+            )));
+        }
+        let v = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let g = match axis {
+                    ScaleAxis::Row => i / cols,
+                    ScaleAxis::Column => i % cols,
+                };
+                q as f32 * scale[g]
+            })
+            .collect();
+        Ok((rows, cols, v))
+    }
+
+    pub(super) fn dense(&self, base: &str, d_in: usize, d_out: usize) -> Result<Dense> {
+        let (rows, cols, w) = self.matrix(base, d_in, ScaleAxis::Row)?;
+        if rows != d_out || cols != d_in {
+            return Err(self.err(format!(
+                "`{base}` is [{rows}, {cols}], the config needs [{d_out}, {d_in}]"
+            )));
+        }
+        let wt = transpose(&w, d_out, d_in);
+        let b = if self.has(&format!("{base}.bias")) {
+            Some(self.vector(&format!("{base}.bias"), d_out)?)
+        } else {
+            None
+        };
+        Ok(Dense { wt, b, d_in, d_out })
+    }
+
+    pub(super) fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let (s, v) = self.f32s(name)?;
+        if v.len() != len {
+            return Err(self.err(format!(
+                "`{name}` has shape {s:?}, the config needs {len} values"
+            )));
+        }
+        Ok(v)
+    }
+
+    pub(super) fn layer_norm(&self, base: &str, len: usize) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            gamma: self.vector(&format!("{base}.weight"), len)?,
+            beta: if self.has(&format!("{base}.bias")) {
+                Some(self.vector(&format!("{base}.bias"), len)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub(super) fn s4d(&self, norm: &str, m: &str, h: usize, modes: usize) -> Result<S4d> {
+        let log_dt = self.vector(&format!("{m}.log_dt"), h)?;
+        let log_a_real = self.vector(&format!("{m}.log_A_real"), h * modes)?;
+        let a_imag = self.vector(&format!("{m}.A_imag"), h * modes)?;
+        let c_re = self.vector(&format!("{m}.C_re"), h * modes)?;
+        let c_im = self.vector(&format!("{m}.C_im"), h * modes)?;
+        // ZOH, as S4dBlock::discretize.
+        let n = h * modes;
+        let (mut ar, mut ai, mut cr, mut ci) =
+            (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        for i in 0..n {
+            let dt = log_dt[i / modes].exp();
+            let (re_a, im_a) = (-log_a_real[i].exp(), a_imag[i]);
+            let mag = (re_a * dt).exp();
+            let (a_re, a_im) = (mag * (im_a * dt).cos(), mag * (im_a * dt).sin());
+            let (p, q) = (a_re - 1.0, a_im);
+            let den = re_a * re_a + im_a * im_a;
+            let b_re = (p * re_a + q * im_a) / den;
+            let b_im = (q * re_a - p * im_a) / den;
+            ar[i] = a_re;
+            ai[i] = a_im;
+            cr[i] = c_re[i] * b_re - c_im[i] * b_im;
+            ci[i] = c_re[i] * b_im + c_im[i] * b_re;
+        }
+        Ok(S4d {
+            norm: self.layer_norm(norm, h)?,
+            a_re: ar,
+            a_im: ai,
+            c_re: cr,
+            c_im: ci,
+            d: self.vector(&format!("{m}.D"), h)?,
+            out: self.dense(&format!("{m}.out_proj"), h, h)?,
+            h,
+            m: modes,
+        })
+    }
+}

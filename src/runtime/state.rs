@@ -1,0 +1,82 @@
+//! A user's state and its file format.
+
+use sha2::{Digest, Sha256};
+
+use crate::history::Table;
+
+/// A user's state: every layer's recurrent state, then the last backbone output; and, for
+/// models with history features, the user's history table.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct State {
+    pub values: Vec<f32>,
+    pub history: Table,
+}
+
+const STATE_MAGIC: &[u8; 8] = b"SSMKSTAT";
+const STATE_VERSION: u32 = 2;
+
+impl State {
+    /// `magic (8) | version u32 | fingerprint (16) | count u32 | f32 × count | history
+    /// table | SHA-256 (32)`, little-endian (the table as [`Table::write`] writes it).
+    pub fn to_bytes(&self, fingerprint: &[u8; 16]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + 4 * self.values.len());
+        b.extend_from_slice(STATE_MAGIC);
+        b.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        b.extend_from_slice(fingerprint);
+        b.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
+        for v in &self.values {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        self.history.write(&mut b);
+        let sum = Sha256::digest(&b);
+        b.extend_from_slice(&sum);
+        b
+    }
+
+    /// Parses [`State::to_bytes`]; says what is wrong otherwise.
+    pub fn from_bytes(
+        b: &[u8],
+        fingerprint: &[u8; 16],
+        expected_len: usize,
+    ) -> std::result::Result<State, String> {
+        if b.len() < 8 + 4 + 16 + 4 + 32 {
+            return Err(format!("{} bytes is too short for a state", b.len()));
+        }
+        let (body, sum) = b.split_at(b.len() - 32);
+        if Sha256::digest(body).as_slice() != sum {
+            return Err("checksum mismatch: the state is corrupt".into());
+        }
+        if &body[..8] != STATE_MAGIC {
+            return Err("not an ssmkit state".into());
+        }
+        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+        if !(1..=STATE_VERSION).contains(&version) {
+            return Err(format!(
+                "state version {version}, this build reads 1 to {STATE_VERSION}"
+            ));
+        }
+        if &body[12..28] != fingerprint {
+            return Err("the state belongs to another model".into());
+        }
+        let n = u32::from_le_bytes(body[28..32].try_into().expect("4 bytes")) as usize;
+        if n != expected_len || body.len() < 32 + 4 * n {
+            return Err(format!(
+                "the state holds {n} values, the model needs {expected_len}"
+            ));
+        }
+        let values: Vec<f32> = body[32..32 + 4 * n]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err("the state holds a NaN or infinite value".into());
+        }
+        // Version 1 states end with the floats: no history table yet.
+        let history = match version {
+            1 if body.len() == 32 + 4 * n => Table::default(),
+            1 => return Err("a version 1 state with trailing bytes".into()),
+            _ => Table::read(&body[32 + 4 * n..])?,
+        };
+        Ok(State { values, history })
+    }
+}
