@@ -96,17 +96,6 @@ pub fn chance_metrics(gain: &[f64], valid: &[f32]) -> [f64; 3] {
     [hr, mrr, dcg]
 }
 
-/// Every test turn (with or without a relevant label), in user then turn order.
-pub fn held_out(data: &Dataset, split: &crate::train::batch::Cutoffs) -> Vec<Case> {
-    let mut out = Vec::new();
-    for (ui, u) in data.users.iter().enumerate() {
-        for t in split.test_start(u)..u.turns {
-            out.push(Case { user: ui, turn: t });
-        }
-    }
-    out
-}
-
 /// The graded labels of a case: the `relevance` column where the dataset's labels are
 /// graded (PoC data), the 0/1 labels otherwise.
 fn gains(data: &Dataset, c: &Case) -> Vec<f64> {

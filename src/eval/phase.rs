@@ -230,7 +230,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     };
     let mut systems: Vec<System> = Vec::new();
     // Every held-out query, for the PoC's metrics, and each system's scores of them.
-    let held_out = patterns::held_out(&data, &split);
+    let held_out = super::split::test_turns(&data, &split);
+    // Where each GTS case sits among them: a model scores every held-out turn once.
+    let gts_in_held_out: Vec<usize> = gts
+        .iter()
+        .map(|c| {
+            held_out
+                .binary_search(c)
+                .expect("GTS cases are held-out turns")
+        })
+        .collect();
     let mut held_out_scores: Vec<(String, Vec<Vec<Vec<f64>>>)> = Vec::new();
     // Baselines that need no training, and the constant reference system.
     for kind in [Baseline::Heuristic, Baseline::Random, Baseline::Oracle] {
@@ -366,9 +375,10 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
                 eprintln!("scoring {} ({name}, seed {})", run.display(), st.seed);
             }
             let (model, cfg) = load_run(run, false, &device)?;
-            let scores = model_scores(&model, &cfg, &data, &gts, &device);
+            let every = model_scores(&model, &cfg, &data, &held_out, &device);
+            let scores: Vec<Vec<f64>> = gts_in_held_out.iter().map(|&i| every[i].clone()).collect();
             per_run.push(rows_of(&scores));
-            on_held_out.push(model_scores(&model, &cfg, &data, &held_out, &device));
+            on_held_out.push(every);
             seeds.push(st.seed);
             if *name == primary {
                 primary_scores.push(scores);

@@ -34,22 +34,34 @@ pub fn labels_of(u: &UserSeq, t: usize, k: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Every test turn, with or without a relevant label, in user then turn order (the
+/// queries the PoC's metrics are taken over; the GTS cases are those of them with a label).
+pub fn test_turns(data: &Dataset, cut: &Cutoffs) -> Vec<Case> {
+    let mut out = Vec::new();
+    for (ui, u) in data.users.iter().enumerate() {
+        for t in cut.test_start(u)..u.turns {
+            out.push(Case { user: ui, turn: t });
+        }
+    }
+    out
+}
+
 /// The GTS cases (test turns with a relevant label) and the LOO subset (each user's last
 /// turn, when it is a GTS case).
 pub fn test_cases(data: &Dataset, cut: &Cutoffs) -> (Vec<Case>, Vec<Case>) {
-    let mut gts = Vec::new();
-    let mut loo = Vec::new();
-    for (ui, u) in data.users.iter().enumerate() {
-        let first = cut.test_start(u);
-        for t in first..u.turns {
-            if labels_of(u, t, data.k).iter().any(|&l| l > 0.0) {
-                gts.push(Case { user: ui, turn: t });
-                if t + 1 == u.turns {
-                    loo.push(Case { user: ui, turn: t });
-                }
-            }
-        }
-    }
+    let gts: Vec<Case> = test_turns(data, cut)
+        .into_iter()
+        .filter(|c| {
+            labels_of(&data.users[c.user], c.turn, data.k)
+                .iter()
+                .any(|&l| l > 0.0)
+        })
+        .collect();
+    let loo = gts
+        .iter()
+        .filter(|c| c.turn + 1 == data.users[c.user].turns)
+        .copied()
+        .collect();
     (gts, loo)
 }
 
