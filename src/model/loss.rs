@@ -30,7 +30,9 @@ impl Loss {
     }
 }
 
-/// The mean loss over turns with a relevant label: [`Loss::Softmax`] or [`Loss::Hit`].
+/// The mean loss over turns with a relevant label ([`Loss::Softmax`] or [`Loss::Hit`]);
+/// turns without one (or padding) are skipped. Returns the mean over counted turns (0 if
+/// none) as `[1]`.
 pub fn loss(
     kind: Loss,
     scores: Tensor<3>,
@@ -39,10 +41,27 @@ pub fn loss(
     turn_mask: Tensor<2>,
     temperature: f64,
 ) -> Tensor<1> {
-    match kind {
-        Loss::Softmax => listwise_loss(scores, labels, valid, turn_mask, temperature),
-        Loss::Hit => hit_loss(scores, labels, valid, turn_mask, temperature),
-    }
+    let labels = labels * valid;
+    let n_rel = labels.clone().sum_dim(2); // [B, T, 1]
+    let counted = n_rel.clone().greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
+    let logp = burn::tensor::activation::log_softmax(scores / temperature, 2);
+    let per_turn = match kind {
+        // −Σ_k p_k log softmax(s/τ)_k with p = labels / Σ labels.
+        Loss::Softmax => (labels / n_rel.clamp_min(1.0) * logp).sum_dim(2).neg(),
+        // −log Σ over the relevant candidates: the others pushed far below.
+        Loss::Hit => {
+            let masked = logp + (labels - 1.0) * 1e4;
+            let top = masked.clone().max_dim(2).detach(); // [B, T, 1]
+            let lse = (masked - top.clone())
+                .exp()
+                .sum_dim(2)
+                .clamp_min(1e-30)
+                .log()
+                + top;
+            lse.neg()
+        }
+    };
+    (per_turn * counted.clone()).sum() / counted.sum().clamp_min(1.0)
 }
 
 /// [`Loss::Hit`]: −log Σ_{relevant i} softmax(s / τ)_i per turn with a relevant label.
@@ -53,38 +72,5 @@ pub fn hit_loss(
     turn_mask: Tensor<2>,
     temperature: f64,
 ) -> Tensor<1> {
-    let labels = labels * valid;
-    let n_rel = labels.clone().sum_dim(2); // [B, T, 1]
-    let counted = n_rel.greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
-    let logp = burn::tensor::activation::log_softmax(scores / temperature, 2);
-    // log Σ over the relevant candidates: the others pushed far below.
-    let masked = logp + (labels - 1.0) * 1e4;
-    let top = masked.clone().max_dim(2).detach(); // [B, T, 1]
-    let lse = (masked - top.clone())
-        .exp()
-        .sum_dim(2)
-        .clamp_min(1e-30)
-        .log()
-        + top;
-    let per_turn = lse.neg() * counted.clone();
-    per_turn.sum() / counted.sum().clamp_min(1.0)
-}
-
-/// Listwise softmax cross-entropy (Bruch et al. 2019): per turn, −Σ_k p_k log softmax(s/τ)_k
-/// with p = labels / Σ labels; turns without a relevant candidate (or padding) are
-/// skipped. Returns the mean over counted turns (0 if none) as `[1]`.
-pub fn listwise_loss(
-    scores: Tensor<3>,
-    labels: Tensor<3>,
-    valid: Tensor<3>,
-    turn_mask: Tensor<2>,
-    temperature: f64,
-) -> Tensor<1> {
-    let labels = labels * valid;
-    let n_rel = labels.clone().sum_dim(2); // [B, T, 1]
-    let counted = n_rel.clone().greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
-    let p = labels / n_rel.clamp_min(1.0);
-    let logp = burn::tensor::activation::log_softmax(scores / temperature, 2);
-    let per_turn = (p * logp).sum_dim(2).neg() * counted.clone(); // [B, T, 1]
-    per_turn.sum() / counted.sum().clamp_min(1.0)
+    loss(Loss::Hit, scores, labels, valid, turn_mask, temperature)
 }
