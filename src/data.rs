@@ -341,10 +341,14 @@ impl Dataset {
                 let mut out = Vec::with_capacity(ca.len());
                 for v in ca.iter() {
                     let v = v.unwrap_or("");
-                    let i = *seen.entry(v.to_string()).or_insert_with(|| {
-                        names.push(v.to_string());
-                        names.len() as u32 - 1
-                    });
+                    let i = match seen.get(v) {
+                        Some(&i) => i,
+                        None => {
+                            names.push(v.to_string());
+                            seen.insert(v.to_string(), names.len() as u32 - 1);
+                            names.len() as u32 - 1
+                        }
+                    };
                     out.push(i);
                 }
                 Some(out)
