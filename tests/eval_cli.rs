@@ -682,6 +682,11 @@ fn topic_stream(dir: &Path, name: &str, persist: f64, seed: u64) -> std::path::P
             );
         }
     }
+    import_lines(dir, name, &lines)
+}
+
+/// Writes `lines` to `dir/<name>.jsonl` and imports them into the dataset `dir/<name>`.
+fn import_lines(dir: &Path, name: &str, lines: &[String]) -> std::path::PathBuf {
     let input = dir.join(format!("{name}.jsonl"));
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.join(name);
@@ -811,19 +816,7 @@ fn weekly_stream(dir: &Path, name: &str, seed: u64, inverted: bool) -> std::path
             );
         }
     }
-    let input = dir.join(format!("{name}.jsonl"));
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let out = dir.join(name);
-    let (ok, _, err) = ssmkit(&[
-        "gen",
-        "--import",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(ok, "{err}");
-    out
+    import_lines(dir, name, &lines)
 }
 
 /// Exported sessions, end to end: import → train → eval on the global temporal split,
