@@ -48,7 +48,8 @@ fn training_lowers_validation_loss_and_beats_random() {
     use ssmkit::model::baselines::Baseline;
     use ssmkit::train::baseline_validation;
     let loaded = ssmkit::data::Dataset::load(&data).unwrap();
-    let random = baseline_validation(&loaded, &cfg, Baseline::Random, 5);
+    let cut = ssmkit::train::batch::cutoffs(&loaded, cfg.valid_from, cfg.test_from);
+    let random = baseline_validation(&loaded, &cut, Baseline::Random, 5);
     assert!(
         after.dcg10 > random.dcg10 * 1.1,
         "DCG@10 {} vs random {}",
@@ -56,7 +57,7 @@ fn training_lowers_validation_loss_and_beats_random() {
         random.dcg10
     );
     // The oracle (clean relevance) is the ceiling of the same turns.
-    let oracle = baseline_validation(&loaded, &cfg, Baseline::Oracle, 5);
+    let oracle = baseline_validation(&loaded, &cut, Baseline::Oracle, 5);
     assert!(
         oracle.dcg10 > after.dcg10,
         "oracle {} vs trained {}",
@@ -72,6 +73,8 @@ fn learned_baselines_train_through_the_same_command() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_data(dir.path());
     let loaded = ssmkit::data::Dataset::load(&data).unwrap();
+    let defaults = TrainConfig::default();
+    let cut = ssmkit::train::batch::cutoffs(&loaded, defaults.valid_from, defaults.test_from);
     for model in [Variant::Xattn, Variant::Mlp] {
         let cfg = TrainConfig {
             model,
@@ -82,7 +85,7 @@ fn learned_baselines_train_through_the_same_command() {
         let run = dir.path().join(model.name());
         let v = train(&cfg, &opts(&data, &run, 2)).unwrap();
         assert!(model_file(&run).unwrap().is_file());
-        let random = baseline_validation(&loaded, &cfg, Baseline::Random, 5);
+        let random = baseline_validation(&loaded, &cut, Baseline::Random, 5);
         assert!(
             v.dcg10 > random.dcg10 * 1.1,
             "{model:?}: DCG@10 {} vs random {}",
@@ -426,9 +429,72 @@ fn a_dataset_too_large_for_memory_is_refused_before_loading() {
     std::fs::write(&manifest, serde_json::to_string(&m).unwrap()).unwrap();
     let err = ssmkit::data::Dataset::load(&data).unwrap_err().to_string();
     assert!(
-        err.contains("GB of memory") && err.contains("streaming loader"),
+        err.contains("GB of memory") && err.contains("a part at a time"),
         "{err}"
     );
+}
+
+#[test]
+fn a_dataset_larger_than_resident_memory_trains_a_block_at_a_time() {
+    use ssmkit::data::{Dataset, DatasetReader};
+    use ssmkit::train::batch::cutoffs;
+    use ssmkit::train::stream::{Plan, turns_in};
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    // Any range of users reads as the same users of the whole dataset.
+    let whole = Dataset::load(&data).unwrap();
+    let reader = DatasetReader::open(&data).unwrap();
+    let n = reader.users();
+    assert!(n >= 4);
+    let mut parts = Vec::new();
+    for range in [0..1, 1..n / 2, n / 2..n] {
+        parts.extend(reader.read(range, true).unwrap().users);
+    }
+    assert_eq!(parts.len(), whole.users.len());
+    for (a, b) in parts.iter().zip(&whole.users) {
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "user {}", b.user_id);
+    }
+    let lean = reader.read(0..2, false).unwrap();
+    assert!(lean.users[0].clean_features.is_empty());
+    assert_eq!(lean.users[1].features, whole.users[1].features);
+
+    // With room for about one user at a time, training cuts the users into blocks; read
+    // from disk a block at a time or indexed in memory, it is the same training.
+    let cfg = TrainConfig {
+        resident_mb: 1,
+        validation_mb: 1,
+        ..tiny_train()
+    };
+    let cut = cutoffs(&whole, cfg.valid_from, cfg.test_from);
+    let per_user = whole.turns() / n;
+    let plan = Plan::new(
+        &whole,
+        &cut,
+        turns_in(1, &whole),
+        cfg.batch_users * cfg.window,
+    );
+    assert!(
+        plan.blocks.len() >= 3,
+        "{} blocks of {} turns for users of {per_user} turns",
+        plan.blocks.len(),
+        turns_in(1, &whole)
+    );
+    let (disk, memory) = (dir.path().join("disk"), dir.path().join("memory"));
+    train(&cfg, &opts(&data, &disk, 3)).unwrap();
+    ssmkit::train::train_on(&whole, &cfg, &opts(&data, &memory, 3)).unwrap();
+    let weights = |run: &Path| -> Vec<f32> {
+        let (model, _) = load_run(run, true, &burn::prelude::Device::flex()).unwrap();
+        flat_params(&model)
+    };
+    assert!(
+        weights(&disk) == weights(&memory),
+        "disk and memory training differ"
+    );
+    // The blocks change what a step sees: the same config with everything resident
+    // trains to other weights.
+    let resident = dir.path().join("resident");
+    train(&tiny_train(), &opts(&data, &resident, 3)).unwrap();
+    assert!(weights(&disk) != weights(&resident));
 }
 
 #[test]
@@ -454,6 +520,8 @@ fn on_a_persistence_stream_mamba_matches_the_history_rules_and_stateless_models_
     c.noise.calibration_users = 8;
     let data = gen_tiny(&c, &dir.path().join("data"));
     let loaded = Dataset::load(&data).unwrap();
+    let defaults = TrainConfig::default();
+    let cut = ssmkit::train::batch::cutoffs(&loaded, defaults.valid_from, defaults.test_from);
     let cfg = TrainConfig {
         steps: 150,
         batch_users: 8,
@@ -467,12 +535,12 @@ fn on_a_persistence_stream_mamba_matches_the_history_rules_and_stateless_models_
         train(cfg, &opts(&data, &run, 1)).unwrap();
         read_run_state(&run).unwrap().best_dcg10
     };
-    let rule = history_validations(&loaded, &cfg)
+    let rule = history_validations(&loaded, &cut)
         .iter()
         .map(|(_, v)| v.dcg10)
         .fold(f64::MIN, f64::max);
-    let random = baseline_validation(&loaded, &cfg, Baseline::Random, 5).dcg10;
-    let oracle = baseline_validation(&loaded, &cfg, Baseline::Oracle, 5).dcg10;
+    let random = baseline_validation(&loaded, &cut, Baseline::Random, 5).dcg10;
+    let oracle = baseline_validation(&loaded, &cut, Baseline::Oracle, 5).dcg10;
     assert!(rule > random + 0.8, "best rule {rule} vs random {random}");
     let mamba = best(&cfg, "mamba");
     assert!(

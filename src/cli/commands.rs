@@ -94,10 +94,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 backend,
                 scan,
             };
-            // One load serves the training and the baselines printed after it.
-            cfg.train.validate()?;
-            let data = ssmkit::data::Dataset::load(&opts.data)?;
-            let v = train::train_on(&data, &cfg.train, &opts)?;
+            // The baselines printed after training score the same validation users.
+            let trained = train::train_validated(&cfg.train, &opts)?;
+            let v = trained.last;
             let state = train::read_run_state(&opts.run)?;
             println!(
                 "trained {}: step {}{}, validation loss {:.4}, DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
@@ -117,7 +116,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  the run's model: best validation DCG@10 {:.4}, at step {}",
                 state.best_dcg10, state.best_step
             );
-            for (name, b) in train::reference_validations(&data, &cfg.train, opts.seed) {
+            for (name, b) in
+                train::reference_validations(&trained.validation_users, &trained.cutoffs, opts.seed)
+            {
                 println!(
                     "  same validation turns, {name:<13} DCG@10 {:.4}, HR@10 {:.4}, nDCG@10 {:.4}",
                     b.dcg10, b.hr10, b.ndcg10

@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod run;
+pub mod stream;
 pub mod validation;
 
 pub use run::{RunState, load_run, model_file, read_run_state};
@@ -36,6 +37,7 @@ use crate::model::loss::{Loss, loss};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{Inputs, ModelConfig, Scorer, Size, Variant};
 use batch::{Cutoffs, cutoffs, make_batch};
+use stream::{Plan, Source};
 
 /// The `[train]` section of a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,6 +91,11 @@ pub struct TrainConfig {
     /// best validation DCG@10 (0: never; with a curriculum, only in its last stage). The
     /// run's model is always the best checkpoint.
     pub patience: usize,
+    /// Megabytes of training users held in memory at once: a larger dataset is trained a
+    /// block of users at a time ([`stream`]).
+    pub resident_mb: usize,
+    /// Megabytes of validation users: a larger validation split is sampled (seeded).
+    pub validation_mb: usize,
 }
 
 impl Default for TrainConfig {
@@ -119,6 +126,8 @@ impl Default for TrainConfig {
             history: true,
             relative: false,
             patience: 4,
+            resident_mb: 2000,
+            validation_mb: 500,
         }
     }
 }
@@ -318,17 +327,6 @@ pub fn dataset_fingerprint(data: &Dataset) -> String {
         .to_string()
 }
 
-/// Users of each curriculum stage; a dataset without stages has everything in stage 0.
-fn stage_pools(data: &Dataset, cut: &Cutoffs) -> Vec<(u8, Vec<usize>)> {
-    let mut pools: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
-    for (i, u) in data.users.iter().enumerate() {
-        if cut.train_end(u) >= 1 {
-            pools.entry(u.stage).or_default().push(i);
-        }
-    }
-    pools.into_iter().collect()
-}
-
 /// Which stage pool a step draws from: stages in order, each for its share of the steps.
 fn stage_at(step: usize, steps: usize, shares: &[f64]) -> usize {
     let total: f64 = shares.iter().sum();
@@ -345,9 +343,39 @@ fn stage_at(step: usize, steps: usize, shares: &[f64]) -> usize {
 
 /// Trains a model on the dataset at `opts.data` into the run directory `opts.run`.
 pub fn train(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Validation> {
+    train_validated(train_cfg, opts).map(|t| t.last)
+}
+
+/// What a training run ends with: the last validation, and the split and users it
+/// validated on (for the baselines' numbers on the same turns).
+pub struct Trained {
+    pub last: Validation,
+    pub cutoffs: Cutoffs,
+    pub validation_users: Dataset,
+}
+
+/// [`train`], returning also the split and the users it validated on.
+pub fn train_validated(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Trained> {
     train_cfg.validate()?;
-    let data = Dataset::load(&opts.data)?;
-    train_on(&data, train_cfg, opts)
+    let needed = (train_cfg.resident_mb + train_cfg.validation_mb) as u64 * 1_000_000;
+    if let Some(available) = crate::data::available_memory()
+        && needed > available
+    {
+        return Err(Error::Input(format!(
+            "[train] resident_mb + validation_mb is {:.1} GB but {:.1} GB of memory is available: lower them",
+            needed as f64 / 1e9,
+            available as f64 / 1e9
+        )));
+    }
+    let reader = crate::data::DatasetReader::open(&opts.data)?;
+    train_from(
+        Source::Disk {
+            reader: Box::new(reader),
+            loaded: None,
+        },
+        train_cfg,
+        opts,
+    )
 }
 
 /// The model a training config builds on a dataset.
@@ -370,13 +398,18 @@ pub fn train_on(
     train_cfg: &TrainConfig,
     opts: &TrainOptions,
 ) -> Result<Validation> {
+    train_from(Source::Memory(data), train_cfg, opts).map(|t| t.last)
+}
+
+fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Trained> {
     train_cfg.validate()?;
+    let data = source.outline();
     let (device, device_name) = crate::backend::select(opts.backend)?;
     let device = device.autodiff();
     let scan = opts.scan.unwrap_or(ScanImpl::for_device(&device));
     let model_cfg = model_config(data, train_cfg);
     let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
-    let pools = stage_pools(data, &cut);
+    let pools = stream::stage_pools(&data.users, &cut, 0);
     if pools.is_empty() {
         return Err(Error::Dataset {
             path: opts.data.clone(),
@@ -488,6 +521,13 @@ pub fn train_on(
             b"step,stage,loss,val_loss,val_dcg10,val_hr10,val_ndcg10,lr,turns_per_s\n",
         )?;
     }
+    let plan = Plan::new(
+        data,
+        &cut,
+        stream::turns_in(train_cfg.resident_mb, data),
+        train_cfg.batch_users * train_cfg.window,
+    );
+    let split_seed = data.manifest["config"]["seed"].as_u64().unwrap_or(0);
     let shares: Vec<f64> = pools
         .iter()
         .map(|(s, _)| match (*s, train_cfg.curriculum) {
@@ -497,6 +537,15 @@ pub fn train_on(
                 .unwrap_or(1.0),
         })
         .collect();
+    let validation_data = source.validation_users(
+        &cut,
+        stream::turns_in(train_cfg.validation_mb, source.outline()),
+        split_seed,
+    )?;
+    // The first block is read before training starts, so bad values in it (in the whole
+    // dataset, when it fits in one block) are refused before any step; a later block's
+    // are refused when it is read, and the last checkpoint stays.
+    source.block(&plan, plan.block_at(state.step, opts.seed))?;
     let bar = if opts.quiet {
         ProgressBar::hidden()
     } else {
@@ -504,8 +553,10 @@ pub fn train_on(
         ProgressBar::new(train_cfg.steps as u64)
     };
     bar.set_style(
-        ProgressStyle::with_template("train [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-            .expect("template"),
+        ProgressStyle::with_template(
+            "train [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta} {msg}",
+        )
+        .expect("template"),
     );
     bar.set_position(state.step as u64);
     let mut log = fs::OpenOptions::new()
@@ -539,12 +590,14 @@ pub fn train_on(
         } else {
             rng.random_range(0..pools.len())
         };
-        let (stage, pool) = &pools[pool_i];
+        let stage = pools[pool_i].0;
+        let block = plan.block_at(step, opts.seed);
+        let (data, offset) = source.block(&plan, block)?;
         let mut users = Vec::with_capacity(train_cfg.batch_users);
         let mut lens = Vec::with_capacity(train_cfg.batch_users);
         let mut windows = Vec::with_capacity(train_cfg.batch_users);
         for _ in 0..train_cfg.batch_users {
-            let u = &data.users[pool[rng.random_range(0..pool.len())]];
+            let u = &data.users[plan.draw(block, stage, &mut rng) - offset];
             let n = cut.train_end(u);
             let len = n.min(train_cfg.window);
             let start = rng.random_range(0..=n - len);
@@ -594,7 +647,11 @@ pub fn train_on(
         let tps = turns as f64 / started.elapsed().as_secs_f64();
         state.step += 1;
         bar.set_position(state.step as u64);
-        bar.set_message(format!("loss {loss_value:.4} {tps:.0} turns/s"));
+        bar.set_message(format!(
+            "stage {stage} block {}/{} loss {loss_value:.4} {tps:.0} turns/s",
+            block + 1,
+            plan.blocks.len()
+        ));
         let mut val = (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
         let evaluated =
             state.step.is_multiple_of(train_cfg.eval_every) || state.step == train_cfg.steps;
@@ -602,7 +659,7 @@ pub fn train_on(
             let plain = model.valid();
             last = validate(
                 &plain,
-                data,
+                &validation_data,
                 &cut,
                 &model_cfg,
                 train_cfg.loss,
@@ -651,7 +708,11 @@ pub fn train_on(
         }
     }
     bar.finish_and_clear();
-    Ok(last)
+    Ok(Trained {
+        last,
+        cutoffs: cut,
+        validation_users: validation_data,
+    })
 }
 
 /// Every parameter value of a model, in visiting order (for comparisons and checksums).
@@ -715,7 +776,11 @@ pub fn slice_user(
         query: u.query[r(e)].to_vec(),
         focal: u.focal[r(2)].to_vec(),
         features: u.features[r(k * FEATURE_DIM)].to_vec(),
-        clean_features: u.clean_features[r(k * FEATURE_DIM)].to_vec(),
+        clean_features: if u.clean_features.is_empty() {
+            Vec::new()
+        } else {
+            u.clean_features[r(k * FEATURE_DIM)].to_vec()
+        },
         missing: u.missing[r(k * FEATURE_DIM)].to_vec(),
         valid: u.valid[r(k)].to_vec(),
         labels: u.labels[r(k)].to_vec(),

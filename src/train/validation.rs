@@ -7,8 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::TrainConfig;
-use super::batch::{Cutoffs, cutoffs, make_batch};
+use super::batch::{Cutoffs, make_batch};
 use crate::data::{Dataset, UserSeq};
 use crate::eval::metrics::{Metrics, case_metrics};
 use crate::model::baselines::{self, Baseline};
@@ -102,14 +101,9 @@ pub fn validate(
 
 /// Validation numbers of a training-free baseline (heuristic, random, oracle) on the same
 /// validation turns as [`validate`], for comparison.
-pub fn baseline_validation(
-    data: &Dataset,
-    cfg: &TrainConfig,
-    kind: Baseline,
-    seed: u64,
-) -> Validation {
+pub fn baseline_validation(data: &Dataset, cut: &Cutoffs, kind: Baseline, seed: u64) -> Validation {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    validations_of(data, cfg, 1, |u, t| {
+    validations_of(data, cut, 1, |u, t| {
         vec![baselines::scores(kind, u, t, data.k, &mut rng)]
     })
     .swap_remove(0)
@@ -119,7 +113,7 @@ pub fn baseline_validation(
 /// heuristic, random and oracle baselines, then every history rule, by name.
 pub fn reference_validations(
     data: &Dataset,
-    cfg: &TrainConfig,
+    cut: &Cutoffs,
     seed: u64,
 ) -> Vec<(String, Validation)> {
     let mut rows: Vec<(String, Validation)> =
@@ -128,11 +122,11 @@ pub fn reference_validations(
             .map(|kind| {
                 (
                     format!("{kind:?}").to_lowercase(),
-                    baseline_validation(data, cfg, kind, seed),
+                    baseline_validation(data, cut, kind, seed),
                 )
             })
             .collect();
-    for (rule, v) in history_validations(data, cfg) {
+    for (rule, v) in history_validations(data, cut) {
         rows.push((rule.name().to_string(), v));
     }
     rows
@@ -142,22 +136,21 @@ pub fn reference_validations(
 /// `HistoryRule::ALL` order, on the same validation turns as [`validate`].
 pub fn history_validations(
     data: &Dataset,
-    cfg: &TrainConfig,
+    cut: &Cutoffs,
 ) -> Vec<(crate::eval::history::HistoryRule, Validation)> {
     use crate::eval::history::{HistoryRule, scores};
     let rules = HistoryRule::ALL;
-    let all = validations_of(data, cfg, rules.len(), |u, t| scores(u, t, data.k));
+    let all = validations_of(data, cut, rules.len(), |u, t| scores(u, t, data.k));
     rules.into_iter().zip(all).collect()
 }
 /// Validation numbers of `systems` training-free scorers: `score(u, t)` gives each one's
 /// scores of the candidates of turn `t`.
 fn validations_of(
     data: &Dataset,
-    cfg: &TrainConfig,
+    cut: &Cutoffs,
     systems: usize,
     mut score: impl FnMut(&UserSeq, usize) -> Vec<Vec<f64>>,
 ) -> Vec<Validation> {
-    let cut = cutoffs(data, cfg.valid_from, cfg.test_from);
     let k = data.k;
     let mut metrics = vec![Vec::new(); systems];
     for u in &data.users {

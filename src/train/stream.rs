@@ -1,0 +1,261 @@
+//! Training on a dataset larger than memory. Users are held a block at a time: a block is
+//! a run of users in file order whose turns fit `[train] resident_mb`. Each round visits
+//! every block once, in an order drawn from (seed, round), and spends on a block a number
+//! of steps proportional to its training turns, so every training turn is seen about as
+//! often as when the whole dataset is in memory. A dataset that fits is one block, and
+//! the plan changes nothing. Which block a step uses is a function of (seed, step): a
+//! resumed run reads the same users.
+//!
+//! Validation reads a seeded sample of the users with validation turns, up to
+//! `[train] validation_mb` (every such user when they fit).
+
+use std::ops::Range;
+
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::batch::Cutoffs;
+use crate::data::{Dataset, DatasetReader, UserSeq, bytes_per_turn, sample_users};
+use crate::error::Result;
+
+/// Megabytes of memory to turns of a dataset's shape (without clean features).
+pub fn turns_in(megabytes: usize, data: &Dataset) -> usize {
+    let per_turn = bytes_per_turn(data.k, data.embedding_dim, false).max(1);
+    ((megabytes as u64 * 1_000_000) / per_turn).max(1) as usize
+}
+
+/// The blocks of a dataset and the steps each one gets in a round.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Users (positions in file order) of each block.
+    pub blocks: Vec<Range<usize>>,
+    /// Steps per round spent on each block.
+    steps: Vec<usize>,
+    /// Each block's users with a training turn, by stage.
+    pools: Vec<Vec<(u8, Vec<usize>)>>,
+}
+
+impl Plan {
+    /// Cuts `outline`'s users into blocks of at most `budget` turns (a longer user is a
+    /// block of its own); blocks without a training turn are left out. A step trains on
+    /// about `step_turns` turns.
+    pub fn new(outline: &Dataset, cut: &Cutoffs, budget: usize, step_turns: usize) -> Plan {
+        let mut blocks = Vec::new();
+        let mut train_turns = Vec::new();
+        let (mut start, mut turns, mut train) = (0, 0, 0);
+        for (i, u) in outline.users.iter().enumerate() {
+            if i > start && turns + u.turns > budget {
+                blocks.push(start..i);
+                train_turns.push(train);
+                (start, turns, train) = (i, 0, 0);
+            }
+            turns += u.turns;
+            train += cut.train_end(u);
+        }
+        if start < outline.users.len() {
+            blocks.push(start..outline.users.len());
+            train_turns.push(train);
+        }
+        let keep: Vec<bool> = train_turns.iter().map(|&t| t > 0).collect();
+        let steps = train_turns
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(&t, _)| t.div_ceil(step_turns.max(1)).max(1))
+            .collect();
+        let blocks: Vec<Range<usize>> = blocks
+            .into_iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(b, _)| b)
+            .collect();
+        let pools = blocks
+            .iter()
+            .map(|b| stage_pools(&outline.users[b.clone()], cut, b.start))
+            .collect();
+        Plan {
+            blocks,
+            steps,
+            pools,
+        }
+    }
+
+    /// Draws a user from block `b`: one of its users of `stage` with a training turn (any
+    /// of its users with one, where the block has none of that stage).
+    pub fn draw(&self, b: usize, stage: u8, rng: &mut ChaCha8Rng) -> usize {
+        let pools = &self.pools[b];
+        let all: Vec<usize>;
+        let pool = match pools.iter().find(|(s, _)| *s == stage) {
+            Some((_, p)) => p,
+            None => {
+                all = pools.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+                &all
+            }
+        };
+        pool[rng.random_range(0..pool.len())]
+    }
+
+    /// The block step `step` trains on.
+    pub fn block_at(&self, step: usize, seed: u64) -> usize {
+        if self.blocks.len() <= 1 {
+            return 0;
+        }
+        let round_steps: usize = self.steps.iter().sum();
+        let (round, mut at) = (step / round_steps, step % round_steps);
+        let mut order: Vec<usize> = (0..self.blocks.len()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xB10C_5EED);
+        rng.set_stream(round as u64);
+        order.shuffle(&mut rng);
+        for b in order {
+            if at < self.steps[b] {
+                return b;
+            }
+            at -= self.steps[b];
+        }
+        unreachable!("the steps of a round add up to round_steps")
+    }
+}
+
+/// Where training reads its users: a dataset in memory, or one read a block at a time.
+pub enum Source<'a> {
+    Memory(&'a Dataset),
+    Disk {
+        reader: Box<DatasetReader>,
+        /// The block in memory (its index in the plan) and its users.
+        loaded: Option<(usize, Dataset)>,
+    },
+}
+
+impl Source<'_> {
+    /// Every user's id, stage, turn count and timestamps.
+    pub fn outline(&self) -> &Dataset {
+        match self {
+            Source::Memory(data) => data,
+            Source::Disk { reader, .. } => &reader.outline,
+        }
+    }
+
+    /// The users of block `b` of `plan`, with the position of the first one: user `i` of
+    /// the block is `data.users[i - offset]`.
+    pub fn block(&mut self, plan: &Plan, b: usize) -> Result<(&Dataset, usize)> {
+        match self {
+            Source::Memory(data) => Ok((data, 0)),
+            Source::Disk { reader, loaded } => {
+                if loaded.as_ref().is_none_or(|(l, _)| *l != b) {
+                    *loaded = None; // free the old block before reading the next
+                    *loaded = Some((b, reader.read(plan.blocks[b].clone(), false)?));
+                }
+                let (_, data) = loaded.as_ref().expect("loaded above");
+                Ok((data, plan.blocks[b].start))
+            }
+        }
+    }
+
+    /// The validation users: a seeded sample of the users with a validation turn whose
+    /// turns add up to at most `budget` (every such user when they fit; see
+    /// [`sample_users`]), as a dataset of their own, in file order.
+    pub fn validation_users(&self, cut: &Cutoffs, budget: usize, seed: u64) -> Result<Dataset> {
+        let outline = self.outline();
+        let with: Vec<usize> = (0..outline.users.len())
+            .filter(|&i| {
+                let u = &outline.users[i];
+                cut.test_start(u) > cut.train_end(u)
+            })
+            .collect();
+        let chosen = sample_users(outline, with, budget, seed);
+        match self {
+            Source::Memory(data) => Ok(Dataset {
+                users: chosen.iter().map(|&i| data.users[i].clone()).collect(),
+                ..Dataset::clone_empty(data)
+            }),
+            Source::Disk { reader, .. } => reader.read_users(&chosen, false),
+        }
+    }
+}
+
+/// The users of each stage with a training turn, in file order (stage 0: a dataset
+/// without stages).
+pub fn stage_pools(users: &[UserSeq], cut: &Cutoffs, offset: usize) -> Vec<(u8, Vec<usize>)> {
+    let mut pools: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
+    for (i, u) in users.iter().enumerate() {
+        if cut.train_end(u) >= 1 {
+            pools.entry(u.stage).or_default().push(offset + i);
+        }
+    }
+    pools.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outline(turns: &[usize]) -> Dataset {
+        let users = turns
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| UserSeq {
+                user_id: i as u32,
+                stage: (i % 2) as u8 + 1,
+                turns: t,
+                timestamp: (0..t as i64).collect(),
+                ..Default::default()
+            })
+            .collect();
+        Dataset {
+            path: Default::default(),
+            manifest: serde_json::json!({}),
+            k: 4,
+            embedding_dim: 0,
+            users,
+            names: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_round_spends_on_each_block_its_steps_in_a_seeded_order() {
+        let data = outline(&[10, 10, 10, 30, 5, 5, 10, 10]);
+        let cut = Cutoffs {
+            valid: 8,
+            test: 9,
+            random: None,
+        };
+        let plan = Plan::new(&data, &cut, 20, 4);
+        // Users fill blocks up to 20 turns; the 30-turn user is a block of its own.
+        assert_eq!(plan.blocks, vec![0..2, 2..3, 3..4, 4..7, 7..8]);
+        // Training turns: 8 per 10-turn user, 8 for the 30-turn one, 5 per 5-turn user.
+        assert_eq!(plan.steps, vec![4, 2, 2, 5, 2]);
+        let round: usize = plan.steps.iter().sum();
+        for r in 0..3 {
+            let at: Vec<usize> = (r * round..(r + 1) * round)
+                .map(|s| plan.block_at(s, 11))
+                .collect();
+            for (b, &n) in plan.steps.iter().enumerate() {
+                assert_eq!(at.iter().filter(|&&x| x == b).count(), n);
+            }
+            // A block's steps are consecutive.
+            let changes = at.windows(2).filter(|w| w[0] != w[1]).count();
+            assert_eq!(changes, plan.blocks.len() - 1);
+        }
+        let order = |seed| {
+            (0..round)
+                .map(|s| plan.block_at(s, seed))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(11), order(11));
+        assert!(
+            (0..8).any(|s| order(s) != order(11)),
+            "the order ignores the seed"
+        );
+        // A draw comes from the block and the stage asked for.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..20 {
+            let i = plan.draw(3, 1, &mut rng);
+            assert!(plan.blocks[3].contains(&i) && data.users[i].stage == 1);
+        }
+        // Everything fits: one block, every step on it.
+        let one = Plan::new(&data, &cut, 1000, 4);
+        assert_eq!(one.blocks, vec![0..8]);
+        assert!((0..50).all(|s| one.block_at(s, 3) == 0));
+    }
+}
