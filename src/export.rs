@@ -727,7 +727,12 @@ pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
     let rt = crate::runtime::Runtime::from_bytes(&bytes, &opts.out)?;
     let verification = match &opts.data {
         Some(dir) => {
-            let data = crate::data::Dataset::load(dir)?;
+            let reader = crate::data::DatasetReader::open(dir)?;
+            let (data, _) = crate::eval::split::read_test_users(
+                &reader,
+                &state.cutoffs,
+                crate::eval::split::RESIDENT_MB,
+            )?;
             let (cases, _) = crate::eval::split::test_cases(&data, &state.cutoffs);
             if cases.is_empty() {
                 return Err(Error::Input(format!(

@@ -173,7 +173,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     let mut runs = Vec::new();
     // A report or export older than a run, or than the config, is rebuilt.
     let mut newest_run = modified(&opts.config);
-    let dataset = crate::data::Dataset::load(&data)?;
+    let reader = crate::data::DatasetReader::open(&data)?;
     let mut missing = Vec::new();
     for &(tcfg, seed) in &jobs {
         let run = runs_dir.join(format!("{}-s{seed}", tcfg.system_name()));
@@ -182,7 +182,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         let state = read_run_state(&run).ok();
         // The same training config and the same model (a run written by an older build
         // can read back as the same config but hold another model).
-        let model = crate::train::model_config(&dataset, &tcfg);
+        let model = crate::train::model_config(&reader.outline, &tcfg);
         let same = |s: &crate::train::RunState| s.train == tcfg && s.model == model;
         let finished = state.as_ref().is_some_and(|s| s.finished() && same(s));
         if finished {
@@ -197,8 +197,8 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
                     run.display()
                 )));
             }
-            crate::train::train_on(
-                &dataset,
+            crate::train::train_read(
+                &reader,
                 &tcfg,
                 &TrainOptions {
                     data: data.clone(),
@@ -262,6 +262,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             probes_per_canary: p.probes,
             transfer: false,
             quiet: true,
+            resident_mb: cfg.train.resident_mb,
         })?)
     };
     bar.inc(1);

@@ -417,6 +417,31 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
     argv_with(&argv, &["--force", "--fail-on-gate"], |code, err| {
         assert_eq!(code, Some(2), "{err}");
     });
+    // With room for a few users, eval reads a seeded sample of the users with a test
+    // turn and says so; the whole set when everything fits.
+    let summary_of = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    assert!(!summary["split"].as_str().unwrap().contains("sample"));
+    let small = dir.path().join("small");
+    let mut sampled: Vec<&str> = argv.clone();
+    sampled[4] = small.to_str().unwrap();
+    argv_with(&sampled, &["--resident-mb", "4"], |code, err| {
+        assert_eq!(code, Some(0), "{err}");
+    });
+    let part = summary_of(&small);
+    assert!(
+        part["split"].as_str().unwrap().contains("seeded sample of"),
+        "{}",
+        part["split"]
+    );
+    let users = |v: &serde_json::Value| v["test_set"]["users"].as_u64().unwrap();
+    assert!(
+        users(&part) >= 1 && users(&part) < users(&summary),
+        "{} of {}",
+        users(&part),
+        users(&summary)
+    );
     // Bad input: an unknown run is one clear error and writes nothing.
     let r2 = dir.path().join("r2");
     let (ok, _, err) = ssmkit(&[

@@ -166,6 +166,10 @@ pub enum Command {
         fail_on_gate: bool,
         #[arg(long)]
         quiet: bool,
+        /// Megabytes of users held in memory: a larger dataset is evaluated on a seeded
+        /// sample of its users with a test turn (the report says how many)
+        #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
+        resident_mb: usize,
     },
     /// The whole job: gen → train (all seeds and baselines) → eval → export, resumable
     #[command(

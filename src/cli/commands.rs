@@ -328,6 +328,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             transfer,
             fail_on_gate,
             quiet,
+            resident_mb,
         } => {
             if resamples == 0 || permutations == 0 {
                 anyhow::bail!("--resamples and --permutations must be at least 1");
@@ -350,6 +351,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 probes_per_canary: probes,
                 transfer,
                 quiet,
+                resident_mb,
             };
             let r = eval::phase::evaluate(&opts)?;
             println!(

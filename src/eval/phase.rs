@@ -34,7 +34,7 @@ use super::split::{Case, TestSet, labels_of, test_cases};
 use super::stats::{CompareOptions, Comparison, compare_seeds};
 use super::strata::{COLD_START, SEQUENCE_LENGTH, Stratum, strata_of};
 use crate::canary::Rules;
-use crate::data::Dataset;
+use crate::data::{Dataset, DatasetReader};
 use crate::error::{Error, Result};
 use crate::model::baselines::{self, Baseline};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
@@ -66,6 +66,9 @@ pub struct EvalOptions {
     /// split, runs grouped by the dataset they were trained on.
     pub transfer: bool,
     pub quiet: bool,
+    /// Megabytes of users to hold: a larger dataset is evaluated on a seeded sample of its
+    /// users with a test turn, and the report says how many.
+    pub resident_mb: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -139,23 +142,24 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     if opts.runs.is_empty() {
         return Err(Error::Input("eval needs at least one --run".into()));
     }
-    let data = Dataset::load(&opts.data)?;
-    let sha = dataset_fingerprint(&data);
+    let reader = DatasetReader::open(&opts.data)?;
+    let outline = &reader.outline;
+    let sha = dataset_fingerprint(outline);
     let device = Device::flex();
     // Every run must come from this dataset and share one test cut-off; with `transfer`
     // (TSTR) runs trained on other datasets are evaluated on this one's own test split.
     let mut states = Vec::new();
     let defaults = crate::train::TrainConfig::default();
-    let own_split = crate::train::batch::cutoffs(&data, defaults.valid_from, defaults.test_from);
+    let own_split = crate::train::batch::cutoffs(outline, defaults.valid_from, defaults.test_from);
     for run in &opts.runs {
         let st = read_run_state(run)?;
-        if st.model.content_dim != data.embedding_dim {
+        if st.model.content_dim != outline.embedding_dim {
             return Err(Error::Input(format!(
                 "{}: the model reads {}-dimensional content embeddings, {} has {}",
                 run.display(),
                 st.model.content_dim,
                 opts.data.display(),
-                data.embedding_dim
+                outline.embedding_dim
             )));
         }
         if st.dataset_sha != sha {
@@ -194,6 +198,16 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         own_split
     } else {
         states[0].1.cutoffs
+    };
+    let (data, sampled) = super::split::read_test_users(&reader, &split, opts.resident_mb)?;
+    drop(reader);
+    let split_text = match sampled {
+        None => split.describe(),
+        Some((n, of)) => format!(
+            "{}; test users: a seeded sample of {n} of the {of} users with a test turn, as many as fit --resident-mb {}",
+            split.describe(),
+            opts.resident_mb
+        ),
     };
     let (gts, loo) = test_cases(&data, &split);
     if gts.is_empty() {
@@ -731,7 +745,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         sequence_length: length_strata,
         frequency,
         poc,
-        split: split.describe(),
+        split: split_text,
         patterns: patterns::rows(&data, &held_out, &held_out_scores),
         ablations,
         retrained,

@@ -14,7 +14,8 @@
 
 use serde::Serialize;
 
-use crate::data::{Dataset, UserSeq};
+use crate::data::{Dataset, DatasetReader, UserSeq, sample_users};
+use crate::error::Result;
 use crate::train::batch::Cutoffs;
 
 /// Fewest users a split should have for its statistics to mean something.
@@ -32,6 +33,31 @@ pub fn labels_of(u: &UserSeq, t: usize, k: usize) -> Vec<f64> {
     (0..k)
         .map(|c| (u.labels[t * k + c] * u.valid[t * k + c]) as f64)
         .collect()
+}
+
+/// Megabytes of users `eval` and the export check hold by default.
+pub const RESIDENT_MB: usize = 2500;
+
+/// The users an evaluation reads: every user when the dataset fits `resident_mb`
+/// megabytes, else a seeded sample of the users with a test turn under `cut` (see
+/// [`sample_users`]); with a sample, how many of how many users it holds.
+pub fn read_test_users(
+    reader: &DatasetReader,
+    cut: &Cutoffs,
+    resident_mb: usize,
+) -> Result<(Dataset, Option<(usize, usize)>)> {
+    let outline = &reader.outline;
+    let budget = crate::train::stream::turns_in(resident_mb, outline);
+    if outline.turns() <= budget {
+        return Ok((reader.read(0..reader.users(), true)?, None));
+    }
+    let with_test: Vec<usize> = (0..outline.users.len())
+        .filter(|&i| cut.test_start(&outline.users[i]) < outline.users[i].turns)
+        .collect();
+    let n = with_test.len();
+    let seed = outline.manifest["config"]["seed"].as_u64().unwrap_or(0);
+    let chosen = sample_users(outline, with_test, budget, seed);
+    Ok((reader.read_users(&chosen, true)?, Some((chosen.len(), n))))
 }
 
 /// Every test turn, with or without a relevant label, in user then turn order (the

@@ -357,25 +357,32 @@ pub struct Trained {
 /// [`train`], returning also the split and the users it validated on.
 pub fn train_validated(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Trained> {
     train_cfg.validate()?;
-    let needed = (train_cfg.resident_mb + train_cfg.validation_mb) as u64 * 1_000_000;
-    if let Some(available) = crate::data::available_memory()
-        && needed > available
-    {
-        return Err(Error::Input(format!(
-            "[train] resident_mb + validation_mb is {:.1} GB but {:.1} GB of memory is available: lower them",
-            needed as f64 / 1e9,
-            available as f64 / 1e9
-        )));
-    }
     let reader = crate::data::DatasetReader::open(&opts.data)?;
     train_from(
         Source::Disk {
-            reader: Box::new(reader),
+            reader: &reader,
             loaded: None,
         },
         train_cfg,
         opts,
     )
+}
+
+/// [`train`] from a dataset already opened (`opts.data` names it in the run's records).
+pub fn train_read(
+    reader: &crate::data::DatasetReader,
+    train_cfg: &TrainConfig,
+    opts: &TrainOptions,
+) -> Result<Validation> {
+    train_from(
+        Source::Disk {
+            reader,
+            loaded: None,
+        },
+        train_cfg,
+        opts,
+    )
+    .map(|t| t.last)
 }
 
 /// The model a training config builds on a dataset.
@@ -403,6 +410,18 @@ pub fn train_on(
 
 fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Trained> {
     train_cfg.validate()?;
+    if let Source::Disk { .. } = source {
+        let needed = (train_cfg.resident_mb + train_cfg.validation_mb) as u64 * 1_000_000;
+        if let Some(available) = crate::data::available_memory()
+            && needed > available
+        {
+            return Err(Error::Input(format!(
+                "[train] resident_mb + validation_mb is {:.1} GB but {:.1} GB of memory is available: lower them",
+                needed as f64 / 1e9,
+                available as f64 / 1e9
+            )));
+        }
+    }
     let data = source.outline();
     let (device, device_name) = crate::backend::select(opts.backend)?;
     let device = device.autodiff();

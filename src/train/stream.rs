@@ -121,7 +121,7 @@ impl Plan {
 pub enum Source<'a> {
     Memory(&'a Dataset),
     Disk {
-        reader: Box<DatasetReader>,
+        reader: &'a DatasetReader,
         /// The block in memory (its index in the plan) and its users.
         loaded: Option<(usize, Dataset)>,
     },
