@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::datagen::writer;
 use crate::error::{Error, Result};
@@ -761,43 +762,53 @@ fn assemble(outline: &Dataset, parts: [Part; 4], clean: bool) -> Result<Dataset>
     let hard = u8s(&cands, "hard_negative")?;
     let path_id = u32s(&cands, "path_id")?;
 
-    // Memory embeddings and path hops, keyed by (user, id).
-    let mut content: HashMap<(u32, u32), Vec<f32>> = HashMap::new();
+    // Memory embeddings (a row of `emb` per (user, memory id)) and path hops (the rows
+    // of `hop_order[start..start + len]` per (user, path id), in file order).
+    let mut content: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+    let mut emb: Vec<Vec<f32>> = Vec::new();
     if embedding_dim > 0 {
         let mu = u32s(&mems, "user_id")?;
         let mi = u32s(&mems, "memory_id")?;
-        let emb: Vec<Vec<f32>> = (0..embedding_dim)
+        emb = (0..embedding_dim)
             .map(|d| f32s(&mems, &format!("embedding_{d}")))
             .collect::<Result<_>>()?;
         for r in 0..mu.len() {
-            content.insert((mu[r], mi[r]), emb.iter().map(|c| c[r]).collect());
+            content.insert((mu[r], mi[r]), r);
         }
     }
-    let mut hop_rows: HashMap<(u32, u32), Vec<[f32; HOP_DIM]>> = HashMap::new();
+    let pu = u32s(&paths, "user_id")?;
+    let pi = u32s(&paths, "path_id")?;
+    let hop_columns: [Vec<f32>; HOP_DIM] = [
+        u8s(&paths, "hop_type")?
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        f32s(&paths, "edge_confidence")?,
+        f32s(&paths, "aspect_weight")?,
+        u8s(&paths, "community_crossing")?
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        f32s(&paths, "dependency_strength")?,
+    ];
+    // Hops of a path come together in generated data; any other order is sorted (stable,
+    // so each path keeps its hops' order).
+    let mut hop_order: Vec<usize> = (0..pu.len()).collect();
+    if pu
+        .windows(2)
+        .zip(pi.windows(2))
+        .any(|(u, p)| (u[0], p[0]) > (u[1], p[1]))
     {
-        let pu = u32s(&paths, "user_id")?;
-        let pi = u32s(&paths, "path_id")?;
-        let ht = u8s(&paths, "hop_type")?;
-        let cols: Vec<Vec<f32>> = ["edge_confidence", "aspect_weight"]
-            .iter()
-            .map(|n| f32s(&paths, n))
-            .collect::<Result<_>>()?;
-        let cross = u8s(&paths, "community_crossing")?;
-        let strength = f32s(&paths, "dependency_strength")?;
-        for r in 0..pu.len() {
-            hop_rows.entry((pu[r], pi[r])).or_default().push([
-                ht[r] as f32,
-                cols[0][r],
-                cols[1][r],
-                cross[r] as f32,
-                strength[r],
-            ]);
-        }
+        hop_order.sort_by_key(|&r| (pu[r], pi[r]));
+    }
+    let mut hop_rows: FxHashMap<(u32, u32), (usize, usize)> = FxHashMap::default();
+    for (i, &r) in hop_order.iter().enumerate() {
+        hop_rows.entry((pu[r], pi[r])).or_insert((i, 0)).1 += 1;
     }
 
     // Assemble users; rows must come in (user, turn, candidate) order.
     let mut users: Vec<UserSeq> = Vec::new();
-    let mut turn_of: HashMap<(u32, u32), (usize, usize)> = HashMap::new();
+    let mut turn_of: FxHashMap<(u32, u32), (usize, usize)> = FxHashMap::default();
     for r in 0..t_user.len() {
         if users.last().is_none_or(|u| u.user_id != t_user[r]) {
             users.push(UserSeq {
@@ -850,8 +861,14 @@ fn assemble(outline: &Dataset, parts: [Part; 4], clean: bool) -> Result<Dataset>
         u.hops = vec![0.0; t * k * MAX_HOPS * HOP_DIM];
         u.hop_count = vec![0; t * k];
     }
+    let mut last: Option<((u32, u32), (usize, usize))> = None;
     for r in 0..c_user.len() {
-        let Some(&(ui, ti)) = turn_of.get(&(c_user[r], c_turn[r])) else {
+        let key = (c_user[r], c_turn[r]);
+        let found = match last {
+            Some((k, at)) if k == key => Some(at),
+            _ => turn_of.get(&key).copied(),
+        };
+        let Some((ui, ti)) = found else {
             return Err(bad(
                 path,
                 format!(
@@ -870,6 +887,7 @@ fn assemble(outline: &Dataset, parts: [Part; 4], clean: bool) -> Result<Dataset>
                 ),
             ));
         }
+        last = Some((key, (ui, ti)));
         let u = &mut users[ui];
         let slot = ti * k + ci;
         if u.valid[slot] == 1.0 {
@@ -911,15 +929,19 @@ fn assemble(outline: &Dataset, parts: [Part; 4], clean: bool) -> Result<Dataset>
         u.canary[slot] = canary[r];
         u.role[slot] = role[r];
         u.hard_negative[slot] = hard[r];
-        if let Some(e) = content.get(&(c_user[r], memory_id[r])) {
-            u.content[slot * embedding_dim..(slot + 1) * embedding_dim].copy_from_slice(e);
+        if let Some(&m) = content.get(&(c_user[r], memory_id[r])) {
+            for (d, column) in emb.iter().enumerate() {
+                u.content[slot * embedding_dim + d] = column[m];
+            }
         }
-        if let Some(hops) = hop_rows.get(&(c_user[r], path_id[r])) {
-            let n = hops.len().min(MAX_HOPS);
+        if let Some(&(start, len)) = hop_rows.get(&(c_user[r], path_id[r])) {
+            let n = len.min(MAX_HOPS);
             u.hop_count[slot] = n as u8;
-            for (h, hop) in hops.iter().take(n).enumerate() {
+            for (h, &row) in hop_order[start..start + n].iter().enumerate() {
                 let at = (slot * MAX_HOPS + h) * HOP_DIM;
-                u.hops[at..at + HOP_DIM].copy_from_slice(hop);
+                for (d, column) in hop_columns.iter().enumerate() {
+                    u.hops[at + d] = column[row];
+                }
             }
         }
     }

@@ -284,6 +284,86 @@ impl TrainConfig {
     }
 }
 
+/// Users of a batch go to this many shares, each run forward and backward on a thread of
+/// its own (fixed, so that results do not depend on the machine's number of cores).
+const SHARES: usize = 2;
+
+/// The loss of a batch and its gradients. The users are split into [`SHARES`] shares;
+/// each share's loss is its sum of per-turn losses over the whole batch's number of
+/// counted turns, so the shares' losses and gradients add up to those of the batch's mean
+/// loss.
+#[allow(clippy::too_many_arguments)]
+fn step_gradients(
+    model: &Scorer,
+    data: &Dataset,
+    users: &[&UserSeq],
+    lens: &[usize],
+    model_cfg: &ModelConfig,
+    train_cfg: &TrainConfig,
+    scan: ScanImpl,
+    device: &Device,
+) -> (f32, GradientsParams) {
+    let k = data.k;
+    // Turns the loss counts: within the window, with a relevant label.
+    let counted = |u: &UserSeq, len: usize| -> usize {
+        (0..len.min(u.turns))
+            .filter(|&t| (0..k).any(|c| u.labels[t * k + c] * u.valid[t * k + c] > 0.0))
+            .count()
+    };
+    let total: usize = users.iter().zip(lens).map(|(u, &l)| counted(u, l)).sum();
+    let per = users.len().div_ceil(SHARES);
+    let shares: Vec<(f32, GradientsParams)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = users
+            .chunks(per)
+            .zip(lens.chunks(per))
+            .map(|(us, ls)| {
+                // Fresh leaves for the parameters: the shares' autodiff graphs stay
+                // apart (one graph is one lock) and run in parallel.
+                let model = model.clone().fork(device);
+                let n: usize = us.iter().zip(ls).map(|(u, &l)| counted(u, l)).sum();
+                scope.spawn(move || {
+                    let b = make_batch(data, us, ls, model_cfg, device);
+                    let scores = model.forward(&b, scan);
+                    let mean = loss(
+                        train_cfg.loss,
+                        scores,
+                        b.labels.clone(),
+                        b.valid.clone(),
+                        b.turn_mask.clone(),
+                        train_cfg.temperature,
+                    );
+                    let share = mean * (n as f64 / total.max(1) as f64);
+                    let value: f32 = share.clone().into_scalar();
+                    (value, GradientsParams::from_grads(share.backward(), &model))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a training thread panicked"))
+            .collect()
+    });
+    let mut shares = shares.into_iter();
+    let (mut value, mut grads) = shares.next().expect("a batch has a user");
+    for (v, mut g) in shares {
+        value += v;
+        model.visit(&mut Add(&mut grads, &mut g));
+    }
+    (value, grads)
+}
+
+/// Adds the second gradients into the first.
+struct Add<'a>(&'a mut GradientsParams, &'a mut GradientsParams);
+impl ModuleVisitor for Add<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        match (self.0.remove::<D>(p.id), self.1.remove::<D>(p.id)) {
+            (Some(a), Some(b)) => self.0.register::<D>(p.id, a + b),
+            (Some(g), None) | (None, Some(g)) => self.0.register::<D>(p.id, g),
+            (None, None) => {}
+        }
+    }
+}
+
 /// Squared global norm of the gradients.
 struct SqNorm<'a>(&'a GradientsParams, f64);
 impl ModuleVisitor for SqNorm<'_> {
@@ -634,18 +714,9 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
             users.push(w);
         }
         let started = std::time::Instant::now();
-        let b = make_batch(data, &users, &lens, &model_cfg, &device);
-        let scores = model.forward(&b, scan);
-        let loss = loss(
-            train_cfg.loss,
-            scores,
-            b.labels.clone(),
-            b.valid.clone(),
-            b.turn_mask.clone(),
-            train_cfg.temperature,
+        let (loss_value, mut grads) = step_gradients(
+            &model, data, &users, &lens, &model_cfg, train_cfg, scan, &device,
         );
-        let loss_value: f32 = loss.clone().into_scalar();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         let mut norm = SqNorm(&grads, 0.0);
         model.visit(&mut norm);
         let norm = norm.1.sqrt();
