@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -127,10 +127,12 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     } else {
         1 + jobs.len() + 1 + p.export.len()
     };
+    // The stage bar, and under it each training's own bar (step, turns/s, ETA).
+    let multi = MultiProgress::new();
     let bar = if opts.quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(stages as u64)
+        multi.add(ProgressBar::new(stages as u64))
     };
     bar.set_style(
         ProgressStyle::with_template("run [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
@@ -205,10 +207,11 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
                     run: run.clone(),
                     seed,
                     resume,
-                    quiet: true,
+                    quiet: opts.quiet,
                     stop_after: None,
                     backend: Default::default(),
                     scan: None,
+                    progress: Some(multi.clone()),
                 },
             )?;
         }

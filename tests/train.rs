@@ -498,6 +498,78 @@ fn a_dataset_larger_than_resident_memory_trains_a_block_at_a_time() {
 }
 
 #[test]
+fn a_batch_split_into_shares_has_the_whole_batch_gradient() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+    use ssmkit::data::{Dataset, UserSeq};
+    use ssmkit::model::loss::loss;
+    use ssmkit::model::mamba::ScanImpl;
+    use ssmkit::train::batch::make_batch;
+    use ssmkit::train::{model_config, step_gradients};
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let cfg = tiny_train();
+    let model_cfg = model_config(&data, &cfg);
+    let device = Device::flex().autodiff();
+    let model = model_cfg.init(5, &device);
+    // Five users (the shares are 3 and 2), windows of different lengths.
+    let users: Vec<&UserSeq> = data.users.iter().take(5).collect();
+    let lens: Vec<usize> = users
+        .iter()
+        .zip([9, 4, 12, 7, 10])
+        .map(|(u, l)| l.min(u.turns))
+        .collect();
+    let (value, shares) = step_gradients(
+        &model,
+        &data,
+        &users,
+        &lens,
+        &model_cfg,
+        &cfg,
+        ScanImpl::Fused,
+        &device,
+    );
+    let b = make_batch(&data, &users, &lens, &model_cfg, &device);
+    let whole = loss(
+        cfg.loss,
+        model.forward(&b, ScanImpl::Fused),
+        b.labels.clone(),
+        b.valid.clone(),
+        b.turn_mask.clone(),
+        cfg.temperature,
+    );
+    let whole_value: f32 = whole.clone().into_scalar();
+    assert!(
+        (value - whole_value).abs() <= 1e-5 * whole_value.abs(),
+        "{value} vs {whole_value}"
+    );
+    let whole = GradientsParams::from_grads(whole.backward(), &model);
+    struct Compare<'a>(&'a GradientsParams, &'a GradientsParams, f32, f32, usize);
+    impl ModuleVisitor for Compare<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let (Some(a), Some(b)) = (self.0.get::<D>(p.id), self.1.get::<D>(p.id)) {
+                let diff: f32 = (a.clone() - b.clone()).abs().max().into_scalar();
+                let size: f32 = b.abs().max().into_scalar();
+                self.2 = self.2.max(diff);
+                self.3 = self.3.max(size);
+                self.4 += 1;
+            }
+        }
+    }
+    let mut c = Compare(&shares, &whole, 0.0, 0.0, 0);
+    model.visit(&mut c);
+    assert!(c.4 > 10 && c.3 > 0.0, "{} gradients compared", c.4);
+    assert!(
+        c.2 <= 1e-5 * c.3,
+        "gradients differ by {} (largest {})",
+        c.2,
+        c.3
+    );
+    assert_eq!(shares.len(), whole.len());
+}
+
+#[test]
 fn on_a_persistence_stream_mamba_matches_the_history_rules_and_stateless_models_cannot() {
     use ssmkit::config::Preset;
     use ssmkit::data::Dataset;

@@ -93,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stop_after: None,
                 backend,
                 scan,
+                progress: None,
             };
             // The baselines printed after training score the same validation users.
             let trained = train::train_validated(&cfg.train, &opts)?;

@@ -286,14 +286,14 @@ impl TrainConfig {
 
 /// Users of a batch go to this many shares, each run forward and backward on a thread of
 /// its own (fixed, so that results do not depend on the machine's number of cores).
-const SHARES: usize = 2;
+pub const SHARES: usize = 2;
 
 /// The loss of a batch and its gradients. The users are split into [`SHARES`] shares;
 /// each share's loss is its sum of per-turn losses over the whole batch's number of
 /// counted turns, so the shares' losses and gradients add up to those of the batch's mean
 /// loss.
 #[allow(clippy::too_many_arguments)]
-fn step_gradients(
+pub fn step_gradients(
     model: &Scorer,
     data: &Dataset,
     users: &[&UserSeq],
@@ -397,6 +397,8 @@ pub struct TrainOptions {
     pub backend: crate::backend::BackendChoice,
     /// The selective-scan implementation (default: the fastest for the device).
     pub scan: Option<ScanImpl>,
+    /// Show the training bar under this parent's bars (`ssmkit run`) rather than alone.
+    pub progress: Option<indicatif::MultiProgress>,
 }
 
 /// The dataset's identity as runs record it (the SHA-256 of its candidates table).
@@ -645,11 +647,13 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     // dataset, when it fits in one block) are refused before any step; a later block's
     // are refused when it is read, and the last checkpoint stays.
     source.block(&plan, plan.block_at(state.step, opts.seed))?;
-    let bar = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        eprintln!("backend: {device_name}");
-        ProgressBar::new(train_cfg.steps as u64)
+    let bar = match (&opts.progress, opts.quiet) {
+        (_, true) => ProgressBar::hidden(),
+        (Some(parent), false) => parent.add(ProgressBar::new(train_cfg.steps as u64)),
+        (None, false) => {
+            eprintln!("backend: {device_name}");
+            ProgressBar::new(train_cfg.steps as u64)
+        }
     };
     bar.set_style(
         ProgressStyle::with_template(

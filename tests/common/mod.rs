@@ -75,6 +75,7 @@ pub fn opts(data: &Path, run: &Path, seed: u64) -> TrainOptions {
         stop_after: None,
         backend: Default::default(),
         scan: None,
+        progress: None,
     }
 }
 
