@@ -66,7 +66,8 @@ pub struct UserSeq {
     pub selectors: [i32; 4],
     /// `[T, K, E]` content embedding of each candidate memory (zeros when absent).
     pub content: Vec<f32>,
-    /// `[T, K, MAX_HOPS, HOP_DIM]` hop features, zero-padded; `[T, K]` hop counts.
+    /// `[T, K, MAX_HOPS, HOP_DIM]` hop features, zero-padded; `[T, K]` hop counts (both
+    /// empty when the read left the hops out, [`Columns::hops`]).
     pub hops: Vec<f32>,
     pub hop_count: Vec<u8>,
     /// `[T, K, HISTORY_DIM]` history features of a window cut from a longer sequence,
@@ -239,13 +240,34 @@ getter!(u8s, u8, u8);
 getter!(i32s, i32, i32);
 getter!(i64s, i64, i64);
 
+/// What a read holds beside what every model reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Columns {
+    /// The features before noise (only the SNR analysis reads them).
+    pub clean: bool,
+    /// The path hops (only the dual variant's path encoder reads them).
+    pub hops: bool,
+}
+
+impl Columns {
+    pub const ALL: Columns = Columns {
+        clean: true,
+        hops: true,
+    };
+}
+
 /// Bytes one turn of `k` candidates takes while it is read and held as a [`UserSeq`]:
-/// every candidate slot with its features (observed, missing flags and, with `clean`,
-/// clean), ids, content and path hops, plus the Parquet columns held while it is read.
-pub fn bytes_per_turn(k: usize, embedding_dim: usize, clean: bool) -> u64 {
-    let copies = if clean { 3 } else { 2 };
-    let per_slot =
-        copies * FEATURE_DIM * 4 + 6 * 4 + 4 + embedding_dim * 4 + MAX_HOPS * HOP_DIM * 4;
+/// every candidate slot with its features (observed, missing flags and, with
+/// `columns.clean`, clean), ids, content and (with `columns.hops`) path hops, plus the
+/// Parquet columns held while it is read.
+pub fn bytes_per_turn(k: usize, embedding_dim: usize, columns: Columns) -> u64 {
+    let copies = if columns.clean { 3 } else { 2 };
+    let hops = if columns.hops {
+        MAX_HOPS * HOP_DIM * 4
+    } else {
+        0
+    };
+    let per_slot = copies * FEATURE_DIM * 4 + 6 * 4 + 4 + embedding_dim * 4 + hops;
     let columns = ((copies - 1) * FEATURE_DIM + 16) * 4;
     (k * (per_slot + columns)) as u64
 }
@@ -255,7 +277,7 @@ pub fn estimated_bytes(manifest: &serde_json::Value) -> u64 {
     let turns = manifest["counts"]["turns"].as_u64().unwrap_or(0);
     let k = manifest["k"].as_u64().unwrap_or(0) as usize;
     let e = manifest["embedding_dim"].as_u64().unwrap_or(0) as usize;
-    turns * bytes_per_turn(k, e, true)
+    turns * bytes_per_turn(k, e, Columns::ALL)
 }
 
 /// `MemAvailable` of /proc/meminfo, where there is one.
@@ -496,9 +518,8 @@ impl DatasetReader {
         self.outline.users.len()
     }
 
-    /// Users `range` (positions in file order), fully loaded; `clean` reads the clean
-    /// features too (only the SNR analysis needs them).
-    pub fn read(&self, range: Range<usize>, clean: bool) -> Result<Dataset> {
+    /// Users `range` (positions in file order), with the optional `columns`.
+    pub fn read(&self, range: Range<usize>, columns: Columns) -> Result<Dataset> {
         let path = &self.outline.path;
         let span = |i: usize| {
             let rs = self.rows[range.clone()]
@@ -531,10 +552,11 @@ impl DatasetReader {
         .map(|s| s.to_string())
         .collect();
         candidate_columns.extend(FEATURE_NAMES.iter().map(|s| s.to_string()));
-        if clean {
+        if columns.clean {
             candidate_columns.extend(FEATURE_NAMES.iter().map(|n| clean_column(n)));
         }
-        let columns: Vec<&str> = candidate_columns.iter().map(|s| s.as_str()).collect();
+        let candidate_columns: Vec<&str> = candidate_columns.iter().map(|s| s.as_str()).collect();
+        let hop_rows = if columns.hops { span(3) } else { 0..0 };
         let parts = [
             read_rows(path, writer::TURNS, &self.meta[0], span(0), None)?,
             read_rows(
@@ -542,12 +564,12 @@ impl DatasetReader {
                 writer::CANDIDATES,
                 &self.meta[1],
                 span(1),
-                Some(&columns),
+                Some(&candidate_columns),
             )?,
             read_rows(path, writer::MEMORIES, &self.meta[2], span(2), None)?,
-            read_rows(path, writer::PATHS, &self.meta[3], span(3), None)?,
+            read_rows(path, writer::PATHS, &self.meta[3], hop_rows, None)?,
         ];
-        assemble(&self.outline, parts, clean)
+        assemble(&self.outline, parts, columns)
     }
 }
 
@@ -590,7 +612,7 @@ pub fn sample_users(
 
 impl DatasetReader {
     /// The users at `positions` (ascending), each run of neighbours read at once.
-    pub fn read_users(&self, positions: &[usize], clean: bool) -> Result<Dataset> {
+    pub fn read_users(&self, positions: &[usize], columns: Columns) -> Result<Dataset> {
         let mut users = Vec::with_capacity(positions.len());
         let mut names: Vec<String> = Vec::new();
         let mut at = 0;
@@ -599,7 +621,7 @@ impl DatasetReader {
             while end < positions.len() && positions[end] == positions[end - 1] + 1 {
                 end += 1;
             }
-            let part = self.read(positions[at]..positions[end - 1] + 1, clean)?;
+            let part = self.read(positions[at]..positions[end - 1] + 1, columns)?;
             // Name indices are per read: map them onto one list.
             for mut u in part.users {
                 for n in &mut u.name {
@@ -643,13 +665,14 @@ impl Dataset {
             }
         }
         let reader = DatasetReader::open(path)?;
-        reader.read(0..reader.users(), true)
+        reader.read(0..reader.users(), Columns::ALL)
     }
 }
 
 /// Builds the users of `parts` (rows of the four tables, whole users) into a dataset
 /// like `outline`; rows must come in (user, turn, candidate) order.
-fn assemble(outline: &Dataset, parts: [Part; 4], clean: bool) -> Result<Dataset> {
+fn assemble(outline: &Dataset, parts: [Part; 4], columns: Columns) -> Result<Dataset> {
+    let clean = columns.clean;
     let (path, k, embedding_dim) = (&outline.path, outline.k, outline.embedding_dim);
     let [turns, cands, mems, paths] = parts;
     // Turns.
@@ -858,8 +881,10 @@ fn assemble(outline: &Dataset, parts: [Part; 4], clean: bool) -> Result<Dataset>
         u.role = vec![0; t * k];
         u.hard_negative = vec![0; t * k];
         u.content = vec![0.0; t * k * embedding_dim];
-        u.hops = vec![0.0; t * k * MAX_HOPS * HOP_DIM];
-        u.hop_count = vec![0; t * k];
+        if columns.hops {
+            u.hops = vec![0.0; t * k * MAX_HOPS * HOP_DIM];
+            u.hop_count = vec![0; t * k];
+        }
     }
     let mut last: Option<((u32, u32), (usize, usize))> = None;
     for r in 0..c_user.len() {
@@ -934,7 +959,9 @@ fn assemble(outline: &Dataset, parts: [Part; 4], clean: bool) -> Result<Dataset>
                 u.content[slot * embedding_dim + d] = column[m];
             }
         }
-        if let Some(&(start, len)) = hop_rows.get(&(c_user[r], path_id[r])) {
+        if columns.hops
+            && let Some(&(start, len)) = hop_rows.get(&(c_user[r], path_id[r]))
+        {
             let n = len.min(MAX_HOPS);
             u.hop_count[slot] = n as u8;
             for (h, &row) in hop_order[start..start + n].iter().enumerate() {

@@ -436,7 +436,7 @@ fn a_dataset_too_large_for_memory_is_refused_before_loading() {
 
 #[test]
 fn a_dataset_larger_than_resident_memory_trains_a_block_at_a_time() {
-    use ssmkit::data::{Dataset, DatasetReader};
+    use ssmkit::data::{Columns, Dataset, DatasetReader};
     use ssmkit::train::batch::cutoffs;
     use ssmkit::train::stream::{Plan, turns_in};
     let dir = tempfile::tempdir().unwrap();
@@ -448,14 +448,22 @@ fn a_dataset_larger_than_resident_memory_trains_a_block_at_a_time() {
     assert!(n >= 4);
     let mut parts = Vec::new();
     for range in [0..1, 1..n / 2, n / 2..n] {
-        parts.extend(reader.read(range, true).unwrap().users);
+        parts.extend(reader.read(range, Columns::ALL).unwrap().users);
     }
     assert_eq!(parts.len(), whole.users.len());
     for (a, b) in parts.iter().zip(&whole.users) {
         assert_eq!(format!("{a:?}"), format!("{b:?}"), "user {}", b.user_id);
     }
-    let lean = reader.read(0..2, false).unwrap();
-    assert!(lean.users[0].clean_features.is_empty());
+    let lean = reader
+        .read(
+            0..2,
+            Columns {
+                clean: false,
+                hops: false,
+            },
+        )
+        .unwrap();
+    assert!(lean.users[0].clean_features.is_empty() && lean.users[0].hops.is_empty());
     assert_eq!(lean.users[1].features, whole.users[1].features);
 
     // With room for about one user at a time, training cuts the users into blocks; read
@@ -470,14 +478,28 @@ fn a_dataset_larger_than_resident_memory_trains_a_block_at_a_time() {
     let plan = Plan::new(
         &whole,
         &cut,
-        turns_in(1, &whole),
+        turns_in(
+            1,
+            &whole,
+            Columns {
+                clean: false,
+                hops: false,
+            },
+        ),
         cfg.batch_users * cfg.window,
     );
     assert!(
         plan.blocks.len() >= 3,
         "{} blocks of {} turns for users of {per_user} turns",
         plan.blocks.len(),
-        turns_in(1, &whole)
+        turns_in(
+            1,
+            &whole,
+            Columns {
+                clean: false,
+                hops: false
+            }
+        )
     );
     let (disk, memory) = (dir.path().join("disk"), dir.path().join("memory"));
     train(&cfg, &opts(&data, &disk, 3)).unwrap();
@@ -489,6 +511,20 @@ fn a_dataset_larger_than_resident_memory_trains_a_block_at_a_time() {
     assert!(
         weights(&disk) == weights(&memory),
         "disk and memory training differ"
+    );
+    // Only the dual variant reads path hops: read from disk, they are there for it.
+    let dual = TrainConfig {
+        model: Variant::Dual,
+        steps: 6,
+        eval_every: 3,
+        ..cfg.clone()
+    };
+    let (disk_dual, memory_dual) = (dir.path().join("disk-dual"), dir.path().join("memory-dual"));
+    train(&dual, &opts(&data, &disk_dual, 3)).unwrap();
+    ssmkit::train::train_on(&whole, &dual, &opts(&data, &memory_dual, 3)).unwrap();
+    assert!(
+        weights(&disk_dual) == weights(&memory_dual),
+        "the dual variant missed its hops"
     );
     // The blocks change what a step sees: the same config with everything resident
     // trains to other weights.

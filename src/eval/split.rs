@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use crate::data::{Dataset, DatasetReader, UserSeq, sample_users};
+use crate::data::{Columns, Dataset, DatasetReader, UserSeq, sample_users};
 use crate::error::Result;
 use crate::train::batch::Cutoffs;
 
@@ -47,9 +47,9 @@ pub fn read_test_users(
     resident_mb: usize,
 ) -> Result<(Dataset, Option<(usize, usize)>)> {
     let outline = &reader.outline;
-    let budget = crate::train::stream::turns_in(resident_mb, outline);
+    let budget = crate::train::stream::turns_in(resident_mb, outline, Columns::ALL);
     if outline.turns() <= budget {
-        return Ok((reader.read(0..reader.users(), true)?, None));
+        return Ok((reader.read(0..reader.users(), Columns::ALL)?, None));
     }
     let with_test: Vec<usize> = (0..outline.users.len())
         .filter(|&i| cut.test_start(&outline.users[i]) < outline.users[i].turns)
@@ -57,7 +57,10 @@ pub fn read_test_users(
     let n = with_test.len();
     let seed = outline.manifest["config"]["seed"].as_u64().unwrap_or(0);
     let chosen = sample_users(outline, with_test, budget, seed);
-    Ok((reader.read_users(&chosen, true)?, Some((chosen.len(), n))))
+    Ok((
+        reader.read_users(&chosen, Columns::ALL)?,
+        Some((chosen.len(), n)),
+    ))
 }
 
 /// Every test turn, with or without a relevant label, in user then turn order (the

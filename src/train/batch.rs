@@ -189,12 +189,14 @@ pub fn make_batch(
         for j in 0..tk {
             memory_slot[s + j] = (u.memory_slot[j] as usize % memory_slots) as i32;
             entity[s + j] = (u.entity[j] as usize % entity_slots) as i32;
-            hop_count[s + j] = (u.hop_count[j] as i32).max(1);
+            hop_count[s + j] = u.hop_count.get(j).map_or(1, |&n| (n as i32).max(1));
         }
         let (s, e_) = at(k * e);
         content[s..e_].copy_from_slice(&u.content[..tk * e]);
         let (s, e_) = at(k * MAX_HOPS * HOP_DIM);
-        hops[s..e_].copy_from_slice(&u.hops[..tk * MAX_HOPS * HOP_DIM]);
+        if !u.hops.is_empty() {
+            hops[s..e_].copy_from_slice(&u.hops[..tk * MAX_HOPS * HOP_DIM]);
+        }
         if cfg.history {
             let (s, e_) = at(k * HISTORY_DIM);
             history[s..e_].copy_from_slice(&u.history_features(k)[..tk * HISTORY_DIM]);

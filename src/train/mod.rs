@@ -443,11 +443,20 @@ pub fn train_validated(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<T
     train_from(
         Source::Disk {
             reader: &reader,
+            columns: columns_for(train_cfg),
             loaded: None,
         },
         train_cfg,
         opts,
     )
+}
+
+/// What training reads beside every model's inputs: the path hops for the dual variant.
+fn columns_for(train_cfg: &TrainConfig) -> crate::data::Columns {
+    crate::data::Columns {
+        clean: false,
+        hops: train_cfg.model == Variant::Dual,
+    }
 }
 
 /// [`train`] from a dataset already opened (`opts.data` names it in the run's records).
@@ -459,6 +468,7 @@ pub fn train_read(
     train_from(
         Source::Disk {
             reader,
+            columns: columns_for(train_cfg),
             loaded: None,
         },
         train_cfg,
@@ -625,7 +635,7 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     let plan = Plan::new(
         data,
         &cut,
-        stream::turns_in(train_cfg.resident_mb, data),
+        stream::turns_in(train_cfg.resident_mb, data, columns_for(train_cfg)),
         train_cfg.batch_users * train_cfg.window,
     );
     let split_seed = data.manifest["config"]["seed"].as_u64().unwrap_or(0);
@@ -640,7 +650,11 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         .collect();
     let validation_data = source.validation_users(
         &cut,
-        stream::turns_in(train_cfg.validation_mb, source.outline()),
+        stream::turns_in(
+            train_cfg.validation_mb,
+            source.outline(),
+            columns_for(train_cfg),
+        ),
         split_seed,
     )?;
     // The first block is read before training starts, so bad values in it (in the whole
@@ -887,8 +901,16 @@ pub fn slice_user(
         hard_negative: u.hard_negative[r(k)].to_vec(),
         selectors: u.selectors,
         content: u.content[r(k * e)].to_vec(),
-        hops: u.hops[r(k * MAX_HOPS * HOP_DIM)].to_vec(),
-        hop_count: u.hop_count[r(k)].to_vec(),
+        hops: if u.hops.is_empty() {
+            Vec::new()
+        } else {
+            u.hops[r(k * MAX_HOPS * HOP_DIM)].to_vec()
+        },
+        hop_count: if u.hop_count.is_empty() {
+            Vec::new()
+        } else {
+            u.hop_count[r(k)].to_vec()
+        },
         name: if u.name.is_empty() {
             Vec::new()
         } else {

@@ -16,12 +16,12 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::batch::Cutoffs;
-use crate::data::{Dataset, DatasetReader, UserSeq, bytes_per_turn, sample_users};
+use crate::data::{Columns, Dataset, DatasetReader, UserSeq, bytes_per_turn, sample_users};
 use crate::error::Result;
 
-/// Megabytes of memory to turns of a dataset's shape (without clean features).
-pub fn turns_in(megabytes: usize, data: &Dataset) -> usize {
-    let per_turn = bytes_per_turn(data.k, data.embedding_dim, false).max(1);
+/// Megabytes of memory to turns of a dataset's shape, read with `columns`.
+pub fn turns_in(megabytes: usize, data: &Dataset, columns: Columns) -> usize {
+    let per_turn = bytes_per_turn(data.k, data.embedding_dim, columns).max(1);
     ((megabytes as u64 * 1_000_000) / per_turn).max(1) as usize
 }
 
@@ -122,6 +122,8 @@ pub enum Source<'a> {
     Memory(&'a Dataset),
     Disk {
         reader: &'a DatasetReader,
+        /// What the model reads beside every model's inputs.
+        columns: Columns,
         /// The block in memory (its index in the plan) and its users.
         loaded: Option<(usize, Dataset)>,
     },
@@ -141,10 +143,14 @@ impl Source<'_> {
     pub fn block(&mut self, plan: &Plan, b: usize) -> Result<(&Dataset, usize)> {
         match self {
             Source::Memory(data) => Ok((data, 0)),
-            Source::Disk { reader, loaded } => {
+            Source::Disk {
+                reader,
+                columns,
+                loaded,
+            } => {
                 if loaded.as_ref().is_none_or(|(l, _)| *l != b) {
                     *loaded = None; // free the old block before reading the next
-                    *loaded = Some((b, reader.read(plan.blocks[b].clone(), false)?));
+                    *loaded = Some((b, reader.read(plan.blocks[b].clone(), *columns)?));
                 }
                 let (_, data) = loaded.as_ref().expect("loaded above");
                 Ok((data, plan.blocks[b].start))
@@ -169,7 +175,9 @@ impl Source<'_> {
                 users: chosen.iter().map(|&i| data.users[i].clone()).collect(),
                 ..Dataset::clone_empty(data)
             }),
-            Source::Disk { reader, .. } => reader.read_users(&chosen, false),
+            Source::Disk {
+                reader, columns, ..
+            } => reader.read_users(&chosen, *columns),
         }
     }
 }
