@@ -577,8 +577,8 @@ impl DatasetReader {
 const SAMPLE_RUN: usize = 64;
 
 /// A seeded sample of the users at `positions` (ascending) whose turns add up to at most
-/// `budget`: all of them when they fit; otherwise runs of up to 64 neighbours in
-/// `positions`, drawn at random until the budget is spent (neighbours are read together,
+/// `budget` (at least one): all of them when they fit; otherwise runs of up to 64
+/// neighbours in `positions`, drawn at random until the budget is spent (neighbours are read together,
 /// which keeps a sample of a large dataset quick to read). Ascending.
 pub fn sample_users(
     outline: &Dataset,
@@ -598,6 +598,8 @@ pub fn sample_users(
     ));
     let mut used = 0;
     let mut out = Vec::new();
+    // A budget smaller than every user still holds one.
+    let first = runs.first().and_then(|r| r.first()).copied();
     for run in runs {
         for &i in run {
             if used + turns(i) <= budget {
@@ -605,6 +607,9 @@ pub fn sample_users(
                 out.push(i);
             }
         }
+    }
+    if out.is_empty() {
+        out.extend(first);
     }
     out.sort_unstable();
     out

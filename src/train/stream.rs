@@ -221,6 +221,25 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_keeps_to_its_budget_in_seeded_runs_of_neighbours() {
+        let turns: Vec<usize> = (0..300).map(|i| 5 + i % 7).collect();
+        let data = outline(&turns);
+        let all: Vec<usize> = (0..300).collect();
+        let total: usize = turns.iter().sum();
+        assert_eq!(sample_users(&data, all.clone(), total, 1), all);
+        let sample = sample_users(&data, all.clone(), 500, 1);
+        let used: usize = sample.iter().map(|&i| turns[i]).sum();
+        assert!(used <= 500 && used > 450, "{used} turns");
+        assert!(sample.windows(2).all(|w| w[0] < w[1]));
+        // Whole runs of 64 neighbours are taken while they fit.
+        assert!(sample.windows(2).filter(|w| w[1] == w[0] + 1).count() >= 50);
+        assert_eq!(sample, sample_users(&data, all.clone(), 500, 1));
+        assert_ne!(sample, sample_users(&data, all.clone(), 500, 2));
+        // A budget below every user still holds one.
+        assert_eq!(sample_users(&data, all, 1, 1).len(), 1);
+    }
+
+    #[test]
     fn a_round_spends_on_each_block_its_steps_in_a_seeded_order() {
         let data = outline(&[10, 10, 10, 30, 5, 5, 10, 10]);
         let cut = Cutoffs {
