@@ -23,7 +23,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear, RmsNorm};
@@ -553,23 +552,6 @@ fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// Writes `bytes` to a temporary name beside `out`; [`commit`] renames it into place.
-pub fn stage(bytes: &[u8], out: &Path) -> Result<std::path::PathBuf> {
-    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let tmp = out.with_extension("safetensors.tmp");
-    if let Err(e) = fs::write(&tmp, bytes) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    Ok(tmp)
-}
-
-pub fn commit(tmp: &Path, out: &Path) -> Result<()> {
-    fs::rename(tmp, out).map_err(|e| Error::io(out, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,8 +738,10 @@ pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
             100.0 * max
         )));
     }
-    let tmp = stage(&bytes, &opts.out)?;
-    commit(&tmp, &opts.out)?;
+    if let Some(dir) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    crate::atomic::write(&opts.out, &bytes)?;
     Ok(ExportReport {
         out: opts.out.clone(),
         quantization: opts.quant.name().into(),

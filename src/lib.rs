@@ -3,6 +3,7 @@
 //!
 //! The data flows `gen → train → eval → export → runtime`; each stage is a module.
 
+pub mod atomic;
 pub mod backend;
 pub mod bench;
 pub mod canary;

@@ -452,7 +452,7 @@ fn predict(
         anyhow::bail!("the state became non-finite: nothing saved");
     }
     if let Some(p) = save_to {
-        ssmkit::train::checkpoint::write_atomic(p, &state.to_bytes(&rt.fingerprint))?;
+        ssmkit::atomic::write(p, &state.to_bytes(&rt.fingerprint))?;
     }
     Ok(())
 }

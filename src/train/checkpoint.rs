@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::RunState;
@@ -33,23 +32,6 @@ pub fn dir_name(step: usize) -> String {
 
 fn staging_name(step: usize) -> String {
     format!(".ckpt-{step:08}.tmp")
-}
-
-/// Writes `bytes` to `path` through a hidden per-process temporary sibling (which never
-/// meets a file of the user's) and a rename, flushed to disk; the temporary file is removed
-/// when the write fails.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let written = fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// An empty staging directory for the checkpoint at `step` (a leftover is replaced).
@@ -82,12 +64,12 @@ pub fn commit(run: &Path, staged: &Path, state: &mut RunState) -> Result<()> {
     state.checkpoint = name.clone();
     state.sha256 = sums;
     let json = serde_json::to_string_pretty(state).expect("a run state serializes");
-    write_atomic(&run.join("state.json"), json.as_bytes())?;
+    crate::atomic::write(&run.join("state.json"), json.as_bytes())?;
     clean(run, Some(&name))
 }
 
 /// Removes the checkpoint directories and staging leftovers other than `keep`, and the
-/// temporary files of [`write_atomic`]s that were interrupted.
+/// temporary files of [`crate::atomic::write`]s that were interrupted.
 pub fn clean(run: &Path, keep: Option<&str>) -> Result<()> {
     let entries = fs::read_dir(run).map_err(|e| Error::io(run, e))?;
     for entry in entries.flatten() {

@@ -596,11 +596,11 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
                 })
                 .map(|(_, l)| l)
                 .collect();
-            checkpoint::write_atomic(&log_path, (kept.join("\n") + "\n").as_bytes())?;
+            crate::atomic::write(&log_path, (kept.join("\n") + "\n").as_bytes())?;
         } else {
             let saved_log = dir.join("metrics.csv");
             let text = fs::read(&saved_log).map_err(|e| Error::io(&saved_log, e))?;
-            checkpoint::write_atomic(&log_path, &text)?;
+            crate::atomic::write(&log_path, &text)?;
             checkpoint::clean(&opts.run, Some(&state.checkpoint))?;
         }
     } else {
@@ -621,13 +621,13 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         let resolved = serde_json::json!({"model": model_cfg, "train": train_cfg, "seed": opts.seed,
             "data": opts.data.display().to_string(), "cutoffs": cut, "params": model.num_params(),
             "backend": device_name});
-        checkpoint::write_atomic(
+        crate::atomic::write(
             &opts.run.join("config.json"),
             serde_json::to_string_pretty(&resolved)
                 .expect("json")
                 .as_bytes(),
         )?;
-        checkpoint::write_atomic(
+        crate::atomic::write(
             &opts.run.join("metrics.csv"),
             b"step,stage,loss,val_loss,val_dcg10,val_hr10,val_ndcg10,lr,turns_per_s\n",
         )?;
