@@ -232,3 +232,76 @@ pub fn make_batch(
         relative: Tensor::from_data(f(relative, &[b, t, k, RELATIVE_DIM]), device),
     }
 }
+
+/// A window of `len` turns of `u` starting at `start`. With `history`, the window carries
+/// the history features of its turns computed over all of `u`'s turns before them.
+pub fn slice_user(
+    u: &UserSeq,
+    start: usize,
+    len: usize,
+    k: usize,
+    e: usize,
+    history: bool,
+) -> UserSeq {
+    use crate::data::{CONTEXT_DIM, HOP_DIM};
+    use crate::features::{FEATURE_DIM, MAX_HOPS};
+    use crate::history::{HISTORY_DIM, sequence_features};
+    let r = |per: usize| start * per..(start + len) * per;
+    let history = if history && len > 0 {
+        let end = start + len;
+        sequence_features(
+            &u.timestamp[..end],
+            &u.valid[..end * k],
+            &u.labels[..end * k],
+            &u.memory_id[..end * k],
+            k,
+        )[r(k * HISTORY_DIM)]
+        .to_vec()
+    } else {
+        Vec::new()
+    };
+    UserSeq {
+        history,
+        user_id: u.user_id,
+        stage: u.stage,
+        turns: len,
+        timestamp: u.timestamp[r(1)].to_vec(),
+        session: u.session[r(1)].to_vec(),
+        context: u.context[r(CONTEXT_DIM)].to_vec(),
+        query: u.query[r(e)].to_vec(),
+        focal: u.focal[r(2)].to_vec(),
+        features: u.features[r(k * FEATURE_DIM)].to_vec(),
+        clean_features: if u.clean_features.is_empty() {
+            Vec::new()
+        } else {
+            u.clean_features[r(k * FEATURE_DIM)].to_vec()
+        },
+        missing: u.missing[r(k * FEATURE_DIM)].to_vec(),
+        valid: u.valid[r(k)].to_vec(),
+        labels: u.labels[r(k)].to_vec(),
+        relevance: u.relevance[r(k)].to_vec(),
+        memory_slot: u.memory_slot[r(k)].to_vec(),
+        memory_id: u.memory_id[r(k)].to_vec(),
+        entity: u.entity[r(k)].to_vec(),
+        canary: u.canary[r(k)].to_vec(),
+        role: u.role[r(k)].to_vec(),
+        hard_negative: u.hard_negative[r(k)].to_vec(),
+        selectors: u.selectors,
+        content: u.content[r(k * e)].to_vec(),
+        hops: if u.hops.is_empty() {
+            Vec::new()
+        } else {
+            u.hops[r(k * MAX_HOPS * HOP_DIM)].to_vec()
+        },
+        hop_count: if u.hop_count.is_empty() {
+            Vec::new()
+        } else {
+            u.hop_count[r(k)].to_vec()
+        },
+        name: if u.name.is_empty() {
+            Vec::new()
+        } else {
+            u.name[r(1)].to_vec()
+        },
+    }
+}

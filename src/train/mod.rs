@@ -11,10 +11,13 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod run;
+pub mod step;
 pub mod stream;
 pub mod validation;
 
+pub use batch::slice_user;
 pub use run::{RunState, load_run, model_file, read_run_state};
+pub use step::{SHARES, step_gradients};
 pub use validation::{
     Validation, baseline_validation, history_validations, reference_validations, validate,
 };
@@ -24,19 +27,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::{ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, UserSeq};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::loss::{Loss, loss};
+use crate::model::loss::Loss;
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{Inputs, ModelConfig, Scorer, Size, Variant};
-use batch::{Cutoffs, cutoffs, make_batch};
+use batch::{Cutoffs, cutoffs};
+use step::{Scale, SqNorm};
 use stream::{Plan, Source};
 
 /// The `[train]` section of a run config.
@@ -281,104 +285,6 @@ impl TrainConfig {
         let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
         self.min_lr
             + 0.5 * (self.lr - self.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
-    }
-}
-
-/// Users of a batch go to this many shares, each run forward and backward on a thread of
-/// its own (fixed, so that results do not depend on the machine's number of cores).
-pub const SHARES: usize = 2;
-
-/// The loss of a batch and its gradients. The users are split into [`SHARES`] shares;
-/// each share's loss is its sum of per-turn losses over the whole batch's number of
-/// counted turns, so the shares' losses and gradients add up to those of the batch's mean
-/// loss.
-#[allow(clippy::too_many_arguments)]
-pub fn step_gradients(
-    model: &Scorer,
-    data: &Dataset,
-    users: &[&UserSeq],
-    lens: &[usize],
-    model_cfg: &ModelConfig,
-    train_cfg: &TrainConfig,
-    scan: ScanImpl,
-    device: &Device,
-) -> (f32, GradientsParams) {
-    let k = data.k;
-    // Turns the loss counts: within the window, with a relevant label.
-    let counted = |u: &UserSeq, len: usize| -> usize {
-        (0..len.min(u.turns))
-            .filter(|&t| (0..k).any(|c| u.labels[t * k + c] * u.valid[t * k + c] > 0.0))
-            .count()
-    };
-    let total: usize = users.iter().zip(lens).map(|(u, &l)| counted(u, l)).sum();
-    let per = users.len().div_ceil(SHARES);
-    let shares: Vec<(f32, GradientsParams)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = users
-            .chunks(per)
-            .zip(lens.chunks(per))
-            .map(|(us, ls)| {
-                // Fresh leaves for the parameters: the shares' autodiff graphs stay
-                // apart (one graph is one lock) and run in parallel.
-                let model = model.clone().fork(device);
-                let n: usize = us.iter().zip(ls).map(|(u, &l)| counted(u, l)).sum();
-                scope.spawn(move || {
-                    let b = make_batch(data, us, ls, model_cfg, device);
-                    let scores = model.forward(&b, scan);
-                    let mean = loss(
-                        train_cfg.loss,
-                        scores,
-                        b.labels.clone(),
-                        b.valid.clone(),
-                        b.turn_mask.clone(),
-                        train_cfg.temperature,
-                    );
-                    let share = mean * (n as f64 / total.max(1) as f64);
-                    let value: f32 = share.clone().into_scalar();
-                    (value, GradientsParams::from_grads(share.backward(), &model))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a training thread panicked"))
-            .collect()
-    });
-    let mut shares = shares.into_iter();
-    let (mut value, mut grads) = shares.next().expect("a batch has a user");
-    for (v, mut g) in shares {
-        value += v;
-        model.visit(&mut Add(&mut grads, &mut g));
-    }
-    (value, grads)
-}
-
-/// Adds the second gradients into the first.
-struct Add<'a>(&'a mut GradientsParams, &'a mut GradientsParams);
-impl ModuleVisitor for Add<'_> {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        match (self.0.remove::<D>(p.id), self.1.remove::<D>(p.id)) {
-            (Some(a), Some(b)) => self.0.register::<D>(p.id, a + b),
-            (Some(g), None) | (None, Some(g)) => self.0.register::<D>(p.id, g),
-            (None, None) => {}
-        }
-    }
-}
-
-/// Squared global norm of the gradients.
-struct SqNorm<'a>(&'a GradientsParams, f64);
-impl ModuleVisitor for SqNorm<'_> {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        if let Some(g) = self.0.get::<D>(p.id) {
-            self.1 += g.square().sum().into_scalar::<f32>() as f64;
-        }
-    }
-}
-struct Scale<'a>(&'a mut GradientsParams, f32);
-impl ModuleVisitor for Scale<'_> {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        if let Some(g) = self.0.remove::<D>(p.id) {
-            self.0.register::<D>(p.id, g.mul_scalar(self.1));
-        }
     }
 }
 
@@ -844,77 +750,4 @@ fn save_model(model: &Scorer, path: &Path) -> Result<()> {
         .save_file(&tmp)
         .map_err(|e| Error::Input(format!("{}: cannot save the model: {e}", path.display())))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-/// A window of `len` turns of `u` starting at `start`. With `history`, the window carries
-/// the history features of its turns computed over all of `u`'s turns before them.
-pub fn slice_user(
-    u: &UserSeq,
-    start: usize,
-    len: usize,
-    k: usize,
-    e: usize,
-    history: bool,
-) -> UserSeq {
-    use crate::data::{CONTEXT_DIM, HOP_DIM};
-    use crate::features::{FEATURE_DIM, MAX_HOPS};
-    use crate::history::{HISTORY_DIM, sequence_features};
-    let r = |per: usize| start * per..(start + len) * per;
-    let history = if history && len > 0 {
-        let end = start + len;
-        sequence_features(
-            &u.timestamp[..end],
-            &u.valid[..end * k],
-            &u.labels[..end * k],
-            &u.memory_id[..end * k],
-            k,
-        )[r(k * HISTORY_DIM)]
-        .to_vec()
-    } else {
-        Vec::new()
-    };
-    UserSeq {
-        history,
-        user_id: u.user_id,
-        stage: u.stage,
-        turns: len,
-        timestamp: u.timestamp[r(1)].to_vec(),
-        session: u.session[r(1)].to_vec(),
-        context: u.context[r(CONTEXT_DIM)].to_vec(),
-        query: u.query[r(e)].to_vec(),
-        focal: u.focal[r(2)].to_vec(),
-        features: u.features[r(k * FEATURE_DIM)].to_vec(),
-        clean_features: if u.clean_features.is_empty() {
-            Vec::new()
-        } else {
-            u.clean_features[r(k * FEATURE_DIM)].to_vec()
-        },
-        missing: u.missing[r(k * FEATURE_DIM)].to_vec(),
-        valid: u.valid[r(k)].to_vec(),
-        labels: u.labels[r(k)].to_vec(),
-        relevance: u.relevance[r(k)].to_vec(),
-        memory_slot: u.memory_slot[r(k)].to_vec(),
-        memory_id: u.memory_id[r(k)].to_vec(),
-        entity: u.entity[r(k)].to_vec(),
-        canary: u.canary[r(k)].to_vec(),
-        role: u.role[r(k)].to_vec(),
-        hard_negative: u.hard_negative[r(k)].to_vec(),
-        selectors: u.selectors,
-        content: u.content[r(k * e)].to_vec(),
-        hops: if u.hops.is_empty() {
-            Vec::new()
-        } else {
-            u.hops[r(k * MAX_HOPS * HOP_DIM)].to_vec()
-        },
-        hop_count: if u.hop_count.is_empty() {
-            Vec::new()
-        } else {
-            u.hop_count[r(k)].to_vec()
-        },
-        name: if u.name.is_empty() {
-            Vec::new()
-        } else {
-            u.name[r(1)].to_vec()
-        },
-    }
 }

@@ -1,0 +1,111 @@
+//! One optimizer step's gradients: a batch split into shares that run forward and
+//! backward on threads of their own, and the gradient-norm clipping.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+
+use super::TrainConfig;
+use super::batch::make_batch;
+use crate::data::{Dataset, UserSeq};
+use crate::model::loss::loss;
+use crate::model::mamba::ScanImpl;
+use crate::model::scorer::{ModelConfig, Scorer};
+
+/// Users of a batch go to this many shares, each run forward and backward on a thread of
+/// its own (fixed, so that results do not depend on the machine's number of cores).
+pub const SHARES: usize = 2;
+
+/// The loss of a batch and its gradients. The users are split into [`SHARES`] shares;
+/// each share's loss is its sum of per-turn losses over the whole batch's number of
+/// counted turns, so the shares' losses and gradients add up to those of the batch's mean
+/// loss.
+#[allow(clippy::too_many_arguments)]
+pub fn step_gradients(
+    model: &Scorer,
+    data: &Dataset,
+    users: &[&UserSeq],
+    lens: &[usize],
+    model_cfg: &ModelConfig,
+    train_cfg: &TrainConfig,
+    scan: ScanImpl,
+    device: &Device,
+) -> (f32, GradientsParams) {
+    let k = data.k;
+    // Turns the loss counts: within the window, with a relevant label.
+    let counted = |u: &UserSeq, len: usize| -> usize {
+        (0..len.min(u.turns))
+            .filter(|&t| (0..k).any(|c| u.labels[t * k + c] * u.valid[t * k + c] > 0.0))
+            .count()
+    };
+    let total: usize = users.iter().zip(lens).map(|(u, &l)| counted(u, l)).sum();
+    let per = users.len().div_ceil(SHARES);
+    let shares: Vec<(f32, GradientsParams)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = users
+            .chunks(per)
+            .zip(lens.chunks(per))
+            .map(|(us, ls)| {
+                // Fresh leaves for the parameters: the shares' autodiff graphs stay
+                // apart (one graph is one lock) and run in parallel.
+                let model = model.clone().fork(device);
+                let n: usize = us.iter().zip(ls).map(|(u, &l)| counted(u, l)).sum();
+                scope.spawn(move || {
+                    let b = make_batch(data, us, ls, model_cfg, device);
+                    let scores = model.forward(&b, scan);
+                    let mean = loss(
+                        train_cfg.loss,
+                        scores,
+                        b.labels.clone(),
+                        b.valid.clone(),
+                        b.turn_mask.clone(),
+                        train_cfg.temperature,
+                    );
+                    let share = mean * (n as f64 / total.max(1) as f64);
+                    let value: f32 = share.clone().into_scalar();
+                    (value, GradientsParams::from_grads(share.backward(), &model))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a training thread panicked"))
+            .collect()
+    });
+    let mut shares = shares.into_iter();
+    let (mut value, mut grads) = shares.next().expect("a batch has a user");
+    for (v, mut g) in shares {
+        value += v;
+        model.visit(&mut Add(&mut grads, &mut g));
+    }
+    (value, grads)
+}
+
+/// Adds the second gradients into the first.
+struct Add<'a>(&'a mut GradientsParams, &'a mut GradientsParams);
+impl ModuleVisitor for Add<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        match (self.0.remove::<D>(p.id), self.1.remove::<D>(p.id)) {
+            (Some(a), Some(b)) => self.0.register::<D>(p.id, a + b),
+            (Some(g), None) | (None, Some(g)) => self.0.register::<D>(p.id, g),
+            (None, None) => {}
+        }
+    }
+}
+
+/// Squared global norm of the gradients.
+pub(super) struct SqNorm<'a>(pub(super) &'a GradientsParams, pub(super) f64);
+impl ModuleVisitor for SqNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.0.get::<D>(p.id) {
+            self.1 += g.square().sum().into_scalar::<f32>() as f64;
+        }
+    }
+}
+pub(super) struct Scale<'a>(pub(super) &'a mut GradientsParams, pub(super) f32);
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.0.remove::<D>(p.id) {
+            self.0.register::<D>(p.id, g.mul_scalar(self.1));
+        }
+    }
+}
