@@ -244,51 +244,7 @@ impl DatasetReader {
         ];
         assemble(&self.outline, parts, columns)
     }
-}
 
-/// Users in a run of neighbours that a sample takes or leaves together.
-const SAMPLE_RUN: usize = 64;
-
-/// A seeded sample of the users at `positions` (ascending) whose turns add up to at most
-/// `budget` (at least one): all of them when they fit; otherwise runs of up to 64
-/// neighbours in `positions`, drawn at random until the budget is spent (neighbours are read together,
-/// which keeps a sample of a large dataset quick to read). Ascending.
-pub fn sample_users(
-    outline: &Dataset,
-    positions: Vec<usize>,
-    budget: usize,
-    seed: u64,
-) -> Vec<usize> {
-    use rand::SeedableRng;
-    use rand::seq::SliceRandom;
-    let turns = |i: usize| outline.users[i].turns;
-    if positions.iter().map(|&i| turns(i)).sum::<usize>() <= budget {
-        return positions;
-    }
-    let mut runs: Vec<&[usize]> = positions.chunks(SAMPLE_RUN).collect();
-    runs.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-        seed ^ 0x5A3F_1E00,
-    ));
-    let mut used = 0;
-    let mut out = Vec::new();
-    // A budget smaller than every user still holds one.
-    let first = runs.first().and_then(|r| r.first()).copied();
-    for run in runs {
-        for &i in run {
-            if used + turns(i) <= budget {
-                used += turns(i);
-                out.push(i);
-            }
-        }
-    }
-    if out.is_empty() {
-        out.extend(first);
-    }
-    out.sort_unstable();
-    out
-}
-
-impl DatasetReader {
     /// The users at `positions` (ascending), each run of neighbours read at once.
     pub fn read_users(&self, positions: &[usize], columns: Columns) -> Result<Dataset> {
         let mut users = Vec::with_capacity(positions.len());
@@ -322,4 +278,46 @@ impl DatasetReader {
             ..Dataset::clone_empty(&self.outline)
         })
     }
+}
+
+/// Users in a run of neighbours that a sample takes or leaves together.
+const SAMPLE_RUN: usize = 64;
+
+/// A seeded sample of the users at `positions` (ascending) whose turns add up to at most
+/// `budget` (at least one): all of them when they fit; otherwise runs of up to 64
+/// neighbours in `positions`, drawn at random until the budget is spent (neighbours are
+/// read together, which keeps a sample of a large dataset quick to read). Ascending.
+pub fn sample_users(
+    outline: &Dataset,
+    positions: Vec<usize>,
+    budget: usize,
+    seed: u64,
+) -> Vec<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let turns = |i: usize| outline.users[i].turns;
+    if positions.iter().map(|&i| turns(i)).sum::<usize>() <= budget {
+        return positions;
+    }
+    let mut runs: Vec<&[usize]> = positions.chunks(SAMPLE_RUN).collect();
+    runs.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0x5A3F_1E00,
+    ));
+    let mut used = 0;
+    let mut out = Vec::new();
+    // A budget smaller than every user still holds one.
+    let first = runs.first().and_then(|r| r.first()).copied();
+    for run in runs {
+        for &i in run {
+            if used + turns(i) <= budget {
+                used += turns(i);
+                out.push(i);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.extend(first);
+    }
+    out.sort_unstable();
+    out
 }

@@ -41,35 +41,26 @@ impl Plan {
     /// block of its own); blocks without a training turn are left out. A step trains on
     /// about `step_turns` turns.
     pub fn new(outline: &Dataset, cut: &Cutoffs, budget: usize, step_turns: usize) -> Plan {
-        let mut blocks = Vec::new();
-        let mut train_turns = Vec::new();
+        // Blocks with their training turns.
+        let mut cut_blocks: Vec<(Range<usize>, usize)> = Vec::new();
         let (mut start, mut turns, mut train) = (0, 0, 0);
         for (i, u) in outline.users.iter().enumerate() {
             if i > start && turns + u.turns > budget {
-                blocks.push(start..i);
-                train_turns.push(train);
+                cut_blocks.push((start..i, train));
                 (start, turns, train) = (i, 0, 0);
             }
             turns += u.turns;
             train += cut.train_end(u);
         }
         if start < outline.users.len() {
-            blocks.push(start..outline.users.len());
-            train_turns.push(train);
+            cut_blocks.push((start..outline.users.len(), train));
         }
-        let keep: Vec<bool> = train_turns.iter().map(|&t| t > 0).collect();
-        let steps = train_turns
+        cut_blocks.retain(|&(_, train)| train > 0);
+        let steps = cut_blocks
             .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(&t, _)| t.div_ceil(step_turns.max(1)).max(1))
+            .map(|&(_, train)| train.div_ceil(step_turns.max(1)).max(1))
             .collect();
-        let blocks: Vec<Range<usize>> = blocks
-            .into_iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(b, _)| b)
-            .collect();
+        let blocks: Vec<Range<usize>> = cut_blocks.into_iter().map(|(b, _)| b).collect();
         let pools = blocks
             .iter()
             .map(|b| stage_pools(&outline.users[b.clone()], cut, b.start))
