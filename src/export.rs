@@ -678,6 +678,15 @@ pub fn verify(
 /// `ssmkit export`: encodes the run's selected model, verifies it when a dataset is
 /// given, and only then moves the file into place.
 pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
+    export_read(opts, None)
+}
+
+/// [`export_run`] with `opts.data` already opened, when it is (`ssmkit run` opens it
+/// once for every stage).
+pub fn export_read(
+    opts: &ExportOptions,
+    opened: Option<&crate::data::DatasetReader>,
+) -> Result<ExportReport> {
     if let Some(m) = opts.max_drop
         && !(m.is_finite() && m >= -1.0)
     {
@@ -709,9 +718,16 @@ pub fn export_run(opts: &ExportOptions) -> Result<ExportReport> {
     let rt = crate::runtime::Runtime::from_bytes(&bytes, &opts.out)?;
     let verification = match &opts.data {
         Some(dir) => {
-            let reader = crate::data::DatasetReader::open(dir)?;
+            let owned;
+            let reader = match opened {
+                Some(r) => r,
+                None => {
+                    owned = crate::data::DatasetReader::open(dir)?;
+                    &owned
+                }
+            };
             let (data, _) = crate::eval::split::read_test_users(
-                &reader,
+                reader,
                 &state.cutoffs,
                 crate::eval::split::RESIDENT_MB,
             )?;

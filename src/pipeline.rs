@@ -23,9 +23,9 @@ use crate::config::Config;
 use crate::datagen::{GenOptions, generate};
 use crate::error::{Error, Result};
 use crate::eval::Unit;
-use crate::eval::phase::{EvalOptions, EvalReport, evaluate};
+use crate::eval::phase::{EvalOptions, EvalReport, evaluate_read};
 use crate::eval::stats::CompareOptions;
-use crate::export::{ExportOptions, export_run};
+use crate::export::{ExportOptions, export_read};
 use crate::train::{TrainConfig, TrainOptions, read_run_state};
 
 #[derive(Clone, Debug)]
@@ -249,24 +249,27 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         reused.push(format!("eval ({})", report.display()));
         None
     } else {
-        Some(evaluate(&EvalOptions {
-            data: data.clone(),
-            runs: runs.clone(),
-            out: report.clone(),
-            force: true,
-            primary: Some(primary),
-            primary_system: Some(cfg.train.system_name()),
-            unit: Unit::User,
-            compare: CompareOptions {
-                seed: cfg.seed,
-                ..CompareOptions::default()
+        Some(evaluate_read(
+            &reader,
+            &EvalOptions {
+                data: data.clone(),
+                runs: runs.clone(),
+                out: report.clone(),
+                force: true,
+                primary: Some(primary),
+                primary_system: Some(cfg.train.system_name()),
+                unit: Unit::User,
+                compare: CompareOptions {
+                    seed: cfg.seed,
+                    ..CompareOptions::default()
+                },
+                latency_users: 4,
+                probes_per_canary: p.probes,
+                transfer: false,
+                quiet: true,
+                resident_mb: cfg.train.resident_mb,
             },
-            latency_users: 4,
-            probes_per_canary: p.probes,
-            transfer: false,
-            quiet: true,
-            resident_mb: cfg.train.resident_mb,
-        })?)
+        )?)
     };
     bar.inc(1);
     let gates: Vec<crate::eval::gates::Gate> = match &eval {
@@ -298,14 +301,17 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         if modified(&out).is_some_and(|t| Some(t) >= inputs) {
             reused.push(format!("export ({})", out.display()));
         } else {
-            export_run(&ExportOptions {
-                run: source.clone(),
-                quant,
-                out: out.clone(),
-                data: Some(data.clone()),
-                max_drop: Some(p.max_drop),
-                force: true,
-            })?;
+            export_read(
+                &ExportOptions {
+                    run: source.clone(),
+                    quant,
+                    out: out.clone(),
+                    data: Some(data.clone()),
+                    max_drop: Some(p.max_drop),
+                    force: true,
+                },
+                Some(&reader),
+            )?;
         }
         exports.push(out);
         bar.inc(1);

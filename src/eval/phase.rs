@@ -142,7 +142,14 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     if opts.runs.is_empty() {
         return Err(Error::Input("eval needs at least one --run".into()));
     }
-    let reader = DatasetReader::open(&opts.data)?;
+    evaluate_read(&DatasetReader::open(&opts.data)?, opts)
+}
+
+/// [`evaluate`] on `opts.data` already opened (`ssmkit run` opens it once for every stage).
+pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalReport> {
+    if opts.runs.is_empty() {
+        return Err(Error::Input("eval needs at least one --run".into()));
+    }
     let outline = &reader.outline;
     let sha = dataset_fingerprint(outline);
     let device = Device::flex();
@@ -199,8 +206,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     } else {
         states[0].1.cutoffs
     };
-    let (data, sampled) = super::split::read_test_users(&reader, &split, opts.resident_mb)?;
-    drop(reader);
+    let (data, sampled) = super::split::read_test_users(reader, &split, opts.resident_mb)?;
     let split_text = match sampled {
         None => split.describe(),
         Some((n, of)) => format!(
