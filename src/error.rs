@@ -24,6 +24,8 @@ pub enum Error {
     Dataset { path: PathBuf, msg: String },
     #[error("parquet: {0}")]
     Parquet(#[from] polars::error::PolarsError),
+    #[error(transparent)]
+    Runtime(#[from] ssmkit_runtime::Error),
 }
 
 impl Error {

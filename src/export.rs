@@ -27,36 +27,17 @@ use std::fs;
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear, RmsNorm};
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
+use ssmkit_format::meta::digest_of;
+pub use ssmkit_format::meta::metadata;
+pub use ssmkit_format::quant::Quant;
+use ssmkit_format::quant::{ScaleAxis, quantize_int8, quantize_ternary};
+use ssmkit_format::simd::transpose;
 
-use crate::data::CONTEXT_NAMES;
 use crate::error::{Error, Result};
-use crate::features::{FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION};
 use crate::model::mamba::MambaBlock;
 use crate::model::s4d::S4dBlock;
 use crate::model::scorer::{ModelConfig, Scorer};
-use crate::simd::transpose;
-
-pub const FORMAT_VERSION: &str = "ssmkit-export-v1";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Quant {
-    F32,
-    Int8,
-    Ternary,
-}
-
-impl Quant {
-    pub fn name(self) -> &'static str {
-        match self {
-            Quant::F32 => "f32",
-            Quant::Int8 => "int8",
-            Quant::Ternary => "ternary",
-        }
-    }
-}
 
 /// A named f32 tensor taken from the model, and whether it is a quantizable projection
 /// (`[out, in]` rows) or kept in full precision.
@@ -69,14 +50,6 @@ pub struct Named {
     /// Where the quantization scales run: embeddings map a row (one-hot input) to its
     /// columns (the outputs), so their output channels are columns.
     pub axis: ScaleAxis,
-}
-
-/// One quantization scale per output row of a projection (`[out, in]`), or per column
-/// (output channel) of an embedding table (`[rows, dim]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScaleAxis {
-    Row,
-    Column,
 }
 
 fn vals<const D: usize>(p: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
@@ -225,105 +198,6 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// A scale as stored (F16), so that codes are computed against the value a loader reads.
-fn f16_round(x: f32) -> f32 {
-    burn::tensor::f16::from_f32(x).to_f32()
-}
-
-/// Codes and scales for each row of `w` `[rows, cols]`: `scale(row)` gives the row's
-/// scale, `code(x / scale)` its codes.
-fn per_row(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    scale: impl Fn(&[f32]) -> f32,
-    code: impl Fn(f32) -> i8,
-) -> (Vec<i8>, Vec<f32>) {
-    let mut q = vec![0i8; w.len()];
-    let mut scales = vec![0f32; rows];
-    for r in 0..rows {
-        let row = &w[r * cols..(r + 1) * cols];
-        let s = f16_round(scale(row));
-        let s = if s > 0.0 { s } else { 1.0 };
-        scales[r] = s;
-        for (o, x) in q[r * cols..(r + 1) * cols].iter_mut().zip(row) {
-            *o = code(x / s);
-        }
-    }
-    (q, scales)
-}
-
-/// [`per_row`] along `axis`, codes returned in `w`'s layout.
-fn per_axis(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    axis: ScaleAxis,
-    scale: impl Fn(&[f32]) -> f32,
-    code: impl Fn(f32) -> i8,
-) -> (Vec<i8>, Vec<f32>) {
-    match axis {
-        ScaleAxis::Row => per_row(w, rows, cols, scale, code),
-        ScaleAxis::Column => {
-            let (q, s) = per_row(&transpose(w, rows, cols), cols, rows, scale, code);
-            let q = transpose(&q.iter().map(|&v| v as f32).collect::<Vec<_>>(), cols, rows);
-            (q.iter().map(|&v| v as i8).collect(), s)
-        }
-    }
-}
-
-/// Symmetric int8: scale = max|w| / 127 (stored F16), q = round(w / scale).
-pub fn quantize_int8(w: &[f32], rows: usize, cols: usize, axis: ScaleAxis) -> (Vec<i8>, Vec<f32>) {
-    per_axis(
-        w,
-        rows,
-        cols,
-        axis,
-        |g| g.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0,
-        |x| x.round().clamp(-127.0, 127.0) as i8,
-    )
-}
-
-/// Ternary (BitNet b1.58): scale = mean|w| (stored F16), code = round(clip(w / scale, −1,
-/// 1)), packed four 2-bit codes (0/1/2 = −1/0/+1) per byte, each row padded to whole bytes.
-pub fn quantize_ternary(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    axis: ScaleAxis,
-) -> (Vec<u8>, Vec<f32>) {
-    let (codes, scales) = per_axis(
-        w,
-        rows,
-        cols,
-        axis,
-        |g| g.iter().map(|x| x.abs()).sum::<f32>() / g.len().max(1) as f32,
-        |x| x.round().clamp(-1.0, 1.0) as i8,
-    );
-    let row_bytes = cols.div_ceil(4);
-    let mut packed = vec![0u8; rows * row_bytes];
-    for r in 0..rows {
-        for c in 0..cols {
-            let t = (codes[r * cols + c] + 1) as u8;
-            packed[r * row_bytes + c / 4] |= t << (2 * (c % 4));
-        }
-    }
-    (packed, scales)
-}
-
-/// Unpacks [`quantize_ternary`]'s codes to −1/0/+1.
-pub fn unpack_ternary(packed: &[u8], rows: usize, cols: usize) -> Vec<i8> {
-    let row_bytes = cols.div_ceil(4);
-    let mut out = vec![0i8; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            let code = (packed[r * row_bytes + c / 4] >> (2 * (c % 4))) & 3;
-            out[r * cols + c] = code as i8 - 1;
-        }
-    }
-    out
-}
-
 /// The tensors of `model` as stored under `quant`.
 pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
     let mut out = BTreeMap::new();
@@ -412,73 +286,6 @@ pub fn tensors_digest(tensors: &BTreeMap<String, Stored>) -> String {
     )
 }
 
-/// [`tensors_digest`] over borrowed tensors, which must come in name order.
-pub fn digest_of<'a>(
-    tensors: impl Iterator<Item = (&'a str, safetensors::Dtype, &'a [usize], &'a [u8])>,
-) -> String {
-    let mut h = Sha256::new();
-    for (name, dtype, shape, bytes) in tensors {
-        h.update(name.as_bytes());
-        h.update(format!("{dtype:?}{shape:?}").as_bytes());
-        h.update(bytes);
-    }
-    format!("{:x}", h.finalize())
-}
-
-/// What `__metadata__` carries, each value a JSON string.
-pub fn metadata(
-    cfg: &ModelConfig,
-    quant: Quant,
-    digest: &str,
-    source: &serde_json::Value,
-) -> std::collections::HashMap<String, String> {
-    let layout = serde_json::json!({
-        "version": LAYOUT_VERSION,
-        "features": FEATURE_NAMES,
-        "context": CONTEXT_NAMES,
-        "hop_features": HOP_FEATURE_NAMES,
-    });
-    let scheme = serde_json::json!({
-        "name": quant.name(),
-        "projections": match quant {
-            Quant::F32 => "F32",
-            Quant::Int8 => "int8 symmetric per output channel: <name>.qweight (I8) * <name>.scale (F16); projections [out, in] scale per row, embeddings [rows, dim] per column",
-            Quant::Ternary => "ternary per output channel: <name>.qweight2 (U8, 4 codes/byte, 0/1/2 = -1/0/+1) * <name>.scale (F16, absmean); projections per row, embeddings per column",
-        },
-        "full_precision": if quant == Quant::F32 { "everything F32" } else { "A_log, D, dt_proj, conv1d, S4D parameters, norms, biases, path.gate: F16" },
-    });
-    let meta = [
-        ("format_version".to_string(), FORMAT_VERSION.to_string()),
-        (
-            "model_config".into(),
-            serde_json::to_string(cfg).expect("json"),
-        ),
-        ("feature_layout".into(), layout.to_string()),
-        ("quantization".into(), scheme.to_string()),
-        ("tensors_sha256".into(), digest.to_string()),
-        ("source".into(), source.to_string()),
-    ]
-    .into_iter()
-    .collect::<std::collections::HashMap<String, String>>();
-    let sum = metadata_digest(&meta);
-    let mut meta = meta;
-    meta.insert("metadata_sha256".into(), sum);
-    meta
-}
-
-/// SHA-256 of the metadata entries other than `metadata_sha256` itself: `key=value` lines
-/// in key order. With `tensors_sha256` among them it covers the whole file, so an edited
-/// model config is caught like a changed weight.
-pub fn metadata_digest(meta: &std::collections::HashMap<String, String>) -> String {
-    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "metadata_sha256").collect();
-    keys.sort();
-    let mut h = Sha256::new();
-    for k in keys {
-        h.update(format!("{k}={}\n", meta[k]).as_bytes());
-    }
-    format!("{:x}", h.finalize())
-}
-
 /// Bytes per tensor group (the name's first component, and `layers` by kind).
 #[derive(Clone, Debug, Serialize)]
 pub struct SizeReport {
@@ -552,45 +359,6 @@ fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn int8_and_ternary_round_trip_within_one_step() {
-        let w: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
-        let (q, s) = quantize_int8(&w, 3, 8, ScaleAxis::Row);
-        for r in 0..3 {
-            for c in 0..8 {
-                let back = q[r * 8 + c] as f32 * s[r];
-                assert!((back - w[r * 8 + c]).abs() <= s[r] / 2.0 + 1e-6);
-            }
-        }
-        // Per column: one scale per column, and the same bound.
-        let (q, s) = quantize_int8(&w, 3, 8, ScaleAxis::Column);
-        assert_eq!(s.len(), 8);
-        for r in 0..3 {
-            for c in 0..8 {
-                let back = q[r * 8 + c] as f32 * s[c];
-                assert!((back - w[r * 8 + c]).abs() <= s[c] / 2.0 + 1e-6);
-            }
-        }
-        let (p, s) = quantize_ternary(&w, 3, 8, ScaleAxis::Row);
-        assert_eq!(p.len(), 3 * 2);
-        let codes = unpack_ternary(&p, 3, 8);
-        for r in 0..3 {
-            for c in 0..8 {
-                let x = w[r * 8 + c] / s[r];
-                let want = x.round().clamp(-1.0, 1.0) as i8;
-                assert_eq!(codes[r * 8 + c], want);
-            }
-        }
-        // A row of 5 values packs into 2 bytes.
-        let (p, _) = quantize_ternary(&w[..10], 2, 5, ScaleAxis::Row);
-        assert_eq!(p.len(), 4);
-    }
-}
-
 /// Options of `ssmkit export`.
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
@@ -641,10 +409,10 @@ pub fn verify(
     data: &crate::data::Dataset,
     cases: &[crate::eval::split::Case],
 ) -> Verification {
-    use crate::eval::metrics::{case_metrics, rank};
+    use crate::metrics::{case_metrics, rank};
     let device = Device::flex();
     let burn = crate::eval::scoring::model_scores(model, cfg, data, cases, &device);
-    let ours = crate::runtime::replay(rt, data, cases);
+    let ours = crate::eval::replay::replay(rt, data, cases);
     let k = data.k;
     let (mut db, mut de, mut agree, mut max_diff) = (0.0, 0.0, 0.0, 0f64);
     for ((c, b), o) in cases.iter().zip(&burn).zip(&ours) {
@@ -706,8 +474,8 @@ pub fn export_read(
         )));
     }
     let device = Device::flex();
-    let state = crate::train::read_run_state(&opts.run)?;
-    let (model, cfg) = crate::train::load_run(&opts.run, false, &device)?;
+    let state = crate::run::read_run_state(&opts.run)?;
+    let (model, cfg) = crate::run::load_run(&opts.run, false, &device)?;
     let source = serde_json::json!({
         "run": opts.run.display().to_string(),
         "seed": state.seed,

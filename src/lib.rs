@@ -13,11 +13,13 @@ pub mod datagen;
 pub mod error;
 pub mod eval;
 pub mod export;
-pub mod features;
-pub mod history;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
-pub mod relative;
-pub mod runtime;
-mod simd;
+pub mod run;
 pub mod train;
+
+// The contract layer and the runtime are crates of their own, so that a service can load
+// models without Burn or polars; their modules read here as ours.
+pub use ssmkit_format::{features, history, relative};
+pub use ssmkit_runtime as runtime;

@@ -26,7 +26,8 @@ use crate::eval::Unit;
 use crate::eval::phase::{EvalOptions, EvalReport, evaluate_read};
 use crate::eval::stats::CompareOptions;
 use crate::export::{ExportOptions, export_read};
-use crate::train::{TrainConfig, TrainOptions, read_run_state};
+use crate::run::read_run_state;
+use crate::train::{TrainConfig, TrainOptions};
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -185,7 +186,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         // The same training config and the same model (a run written by an older build
         // can read back as the same config but hold another model).
         let model = crate::train::model_config(&reader.outline, &tcfg);
-        let same = |s: &crate::train::RunState| s.train == tcfg && s.model == model;
+        let same = |s: &crate::run::RunState| s.train == tcfg && s.model == model;
         let finished = state.as_ref().is_some_and(|s| s.finished() && same(s));
         if finished {
             reused.push(format!("train ({})", run.display()));

@@ -8,7 +8,7 @@ use common::{opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::data::Dataset;
 use ssmkit::eval::scoring::model_scores;
 use ssmkit::eval::split::test_cases;
-use ssmkit::model::scorer::Variant;
+use ssmkit::model::scorer::{Init, Variant};
 use ssmkit::train::batch::cutoffs;
 use ssmkit::train::{TrainConfig, flat_params, load_run, train, train_on};
 
@@ -729,9 +729,9 @@ fn import_lines(dir: &Path, name: &str, lines: &[String]) -> std::path::PathBuf 
 
 #[test]
 fn history_baselines_see_persistence_and_only_persistence() {
-    use ssmkit::eval::history::{HistoryRule, scores};
-    use ssmkit::eval::metrics::case_metrics;
+    use ssmkit::metrics::case_metrics;
     use ssmkit::model::baselines::{self, Baseline};
+    use ssmkit::model::rules::{HistoryRule, scores};
     let dir = tempfile::tempdir().unwrap();
     // Mean DCG@10 of each history rule and of random, over every turn with a relevant
     // label (all scored from the turns before them).

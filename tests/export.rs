@@ -6,10 +6,11 @@ use std::path::Path;
 mod common;
 use common::{model_configs, opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::data::Dataset;
+use ssmkit::eval::replay::turn_of;
 use ssmkit::eval::split::test_cases;
 use ssmkit::export::{ExportOptions, Quant, encode, export_run, verify};
-use ssmkit::model::scorer::{ModelConfig, Size, Variant};
-use ssmkit::runtime::{Runtime, turn_of};
+use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
+use ssmkit::runtime::Runtime;
 use ssmkit::train::batch::cutoffs;
 use ssmkit::train::{TrainConfig, train};
 

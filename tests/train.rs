@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{gen_tiny, opts, ssmkit, tiny_data, tiny_train};
-use ssmkit::model::scorer::Variant;
+use ssmkit::model::scorer::{Init, Variant};
 use ssmkit::train::{TrainConfig, TrainOptions, flat_params, load_run, model_file, train};
 
 fn metrics_rows(run: &Path) -> Vec<Vec<String>> {

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::model::mamba::{ScanImpl, selective_scan};
+use crate::model::scorer::Init;
 use crate::model::uniform_tensor;
 
 #[derive(Clone, Debug, Serialize)]

@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use ssmkit::eval::Unit;
+use ssmkit::export::Quant;
 use ssmkit::model::scorer::{Size, Variant};
 
 #[derive(Parser)]
@@ -63,9 +65,9 @@ pub enum Command {
         /// Run directory: resolved config, metrics.csv, checkpoints, model.bpk
         #[arg(long, required_unless_present = "dry_run")]
         run: Option<PathBuf>,
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = variant())]
         model: Option<Variant>,
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = size())]
         size: Option<Size>,
         #[arg(long)]
         steps: Option<usize>,
@@ -135,7 +137,7 @@ pub enum Command {
         #[arg(long)]
         force: bool,
         /// The model the gates judge (default: mamba if given, else the first temporal model)
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = variant())]
         primary: Option<Variant>,
         /// The primary system by its full name, as the report names runs
         /// (`mlp+relative`, `mamba+d_state=4`); takes precedence over --primary
@@ -221,8 +223,8 @@ pub enum Command {
     )]
     Export {
         run: PathBuf,
-        #[arg(long, value_enum, default_value = "f32")]
-        quant: ssmkit::export::Quant,
+        #[arg(long, value_parser = quant(), default_value = "f32")]
+        quant: Quant,
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]
@@ -296,17 +298,17 @@ pub enum BenchCommand {
     /// Per-turn latency of the runtime (one thread): score K candidates, then fold the turn
     #[command(after_help = "Example:\n  ssmkit bench infer --size small --candidates 20 --json")]
     Infer {
-        #[arg(long, value_enum, default_value = "small")]
+        #[arg(long, value_parser = size(), default_value = "small")]
         size: Size,
-        #[arg(long, value_enum, default_value = "mamba")]
+        #[arg(long, value_parser = variant(), default_value = "mamba")]
         model: Variant,
         /// The model reads turn-relative features (`[train] relative`)
         #[arg(long)]
         relative: bool,
         #[arg(long, default_value_t = 20)]
         candidates: usize,
-        #[arg(long, value_enum, default_value = "f32")]
-        quant: ssmkit::export::Quant,
+        #[arg(long, value_parser = quant(), default_value = "f32")]
+        quant: Quant,
         #[arg(long, default_value_t = 5000)]
         turns: usize,
         #[arg(long)]
@@ -334,4 +336,37 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A parser for one of `all`, each value named by `name` and described by `help`. The
+/// library's enums stay free of clap, so the command line lists their values here.
+fn choices<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+    help: fn(T) -> Option<&'static str>,
+) -> impl TypedValueParser<Value = T> {
+    let values = all.iter().map(move |&v| {
+        let value = PossibleValue::new(name(v));
+        match help(v) {
+            Some(h) => value.help(h),
+            None => value,
+        }
+    });
+    PossibleValuesParser::new(values).map(move |s: String| {
+        *all.iter()
+            .find(|&&v| name(v) == s)
+            .expect("the parser accepts only listed values")
+    })
+}
+
+fn variant() -> impl TypedValueParser<Value = Variant> {
+    choices(&Variant::ALL, Variant::name, |v| Some(v.about()))
+}
+
+fn size() -> impl TypedValueParser<Value = Size> {
+    choices(&Size::ALL, Size::name, |_| None)
+}
+
+fn quant() -> impl TypedValueParser<Value = Quant> {
+    choices(&Quant::ALL, Quant::name, |_| None)
 }

@@ -4,27 +4,18 @@
 
 mod assemble;
 mod reader;
+pub mod split;
 mod table;
 
 use std::path::{Path, PathBuf};
 
 use crate::datagen::writer;
 use crate::error::{Error, Result};
-use crate::features::{FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
+use crate::features::{FEATURE_DIM, FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
 
 pub use reader::{DatasetReader, sample_users};
 
-/// Turn context features fed to the temporal model, in order (columns of `turns.parquet`).
-pub const CONTEXT_NAMES: [&str; 6] = [
-    "log_dt",
-    "tod_sin",
-    "tod_cos",
-    "dow_sin",
-    "dow_cos",
-    "log_session_age",
-];
-pub const CONTEXT_DIM: usize = CONTEXT_NAMES.len();
-pub const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
+pub use crate::features::{CONTEXT_DIM, CONTEXT_NAMES, HOP_DIM};
 
 /// One user's turns, flattened row-major.
 #[derive(Clone, Debug, Default)]
@@ -233,7 +224,7 @@ impl Dataset {
 
     /// Whether the turns have a time axis (timestamps that order them): false for the
     /// `poc` preset and for JSONL without timestamps, which are split at random
-    /// ([`crate::train::batch::Cutoffs`]).
+    /// ([`split::Cutoffs`]).
     pub fn time_axis(&self) -> bool {
         self.manifest["time_axis"].as_bool().unwrap_or(true)
     }

@@ -191,7 +191,7 @@ impl Counts {
 pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
     config.validate()?;
     let staged = StagedDir::new(&opts.out, opts.force)?;
-    let compression = writer::compression(&config.output.compression)?;
+    let compression = config.output.parquet_compression()?;
     let specs = user_specs(config);
     let n = specs.len();
     let dim = config.world.embedding_dim as usize;

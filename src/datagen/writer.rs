@@ -18,21 +18,6 @@ pub const PATHS: &str = "paths.parquet";
 pub const MANIFEST: &str = "manifest.json";
 pub const TABLES: [&str; 4] = [TURNS, CANDIDATES, MEMORIES, PATHS];
 
-/// Parses the configured compression name.
-pub fn compression(name: &str) -> Result<ParquetCompression> {
-    Ok(match name {
-        "zstd" => ParquetCompression::Zstd(None),
-        "snappy" => ParquetCompression::Snappy,
-        "lz4" => ParquetCompression::Lz4Raw,
-        "none" => ParquetCompression::Uncompressed,
-        other => {
-            return Err(Error::Config(format!(
-                "output.compression: unknown compression {other:?} (zstd, snappy, lz4, none)"
-            )));
-        }
-    })
-}
-
 /// A directory being written; dropped without [`StagedDir::commit`], it is removed.
 pub struct StagedDir {
     pub tmp: PathBuf,

@@ -8,13 +8,13 @@ use serde::Serialize;
 
 use super::Unit;
 use super::canary::CanaryResult;
-use super::metrics::{case_row, metric_index};
 use super::phase::{ComparisonRow, EvalOptions, EvalReport};
 use super::report::Block;
 use super::scoring::{System, model_scores};
 use super::split::Case;
 use super::stats::compare;
 use crate::data::{Dataset, UserSeq};
+use crate::metrics::{case_row, metric_index};
 use crate::model::scorer::{ModelConfig, Scorer};
 
 /// DCG@10 of the primary model with an input removed at evaluation time.

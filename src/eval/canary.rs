@@ -47,11 +47,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use super::metrics::case_metrics;
 use super::split::Case;
 use crate::canary::{Inputs, Role, Rules, Selector};
 use crate::data::{CONTEXT_NAMES, Dataset, UserSeq};
 use crate::features::{Canary, FEATURE_DIM, feat};
+use crate::metrics::case_metrics;
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
 use crate::train::batch::make_batch;

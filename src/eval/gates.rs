@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use super::canary::{CanaryResult, mean_detection};
 use super::dual::DualError;
-use super::metrics::{Row, metric_index};
 use super::stats::{CompareOptions, compare_seeds};
+use crate::metrics::{Row, metric_index};
 
 /// A gate's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -5,12 +5,11 @@ pub mod ablation;
 pub mod canary;
 pub mod dual;
 pub mod gates;
-pub mod history;
 pub mod io;
-pub mod metrics;
 pub mod output;
 pub mod patterns;
 pub mod phase;
+pub mod replay;
 pub mod report;
 pub mod scoring;
 pub mod split;
@@ -23,7 +22,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use metrics::{Metrics, case_metrics};
+use crate::metrics::{Metrics, case_metrics};
 use stats::{CompareOptions, Comparison};
 
 #[derive(Clone, Debug, Serialize)]

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use super::canary::mean_detection;
 use super::dual::DualError;
 use super::gates::{REFERENCES, Status, cliff};
-use super::metrics::METRICS;
 use super::phase::{EvalOptions, EvalReport, SnrLevel};
 use super::report::{self, Block, Section, table};
 use super::scoring::System;
@@ -16,6 +15,7 @@ use super::strata::{Stratum, crossover};
 use crate::data::Dataset;
 use crate::datagen::writer::StagedDir;
 use crate::error::{Error, Result};
+use crate::metrics::METRICS;
 
 /// A run's training curve: (run, [(step, loss, validation DCG@10)]).
 pub type Curve = (String, Vec<(f64, f64, f64)>);

@@ -16,12 +16,12 @@
 
 use serde::Serialize;
 
-use super::metrics::metric_index;
 use super::report::{Block, Section, table};
 use super::scoring::System;
 use super::split::Case;
 use crate::data::Dataset;
 use crate::features::Canary;
+use crate::metrics::metric_index;
 
 /// The cut-off of the PoC's metrics.
 pub const TOP: usize = 5;

@@ -23,8 +23,6 @@ use super::canary::{
 };
 use super::dual::{self, DualError, base_rate};
 use super::gates::{self, Against, Evidence, Gate};
-use super::history::{self, HistoryRule};
-use super::metrics::{Row, case_row, metric_index};
 use super::output::{training_curves, write_report};
 use super::patterns::{self, PatternRow, PocPattern};
 use super::scoring::{
@@ -36,9 +34,11 @@ use super::strata::{COLD_START, SEQUENCE_LENGTH, Stratum, strata_of};
 use crate::canary::Rules;
 use crate::data::{Dataset, DatasetReader};
 use crate::error::{Error, Result};
+use crate::metrics::{Row, case_row, metric_index};
 use crate::model::baselines::{self, Baseline};
+use crate::model::rules::{self as history, HistoryRule};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
-use crate::train::{dataset_fingerprint, load_run, read_run_state};
+use crate::run::{dataset_fingerprint, load_run, read_run_state};
 
 /// Metrics compared between systems with the paired statistics.
 pub const COMPARED: [&str; 4] = ["dcg@10", "hr@10", "hr@5", "mrr@10"];
@@ -190,7 +190,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         if !opts.transfer
             && let Some((first, r0)) = states
                 .first()
-                .map(|s: &(PathBuf, crate::train::RunState)| (&s.1, &s.0))
+                .map(|s: &(PathBuf, crate::run::RunState)| (&s.1, &s.0))
             && first.cutoffs != st.cutoffs
         {
             return Err(Error::Input(format!(
@@ -306,7 +306,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     // Trained runs, grouped by system (the model and its departures from the defaults,
     // `mamba+d_state=4`; for TSTR also the dataset they were trained on: `mamba@1a2b3c4d`
     // is a mamba trained on another dataset).
-    let group = |st: &crate::train::RunState| -> String {
+    let group = |st: &crate::run::RunState| -> String {
         if st.dataset_sha == sha {
             st.train.system_name()
         } else {

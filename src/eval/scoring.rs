@@ -9,10 +9,10 @@ use std::time::Instant;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::metrics::Row;
 use super::split::{Case, labels_of};
 use crate::data::{Dataset, UserSeq};
 use crate::features::Canary;
+use crate::metrics::Row;
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
 use crate::train::batch::{Cutoffs, make_batch};

@@ -5,12 +5,12 @@
 use serde::Serialize;
 
 use super::Unit;
-use super::metrics::metric_index;
 use super::phase::EvalOptions;
 use super::scoring::System;
 use super::split::{Case, TestSet};
 use super::stats::compare;
 use crate::data::Dataset;
+use crate::metrics::metric_index;
 
 /// One cold-start stratum: the primary model against the heuristic on its cases.
 #[derive(Clone, Debug, Serialize)]

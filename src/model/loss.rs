@@ -2,33 +2,8 @@
 //! loss (the softmax mass on the relevant candidates together).
 
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// The training loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Loss {
-    /// Softmax cross-entropy against the turn's relevant labels spread evenly (ListNet;
-    /// a convex bound on MRR and nDCG): the model learns each candidate's share of the
-    /// relevant mass.
-    #[default]
-    Softmax,
-    /// −log of the softmax mass on the turn's relevant candidates together (MIL-NCE):
-    /// the likelihood that the top candidate is relevant, whichever it is. When a turn
-    /// has several relevant candidates and the model cannot tell which rule made them
-    /// relevant, it rewards covering every rule with one candidate over spreading mass
-    /// across one rule's candidates: the objective HR@K asks for.
-    Hit,
-}
-
-impl Loss {
-    pub fn name(self) -> &'static str {
-        match self {
-            Loss::Softmax => "softmax",
-            Loss::Hit => "hit",
-        }
-    }
-}
+pub use crate::config::Loss;
 
 /// The mean loss over turns with a relevant label ([`Loss::Softmax`] or [`Loss::Hit`]);
 /// turns without one (or padding) are skipped. Returns the mean over counted turns (0 if

@@ -4,6 +4,7 @@
 pub mod baselines;
 pub mod loss;
 pub mod mamba;
+pub mod rules;
 pub mod s4d;
 pub mod scan;
 pub mod scorer;
@@ -34,7 +35,7 @@ pub(crate) fn uniform_tensor<const D: usize>(
 /// content embeddings, 4,096 memory slots): `train --dry-run`.
 pub fn param_counts() -> Vec<(scorer::Variant, [usize; 3])> {
     use burn::module::Module;
-    use scorer::{ModelConfig, Size, Variant};
+    use scorer::{Init, ModelConfig, Size, Variant};
     Variant::ALL
         .iter()
         .map(|&v| {

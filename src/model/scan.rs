@@ -32,7 +32,8 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension, tensor::FloatTen
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::simd::{dot, exp, multiversion, transpose};
+use ssmkit_format::multiversion;
+use ssmkit_format::simd::{dot, exp, transpose};
 
 /// The selective scan as a backend operation.
 #[backend_extension(Flex, Autodiff)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{Cutoffs, make_batch};
 use crate::data::{Dataset, UserSeq};
-use crate::eval::metrics::{Metrics, case_metrics};
+use crate::metrics::{Metrics, case_metrics};
 use crate::model::baselines::{self, Baseline};
 use crate::model::loss::{Loss, loss};
 use crate::model::mamba::ScanImpl;
@@ -132,13 +132,13 @@ pub fn reference_validations(
     rows
 }
 
-/// Validation numbers of every history rule (`crate::eval::history`), in
+/// Validation numbers of every history rule (`crate::model::rules`), in
 /// `HistoryRule::ALL` order, on the same validation turns as [`validate`].
 pub fn history_validations(
     data: &Dataset,
     cut: &Cutoffs,
-) -> Vec<(crate::eval::history::HistoryRule, Validation)> {
-    use crate::eval::history::{HistoryRule, scores};
+) -> Vec<(crate::model::rules::HistoryRule, Validation)> {
+    use crate::model::rules::{HistoryRule, scores};
     let rules = HistoryRule::ALL;
     let all = validations_of(data, cut, rules.len(), |u, t| scores(u, t, data.k));
     rules.into_iter().zip(all).collect()

@@ -109,7 +109,7 @@ pub fn model_configs(content_dim: usize) -> Vec<(String, ssmkit::model::scorer::
         },
     ];
     for t in ablations {
-        out.push((t.system_name(), base(Variant::Mamba).with_train(&t)));
+        out.push((t.system_name(), t.overrides(base(Variant::Mamba))));
     }
     // Turn-relative features, on every variant and with temporal-only inputs.
     for &v in &Variant::ALL {
@@ -122,6 +122,6 @@ pub fn model_configs(content_dim: usize) -> Vec<(String, ssmkit::model::scorer::
         relative: true,
         ..TrainConfig::default()
     };
-    out.push((t.system_name(), base(Variant::Mamba).with_train(&t)));
+    out.push((t.system_name(), t.overrides(base(Variant::Mamba))));
     out
 }

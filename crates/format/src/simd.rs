@@ -1,4 +1,4 @@
-//! Small numeric kernels shared by the fused scan and the runtime: a vectorizable exp,
+//! Small numeric kernels shared by the fused scan, the exporter and the runtime: a vectorizable exp,
 //! a fixed-order dot product, and AVX2 dispatch for loops that benefit from it.
 
 /// exp(x) for x ≤ 88 to within two ulps: x = k ln2 + r with |r| ≤ ln2/2, a degree-6
@@ -58,6 +58,7 @@ pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it, else for
 /// the baseline target.
+#[macro_export]
 macro_rules! multiversion {
     ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         #[allow(clippy::too_many_arguments)]
@@ -79,8 +80,6 @@ macro_rules! multiversion {
         }
     };
 }
-
-pub(crate) use multiversion;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,8 @@
 //! The runtime's layers in plain Rust: dense, layer norm, the Mamba and S4D steps, the
 //! path encoder and the cross-attention scorer's parts, with their kernels.
 
-use crate::simd::{dot, exp, multiversion};
+use ssmkit_format::multiversion;
+use ssmkit_format::simd::{dot, exp};
 
 /// A dense layer, weights stored `[in, out]` (the file's `[out, in]` transposed at load):
 /// y = b + Σ_i x_i · W[i, :], whose inner loop runs over contiguous outputs.

@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::batch::Cutoffs;
-use super::{TrainConfig, checkpoint};
+pub mod checkpoint;
+
+use crate::config::TrainConfig;
+use crate::data::Dataset;
+use crate::data::split::Cutoffs;
 use crate::error::{Error, Result};
-use crate::model::scorer::{ModelConfig, Scorer};
+use crate::model::scorer::{Init, ModelConfig, Scorer};
 
 /// What the run directory's `state.json` records (written atomically with each checkpoint).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -94,4 +97,12 @@ pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer
             ))
         })?;
     Ok((model, state.model))
+}
+
+/// The dataset's identity as runs record it (the SHA-256 of its candidates table).
+pub fn dataset_fingerprint(data: &Dataset) -> String {
+    data.manifest["files"]["candidates.parquet"]["sha256"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }

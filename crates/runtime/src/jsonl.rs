@@ -11,8 +11,7 @@
 use serde::Deserialize;
 
 use super::{Candidate, Turn};
-use crate::data::{CONTEXT_DIM, CONTEXT_NAMES};
-use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES};
+use ssmkit_format::features::{CONTEXT_DIM, CONTEXT_NAMES, FEATURE_DIM, HOP_FEATURE_NAMES};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,9 +6,9 @@
 //! scores, computed from the state *before* the turn. Then [`Runtime::observe`] folds the
 //! turn and the candidates that turned out relevant into the state (the continuity loop).
 //! Models with history features also keep the user's history table in the state
-//! ([`crate::history`]: per memory id, when it was last shown and relevant, and how often),
+//! ([`ssmkit_format::history`]: per memory id, when it was last shown and relevant, and how often),
 //! so they need each turn's timestamp and each candidate's memory id.
-//! The computation mirrors [`Scorer::step`](crate::model::scorer::Scorer::step); a test
+//! The computation mirrors the Burn model's `Scorer::step` in `ssmkit`; a test there
 //! checks the two agree over whole sequences.
 //!
 //! The state serializes to bytes ([`State::to_bytes`]): a magic, a version, the model's
@@ -25,18 +25,40 @@ use layers::{Dense, Mamba, PathEncoder, S4d, Xattn, rms_norm, sigmoid};
 use load::Loader;
 pub use state::State;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::data::CONTEXT_DIM;
-use crate::error::{Error, Result};
-use crate::export::{FORMAT_VERSION, ScaleAxis};
-use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS, feat};
-use crate::history::Table;
-use crate::model::scorer::{Inputs, ModelConfig, Variant};
-use crate::relative::RELATIVE_DIM;
-use crate::simd::{dot, transpose};
+use ssmkit_format::features::{CONTEXT_DIM, FEATURE_DIM, HOP_DIM, MAX_HOPS, feat};
+use ssmkit_format::history::Table;
+use ssmkit_format::meta::{Metadata, digest_of};
+use ssmkit_format::model::{Inputs, ModelConfig, Variant};
+use ssmkit_format::quant::ScaleAxis;
+use ssmkit_format::relative::RELATIVE_DIM;
+use ssmkit_format::simd::{dot, transpose};
 
-const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
+/// Why a model or a turn was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or an input that is not what it should be; the message names it.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A loaded model.
 #[derive(Clone, Debug)]
@@ -107,57 +129,19 @@ impl Runtime {
             .metadata()
             .clone()
             .ok_or_else(|| bad("no __metadata__: not an ssmkit export".into()))?;
-        let get = |k: &str| -> Result<&String> {
-            meta.get(k)
-                .ok_or_else(|| bad(format!("__metadata__ has no `{k}`: not an ssmkit export")))
-        };
-        if get("metadata_sha256")? != &crate::export::metadata_digest(&meta) {
-            return Err(bad(
-                "__metadata__ does not match its recorded SHA-256: the file was edited or is damaged"
-                    .into(),
-            ));
-        }
-        if get("format_version")? != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format {}, this build reads {FORMAT_VERSION}",
-                get("format_version")?
-            )));
-        }
-        let layout: serde_json::Value = serde_json::from_str(get("feature_layout")?)
-            .map_err(|e| bad(format!("feature_layout: {e}")))?;
-        if layout["version"] != LAYOUT_VERSION {
-            return Err(bad(format!(
-                "feature layout {}, this build uses {LAYOUT_VERSION}",
-                layout["version"]
-            )));
-        }
-        let config: ModelConfig = serde_json::from_str(get("model_config")?)
-            .map_err(|e| bad(format!("model_config: {e}")))?;
-        if config.d_model == 0
-            || config.d_state == 0
-            || config.d_conv < 2
-            || config.expand == 0
-            || config.d_slot == 0
-            || config.entity_slots == 0
-            || config.memory_slots == 0
-        {
-            return Err(bad(format!(
-                "model_config has an impossible size: {config:?}"
-            )));
-        }
-        let quant: serde_json::Value = serde_json::from_str(get("quantization")?)
-            .map_err(|e| bad(format!("quantization: {e}")))?;
+        let meta = Metadata::read(&meta).map_err(bad)?;
+        let config = meta.model_config;
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
         // The recorded digest catches any changed byte in the tensors.
         let mut views = st.tensors();
         views.sort_by(|a, b| a.0.cmp(&b.0));
-        let digest = crate::export::digest_of(
+        let digest = digest_of(
             views
                 .iter()
                 .map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())),
         );
-        if &digest != get("tensors_sha256")? {
+        if digest != meta.tensors_sha256 {
             return Err(bad(
                 "tensor data does not match its recorded SHA-256: the file is damaged".into(),
             ));
@@ -254,7 +238,7 @@ impl Runtime {
             None
         };
         Ok(Runtime {
-            quantization: quant["name"].as_str().unwrap_or("?").to_string(),
+            quantization: meta.quantization,
             fingerprint,
             memory_emb,
             entity_emb,
@@ -419,7 +403,7 @@ impl Runtime {
             .iter()
             .flat_map(|c| masked(&c.features, &c.missing))
             .collect();
-        crate::relative::turn_features(&features, &vec![1.0; n], n)
+        ssmkit_format::relative::turn_features(&features, &vec![1.0; n], n)
     }
 
     /// Candidate `i`'s row of [`Self::relative`] (empty when there are none).
@@ -686,91 +670,4 @@ fn masked<'a>(
     f.iter()
         .zip(m)
         .map(|(x, m)| if *m == 1.0 { 0.0 } else { *x })
-}
-
-/// Turn `t` of a loaded user sequence as the runtime reads it: its valid candidates, their
-/// indices in the dataset's K slots, and their observed labels.
-pub fn turn_of(
-    u: &crate::data::UserSeq,
-    t: usize,
-    k: usize,
-    content_dim: usize,
-) -> (Turn, Vec<usize>, Vec<f32>) {
-    let mut turn = Turn {
-        timestamp: Some(u.timestamp[t]),
-        context: u.context[t * CONTEXT_DIM..(t + 1) * CONTEXT_DIM]
-            .try_into()
-            .expect("context width"),
-        query: u.query[t * content_dim..(t + 1) * content_dim].to_vec(),
-        focal: [u.focal[2 * t], u.focal[2 * t + 1]],
-        candidates: Vec::new(),
-    };
-    let mut idx = Vec::new();
-    let mut labels = Vec::new();
-    for j in 0..k {
-        let slot = t * k + j;
-        if u.valid[slot] != 1.0 {
-            continue;
-        }
-        let hop_n = (u.hop_count[slot] as usize).min(MAX_HOPS);
-        let hops = (0..hop_n)
-            .map(|h| {
-                let at = (slot * MAX_HOPS + h) * HOP_DIM;
-                u.hops[at..at + HOP_DIM].try_into().expect("hop width")
-            })
-            .collect();
-        turn.candidates.push(Candidate {
-            features: u.features[slot * FEATURE_DIM..(slot + 1) * FEATURE_DIM]
-                .try_into()
-                .expect("feature width"),
-            missing: u.missing[slot * FEATURE_DIM..(slot + 1) * FEATURE_DIM]
-                .try_into()
-                .expect("feature width"),
-            memory_slot: u.memory_slot[slot],
-            memory_id: Some(u.memory_id[slot] as u64),
-            entity: u.entity[slot],
-            content: u.content[slot * content_dim..(slot + 1) * content_dim].to_vec(),
-            hops,
-        });
-        idx.push(j);
-        labels.push(u.labels[slot]);
-    }
-    (turn, idx, labels)
-}
-
-/// Replays each user's turns through the runtime, one at a time with its outcome folded
-/// in, and returns the scores of `cases` (sorted by user, then turn) in the dataset's K
-/// slots (−1e9 for an empty slot, as the Burn model pads).
-pub fn replay(
-    rt: &Runtime,
-    data: &crate::data::Dataset,
-    cases: &[crate::eval::split::Case],
-) -> Vec<Vec<f64>> {
-    let k = data.k;
-    let mut out = vec![Vec::new(); cases.len()];
-    let mut i = 0;
-    while i < cases.len() {
-        let user = cases[i].user;
-        let u = &data.users[user];
-        let last = cases[i..]
-            .iter()
-            .take_while(|c| c.user == user)
-            .map(|c| c.turn)
-            .max()
-            .unwrap_or(0);
-        let mut state = rt.zero_state();
-        for t in 0..=last {
-            let (turn, idx, labels) = turn_of(u, t, k, data.embedding_dim);
-            let s = rt.step(&mut state, &turn, &labels);
-            if i < cases.len() && cases[i].user == user && cases[i].turn == t {
-                let mut row = vec![-1e9f64; k];
-                for (j, v) in idx.iter().zip(s) {
-                    row[*j] = v as f64;
-                }
-                out[i] = row;
-                i += 1;
-            }
-        }
-    }
-    out
 }

@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::history::Table;
+use ssmkit_format::history::Table;
 
 /// A user's state: every layer's recurrent state, then the last backbone output; and, for
 /// models with history features, the user's history table.

@@ -225,6 +225,19 @@ impl std::fmt::Display for Canary {
     }
 }
 
+/// Turn context features fed to the temporal model, in order (columns of `turns.parquet`).
+pub const CONTEXT_NAMES: [&str; 6] = [
+    "log_dt",
+    "tod_sin",
+    "tod_cos",
+    "dow_sin",
+    "dow_cos",
+    "log_session_age",
+];
+pub const CONTEXT_DIM: usize = CONTEXT_NAMES.len();
+/// Width of one traversal-path hop.
+pub const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@
 //!   ranks without steep weights.
 //!
 //! Missing features read as 0, as the scorer reads them. The Burn model
-//! ([`crate::train::batch::make_batch`]) and the runtime ([`crate::runtime`]) both call
+//! (`ssmkit::train::batch::make_batch`) and the runtime (`ssmkit-runtime`) both call
 //! [`turn_features`], so the two cannot drift apart.
 
 use crate::features::FEATURE_DIM;

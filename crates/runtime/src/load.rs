@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use super::layers::{Dense, LayerNorm, S4d};
-use crate::error::{Error, Result};
-use crate::export::{ScaleAxis, unpack_ternary};
-use crate::simd::transpose;
+use crate::{Error, Result};
+use ssmkit_format::quant::{ScaleAxis, unpack_ternary};
+use ssmkit_format::simd::transpose;
 
 /// Reads a tensor as f32, dequantizing `<base>.qweight`/`.qweight2` with `<base>.scale`.
 pub(super) struct Loader<'a> {
@@ -41,7 +41,7 @@ impl Loader<'_> {
                 .collect(),
             safetensors::Dtype::F16 => data
                 .chunks_exact(2)
-                .map(|c| burn::tensor::f16::from_le_bytes(c.try_into().expect("2 bytes")).to_f32())
+                .map(|c| half::f16::from_le_bytes(c.try_into().expect("2 bytes")).to_f32())
                 .collect(),
             _ => return Err(self.err(format!("tensor `{name}` is {dtype:?}, expected F32 or F16"))),
         };

@@ -1,0 +1,231 @@
+//! The model's configuration: which variant, its sizes and what it reads. Training builds
+//! a Burn model from it, the export records it, and the runtime rebuilds the same model
+//! from the record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{CONTEXT_DIM, FEATURE_DIM};
+use crate::history::HISTORY_DIM;
+use crate::relative::RELATIVE_DIM;
+
+/// Memory ids are hashed into at most this many embedding rows.
+pub const MODEL_MEMORY_SLOTS: usize = 512;
+
+/// Which model `train` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// Mamba temporal backbone.
+    Mamba,
+    /// S4D temporal backbone (no selectivity).
+    S4d,
+    /// Mamba backbone + S4D path encoder with a learned gate.
+    Dual,
+    /// Pointwise MLP baseline (no temporal state).
+    Mlp,
+    /// The production cross-attention scorer (no temporal state): query · candidate
+    /// similarity plus a gate over the candidate's value, features and project embedding.
+    Xattn,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Mamba => "mamba",
+            Variant::S4d => "s4d",
+            Variant::Dual => "dual",
+            Variant::Mlp => "mlp",
+            Variant::Xattn => "xattn",
+        }
+    }
+
+    /// One line on what the variant is (the command line's help).
+    pub fn about(self) -> &'static str {
+        match self {
+            Variant::Mamba => "Mamba temporal backbone",
+            Variant::S4d => "S4D temporal backbone (no selectivity)",
+            Variant::Dual => "Mamba backbone + S4D path encoder with a learned gate",
+            Variant::Mlp => "Pointwise MLP baseline (no temporal state)",
+            Variant::Xattn => {
+                "The production cross-attention scorer (no temporal state): query · candidate similarity plus a gate over the candidate's value, features and project embedding"
+            }
+        }
+    }
+
+    /// Whether the model carries a state across turns.
+    pub fn is_temporal(self) -> bool {
+        matches!(self, Variant::Mamba | Variant::S4d | Variant::Dual)
+    }
+
+    pub const ALL: [Variant; 5] = [
+        Variant::Mamba,
+        Variant::S4d,
+        Variant::Dual,
+        Variant::Mlp,
+        Variant::Xattn,
+    ];
+}
+
+/// What a model reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inputs {
+    /// Everything the data has.
+    #[default]
+    All,
+    /// The seed's "temporal features only (remove content)" ablation: the turn context,
+    /// the candidates' time features ([`crate::features::feat::TEMPORAL`]) and history
+    /// features. Content and query embeddings, memory and entity identity, focal
+    /// entities, traversal paths and the other features read as absent.
+    TemporalOnly,
+}
+
+/// The seed's sizes (H, N, layers): Tiny 32/16/2, Small 64/32/3, Medium 64/64/4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Size {
+    Tiny,
+    Small,
+    Medium,
+}
+
+impl Size {
+    pub const ALL: [Size; 3] = [Size::Tiny, Size::Small, Size::Medium];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Size::Tiny => "tiny",
+            Size::Small => "small",
+            Size::Medium => "medium",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub variant: Variant,
+    pub d_model: usize,
+    pub d_state: usize,
+    pub layers: usize,
+    /// Mamba expansion factor (d_inner = expand · d_model); 1 keeps Small near the seed's 60K.
+    pub expand: usize,
+    pub d_conv: usize,
+    /// Width of the memory-slot and entity embeddings.
+    pub d_slot: usize,
+    pub memory_slots: usize,
+    pub entity_slots: usize,
+    /// Content embedding dimension of the dataset (0: none).
+    pub content_dim: usize,
+    /// Hidden width of the pointwise branch.
+    pub mlp_hidden: usize,
+    /// Channels of the dual variant's path encoder.
+    pub path_channels: usize,
+    /// Width of the cross-attention scorer's query/key projections.
+    #[serde(default = "default_d_attn")]
+    pub d_attn: usize,
+    /// Temporal variants: each candidate also reads its [`HISTORY_DIM`] history features
+    /// (what the user's earlier turns say about that exact memory), in the candidate
+    /// encoder and the pointwise branch.
+    #[serde(default)]
+    pub history: bool,
+    /// Every variant: each candidate also reads its [`RELATIVE_DIM`] turn-relative
+    /// features (ranks within the turn, distances from the first candidate;
+    /// [`crate::relative`]) in its pointwise inputs.
+    #[serde(default)]
+    pub relative: bool,
+    /// Mamba's selection mechanism (off: Δ, B, C are input-independent parameters).
+    #[serde(default = "yes")]
+    pub selective: bool,
+    #[serde(default)]
+    pub inputs: Inputs,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_d_attn() -> usize {
+    32
+}
+
+impl ModelConfig {
+    pub fn sized(
+        variant: Variant,
+        size: Size,
+        content_dim: usize,
+        memory_slots: usize,
+    ) -> ModelConfig {
+        let (d_model, d_state, layers) = match size {
+            Size::Tiny => (32, 16, 2),
+            Size::Small => (64, 32, 3),
+            Size::Medium => (64, 64, 4),
+        };
+        // The MLP baseline reads only the candidate's features: no embedding tables.
+        let (memory_slots, entity_slots) = if variant == Variant::Mlp {
+            (1, 1)
+        } else {
+            (memory_slots.min(MODEL_MEMORY_SLOTS), 256)
+        };
+        ModelConfig {
+            variant,
+            d_model,
+            d_state,
+            layers,
+            expand: 1,
+            d_conv: 4,
+            d_slot: 8,
+            memory_slots,
+            entity_slots,
+            content_dim,
+            mlp_hidden: if variant == Variant::Mlp { 64 } else { 24 },
+            path_channels: 16,
+            d_attn: default_d_attn(),
+            history: variant.is_temporal(),
+            relative: false,
+            selective: true,
+            inputs: Inputs::All,
+        }
+    }
+
+    /// The same model with history features on or off (stateless variants: always off).
+    pub fn with_history(mut self, on: bool) -> ModelConfig {
+        self.history = on && self.variant.is_temporal();
+        self
+    }
+
+    pub fn history_dim(&self) -> usize {
+        if self.history { HISTORY_DIM } else { 0 }
+    }
+
+    pub fn relative_dim(&self) -> usize {
+        if self.relative { RELATIVE_DIM } else { 0 }
+    }
+
+    /// Input width of the pointwise branch: [features, missing, history, turn-relative].
+    pub fn pointwise_in(&self) -> usize {
+        2 * FEATURE_DIM + self.history_dim() + self.relative_dim()
+    }
+
+    /// Width of the cross-attention scorer's candidate side: [features, missing,
+    /// turn-relative, memory slot].
+    pub fn xattn_side(&self) -> usize {
+        2 * FEATURE_DIM + self.relative_dim() + self.d_slot
+    }
+
+    /// Input width of the candidate encoder: [features, missing, history, memory slot,
+    /// entity, content].
+    pub fn cand_in(&self) -> usize {
+        self.pointwise_in() + 2 * self.d_slot + self.content_dim
+    }
+
+    /// Input width of the backbone's token projection.
+    pub fn turn_in(&self) -> usize {
+        CONTEXT_DIM + self.content_dim + self.d_slot + self.d_model
+    }
+
+    /// Input width of the query projection: [state, context, query, focal].
+    pub fn query_in(&self) -> usize {
+        self.d_model + CONTEXT_DIM + self.content_dim + self.d_slot
+    }
+}

@@ -1,0 +1,292 @@
+//! The `[train]` section: what `ssmkit train` builds and how it trains it, the seed's
+//! ablations as edits of it, and the name each variant reports under.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use ssmkit_format::model::{Inputs, ModelConfig, Size, Variant};
+
+/// The training loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Softmax cross-entropy against the turn's relevant labels spread evenly (ListNet;
+    /// a convex bound on MRR and nDCG): the model learns each candidate's share of the
+    /// relevant mass.
+    #[default]
+    Softmax,
+    /// −log of the softmax mass on the turn's relevant candidates together (MIL-NCE):
+    /// the likelihood that the top candidate is relevant, whichever it is. When a turn
+    /// has several relevant candidates and the model cannot tell which rule made them
+    /// relevant, it rewards covering every rule with one candidate over spreading mass
+    /// across one rule's candidates: the objective HR@K asks for.
+    Hit,
+}
+
+impl Loss {
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Softmax => "softmax",
+            Loss::Hit => "hit",
+        }
+    }
+}
+
+/// The `[train]` section of a run config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub model: Variant,
+    pub size: Size,
+    /// Overrides of the size preset: model width H, state size N, blocks, Mamba expansion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_model: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_state: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expand: Option<usize>,
+    /// Mamba's selection mechanism; off is the seed's "no selectivity" ablation.
+    pub selective: bool,
+    /// What the model reads (`all`, or `temporal_only`).
+    pub inputs: Inputs,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Users per batch.
+    pub batch_users: usize,
+    /// Longest window of turns per training sequence.
+    pub window: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Global gradient-norm bound.
+    pub grad_clip: f64,
+    /// The training loss: `softmax` (ListNet, the default) or `hit` (the softmax mass on
+    /// the relevant candidates together; see [`Loss`]).
+    pub loss: Loss,
+    /// ListNet / softmax temperature.
+    pub temperature: f64,
+    /// Percentiles of turn timestamps where validation and test begin.
+    pub valid_from: f64,
+    pub test_from: f64,
+    /// Validate (and checkpoint) every this many steps.
+    pub eval_every: usize,
+    /// Follow the dataset's curriculum stages in order, each for its share of the steps.
+    pub curriculum: bool,
+    /// Temporal models read each candidate's history features ([`crate::history`]).
+    pub history: bool,
+    /// Every model reads each candidate's turn-relative features (ranks within its turn,
+    /// distances from the turn's first candidate; [`crate::relative`]).
+    pub relative: bool,
+    /// Early stopping: stop once this many validations in a row have not improved the
+    /// best validation DCG@10 (0: never; with a curriculum, only in its last stage). The
+    /// run's model is always the best checkpoint.
+    pub patience: usize,
+    /// Megabytes of training users held in memory at once: a larger dataset is trained a
+    /// block of users at a time ([`stream`]).
+    pub resident_mb: usize,
+    /// Megabytes of validation users: a larger validation split is sampled (seeded).
+    pub validation_mb: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: Variant::Mamba,
+            size: Size::Small,
+            d_model: None,
+            d_state: None,
+            layers: None,
+            expand: None,
+            selective: true,
+            inputs: Inputs::All,
+            steps: 200,
+            batch_users: 8,
+            window: 64,
+            lr: 3e-3,
+            min_lr: 1e-4,
+            warmup_steps: 20,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            loss: Loss::Softmax,
+            temperature: 1.0,
+            valid_from: 0.8,
+            test_from: 0.9,
+            eval_every: 50,
+            curriculum: true,
+            history: true,
+            relative: false,
+            patience: 4,
+            resident_mb: 2000,
+            validation_mb: 500,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// `base` (a size preset) with this config's overrides applied: sizes, selection,
+    /// inputs, history and turn-relative features.
+    pub fn overrides(&self, base: ModelConfig) -> ModelConfig {
+        let mut c = base.with_history(self.history);
+        c.relative = self.relative;
+        c.d_model = self.d_model.unwrap_or(c.d_model);
+        c.d_state = self.d_state.unwrap_or(c.d_state);
+        c.layers = self.layers.unwrap_or(c.layers);
+        c.expand = self.expand.unwrap_or(c.expand);
+        c.selective = self.selective;
+        c.inputs = self.inputs;
+        c
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |f: &str, why: &str| Err(Error::Config(format!("train.{f}: {why}")));
+        if self.steps == 0 || self.batch_users == 0 || self.window < 2 || self.eval_every == 0 {
+            return bad(
+                "steps",
+                "steps, batch_users, eval_every must be >= 1 and window >= 2",
+            );
+        }
+        if !(self.lr > 0.0 && self.lr <= 1.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return bad("lr", "need 0 < lr <= 1 and 0 <= min_lr <= lr");
+        }
+        if !(0.0 < self.valid_from && self.valid_from < self.test_from && self.test_from < 1.0) {
+            return bad("valid_from", "need 0 < valid_from < test_from < 1");
+        }
+        for (f, v, max) in [
+            ("d_model", self.d_model, 1024),
+            ("d_state", self.d_state, 256),
+            ("layers", self.layers, 16),
+            ("expand", self.expand, 8),
+        ] {
+            if v.is_some_and(|v| v == 0 || v > max) {
+                return bad(f, &format!("must be in 1..={max}"));
+            }
+        }
+        if !self.selective && !matches!(self.model, Variant::Mamba | Variant::Dual) {
+            return bad(
+                "selective",
+                "only Mamba blocks (mamba, dual) have a selection mechanism to switch off",
+            );
+        }
+        // Bounded ranges (NaN fails every comparison).
+        for (f, v, lo, hi) in [
+            ("temperature", self.temperature, 1e-3, 1e3),
+            ("grad_clip", self.grad_clip, 1e-6, 1e6),
+            ("weight_decay", self.weight_decay, 0.0, 10.0),
+        ] {
+            if !(v >= lo && v <= hi) {
+                return bad(f, &format!("{v} is not in {lo}..={hi}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The same training (steps, schedule, split, history) for another model, at that
+    /// model's own size settings: how learned baselines are trained beside the primary.
+    pub fn for_baseline(&self, model: Variant) -> TrainConfig {
+        let own = TrainConfig::default();
+        TrainConfig {
+            model,
+            d_model: own.d_model,
+            d_state: own.d_state,
+            layers: own.layers,
+            expand: own.expand,
+            selective: own.selective,
+            inputs: own.inputs,
+            ..self.clone()
+        }
+    }
+
+    /// This config with one retrained ablation applied: the seed's grid (`d_state=N`,
+    /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only`,
+    /// `no_history`) or the turn-relative features on or off (`relative`,
+    /// `no_relative`). The result is validated.
+    pub fn ablated(&self, spec: &str) -> Result<TrainConfig> {
+        let mut t = self.clone();
+        let spec = spec.trim();
+        match spec.split_once('=') {
+            Some((key, value)) => {
+                let n: usize = value.trim().parse().map_err(|_| {
+                    Error::Config(format!(
+                        "ablation `{spec}`: `{value}` is not a whole number"
+                    ))
+                })?;
+                match key.trim() {
+                    "d_state" => t.d_state = Some(n),
+                    "layers" => t.layers = Some(n),
+                    "d_model" => t.d_model = Some(n),
+                    "expand" => t.expand = Some(n),
+                    other => {
+                        return Err(Error::Config(format!(
+                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand)"
+                        )));
+                    }
+                }
+            }
+            None => match spec {
+                "no_selectivity" => t.selective = false,
+                "temporal_only" => t.inputs = Inputs::TemporalOnly,
+                "no_history" => t.history = false,
+                "relative" => t.relative = true,
+                "no_relative" => t.relative = false,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only, no_history, relative or no_relative"
+                    )));
+                }
+            },
+        }
+        t.validate()
+            .map_err(|e| Error::Config(format!("ablation `{spec}`: {e}")))?;
+        Ok(t)
+    }
+
+    /// The name a run of this config goes by in reports: the model, then each departure
+    /// from its defaults (`mamba`, `mamba+d_state=4`, `mamba+no_selectivity`, …).
+    pub fn system_name(&self) -> String {
+        let mut name = self.model.name().to_string();
+        for (f, v) in [
+            ("d_model", self.d_model),
+            ("d_state", self.d_state),
+            ("layers", self.layers),
+            ("expand", self.expand),
+        ] {
+            if let Some(v) = v {
+                name += &format!("+{f}={v}");
+            }
+        }
+        if !self.selective {
+            name += "+no_selectivity";
+        }
+        if self.inputs == Inputs::TemporalOnly {
+            name += "+temporal_only";
+        }
+        if !self.history && self.model.is_temporal() {
+            name += "+no_history";
+        }
+        if self.loss != Loss::default() {
+            name += &format!("+loss={}", self.loss.name());
+        }
+        if self.relative != TrainConfig::default().relative {
+            name += if self.relative {
+                "+relative"
+            } else {
+                "+no_relative"
+            };
+        }
+        name
+    }
+
+    /// LR at step s (0-based): linear warm-up to `lr`, then cosine to `min_lr`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = (self.steps - self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        self.min_lr
+            + 0.5 * (self.lr - self.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
