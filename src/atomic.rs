@@ -1,6 +1,6 @@
 //! Files replaced whole or not at all: written under a hidden temporary name beside the
 //! target, flushed to disk, then renamed into place. Every file ssmkit writes outside a
-//! staged directory goes through [`write`].
+//! staged directory goes through [`write()`].
 
 use std::fs;
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The hidden per-process temporary sibling of `path`; it never meets a file of the
-/// user's, and [`crate::train::checkpoint::clean`] removes one an interrupted write left.
+/// user's, and [`crate::run::checkpoint::clean`] removes one an interrupted write left.
 pub fn temporary(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))

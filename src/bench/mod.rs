@@ -100,7 +100,7 @@ pub struct InferBench {
     pub file_bytes: usize,
 }
 
-/// Times [`Runtime::step`] (score, then fold the outcome in) of the runtime on random turns, one thread, for a freshly
+/// Times [`Runtime::step`](crate::runtime::Runtime::step) (score, then fold the outcome in) of the runtime on random turns, one thread, for a freshly
 /// initialized model of the given variant and size (latency does not depend on training),
 /// with or without turn-relative features.
 pub fn infer(

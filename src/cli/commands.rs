@@ -334,7 +334,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if resamples == 0 || permutations == 0 {
                 anyhow::bail!("--resamples and --permutations must be at least 1");
             }
-            let opts = eval::phase::EvalOptions {
+            let opts = eval::options::EvalOptions {
                 data,
                 runs,
                 out,

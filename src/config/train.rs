@@ -85,7 +85,7 @@ pub struct TrainConfig {
     /// run's model is always the best checkpoint.
     pub patience: usize,
     /// Megabytes of training users held in memory at once: a larger dataset is trained a
-    /// block of users at a time ([`stream`]).
+    /// block of users at a time ([`crate::train::stream`]).
     pub resident_mb: usize,
     /// Megabytes of validation users: a larger validation split is sampled (seeded).
     pub validation_mb: usize,

@@ -10,6 +10,7 @@ pub mod import;
 pub mod noise;
 pub mod persistence;
 pub mod poc;
+pub mod schedule;
 pub mod sim;
 pub mod tables;
 pub mod world;
@@ -29,7 +30,7 @@ use crate::error::Result;
 use crate::features::{
     Canary, FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, HardNegative, LAYOUT_VERSION,
 };
-use sim::UserSpec;
+use schedule::UserSpec;
 use tables::Tables;
 use writer::{StagedDir, TableWriter};
 

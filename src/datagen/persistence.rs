@@ -13,7 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::poc::{self, Drawn};
-use super::sim::{UserSpec, independent_labels, schedule};
+use super::schedule::{UserSpec, schedule};
+use super::sim::independent_labels;
 use super::tables::Tables;
 use crate::config::Config;
 

@@ -17,7 +17,7 @@ use rand_distr::{Bernoulli, Beta, Distribution, Exp, Poisson, StandardNormal};
 use super::calendar::{self, angle};
 use super::tables::Tables;
 use crate::config::Config;
-use crate::datagen::sim::UserSpec;
+use crate::datagen::schedule::UserSpec;
 use crate::features::{Canary, FEATURE_DIM, HopType, MAX_HOPS, feat};
 
 /// The rules of the seven patterns of the `world` preset's PoC canaries, in

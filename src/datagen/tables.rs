@@ -43,7 +43,7 @@ impl Turns {
         user: u32,
         index: u32,
         stage: u8,
-        slot: &super::sim::Slot,
+        slot: &super::schedule::Slot,
         prev_ts: Option<i64>,
     ) {
         use super::calendar::{self, angle};

@@ -4,14 +4,17 @@
 pub mod ablation;
 pub mod canary;
 pub mod dual;
+pub mod findings;
 pub mod gates;
 pub mod io;
+pub mod options;
 pub mod output;
 pub mod patterns;
 pub mod phase;
 pub mod replay;
 pub mod report;
 pub mod scoring;
+pub mod sections;
 pub mod split;
 pub mod stats;
 pub mod strata;

@@ -4,21 +4,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::canary::mean_detection;
-use super::dual::DualError;
-use super::gates::{REFERENCES, Status, cliff};
-use super::phase::{EvalOptions, EvalReport, SnrLevel};
-use super::report::{self, Block, Section, table};
+use super::findings::Curve;
+use super::findings::EvalReport;
+use super::options::EvalOptions;
+use super::report::{self, Block};
 use super::scoring::System;
-use super::split::{Case, MIN_USERS};
-use super::strata::{Stratum, crossover};
+use super::sections::sections;
+use super::split::Case;
 use crate::data::Dataset;
 use crate::datagen::writer::StagedDir;
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
-
-/// A run's training curve: (run, [(step, loss, validation DCG@10)]).
-pub type Curve = (String, Vec<(f64, f64, f64)>);
 
 /// Each run's training curve, from its `metrics.csv`.
 pub fn training_curves(runs: &[PathBuf]) -> Vec<Curve> {
@@ -48,21 +44,6 @@ fn csv_write(
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     write(&mut w).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     w.flush().map_err(|e| Error::io(path, e))
-}
-
-fn f4(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.4}")
-    } else {
-        "—".into()
-    }
-}
-
-pub fn snr_name(snr: Option<f64>) -> String {
-    match snr {
-        None => "clean".into(),
-        Some(db) => format!("{db} dB"),
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -142,7 +123,7 @@ pub fn write_report(
         w.write_record([
             "ablation", "metric", "value", "diff", "ci_low", "ci_high", "p_value",
         ])?;
-        for row in super::ablation::csv_rows(report) {
+        for row in csv_rows(report) {
             w.write_record(&row)?;
         }
         Ok(())
@@ -280,581 +261,64 @@ pub fn write_report(
     Ok(())
 }
 
-fn sections(
-    report: &EvalReport,
-    systems: &[System],
-    all: &[usize],
-    loo_idx: &[usize],
-    curves: &[Curve],
-) -> Vec<Section> {
-    let mut out = Vec::new();
-    let ts = &report.test_set;
-    let mut summary = vec![Block::Para(format!(
-        "Dataset `{}`. Primary model: **{}**. GTS: {} test cases from {} users, {} of them with history before the cut-off (every test turn with a relevant label, scored from the full history before it; split: {}); LOO: {} cases from {} users (each user's last turn, when it is a GTS case). Resampling unit: {}; several seeds of a model are resampled with the users (hierarchical bootstrap). Significance: BCa lower bound > 0 and p < 0.05.",
-        report.dataset,
-        report.primary,
-        ts.cases,
-        ts.users,
-        ts.warm_users,
-        report.split,
-        report.loo_set.cases,
-        report.loo_set.users,
-        report.unit
-    ))];
-    for (name, set) in [("GTS", ts), ("LOO", &report.loo_set)] {
-        if set.too_small() {
-            summary.push(Block::Para(format!(
-                "**Warning: the {name} split has {} users (fewer than {MIN_USERS}); its statistics describe these users, not a population.**",
-                set.users
-            )));
+/// `ablations.csv`'s rows (`ablation,metric,value,diff,ci_low,ci_high,p_value`), one per
+/// row of the seed's "Required Ablations": the input ablations at evaluation time, the
+/// primary model (also as its own `d_state=N` and `layers=L`), each retrained ablation,
+/// the sequence-length strata (`diff` against the heuristic on the same cases) and the
+/// frequency check (`diff` against the oracle). Empty fields: not measured.
+pub fn csv_rows(report: &EvalReport) -> Vec<[String; 7]> {
+    let num = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.6}")
+        } else {
+            String::new()
         }
-    }
-    if report.gates.iter().any(|g| g.status == Status::Invalid) {
-        summary.push(Block::Para("**Some gates are INVALID on this data: a reference system shows they cannot tell a good model from a bad one (see the validity matrix). The verdict cannot pass while they are.**".into()));
-    }
-    out.push(Section {
-        title: "Summary".into(),
-        blocks: summary,
-    });
-    out.extend(super::patterns::section(&report.patterns, &report.split));
-    out.push(Section {
-        title: "Phase gates".into(),
-        blocks: vec![table(
-            &[
-                "gate",
-                "phase",
-                "value",
-                "95% CI",
-                "threshold",
-                "status",
-                "note",
-            ],
-            report
-                .gates
-                .iter()
-                .map(|g| {
-                    vec![
-                        g.name.clone(),
-                        g.phase.clone(),
-                        g.value.map_or("—".into(), f4),
-                        match (g.ci_low, g.ci_high) {
-                            (Some(lo), Some(hi)) => format!("[{}, {}]", f4(lo), f4(hi)),
-                            _ => "—".into(),
-                        },
-                        g.threshold.to_string(),
-                        format!("**{}**", g.status),
-                        g.note.clone(),
-                    ]
-                })
-                .collect(),
-        )],
-    });
-    let mut header = vec!["gate", "judges quality", report.primary.as_str()];
-    header.extend(REFERENCES);
-    out.push(Section {
-        title: "Gate validity".into(),
-        blocks: vec![
-            Block::Para("Every gate computed for systems whose answer is known: the oracle (planted relevance) must pass each gate that judges model quality, random and a constant scorer must fail it, and a label memorizer (observed labels on the turns it trained on, a constant elsewhere) must fail the dual-error gate. A gate that does not is INVALID for the primary model.".into()),
-            table(
-                &header,
-                report
-                    .gates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| {
-                        let mut r = vec![
-                            g.name.clone(),
-                            if g.judges_quality { "yes".into() } else { "no".into() },
-                            format!("**{}**", g.status),
-                        ];
-                        r.extend(report.reference.iter().map(|(_, gs)| {
-                            gs.get(i).map_or("—".into(), |x| {
-                                format!("{} ({})", x.status, x.value.map_or("—".into(), f4))
-                            })
-                        }));
-                        r
-                    })
-                    .collect(),
-            ),
-        ],
-    });
-    for (split, idx) in [("GTS", all), ("LOO", loo_idx)] {
-        let mut header = vec!["system", "kind", "seeds"];
-        header.extend(METRICS);
-        out.push(Section {
-            title: format!("Metrics, {split} ({} cases)", idx.len()),
-            blocks: vec![table(
-                &header,
-                systems
-                    .iter()
-                    .map(|s| {
-                        let mut r = vec![
-                            s.name.clone(),
-                            s.kind.to_string(),
-                            s.seeds.len().to_string(),
-                        ];
-                        r.extend((0..METRICS.len()).map(|m| f4(s.mean(m, idx))));
-                        r
-                    })
-                    .collect(),
-            )],
-        });
-    }
-    let mut header = vec!["system", "run", "seed"];
-    header.extend(METRICS);
+    };
     let mut rows = Vec::new();
-    for sys in systems.iter().filter(|s| !s.seeds.is_empty()) {
-        for ((run, seed), m) in sys.runs.iter().zip(&sys.seeds).zip(&sys.per_seed) {
-            let mut r = vec![
-                sys.name.clone(),
-                format!("`{}`", run.display()),
-                seed.to_string(),
-            ];
-            r.extend(m.iter().map(|v| f4(*v)));
-            rows.push(r);
-        }
+    let mut push = |a: &str, m: &str, v: f64, d: f64, lo: f64, hi: f64, p: f64| {
+        rows.push([a.into(), m.into(), num(v), num(d), num(lo), num(hi), num(p)]);
+    };
+    for a in &report.ablations {
+        let (v, d) = (a.dcg10, a.difference);
+        push(&a.id, "dcg@10", v, d, a.ci_low, a.ci_high, a.p_value);
     }
-    out.push(Section {
-        title: "Runs (GTS)".into(),
-        blocks: vec![table(&header, rows)],
-    });
-    out.push(Section {
-        title: format!("Paired comparisons ({} − other)", report.primary),
-        blocks: vec![table(
-            &[
-                "split",
-                "metric",
-                "other",
-                &report.primary,
-                "other's",
-                "difference",
-                "BCa 95%",
-                "p",
-                "significant",
-            ],
-            report
-                .comparisons
-                .iter()
-                .map(|r| {
-                    let st = &r.stats;
-                    vec![
-                        r.split.clone(),
-                        r.metric.clone(),
-                        r.b.clone(),
-                        f4(r.mean_a),
-                        f4(r.mean_b),
-                        format!("{:+.4}", st.theta_hat),
-                        format!("[{:+.4}, {:+.4}]", st.ci_low, st.ci_high),
-                        format!(
-                            "{:.4}{}",
-                            st.p_value,
-                            if st.exact { " (exact)" } else { "" }
-                        ),
-                        if st.significant {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
-                    ]
-                })
-                .collect(),
-        )],
-    });
-    if let Some(levels) = &report.canaries {
-        let scales = report
-            .scales
-            .iter()
-            .map(|a| format!("{a:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut blocks = vec![Block::Para(format!(
-            "Probes: GTS test cases holding a canary memory, edited in one factor at the probed turn (see `src/eval/canary.rs`). A version's value is the canary candidate's log-relevance minus the mean over the turn's ordinary candidates, whose planted relevance no edit changes (this removes a listwise model's per-turn constant); a model's log-relevance is its score times the scale fitted on validation turns ({scales} for the seeds). Detection = share of probe sites where the value moves in the planted direction (ties count one half). The statistic is computed on the sites' values averaged over the seeds; its 95% interval resamples seeds and sites. The oracle applies the generator's rules to the inputs it sees."
-        ))];
-        if let Some(l) = levels.iter().find(|l| l.snr_db == Some(20.0)) {
-            let status = |r: &super::canary::CanaryResult| {
-                if r.probes == 0 {
-                    "no probe".to_string()
-                } else if r.pass {
-                    "PASS".into()
-                } else {
-                    "FAIL".into()
+    let names: Vec<&str> = report.retrained.iter().map(|r| &r.ablation[..]).collect();
+    for r in &report.retrained {
+        let mut labels = vec![r.ablation.clone()];
+        if r.ablation == "primary" {
+            // The primary model is the grid's point at its own state size and depth.
+            for own in [
+                format!("d_state={}", r.d_state),
+                format!("layers={}", r.layers),
+            ] {
+                if !names.contains(&own.as_str()) {
+                    labels.push(own);
                 }
-            };
-            blocks.push(table(
-                &[
-                    "canary",
-                    "probes",
-                    "detection",
-                    "statistic",
-                    "95% CI",
-                    "threshold",
-                    "status",
-                    "oracle",
-                    "random",
-                    "constant",
-                ],
-                l.model
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        let refer = |v: &[super::canary::CanaryResult]| {
-                            v.get(i).map_or("—".into(), |r| {
-                                format!("{} ({})", status(r), f4(r.statistic))
-                            })
-                        };
-                        vec![
-                            m.canary.to_string(),
-                            m.probes.to_string(),
-                            f4(m.detection),
-                            f4(m.statistic),
-                            format!("[{}, {}]", f4(m.ci_low), f4(m.ci_high)),
-                            f4(m.threshold),
-                            format!("**{}**", status(m)),
-                            refer(&l.oracle),
-                            refer(&l.random),
-                            refer(&l.constant),
-                        ]
-                    })
-                    .collect(),
-            ));
+            }
         }
-        out.push(Section {
-            title: "Canary suite at 20 dB".into(),
-            blocks,
-        });
-        if report.poc.iter().any(|p| p.cases > 0) {
-            out.push(Section {
-                title: "Proof-of-concept patterns".into(),
-                blocks: vec![
-                    Block::Para("The seed's seven pointwise patterns (planted on `canaries.poc_share` of the turns): HR@5 of the primary model on the test cases each pattern shaped, PASS above 0.5 as in the seed's table. Compare with the random column: with many relevant candidates per turn, 0.5 is below chance, so this table is for comparison with the seed's, not a verdict.".into()),
-                    table(
-                        &["pattern", "cases", "HR@5", "random HR@5", "oracle HR@5", "status"],
-                        report
-                            .poc
-                            .iter()
-                            .map(|p| {
-                                vec![
-                                    p.pattern.clone(),
-                                    p.cases.to_string(),
-                                    f4(p.hr5),
-                                    f4(p.random_hr5),
-                                    f4(p.oracle_hr5),
-                                    if p.cases == 0 {
-                                        "no case".into()
-                                    } else if p.pass {
-                                        "**PASS**".into()
-                                    } else {
-                                        "**FAIL**".into()
-                                    },
-                                ]
-                            })
-                            .collect(),
-                    ),
-                ],
-            });
+        for label in labels {
+            for m in &r.metrics {
+                let nan = f64::NAN;
+                let (lo, hi) = if r.ablation == "primary" {
+                    (nan, nan)
+                } else {
+                    (m.ci_low, m.ci_high)
+                };
+                push(&label, m.metric, m.value, m.difference, lo, hi, m.p_value);
+            }
         }
-        // SNR curve.
-        let x = |l: &SnrLevel| l.snr_db.unwrap_or(40.0);
-        let ticks: Vec<(f64, String)> = levels.iter().map(|l| (x(l), snr_name(l.snr_db))).collect();
-        let series = vec![
-            (
-                report.primary.clone(),
-                levels
-                    .iter()
-                    .map(|l| (x(l), mean_detection(&l.model)))
-                    .collect(),
-            ),
-            (
-                "oracle".to_string(),
-                levels
-                    .iter()
-                    .map(|l| (x(l), mean_detection(&l.oracle)))
-                    .collect(),
-            ),
-            (
-                "random".to_string(),
-                levels
-                    .iter()
-                    .map(|l| (x(l), mean_detection(&l.random)))
-                    .collect(),
-            ),
-        ];
-        let floor = levels
-            .iter()
-            .filter(|l| l.snr_db.is_some())
-            .find(|l| mean_detection(&l.model) < 0.5)
-            .map_or(
-                "below −10 dB (detection ≥ 50% at every level)".to_string(),
-                |l| snr_name(l.snr_db),
-            );
-        let mut header = vec!["level".to_string()];
-        header.extend(levels[0].model.iter().map(|r| r.canary.to_string()));
-        header.push("mean".into());
-        header.push("oracle mean".into());
-        let rows = levels
-            .iter()
-            .map(|l| {
-                let mut r = vec![snr_name(l.snr_db)];
-                r.extend(l.model.iter().map(|c| f4(c.detection)));
-                r.push(f4(mean_detection(&l.model)));
-                r.push(f4(mean_detection(&l.oracle)));
-                r
-            })
-            .collect();
-        let max_drop = cliff(
-            &levels
-                .iter()
-                .map(|l| (l.snr_db, l.model.clone()))
-                .collect::<Vec<_>>(),
-        )
-        .map_or(f64::NAN, |c| c.0);
-        out.push(Section {
-            title: "SNR curve".into(),
-            blocks: vec![
-                Block::Figure {
-                    file: "snr_curve.svg".into(),
-                    svg: report::line_chart(&series, "feature SNR", "mean canary detection", &ticks, Some((0.0, 1.0))),
-                    caption: "Mean canary detection against feature noise".into(),
-                },
-                Block::Table { header, rows },
-                Block::Para(format!(
-                    "Noise floor (first level where the mean detection falls below 50%): {floor}. Largest drop between adjacent levels above the noise floor: {:.1} points.",
-                    100.0 * max_drop
-                )),
-            ],
-        });
-    } else {
-        out.push(Section {
-            title: "Canary suite".into(),
-            blocks: vec![Block::Para("The dataset planted no canaries (its manifest has no canary parameters): no probe, no SNR curve.".into())],
-        });
     }
-    let dual_header = [
-        "canary",
-        "candidates",
-        "MSE_Obs",
-        "MSE_True",
-        "floor",
-        "skill",
-        "status",
-    ];
-    let dual_rows = |d: &[DualError]| -> Vec<Vec<String>> {
-        d.iter()
-            .map(|e| {
-                vec![
-                    e.canary.to_string(),
-                    e.n.to_string(),
-                    format!("{:.5}", e.mse_obs),
-                    format!("{:.5}", e.mse_true),
-                    format!("{:.5}", e.floor),
-                    format!("{:+.3}", e.skill),
-                    if e.pass { "PASS".into() } else { "FAIL".into() },
-                ]
-            })
-            .collect()
-    };
-    let mut blocks = vec![
-        Block::Para("Predicted relevance (a model's softmax over the turn's candidates, at its validation scale, times the mean number of relevant labels per turn) against the observed labels (MSE_Obs) and the clean relevance (MSE_True) of each canary's candidates. Labels are draws from the relevance, so even the truth misses them by the floor F = mean (label − relevance)²; a canary passes when MSE_Obs − MSE_True > F / 2 (the model did not fit the label noise) and its skill 1 − MSE_True / MSE_base > 0.1, MSE_base being the MSE_True of the canary's mean relevance (it learned the rule that moves the canary's relevance, not only which memories are the canary's; burst, a fixed level, is compared with the turns' base rate). Training turns (the gate):".into()),
-        table(&dual_header, dual_rows(&report.dual_train)),
-        Block::Para("Test turns:".into()),
-        table(&dual_header, dual_rows(&report.dual_test)),
-    ];
-    for (name, d) in &report.dual_reference {
-        blocks.push(Block::Para(format!(
-            "Reference system `{name}`, training turns:"
-        )));
-        blocks.push(table(&dual_header, dual_rows(d)));
+    for s in &report.sequence_length {
+        let name = format!("sequence_length {} sessions", s.sessions);
+        let (v, d) = (s.model_dcg10, s.difference);
+        push(&name, "dcg@10", v, d, s.ci_low, s.ci_high, s.p_value);
     }
-    out.push(Section {
-        title: "Dual-error test".into(),
-        blocks,
-    });
-    let strata_table = |primary: &str, st: &[Stratum]| -> Block {
-        table(
-            &[
-                "stratum",
-                "sessions",
-                "cases",
-                "users (warm)",
-                primary,
-                "heuristic",
-                "difference",
-                "BCa 95%",
-                "p",
-                "significant",
-            ],
-            st.iter()
-                .map(|s| {
-                    vec![
-                        s.name.clone(),
-                        s.sessions.clone(),
-                        s.cases.to_string(),
-                        format!("{} ({})", s.users, s.warm_users),
-                        f4(s.model_dcg10),
-                        f4(s.heuristic_dcg10),
-                        f4(s.difference),
-                        format!("[{}, {}]", f4(s.ci_low), f4(s.ci_high)),
-                        f4(s.p_value),
-                        if s.significant {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
-                    ]
-                })
-                .collect(),
-        )
-    };
-    let cs = &report.cold_start;
-    out.push(Section {
-        title: "Cold-start strata".into(),
-        blocks: vec![
-            strata_table(&report.primary, cs),
-            Block::Para(format!(
-                "DCG@10 by the number of sessions the user has had. Crossover (the model beats the heuristic significantly from this stratum on): {}.",
-                crossover(cs).unwrap_or_else(|| "none".into())
-            )),
-            Block::Figure {
-                file: "cold_start.svg".into(),
-                svg: report::line_chart(
-                    &[
-                        (report.primary.clone(), cs.iter().enumerate().map(|(i, s)| (i as f64, s.model_dcg10)).collect()),
-                        ("heuristic".into(), cs.iter().enumerate().map(|(i, s)| (i as f64, s.heuristic_dcg10)).collect()),
-                    ],
-                    "sessions so far",
-                    "DCG@10",
-                    &cs.iter().enumerate().map(|(i, s)| (i as f64, s.sessions.clone())).collect::<Vec<_>>(),
-                    None,
-                ),
-                caption: "DCG@10 by cold-start stratum".into(),
-            },
-        ],
-    });
-    let mut ablation_blocks = super::ablation::retrained_blocks(report);
-    ablation_blocks.extend([
-            Block::Para("Inputs removed at evaluation time from the primary model (no retraining). The sequence-length strata are above, the frequency check under Canaries; `ablations.csv` holds every row.".into()),
-            table(
-                &["ablation", "DCG@10", "full DCG@10", "difference", "BCa 95%", "p"],
-                report
-                    .ablations
-                    .iter()
-                    .map(|a| {
-                        vec![
-                            a.name.clone(),
-                            f4(a.dcg10),
-                            f4(a.full_dcg10),
-                            format!("{:+.4}", a.difference),
-                            format!("[{:+.4}, {:+.4}]", a.ci_low, a.ci_high),
-                            f4(a.p_value),
-                        ]
-                    })
-                    .collect(),
-            ),
-            Block::Figure {
-                file: "ablations.svg".into(),
-                svg: report::bar_chart(
-                    &std::iter::once(("full".to_string(), report.ablations.first().map_or(f64::NAN, |a| a.full_dcg10)))
-                        .chain(report.ablations.iter().map(|a| (a.name.split(" (").next().unwrap_or("").to_string(), a.dcg10)))
-                        .collect::<Vec<_>>(),
-                    "DCG@10 (GTS)",
-                    None,
-                ),
-                caption: "DCG@10 with inputs removed".into(),
-            },
-    ]);
-    out.push(Section {
-        title: "Ablations".into(),
-        blocks: ablation_blocks,
-    });
-    if !curves.is_empty() {
-        let series: Vec<(String, Vec<(f64, f64)>)> = curves
-            .iter()
-            .map(|(run, rows)| {
-                (
-                    run.clone(),
-                    rows.iter()
-                        .filter(|r| r.2.is_finite())
-                        .map(|r| (r.0, r.2))
-                        .collect(),
-                )
-            })
-            .collect();
-        let loss: Vec<(String, Vec<(f64, f64)>)> = curves
-            .iter()
-            .map(|(run, rows)| (run.clone(), rows.iter().map(|r| (r.0, r.1)).collect()))
-            .collect();
-        out.push(Section {
-            title: "Training curves".into(),
-            blocks: vec![
-                Block::Figure {
-                    file: "training_loss.svg".into(),
-                    svg: report::line_chart(&loss, "step", "training loss", &[], None),
-                    caption: "Training loss of the primary model's runs".into(),
-                },
-                Block::Figure {
-                    file: "training_dcg.svg".into(),
-                    svg: report::line_chart(&series, "step", "validation DCG@10", &[], None),
-                    caption: "Validation DCG@10 (model selection) of the primary model's runs"
-                        .into(),
-                },
-            ],
-        });
-    }
-    if let Some(l) = &report.latency {
-        out.push(Section {
-            title: "Latency".into(),
-            blocks: vec![Block::Para(format!(
-                "`{}`, one turn per step, batch 1, {} turns: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms.",
-                l.model, l.turns, l.p50_ms, l.p95_ms, l.p99_ms
-            ))],
-        });
-    }
-    out.push(Section {
-        title: "Sequence-length strata".into(),
-        blocks: vec![
-            Block::Para(
-                "DCG@10 of the test cases by the user's number of sessions in the whole dataset."
-                    .into(),
-            ),
-            strata_table(&report.primary, &report.sequence_length),
-        ],
-    });
     if let Some((m, o)) = &report.frequency {
-        out.push(Section {
-            title: "Frequency response".into(),
-            blocks: vec![
-                Block::Para(format!(
-                    "The temporal-cycle memories' log-relevance as the probed turn sweeps one week ({} probe sites, 12 points a day, each site centred, then averaged), and the share of the curve's spectral power (DC excluded) at the weekly and the daily period. The planted cycle is weekly, peaking at noon of the manifest's `temporal_cycle.weekday`.",
-                    m.sites
-                )),
-                table(
-                    &["system", "weekly share", "daily share", "peak (days from Monday 00:00)"],
-                    vec![
-                        vec![report.primary.clone(), f4(m.weekly_share), f4(m.daily_share), format!("{:.2}", m.peak_day)],
-                        vec!["oracle".into(), f4(o.weekly_share), f4(o.daily_share), format!("{:.2}", o.peak_day)],
-                    ],
-                ),
-                Block::Figure {
-                    file: "frequency_response.svg".into(),
-                    svg: report::line_chart(
-                        &[(report.primary.clone(), m.curve.clone()), ("oracle".into(), o.curve.clone())],
-                        "day of the week (0 = Monday 00:00)",
-                        "centred log-relevance",
-                        &(0..=7).map(|d| (d as f64, d.to_string())).collect::<Vec<_>>(),
-                        None,
-                    ),
-                    caption: "Response of the temporal-cycle memories' log-relevance to the time of the week".into(),
-                },
-            ],
-        });
+        let nan = f64::NAN;
+        let weekly = m.weekly_share - o.weekly_share;
+        push("fft", "weekly_share", m.weekly_share, weekly, nan, nan, nan);
+        let daily = m.daily_share - o.daily_share;
+        push("fft", "daily_share", m.daily_share, daily, nan, nan, nan);
     }
-    if systems.iter().any(|s| s.name.contains('@')) {
-        out.push(Section {
-            title: "TSTR".into(),
-            blocks: vec![Block::Para(
-                "Systems named `model@sha` were trained on another dataset (the first characters of its candidates SHA-256) and are evaluated on this dataset's own test split (train on synthetic, test on real when this dataset is real); systems without a suffix were trained on this dataset. Their metrics and paired comparisons are in the tables above.".into(),
-            )],
-        });
-    }
-    out
+    rows
 }

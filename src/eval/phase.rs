@@ -12,25 +12,25 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
 use super::Unit;
-use super::ablation::{Ablation, Retrained, input_ablations, retrained_rows};
+use super::ablation::{input_ablations, retrained_rows};
 use super::canary::{
-    CanaryResult, ConstantProbe, FrequencyResponse, ModelProbe, OracleProbe, ProbeScorer, Probes,
-    RandomProbe, SNR_LEVELS, SiteValues, fit_scale, frequency_response, judge, site_values,
-    softmax_relevance,
+    CanaryResult, ConstantProbe, ModelProbe, OracleProbe, ProbeScorer, Probes, RandomProbe,
+    SNR_LEVELS, SiteValues, fit_scale, frequency_response, judge, site_values, softmax_relevance,
 };
 use super::dual::{self, DualError, base_rate};
+use super::findings::{EvalReport, Latency, SnrLevel};
 use super::gates::{self, Against, Evidence, Gate};
+use super::options::{COMPARED, EvalOptions};
 use super::output::{training_curves, write_report};
-use super::patterns::{self, PatternRow, PocPattern};
+use super::patterns::{self};
 use super::scoring::{
     System, canary_turns, labelled_turns, mean_relevant, model_scores, quantile_ms, step_latency,
 };
 use super::split::{Case, TestSet, labels_of, test_cases};
-use super::stats::{CompareOptions, Comparison, compare_seeds};
-use super::strata::{COLD_START, SEQUENCE_LENGTH, Stratum, strata_of};
+use super::stats::{ComparisonRow, compare_seeds};
+use super::strata::{COLD_START, SEQUENCE_LENGTH, strata_of};
 use crate::canary::Rules;
 use crate::data::{Dataset, DatasetReader};
 use crate::error::{Error, Result};
@@ -39,103 +39,6 @@ use crate::model::baselines::{self, Baseline};
 use crate::model::rules::{self as history, HistoryRule};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
 use crate::run::{dataset_fingerprint, load_run, read_run_state};
-
-/// Metrics compared between systems with the paired statistics.
-pub const COMPARED: [&str; 4] = ["dcg@10", "hr@10", "hr@5", "mrr@10"];
-
-#[derive(Clone, Debug)]
-pub struct EvalOptions {
-    pub data: PathBuf,
-    pub runs: Vec<PathBuf>,
-    /// The report directory (`reports/<name>`).
-    pub out: PathBuf,
-    pub force: bool,
-    /// The model the gates judge (default: mamba if evaluated, else the first temporal
-    /// variant, else the first run's).
-    pub primary: Option<Variant>,
-    /// The primary system by its exact name (`mamba+no_history`), when the runs' own
-    /// config says which one it is (`ssmkit run`); it takes precedence over `primary`.
-    pub primary_system: Option<String>,
-    pub unit: Unit,
-    pub compare: CompareOptions,
-    /// Users whose turns are replayed one step at a time to measure latency.
-    pub latency_users: usize,
-    /// Probe sites per canary.
-    pub probes_per_canary: usize,
-    /// Evaluate runs trained on other datasets on this one (TSTR): its own 90th-percentile
-    /// split, runs grouped by the dataset they were trained on.
-    pub transfer: bool,
-    pub quiet: bool,
-    /// Megabytes of users to hold: a larger dataset is evaluated on a seeded sample of its
-    /// users with a test turn, and the report says how many.
-    pub resident_mb: usize,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ComparisonRow {
-    pub split: String,
-    pub metric: String,
-    pub a: String,
-    pub b: String,
-    pub mean_a: f64,
-    pub mean_b: f64,
-    #[serde(flatten)]
-    pub stats: Comparison,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Latency {
-    pub model: String,
-    pub turns: usize,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct EvalReport {
-    pub dataset: String,
-    pub primary: String,
-    pub n_gts: usize,
-    pub n_loo: usize,
-    /// Cases, users and warm users of the GTS split and of its LOO subset.
-    pub test_set: TestSet,
-    pub loo_set: TestSet,
-    pub unit: String,
-    pub gates: Vec<Gate>,
-    /// The same gates computed for each reference system, in [`gates::REFERENCES`] order.
-    pub reference: Vec<(String, Vec<Gate>)>,
-    /// Score scale of each of the primary model's seeds, fitted on validation turns.
-    pub scales: Vec<f64>,
-    pub comparisons: Vec<ComparisonRow>,
-    pub latency: Option<Latency>,
-    /// Canary detection by SNR level (`None`: the dataset planted no canaries).
-    pub canaries: Option<Vec<SnrLevel>>,
-    pub dual_train: Vec<DualError>,
-    pub dual_test: Vec<DualError>,
-    /// The dual-error test of each reference system on the training turns.
-    pub dual_reference: Vec<(String, Vec<DualError>)>,
-    pub cold_start: Vec<Stratum>,
-    pub sequence_length: Vec<Stratum>,
-    /// The primary model's (first seed) and the oracle's response to the time of the week.
-    pub frequency: Option<(FrequencyResponse, FrequencyResponse)>,
-    /// The seed's seven proof-of-concept patterns.
-    pub poc: Vec<PocPattern>,
-    /// How the test split was made.
-    pub split: String,
-    /// The PoC's metrics on every held-out query, per turn name ([`super::patterns`]).
-    pub patterns: Vec<PatternRow>,
-    pub ablations: Vec<Ablation>,
-    /// The primary model and its retrained ablations (the seed's grid).
-    pub retrained: Vec<Retrained>,
-    pub out: PathBuf,
-}
-
-impl EvalReport {
-    pub fn all_passed(&self) -> bool {
-        self.gates.iter().all(Gate::passed)
-    }
-}
 
 /// Runs the evaluation and writes the report directory.
 pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
@@ -523,7 +426,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
             let mut levels = Vec::new();
             for &snr in &SNR_LEVELS {
                 if !opts.quiet {
-                    eprintln!("canary probes at {}", super::output::snr_name(snr));
+                    eprintln!("canary probes at {}", super::sections::snr_name(snr));
                 }
                 let model_probes = ModelProbe::seeds(&models, &scales, &data, &device);
                 let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
@@ -810,16 +713,4 @@ fn primary_transfer(systems: &[System], primary: &str) -> Option<(String, f64)> 
     let m = metric_index("dcg@10");
     let all: Vec<usize> = (0..here.cases.len()).collect();
     Some((there.name.clone(), there.mean(m, &all) / here.mean(m, &all)))
-}
-
-/// Canary results at one SNR: the primary model (its seeds together) and the reference
-/// systems.
-#[derive(Clone, Debug, Serialize)]
-pub struct SnrLevel {
-    /// `None`: the clean features.
-    pub snr_db: Option<f64>,
-    pub model: Vec<CanaryResult>,
-    pub oracle: Vec<CanaryResult>,
-    pub random: Vec<CanaryResult>,
-    pub constant: Vec<CanaryResult>,
 }

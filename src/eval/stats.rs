@@ -531,6 +531,19 @@ pub fn compare_seeds(
     out
 }
 
+/// One paired comparison as the report lists it: which split, metric and systems.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComparisonRow {
+    pub split: String,
+    pub metric: String,
+    pub a: String,
+    pub b: String,
+    pub mean_a: f64,
+    pub mean_b: f64,
+    #[serde(flatten)]
+    pub stats: Comparison,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

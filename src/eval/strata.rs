@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::Unit;
-use super::phase::EvalOptions;
+use super::options::EvalOptions;
 use super::scoring::System;
 use super::split::{Case, TestSet};
 use super::stats::compare;
