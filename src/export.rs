@@ -30,6 +30,10 @@ use burn::prelude::*;
 use serde::Serialize;
 use ssmkit_format::meta::digest_of;
 pub use ssmkit_format::meta::metadata;
+use ssmkit_format::names::{
+    BIAS, NORM_F, QWEIGHT, QWEIGHT2, SCALE, WEIGHT, join, mamba, mixer, norm, path, s4d, scorer,
+    xattn,
+};
 pub use ssmkit_format::quant::Quant;
 use ssmkit_format::quant::{ScaleAxis, quantize_int8, quantize_ternary};
 use ssmkit_format::simd::transpose;
@@ -74,34 +78,34 @@ impl Collector {
     fn linear(&mut self, name: &str, l: &Linear, quantizable: bool) {
         let (s, w) = vals(&l.weight);
         self.put(
-            format!("{name}.weight"),
+            join(name, WEIGHT),
             vec![s[1], s[0]],
             transpose(&w, s[0], s[1]),
             quantizable,
         );
         if let Some(b) = &l.bias {
             let (s, v) = vals(b);
-            self.put(format!("{name}.bias"), s, v, false);
+            self.put(join(name, BIAS), s, v, false);
         }
     }
 
     fn rms(&mut self, name: &str, n: &RmsNorm) {
         let (s, v) = vals(&n.gamma);
-        self.put(format!("{name}.weight"), s, v, false);
+        self.put(join(name, WEIGHT), s, v, false);
     }
 
     fn layer_norm(&mut self, name: &str, n: &LayerNorm) {
         let (s, v) = vals(&n.gamma);
-        self.put(format!("{name}.weight"), s, v, false);
+        self.put(join(name, WEIGHT), s, v, false);
         if let Some(b) = &n.beta {
             let (s, v) = vals(b);
-            self.put(format!("{name}.bias"), s, v, false);
+            self.put(join(name, BIAS), s, v, false);
         }
     }
 
     fn embedding(&mut self, name: &str, e: &Embedding) {
         let (s, v) = vals(&e.weight);
-        self.put(format!("{name}.weight"), s, v, true);
+        self.put(join(name, WEIGHT), s, v, true);
         self.0.last_mut().expect("just put").axis = ScaleAxis::Column;
     }
 
@@ -111,36 +115,36 @@ impl Collector {
     }
 
     fn mamba(&mut self, i: usize, b: &MambaBlock) {
-        let m = format!("layers.{i}.mixer");
-        self.rms(&format!("layers.{i}.norm"), &b.norm);
-        self.linear(&format!("{m}.in_proj"), &b.in_proj, true);
-        self.param(format!("{m}.conv1d.weight"), &b.conv1d.weight);
+        let m = mixer(i);
+        self.rms(&norm(i), &b.norm);
+        self.linear(&join(&m, mamba::IN_PROJ), &b.in_proj, true);
+        self.param(join(&join(&m, mamba::CONV1D), WEIGHT), &b.conv1d.weight);
         if let Some(bias) = &b.conv1d.bias {
-            self.param(format!("{m}.conv1d.bias"), bias);
+            self.param(join(&join(&m, mamba::CONV1D), BIAS), bias);
         }
-        self.linear(&format!("{m}.x_proj"), &b.x_proj, true);
-        self.linear(&format!("{m}.dt_proj"), &b.dt_proj, false);
-        self.param(format!("{m}.A_log"), &b.a_log);
-        self.param(format!("{m}.D"), &b.d);
-        self.linear(&format!("{m}.out_proj"), &b.out_proj, true);
+        self.linear(&join(&m, mamba::X_PROJ), &b.x_proj, true);
+        self.linear(&join(&m, mamba::DT_PROJ), &b.dt_proj, false);
+        self.param(join(&m, mamba::A_LOG), &b.a_log);
+        self.param(join(&m, mamba::D), &b.d);
+        self.linear(&join(&m, mamba::OUT_PROJ), &b.out_proj, true);
     }
 
     fn s4d(&mut self, norm: &str, m: &str, b: &S4dBlock) {
         self.layer_norm(norm, &b.norm);
-        self.param(format!("{m}.log_dt"), &b.log_dt);
-        self.param(format!("{m}.log_A_real"), &b.log_a_real);
-        self.param(format!("{m}.A_imag"), &b.a_imag);
-        self.param(format!("{m}.C_re"), &b.c_re);
-        self.param(format!("{m}.C_im"), &b.c_im);
-        self.param(format!("{m}.D"), &b.d);
+        self.param(join(m, s4d::LOG_DT), &b.log_dt);
+        self.param(join(m, s4d::LOG_A_REAL), &b.log_a_real);
+        self.param(join(m, s4d::A_IMAG), &b.a_imag);
+        self.param(join(m, s4d::C_RE), &b.c_re);
+        self.param(join(m, s4d::C_IM), &b.c_im);
+        self.param(join(m, s4d::D), &b.d);
         let (s, w) = vals(&b.out_weight);
         self.put(
-            format!("{m}.out_proj.weight"),
+            join(&join(m, s4d::OUT_PROJ), WEIGHT),
             vec![s[1], s[0]],
             transpose(&w, s[0], s[1]),
             false,
         );
-        self.param(format!("{m}.out_proj.bias"), &b.out_bias);
+        self.param(join(&join(m, s4d::OUT_PROJ), BIAS), &b.out_bias);
     }
 }
 
@@ -151,37 +155,37 @@ pub fn named_tensors(model: &Scorer) -> Vec<Named> {
         c.mamba(i, b);
     }
     for (i, b) in model.s4d.iter().enumerate() {
-        c.s4d(&format!("layers.{i}.norm"), &format!("layers.{i}.mixer"), b);
+        c.s4d(&norm(i), &mixer(i), b);
     }
     if let Some(n) = &model.norm {
-        c.rms("norm_f", n);
+        c.rms(NORM_F, n);
     }
-    c.embedding("scorer.memory_emb", &model.memory_emb);
-    c.embedding("scorer.entity_emb", &model.entity_emb);
+    c.embedding(scorer::MEMORY_EMB, &model.memory_emb);
+    c.embedding(scorer::ENTITY_EMB, &model.entity_emb);
     for (name, l) in [
-        ("scorer.cand_enc", &model.cand_enc),
-        ("scorer.turn_in", &model.turn_in),
-        ("scorer.query_proj", &model.query_proj),
-        ("scorer.mlp.fc1", &model.mlp_in),
-        ("scorer.mlp.fc2", &model.mlp_out),
+        (scorer::CAND_ENC, &model.cand_enc),
+        (scorer::TURN_IN, &model.turn_in),
+        (scorer::QUERY_PROJ, &model.query_proj),
+        (scorer::MLP_FC1, &model.mlp_in),
+        (scorer::MLP_FC2, &model.mlp_out),
     ] {
         if let Some(l) = l {
             c.linear(name, l, true);
         }
     }
     if let Some(p) = &model.path {
-        c.linear("path.hop_in", &p.hop_in, true);
-        c.s4d("path.s4d.norm", "path.s4d.mixer", &p.s4d);
-        c.linear("path.out", &p.out, true);
-        c.param("path.gate".into(), &p.gate);
+        c.linear(path::HOP_IN, &p.hop_in, true);
+        c.s4d(path::S4D_NORM, path::S4D_MIXER, &p.s4d);
+        c.linear(path::OUT, &p.out, true);
+        c.param(path::GATE.into(), &p.gate);
     }
     if let Some(x) = &model.xattn {
-        c.linear("xattn.q_proj", &x.q_proj, true);
-        c.linear("xattn.k_proj", &x.k_proj, true);
-        c.layer_norm("xattn.q_norm", &x.q_norm);
-        c.layer_norm("xattn.k_norm", &x.k_norm);
-        c.linear("xattn.gate", &x.gate, true);
-        c.linear("xattn.value", &x.value, true);
+        c.linear(xattn::Q_PROJ, &x.q_proj, true);
+        c.linear(xattn::K_PROJ, &x.k_proj, true);
+        c.layer_norm(xattn::Q_NORM, &x.q_norm);
+        c.layer_norm(xattn::K_NORM, &x.k_norm);
+        c.linear(xattn::GATE, &x.gate, true);
+        c.linear(xattn::VALUE, &x.value, true);
     }
     c.0
 }
@@ -231,7 +235,7 @@ pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
                 let (q, s) = quantize_int8(&t.data, rows, cols, t.axis);
                 (
                     (
-                        "qweight",
+                        QWEIGHT,
                         Stored {
                             dtype: safetensors::Dtype::I8,
                             shape: vec![rows, cols],
@@ -245,7 +249,7 @@ pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
                 let (q, s) = quantize_ternary(&t.data, rows, cols, t.axis);
                 (
                     (
-                        "qweight2",
+                        QWEIGHT2,
                         Stored {
                             dtype: safetensors::Dtype::U8,
                             shape: vec![rows, cols.div_ceil(4)],
@@ -261,9 +265,9 @@ pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
             .strip_suffix(".weight")
             .unwrap_or(&t.name)
             .to_string();
-        out.insert(format!("{base}.{}", codes.0), codes.1);
+        out.insert(join(&base, codes.0), codes.1);
         out.insert(
-            format!("{base}.scale"),
+            join(&base, SCALE),
             Stored {
                 dtype: safetensors::Dtype::F16,
                 shape: vec![scales.len()],

@@ -31,6 +31,7 @@ use ssmkit_format::features::{CONTEXT_DIM, FEATURE_DIM, HOP_DIM, MAX_HOPS, feat}
 use ssmkit_format::history::Table;
 use ssmkit_format::meta::{Metadata, digest_of};
 use ssmkit_format::model::{Inputs, ModelConfig, Variant};
+use ssmkit_format::names::{BIAS, NORM_F, WEIGHT, join, mamba, mixer, norm, path, scorer, xattn};
 use ssmkit_format::quant::ScaleAxis;
 use ssmkit_format::relative::RELATIVE_DIM;
 use ssmkit_format::simd::{dot, transpose};
@@ -155,9 +156,9 @@ impl Runtime {
         let h = c.d_model;
         let temporal = c.variant.is_temporal();
         let (mem_rows, mem_cols, memory_emb) =
-            l.matrix("scorer.memory_emb", c.d_slot, ScaleAxis::Column)?;
+            l.matrix(scorer::MEMORY_EMB, c.d_slot, ScaleAxis::Column)?;
         let (ent_rows, ent_cols, entity_emb) =
-            l.matrix("scorer.entity_emb", c.d_slot, ScaleAxis::Column)?;
+            l.matrix(scorer::ENTITY_EMB, c.d_slot, ScaleAxis::Column)?;
         if mem_cols != c.d_slot
             || ent_cols != c.d_slot
             || mem_rows != c.memory_slots.max(1)
@@ -169,33 +170,31 @@ impl Runtime {
         let mut s4d = Vec::new();
         let layers = if temporal { c.layers } else { 0 };
         for i in 0..layers {
-            let m = format!("layers.{i}.mixer");
+            let m = mixer(i);
             match c.variant {
-                Variant::S4d => {
-                    s4d.push(l.s4d(&format!("layers.{i}.norm"), &m, h, (c.d_state / 2).max(1))?)
-                }
+                Variant::S4d => s4d.push(l.s4d(&norm(i), &m, h, (c.d_state / 2).max(1))?),
                 _ => {
                     let e = c.expand * h;
                     let n = c.d_state;
                     let r = h.div_ceil(16);
                     let k = c.d_conv;
-                    let (ws, conv_w) = l.f32s(&format!("{m}.conv1d.weight"))?;
+                    let (ws, conv_w) = l.f32s(&join(&join(&m, mamba::CONV1D), WEIGHT))?;
                     if ws != [e, 1, k] {
                         return Err(bad(format!(
                             "`{m}.conv1d.weight` is {ws:?}, expected [{e}, 1, {k}]"
                         )));
                     }
-                    let a_log = l.vector(&format!("{m}.A_log"), e * n)?;
+                    let a_log = l.vector(&join(&m, mamba::A_LOG), e * n)?;
                     mamba.push(Mamba {
-                        norm: l.vector(&format!("layers.{i}.norm.weight"), h)?,
-                        in_proj: l.dense(&format!("{m}.in_proj"), h, 2 * e)?,
+                        norm: l.vector(&join(&norm(i), WEIGHT), h)?,
+                        in_proj: l.dense(&join(&m, mamba::IN_PROJ), h, 2 * e)?,
                         conv_w,
-                        conv_b: l.vector(&format!("{m}.conv1d.bias"), e)?,
-                        x_proj: l.dense(&format!("{m}.x_proj"), e, r + 2 * n)?,
-                        dt_proj: l.dense(&format!("{m}.dt_proj"), r, e)?,
+                        conv_b: l.vector(&join(&join(&m, mamba::CONV1D), BIAS), e)?,
+                        x_proj: l.dense(&join(&m, mamba::X_PROJ), e, r + 2 * n)?,
+                        dt_proj: l.dense(&join(&m, mamba::DT_PROJ), r, e)?,
                         a: a_log.iter().map(|v| -v.exp()).collect(),
-                        d: l.vector(&format!("{m}.D"), e)?,
-                        out_proj: l.dense(&format!("{m}.out_proj"), e, h)?,
+                        d: l.vector(&join(&m, mamba::D), e)?,
+                        out_proj: l.dense(&join(&m, mamba::OUT_PROJ), e, h)?,
                         e,
                         n,
                         r,
@@ -209,16 +208,16 @@ impl Runtime {
             None
         } else {
             Some((
-                l.dense("scorer.mlp.fc1", c.pointwise_in(), c.mlp_hidden)?,
-                l.dense("scorer.mlp.fc2", c.mlp_hidden, 1)?,
+                l.dense(scorer::MLP_FC1, c.pointwise_in(), c.mlp_hidden)?,
+                l.dense(scorer::MLP_FC2, c.mlp_hidden, 1)?,
             ))
         };
         let path_enc = if c.variant == Variant::Dual {
-            let gate = l.vector("path.gate", 1)?;
+            let gate = l.vector(path::GATE, 1)?;
             Some(PathEncoder {
-                hop_in: l.dense("path.hop_in", HOP_DIM, c.path_channels)?,
-                s4d: l.s4d("path.s4d.norm", "path.s4d.mixer", c.path_channels, 4)?,
-                out: l.dense("path.out", c.path_channels, 1)?,
+                hop_in: l.dense(path::HOP_IN, HOP_DIM, c.path_channels)?,
+                s4d: l.s4d(path::S4D_NORM, path::S4D_MIXER, c.path_channels, 4)?,
+                out: l.dense(path::OUT, c.path_channels, 1)?,
                 gate: gate[0],
             })
         } else {
@@ -227,12 +226,12 @@ impl Runtime {
         let xattn = if c.variant == Variant::Xattn {
             let side = c.xattn_side();
             Some(Xattn {
-                q_proj: l.dense("xattn.q_proj", c.content_dim + c.d_slot, c.d_attn)?,
-                k_proj: l.dense("xattn.k_proj", c.content_dim + side, c.d_attn)?,
-                q_norm: l.layer_norm("xattn.q_norm", c.d_attn)?,
-                k_norm: l.layer_norm("xattn.k_norm", c.d_attn)?,
-                gate: l.dense("xattn.gate", side + c.d_slot, 1)?,
-                value: l.dense("xattn.value", side + c.d_slot, 1)?,
+                q_proj: l.dense(xattn::Q_PROJ, c.content_dim + c.d_slot, c.d_attn)?,
+                k_proj: l.dense(xattn::K_PROJ, c.content_dim + side, c.d_attn)?,
+                q_norm: l.layer_norm(xattn::Q_NORM, c.d_attn)?,
+                k_norm: l.layer_norm(xattn::K_NORM, c.d_attn)?,
+                gate: l.dense(xattn::GATE, side + c.d_slot, 1)?,
+                value: l.dense(xattn::VALUE, side + c.d_slot, 1)?,
             })
         } else {
             None
@@ -244,15 +243,17 @@ impl Runtime {
             entity_emb,
             cand_enc_t: None,
             cand_enc: temporal
-                .then(|| l.dense("scorer.cand_enc", c.cand_in(), h))
+                .then(|| l.dense(scorer::CAND_ENC, c.cand_in(), h))
                 .transpose()?,
             turn_in: temporal
-                .then(|| l.dense("scorer.turn_in", c.turn_in(), h))
+                .then(|| l.dense(scorer::TURN_IN, c.turn_in(), h))
                 .transpose()?,
             query_proj: temporal
-                .then(|| l.dense("scorer.query_proj", c.query_in(), h))
+                .then(|| l.dense(scorer::QUERY_PROJ, c.query_in(), h))
                 .transpose()?,
-            norm_f: temporal.then(|| l.vector("norm_f.weight", h)).transpose()?,
+            norm_f: temporal
+                .then(|| l.vector(&join(NORM_F, WEIGHT), h))
+                .transpose()?,
             mamba,
             s4d,
             mlp,

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::layers::{Dense, LayerNorm, S4d};
 use crate::{Error, Result};
+use ssmkit_format::names::{BIAS, QWEIGHT, QWEIGHT2, SCALE, WEIGHT, join, s4d};
 use ssmkit_format::quant::{ScaleAxis, unpack_ternary};
 use ssmkit_format::simd::transpose;
 
@@ -57,8 +58,8 @@ impl Loader<'_> {
         cols: usize,
         axis: ScaleAxis,
     ) -> Result<(usize, usize, Vec<f32>)> {
-        if self.has(&format!("{base}.weight")) {
-            let (s, v) = self.f32s(&format!("{base}.weight"))?;
+        if self.has(&join(base, WEIGHT)) {
+            let (s, v) = self.f32s(&join(base, WEIGHT))?;
             if s.len() != 2 {
                 return Err(self.err(format!(
                     "`{base}.weight` has shape {s:?}, expected 2 dimensions"
@@ -66,15 +67,15 @@ impl Loader<'_> {
             }
             return Ok((s[0], s[1], v));
         }
-        let (_, scale) = self.f32s(&format!("{base}.scale"))?;
-        let (rows, codes) = if self.has(&format!("{base}.qweight")) {
-            let (s, dtype, data) = self.raw(&format!("{base}.qweight"))?;
+        let (_, scale) = self.f32s(&join(base, SCALE))?;
+        let (rows, codes) = if self.has(&join(base, QWEIGHT)) {
+            let (s, dtype, data) = self.raw(&join(base, QWEIGHT))?;
             if dtype != safetensors::Dtype::I8 || s.len() != 2 || s[1] != cols {
                 return Err(self.err(format!("`{base}.qweight` is not I8 [rows, {cols}]")));
             }
             (s[0], data.iter().map(|&q| q as i8).collect::<Vec<i8>>())
         } else {
-            let (s, dtype, data) = self.raw(&format!("{base}.qweight2"))?;
+            let (s, dtype, data) = self.raw(&join(base, QWEIGHT2))?;
             if dtype != safetensors::Dtype::U8 || s.len() != 2 || s[1] != cols.div_ceil(4) {
                 return Err(self.err(format!(
                     "`{base}.qweight2` is not U8 [rows, {}] (four 2-bit codes per byte)",
@@ -120,8 +121,8 @@ impl Loader<'_> {
             )));
         }
         let wt = transpose(&w, d_out, d_in);
-        let b = if self.has(&format!("{base}.bias")) {
-            Some(self.vector(&format!("{base}.bias"), d_out)?)
+        let b = if self.has(&join(base, BIAS)) {
+            Some(self.vector(&join(base, BIAS), d_out)?)
         } else {
             None
         };
@@ -140,9 +141,9 @@ impl Loader<'_> {
 
     pub(super) fn layer_norm(&self, base: &str, len: usize) -> Result<LayerNorm> {
         Ok(LayerNorm {
-            gamma: self.vector(&format!("{base}.weight"), len)?,
-            beta: if self.has(&format!("{base}.bias")) {
-                Some(self.vector(&format!("{base}.bias"), len)?)
+            gamma: self.vector(&join(base, WEIGHT), len)?,
+            beta: if self.has(&join(base, BIAS)) {
+                Some(self.vector(&join(base, BIAS), len)?)
             } else {
                 None
             },
@@ -150,11 +151,11 @@ impl Loader<'_> {
     }
 
     pub(super) fn s4d(&self, norm: &str, m: &str, h: usize, modes: usize) -> Result<S4d> {
-        let log_dt = self.vector(&format!("{m}.log_dt"), h)?;
-        let log_a_real = self.vector(&format!("{m}.log_A_real"), h * modes)?;
-        let a_imag = self.vector(&format!("{m}.A_imag"), h * modes)?;
-        let c_re = self.vector(&format!("{m}.C_re"), h * modes)?;
-        let c_im = self.vector(&format!("{m}.C_im"), h * modes)?;
+        let log_dt = self.vector(&join(m, s4d::LOG_DT), h)?;
+        let log_a_real = self.vector(&join(m, s4d::LOG_A_REAL), h * modes)?;
+        let a_imag = self.vector(&join(m, s4d::A_IMAG), h * modes)?;
+        let c_re = self.vector(&join(m, s4d::C_RE), h * modes)?;
+        let c_im = self.vector(&join(m, s4d::C_IM), h * modes)?;
         // ZOH, as S4dBlock::discretize.
         let n = h * modes;
         let (mut ar, mut ai, mut cr, mut ci) =
@@ -179,8 +180,8 @@ impl Loader<'_> {
             a_im: ai,
             c_re: cr,
             c_im: ci,
-            d: self.vector(&format!("{m}.D"), h)?,
-            out: self.dense(&format!("{m}.out_proj"), h, h)?,
+            d: self.vector(&join(m, s4d::D), h)?,
+            out: self.dense(&join(m, s4d::OUT_PROJ), h, h)?,
             h,
             m: modes,
         })
