@@ -1,6 +1,7 @@
 //! The source's dependencies run one way. Each top-level module of `src/` may use only the
-//! modules before it in [`LAYERS`], and the files inside one module import each other
-//! without a cycle. The contract crates (`features`, `history`, `relative`, `runtime`, all
+//! modules before it in [`LAYERS`], and the second-level modules inside one module import
+//! each other without a cycle. Files in a second-level module's own directory
+//! (`eval/canary/probe.rs`) extend it and count as it. The contract crates (`features`, `history`, `relative`, `runtime`, all
 //! re-exported from `ssmkit-format` and `ssmkit-runtime`) sit under every layer.
 
 use std::collections::{BTreeMap, BTreeSet};

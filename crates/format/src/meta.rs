@@ -64,7 +64,7 @@ pub fn metadata(
     let meta = [
         (key::FORMAT_VERSION.to_string(), FORMAT_VERSION.to_string()),
         (
-            "model_config".into(),
+            key::MODEL_CONFIG.into(),
             serde_json::to_string(cfg).expect("json"),
         ),
         (key::FEATURE_LAYOUT.into(), layout.to_string()),
@@ -99,8 +99,9 @@ pub struct Metadata {
     pub model_config: ModelConfig,
     /// The quantization scheme's name (`f32`, `int8`, `ternary`).
     pub quantization: String,
-    /// The recorded digest of the tensors ([`digest_of`]), for the loader to compare.
-    pub tensors_sha256: String,
+    /// The recorded digest of the tensors ([`digest_of`]), if any: a loader compares it
+    /// with the tensors it read ([`Metadata::tensors_sha256`]).
+    recorded_tensors_sha256: Option<String>,
 }
 
 impl Metadata {
@@ -148,7 +149,17 @@ impl Metadata {
         Ok(Metadata {
             model_config: config,
             quantization: quant["name"].as_str().unwrap_or("?").to_string(),
-            tensors_sha256: get(key::TENSORS_SHA256)?.clone(),
+            recorded_tensors_sha256: meta.get(key::TENSORS_SHA256).cloned(),
+        })
+    }
+
+    /// The tensors' recorded digest; the error says the key is missing.
+    pub fn tensors_sha256(&self) -> Result<&str, String> {
+        self.recorded_tensors_sha256.as_deref().ok_or_else(|| {
+            format!(
+                "__metadata__ has no `{}`: not an ssmkit export",
+                key::TENSORS_SHA256
+            )
         })
     }
 }

@@ -131,7 +131,7 @@ impl Runtime {
             .clone()
             .ok_or_else(|| bad("no __metadata__: not an ssmkit export".into()))?;
         let meta = Metadata::read(&meta).map_err(bad)?;
-        let config = meta.model_config;
+        let config = meta.model_config.clone();
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
         // The recorded digest catches any changed byte in the tensors.
@@ -142,7 +142,7 @@ impl Runtime {
                 .iter()
                 .map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())),
         );
-        if digest != meta.tensors_sha256 {
+        if digest != meta.tensors_sha256().map_err(bad)? {
             return Err(bad(
                 "tensor data does not match its recorded SHA-256: the file is damaged".into(),
             ));
