@@ -5,6 +5,7 @@ pub mod ablation;
 pub mod canary;
 pub mod dual;
 pub mod findings;
+pub mod full;
 pub mod gates;
 pub mod io;
 pub mod options;

@@ -10,8 +10,6 @@ use super::options::EvalOptions;
 use super::report::{self, Block};
 use super::scoring::System;
 use super::sections::sections;
-use super::split::Case;
-use crate::data::Dataset;
 use crate::datagen::writer::StagedDir;
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
@@ -46,14 +44,14 @@ fn csv_write(
     w.flush().map_err(|e| Error::io(path, e))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Writes the report directory: `systems` hold their rows on the GTS cases, whose user
+/// ids and turns are `cases`; `loo_idx` are the LOO cases' positions among them.
 pub fn write_report(
     opts: &EvalOptions,
     report: &EvalReport,
     systems: &[System],
-    gts: &[Case],
+    cases: &[(u32, usize)],
     loo_idx: &[usize],
-    data: &Dataset,
     curves: &[Curve],
 ) -> Result<()> {
     let staged = StagedDir::new(&opts.out, opts.force)?;
@@ -82,7 +80,7 @@ pub fn write_report(
         "summary.json",
         &serde_json::to_string_pretty(report).expect("serializable"),
     )?;
-    let all: Vec<usize> = (0..gts.len()).collect();
+    let all: Vec<usize> = (0..cases.len()).collect();
     // metrics.csv: one row per system and split.
     csv_write(&dir.join("metrics.csv"), |w| {
         let mut header = vec!["split", "system", "kind", "seeds", "cases"];
@@ -143,12 +141,11 @@ pub fn write_report(
         }
         w.write_record(&header)?;
         let loo: std::collections::HashSet<usize> = loo_idx.iter().copied().collect();
-        for (i, c) in gts.iter().enumerate() {
-            let uid = data.users[c.user].user_id;
+        for (i, &(uid, turn)) in cases.iter().enumerate() {
             let mut row = vec![
-                format!("{uid}:{}", c.turn),
+                format!("{uid}:{turn}"),
                 uid.to_string(),
-                c.turn.to_string(),
+                turn.to_string(),
                 (loo.contains(&i) as u8).to_string(),
             ];
             for s in systems {

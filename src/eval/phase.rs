@@ -34,7 +34,7 @@ use super::strata::{COLD_START, SEQUENCE_LENGTH, strata_of};
 use crate::canary::Rules;
 use crate::data::{Dataset, DatasetReader};
 use crate::error::{Error, Result};
-use crate::metrics::{Row, case_row, metric_index};
+use crate::metrics::{Row, metric_index};
 use crate::model::baselines::{self, Baseline};
 use crate::model::rules::{self as history, HistoryRule};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
@@ -133,24 +133,8 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         .iter()
         .map(|c| labels_of(&data.users[c.user], c.turn, k))
         .collect();
-    // Metric rows of every system's scores, with the empty candidate slots of shorter
-    // (imported) turns ranked last, as the models rank them.
-    let rows_of = |scores: &[Vec<f64>]| -> Vec<Row> {
-        scores
-            .iter()
-            .zip(&labels)
-            .zip(&gts)
-            .map(|((s, l), c)| {
-                let valid = &data.users[c.user].valid[c.turn * k..(c.turn + 1) * k];
-                let masked: Vec<f64> = s
-                    .iter()
-                    .zip(valid)
-                    .map(|(&x, &v)| if v == 1.0 { x } else { -1e18 })
-                    .collect();
-                case_row(&masked, l)
-            })
-            .collect()
-    };
+    // Metric rows of every system's scores (empty candidate slots ranked last).
+    let rows_of = |scores: &[Vec<f64>]| super::full::rows(&data, &gts, &labels, scores);
     let mut systems: Vec<System> = Vec::new();
     // Every held-out query, for the PoC's metrics, and each system's scores of them.
     let held_out = super::split::test_turns(&data, &split);
@@ -343,9 +327,6 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     let find_system = |name: &str| systems.iter().position(|s| s.name == name);
     let p = find_system(primary).expect("primary scored");
     let heuristic = find_system("heuristic").expect("heuristic scored");
-    // Paired comparisons: the primary model against every other system, on both splits,
-    // seeds resampled with the users.
-    let all: Vec<usize> = (0..gts.len()).collect();
     let loo_idx: Vec<usize> = loo
         .iter()
         .map(|c| gts.binary_search(c).expect("LOO cases are GTS cases"))
@@ -354,20 +335,59 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         .iter()
         .map(|c| data.users[c.user].user_id as u64)
         .collect();
+    // The metric suite (the systems' metrics, their comparisons, the quality gates): over
+    // the users in memory, or, when they are a sample, over every test user read a block
+    // at a time (half the budget each, beside the sample).
+    let full = match sampled {
+        Some(_) => Some(super::full::score(
+            reader,
+            &split,
+            &systems,
+            (opts.resident_mb / 2).max(1),
+            opts.compare.seed,
+            opts.quiet,
+        )?),
+        None => None,
+    };
+    let suite: &[System] = full.as_ref().map_or(&systems[..], |f| &f.systems[..]);
+    let suite_cases: Vec<(u32, usize)> = match &full {
+        Some(f) => f.cases.clone(),
+        None => gts
+            .iter()
+            .map(|c| (data.users[c.user].user_id, c.turn))
+            .collect(),
+    };
+    let suite_units: Vec<u64> = suite_cases.iter().map(|&(u, _)| u as u64).collect();
+    let suite_loo: Vec<usize> = full
+        .as_ref()
+        .map_or_else(|| loo_idx.clone(), |f| f.loo.clone());
+    let (suite_set, suite_loo_set) = full
+        .as_ref()
+        .map_or((test_set, loo_set), |f| (f.test_set, f.loo_set));
+    let split_text = match &full {
+        Some(f) => format!(
+            "{split_text}; the metrics, their comparisons and the quality gates: every one of the {} users with a test turn, read in {} blocks ({} GTS cases from {} users); the canary probes, SNR curve, frequency response, dual error, strata, input ablations and pattern tables: the sample",
+            f.users, f.blocks, f.test_set.cases, f.test_set.users
+        ),
+        None => split_text,
+    };
+    // Paired comparisons: the primary model against every other system, on both splits,
+    // seeds resampled with the users.
+    let all: Vec<usize> = (0..suite_cases.len()).collect();
     let mut comparisons = Vec::new();
-    for (split, idx) in [("gts", &all), ("loo", &loo_idx)] {
+    for (split, idx) in [("gts", &all), ("loo", &suite_loo)] {
         if idx.len() < 2 {
             continue;
         }
-        let split_units: Vec<u64> = idx.iter().map(|&i| units[i]).collect();
-        for (j, other) in systems.iter().enumerate() {
+        let split_units: Vec<u64> = idx.iter().map(|&i| suite_units[i]).collect();
+        for (j, other) in suite.iter().enumerate() {
             if j == p {
                 continue;
             }
             for metric in COMPARED {
                 let m = metric_index(metric);
                 let stats = compare_seeds(
-                    &systems[p].column(m, idx),
+                    &suite[p].column(m, idx),
                     &other.column(m, idx),
                     1.0,
                     (opts.unit == Unit::User).then_some(&split_units[..]),
@@ -378,7 +398,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
                     metric: metric.into(),
                     a: primary.into(),
                     b: other.name.clone(),
-                    mean_a: systems[p].mean(m, idx),
+                    mean_a: suite[p].mean(m, idx),
                     mean_b: other.mean(m, idx),
                     stats,
                 });
@@ -568,19 +588,19 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
                 .collect::<Vec<_>>()
         })
     };
-    let transfer = primary_transfer(&systems, primary);
+    let transfer = primary_transfer(suite, primary);
     let dcg = metric_index("dcg@10");
-    let best_history = systems
+    let best_history = suite
         .iter()
         .filter(|s| s.kind == "history baseline")
         .max_by(|a, b| a.mean(dcg, &all).total_cmp(&b.mean(dcg, &all)))
         .map(|s| (s.name.clone(), &s.seed_rows[..]));
     let xattn = find_system("xattn").filter(|&x| x != p);
-    let user_units = (opts.unit == Unit::User).then_some(&units[..]);
+    let user_units = (opts.unit == Unit::User).then_some(&suite_units[..]);
     let against = Against {
-        heuristic: &systems[heuristic].seed_rows,
+        heuristic: &suite[heuristic].seed_rows,
         history: best_history,
-        xattn: xattn.map(|x| &systems[x].seed_rows[..]),
+        xattn: xattn.map(|x| &suite[x].seed_rows[..]),
         transfer,
         units: user_units,
         compare: &opts.compare,
@@ -588,7 +608,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     let mut primary_gates = gates::evaluate(
         &Evidence {
             name: primary.into(),
-            runs: systems[p].seed_rows.clone(),
+            runs: suite[p].seed_rows.clone(),
             canaries: levels_of(|l| &l.model),
             dual: dual_train.clone(),
             latency: latency.as_ref().map(|l| (l.p95_ms, l.turns)),
@@ -610,7 +630,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         .map(|(i, name)| {
             let e = Evidence {
                 name: name.to_string(),
-                runs: systems[reference_rows[i]].seed_rows.clone(),
+                runs: suite[reference_rows[i]].seed_rows.clone(),
                 canaries: reference_levels[i].clone(),
                 dual: dual_reference[i].1.clone(),
                 latency: None,
@@ -626,20 +646,14 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     if let Some(level) = canaries.iter().flatten().find(|l| l.snr_db == Some(20.0)) {
         ablation_canaries.insert(primary.to_string(), level.model.clone());
     }
-    let retrained = retrained_rows(
-        primary,
-        &systems,
-        &comparisons,
-        &configs,
-        &ablation_canaries,
-    );
+    let retrained = retrained_rows(primary, suite, &comparisons, &configs, &ablation_canaries);
     let report = EvalReport {
         dataset: opts.data.display().to_string(),
         primary: primary.into(),
-        n_gts: gts.len(),
-        n_loo: loo.len(),
-        test_set,
-        loo_set,
+        n_gts: suite_cases.len(),
+        n_loo: suite_loo.len(),
+        test_set: suite_set,
+        loo_set: suite_loo_set,
         unit: format!("{:?}", opts.unit).to_lowercase(),
         gates: primary_gates,
         reference,
@@ -660,7 +674,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         retrained,
         out: opts.out.clone(),
     };
-    write_report(opts, &report, &systems, &gts, &loo_idx, &data, &curves)?;
+    write_report(opts, &report, suite, &suite_cases, &suite_loo, &curves)?;
     Ok(report)
 }
 
