@@ -262,7 +262,7 @@ pub fn store(model: &Scorer, quant: Quant) -> BTreeMap<String, Stored> {
         };
         let base = t
             .name
-            .strip_suffix(".weight")
+            .strip_suffix(&format!(".{WEIGHT}"))
             .unwrap_or(&t.name)
             .to_string();
         out.insert(join(&base, codes.0), codes.1);

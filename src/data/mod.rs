@@ -13,7 +13,7 @@ use crate::datagen::writer;
 use crate::error::{Error, Result};
 use crate::features::{FEATURE_DIM, FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
 
-pub use reader::{DatasetReader, sample_users};
+pub use reader::{DatasetReader, blocks, sample_users};
 
 pub use crate::features::{CONTEXT_DIM, CONTEXT_NAMES, HOP_DIM};
 

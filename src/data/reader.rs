@@ -280,6 +280,26 @@ impl DatasetReader {
     }
 }
 
+/// Consecutive blocks of a sequence of users whose turns (`turns`, in order) add up to at
+/// most `budget` each; a user longer than the budget is a block of its own. Ranges index
+/// the sequence.
+pub fn blocks(turns: impl IntoIterator<Item = usize>, budget: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut sum, mut i) = (0, 0, 0);
+    for n in turns {
+        if i > start && sum + n > budget {
+            out.push(start..i);
+            (start, sum) = (i, 0);
+        }
+        sum += n;
+        i += 1;
+    }
+    if start < i {
+        out.push(start..i);
+    }
+    out
+}
+
 /// Users in a run of neighbours that a sample takes or leaves together.
 const SAMPLE_RUN: usize = 64;
 

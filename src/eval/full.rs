@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::scoring::{System, model_scores};
-use super::split::{Case, TestSet, labels_of, test_cases};
+use super::split::{Case, TestSet, labels_of, test_cases, users_with_test};
 use crate::data::{Columns, Dataset, DatasetReader};
 use crate::error::Result;
 use crate::metrics::{Row, case_row};
@@ -36,12 +36,6 @@ pub struct FullSplit {
     /// Users with a test turn (every one was read), and the blocks they were read in.
     pub users: usize,
     pub blocks: usize,
-}
-
-impl FullSplit {
-    pub fn units(&self) -> Vec<u64> {
-        self.cases.iter().map(|&(u, _)| u as u64).collect()
-    }
 }
 
 /// Metric rows of `scores` on `cases`, with the empty candidate slots of shorter
@@ -115,33 +109,20 @@ pub fn score(
         hops: dual,
     };
     let budget = crate::train::stream::turns_in(block_mb, outline, columns);
-    let with_test: Vec<usize> = (0..outline.users.len())
-        .filter(|&i| split.test_start(&outline.users[i]) < outline.users[i].turns)
-        .collect();
+    let with_test = users_with_test(outline, split);
     let users = with_test.len();
-    let mut blocks: Vec<Vec<usize>> = Vec::new();
-    let mut turns = 0;
-    for i in with_test {
-        let n = outline.users[i].turns;
-        if blocks.is_empty() || turns + n > budget {
-            blocks.push(Vec::new());
-            turns = 0;
-        }
-        blocks.last_mut().expect("pushed").push(i);
-        turns += n;
-    }
+    let turns = with_test.iter().map(|&i| outline.users[i].turns);
+    let blocks: Vec<&[usize]> = crate::data::blocks(turns, budget)
+        .into_iter()
+        .map(|b| &with_test[b])
+        .collect();
     let mut seed_rows: Vec<Vec<Vec<Row>>> = like
         .iter()
         .map(|s| vec![Vec::new(); s.seed_rows.len().max(1)])
         .collect();
     let mut cases = Vec::new();
     let mut loo = Vec::new();
-    let zero = TestSet {
-        cases: 0,
-        users: 0,
-        warm_users: 0,
-    };
-    let (mut test_set, mut loo_set) = (zero, zero);
+    let (mut test_set, mut loo_set) = (TestSet::default(), TestSet::default());
     for (b, block) in blocks.iter().enumerate() {
         if !quiet {
             eprintln!(
@@ -196,13 +177,8 @@ pub fn score(
             loo.push(at + gts.binary_search(c).expect("LOO cases are GTS cases"));
         }
         cases.extend(gts.iter().map(|c| (data.users[c.user].user_id, c.turn)));
-        let add = |sum: &mut TestSet, part: TestSet| {
-            sum.cases += part.cases;
-            sum.users += part.users;
-            sum.warm_users += part.warm_users;
-        };
-        add(&mut test_set, TestSet::of(&data, &gts, split));
-        add(&mut loo_set, TestSet::of(&data, &block_loo, split));
+        test_set.add(TestSet::of(&data, &gts, split));
+        loo_set.add(TestSet::of(&data, &block_loo, split));
     }
     let systems = like
         .iter()

@@ -51,9 +51,7 @@ pub fn read_test_users(
     if outline.turns() <= budget {
         return Ok((reader.read(0..reader.users(), Columns::ALL)?, None));
     }
-    let with_test: Vec<usize> = (0..outline.users.len())
-        .filter(|&i| cut.test_start(&outline.users[i]) < outline.users[i].turns)
-        .collect();
+    let with_test = users_with_test(outline, cut);
     let n = with_test.len();
     let seed = outline.manifest["config"]["seed"].as_u64().unwrap_or(0);
     let chosen = sample_users(outline, with_test, budget, seed);
@@ -61,6 +59,13 @@ pub fn read_test_users(
         reader.read_users(&chosen, Columns::ALL)?,
         Some((chosen.len(), n)),
     ))
+}
+
+/// Positions of the users with a turn at or after the test cut-off.
+pub fn users_with_test(data: &Dataset, cut: &Cutoffs) -> Vec<usize> {
+    (0..data.users.len())
+        .filter(|&i| cut.test_start(&data.users[i]) < data.users[i].turns)
+        .collect()
 }
 
 /// Every test turn, with or without a relevant label, in user then turn order (the
@@ -95,7 +100,7 @@ pub fn test_cases(data: &Dataset, cut: &Cutoffs) -> (Vec<Case>, Vec<Case>) {
 }
 
 /// The size of a set of test cases.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TestSet {
     pub cases: usize,
     pub users: usize,
@@ -124,6 +129,13 @@ impl TestSet {
             users: users.len(),
             warm_users: warm,
         }
+    }
+
+    /// Adds the size of a set of other users' cases.
+    pub fn add(&mut self, other: TestSet) {
+        self.cases += other.cases;
+        self.users += other.users;
+        self.warm_users += other.warm_users;
     }
 
     /// Too few users for the split's statistics to generalize.

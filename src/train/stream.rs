@@ -16,7 +16,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::batch::Cutoffs;
-use crate::data::{Columns, Dataset, DatasetReader, UserSeq, bytes_per_turn, sample_users};
+use crate::data::{Columns, Dataset, DatasetReader, UserSeq, blocks, bytes_per_turn, sample_users};
 use crate::error::Result;
 
 /// Megabytes of memory to turns of a dataset's shape, read with `columns`.
@@ -42,19 +42,15 @@ impl Plan {
     /// about `step_turns` turns.
     pub fn new(outline: &Dataset, cut: &Cutoffs, budget: usize, step_turns: usize) -> Plan {
         // Blocks with their training turns.
-        let mut cut_blocks: Vec<(Range<usize>, usize)> = Vec::new();
-        let (mut start, mut turns, mut train) = (0, 0, 0);
-        for (i, u) in outline.users.iter().enumerate() {
-            if i > start && turns + u.turns > budget {
-                cut_blocks.push((start..i, train));
-                (start, turns, train) = (i, 0, 0);
-            }
-            turns += u.turns;
-            train += cut.train_end(u);
-        }
-        if start < outline.users.len() {
-            cut_blocks.push((start..outline.users.len(), train));
-        }
+        let mut cut_blocks: Vec<(Range<usize>, usize)> =
+            blocks(outline.users.iter().map(|u| u.turns), budget)
+                .into_iter()
+                .map(|b| {
+                    let train = outline.users[b.clone()].iter().map(|u| cut.train_end(u));
+                    let train = train.sum();
+                    (b, train)
+                })
+                .collect();
         cut_blocks.retain(|&(_, train)| train > 0);
         let steps = cut_blocks
             .iter()
