@@ -32,16 +32,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Times the selective scan alone (x, Δ, A, B, C → y; then the gradient of Σy w.r.t. all
-/// five inputs) on the CPU backend with the chosen implementation.
+/// five inputs) with the chosen implementation on `device` (named `backend`).
 pub fn scan(
     implementation: ScanImpl,
+    (device, backend): (Device, String),
     batch: usize,
     d_inner: usize,
     d_state: usize,
     len: usize,
     repeats: usize,
 ) -> ScanBench {
-    let device = Device::flex().autodiff();
+    let device = device.autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let x = uniform_tensor(&mut rng, [batch, len, d_inner], -1.0, 1.0, &device).require_grad();
     let delta = uniform_tensor(&mut rng, [batch, len, d_inner], 0.001, 0.1, &device).require_grad();
@@ -72,7 +73,7 @@ pub fn scan(
     let f: Vec<f64> = (0..repeats).map(|_| run(false)).collect();
     ScanBench {
         implementation: implementation.name().into(),
-        backend: "cpu (burn flex)".into(),
+        backend,
         batch,
         d_inner,
         d_state,

@@ -77,8 +77,9 @@ pub enum Command {
         /// (a GPU when the build and the machine have one; says which it picked)
         #[arg(long, value_enum, default_value = "cpu")]
         backend: ssmkit::backend::BackendChoice,
-        /// Selective scan: fast (the fused CPU kernel, default on CPU) or reference (the
-        /// per-turn loop of Burn ops, differentiated by autodiff)
+        /// Selective scan: fast (one kernel with a hand-written backward: the fused CPU
+        /// kernel, or CubeCL kernels on the GPU of a `wgpu` build; the default where it
+        /// runs) or reference (the per-turn loop of Burn ops, differentiated by autodiff)
         #[arg(long, value_enum)]
         scan: Option<ssmkit::model::mamba::ScanImpl>,
         /// Continue the run in --run from its last checkpoint
@@ -331,6 +332,9 @@ pub enum BenchCommand {
         /// per-timestep loop of Burn ops
         #[arg(long = "impl", value_enum, default_value = "fast")]
         implementation: ssmkit::model::mamba::ScanImpl,
+        /// cpu, wgpu (needs a build with `--features wgpu`) or auto
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: ssmkit::backend::BackendChoice,
         #[arg(long, default_value_t = 20)]
         repeats: usize,
         #[arg(long)]

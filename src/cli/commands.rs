@@ -134,6 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     d_state,
                     len,
                     implementation,
+                    backend,
                     repeats,
                     json,
                 },
@@ -143,7 +144,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "--batch, --d-inner, --d-state, --len and --repeats must be at least 1"
                 );
             }
-            let r = ssmkit::bench::scan(implementation, batch, d_inner, d_state, len, repeats);
+            let device = ssmkit::backend::select(backend)?;
+            let r = ssmkit::bench::scan(
+                implementation,
+                device,
+                batch,
+                d_inner,
+                d_state,
+                len,
+                repeats,
+            );
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -161,8 +161,8 @@ pub enum ScanImpl {
     /// Plain per-timestep loop of Burn ops: obviously correct, differentiable by autodiff.
     #[default]
     Reference,
-    /// One CPU kernel for the whole sequence with a hand-written backward (the scan
-    /// module's fused kernel); CPU backend only.
+    /// One kernel for the whole sequence with a hand-written backward: the scan module's
+    /// CPU kernel, or its CubeCL kernels on the GPU backend of a `wgpu` build.
     #[value(name = "fast", alias = "fused")]
     Fused,
 }
@@ -170,7 +170,7 @@ pub enum ScanImpl {
 impl ScanImpl {
     /// The fastest implementation that runs on `device`.
     pub fn for_device(device: &Device) -> Self {
-        if runs_on_cpu_backend(device) {
+        if has_fused_scan(device) {
             ScanImpl::Fused
         } else {
             ScanImpl::Reference
@@ -185,13 +185,15 @@ impl ScanImpl {
     }
 }
 
-/// Whether `device` is Burn's CPU backend (Flex), plain or under autodiff.
-pub fn runs_on_cpu_backend(device: &Device) -> bool {
+/// Whether the fused scan has a kernel for `device`'s backend, plain or under autodiff:
+/// Burn's CPU backend (Flex) always, its GPU backend in a build with the `wgpu` feature.
+pub fn has_fused_scan(device: &Device) -> bool {
     use burn::backend::DispatchDevice;
     #[allow(unreachable_patterns)]
-    match device.as_dispatch().clone() {
+    match device.as_dispatch().clone().inner() {
         DispatchDevice::Flex(_) => true,
-        DispatchDevice::Autodiff(inner) => matches!(inner.inner(), DispatchDevice::Flex(_)),
+        #[cfg(feature = "wgpu")]
+        DispatchDevice::Cube(_) => true,
         _ => false,
     }
 }

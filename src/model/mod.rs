@@ -7,6 +7,8 @@ pub mod mamba;
 pub mod rules;
 pub mod s4d;
 pub mod scan;
+#[cfg(feature = "wgpu")]
+mod scan_cube;
 pub mod scorer;
 
 use burn::prelude::*;

@@ -36,7 +36,7 @@ use ssmkit_format::multiversion;
 use ssmkit_format::simd::{dot, exp, transpose};
 
 /// The selective scan as a backend operation.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(feature = "wgpu"), Autodiff)]
 pub trait SelectiveScanOps: Backend {
     /// y `[B, T, E]` from x, Δ `[B, T, E]`, A `[E, N]`, B, C `[B, T, N]`.
     fn selective_scan(
@@ -65,8 +65,9 @@ pub trait SelectiveScanOps: Backend {
     );
 }
 
-/// The fused scan on tensors. Runs on the CPU backend (plain or autodiff); other backends
-/// use the reference loop (see [`ScanImpl::for_device`](super::mamba::ScanImpl::for_device)).
+/// The fused scan on tensors. Runs on the CPU backend and, in a build with the `wgpu`
+/// feature, on the GPU backend (plain or autodiff; see
+/// [`ScanImpl::for_device`](super::mamba::ScanImpl::for_device)).
 pub fn selective_scan_fused(
     x: Tensor<3>,
     delta: Tensor<3>,

@@ -166,8 +166,8 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         }
     }
     let data = source.outline();
-    let (device, device_name) = crate::backend::select(opts.backend)?;
-    let device = device.autodiff();
+    let (plain_device, device_name) = crate::backend::select(opts.backend)?;
+    let device = plain_device.clone().autodiff();
     let scan = opts.scan.unwrap_or(ScanImpl::for_device(&device));
     let model_cfg = model_config(data, train_cfg);
     let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
@@ -423,7 +423,7 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
                 &model_cfg,
                 train_cfg.loss,
                 train_cfg.temperature,
-                &Device::flex(),
+                &plain_device,
             );
             val = (last.loss, last.dcg10, last.hr10, last.ndcg10);
         }

@@ -1,0 +1,382 @@
+//! The selective scan as CubeCL kernels for Burn's GPU backend (the `wgpu` feature).
+//!
+//! Same contract and recurrences as the CPU kernel in [`scan`](super::scan): one GPU
+//! thread runs the whole sequence of one (user, channel) pair with its `N` states in
+//! registers, so a scan is one launch instead of the reference loop's few ops per turn.
+//!
+//! The backward recomputes the states into a scratch tensor laid out `[B, T, N, E]`
+//! (neighbouring threads touch neighbouring channels), then walks time backwards. The sums
+//! over channels (∂B, ∂C) and over users (∂A) are written per thread and reduced with
+//! Burn's own sum, so no thread waits on another.
+
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::wgpu::{CubeBackend, CubeTensor};
+use burn::tensor::{DType, Shape};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use cubecl::ir::{ElemType, FloatKind};
+use cubecl::prelude::*;
+
+use super::scan::SelectiveScanOps;
+
+/// Threads per cube: one per (user, channel) pair.
+const CUBE_THREADS: u32 = 128;
+
+#[cube(launch)]
+fn scan_forward_kernel<F: Float>(
+    x: &Tensor<F>,
+    delta: &Tensor<F>,
+    a: &Tensor<F>,
+    bm: &Tensor<F>,
+    cm: &Tensor<F>,
+    y: &mut Tensor<F>,
+    pairs: u32,
+    steps: u32,
+    channels: u32,
+    #[comptime] n: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= pairs as usize {
+        terminate!();
+    }
+    let e_len = channels as usize;
+    let t_len = steps as usize;
+    let b = pos / e_len;
+    let e = pos % e_len;
+
+    let mut av = Array::<F>::new(n);
+    let mut h = Array::<F>::new(n);
+    #[unroll]
+    for k in 0..n {
+        av[k] = a[e * n + k];
+        h[k] = F::new(0.0);
+    }
+    for t in 0..t_len {
+        let row = b * t_len + t;
+        let dt = delta[row * e_len + e];
+        let dx = dt * x[row * e_len + e];
+        let mut acc = F::new(0.0);
+        #[unroll]
+        for k in 0..n {
+            let hk = (dt * av[k]).exp() * h[k] + dx * bm[row * n + k];
+            h[k] = hk;
+            acc += cm[row * n + k] * hk;
+        }
+        y[row * e_len + e] = acc;
+    }
+}
+
+#[cube(launch)]
+fn scan_backward_kernel<F: Float>(
+    x: &Tensor<F>,
+    delta: &Tensor<F>,
+    a: &Tensor<F>,
+    bm: &Tensor<F>,
+    cm: &Tensor<F>,
+    grad: &Tensor<F>,
+    states: &mut Tensor<F>,
+    gx: &mut Tensor<F>,
+    gdelta: &mut Tensor<F>,
+    ga: &mut Tensor<F>,
+    gb: &mut Tensor<F>,
+    gc: &mut Tensor<F>,
+    pairs: u32,
+    steps: u32,
+    channels: u32,
+    #[comptime] n: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= pairs as usize {
+        terminate!();
+    }
+    let e_len = channels as usize;
+    let t_len = steps as usize;
+    let b = pos / e_len;
+    let e = pos % e_len;
+
+    let mut av = Array::<F>::new(n);
+    let mut h = Array::<F>::new(n);
+    #[unroll]
+    for k in 0..n {
+        av[k] = a[e * n + k];
+        h[k] = F::new(0.0);
+    }
+    // The states h_t, stored [B, T, N, E].
+    for t in 0..t_len {
+        let row = b * t_len + t;
+        let dt = delta[row * e_len + e];
+        let dx = dt * x[row * e_len + e];
+        #[unroll]
+        for k in 0..n {
+            let hk = (dt * av[k]).exp() * h[k] + dx * bm[row * n + k];
+            h[k] = hk;
+            states[(row * n + k) * e_len + e] = hk;
+        }
+    }
+
+    // Backwards in time; h is reused as the gradient reaching h_t from the future.
+    let mut ga_acc = Array::<F>::new(n);
+    #[unroll]
+    for k in 0..n {
+        h[k] = F::new(0.0);
+        ga_acc[k] = F::new(0.0);
+    }
+    for i in 0..t_len {
+        let t = t_len - 1 - i;
+        let row = b * t_len + t;
+        let dt = delta[row * e_len + e];
+        let xv = x[row * e_len + e];
+        let g = grad[row * e_len + e];
+        let mut d_delta = F::new(0.0);
+        let mut d_x = F::new(0.0);
+        #[unroll]
+        for k in 0..n {
+            let at = (row * n + k) * e_len + e;
+            let h_t = states[at];
+            let mut h_prev = F::new(0.0);
+            if t > 0 {
+                h_prev = states[at - n * e_len];
+            }
+            let decay = (dt * av[k]).exp();
+            let bk = bm[row * n + k];
+            let reach = h[k] + g * cm[row * n + k];
+            gc[at] = g * h_t;
+            gb[at] = reach * dt * xv;
+            ga_acc[k] += reach * h_prev * decay * dt;
+            d_delta += reach * (h_prev * decay * av[k] + bk * xv);
+            d_x += reach * bk * dt;
+            h[k] = reach * decay;
+        }
+        gx[row * e_len + e] = d_x;
+        gdelta[row * e_len + e] = d_delta;
+    }
+    #[unroll]
+    for k in 0..n {
+        ga[(b * e_len + e) * n + k] = ga_acc[k];
+    }
+}
+
+/// Shapes of one scan: x `[B, T, E]`, A `[E, N]`.
+fn dims(x: &CubeTensor, a: &CubeTensor) -> [usize; 4] {
+    let xs = x.meta.shape();
+    let as_ = a.meta.shape();
+    assert!(
+        xs.num_dims() == 3 && as_.num_dims() == 2 && xs[2] == as_[0],
+        "selective scan: x must be [B, T, E] and A [E, N]"
+    );
+    assert!(
+        x.dtype == DType::F32,
+        "the GPU selective scan runs on f32 tensors"
+    );
+    [xs[0], xs[1], xs[2], as_[1]]
+}
+
+fn empty(like: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
+    empty_device_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::from(shape),
+        DType::F32,
+    )
+}
+
+fn launch_grid(pairs: usize) -> (CubeCount, CubeDim) {
+    let cubes = pairs.div_ceil(CUBE_THREADS as usize) as u32;
+    (
+        CubeCount::Static(cubes, 1, 1),
+        CubeDim::new_1d(CUBE_THREADS),
+    )
+}
+
+const F32: ElemType = ElemType::Float(FloatKind::F32);
+
+/// Sums `t` over `dim` and gives it `shape`.
+fn sum_to(t: CubeTensor, dim: usize, shape: Vec<usize>) -> CubeTensor {
+    let summed = CubeBackend::float_sum_dim(t, dim);
+    CubeBackend::float_reshape(summed, Shape::from(shape))
+}
+
+impl SelectiveScanOps for CubeBackend {
+    fn selective_scan(
+        x: CubeTensor,
+        delta: CubeTensor,
+        a: CubeTensor,
+        bm: CubeTensor,
+        cm: CubeTensor,
+    ) -> CubeTensor {
+        let [b, t, e, n] = dims(&x, &a);
+        let [x, delta, a, bm, cm] = [x, delta, a, bm, cm].map(into_contiguous);
+        let y = empty(&x, vec![b, t, e]);
+        let (count, dim) = launch_grid(b * e);
+        scan_forward_kernel::launch(
+            &x.client.clone(),
+            count,
+            dim,
+            x.into_tensor_arg(),
+            delta.into_tensor_arg(),
+            a.into_tensor_arg(),
+            bm.into_tensor_arg(),
+            cm.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            (b * e) as u32,
+            t as u32,
+            e as u32,
+            n,
+            F32,
+        );
+        y
+    }
+
+    fn selective_scan_backward(
+        x: CubeTensor,
+        delta: CubeTensor,
+        a: CubeTensor,
+        bm: CubeTensor,
+        cm: CubeTensor,
+        grad: CubeTensor,
+    ) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
+        let [b, t, e, n] = dims(&x, &a);
+        let [x, delta, a, bm, cm, grad] = [x, delta, a, bm, cm, grad].map(into_contiguous);
+        let states = empty(&x, vec![b, t, n, e]);
+        let gx = empty(&x, vec![b, t, e]);
+        let gdelta = empty(&x, vec![b, t, e]);
+        let ga = empty(&x, vec![b, e, n]);
+        let gb = empty(&x, vec![b, t, n, e]);
+        let gc = empty(&x, vec![b, t, n, e]);
+        let (count, dim) = launch_grid(b * e);
+        scan_backward_kernel::launch(
+            &x.client.clone(),
+            count,
+            dim,
+            x.into_tensor_arg(),
+            delta.into_tensor_arg(),
+            a.into_tensor_arg(),
+            bm.into_tensor_arg(),
+            cm.into_tensor_arg(),
+            grad.into_tensor_arg(),
+            states.into_tensor_arg(),
+            gx.clone().into_tensor_arg(),
+            gdelta.clone().into_tensor_arg(),
+            ga.clone().into_tensor_arg(),
+            gb.clone().into_tensor_arg(),
+            gc.clone().into_tensor_arg(),
+            (b * e) as u32,
+            t as u32,
+            e as u32,
+            n,
+            F32,
+        );
+        (
+            gx,
+            gdelta,
+            sum_to(ga, 0, vec![e, n]),
+            sum_to(gb, 3, vec![b, t, n]),
+            sum_to(gc, 3, vec![b, t, n]),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mamba::selective_scan_reference;
+    use super::super::scan::selective_scan_fused;
+    use super::super::uniform_tensor;
+    use burn::prelude::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    type Scan = fn(Tensor<3>, Tensor<3>, Tensor<2>, Tensor<3>, Tensor<3>) -> Tensor<3>;
+
+    /// The GPU device, or None (with a line saying so) where no adapter answers.
+    fn gpu() -> Option<Device> {
+        match crate::backend::select(crate::backend::BackendChoice::Wgpu) {
+            Ok((device, _)) => Some(device),
+            Err(why) => {
+                eprintln!("no GPU scan check on this machine: {why}");
+                None
+            }
+        }
+    }
+
+    /// x, Δ, A `[1, E, N]`, B, C as plain data.
+    fn inputs(b: usize, t: usize, e: usize, n: usize, seed: u64) -> Vec<TensorData> {
+        let cpu = Device::flex();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        [
+            uniform_tensor(&mut rng, [b, t, e], -1.0, 1.0, &cpu),
+            uniform_tensor(&mut rng, [b, t, e], 0.01, 0.5, &cpu),
+            uniform_tensor(&mut rng, [1, e, n], -3.0, -0.1, &cpu),
+            uniform_tensor(&mut rng, [b, t, n], -1.0, 1.0, &cpu),
+            uniform_tensor(&mut rng, [b, t, n], -1.0, 1.0, &cpu),
+        ]
+        .map(|t| t.to_data())
+        .to_vec()
+    }
+
+    /// y and the gradients of Σ w ⊙ y, on `device`, as plain vectors.
+    fn forward_and_grads(
+        scan: Scan,
+        v: &[TensorData],
+        w: &TensorData,
+        device: &Device,
+    ) -> Vec<Vec<f32>> {
+        let ad = device.clone().autodiff();
+        let v: Vec<Tensor<3>> = v
+            .iter()
+            .map(|d| Tensor::from_data(d.clone(), &ad).require_grad())
+            .collect();
+        let y = scan(
+            v[0].clone(),
+            v[1].clone(),
+            v[2].clone().squeeze_dim::<2>(0),
+            v[3].clone(),
+            v[4].clone(),
+        );
+        let g = (y.clone() * Tensor::from_data(w.clone(), &ad))
+            .sum()
+            .backward();
+        let mut out = vec![y.to_data().try_to_vec::<f32>().unwrap()];
+        for t in &v {
+            out.push(
+                t.grad(&g)
+                    .expect("input has a gradient")
+                    .to_data()
+                    .try_to_vec()
+                    .unwrap(),
+            );
+        }
+        out
+    }
+
+    fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    }
+
+    /// The GPU kernels against the reference loop on the CPU: output and all gradients.
+    #[test]
+    fn gpu_scan_matches_cpu_reference_loop() {
+        let Some(gpu) = gpu() else { return };
+        // Channel counts that leave a cube partly idle; a one-step and a long sequence.
+        for (b, t, e, n, seed) in [(3, 11, 13, 5, 1), (2, 64, 128, 32, 2), (1, 1, 8, 8, 3)] {
+            let v = inputs(b, t, e, n, seed);
+            let w = inputs(b, t, e, n, seed + 100)[0].clone();
+            let on_gpu = forward_and_grads(selective_scan_fused, &v, &w, &gpu);
+            let on_cpu = forward_and_grads(selective_scan_reference, &v, &w, &Device::flex());
+            for ((name, g), c) in ["y", "∂x", "∂Δ", "∂A", "∂B", "∂C"]
+                .iter()
+                .zip(&on_gpu)
+                .zip(&on_cpu)
+            {
+                let diff = max_rel_diff(g, c);
+                assert!(
+                    diff <= 1e-4,
+                    "{name}, shape {:?}: relative difference {diff}",
+                    (b, t, e, n)
+                );
+            }
+        }
+    }
+}
