@@ -4,8 +4,9 @@
 //! thread runs the whole sequence of one (user, channel) pair with its `N` states in
 //! registers, so a scan is one launch instead of the reference loop's few ops per turn.
 //!
-//! The backward recomputes the states into a scratch tensor laid out `[B, T, N, E]`
-//! (neighbouring threads touch neighbouring channels), then walks time backwards. The sums
+//! The backward runs the forward again, keeping the states in a scratch tensor laid out
+//! `[B, T, N, E]` (neighbouring threads touch neighbouring channels), then a second kernel
+//! walks time backwards over them. The sums
 //! over channels (∂B, ∂C) and over users (∂A) are written per thread and reduced with
 //! Burn's own sum, so no thread waits on another.
 
@@ -22,6 +23,7 @@ use super::scan::SelectiveScanOps;
 /// Threads per cube: one per (user, channel) pair.
 const CUBE_THREADS: u32 = 128;
 
+/// y = C · h for every turn; with `keep_states`, also the states h_t, stored `[B, T, N, E]`.
 #[cube(launch)]
 fn scan_forward_kernel<F: Float>(
     x: &Tensor<F>,
@@ -30,10 +32,12 @@ fn scan_forward_kernel<F: Float>(
     bm: &Tensor<F>,
     cm: &Tensor<F>,
     y: &mut Tensor<F>,
+    states: &mut Tensor<F>,
     pairs: u32,
     steps: u32,
     channels: u32,
     #[comptime] n: usize,
+    #[comptime] keep_states: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let pos = ABSOLUTE_POS;
@@ -62,11 +66,15 @@ fn scan_forward_kernel<F: Float>(
             let hk = (dt * av[k]).exp() * h[k] + dx * bm[row * n + k];
             h[k] = hk;
             acc += cm[row * n + k] * hk;
+            if keep_states {
+                states[(row * n + k) * e_len + e] = hk;
+            }
         }
         y[row * e_len + e] = acc;
     }
 }
 
+/// The gradients, walking time backwards over the states the forward kept.
 #[cube(launch)]
 fn scan_backward_kernel<F: Float>(
     x: &Tensor<F>,
@@ -75,7 +83,7 @@ fn scan_backward_kernel<F: Float>(
     bm: &Tensor<F>,
     cm: &Tensor<F>,
     grad: &Tensor<F>,
-    states: &mut Tensor<F>,
+    states: &Tensor<F>,
     gx: &mut Tensor<F>,
     gdelta: &mut Tensor<F>,
     ga: &mut Tensor<F>,
@@ -96,31 +104,14 @@ fn scan_backward_kernel<F: Float>(
     let b = pos / e_len;
     let e = pos % e_len;
 
+    // The gradient reaching h_t from later turns, and ∂A summed over this pair's turns.
     let mut av = Array::<F>::new(n);
-    let mut h = Array::<F>::new(n);
-    #[unroll]
-    for k in 0..n {
-        av[k] = a[e * n + k];
-        h[k] = F::new(0.0);
-    }
-    // The states h_t, stored [B, T, N, E].
-    for t in 0..t_len {
-        let row = b * t_len + t;
-        let dt = delta[row * e_len + e];
-        let dx = dt * x[row * e_len + e];
-        #[unroll]
-        for k in 0..n {
-            let hk = (dt * av[k]).exp() * h[k] + dx * bm[row * n + k];
-            h[k] = hk;
-            states[(row * n + k) * e_len + e] = hk;
-        }
-    }
-
-    // Backwards in time; h is reused as the gradient reaching h_t from the future.
+    let mut gh = Array::<F>::new(n);
     let mut ga_acc = Array::<F>::new(n);
     #[unroll]
     for k in 0..n {
-        h[k] = F::new(0.0);
+        av[k] = a[e * n + k];
+        gh[k] = F::new(0.0);
         ga_acc[k] = F::new(0.0);
     }
     for i in 0..t_len {
@@ -141,13 +132,13 @@ fn scan_backward_kernel<F: Float>(
             }
             let decay = (dt * av[k]).exp();
             let bk = bm[row * n + k];
-            let reach = h[k] + g * cm[row * n + k];
+            let reach = gh[k] + g * cm[row * n + k];
             gc[at] = g * h_t;
             gb[at] = reach * dt * xv;
             ga_acc[k] += reach * h_prev * decay * dt;
             d_delta += reach * (h_prev * decay * av[k] + bk * xv);
             d_x += reach * bk * dt;
-            h[k] = reach * decay;
+            gh[k] = reach * decay;
         }
         gx[row * e_len + e] = d_x;
         gdelta[row * e_len + e] = d_delta;
@@ -192,6 +183,40 @@ fn launch_grid(pairs: usize) -> (CubeCount, CubeDim) {
 
 const F32: ElemType = ElemType::Float(FloatKind::F32);
 
+/// Launches the forward kernel: y `[B, T, E]`, and the states `[B, T, N, E]` when `keep`.
+fn forward(
+    x: &CubeTensor,
+    delta: &CubeTensor,
+    a: &CubeTensor,
+    bm: &CubeTensor,
+    cm: &CubeTensor,
+    [b, t, e, n]: [usize; 4],
+    keep: bool,
+) -> (CubeTensor, CubeTensor) {
+    let y = empty(x, vec![b, t, e]);
+    let states = empty(x, if keep { vec![b, t, n, e] } else { vec![1] });
+    let (count, dim) = launch_grid(b * e);
+    scan_forward_kernel::launch(
+        &x.client.clone(),
+        count,
+        dim,
+        x.clone().into_tensor_arg(),
+        delta.clone().into_tensor_arg(),
+        a.clone().into_tensor_arg(),
+        bm.clone().into_tensor_arg(),
+        cm.clone().into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        states.clone().into_tensor_arg(),
+        (b * e) as u32,
+        t as u32,
+        e as u32,
+        n,
+        keep,
+        F32,
+    );
+    (y, states)
+}
+
 /// Sums `t` over `dim` and gives it `shape`.
 fn sum_to(t: CubeTensor, dim: usize, shape: Vec<usize>) -> CubeTensor {
     let summed = CubeBackend::float_sum_dim(t, dim);
@@ -208,24 +233,8 @@ impl SelectiveScanOps for CubeBackend {
     ) -> CubeTensor {
         let [b, t, e, n] = dims(&x, &a);
         let [x, delta, a, bm, cm] = [x, delta, a, bm, cm].map(into_contiguous);
-        let y = empty(&x, vec![b, t, e]);
-        let (count, dim) = launch_grid(b * e);
-        scan_forward_kernel::launch(
-            &x.client.clone(),
-            count,
-            dim,
-            x.into_tensor_arg(),
-            delta.into_tensor_arg(),
-            a.into_tensor_arg(),
-            bm.into_tensor_arg(),
-            cm.into_tensor_arg(),
-            y.clone().into_tensor_arg(),
-            (b * e) as u32,
-            t as u32,
-            e as u32,
-            n,
-            F32,
-        );
+        // The states are not kept: a one-element placeholder takes their place.
+        let (y, _) = forward(&x, &delta, &a, &bm, &cm, [b, t, e, n], false);
         y
     }
 
@@ -239,7 +248,7 @@ impl SelectiveScanOps for CubeBackend {
     ) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
         let [b, t, e, n] = dims(&x, &a);
         let [x, delta, a, bm, cm, grad] = [x, delta, a, bm, cm, grad].map(into_contiguous);
-        let states = empty(&x, vec![b, t, n, e]);
+        let (_, states) = forward(&x, &delta, &a, &bm, &cm, [b, t, e, n], true);
         let gx = empty(&x, vec![b, t, e]);
         let gdelta = empty(&x, vec![b, t, e]);
         let ga = empty(&x, vec![b, e, n]);
