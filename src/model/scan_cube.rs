@@ -14,7 +14,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::ir::{ElemType, FloatKind};
 use cubecl::prelude::*;
 
@@ -149,23 +149,39 @@ fn scan_backward_kernel<F: Float>(
     }
 }
 
-/// Shapes of one scan: x `[B, T, E]`, A `[E, N]`.
-fn dims(x: &CubeTensor, a: &CubeTensor) -> [usize; 4] {
+/// Shapes of one scan: x, Δ (and the output gradient) `[B, T, E]`, A `[E, N]`, B and C
+/// `[B, T, N]`. The kernels read every tensor by linear index, so a shape that disagrees
+/// would read the wrong elements: it stops here instead.
+fn dims(
+    x: &CubeTensor,
+    delta: &CubeTensor,
+    a: &CubeTensor,
+    bm: &CubeTensor,
+    cm: &CubeTensor,
+) -> [usize; 4] {
     let xs = x.meta.shape();
     let as_ = a.meta.shape();
     assert!(
         xs.num_dims() == 3 && as_.num_dims() == 2 && xs[2] == as_[0],
         "selective scan: x must be [B, T, E] and A [E, N]"
     );
+    let [b, t, e, n] = [xs[0], xs[1], xs[2], as_[1]];
     assert!(
-        x.dtype == DType::F32,
+        delta.meta.shape().dims::<3>() == [b, t, e]
+            && bm.meta.shape().dims::<3>() == [b, t, n]
+            && cm.meta.shape().dims::<3>() == [b, t, n],
+        "selective scan: Δ must be [B, T, E] and B, C [B, T, N]"
+    );
+    assert!(
+        [x, delta, a, bm, cm].iter().all(|t| t.dtype == DType::F32),
         "the GPU selective scan runs on f32 tensors"
     );
-    [xs[0], xs[1], xs[2], as_[1]]
+    [b, t, e, n]
 }
 
+/// An uninitialized f32 tensor, contiguous (the kernels index it linearly).
 fn empty(like: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
-    empty_device_dtype(
+    empty_device_contiguous_dtype(
         like.client.clone(),
         like.device.clone(),
         Shape::from(shape),
@@ -231,7 +247,7 @@ impl SelectiveScanOps for CubeBackend {
         bm: CubeTensor,
         cm: CubeTensor,
     ) -> CubeTensor {
-        let [b, t, e, n] = dims(&x, &a);
+        let [b, t, e, n] = dims(&x, &delta, &a, &bm, &cm);
         let [x, delta, a, bm, cm] = [x, delta, a, bm, cm].map(into_contiguous);
         // The states are not kept: a one-element placeholder takes their place.
         let (y, _) = forward(&x, &delta, &a, &bm, &cm, [b, t, e, n], false);
@@ -246,7 +262,11 @@ impl SelectiveScanOps for CubeBackend {
         cm: CubeTensor,
         grad: CubeTensor,
     ) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
-        let [b, t, e, n] = dims(&x, &a);
+        let [b, t, e, n] = dims(&x, &delta, &a, &bm, &cm);
+        assert!(
+            grad.meta.shape().dims::<3>() == [b, t, e],
+            "selective scan: the output gradient must be [B, T, E]"
+        );
         let [x, delta, a, bm, cm, grad] = [x, delta, a, bm, cm, grad].map(into_contiguous);
         let (_, states) = forward(&x, &delta, &a, &bm, &cm, [b, t, e, n], true);
         let gx = empty(&x, vec![b, t, e]);
