@@ -536,7 +536,7 @@ fn backward(
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::model) mod tests {
     use super::super::mamba::selective_scan_reference;
     use super::super::uniform_tensor;
     use super::*;
@@ -544,7 +544,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     /// x, Δ, A, B, C of a scan with `b` sequences of `t` steps, `e` channels, `n` states.
-    fn inputs(
+    pub(in crate::model) fn inputs(
         b: usize,
         t: usize,
         e: usize,

@@ -311,10 +311,7 @@ impl SelectiveScanOps for CubeBackend {
 mod tests {
     use super::super::mamba::selective_scan_reference;
     use super::super::scan::selective_scan_fused;
-    use super::super::uniform_tensor;
     use burn::prelude::*;
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
 
     type Scan = fn(Tensor<3>, Tensor<3>, Tensor<2>, Tensor<3>, Tensor<3>) -> Tensor<3>;
 
@@ -329,19 +326,12 @@ mod tests {
         }
     }
 
-    /// x, Δ, A `[1, E, N]`, B, C as plain data.
+    /// x, Δ, A `[1, E, N]`, B, C as plain data: the CPU kernel's test inputs.
     fn inputs(b: usize, t: usize, e: usize, n: usize, seed: u64) -> Vec<TensorData> {
-        let cpu = Device::flex();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        [
-            uniform_tensor(&mut rng, [b, t, e], -1.0, 1.0, &cpu),
-            uniform_tensor(&mut rng, [b, t, e], 0.01, 0.5, &cpu),
-            uniform_tensor(&mut rng, [1, e, n], -3.0, -0.1, &cpu),
-            uniform_tensor(&mut rng, [b, t, n], -1.0, 1.0, &cpu),
-            uniform_tensor(&mut rng, [b, t, n], -1.0, 1.0, &cpu),
-        ]
-        .map(|t| t.to_data())
-        .to_vec()
+        super::super::scan::tests::inputs(b, t, e, n, seed, &Device::flex())
+            .into_iter()
+            .map(|t| t.to_data())
+            .collect()
     }
 
     /// y and the gradients of Σ w ⊙ y, on `device`, as plain vectors.
