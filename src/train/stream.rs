@@ -46,8 +46,10 @@ impl Plan {
             blocks(outline.users.iter().map(|u| u.turns), budget)
                 .into_iter()
                 .map(|b| {
-                    let train = outline.users[b.clone()].iter().map(|u| cut.train_end(u));
-                    let train = train.sum();
+                    let train = outline.users[b.clone()]
+                        .iter()
+                        .map(|u| cut.train_end(u))
+                        .sum();
                     (b, train)
                 })
                 .collect();
