@@ -421,8 +421,8 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
                 &validation_data,
                 &cut,
                 &model_cfg,
-                train_cfg.loss,
-                train_cfg.temperature,
+                train_cfg,
+                scan,
                 &plain_device,
             );
             val = (last.loss, last.dcg10, last.hr10, last.ndcg10);

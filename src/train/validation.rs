@@ -8,10 +8,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Cutoffs, make_batch};
+use crate::config::TrainConfig;
 use crate::data::{Dataset, UserSeq};
 use crate::metrics::{Metrics, case_metrics};
 use crate::model::baselines::{self, Baseline};
-use crate::model::loss::{Loss, loss};
+use crate::model::loss::loss;
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
 
@@ -24,15 +25,16 @@ pub struct Validation {
     pub ndcg10: f64,
 }
 
-/// Scores turns in `[from, to)` of each user from its full history before them; returns the
-/// mean listwise loss and the mean metrics at 10 over scored turns with a relevant label.
+/// Scores turns in `[from, to)` of each user from its full history before them, with the
+/// scan training uses; returns the mean listwise loss and the mean metrics at 10 over
+/// scored turns with a relevant label (the loss is `train`'s, at its temperature).
 pub fn validate(
     model: &Scorer,
     data: &Dataset,
     cut: &Cutoffs,
     cfg: &ModelConfig,
-    loss_kind: Loss,
-    temperature: f64,
+    train: &TrainConfig,
+    scan: ScanImpl,
     device: &Device,
 ) -> Validation {
     let mut metrics = Vec::new();
@@ -45,7 +47,7 @@ pub fn validate(
             continue;
         }
         let b = make_batch(data, &users, &lens, cfg, device);
-        let scores = model.forward(&b, ScanImpl::for_device(device));
+        let scores = model.forward(&b, scan);
         let [_, t, k] = scores.dims();
         let s: Vec<f32> = scores.clone().try_into_vec_as::<f32>().expect("scores");
         let mask: Vec<f32> = b.turn_mask.clone().try_into_vec_as::<f32>().expect("mask");
@@ -55,16 +57,16 @@ pub fn validate(
         for (i, (&s0, &l)) in start.iter().zip(&lens).enumerate() {
             vmask[i * t + s0..i * t + l].fill(1.0);
         }
-        let vm = Tensor::<2>::from_data(TensorData::new(vmask.clone(), [users.len(), t]), device);
-        let n: f32 = vm.clone().sum().into_scalar();
+        let n: f32 = vmask.iter().sum();
         if n > 0.0 {
+            let vm = Tensor::<2>::from_data(TensorData::new(vmask, [users.len(), t]), device);
             let l: f32 = loss(
-                loss_kind,
+                train.loss,
                 scores,
                 b.labels.clone(),
                 b.valid.clone(),
                 vm,
-                temperature,
+                train.temperature,
             )
             .into_scalar();
             loss_sum += l as f64 * n as f64;
