@@ -21,6 +21,11 @@ pub enum Loss {
     /// relevant, it rewards covering every rule with one candidate over spreading mass
     /// across one rule's candidates: the objective HR@K asks for.
     Hit,
+    /// −log of the chance that the top 5 hold a relevant candidate, each place drawn by
+    /// softmax from the candidates below the model's own higher places: HR@5 made smooth.
+    /// A rule needs one candidate somewhere in the top 5, not the most mass, so a ranker
+    /// that cannot tell which rule made a turn's labels learns to give each rule a place.
+    Slate,
 }
 
 impl Loss {
@@ -28,6 +33,7 @@ impl Loss {
         match self {
             Loss::Softmax => "softmax",
             Loss::Hit => "hit",
+            Loss::Slate => "slate",
         }
     }
 }
@@ -63,8 +69,8 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Global gradient-norm bound.
     pub grad_clip: f64,
-    /// The training loss: `softmax` (ListNet, the default) or `hit` (the softmax mass on
-    /// the relevant candidates together; see [`Loss`]).
+    /// The training loss: `softmax` (ListNet, the default), `hit` (the softmax mass on
+    /// the relevant candidates together) or `slate` (a smooth HR@5; see [`Loss`]).
     pub loss: Loss,
     /// ListNet / softmax temperature.
     pub temperature: f64,

@@ -121,6 +121,88 @@ mod tests {
         }
     }
 
+    #[test]
+    fn slate_loss_is_the_chance_of_a_top_5_hit_by_hand_and_its_gradient_by_differences() {
+        use super::loss::{Loss, SLATE, loss};
+        let device = Device::flex();
+        // One user, two turns of 8 candidates (the last padding), scores apart by more than
+        // the differencing step so no place changes; the first turn's relevant candidates
+        // place 2nd and 7th (past the top 5), the second turn's 1st and 2nd.
+        let k = 8;
+        let scores = vec![
+            2.0f32, 1.4, 0.3, -0.5, 0.9, -1.2, 0.1, -1e9, //
+            0.7, 1.5, -0.2, 0.4, -1.0, 0.0, 1.1, -1e9,
+        ];
+        let labels = vec![
+            0.0f32, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, //
+            0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0,
+        ];
+        let valid: Vec<f32> = (0..2 * k).map(|i| (i % k != k - 1) as u8 as f32).collect();
+        let tau = 0.7;
+        let t3 = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [1, 2, k]), &device);
+        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device);
+        let value = |s: Vec<f32>| -> f64 {
+            let v: f32 = loss(
+                Loss::Slate,
+                t3(s),
+                t3(labels.clone()),
+                t3(valid.clone()),
+                mask.clone(),
+                tau,
+            )
+            .into_scalar();
+            v as f64
+        };
+        // By hand: sort each turn's real candidates, and at place d take the softmax share
+        // of the relevant ones among those from place d down.
+        let mut want = 0.0;
+        for turn in 0..2 {
+            let mut c: Vec<(f64, bool)> = (0..k - 1)
+                .map(|i| {
+                    let j = turn * k + i;
+                    (scores[j] as f64 / tau, labels[j] > 0.0)
+                })
+                .collect();
+            c.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let miss: f64 = (0..SLATE)
+                .map(|d| {
+                    let all: f64 = c[d..].iter().map(|x| x.0.exp()).sum();
+                    let rel: f64 = c[d..].iter().filter(|x| x.1).map(|x| x.0.exp()).sum();
+                    1.0 - rel / all
+                })
+                .product();
+            want += -(1.0 - miss).ln() / 2.0;
+        }
+        let got = value(scores.clone());
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // Gradient by autodiff against central differences.
+        let ad = device.clone().autodiff();
+        let s =
+            Tensor::<3>::from_data(TensorData::new(scores.clone(), [1, 2, k]), &ad).require_grad();
+        let l = loss(
+            Loss::Slate,
+            s.clone(),
+            t3(labels.clone()).to_device(&ad),
+            t3(valid.clone()).to_device(&ad),
+            mask.clone().to_device(&ad),
+            tau,
+        );
+        let grads = l.backward();
+        let g: Vec<f32> = s.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
+        for i in (0..2 * k).filter(|i| i % k != k - 1) {
+            let h = 1e-2f32;
+            let (mut up, mut down) = (scores.clone(), scores.clone());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (value(up) - value(down)) / (2.0 * h as f64);
+            assert!(
+                (g[i] as f64 - fd).abs() < 1e-3,
+                "score {i}: autodiff {} vs {fd}",
+                g[i]
+            );
+        }
+    }
+
     fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
     }
