@@ -107,12 +107,23 @@ mod tests {
         );
         let grads = l.backward();
         let g: Vec<f32> = s.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
-        for i in 0..6 {
-            let h = 1e-2f32;
-            let (mut up, mut down) = (scores.clone(), scores.clone());
+        assert_gradient_by_differences(&scores, &g, 0..6, loss);
+    }
+
+    /// Checks the gradient `g` of `value` at `scores`, at the positions `at`, against
+    /// central differences.
+    fn assert_gradient_by_differences(
+        scores: &[f32],
+        g: &[f32],
+        at: impl Iterator<Item = usize>,
+        value: impl Fn(Vec<f32>) -> f64,
+    ) {
+        let h = 1e-2f32;
+        for i in at {
+            let (mut up, mut down) = (scores.to_vec(), scores.to_vec());
             up[i] += h;
             down[i] -= h;
-            let fd = (loss(up) - loss(down)) / (2.0 * h as f64);
+            let fd = (value(up) - value(down)) / (2.0 * h as f64);
             assert!(
                 (g[i] as f64 - fd).abs() < 1e-3,
                 "score {i}: autodiff {} vs {fd}",
@@ -189,18 +200,8 @@ mod tests {
         );
         let grads = l.backward();
         let g: Vec<f32> = s.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
-        for i in (0..2 * k).filter(|i| i % k != k - 1) {
-            let h = 1e-2f32;
-            let (mut up, mut down) = (scores.clone(), scores.clone());
-            up[i] += h;
-            down[i] -= h;
-            let fd = (value(up) - value(down)) / (2.0 * h as f64);
-            assert!(
-                (g[i] as f64 - fd).abs() < 1e-3,
-                "score {i}: autodiff {} vs {fd}",
-                g[i]
-            );
-        }
+        let real = (0..2 * k).filter(|i| i % k != k - 1);
+        assert_gradient_by_differences(&scores, &g, real, value);
     }
 
     fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
