@@ -60,9 +60,11 @@ fn slate_per_turn(logits: Tensor<3>, labels: Tensor<3>, valid: Tensor<3>) -> Ten
     let [b, t, k] = logits.dims();
     let device = logits.device();
     let depth = SLATE.min(k);
+    let s = logits.clone().detach();
+    // The largest score, taken off before exp: the shares do not change.
+    let top = s.clone().max_dim(2).unsqueeze_dim::<4>(2); // [B, T, 1, 1]
     // Each candidate's place: how many candidates score above it (padding scores −1e9
     // and sinks below every real candidate).
-    let s = logits.clone().detach();
     let mine = s.clone().unsqueeze_dim::<4>(3).expand([b, t, k, k]);
     let others = s.unsqueeze_dim::<4>(2).expand([b, t, k, k]);
     let place = others.greater(mine).float().sum_dim(3); // [B, T, K, 1]
@@ -73,16 +75,11 @@ fn slate_per_turn(logits: Tensor<3>, labels: Tensor<3>, valid: Tensor<3>) -> Ten
     let left = place.greater_equal(d).float() * valid.unsqueeze_dim::<4>(2);
     let rel = left.clone() * labels.unsqueeze_dim::<4>(2);
     let x = logits.unsqueeze_dim::<4>(2).expand([b, t, depth, k]);
-    let top = x.clone().max_dim(3).detach();
     let mass = |keep: Tensor<4>| -> Tensor<4> {
         (keep * (x.clone() - top.clone()).exp()).sum_dim(3) // [B, T, D, 1]
     };
     let p = (mass(rel) / mass(left).clamp_min(1e-30)).clamp(0.0, 1.0 - 1e-6);
-    // log(1 − p), by its series where p is small (f32 loses 1 − p there).
-    let small = p.clone().lower_elem(1e-3);
-    let series = (p.clone() + p.clone().powi_scalar(2) * 0.5).neg();
-    let log_miss = p.neg().add_scalar(1.0).log().mask_where(small, series);
-    let m = log_miss.sum_dim(2).squeeze_dim::<3>(2); // [B, T, 1]: log Π (1 − p_d)
+    let m = p.neg().log1p().sum_dim(2).squeeze_dim::<3>(2); // [B, T, 1]: log Π (1 − p_d)
     // −log(1 − e^m), with 1 − e^m by its series near m = 0.
     let near = m.clone().greater_elem(-1e-3);
     let series = (m.clone() + m.clone().powi_scalar(2) * 0.5).neg();
