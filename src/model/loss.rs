@@ -32,7 +32,7 @@ pub fn loss(
         // −log Σ over the relevant candidates: the others pushed far below.
         Loss::Hit => {
             let masked = logp + (labels - 1.0) * 1e4;
-            let top = masked.clone().max_dim(2).detach(); // [B, T, 1]
+            let top = masked.clone().detach().max_dim(2); // [B, T, 1]
             let lse = (masked - top.clone())
                 .exp()
                 .sum_dim(2)
