@@ -168,6 +168,8 @@ pub fn named_tensors(model: &Scorer) -> Vec<Named> {
         (scorer::QUERY_PROJ, &model.query_proj),
         (scorer::MLP_FC1, &model.mlp_in),
         (scorer::MLP_FC2, &model.mlp_out),
+        (scorer::MLP_SET, &model.mlp_set),
+        (scorer::MLP_PICK, &model.mlp_pick),
     ] {
         if let Some(l) = l {
             c.linear(name, l, true);

@@ -86,6 +86,31 @@ pub fn scan(
 }
 
 /// Per-turn latency of the runtime.
+/// The model [`infer`] times: a variant, its size and the options that change its
+/// runtime's work.
+#[derive(Clone, Debug)]
+pub struct InferModel {
+    pub variant: crate::model::scorer::Variant,
+    pub size: crate::model::scorer::Size,
+    pub relative: bool,
+    pub set_encoder: bool,
+    pub picks: usize,
+}
+
+impl InferModel {
+    /// The training config that builds this model (defaults elsewhere).
+    fn train(&self) -> crate::config::TrainConfig {
+        crate::config::TrainConfig {
+            model: self.variant,
+            size: self.size,
+            relative: self.relative,
+            set_encoder: self.set_encoder,
+            picks: self.picks,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct InferBench {
     pub model: String,
@@ -105,9 +130,7 @@ pub struct InferBench {
 /// initialized model of the given variant and size (latency does not depend on training),
 /// with or without turn-relative features.
 pub fn infer(
-    variant: crate::model::scorer::Variant,
-    size: crate::model::scorer::Size,
-    relative: bool,
+    options: &InferModel,
     candidates: usize,
     quant: crate::export::Quant,
     turns: usize,
@@ -115,8 +138,14 @@ pub fn infer(
     use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES};
     use crate::runtime::{Candidate, Runtime, Turn};
     let content = 16;
-    let mut cfg = crate::model::scorer::ModelConfig::sized(variant, size, content, 4096);
-    cfg.relative = relative;
+    let cfg = options
+        .train()
+        .overrides(crate::model::scorer::ModelConfig::sized(
+            options.variant,
+            options.size,
+            content,
+            4096,
+        ));
     let model = cfg.init(0, &Device::flex());
     let (bytes, _) =
         crate::export::encode(&model, &cfg, quant, &serde_json::json!({"bench": true}))?;
@@ -172,12 +201,8 @@ pub fn infer(
     times.sort_by(f64::total_cmp);
     let q = |p: f64| crate::eval::stats::quantile(&times, p);
     Ok(InferBench {
-        model: if relative {
-            format!("{}+relative", variant.name())
-        } else {
-            variant.name().into()
-        },
-        size: format!("{size:?}").to_lowercase(),
+        model: options.train().system_name(),
+        size: format!("{:?}", options.size).to_lowercase(),
         quantization: quant.name().into(),
         candidates,
         turns,

@@ -306,6 +306,12 @@ pub enum BenchCommand {
         /// The model reads turn-relative features (`[train] relative`)
         #[arg(long)]
         relative: bool,
+        /// The pointwise branch reads the turn as a set (`[train] set_encoder`)
+        #[arg(long)]
+        set_encoder: bool,
+        /// Places picked one at a time (`[train] picks`)
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=20))]
+        picks: u64,
         #[arg(long, default_value_t = 20)]
         candidates: usize,
         #[arg(long, value_parser = quant(), default_value = "f32")]

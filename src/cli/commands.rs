@@ -169,6 +169,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     size,
                     model,
                     relative,
+                    set_encoder,
+                    picks,
                     candidates,
                     quant,
                     turns,
@@ -178,7 +180,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if candidates == 0 || turns == 0 {
                 anyhow::bail!("--candidates and --turns must be at least 1");
             }
-            let r = ssmkit::bench::infer(model, size, relative, candidates, quant, turns)?;
+            let options = ssmkit::bench::InferModel {
+                variant: model,
+                size,
+                relative,
+                set_encoder,
+                picks: picks as usize,
+            };
+            let r = ssmkit::bench::infer(&options, candidates, quant, turns)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

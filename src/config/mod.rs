@@ -61,7 +61,8 @@ pub struct PipelineConfig {
     /// Retrained ablations of the primary model, each on the same seeds: `d_state=N`,
     /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only`,
     /// `no_history` (the seed's "Required Ablations"), `relative` / `no_relative` (the
-    /// turn-relative features on or off).
+    /// turn-relative features on or off), `set_encoder` / `no_set_encoder`, `picks=N` /
+    /// `no_picks`.
     pub ablations: Vec<String>,
     /// Quantizations exported.
     pub export: Vec<Quant>,
@@ -513,6 +514,37 @@ mod tests {
             (r#"["no_attention"]"#, "expected"),
         ] {
             let err = with(list).unwrap_err().to_string();
+            assert!(err.contains(why), "{list}: {err}");
+        }
+        // The set encoder and greedy picks, on and off (the MLP with both as the primary).
+        let c = Config::parse(
+            "[train]\nmodel = \"mlp\"\nset_encoder = true\npicks = 5\n[pipeline]\nablations = [\"no_picks\", \"no_set_encoder\", \"picks=2\"]\n",
+        )
+        .unwrap();
+        let names: Vec<String> = c
+            .pipeline
+            .ablations
+            .iter()
+            .map(|a| c.train.ablated(a).unwrap().system_name())
+            .collect();
+        assert_eq!(
+            c.train.system_name(),
+            "mlp+picks=5+set_encoder",
+            "the primary"
+        );
+        assert_eq!(
+            names,
+            ["mlp+set_encoder", "mlp+picks=5", "mlp+picks=2+set_encoder"]
+        );
+        for (list, why) in [
+            (r#"["picks=5"]"#, "same model"),
+            (r#"["picks=21"]"#, "picks"),
+        ] {
+            let err = Config::parse(&format!(
+                "[train]\nmodel = \"mlp\"\npicks = 5\n[pipeline]\nablations = {list}\n"
+            ))
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(why), "{list}: {err}");
         }
         // Only Mamba blocks have a selection mechanism.

@@ -86,6 +86,12 @@ pub struct TrainConfig {
     /// Every model reads each candidate's turn-relative features (ranks within its turn,
     /// distances from the turn's first candidate; [`crate::relative`]).
     pub relative: bool,
+    /// The pointwise branch reads the turn's candidates as a set (a max-pool of their
+    /// hidden units; [`crate::model::ModelConfig::set_encoder`]).
+    pub set_encoder: bool,
+    /// Places of a turn picked one at a time, each given the picks before it
+    /// ([`crate::model::ModelConfig::picks`]; 0: one score per candidate).
+    pub picks: usize,
     /// Early stopping: stop once this many validations in a row have not improved the
     /// best validation DCG@10 (0: never; with a curriculum, only in its last stage). The
     /// run's model is always the best checkpoint.
@@ -124,6 +130,8 @@ impl Default for TrainConfig {
             curriculum: true,
             history: true,
             relative: false,
+            set_encoder: false,
+            picks: 0,
             patience: 4,
             resident_mb: 2000,
             validation_mb: 500,
@@ -137,6 +145,13 @@ impl TrainConfig {
     pub fn overrides(&self, base: ModelConfig) -> ModelConfig {
         let mut c = base.with_history(self.history);
         c.relative = self.relative;
+        // The cross-attention scorer has no pointwise branch to read the set.
+        c.set_encoder = self.set_encoder && self.model != Variant::Xattn;
+        c.picks = if self.model == Variant::Xattn {
+            0
+        } else {
+            self.picks
+        };
         c.d_model = self.d_model.unwrap_or(c.d_model);
         c.d_state = self.d_state.unwrap_or(c.d_state);
         c.layers = self.layers.unwrap_or(c.layers);
@@ -165,6 +180,7 @@ impl TrainConfig {
             ("d_state", self.d_state, 256),
             ("layers", self.layers, 16),
             ("expand", self.expand, 8),
+            ("picks", (self.picks > 0).then_some(self.picks), 20),
         ] {
             if v.is_some_and(|v| v == 0 || v > max) {
                 return bad(f, &format!("must be in 1..={max}"));
@@ -224,9 +240,10 @@ impl TrainConfig {
                     "layers" => t.layers = Some(n),
                     "d_model" => t.d_model = Some(n),
                     "expand" => t.expand = Some(n),
+                    "picks" => t.picks = n,
                     other => {
                         return Err(Error::Config(format!(
-                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand)"
+                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand, picks)"
                         )));
                     }
                 }
@@ -237,9 +254,12 @@ impl TrainConfig {
                 "no_history" => t.history = false,
                 "relative" => t.relative = true,
                 "no_relative" => t.relative = false,
+                "set_encoder" => t.set_encoder = true,
+                "no_set_encoder" => t.set_encoder = false,
+                "no_picks" => t.picks = 0,
                 _ => {
                     return Err(Error::Config(format!(
-                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only, no_history, relative or no_relative"
+                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only, no_history, relative, no_relative, set_encoder, no_set_encoder, picks=N or no_picks"
                     )));
                 }
             },
@@ -280,6 +300,16 @@ impl TrainConfig {
                 "+relative"
             } else {
                 "+no_relative"
+            };
+        }
+        if self.picks > 0 && self.model != Variant::Xattn {
+            name += &format!("+picks={}", self.picks);
+        }
+        if self.set_encoder != TrainConfig::default().set_encoder && self.model != Variant::Xattn {
+            name += if self.set_encoder {
+                "+set_encoder"
+            } else {
+                "+no_set_encoder"
             };
         }
         name

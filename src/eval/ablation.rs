@@ -157,11 +157,17 @@ pub fn ablation_of(system: &str, primary: &str) -> String {
         .map(|p| p.to_string())
         .collect();
     // A switch the primary turns from its default and the system does not: `mlp` against
-    // `mlp+relative` → `no_relative` (a sized setting is named by the system's value).
-    for p in own
-        .iter()
-        .filter(|p| !theirs.contains(p) && !p.contains('='))
-    {
+    // `mlp+relative` → `no_relative` (a sized setting is named by the system's value, and
+    // one the system leaves at its default, off, by `no_`: `mlp` against
+    // `mlp+picks=5` → `no_picks`).
+    let key = |p: &str| p.split('=').next().unwrap_or("").to_string();
+    for p in own.iter().filter(|p| !theirs.contains(p)) {
+        if p.contains('=') {
+            if !theirs.iter().any(|t| key(t) == key(p)) {
+                parts.push(format!("no_{}", key(p)));
+            }
+            continue;
+        }
         parts.push(match p.strip_prefix("no_") {
             Some(on) => on.to_string(),
             None => format!("no_{p}"),
@@ -182,6 +188,8 @@ pub fn question(ablation: &str) -> &'static str {
         "temporal_only" => "Can SSM predict from time alone?",
         "no_history" => "Do the per-candidate history features help?",
         "relative" | "no_relative" => "Do the turn-relative features help?",
+        "set_encoder" | "no_set_encoder" => "Does reading the turn's candidates as a set help?",
+        "picks" | "no_picks" => "Does picking the top places one at a time help?",
         _ => "",
     }
 }
@@ -269,6 +277,11 @@ mod tests {
             ablation_of("mamba+d_state=4", "mamba+d_state=16"),
             "d_state=4"
         );
+        assert_eq!(
+            ablation_of("mlp+relative", "mlp+relative+picks=5+set_encoder"),
+            "no_picks+no_set_encoder"
+        );
+        assert_eq!(ablation_of("mlp+picks=3", "mlp+picks=5"), "picks=3");
         assert_eq!(
             question("no_selectivity"),
             "Is Mamba's selection mechanism helping?"

@@ -89,6 +89,13 @@ impl Init for ModelConfig {
             mlp_in: (self.variant != Variant::Xattn)
                 .then(|| linear(seed(), self.pointwise_in(), self.mlp_hidden)),
             mlp_out: (self.variant != Variant::Xattn).then(|| linear(seed(), self.mlp_hidden, 1)),
+            mlp_set: (self.set_encoder && self.variant != Variant::Xattn)
+                .then(|| linear(seed(), 2 * self.mlp_hidden, self.mlp_hidden)),
+            mlp_pick: (self.picks > 0 && self.variant != Variant::Xattn).then(|| {
+                let mut l = linear(seed(), self.pointwise_in(), self.mlp_hidden);
+                l.bias = None;
+                l
+            }),
             path,
             xattn: (self.variant == Variant::Xattn).then(|| {
                 let d = self.d_attn;
@@ -108,6 +115,11 @@ impl Init for ModelConfig {
             history: self.history,
             relative: self.relative,
             temporal_only: self.inputs == Inputs::TemporalOnly,
+            picks: if self.variant == Variant::Xattn {
+                0
+            } else {
+                self.picks
+            },
         }
     }
 }
@@ -188,6 +200,12 @@ pub struct Scorer {
     pub norm: Option<RmsNorm>,
     pub mlp_in: Option<Linear>,
     pub mlp_out: Option<Linear>,
+    /// With `set_encoder`: [own hidden units, their shortfall from the turn's largest] →
+    /// hidden units, between `mlp_in` and `mlp_out`.
+    pub mlp_set: Option<Linear>,
+    /// With `picks`: the sum of the pointwise inputs of the candidates already picked this
+    /// turn → hidden units, added before the first ReLU (no bias: no picks add nothing).
+    pub mlp_pick: Option<Linear>,
     pub path: Option<PathEncoder>,
     pub xattn: Option<CrossAttention>,
     d_model: usize,
@@ -196,6 +214,7 @@ pub struct Scorer {
     history: bool,
     relative: bool,
     temporal_only: bool,
+    picks: usize,
 }
 
 /// A padded batch of user sequences (B users × T turns × K candidates).
@@ -265,6 +284,15 @@ pub struct ScorerState {
 impl Scorer {
     pub fn is_temporal(&self) -> bool {
         self.cand_enc.is_some()
+    }
+
+    /// Places picked one at a time ([`ModelConfig::picks`]; 0: none).
+    pub fn picks(&self) -> usize {
+        if self.mlp_pick.is_some() {
+            self.picks
+        } else {
+            0
+        }
     }
 
     /// The batch as the model reads it: with [`Inputs::TemporalOnly`], everything but the
@@ -358,15 +386,28 @@ impl Scorer {
     }
 
     /// The pointwise branch's score `[B, T, K]` (zeros for the cross-attention scorer,
-    /// which has none).
-    fn pointwise(&self, batch: &Batch) -> Tensor<3> {
+    /// which has none); with `picked` (`[B, T, K]`, 1 for a candidate picked earlier in
+    /// the turn) the hidden units also read the picks.
+    fn pointwise(&self, batch: &Batch, picked: Option<&Tensor<3>>) -> Tensor<3> {
         let (Some(mlp_in), Some(mlp_out)) = (&self.mlp_in, &self.mlp_out) else {
             let [b, t, k, _] = batch.features.dims();
             return Tensor::zeros([b, t, k], &batch.features.device());
         };
-        mlp_out
-            .forward(relu(mlp_in.forward(self.own_inputs(batch))))
-            .squeeze_dim::<3>(3)
+        let x = self.own_inputs(batch);
+        let mut pre = mlp_in.forward(x.clone()); // [B, T, K, H]
+        if let (Some(pick), Some(picked)) = (&self.mlp_pick, picked) {
+            let chosen = (x * picked.clone().unsqueeze_dim::<4>(3)).sum_dim(2); // [B, T, 1, D]
+            pre = pre.clone() + pick.forward(chosen).expand(pre.dims());
+        }
+        let mut h = relu(pre);
+        if let Some(set) = &self.mlp_set {
+            // Padding reads as 0, the least a ReLU unit can be: it never raises the max.
+            let h_live = h * batch.valid.clone().unsqueeze_dim::<4>(3);
+            let top = h_live.clone().max_dim(2); // [B, T, 1, H]
+            let below = top.expand(h_live.dims()) - h_live.clone();
+            h = relu(set.forward(Tensor::cat(vec![h_live, below], 3)));
+        }
+        mlp_out.forward(h).squeeze_dim::<3>(3)
     }
 
     /// The cross-attention scorer's scores `[B, T, K]`.
@@ -462,7 +503,13 @@ impl Scorer {
     /// −1e9.
     pub fn forward(&self, batch: &Batch, scan: ScanImpl) -> Tensor<3> {
         let batch = &*self.restricted(batch);
-        let mut score = self.pointwise(batch);
+        let rest = self.rest(batch, scan);
+        self.decode(batch, rest)
+    }
+
+    /// Every term of the score but the pointwise branch's, padding at −1e9.
+    fn rest(&self, batch: &Batch, scan: ScanImpl) -> Tensor<3> {
+        let mut score = batch.valid.zeros_like();
         if self.is_temporal() {
             let [b, t, _, _] = batch.features.dims();
             let h = self.d_model;
@@ -500,6 +547,105 @@ impl Scorer {
         score + (batch.valid.clone() - 1.0) * 1e9
     }
 
+    /// The scores: the pointwise branch plus `rest`. With `picks` P, the first P places
+    /// are picked greedily, each pick scored given the picks before it (the pointwise
+    /// branch reads them): pick j scores P − j above the best candidate left, and the
+    /// candidates left keep their scores given all P picks.
+    fn decode(&self, batch: &Batch, rest: Tensor<3>) -> Tensor<3> {
+        if self.picks() == 0 {
+            return self.pointwise(batch, None) + rest;
+        }
+        let rounds = self.rounds(batch, rest);
+        let (last, picked, bonus) = rounds.last().cloned().expect("P + 1 rounds");
+        // The best candidate left (≥ −1e4: when every real candidate is picked, the picks
+        // still rank above the padding).
+        let top = last.clone().detach().max_dim(2).clamp_min(-1e4);
+        let unpicked = picked.clone().neg().add_scalar(1.0);
+        last * unpicked + picked * (bonus + top)
+    }
+
+    /// Greedy decoding, P + 1 rounds: round j's scores (picked candidates at −1e9), the
+    /// picks before it (1 picked) and each pick's bonus P − j. Round j picks the best
+    /// real candidate left (none when every one is picked); the last round ranks the rest.
+    pub fn rounds(&self, batch: &Batch, rest: Tensor<3>) -> Vec<(Tensor<3>, Tensor<3>, Tensor<3>)> {
+        let [b, t, k] = rest.dims();
+        let device = rest.device();
+        let index = Tensor::<1, Int>::arange(0..k as i64, &device)
+            .reshape([1, 1, k])
+            .expand([b, t, k]);
+        let mut picked = Tensor::<3>::zeros([b, t, k], &device);
+        let mut bonus = Tensor::<3>::zeros([b, t, k], &device);
+        let mut out = Vec::with_capacity(self.picks + 1);
+        for j in 0..=self.picks {
+            let s = self.pointwise(batch, Some(&picked)) + rest.clone() - picked.clone() * 1e9;
+            out.push((s.clone(), picked.clone(), bonus.clone()));
+            if j == self.picks {
+                break;
+            }
+            let best = s.detach().argmax(2).expand([b, t, k]); // [B, T, K]
+            let left = (batch.valid.clone() - picked.clone())
+                .sum_dim(2)
+                .greater_elem(0.5)
+                .float(); // [B, T, 1]
+            let pick = index.clone().equal(best).float() * left.expand([b, t, k]);
+            bonus = bonus + pick.clone() * (self.picks - j) as f64;
+            picked = picked + pick;
+        }
+        out
+    }
+
+    /// The training loss of a batch: `kind` on the scores; with `picks`, on every round of
+    /// the greedy decoding, each over the candidates left and the turns whose picks so
+    /// far hold no relevant candidate (label > 0.5), so that pick j learns what is
+    /// relevant when the picks before it were not. Rounds count equally.
+    pub fn training_loss(
+        &self,
+        batch: &Batch,
+        scan: ScanImpl,
+        kind: super::loss::Loss,
+        temperature: f64,
+    ) -> Tensor<1> {
+        use super::loss::loss;
+        if self.picks() == 0 {
+            let scores = self.forward(batch, scan);
+            return loss(
+                kind,
+                scores,
+                batch.labels.clone(),
+                batch.valid.clone(),
+                batch.turn_mask.clone(),
+                temperature,
+            );
+        }
+        let batch = &*self.restricted(batch);
+        let rounds = self.rounds(batch, self.rest(batch, scan));
+        let n = rounds.len();
+        let labels = batch.labels.clone() * batch.valid.clone();
+        let hits = labels.clone().greater_elem(0.5).float();
+        let mut total: Option<Tensor<1>> = None;
+        for (s, picked, _) in rounds {
+            let missed = (hits.clone() * picked.clone())
+                .sum_dim(2)
+                .lower_elem(0.5)
+                .float()
+                .squeeze_dim::<2>(2); // [B, T]
+            let left = batch.valid.clone() * picked.neg().add_scalar(1.0);
+            let l = loss(
+                kind,
+                s,
+                labels.clone() * left.clone(),
+                left,
+                batch.turn_mask.clone() * missed,
+                temperature,
+            );
+            total = Some(match total {
+                Some(x) => x + l,
+                None => l,
+            });
+        }
+        total.expect("P + 1 rounds") / n as f64
+    }
+
     pub fn zero_state(&self, batch: usize, device: &Device) -> ScorerState {
         ScorerState {
             mamba: self
@@ -520,7 +666,7 @@ impl Scorer {
     /// the turn's labels into the state. Equals [`Scorer::forward`] turn by turn.
     pub fn step(&self, batch: &Batch, state: ScorerState) -> (Tensor<3>, ScorerState) {
         let batch = &*self.restricted(batch);
-        let mut score = self.pointwise(batch);
+        let mut score = batch.valid.zeros_like();
         let mut state = state;
         if self.is_temporal() {
             let h = self.d_model;
@@ -566,8 +712,199 @@ impl Scorer {
         if let Some(x) = self.cross_attention(batch) {
             score = score + x;
         }
-        (score + (batch.valid.clone() - 1.0) * 1e9, state)
+        let rest = score + (batch.valid.clone() - 1.0) * 1e9;
+        (self.decode(batch, rest), state)
     }
 }
 
 const _: () = assert!(MAX_HOPS == 10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::CONTEXT_DIM;
+    use crate::history::HISTORY_DIM;
+
+    /// One user, one turn of `x.len()` candidates whose features and turn-relative
+    /// features are `x[i]` and `r[i]`; `valid[i]` 0 marks padding.
+    fn turn(x: &[Vec<f32>], r: &[Vec<f32>], valid: &[f32], e: usize, device: &Device) -> Batch {
+        let k = x.len();
+        let t4 = |v: Vec<f32>, d: usize| {
+            Tensor::<4>::from_data(TensorData::new(v, [1, 1, k, d]), device)
+        };
+        Batch {
+            context: Tensor::zeros([1, 1, CONTEXT_DIM], device),
+            query: Tensor::zeros([1, 1, e], device),
+            focal: Tensor::zeros([1, 1, 2], device),
+            features: t4(x.concat(), FEATURE_DIM),
+            missing: Tensor::zeros([1, 1, k, FEATURE_DIM], device),
+            labels: Tensor::zeros([1, 1, k], device),
+            valid: Tensor::from_data(TensorData::new(valid.to_vec(), [1, 1, k]), device),
+            turn_mask: Tensor::ones([1, 1], device),
+            memory_slot: Tensor::zeros([1, 1, k], device),
+            entity: Tensor::zeros([1, 1, k], device),
+            content: Tensor::zeros([1, 1, k, e], device),
+            hops: Tensor::zeros([1, 1, k, MAX_HOPS, HOP_DIM], device),
+            hop_count: Tensor::ones([1, 1, k], device),
+            history: Tensor::zeros([1, 1, k, HISTORY_DIM], device),
+            relative: t4(r.concat(), RELATIVE_DIM),
+        }
+    }
+
+    #[test]
+    fn the_set_encoder_reads_the_turn_as_a_set_and_padding_changes_nothing() {
+        let device = Device::flex();
+        let mut cfg = ModelConfig::sized(Variant::Mlp, Size::Tiny, 4, 1);
+        cfg.relative = true;
+        cfg.set_encoder = true;
+        let model = cfg.init(3, &device);
+        let row = |seed: u64, d: usize| {
+            normal_tensor(seed, [d], 1.0, &device)
+                .to_data()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        let x: Vec<Vec<f32>> = (0..4).map(|i| row(10 + i, FEATURE_DIM)).collect();
+        let r: Vec<Vec<f32>> = (0..4).map(|i| row(20 + i, RELATIVE_DIM)).collect();
+        let scores = |b: &Batch| -> Vec<f32> {
+            model
+                .forward(b, ScanImpl::Reference)
+                .to_data()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        let base = scores(&turn(&x, &r, &[1.0; 4], 4, &device));
+
+        // Two padding candidates with large features: the real scores do not move.
+        let mut xp = x.clone();
+        let mut rp = r.clone();
+        xp.extend([vec![50.0; FEATURE_DIM], vec![-50.0; FEATURE_DIM]]);
+        rp.extend([vec![9.0; RELATIVE_DIM], vec![9.0; RELATIVE_DIM]]);
+        let padded = scores(&turn(&xp, &rp, &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], 4, &device));
+        for i in 0..4 {
+            assert!((padded[i] - base[i]).abs() < 1e-5, "{padded:?} vs {base:?}");
+        }
+
+        // Permuting the candidates permutes their scores.
+        let perm = [2, 0, 3, 1];
+        let xs: Vec<Vec<f32>> = perm.iter().map(|&i| x[i].clone()).collect();
+        let rs: Vec<Vec<f32>> = perm.iter().map(|&i| r[i].clone()).collect();
+        let permuted = scores(&turn(&xs, &rs, &[1.0; 4], 4, &device));
+        for (j, &i) in perm.iter().enumerate() {
+            assert!(
+                (permuted[j] - base[i]).abs() < 1e-5,
+                "{permuted:?} vs {base:?}"
+            );
+        }
+
+        // And a candidate's score depends on the others: change one, the rest move.
+        let mut xc = x.clone();
+        xc[3] = vec![30.0; FEATURE_DIM];
+        let changed = scores(&turn(&xc, &r, &[1.0; 4], 4, &device));
+        let moved = (0..3)
+            .map(|i| (changed[i] - base[i]).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            moved > 1e-3,
+            "the set layer ignores the turn: {changed:?} vs {base:?}"
+        );
+        // Without it, the scores of the other candidates stay where they were.
+        cfg.set_encoder = false;
+        let plain = cfg.init(3, &device);
+        let plain_scores = |b: &Batch| -> Vec<f32> {
+            plain
+                .forward(b, ScanImpl::Reference)
+                .to_data()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        let before = plain_scores(&turn(&x, &r, &[1.0; 4], 4, &device));
+        let after = plain_scores(&turn(&xc, &r, &[1.0; 4], 4, &device));
+        for i in 0..3 {
+            assert!((before[i] - after[i]).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn greedy_picks_follow_their_rounds_and_train_only_after_a_miss() {
+        use crate::model::loss::{Loss, loss};
+        let device = Device::flex();
+        let mut cfg = ModelConfig::sized(Variant::Mlp, Size::Tiny, 4, 1);
+        cfg.relative = true;
+        let plain = cfg.init(5, &device);
+        cfg.picks = 2;
+        let model = cfg.init(5, &device);
+        let row = |seed: u64, d: usize| {
+            normal_tensor(seed, [d], 1.0, &device)
+                .to_data()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        let x: Vec<Vec<f32>> = (0..5).map(|i| row(30 + i, FEATURE_DIM)).collect();
+        let r: Vec<Vec<f32>> = (0..5).map(|i| row(40 + i, RELATIVE_DIM)).collect();
+        let mut b = turn(&x, &r, &[1.0, 1.0, 1.0, 1.0, 0.0], 4, &device);
+        let v = |t: Tensor<3>| t.to_data().try_into_vec_as::<f32>().unwrap();
+        let argmax = |s: &[f32], skip: &[usize]| {
+            (0..4)
+                .filter(|i| !skip.contains(i))
+                .max_by(|&a, &b| s[a].total_cmp(&s[b]))
+                .unwrap()
+        };
+        // Round 0 reads no picks: the same weights without picks score it.
+        let first = argmax(&v(plain.forward(&b, ScanImpl::Reference)), &[]);
+        let rest = model.rest(&b, ScanImpl::Reference);
+        let rounds = model.rounds(&b, rest);
+        assert_eq!(rounds.len(), 3);
+        assert_eq!(argmax(&v(rounds[0].0.clone()), &[]), first);
+        let second = argmax(&v(rounds[1].0.clone()), &[first]);
+        // The decoded scores put the picks on top in order, the rest by the last round.
+        let scores = v(model.forward(&b, ScanImpl::Reference));
+        let mut order: Vec<usize> = (0..4).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        assert_eq!(&order[..2], &[first, second], "{scores:?}");
+        let last = v(rounds[2].0.clone());
+        for &i in &order[2..] {
+            assert!((scores[i] - last[i]).abs() < 1e-5);
+        }
+        assert!(scores[4] < -1e8, "padding stays below: {scores:?}");
+
+        // The first pick relevant: only round 0 counts, and it is the plain loss.
+        let mut labels = vec![0f32; 5];
+        labels[first] = 1.0;
+        b.labels = Tensor::from_data(TensorData::new(labels, [1, 1, 5]), &device);
+        let got: f32 = model
+            .training_loss(&b, ScanImpl::Reference, Loss::Softmax, 1.0)
+            .into_scalar();
+        let plain_loss: f32 = loss(
+            Loss::Softmax,
+            plain.forward(&b, ScanImpl::Reference),
+            b.labels.clone(),
+            b.valid.clone(),
+            b.turn_mask.clone(),
+            1.0,
+        )
+        .into_scalar();
+        assert!(
+            (got - plain_loss / 3.0).abs() < 1e-5,
+            "{got} vs {plain_loss} / 3"
+        );
+        // The relevant candidate picked last: every round counts, round 2 over the two
+        // candidates left.
+        let mut labels = vec![0f32; 5];
+        labels[order[3]] = 1.0;
+        b.labels = Tensor::from_data(TensorData::new(labels, [1, 1, 5]), &device);
+        let got: f32 = model
+            .training_loss(&b, ScanImpl::Reference, Loss::Softmax, 1.0)
+            .into_scalar();
+        let ce = |s: &[f32], left: &[usize]| {
+            let m = left.iter().map(|&i| s[i]).fold(f32::MIN, f32::max);
+            let z: f32 = left.iter().map(|&i| (s[i] - m).exp()).sum();
+            -(s[order[3]] - m - z.ln())
+        };
+        let by_hand = (ce(&v(rounds[0].0.clone()), &[0, 1, 2, 3])
+            + ce(&v(rounds[1].0.clone()), &order[1..])
+            + ce(&last, &order[2..]))
+            / 3.0;
+        assert!((got - by_hand).abs() < 1e-4, "{got} vs {by_hand}");
+    }
+}

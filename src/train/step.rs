@@ -8,7 +8,6 @@ use burn::prelude::*;
 use super::TrainConfig;
 use super::batch::make_batch;
 use crate::data::{Dataset, UserSeq};
-use crate::model::loss::loss;
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
 
@@ -51,15 +50,7 @@ pub fn step_gradients(
                 let n: usize = us.iter().zip(ls).map(|(u, &l)| counted(u, l)).sum();
                 scope.spawn(move || {
                     let b = make_batch(data, us, ls, model_cfg, device);
-                    let scores = model.forward(&b, scan);
-                    let mean = loss(
-                        train_cfg.loss,
-                        scores,
-                        b.labels.clone(),
-                        b.valid.clone(),
-                        b.turn_mask.clone(),
-                        train_cfg.temperature,
-                    );
+                    let mean = model.training_loss(&b, scan, train_cfg.loss, train_cfg.temperature);
                     let share = mean * (n as f64 / total.max(1) as f64);
                     let value: f32 = share.clone().into_scalar();
                     (value, GradientsParams::from_grads(share.backward(), &model))

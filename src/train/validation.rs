@@ -14,7 +14,7 @@ use crate::metrics::{Metrics, case_metrics};
 use crate::model::baselines::{self, Baseline};
 use crate::model::loss::loss;
 use crate::model::mamba::ScanImpl;
-use crate::model::scorer::{ModelConfig, Scorer};
+use crate::model::scorer::{Batch, ModelConfig, Scorer};
 
 /// Validation result at one step.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -60,14 +60,23 @@ pub fn validate(
         let n: f32 = vmask.iter().sum();
         if n > 0.0 {
             let vm = Tensor::<2>::from_data(TensorData::new(vmask, [users.len(), t]), device);
-            let l: f32 = loss(
-                train.loss,
-                scores,
-                b.labels.clone(),
-                b.valid.clone(),
-                vm,
-                train.temperature,
-            )
+            let l: f32 = if model.picks() > 0 {
+                // The loss of every round of the picks, as training computes it.
+                let b = Batch {
+                    turn_mask: vm,
+                    ..b.clone()
+                };
+                model.training_loss(&b, scan, train.loss, train.temperature)
+            } else {
+                loss(
+                    train.loss,
+                    scores,
+                    b.labels.clone(),
+                    b.valid.clone(),
+                    vm,
+                    train.temperature,
+                )
+            }
             .into_scalar();
             loss_sum += l as f64 * n as f64;
             loss_n += n as f64;

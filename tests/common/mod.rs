@@ -115,7 +115,21 @@ pub fn model_configs(content_dim: usize) -> Vec<(String, ssmkit::model::scorer::
     for &v in &Variant::ALL {
         let mut c = base(v);
         c.relative = true;
-        out.push((format!("{}+relative", v.name()), c));
+        out.push((format!("{}+relative", v.name()), c.clone()));
+        // The set encoder over the turn's candidates (the cross-attention scorer has no
+        // pointwise branch to read it).
+        if v != Variant::Xattn {
+            c.set_encoder = true;
+            out.push((format!("{}+relative+set_encoder", v.name()), c.clone()));
+            // Greedy picks, with and without the set encoder.
+            c.picks = 3;
+            out.push((
+                format!("{}+relative+set_encoder+picks=3", v.name()),
+                c.clone(),
+            ));
+            c.set_encoder = false;
+            out.push((format!("{}+relative+picks=3", v.name()), c));
+        }
     }
     let t = TrainConfig {
         inputs: Inputs::TemporalOnly,

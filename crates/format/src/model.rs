@@ -134,6 +134,18 @@ pub struct ModelConfig {
     /// [`crate::relative`]) in its pointwise inputs.
     #[serde(default)]
     pub relative: bool,
+    /// Every variant with a pointwise branch: a set encoder over the turn's candidates.
+    /// Each candidate's hidden units are read beside how far they fall below the turn's
+    /// largest (a max-pool over the candidates), so the branch can pick "the largest
+    /// among those with a flag" out of the turn, not only rank one feature at a time.
+    #[serde(default)]
+    pub set_encoder: bool,
+    /// Every variant with a pointwise branch: the first `picks` places of a turn are
+    /// picked one at a time, each scored given the candidates picked before it (0: one
+    /// score per candidate). A ranker that cannot tell which of several rules a query
+    /// follows then learns what is relevant once its earlier picks were not.
+    #[serde(default)]
+    pub picks: usize,
     /// Mamba's selection mechanism (off: Δ, B, C are input-independent parameters).
     #[serde(default = "yes")]
     pub selective: bool,
@@ -183,6 +195,8 @@ impl ModelConfig {
             d_attn: default_d_attn(),
             history: variant.is_temporal(),
             relative: false,
+            set_encoder: false,
+            picks: 0,
             selective: true,
             inputs: Inputs::All,
         }

@@ -63,6 +63,10 @@ pub mod scorer {
     pub const QUERY_PROJ: &str = "scorer.query_proj";
     pub const MLP_FC1: &str = "scorer.mlp.fc1";
     pub const MLP_FC2: &str = "scorer.mlp.fc2";
+    /// The pointwise branch's set layer (with `set_encoder`), between fc1 and fc2.
+    pub const MLP_SET: &str = "scorer.mlp.set";
+    /// The pointwise branch's term for the candidates picked so far (with `picks`).
+    pub const MLP_PICK: &str = "scorer.mlp.pick";
 }
 
 /// The dual variant's path encoder.

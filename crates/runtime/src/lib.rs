@@ -79,10 +79,66 @@ pub struct Runtime {
     mamba: Vec<Mamba>,
     s4d: Vec<S4d>,
     norm_f: Option<Vec<f32>>,
-    mlp: Option<(Dense, Dense)>,
+    mlp: Option<Pointwise>,
     path: Option<PathEncoder>,
     xattn: Option<Xattn>,
 }
+
+/// The pointwise branch: fc1 (plus, with `picks`, the picks' term), ReLU, with
+/// `set_encoder` the set layer and ReLU, fc2.
+#[derive(Clone, Debug)]
+struct Pointwise {
+    fc1: Dense,
+    set: Option<Dense>,
+    fc2: Dense,
+    /// With `picks`: the sum of the picked candidates' inputs → hidden units (no bias).
+    pick: Option<Dense>,
+}
+
+impl Pointwise {
+    /// The scores of a turn's candidates from fc1's outputs `pre` and a term `shift`
+    /// added to every candidate's (the picks').
+    fn scores(&self, pre: &[Vec<f32>], shift: Option<&[f32]>) -> Vec<f32> {
+        let mut hidden: Vec<Vec<f32>> = pre
+            .iter()
+            .map(|p| match shift {
+                Some(d) => p.iter().zip(d).map(|(a, b)| (a + b).max(0.0)).collect(),
+                None => p.iter().map(|a| a.max(0.0)).collect(),
+            })
+            .collect();
+        if let Some(set) = &self.set {
+            // Each unit's largest over the turn (ReLU units are ≥ 0: 0 for an empty turn).
+            let mut top = vec![0f32; self.fc1.d_out];
+            for h in &hidden {
+                for (t, &v) in top.iter_mut().zip(h) {
+                    *t = t.max(v);
+                }
+            }
+            let mut x = vec![0f32; 2 * self.fc1.d_out];
+            for h in hidden.iter_mut() {
+                let (own, below) = x.split_at_mut(h.len());
+                own.copy_from_slice(h);
+                for ((b, &t), &v) in below.iter_mut().zip(&top).zip(h.iter()) {
+                    *b = t - v;
+                }
+                set.apply_into(&x, h);
+                h.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+        let mut one = [0f32; 1];
+        hidden
+            .iter()
+            .map(|h| {
+                self.fc2.apply_into(h, &mut one);
+                one[0]
+            })
+            .collect()
+    }
+}
+
+/// What greedy picks read again: the pointwise branch, each candidate's inputs and fc1
+/// outputs.
+type Picking<'a> = (&'a Pointwise, Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 /// One candidate of a turn.
 #[derive(Clone, Debug, Default)]
@@ -207,10 +263,20 @@ impl Runtime {
         let mlp = if c.variant == Variant::Xattn {
             None
         } else {
-            Some((
-                l.dense(scorer::MLP_FC1, c.pointwise_in(), c.mlp_hidden)?,
-                l.dense(scorer::MLP_FC2, c.mlp_hidden, 1)?,
-            ))
+            Some(Pointwise {
+                fc1: l.dense(scorer::MLP_FC1, c.pointwise_in(), c.mlp_hidden)?,
+                set: if c.set_encoder {
+                    Some(l.dense(scorer::MLP_SET, 2 * c.mlp_hidden, c.mlp_hidden)?)
+                } else {
+                    None
+                },
+                fc2: l.dense(scorer::MLP_FC2, c.mlp_hidden, 1)?,
+                pick: if c.picks > 0 {
+                    Some(l.dense(scorer::MLP_PICK, c.pointwise_in(), c.mlp_hidden)?)
+                } else {
+                    None
+                },
+            })
         };
         let path_enc = if c.variant == Variant::Dual {
             let gate = l.vector(path::GATE, 1)?;
@@ -496,8 +562,10 @@ impl Runtime {
 
     fn score_enc(&self, state: &State, turn: &Turn, enc: &[Vec<f32>]) -> Vec<f32> {
         let c = &self.config;
+        // The pointwise branch's inputs and fc1 outputs (greedy picks read them again).
+        let mut pointwise: Option<Picking> = None;
         let mut scores: Vec<f32> = match &self.mlp {
-            Some((fc1, fc2)) => {
+            Some(mlp) => {
                 // The pointwise branch reads [features, missing, history, turn-relative]:
                 // the encoder inputs start with them.
                 let own = c.pointwise_in();
@@ -506,31 +574,28 @@ impl Runtime {
                 } else {
                     Vec::new()
                 };
-                let mut x = vec![0f32; own];
-                let mut hdn = vec![0f32; fc1.d_out];
-                let mut one = [0f32; 1];
-                turn.candidates
+                let inputs: Vec<Vec<f32>> = turn
+                    .candidates
                     .iter()
                     .enumerate()
-                    .map(|(k, cand)| {
-                        let input: &[f32] = match enc.get(k) {
-                            Some(e) => &e[..own],
-                            None => {
-                                for (d, v) in masked(&cand.features, &cand.missing).enumerate() {
-                                    x[d] = v;
-                                }
-                                x[FEATURE_DIM..2 * FEATURE_DIM].copy_from_slice(&cand.missing);
-                                x[2 * FEATURE_DIM..]
-                                    .copy_from_slice(Self::relative_row(&relative, k));
-                                &x
-                            }
-                        };
-                        fc1.apply_into(input, &mut hdn);
-                        hdn.iter_mut().for_each(|v| *v = v.max(0.0));
-                        fc2.apply_into(&hdn, &mut one);
-                        one[0]
+                    .map(|(k, cand)| match enc.get(k) {
+                        Some(e) => e[..own].to_vec(),
+                        None => {
+                            let mut x: Vec<f32> = masked(&cand.features, &cand.missing).collect();
+                            x.extend_from_slice(&cand.missing);
+                            x.extend_from_slice(Self::relative_row(&relative, k));
+                            x
+                        }
                     })
-                    .collect()
+                    .collect();
+                let pre: Vec<Vec<f32>> = inputs.iter().map(|x| mlp.fc1.apply(x)).collect();
+                if mlp.pick.is_some() {
+                    // Scored after every other term, pick by pick.
+                    pointwise = Some((mlp, inputs, pre));
+                    vec![0.0; turn.candidates.len()]
+                } else {
+                    mlp.scores(&pre, None)
+                }
             }
             None => vec![0.0; turn.candidates.len()],
         };
@@ -596,7 +661,62 @@ impl Runtime {
                 *s += sim * sigmoid(xa.gate.apply(&side)[0]) + xa.value.apply(&side)[0];
             }
         }
-        scores
+        match pointwise {
+            Some((mlp, inputs, pre)) => Self::greedy(mlp, c.picks, &inputs, &pre, &scores),
+            None => scores,
+        }
+    }
+
+    /// Greedy picks (the Burn model's `Scorer::rounds`): round j scores the candidates
+    /// left given the picks before it and picks the best; pick j scores P − j above the
+    /// best candidate left after P picks (at least −1e4), which keep those scores.
+    fn greedy(
+        mlp: &Pointwise,
+        picks: usize,
+        inputs: &[Vec<f32>],
+        pre: &[Vec<f32>],
+        rest: &[f32],
+    ) -> Vec<f32> {
+        let pick = mlp.pick.as_ref().expect("a model with picks");
+        let n = rest.len();
+        let mut chosen = vec![0f32; pick.d_in];
+        let mut place: Vec<Option<usize>> = vec![None; n];
+        let mut shift = vec![0f32; pick.d_out];
+        let mut j = 0;
+        loop {
+            pick.apply_into(&chosen, &mut shift);
+            let scores: Vec<f32> = mlp
+                .scores(pre, Some(&shift))
+                .iter()
+                .zip(rest)
+                .map(|(p, r)| p + r)
+                .collect();
+            // The first of the best candidates left, as Burn's argmax.
+            let mut best: Option<usize> = None;
+            for i in (0..n).filter(|&i| place[i].is_none()) {
+                if best.is_none_or(|b| scores[i] > scores[b]) {
+                    best = Some(i);
+                }
+            }
+            match best {
+                Some(b) if j < picks => {
+                    place[b] = Some(j);
+                    for (c, x) in chosen.iter_mut().zip(&inputs[b]) {
+                        *c += x;
+                    }
+                    j += 1;
+                }
+                _ => {
+                    let top = best.map_or(-1e4, |b| scores[b].max(-1e4));
+                    return (0..n)
+                        .map(|i| match place[i] {
+                            Some(j) => top + (picks - j) as f32,
+                            None => scores[i],
+                        })
+                        .collect();
+                }
+            }
+        }
     }
 
     /// Folds a turn and its outcome (`labels[k] > 0`: candidate k was relevant) into the
