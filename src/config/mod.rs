@@ -485,16 +485,20 @@ mod tests {
         assert!(err.contains("users"), "{err}");
     }
 
+    /// The system names of a config's ablations.
+    fn ablation_names(c: &Config) -> Vec<String> {
+        c.pipeline
+            .ablations
+            .iter()
+            .map(|a| c.train.ablated(a).unwrap().system_name())
+            .collect()
+    }
+
     #[test]
     fn ablations_name_their_runs_and_a_change_that_changes_nothing_is_refused() {
         let with = |list: &str| Config::parse(&format!("[pipeline]\nablations = {list}\n"));
         let c = with(r#"["d_state=4", "layers=1", "no_selectivity", "temporal_only"]"#).unwrap();
-        let names: Vec<String> = c
-            .pipeline
-            .ablations
-            .iter()
-            .map(|a| c.train.ablated(a).unwrap().system_name())
-            .collect();
+        let names = ablation_names(&c);
         assert_eq!(
             names,
             [
@@ -521,12 +525,7 @@ mod tests {
             "[train]\nmodel = \"mlp\"\nset_encoder = true\npicks = 5\n[pipeline]\nablations = [\"no_picks\", \"no_set_encoder\", \"picks=2\"]\n",
         )
         .unwrap();
-        let names: Vec<String> = c
-            .pipeline
-            .ablations
-            .iter()
-            .map(|a| c.train.ablated(a).unwrap().system_name())
-            .collect();
+        let names = ablation_names(&c);
         assert_eq!(
             c.train.system_name(),
             "mlp+picks=5+set_encoder",

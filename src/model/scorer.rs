@@ -751,6 +751,29 @@ mod tests {
         }
     }
 
+    /// A model's scores of a batch of one turn.
+    fn scores_of(model: &Scorer, b: &Batch) -> Vec<f32> {
+        model
+            .forward(b, ScanImpl::Reference)
+            .to_data()
+            .try_into_vec_as::<f32>()
+            .unwrap()
+    }
+
+    /// Features and turn-relative features of `k` candidates, drawn from `seed`.
+    fn drawn(k: u64, seed: u64, device: &Device) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let row = |seed: u64, d: usize| {
+            normal_tensor(seed, [d], 1.0, device)
+                .to_data()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        (
+            (0..k).map(|i| row(seed + i, FEATURE_DIM)).collect(),
+            (0..k).map(|i| row(seed + 100 + i, RELATIVE_DIM)).collect(),
+        )
+    }
+
     #[test]
     fn the_set_encoder_reads_the_turn_as_a_set_and_padding_changes_nothing() {
         let device = Device::flex();
@@ -758,21 +781,8 @@ mod tests {
         cfg.relative = true;
         cfg.set_encoder = true;
         let model = cfg.init(3, &device);
-        let row = |seed: u64, d: usize| {
-            normal_tensor(seed, [d], 1.0, &device)
-                .to_data()
-                .try_into_vec_as::<f32>()
-                .unwrap()
-        };
-        let x: Vec<Vec<f32>> = (0..4).map(|i| row(10 + i, FEATURE_DIM)).collect();
-        let r: Vec<Vec<f32>> = (0..4).map(|i| row(20 + i, RELATIVE_DIM)).collect();
-        let scores = |b: &Batch| -> Vec<f32> {
-            model
-                .forward(b, ScanImpl::Reference)
-                .to_data()
-                .try_into_vec_as::<f32>()
-                .unwrap()
-        };
+        let (x, r) = drawn(4, 10, &device);
+        let scores = |b: &Batch| scores_of(&model, b);
         let base = scores(&turn(&x, &r, &[1.0; 4], 4, &device));
 
         // Two padding candidates with large features: the real scores do not move.
@@ -811,13 +821,7 @@ mod tests {
         // Without it, the scores of the other candidates stay where they were.
         cfg.set_encoder = false;
         let plain = cfg.init(3, &device);
-        let plain_scores = |b: &Batch| -> Vec<f32> {
-            plain
-                .forward(b, ScanImpl::Reference)
-                .to_data()
-                .try_into_vec_as::<f32>()
-                .unwrap()
-        };
+        let plain_scores = |b: &Batch| scores_of(&plain, b);
         let before = plain_scores(&turn(&x, &r, &[1.0; 4], 4, &device));
         let after = plain_scores(&turn(&xc, &r, &[1.0; 4], 4, &device));
         for i in 0..3 {
@@ -834,14 +838,7 @@ mod tests {
         let plain = cfg.init(5, &device);
         cfg.picks = 2;
         let model = cfg.init(5, &device);
-        let row = |seed: u64, d: usize| {
-            normal_tensor(seed, [d], 1.0, &device)
-                .to_data()
-                .try_into_vec_as::<f32>()
-                .unwrap()
-        };
-        let x: Vec<Vec<f32>> = (0..5).map(|i| row(30 + i, FEATURE_DIM)).collect();
-        let r: Vec<Vec<f32>> = (0..5).map(|i| row(40 + i, RELATIVE_DIM)).collect();
+        let (x, r) = drawn(5, 30, &device);
         let mut b = turn(&x, &r, &[1.0, 1.0, 1.0, 1.0, 0.0], 4, &device);
         let v = |t: Tensor<3>| t.to_data().try_into_vec_as::<f32>().unwrap();
         let argmax = |s: &[f32], skip: &[usize]| {
