@@ -85,7 +85,6 @@ pub fn scan(
     }
 }
 
-/// Per-turn latency of the runtime.
 /// The model [`infer`] times: a variant, its size and the options that change its
 /// runtime's work.
 #[derive(Clone, Debug)]
@@ -111,6 +110,7 @@ impl InferModel {
     }
 }
 
+/// Per-turn latency of the runtime.
 #[derive(Clone, Debug, Serialize)]
 pub struct InferBench {
     pub model: String,
@@ -127,8 +127,7 @@ pub struct InferBench {
 }
 
 /// Times [`Runtime::step`](crate::runtime::Runtime::step) (score, then fold the outcome in) of the runtime on random turns, one thread, for a freshly
-/// initialized model of the given variant and size (latency does not depend on training),
-/// with or without turn-relative features.
+/// initialized model as `options` describe it (latency does not depend on training).
 pub fn infer(
     options: &InferModel,
     candidates: usize,

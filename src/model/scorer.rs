@@ -288,11 +288,7 @@ impl Scorer {
 
     /// Places picked one at a time ([`ModelConfig::picks`]; 0: none).
     pub fn picks(&self) -> usize {
-        if self.mlp_pick.is_some() {
-            self.picks
-        } else {
-            0
-        }
+        self.picks
     }
 
     /// The batch as the model reads it: with [`Inputs::TemporalOnly`], everything but the
@@ -552,10 +548,14 @@ impl Scorer {
     /// branch reads them): pick j scores P − j above the best candidate left, and the
     /// candidates left keep their scores given all P picks.
     fn decode(&self, batch: &Batch, rest: Tensor<3>) -> Tensor<3> {
-        if self.picks() == 0 {
+        if self.picks == 0 {
             return self.pointwise(batch, None) + rest;
         }
-        let rounds = self.rounds(batch, rest);
+        Self::decoded(&self.rounds(batch, rest))
+    }
+
+    /// The scores [`Self::rounds`] decode to.
+    fn decoded(rounds: &[(Tensor<3>, Tensor<3>, Tensor<3>)]) -> Tensor<3> {
         let (last, picked, bonus) = rounds.last().cloned().expect("P + 1 rounds");
         // The best candidate left (≥ −1e4: when every real candidate is picked, the picks
         // still rank above the padding).
@@ -605,21 +605,55 @@ impl Scorer {
         kind: super::loss::Loss,
         temperature: f64,
     ) -> Tensor<1> {
-        use super::loss::loss;
-        if self.picks() == 0 {
-            let scores = self.forward(batch, scan);
-            return loss(
-                kind,
-                scores,
-                batch.labels.clone(),
-                batch.valid.clone(),
-                batch.turn_mask.clone(),
-                temperature,
-            );
+        if self.picks == 0 {
+            return self
+                .scores_and_loss(batch, batch.turn_mask.clone(), scan, kind, temperature)
+                .1;
         }
+        // Only the rounds: the decoded scores would add graph nodes no backward reaches.
         let batch = &*self.restricted(batch);
         let rounds = self.rounds(batch, self.rest(batch, scan));
-        let n = rounds.len();
+        Self::rounds_loss(batch, &rounds, batch.turn_mask.clone(), kind, temperature)
+    }
+
+    /// The scores of a batch and its [`Self::training_loss`] over the turns of `turns`
+    /// (`[B, T]`, in place of the batch's turn mask), from one forward pass.
+    pub fn scores_and_loss(
+        &self,
+        batch: &Batch,
+        turns: Tensor<2>,
+        scan: ScanImpl,
+        kind: super::loss::Loss,
+        temperature: f64,
+    ) -> (Tensor<3>, Tensor<1>) {
+        let batch = &*self.restricted(batch);
+        let rest = self.rest(batch, scan);
+        if self.picks == 0 {
+            let scores = self.pointwise(batch, None) + rest;
+            let l = super::loss::loss(
+                kind,
+                scores.clone(),
+                batch.labels.clone(),
+                batch.valid.clone(),
+                turns,
+                temperature,
+            );
+            return (scores, l);
+        }
+        let rounds = self.rounds(batch, rest);
+        let l = Self::rounds_loss(batch, &rounds, turns, kind, temperature);
+        (Self::decoded(&rounds), l)
+    }
+
+    /// The loss of the greedy rounds over the turns of `turns` (see
+    /// [`Self::training_loss`]).
+    fn rounds_loss(
+        batch: &Batch,
+        rounds: &[(Tensor<3>, Tensor<3>, Tensor<3>)],
+        turns: Tensor<2>,
+        kind: super::loss::Loss,
+        temperature: f64,
+    ) -> Tensor<1> {
         let labels = batch.labels.clone() * batch.valid.clone();
         let hits = labels.clone().greater_elem(0.5).float();
         let mut total: Option<Tensor<1>> = None;
@@ -629,13 +663,13 @@ impl Scorer {
                 .lower_elem(0.5)
                 .float()
                 .squeeze_dim::<2>(2); // [B, T]
-            let left = batch.valid.clone() * picked.neg().add_scalar(1.0);
-            let l = loss(
+            let left = batch.valid.clone() * picked.clone().neg().add_scalar(1.0);
+            let l = super::loss::loss(
                 kind,
-                s,
+                s.clone(),
                 labels.clone() * left.clone(),
                 left,
-                batch.turn_mask.clone() * missed,
+                turns.clone() * missed,
                 temperature,
             );
             total = Some(match total {
@@ -643,7 +677,7 @@ impl Scorer {
                 None => l,
             });
         }
-        total.expect("P + 1 rounds") / n as f64
+        total.expect("P + 1 rounds") / rounds.len() as f64
     }
 
     pub fn zero_state(&self, batch: usize, device: &Device) -> ScorerState {

@@ -12,9 +12,8 @@ use crate::config::TrainConfig;
 use crate::data::{Dataset, UserSeq};
 use crate::metrics::{Metrics, case_metrics};
 use crate::model::baselines::{self, Baseline};
-use crate::model::loss::loss;
 use crate::model::mamba::ScanImpl;
-use crate::model::scorer::{Batch, ModelConfig, Scorer};
+use crate::model::scorer::{ModelConfig, Scorer};
 
 /// Validation result at one step.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -47,10 +46,7 @@ pub fn validate(
             continue;
         }
         let b = make_batch(data, &users, &lens, cfg, device);
-        let scores = model.forward(&b, scan);
-        let [_, t, k] = scores.dims();
-        let s: Vec<f32> = scores.clone().try_into_vec_as::<f32>().expect("scores");
-        let mask: Vec<f32> = b.turn_mask.clone().try_into_vec_as::<f32>().expect("mask");
+        let [_, t] = b.turn_mask.dims();
         // Loss over the validation turns only.
         let start: Vec<usize> = users.iter().map(|u| cut.train_end(u)).collect();
         let mut vmask = vec![0f32; users.len() * t];
@@ -58,26 +54,13 @@ pub fn validate(
             vmask[i * t + s0..i * t + l].fill(1.0);
         }
         let n: f32 = vmask.iter().sum();
+        let vm = Tensor::<2>::from_data(TensorData::new(vmask, [users.len(), t]), device);
+        let (scores, l) = model.scores_and_loss(&b, vm, scan, train.loss, train.temperature);
+        let k = scores.dims()[2];
+        let s: Vec<f32> = scores.try_into_vec_as::<f32>().expect("scores");
+        let mask: Vec<f32> = b.turn_mask.clone().try_into_vec_as::<f32>().expect("mask");
         if n > 0.0 {
-            let vm = Tensor::<2>::from_data(TensorData::new(vmask, [users.len(), t]), device);
-            let l: f32 = if model.picks() > 0 {
-                // The loss of every round of the picks, as training computes it.
-                let b = Batch {
-                    turn_mask: vm,
-                    ..b.clone()
-                };
-                model.training_loss(&b, scan, train.loss, train.temperature)
-            } else {
-                loss(
-                    train.loss,
-                    scores,
-                    b.labels.clone(),
-                    b.valid.clone(),
-                    vm,
-                    train.temperature,
-                )
-            }
-            .into_scalar();
+            let l: f32 = l.into_scalar();
             loss_sum += l as f64 * n as f64;
             loss_n += n as f64;
         }

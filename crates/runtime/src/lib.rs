@@ -574,21 +574,32 @@ impl Runtime {
                 } else {
                     Vec::new()
                 };
-                let inputs: Vec<Vec<f32>> = turn
+                // Greedy picks read the inputs again: kept only for them.
+                let mut inputs = Vec::new();
+                let mut x = vec![0f32; own];
+                let pre: Vec<Vec<f32>> = turn
                     .candidates
                     .iter()
                     .enumerate()
-                    .map(|(k, cand)| match enc.get(k) {
-                        Some(e) => e[..own].to_vec(),
-                        None => {
-                            let mut x: Vec<f32> = masked(&cand.features, &cand.missing).collect();
-                            x.extend_from_slice(&cand.missing);
-                            x.extend_from_slice(Self::relative_row(&relative, k));
-                            x
+                    .map(|(k, cand)| {
+                        let input: &[f32] = match enc.get(k) {
+                            Some(e) => &e[..own],
+                            None => {
+                                for (d, v) in masked(&cand.features, &cand.missing).enumerate() {
+                                    x[d] = v;
+                                }
+                                x[FEATURE_DIM..2 * FEATURE_DIM].copy_from_slice(&cand.missing);
+                                x[2 * FEATURE_DIM..]
+                                    .copy_from_slice(Self::relative_row(&relative, k));
+                                &x
+                            }
+                        };
+                        if mlp.pick.is_some() {
+                            inputs.push(input.to_vec());
                         }
+                        mlp.fc1.apply(input)
                     })
                     .collect();
-                let pre: Vec<Vec<f32>> = inputs.iter().map(|x| mlp.fc1.apply(x)).collect();
                 if mlp.pick.is_some() {
                     // Scored after every other term, pick by pick.
                     pointwise = Some((mlp, inputs, pre));
