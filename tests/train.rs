@@ -838,8 +838,8 @@ fn poc_scenarios_import_train_and_evaluate_and_turn_relative_features_matter() {
     ]);
     assert!(ok, "{err}");
     let mut runs = Vec::new();
-    for relative in [true, false] {
-        let run = dir.path().join(format!("run-{relative}"));
+    for (relative, seed) in [(true, 1), (false, 1), (false, 2)] {
+        let run = dir.path().join(format!("run-{relative}-{seed}"));
         let cfg = TrainConfig {
             model: Variant::Mlp,
             steps: 400,
@@ -850,7 +850,7 @@ fn poc_scenarios_import_train_and_evaluate_and_turn_relative_features_matter() {
             relative,
             ..TrainConfig::default()
         };
-        train(&cfg, &opts(&data, &run, 1)).unwrap();
+        train(&cfg, &opts(&data, &run, seed)).unwrap();
         runs.push(run);
     }
     let out = dir.path().join("report");
@@ -862,6 +862,8 @@ fn poc_scenarios_import_train_and_evaluate_and_turn_relative_features_matter() {
         runs[0].to_str().unwrap(),
         "--run",
         runs[1].to_str().unwrap(),
+        "--run",
+        runs[2].to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "--quiet",
@@ -880,6 +882,15 @@ fn poc_scenarios_import_train_and_evaluate_and_turn_relative_features_matter() {
     let (cases, with) = hr5("all", "mlp+relative");
     assert!((100..=200).contains(&cases), "{cases} held-out queries");
     assert!(hr5("near_first", "mlp+relative").0 + hr5("near_first_b", "mlp+relative").0 == cases);
+    // The primary model (the MLP at its defaults) has two seeds: each on its own, and
+    // their mean.
+    for name in ["all", "near_first"] {
+        let (_, one) = hr5(name, "mlp seed 1");
+        let (_, two) = hr5(name, "mlp seed 2");
+        let (_, mean) = hr5(name, "mlp");
+        assert!((mean - (one + two) / 2.0).abs() < 1e-6, "{one} {two} {mean}");
+    }
+    assert!(!csv.contains("relative seed"), "only the primary model's seeds");
     let (_, without) = hr5("all", "mlp");
     let (_, random) = hr5("all", "random");
     let (_, ceiling) = hr5("all", "ceiling");

@@ -26,6 +26,13 @@ pub enum Loss {
     /// A rule needs one candidate somewhere in the top 5, not the most mass, so a ranker
     /// that cannot tell which rule made a turn's labels learns to give each rule a place.
     Slate,
+    /// Binary cross-entropy of each candidate's label from sigmoid(score / τ): the model
+    /// learns each candidate's own chance of being relevant, whatever else the turn
+    /// holds. Softmax divides a turn's relevant mass among its relevant candidates, so a
+    /// rule that marks five candidates gives each a fifth of what a rule that marks one
+    /// gives; greedy picks ask which candidate is most likely relevant given the picks
+    /// before it missed, and this is the loss that estimates it.
+    Binary,
 }
 
 impl Loss {
@@ -34,6 +41,7 @@ impl Loss {
             Loss::Softmax => "softmax",
             Loss::Hit => "hit",
             Loss::Slate => "slate",
+            Loss::Binary => "binary",
         }
     }
 }
@@ -70,7 +78,8 @@ pub struct TrainConfig {
     /// Global gradient-norm bound.
     pub grad_clip: f64,
     /// The training loss: `softmax` (ListNet, the default), `hit` (the softmax mass on
-    /// the relevant candidates together) or `slate` (a smooth HR@5; see [`Loss`]).
+    /// the relevant candidates together), `slate` (a smooth HR@5) or `binary` (each
+    /// candidate's own chance of being relevant; see [`Loss`]).
     pub loss: Loss,
     /// ListNet / softmax temperature.
     pub temperature: f64,

@@ -309,7 +309,19 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
                     .push((model, cfg));
             }
         }
+        let per_seed: Vec<(String, Vec<Vec<Vec<f64>>>)> = if name == primary && seeds.len() > 1 {
+            // Each seed of the primary model on its own after their mean: the spread a
+            // single trained model shows.
+            seeds
+                .iter()
+                .zip(&on_held_out)
+                .map(|(seed, scores)| (format!("{name} seed {seed}"), vec![scores.clone()]))
+                .collect()
+        } else {
+            Vec::new()
+        };
         held_out_scores.push((name.clone(), on_held_out));
+        held_out_scores.extend(per_seed);
         systems.push(System::new(
             name.to_string(),
             if is_ablation {

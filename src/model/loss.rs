@@ -1,6 +1,7 @@
 //! The training losses over a batch of turns: listwise softmax cross-entropy, the hit
-//! loss (the softmax mass on the relevant candidates together) and the slate loss (the
-//! chance that the top [`SLATE`] holds a relevant candidate).
+//! loss (the softmax mass on the relevant candidates together), the slate loss (the
+//! chance that the top [`SLATE`] holds a relevant candidate) and binary cross-entropy
+//! (each candidate's own chance of being relevant).
 
 use burn::prelude::*;
 
@@ -10,9 +11,9 @@ pub use crate::config::Loss;
 pub const SLATE: usize = 5;
 
 /// The mean loss over turns with a relevant label ([`Loss::Softmax`], [`Loss::Hit`] or
-/// [`Loss::Slate`]);
-/// turns without one (or padding) are skipped. Returns the mean over counted turns (0 if
-/// none) as `[1]`.
+/// [`Loss::Slate`]) or, for [`Loss::Binary`], with a candidate (a turn without a relevant
+/// one still teaches that its candidates were not); other turns (and padding) are
+/// skipped. Returns the mean over counted turns (0 if none) as `[1]`.
 pub fn loss(
     kind: Loss,
     scores: Tensor<3>,
@@ -23,15 +24,23 @@ pub fn loss(
 ) -> Tensor<1> {
     let labels = labels * valid.clone();
     let n_rel = labels.clone().sum_dim(2); // [B, T, 1]
-    let counted = n_rel.clone().greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
+    let n_valid = valid.clone().sum_dim(2); // [B, T, 1]
+    let has = if kind == Loss::Binary {
+        n_valid.clone()
+    } else {
+        n_rel.clone()
+    };
+    let counted = has.greater_elem(0.0).float() * turn_mask.unsqueeze_dim::<3>(2);
     let logits = scores / temperature;
-    let logp = burn::tensor::activation::log_softmax(logits.clone(), 2);
+    let log_softmax = |logits: Tensor<3>| burn::tensor::activation::log_softmax(logits, 2);
     let per_turn = match kind {
         // −Σ_k p_k log softmax(s/τ)_k with p = labels / Σ labels.
-        Loss::Softmax => (labels / n_rel.clamp_min(1.0) * logp).sum_dim(2).neg(),
+        Loss::Softmax => (labels / n_rel.clamp_min(1.0) * log_softmax(logits))
+            .sum_dim(2)
+            .neg(),
         // −log Σ over the relevant candidates: the others pushed far below.
         Loss::Hit => {
-            let masked = logp + (labels - 1.0) * 1e4;
+            let masked = log_softmax(logits) + (labels - 1.0) * 1e4;
             let top = masked.clone().detach().max_dim(2); // [B, T, 1]
             let lse = (masked - top.clone())
                 .exp()
@@ -42,6 +51,13 @@ pub fn loss(
             lse.neg()
         }
         Loss::Slate => slate_per_turn(logits, labels.clone(), valid),
+        // softplus(z) − y z = −log σ(±z), averaged over the turn's candidates; padding
+        // (scored −1e9) is read as z = 0 and weighs nothing.
+        Loss::Binary => {
+            let z = logits.mask_where(valid.clone().lower_elem(0.5), valid.zeros_like());
+            let per = (burn::tensor::activation::softplus(z.clone(), 1.0) - labels * z) * valid;
+            per.sum_dim(2) / n_valid.clamp_min(1.0)
+        }
     };
     (per_turn * counted.clone()).sum() / counted.sum().clamp_min(1.0)
 }

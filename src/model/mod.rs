@@ -204,6 +204,75 @@ mod tests {
         assert_gradient_by_differences(&scores, &g, real, value);
     }
 
+    #[test]
+    fn binary_loss_is_the_mean_log_loss_of_each_candidate_by_hand_and_its_gradient_by_differences()
+    {
+        use super::loss::{Loss, loss};
+        let device = Device::flex();
+        // One user, three turns of 3 candidates: the first with a padding slot (scored
+        // −1e9, as the model scores it), the second without a relevant label (still
+        // counted: its candidates were not relevant), the third masked out of the turns.
+        let scores = vec![1.0f32, -0.5, -1e9, 0.3, 2.0, -1.0, 0.7, 0.1, -0.2];
+        let labels = vec![1.0f32, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0];
+        let valid = vec![1.0f32, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+        let tau = 0.5;
+        let t3 = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [1, 3, 3]), &device);
+        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0, 0.0], [1, 3]), &device);
+        let value = |s: Vec<f32>| -> f64 {
+            let v: f32 = loss(
+                Loss::Binary,
+                t3(s),
+                t3(labels.clone()),
+                t3(valid.clone()),
+                mask.clone(),
+                tau,
+            )
+            .into_scalar();
+            v as f64
+        };
+        // By hand: −log σ(z) for a relevant candidate, −log(1 − σ(z)) for the others,
+        // z = s / τ, averaged over each turn's real candidates, then over the two turns.
+        let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+        let turn = |range: std::ops::Range<usize>| -> f64 {
+            let real: Vec<usize> = range.filter(|&i| valid[i] > 0.0).collect();
+            let sum: f64 = real
+                .iter()
+                .map(|&i| {
+                    let p = sigmoid(scores[i] as f64 / tau);
+                    if labels[i] > 0.0 {
+                        -p.ln()
+                    } else {
+                        -(1.0 - p).ln()
+                    }
+                })
+                .sum();
+            sum / real.len() as f64
+        };
+        let want = (turn(0..3) + turn(3..6)) / 2.0;
+        let got = value(scores.clone());
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // Gradient by autodiff against central differences (padding gets none).
+        let ad = device.clone().autodiff();
+        let s =
+            Tensor::<3>::from_data(TensorData::new(scores.clone(), [1, 3, 3]), &ad).require_grad();
+        let l = loss(
+            Loss::Binary,
+            s.clone(),
+            t3(labels.clone()).to_device(&ad),
+            t3(valid.clone()).to_device(&ad),
+            mask.clone().to_device(&ad),
+            tau,
+        );
+        let g: Vec<f32> = s
+            .grad(&l.backward())
+            .unwrap()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        assert_eq!(g[2], 0.0);
+        assert!(g[6..].iter().all(|&x| x == 0.0), "{g:?}");
+        assert_gradient_by_differences(&scores, &g, [0, 1, 3, 4, 5].into_iter(), value);
+    }
+
     fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
     }
