@@ -888,9 +888,15 @@ fn poc_scenarios_import_train_and_evaluate_and_turn_relative_features_matter() {
         let (_, one) = hr5(name, "mlp seed 1");
         let (_, two) = hr5(name, "mlp seed 2");
         let (_, mean) = hr5(name, "mlp");
-        assert!((mean - (one + two) / 2.0).abs() < 1e-6, "{one} {two} {mean}");
+        assert!(
+            (mean - (one + two) / 2.0).abs() < 1e-6,
+            "{one} {two} {mean}"
+        );
     }
-    assert!(!csv.contains("relative seed"), "only the primary model's seeds");
+    assert!(
+        !csv.contains("relative seed"),
+        "only the primary model's seeds"
+    );
     let (_, without) = hr5("all", "mlp");
     let (_, random) = hr5("all", "random");
     let (_, ceiling) = hr5("all", "ceiling");

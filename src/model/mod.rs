@@ -132,10 +132,54 @@ mod tests {
         }
     }
 
+    /// One user's turns `[1, T, K]` for a loss: labels, valid slots, the turn mask and
+    /// the temperature.
+    struct LossCase {
+        kind: super::loss::Loss,
+        shape: [usize; 3],
+        labels: Vec<f32>,
+        valid: Vec<f32>,
+        turns: Vec<f32>,
+        tau: f64,
+    }
+
+    impl LossCase {
+        fn on(&self, scores: Tensor<3>) -> Tensor<1> {
+            let device = scores.device();
+            let t3 = |v: &[f32]| {
+                Tensor::<3>::from_data(TensorData::new(v.to_vec(), self.shape), &device)
+            };
+            let [_, t, _] = self.shape;
+            let turns =
+                Tensor::<2>::from_data(TensorData::new(self.turns.clone(), [1, t]), &device);
+            super::loss::loss(
+                self.kind,
+                scores,
+                t3(&self.labels),
+                t3(&self.valid),
+                turns,
+                self.tau,
+            )
+        }
+
+        fn value(&self, scores: Vec<f32>) -> f64 {
+            let s = Tensor::<3>::from_data(TensorData::new(scores, self.shape), &Device::flex());
+            self.on(s).into_scalar::<f32>() as f64
+        }
+
+        /// The gradient by autodiff.
+        fn gradient(&self, scores: &[f32]) -> Vec<f32> {
+            let ad = Device::flex().autodiff();
+            let s = Tensor::<3>::from_data(TensorData::new(scores.to_vec(), self.shape), &ad)
+                .require_grad();
+            let grads = self.on(s.clone()).backward();
+            s.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap()
+        }
+    }
+
     #[test]
     fn slate_loss_is_the_chance_of_a_top_5_hit_by_hand_and_its_gradient_by_differences() {
-        use super::loss::{Loss, SLATE, loss};
-        let device = Device::flex();
+        use super::loss::{Loss, SLATE};
         // One user, two turns of 8 candidates (the last padding), scores apart by more than
         // the differencing step so no place changes; the first turn's relevant candidates
         // place 2nd and 7th (past the top 5), the second turn's 1st and 2nd.
@@ -150,19 +194,13 @@ mod tests {
         ];
         let valid: Vec<f32> = (0..2 * k).map(|i| (i % k != k - 1) as u8 as f32).collect();
         let tau = 0.7;
-        let t3 = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [1, 2, k]), &device);
-        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device);
-        let value = |s: Vec<f32>| -> f64 {
-            let v: f32 = loss(
-                Loss::Slate,
-                t3(s),
-                t3(labels.clone()),
-                t3(valid.clone()),
-                mask.clone(),
-                tau,
-            )
-            .into_scalar();
-            v as f64
+        let case = LossCase {
+            kind: Loss::Slate,
+            shape: [1, 2, k],
+            labels: labels.clone(),
+            valid,
+            turns: vec![1.0, 1.0],
+            tau,
         };
         // By hand: sort each turn's real candidates, and at place d take the softmax share
         // of the relevant ones among those from place d down.
@@ -184,31 +222,18 @@ mod tests {
                 .product();
             want += -(1.0 - miss).ln() / 2.0;
         }
-        let got = value(scores.clone());
+        let got = case.value(scores.clone());
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         // Gradient by autodiff against central differences.
-        let ad = device.clone().autodiff();
-        let s =
-            Tensor::<3>::from_data(TensorData::new(scores.clone(), [1, 2, k]), &ad).require_grad();
-        let l = loss(
-            Loss::Slate,
-            s.clone(),
-            t3(labels.clone()).to_device(&ad),
-            t3(valid.clone()).to_device(&ad),
-            mask.clone().to_device(&ad),
-            tau,
-        );
-        let grads = l.backward();
-        let g: Vec<f32> = s.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
+        let g = case.gradient(&scores);
         let real = (0..2 * k).filter(|i| i % k != k - 1);
-        assert_gradient_by_differences(&scores, &g, real, value);
+        assert_gradient_by_differences(&scores, &g, real, |s| case.value(s));
     }
 
     #[test]
     fn binary_loss_is_the_mean_log_loss_of_each_candidate_by_hand_and_its_gradient_by_differences()
     {
-        use super::loss::{Loss, loss};
-        let device = Device::flex();
+        use super::loss::Loss;
         // One user, three turns of 3 candidates: the first with a padding slot (scored
         // −1e9, as the model scores it), the second without a relevant label (still
         // counted: its candidates were not relevant), the third masked out of the turns.
@@ -216,19 +241,13 @@ mod tests {
         let labels = vec![1.0f32, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0];
         let valid = vec![1.0f32, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
         let tau = 0.5;
-        let t3 = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [1, 3, 3]), &device);
-        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0, 0.0], [1, 3]), &device);
-        let value = |s: Vec<f32>| -> f64 {
-            let v: f32 = loss(
-                Loss::Binary,
-                t3(s),
-                t3(labels.clone()),
-                t3(valid.clone()),
-                mask.clone(),
-                tau,
-            )
-            .into_scalar();
-            v as f64
+        let case = LossCase {
+            kind: Loss::Binary,
+            shape: [1, 3, 3],
+            labels: labels.clone(),
+            valid: valid.clone(),
+            turns: vec![1.0, 1.0, 0.0],
+            tau,
         };
         // By hand: −log σ(z) for a relevant candidate, −log(1 − σ(z)) for the others,
         // z = s / τ, averaged over each turn's real candidates, then over the two turns.
@@ -249,28 +268,13 @@ mod tests {
             sum / real.len() as f64
         };
         let want = (turn(0..3) + turn(3..6)) / 2.0;
-        let got = value(scores.clone());
+        let got = case.value(scores.clone());
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         // Gradient by autodiff against central differences (padding gets none).
-        let ad = device.clone().autodiff();
-        let s =
-            Tensor::<3>::from_data(TensorData::new(scores.clone(), [1, 3, 3]), &ad).require_grad();
-        let l = loss(
-            Loss::Binary,
-            s.clone(),
-            t3(labels.clone()).to_device(&ad),
-            t3(valid.clone()).to_device(&ad),
-            mask.clone().to_device(&ad),
-            tau,
-        );
-        let g: Vec<f32> = s
-            .grad(&l.backward())
-            .unwrap()
-            .try_into_vec_as::<f32>()
-            .unwrap();
+        let g = case.gradient(&scores);
         assert_eq!(g[2], 0.0);
         assert!(g[6..].iter().all(|&x| x == 0.0), "{g:?}");
-        assert_gradient_by_differences(&scores, &g, [0, 1, 3, 4, 5].into_iter(), value);
+        assert_gradient_by_differences(&scores, &g, [0, 1, 3, 4, 5].into_iter(), |s| case.value(s));
     }
 
     fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
