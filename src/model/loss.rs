@@ -102,14 +102,3 @@ fn slate_per_turn(logits: Tensor<3>, labels: Tensor<3>, valid: Tensor<3>) -> Ten
     let hit = m.exp().neg().add_scalar(1.0).mask_where(near, series);
     hit.clamp_min(1e-30).log().neg()
 }
-
-/// [`Loss::Hit`]: −log Σ_{relevant i} softmax(s / τ)_i per turn with a relevant label.
-pub fn hit_loss(
-    scores: Tensor<3>,
-    labels: Tensor<3>,
-    valid: Tensor<3>,
-    turn_mask: Tensor<2>,
-    temperature: f64,
-) -> Tensor<1> {
-    loss(Loss::Hit, scores, labels, valid, turn_mask, temperature)
-}

@@ -69,69 +69,6 @@ mod tests {
         Tensor::from_data(TensorData::new(v, shape), device)
     }
 
-    #[test]
-    fn hit_loss_is_minus_log_the_relevant_mass_by_hand_and_its_gradient_by_differences() {
-        use super::loss::hit_loss;
-        let device = Device::flex();
-        // One user, two turns of 3 candidates; the second turn has no relevant label and
-        // is skipped; the third candidate of the first is padding.
-        let scores = vec![1.0f32, 0.5, 3.0, 0.2, 0.1, 0.0];
-        let t3 = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [1, 2, 3]), &device);
-        let labels = t3(vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
-        let valid = t3(vec![1.0, 1.0, 0.0, 1.0, 1.0, 1.0]);
-        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device);
-        let loss = |s: Vec<f32>| -> f64 {
-            let v: f32 =
-                hit_loss(t3(s), labels.clone(), valid.clone(), mask.clone(), 1.0).into_scalar();
-            v as f64
-        };
-        // Softmax over all three scores (padding included, as the model's scores give it
-        // −1e9 and the listwise loss does the same); the relevant mass is c0 + c1.
-        let z: f64 = [1.0f64, 0.5, 3.0].iter().map(|x| x.exp()).sum();
-        let want = -((1f64.exp() + 0.5f64.exp()) / z).ln();
-        assert!(
-            (loss(scores.clone()) - want).abs() < 1e-5,
-            "{} vs {want}",
-            loss(scores.clone())
-        );
-        // Gradient by autodiff against central differences.
-        let ad = device.clone().autodiff();
-        let s =
-            Tensor::<3>::from_data(TensorData::new(scores.clone(), [1, 2, 3]), &ad).require_grad();
-        let l = hit_loss(
-            s.clone(),
-            labels.clone().to_device(&ad),
-            valid.clone().to_device(&ad),
-            mask.clone().to_device(&ad),
-            1.0,
-        );
-        let grads = l.backward();
-        let g: Vec<f32> = s.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
-        assert_gradient_by_differences(&scores, &g, 0..6, loss);
-    }
-
-    /// Checks the gradient `g` of `value` at `scores`, at the positions `at`, against
-    /// central differences.
-    fn assert_gradient_by_differences(
-        scores: &[f32],
-        g: &[f32],
-        at: impl Iterator<Item = usize>,
-        value: impl Fn(Vec<f32>) -> f64,
-    ) {
-        let h = 1e-2f32;
-        for i in at {
-            let (mut up, mut down) = (scores.to_vec(), scores.to_vec());
-            up[i] += h;
-            down[i] -= h;
-            let fd = (value(up) - value(down)) / (2.0 * h as f64);
-            assert!(
-                (g[i] as f64 - fd).abs() < 1e-3,
-                "score {i}: autodiff {} vs {fd}",
-                g[i]
-            );
-        }
-    }
-
     /// One user's turns `[1, T, K]` for a loss: labels, valid slots, the turn mask and
     /// the temperature.
     struct LossCase {
@@ -174,6 +111,53 @@ mod tests {
                 .require_grad();
             let grads = self.on(s.clone()).backward();
             s.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap()
+        }
+    }
+
+    #[test]
+    fn hit_loss_is_minus_log_the_relevant_mass_by_hand_and_its_gradient_by_differences() {
+        use super::loss::Loss;
+        // One user, two turns of 3 candidates; the second turn has no relevant label and
+        // is skipped; the third candidate of the first is padding.
+        let scores = vec![1.0f32, 0.5, 3.0, 0.2, 0.1, 0.0];
+        let case = LossCase {
+            kind: Loss::Hit,
+            shape: [1, 2, 3],
+            labels: vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+            valid: vec![1.0, 1.0, 0.0, 1.0, 1.0, 1.0],
+            turns: vec![1.0, 1.0],
+            tau: 1.0,
+        };
+        // Softmax over all three scores (padding included, as the model's scores give it
+        // −1e9 and the listwise loss does the same); the relevant mass is c0 + c1.
+        let z: f64 = [1.0f64, 0.5, 3.0].iter().map(|x| x.exp()).sum();
+        let want = -((1f64.exp() + 0.5f64.exp()) / z).ln();
+        let got = case.value(scores.clone());
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // Gradient by autodiff against central differences.
+        let g = case.gradient(&scores);
+        assert_gradient_by_differences(&scores, &g, 0..6, |s| case.value(s));
+    }
+
+    /// Checks the gradient `g` of `value` at `scores`, at the positions `at`, against
+    /// central differences.
+    fn assert_gradient_by_differences(
+        scores: &[f32],
+        g: &[f32],
+        at: impl Iterator<Item = usize>,
+        value: impl Fn(Vec<f32>) -> f64,
+    ) {
+        let h = 1e-2f32;
+        for i in at {
+            let (mut up, mut down) = (scores.to_vec(), scores.to_vec());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (value(up) - value(down)) / (2.0 * h as f64);
+            assert!(
+                (g[i] as f64 - fd).abs() < 1e-3,
+                "score {i}: autodiff {} vs {fd}",
+                g[i]
+            );
         }
     }
 
