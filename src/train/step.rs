@@ -15,6 +15,24 @@ use crate::model::scorer::{ModelConfig, Scorer};
 /// its own (fixed, so that results do not depend on the machine's number of cores).
 pub const SHARES: usize = 2;
 
+/// A one-thread pool for each share. The backend's kernels split large operations over the
+/// current rayon pool; run inside a share's own pool they stay on that share's thread,
+/// instead of both shares handing every operation to the one global pool and waiting on it.
+fn share_pools() -> &'static [rayon::ThreadPool] {
+    static POOLS: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOLS.get_or_init(|| {
+        (0..SHARES)
+            .map(|i| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("share-{i}"))
+                    .build()
+                    .expect("a one-thread pool starts")
+            })
+            .collect()
+    })
+}
+
 /// The loss of a batch and its gradients. The users are split into [`SHARES`] shares;
 /// each share's loss is its sum of per-turn losses over the whole batch's number of
 /// counted turns, so the shares' losses and gradients add up to those of the batch's mean
@@ -43,17 +61,21 @@ pub fn step_gradients(
         let handles: Vec<_> = users
             .chunks(per)
             .zip(lens.chunks(per))
-            .map(|(us, ls)| {
+            .zip(share_pools())
+            .map(|((us, ls), pool)| {
                 // Fresh leaves for the parameters: the shares' autodiff graphs stay
                 // apart (one graph is one lock) and run in parallel.
                 let model = model.clone().map(&mut Fresh);
                 let n: usize = us.iter().zip(ls).map(|(u, &l)| counted(u, l)).sum();
                 scope.spawn(move || {
-                    let b = make_batch(data, us, ls, model_cfg, device);
-                    let mean = model.training_loss(&b, scan, train_cfg.loss, train_cfg.temperature);
-                    let share = mean * (n as f64 / total.max(1) as f64);
-                    let value: f32 = share.clone().into_scalar();
-                    (value, GradientsParams::from_grads(share.backward(), &model))
+                    pool.install(|| {
+                        let b = make_batch(data, us, ls, model_cfg, device);
+                        let mean =
+                            model.training_loss(&b, scan, train_cfg.loss, train_cfg.temperature);
+                        let share = mean * (n as f64 / total.max(1) as f64);
+                        let value: f32 = share.clone().into_scalar();
+                        (value, GradientsParams::from_grads(share.backward(), &model))
+                    })
                 })
             })
             .collect();
