@@ -67,9 +67,12 @@ def main(root):
     if not roles <= set(range(9)):
         problems.append(f"canary_role outside 0..8: {sorted(roles)}")
     turns = tables["turns.parquet"]
-    for c in ("selector_z", "selector_w", "selector_p", "selector_t"):
+    for c in ("selector_z", "selector_w", "selector_p", "selector_t", "cycle_peak"):
         if c not in turns.column_names:
             problems.append(f"turns.parquet lacks column {c}")
+    peaks = [p for p in turns.column("cycle_peak").to_pylist() if p != -1.0] if "cycle_peak" in turns.column_names else []
+    if peaks and not (min(peaks) >= 0.0 and max(peaks) < 7.0):
+        problems.append(f"cycle_peak outside [0, 7) days: {min(peaks)}..{max(peaks)}")
     turn_keys = set(zip(turns.column("user_id").to_pylist(), turns.column("turn_index").to_pylist()))
     cand_keys = set(zip(cands.column("user_id").to_pylist(), cands.column("turn_index").to_pylist()))
     if not cand_keys <= turn_keys:

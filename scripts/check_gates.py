@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Checks that a report's verdict can go both ways: its gates.json shows every gate
 that judges model quality passed by the oracle and failed by random and a constant
-scorer, the dual-error gate failed by a label memorizer, no gate INVALID, and a GTS
-split with at least 30 users with history.
+scorer, the dual-error gate and every canary gate failed by a label memorizer, every
+canary gate passed by the observable reference (a learner that reads only what a model
+reads), no gate INVALID, and a GTS split with at least 30 users with history.
 
 Usage: python3 scripts/check_gates.py REPORT_DIR
 Exits non-zero with one line per problem.
@@ -10,6 +11,9 @@ Exits non-zero with one line per problem.
 import json
 import sys
 from pathlib import Path
+
+
+CANARY_GATES = ("canaries ", "mean canary detection", "SNR curve")
 
 
 def main(root):
@@ -28,8 +32,14 @@ def main(root):
         for name in ("random", "constant"):
             if ref[name][i]["status"] == "PASS":
                 problems.append(f"{name} passes '{g['name']}'")
-        if g["name"].startswith("dual error") and ref["memorizer"][i]["status"] == "PASS":
-            problems.append("the label memorizer passes the dual-error gate")
+        canary_gate = g["name"].startswith(CANARY_GATES)
+        if (g["name"].startswith("dual error") or canary_gate) and ref["memorizer"][i]["status"] == "PASS":
+            problems.append(f"the label memorizer passes '{g['name']}'")
+        if canary_gate and ref["observable"][i]["status"] != "PASS":
+            problems.append(
+                f"the observable reference does not pass '{g['name']}' ({ref['observable'][i]['status']}): "
+                "the data cannot teach it to a learner"
+            )
     warm = v["test_set"]["warm_users"]
     if warm < 30:
         problems.append(f"the GTS split has {warm} users with history (30 needed)")

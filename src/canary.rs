@@ -105,6 +105,9 @@ impl Selector {
 pub struct Inputs {
     /// Position in the week in days, Monday 00:00 = 0.
     pub week_position: f64,
+    /// Where in the week the user's cycle entity X peaks (days from Monday 00:00; drawn
+    /// per user, the `cycle_peak` column of `turns.parquet`).
+    pub cycle_peak: f64,
     /// The candidate memory's age in days.
     pub age_days: f64,
     /// Which selectors are focal at the turn.
@@ -116,7 +119,9 @@ pub struct Inputs {
 pub struct Rules {
     pub cycle_mean: f64,
     pub cycle_amplitude: f64,
-    pub cycle_weekday: f64,
+    /// X's peak for every user (days from Monday 00:00), for datasets written before the
+    /// peak was drawn per user; `None`: each user's own ([`Inputs::cycle_peak`]).
+    pub cycle_peak: Option<f64>,
     pub recency_p0: f64,
     pub recency_lambda: f64,
     pub selectivity_on: f64,
@@ -135,7 +140,7 @@ impl Rules {
         Rules {
             cycle_mean: k.cycle_mean,
             cycle_amplitude: k.cycle_amplitude,
-            cycle_weekday: k.cycle_weekday as f64,
+            cycle_peak: None,
             recency_p0: k.recency_p0,
             recency_lambda: k.recency_lambda,
             selectivity_on: k.selectivity_on,
@@ -158,7 +163,7 @@ impl Rules {
         Some(Rules {
             cycle_mean: f("temporal_cycle", "mean")?,
             cycle_amplitude: f("temporal_cycle", "amplitude")?,
-            cycle_weekday: f("temporal_cycle", "weekday")?,
+            cycle_peak: f("temporal_cycle", "weekday").map(|d| d + 0.5),
             recency_p0: f("recency_decay", "p0")?,
             recency_lambda: f("recency_decay", "lambda_per_day")?,
             selectivity_on: f("entity_selectivity", "relevance_on")?,
@@ -172,9 +177,20 @@ impl Rules {
         })
     }
 
-    /// A weekly cosine peaking at noon of `weekday`: `mean · (1 + amplitude · cos)`.
-    pub fn cycle(mean: f64, amplitude: f64, weekday: f64, week_position: f64) -> f64 {
-        mean * (1.0 + amplitude * (TAU * (week_position - (weekday + 0.5)) / 7.0).cos())
+    /// A weekly cosine peaking at `peak` (days from Monday 00:00):
+    /// `mean · (1 + amplitude · cos)`.
+    pub fn cycle(mean: f64, amplitude: f64, peak: f64, week_position: f64) -> f64 {
+        mean * (1.0 + amplitude * (TAU * (week_position - peak) / 7.0).cos())
+    }
+
+    /// Where X peaks at a user whose drawn peak is `own` (see [`Rules::cycle_peak`]).
+    pub fn cycle_peak_of(&self, own: f64) -> f64 {
+        self.cycle_peak.unwrap_or(own)
+    }
+
+    /// The combined canary's peak: noon of its weekday, the same for every user.
+    pub fn combined_peak(&self) -> f64 {
+        self.combined_weekday + 0.5
     }
 
     /// The combined canary's three factors, each in [floor, 1]: weekly cycle, selector,
@@ -182,7 +198,7 @@ impl Rules {
     pub fn combined_factors(&self, x: &Inputs) -> [f64; 3] {
         let f = self.combined_floor;
         let cyc =
-            f + (1.0 - f) * 0.5 * Self::cycle(1.0, 1.0, self.combined_weekday, x.week_position);
+            f + (1.0 - f) * 0.5 * Self::cycle(1.0, 1.0, self.combined_peak(), x.week_position);
         let sel = if x.focal[Selector::T as usize] {
             1.0
         } else {
@@ -199,7 +215,7 @@ impl Rules {
             Role::Cycle => Self::cycle(
                 self.cycle_mean,
                 self.cycle_amplitude,
-                self.cycle_weekday,
+                self.cycle_peak_of(x.cycle_peak),
                 x.week_position,
             ),
             Role::Recency => self.recency_p0 * (-self.recency_lambda * x.age_days).exp(),
@@ -252,18 +268,19 @@ mod tests {
     #[test]
     fn cycle_peaks_at_noon_of_its_weekday() {
         let r = Rules::from_config(&CanaryConfig::default());
+        let peak = 3.6;
         let at = |w: f64| {
             r.relevance(
                 Role::Cycle,
                 &Inputs {
                     week_position: w,
+                    cycle_peak: peak,
                     age_days: 0.0,
                     focal: [false; 4],
                 },
             )
             .unwrap()
         };
-        let peak = r.cycle_weekday + 0.5;
         assert!(at(peak) > at(peak + 0.5) && at(peak) > at(peak - 0.5));
         assert!(at(peak) >= 3.4 * at(peak + 3.0));
     }

@@ -587,7 +587,7 @@ fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
         .collect();
     assert!(curve.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{curve:?}");
     // The oracle's response to the time of the week is the planted weekly cycle.
-    let f = ssmkit::eval::canary::frequency_response(&oracle, &data, &probes, 4);
+    let f = ssmkit::eval::canary::frequency_response(&oracle, &data, &probes, &rules, 4);
     assert!(f.weekly_share > 0.8 && f.daily_share < 0.05, "{f:?}");
     // The dual-error test fails a system that memorized the observed labels and a
     // constant, and passes the truth.
@@ -972,4 +972,103 @@ fn weekly_sessions_import_train_evaluate_and_transfer_from_synthetic() {
         ratio < 0.6,
         "TSTR ratio {ratio:.3} from a stream whose cycle is inverted"
     );
+}
+
+#[test]
+fn the_observable_reference_reads_no_hidden_column() {
+    use ssmkit::eval::canary::{ObservableProbe, ProbeScorer};
+    use ssmkit::train::slice_user;
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let k = data.k;
+    // A prefix of every user, through a turn that shows a canary memory.
+    let seqs: Vec<ssmkit::data::UserSeq> = data
+        .users
+        .iter()
+        .map(|u| {
+            let t = (u.turns / 2..u.turns)
+                .find(|&t| (0..k).any(|j| u.role[t * k + j] != 0))
+                .unwrap();
+            slice_user(u, 0, t + 1, k, data.embedding_dim, false)
+        })
+        .collect();
+    let observable = ObservableProbe::fit(&data, |u| u.turns / 2);
+    let before = observable.score(&seqs, k);
+    // What only the generator knows: roles, canary tags, selectors, the cycle's peak,
+    // the clean features and relevance, the clean labels.
+    let hidden: Vec<ssmkit::data::UserSeq> = seqs
+        .iter()
+        .map(|u| {
+            let mut h = u.clone();
+            h.role.iter_mut().for_each(|r| *r = 3);
+            h.canary.iter_mut().for_each(|c| *c = 0xFFFF);
+            h.selectors = [7, 7, 7, 7];
+            h.cycle_peak = 1.25;
+            h.clean_features.iter_mut().for_each(|x| *x = 0.5);
+            h.relevance.iter_mut().for_each(|x| *x = 0.9);
+            h.hard_negative.iter_mut().for_each(|x| *x = 1);
+            // The probed turn's own labels are not known before it is scored.
+            let t = h.turns - 1;
+            h.labels[t * k..(t + 1) * k]
+                .iter_mut()
+                .for_each(|x| *x = 1.0 - *x);
+            h
+        })
+        .collect();
+    assert_eq!(before, observable.score(&hidden, k));
+    // What a model reads moves it: the earlier labels.
+    let mut flipped = seqs.clone();
+    for u in &mut flipped {
+        let t = u.turns - 1;
+        u.labels[..t * k].iter_mut().for_each(|x| *x = 1.0 - *x);
+    }
+    assert_ne!(before, observable.score(&flipped, k));
+}
+
+#[test]
+fn canaries_command_judges_the_reference_systems_without_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let (ok, out, err) = ssmkit(&[
+        "canaries",
+        "--data",
+        data.to_str().unwrap(),
+        "--snr",
+        "20",
+        "--probes",
+        "16",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let level = &v[0];
+    assert_eq!(level["snr_db"], 20.0);
+    let systems = level["systems"].as_array().unwrap();
+    let names: Vec<&str> = systems.iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(names, ["oracle", "observable", "random", "constant"]);
+    let passes = |i: usize| -> Vec<bool> {
+        systems[i][1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["pass"].as_bool().unwrap())
+            .collect()
+    };
+    assert!(
+        passes(0).iter().all(|&p| p),
+        "the oracle fails a canary: {}",
+        systems[0]
+    );
+    for blind in [2, 3] {
+        assert!(
+            passes(blind).iter().all(|&p| !p),
+            "a blind system passes: {}",
+            systems[blind]
+        );
+    }
+    // The table names each system, and a dataset without canaries is refused.
+    let (ok, table, _) = ssmkit(&["canaries", "--data", data.to_str().unwrap()]);
+    assert!(ok && table.contains("observable") && table.contains("entity_selectivity"));
+    let (ok, _, err) = ssmkit(&["canaries", "--data", data.to_str().unwrap(), "--snr", "nan"]);
+    assert!(!ok && err.contains("--snr"), "{err}");
 }

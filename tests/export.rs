@@ -381,8 +381,8 @@ fn predict_carries_the_state_across_invocations() {
     assert!(!ok && err.contains("line 1"), "{err}");
 }
 
-/// A `run` config of the tiny world (12 users, 8 training steps) in `dir`, with `pipeline`
-/// lines in its `[pipeline]` section.
+/// A `run` config of the tiny world (12 users, a canary in every turn, 8 training steps) in
+/// `dir`, with `pipeline` lines in its `[pipeline]` section.
 fn tiny_run_config(dir: &Path, pipeline: &str) -> std::path::PathBuf {
     let cfg = dir.join("tiny.toml");
     std::fs::write(
@@ -396,6 +396,8 @@ entities = [20, 30]
 turns = [40, 60]
 [noise]
 calibration_users = 12
+[canaries]
+inject_prob = 1.0
 [train]
 size = "tiny"
 steps = 8

@@ -125,10 +125,13 @@ struct Rows {
     selectors: Vec<[i32; 4]>,
     turn_canary: Vec<u16>,
     age_days: Vec<f64>,
+    /// The user's cycle peak (days from Monday 00:00).
+    cycle_peak: Vec<f64>,
 }
 
-/// A turn's timestamp, focal entities, canary bits and selectors, by (user, turn).
-type TurnInfo = (i64, [i32; 2], u16, [i32; 4]);
+/// A turn's timestamp, focal entities, canary bits, selectors and cycle peak, by (user,
+/// turn).
+type TurnInfo = (i64, [i32; 2], u16, [i32; 4], f32);
 
 fn rows(dir: &Path) -> Rows {
     let turns = read(dir, "turns.parquet");
@@ -138,6 +141,7 @@ fn rows(dir: &Path) -> Rows {
         .iter()
         .map(|s| i32s(&turns, s.column()))
         .collect();
+    let peak = f32s(&turns, "cycle_peak");
     let (tu, ti, ts, f0, f1, tc) = (
         u32s(&turns, "user_id"),
         u32s(&turns, "turn_index"),
@@ -154,6 +158,7 @@ fn rows(dir: &Path) -> Rows {
                 [f0[i], f1[i]],
                 tc[i],
                 [sel[0][i], sel[1][i], sel[2][i], sel[3][i]],
+                peak[i],
             ),
         );
     }
@@ -174,6 +179,7 @@ fn rows(dir: &Path) -> Rows {
         focal: joined.iter().map(|j| j.1).collect(),
         selectors: joined.iter().map(|j| j.3).collect(),
         turn_canary: joined.iter().map(|j| j.2).collect(),
+        cycle_peak: joined.iter().map(|j| j.4 as f64).collect(),
         age_days: f32s(&c, &clean_column("log_age"))
             .into_iter()
             .map(|x| (x as f64).exp_m1())
@@ -266,21 +272,27 @@ fn canaries_are_planted_in_clean_truth_and_absent_elsewhere() {
     // Whether the user's selector `s` is focal at row i's turn.
     let focal = |i: usize, s: Selector| r.focal[i].contains(&r.selectors[i][s as usize]);
 
-    // 1: X on Monday vs Thursday, ≥ 2×; no weekday effect on untagged rows.
-    let x_mon = mean(
+    // 1: X within half a day of the user's own peak vs three days later, ≥ 2×; the peaks
+    // differ between users; no weekday effect on untagged rows.
+    let from_peak =
+        |i: usize| (calendar::weekday(r.ts[i]) - r.cycle_peak[i] + 0.5).rem_euclid(7.0) - 0.5;
+    let x_peak = mean(
         (0..n)
-            .filter(|&i| tagged(Canary::TemporalCycle, i) && wd(i) == 0)
+            .filter(|&i| tagged(Canary::TemporalCycle, i) && from_peak(i).abs() < 0.5)
             .map(|i| r.relevance[i]),
     );
-    let x_thu = mean(
+    let x_later = mean(
         (0..n)
-            .filter(|&i| tagged(Canary::TemporalCycle, i) && wd(i) == 3)
+            .filter(|&i| tagged(Canary::TemporalCycle, i) && (from_peak(i) - 3.0).abs() < 0.5)
             .map(|i| r.relevance[i]),
     );
     assert!(
-        x_mon >= 2.0 * x_thu,
-        "X: Monday {x_mon:.3} vs Thursday {x_thu:.3}"
+        x_peak >= 2.0 * x_later,
+        "X: at the peak {x_peak:.3} vs three days later {x_later:.3}"
     );
+    let peaks: std::collections::HashSet<u32> =
+        r.cycle_peak.iter().map(|p| p.floor() as u32).collect();
+    assert!(peaks.len() >= 3, "the users' peak weekdays: {peaks:?}");
     assert!(
         (0..n)
             .filter(|&i| tagged(Canary::TemporalCycle, i))

@@ -114,6 +114,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The canary suite of the reference systems on a dataset, before any training
+    #[command(
+        after_help = "Probes the GTS test cases of a dataset for every canary and judges the oracle (the
+        planted rules), the observable reference (a rule learner that reads only what a model
+        reads), random and a constant scorer, as `eval` does: every canary gate should pass for
+        the first two and fail for the last two. A canary the observable reference fails is one
+        the data cannot teach a model.
+
+        Examples:
+          ssmkit canaries --data data/quick
+          ssmkit canaries --data data/phase0 --snr 20 --snr 10 --probes 64 --json"
+    )]
+    Canaries {
+        #[arg(long)]
+        data: PathBuf,
+        /// Feature SNR in dB of the probes (repeat for several; default 20)
+        #[arg(long, allow_hyphen_values = true)]
+        snr: Vec<f64>,
+        /// Probe sites per canary
+        #[arg(long, default_value_t = 32)]
+        probes: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Megabytes of users held in memory (a larger dataset is probed on a seeded sample)
+        #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
+        resident_mb: usize,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Evaluate trained runs against the baselines on the GTS and LOO test cases; phase gates
     #[command(
         after_help = "Scores every --run (several seeds of one model are averaged per case) and the

@@ -309,6 +309,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", report.to_text());
             }
         }
+        Command::Canaries {
+            data,
+            snr,
+            probes,
+            seed,
+            resident_mb,
+            json,
+        } => {
+            if snr.iter().any(|d| !d.is_finite()) {
+                anyhow::bail!("--snr must be a finite number of dB");
+            }
+            let levels: Vec<Option<f64>> = if snr.is_empty() {
+                vec![Some(20.0)]
+            } else {
+                snr.into_iter().map(Some).collect()
+            };
+            let suites = eval::reference_canaries(&data, probes, &levels, resident_mb, seed)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&suites)?);
+            } else {
+                for s in &suites {
+                    print!("{}", s.to_text());
+                }
+            }
+        }
         Command::Compare {
             a,
             b,

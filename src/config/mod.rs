@@ -297,6 +297,7 @@ impl Config {
         let k = &self.canaries;
         for (f, x) in [
             ("canaries.inject_prob", k.inject_prob),
+            ("canaries.selector_inject_prob", k.selector_inject_prob),
             ("canaries.cycle_mean", k.cycle_mean),
             ("canaries.cycle_amplitude", k.cycle_amplitude),
             ("canaries.recency_p0", k.recency_p0),
@@ -330,10 +331,17 @@ impl Config {
         }
         positive("canaries.recency_lambda", k.recency_lambda)?;
         positive("canaries.combined_lambda", k.combined_lambda)?;
-        if k.cycle_weekday > 6 || k.combined_weekday > 6 {
+        if k.combined_weekday > 6 {
             return bad(
-                "canaries.cycle_weekday",
+                "canaries.combined_weekday",
                 "weekdays are 0 (Monday) to 6 (Sunday)".into(),
+            );
+        }
+        let [from, to] = k.cycle_peak_hours;
+        if !((0.0..24.0).contains(&from) && from < to && to <= 24.0) {
+            return bad(
+                "canaries.cycle_peak_hours",
+                format!("[{from}, {to}] is not a range of hours within 0 to 24"),
             );
         }
         prob("poc.pattern_share", self.poc.pattern_share)?;

@@ -248,8 +248,12 @@ pub struct CanaryConfig {
     /// Probability that a turn carries one contract canary's memories (the canary drawn
     /// uniformly among the six planted on fixed roles).
     pub inject_prob: f64,
-    /// 1: weekday on which entity X peaks (0 = Monday … 6 = Sunday).
-    pub cycle_weekday: u32,
+    /// Probability that a turn whose second focal slot holds a selector shows the memories
+    /// that selector's canary is about (Z, W: Y's; P, T: Q's or V's).
+    pub selector_inject_prob: f64,
+    /// 1: hours of the day within which X's peak is drawn, per user (its weekday is drawn
+    /// uniformly), `[from, to)`.
+    pub cycle_peak_hours: [f64; 2],
     /// 1: mean relevance of X's memories and the relative amplitude of its weekly cycle.
     pub cycle_mean: f64,
     pub cycle_amplitude: f64,
@@ -287,8 +291,9 @@ impl Default for CanaryConfig {
     fn default() -> Self {
         CanaryConfig {
             enabled: true,
-            inject_prob: 0.35,
-            cycle_weekday: 0,
+            inject_prob: 0.5,
+            selector_inject_prob: 0.6,
+            cycle_peak_hours: [8.0, 20.0],
             cycle_mean: 0.4,
             cycle_amplitude: 0.8,
             recency_lambda: 0.15,

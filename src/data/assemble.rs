@@ -62,6 +62,11 @@ pub(super) fn assemble(outline: &Dataset, parts: [Part; 4], columns: Columns) ->
         .iter()
         .map(|s| i32s(&turns, s.column()))
         .collect::<Result<_>>()?;
+    // The cycle's per-user peak (datasets written before it was drawn per user lack it).
+    let cycle_peak: Option<Vec<f32>> = match turns.df.column("cycle_peak") {
+        Err(_) => None,
+        Ok(_) => Some(f32s(&turns, "cycle_peak")?),
+    };
 
     // Candidates.
     let c_user = u32s(&cands, "user_id")?;
@@ -178,6 +183,7 @@ pub(super) fn assemble(outline: &Dataset, parts: [Part; 4], columns: Columns) ->
                 user_id: t_user[r],
                 stage: t_stage[r],
                 selectors: std::array::from_fn(|i| selectors[i][r]),
+                cycle_peak: cycle_peak.as_ref().map_or(-1.0, |c| c[r] as f64),
                 ..Default::default()
             });
         }

@@ -53,6 +53,9 @@ pub struct UserSeq {
     pub hard_negative: Vec<u8>,
     /// The user's selector entities Z, W, P, T (−1: none planted).
     pub selectors: [i32; 4],
+    /// Where in the week the user's cycle entity X peaks (days from Monday 00:00; −1: not
+    /// drawn per user).
+    pub cycle_peak: f64,
     /// `[T, K, E]` content embedding of each candidate memory (zeros when absent).
     pub content: Vec<f32>,
     /// `[T, K, MAX_HOPS, HOP_DIM]` hop features, zero-padded; `[T, K]` hop counts (both

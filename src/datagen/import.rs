@@ -236,6 +236,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
             for col in &mut tr.selectors {
                 col.push(-1);
             }
+            tr.cycle_peak.push(-1.0);
             tr.canary.push(0);
             tr.n_relevant
                 .push(turn.labels.iter().filter(|&&l| l > 0.5).count() as u8);

@@ -41,6 +41,8 @@ pub enum Stream {
     World = 2,
     Sim = 3,
     Noise = 4,
+    /// Per-user canary parameters (the cycle's peak).
+    Roles = 5,
 }
 
 /// The random stream `stream` of user `user` under `seed`.
@@ -329,10 +331,12 @@ pub fn canary_manifest(config: &Config) -> Value {
         put(
             Canary::TemporalCycle,
             json!({
-                "role": Role::Cycle.code(), "memories": "3 per user", "weekday": k.cycle_weekday,
-                "relevance": "mean * (1 + amplitude * cos(2π (w - weekday - 0.5) / 7)), w = position in the week in days",
+                "role": Role::Cycle.code(), "memories": "3 per user",
+                "peak": "per user: turns.cycle_peak, days from Monday 00:00 (weekday uniform, hour uniform in peak_hours)",
+                "peak_hours": k.cycle_peak_hours,
+                "relevance": "mean * (1 + amplitude * cos(2π (w - peak) / 7)), w = position in the week in days",
                 "mean": k.cycle_mean, "amplitude": k.cycle_amplitude,
-                "criterion": "relevance(X on its weekday) > 2 x relevance(X three days later)",
+                "criterion": "relevance(X at the user's peak) > 2 x relevance(X three days later)",
             }),
         );
         put(

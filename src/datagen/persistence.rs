@@ -89,6 +89,7 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
         for col in &mut tr.selectors {
             col.push(-1);
         }
+        tr.cycle_peak.push(-1.0);
         tr.canary.push(0);
         tr.n_relevant.push(labels.iter().sum());
         tr.negative_slots.push(0);

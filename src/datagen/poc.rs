@@ -116,6 +116,7 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
     for col in &mut t.selectors {
         col.push(-1);
     }
+    t.cycle_peak.push(-1.0);
     t.canary.push(bit);
     t.n_relevant.push(labels.iter().sum());
     t.negative_slots.push(0);

@@ -24,6 +24,9 @@ pub struct Turns {
     pub focal_1: Vec<i32>,
     /// The user's selector entities Z, W, P, T (`selector_z` …), −1 without canaries.
     pub selectors: [Vec<i32>; 4],
+    /// Where in the week the user's cycle entity X peaks, in days from Monday 00:00
+    /// (`cycle_peak`), −1 without canaries.
+    pub cycle_peak: Vec<f32>,
     pub canary: Vec<u16>,
     pub n_relevant: Vec<u8>,
     /// Candidate slots that were filled as negatives (hard negatives are drawn from these).
@@ -167,6 +170,7 @@ impl Tables {
         for (a, b) in t.selectors.iter_mut().zip(&ot.selectors) {
             append(a, b);
         }
+        append(&mut t.cycle_peak, &ot.cycle_peak);
         append(&mut t.canary, &ot.canary);
         append(&mut t.n_relevant, &ot.n_relevant);
         append(&mut t.negative_slots, &ot.negative_slots);
@@ -259,6 +263,7 @@ impl Turns {
             cols.push(col::<Int32Type>(s.column(), v));
         }
         cols.extend([
+            col::<Float32Type>("cycle_peak", self.cycle_peak),
             col::<UInt16Type>("canary", self.canary),
             col::<UInt8Type>("n_relevant", self.n_relevant),
             col::<UInt8Type>("negative_slots", self.negative_slots),

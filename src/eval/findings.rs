@@ -81,4 +81,6 @@ pub struct SnrLevel {
     pub oracle: Vec<CanaryResult>,
     pub random: Vec<CanaryResult>,
     pub constant: Vec<CanaryResult>,
+    /// The observable reference ([`super::canary::ObservableProbe`]).
+    pub observable: Vec<CanaryResult>,
 }

@@ -1,13 +1,14 @@
 //! The phase gates (the seed's "Measurable Targets" and validation contracts)
 //! and their validity.
 //!
-//! Every gate is computed for the judged model and for four reference systems whose
+//! Every gate is computed for the judged model and for five reference systems whose
 //! answer is known: the **oracle** (the planted relevance) must pass every gate that
-//! judges model quality, **random** and a **constant** scorer must fail each of them, and
-//! a **label memorizer** (the observed labels on the turns it trained on, a constant
-//! elsewhere) must fail the dual-error test. A gate that does not behave so cannot tell a
-//! good model from a bad one on this data: it reads INVALID, and an INVALID gate never
-//! lets the verdict pass.
+//! judges model quality, **random** and a **constant** scorer must fail each of them, a
+//! **label memorizer** (the observed labels on the turns it trained on, a constant
+//! elsewhere) must fail the dual-error test, and the **observable reference** (a rule
+//! learner that reads only what a model reads) must pass every canary gate. A gate that
+//! does not behave so cannot tell a good model from a bad one, or cannot be learned, on
+//! this data: it reads INVALID, and an INVALID gate never lets the verdict pass.
 //!
 //! Gates on a margin ("+10% over the heuristic", "+3% over the cross-attention
 //! baseline") test the margin itself: the paired difference A − (1 + margin)·B must have
@@ -406,13 +407,38 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
 }
 
 /// The reference systems and what each must do on a quality gate.
-pub const REFERENCES: [&str; 4] = ["oracle", "random", "constant", "memorizer"];
+pub const REFERENCES: [&str; 5] = ["oracle", "random", "constant", "memorizer", OBSERVABLE];
+
+/// The reference that learns the canaries from observable inputs only
+/// ([`super::canary::ObservableProbe`]).
+pub const OBSERVABLE: &str = "observable";
+
+/// Whether a gate is judged on the canary probes (the gates the observable reference is
+/// measured on).
+pub fn is_canary_gate(g: &Gate) -> bool {
+    g.name.starts_with("canaries ")
+        || g.name.starts_with("mean canary detection")
+        || g.name.starts_with("SNR curve")
+}
+
+/// Leaves a system's canary gates measured and the rest NOT MEASURED: the observable
+/// reference learns the canaries; it is no ranker of the test cases.
+pub fn canary_gates_only(gates: &mut [Gate]) {
+    for g in gates.iter_mut().filter(|g| !is_canary_gate(g)) {
+        g.value = None;
+        g.ci_low = None;
+        g.ci_high = None;
+        g.status = Status::NotMeasured;
+        g.note = "the observable reference is judged on the canary gates only".into();
+    }
+}
 
 /// Marks INVALID every measured quality gate of `gates` that the references show cannot
 /// discriminate: the oracle does not pass it, or random, constant or the label memorizer
-/// passes it. (Away from its training turns the memorizer is the constant, so it tells
-/// the constant apart only on the dual-error gate.) `references` are in [`REFERENCES`]
-/// order.
+/// passes it, or the observable reference is measured on it and fails it (then the data
+/// cannot teach it to a learner). (Away from its training turns the memorizer is the
+/// constant, so it tells the constant apart only on the dual-error gate.) `references`
+/// are in [`REFERENCES`] order.
 pub fn check_validity(gates: &mut [Gate], references: &[Vec<Gate>]) {
     for (i, g) in gates.iter_mut().enumerate() {
         if !g.judges_quality || g.status == Status::NotMeasured {
@@ -432,9 +458,70 @@ pub fn check_validity(gates: &mut [Gate], references: &[Vec<Gate>]) {
         if status(3) == Some(Status::Pass) {
             why.push("a label memorizer passes it");
         }
+        if status(4) == Some(Status::Fail) {
+            why.push("the observable reference fails it, so the data cannot teach it to a learner");
+        }
         if !why.is_empty() {
             g.status = Status::Invalid;
             g.note = format!("INVALID on this data: {}. {}", why.join("; "), g.note);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(name: &str, status: Status) -> Gate {
+        Gate {
+            name: name.into(),
+            phase: "0→1".into(),
+            value: Some(1.0),
+            ci_low: None,
+            ci_high: None,
+            threshold: 1.0,
+            status,
+            note: String::new(),
+            judges_quality: true,
+        }
+    }
+
+    /// The primary's gates and each reference's, in [`REFERENCES`] order, all of the named
+    /// gates with the given statuses.
+    fn judged(names: &[&str], reference: [Status; 5]) -> Vec<Gate> {
+        let mut gates: Vec<Gate> = names.iter().map(|n| measured(n, Status::Fail)).collect();
+        let references: Vec<Vec<Gate>> = reference
+            .iter()
+            .enumerate()
+            .map(|(r, &s)| {
+                let mut g: Vec<Gate> = names.iter().map(|n| measured(n, s)).collect();
+                if r == 4 {
+                    canary_gates_only(&mut g);
+                }
+                g
+            })
+            .collect();
+        check_validity(&mut gates, &references);
+        gates
+    }
+
+    #[test]
+    fn a_gate_the_observable_reference_fails_is_invalid_and_only_canary_gates_count() {
+        use Status::{Fail, Pass};
+        let names = ["canaries 7/7 pass at 20 dB", "HR@5 ≥ 0.60"];
+        // Every reference as it must be: nothing is INVALID.
+        let ok = judged(&names, [Pass, Fail, Fail, Fail, Pass]);
+        assert!(ok.iter().all(|g| g.status == Fail), "{ok:?}");
+        // The observable reference fails both: the canary gate turns INVALID and says why;
+        // the metric gate, on which it is not measured, does not.
+        let g = judged(&names, [Pass, Fail, Fail, Fail, Fail]);
+        assert_eq!(g[0].status, Status::Invalid);
+        assert!(g[0].note.contains("observable reference"), "{}", g[0].note);
+        assert_eq!(g[1].status, Fail);
+        // The older rules still hold beside it.
+        let g = judged(&names, [Fail, Fail, Fail, Fail, Pass]);
+        assert!(g.iter().all(|g| g.status == Status::Invalid));
+        let g = judged(&names, [Pass, Fail, Pass, Fail, Pass]);
+        assert!(g.iter().all(|g| g.status == Status::Invalid));
     }
 }

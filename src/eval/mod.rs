@@ -215,3 +215,35 @@ impl Comparison {
         s
     }
 }
+
+/// `ssmkit canaries`: the canary suite of the reference systems (oracle, observable
+/// reference, random, constant) on a dataset's GTS test cases at each of `snr_levels`,
+/// with no trained model: whether every canary gate can pass for a learner, and fail for
+/// a blind system, before hours go into training.
+pub fn reference_canaries(
+    data: &Path,
+    per_canary: usize,
+    snr_levels: &[Option<f64>],
+    resident_mb: usize,
+    seed: u64,
+) -> Result<Vec<canary::ReferenceSuite>> {
+    let reader = crate::data::DatasetReader::open(data)?;
+    let defaults = crate::train::TrainConfig::default();
+    let split =
+        crate::train::batch::cutoffs(&reader.outline, defaults.valid_from, defaults.test_from);
+    let rules = crate::canary::Rules::from_manifest(&reader.outline.manifest).ok_or_else(|| {
+        Error::Input(format!(
+            "{}: the dataset planted no contract canaries",
+            data.display()
+        ))
+    })?;
+    let (users, _) = split::read_test_users(&reader, &split, resident_mb)?;
+    let (gts, _) = split::test_cases(&users, &split);
+    let observable = canary::ObservableProbe::fit(&users, |u| split.test_start(u));
+    Ok(snr_levels
+        .iter()
+        .map(|&snr| {
+            canary::reference_suite(&users, &gts, &rules, &observable, per_canary, snr, seed)
+        })
+        .collect())
+}

@@ -221,6 +221,7 @@ pub fn write_report(
                     ("oracle", &l.oracle),
                     ("random", &l.random),
                     ("constant", &l.constant),
+                    ("observable", &l.observable),
                 ] {
                     for r in rs {
                         w.write_record([

@@ -16,8 +16,9 @@ use rand_chacha::ChaCha8Rng;
 use super::Unit;
 use super::ablation::{input_ablations, retrained_rows};
 use super::canary::{
-    CanaryResult, ConstantProbe, ModelProbe, OracleProbe, ProbeScorer, Probes, RandomProbe,
-    SNR_LEVELS, SiteValues, fit_scale, frequency_response, judge, site_values, softmax_relevance,
+    CanaryResult, ConstantProbe, ModelProbe, ObservableProbe, OracleProbe, ProbeScorer, Probes,
+    RandomProbe, SNR_LEVELS, SiteValues, fit_scale, frequency_response, judge, site_values,
+    softmax_relevance,
 };
 use super::dual::{self, DualError, base_rate};
 use super::findings::{EvalReport, Latency, SnrLevel};
@@ -453,6 +454,8 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     let rules = Rules::from_manifest(&data.manifest);
     let probes = Probes::build(&data, &gts, opts.probes_per_canary, opts.compare.seed);
     let seed = opts.compare.seed;
+    // The observable reference learns its decay rate on the training turns.
+    let observable = ObservableProbe::fit(&data, |u| cut.test_start(u));
     let canaries = match &rules {
         Some(rules) => {
             let mut levels = Vec::new();
@@ -462,19 +465,21 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
                 }
                 let model_probes = ModelProbe::seeds(&models, &scales, &data, &device);
                 let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
-                let mut scorers: Vec<&dyn ProbeScorer> = vec![&oracle, &random, &ConstantProbe];
+                let mut scorers: Vec<&dyn ProbeScorer> =
+                    vec![&oracle, &random, &ConstantProbe, &observable];
                 scorers.extend(model_probes.iter().map(|m| m as &dyn ProbeScorer));
                 let mut values = site_values(&scorers, &data, &probes, rules, snr, seed);
-                let per_seed = values.split_off(3);
+                let per_seed = values.split_off(4);
                 let reference = |v: SiteValues| judge(&[v], rules, seed);
                 let mut values = values.into_iter();
-                let mut next = || values.next().expect("three reference systems");
+                let mut next = || values.next().expect("four reference systems");
                 levels.push(SnrLevel {
                     snr_db: snr,
                     model: judge(&per_seed, rules, seed),
                     oracle: reference(next()),
                     random: reference(next()),
                     constant: reference(next()),
+                    observable: reference(next()),
                 });
             }
             Some(levels)
@@ -559,8 +564,8 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
                 device: &device,
                 scale: scales[0],
             };
-            let m = frequency_response(&scorer, &data, &probes, 8);
-            let o = frequency_response(&OracleProbe { rules }, &data, &probes, 8);
+            let m = frequency_response(&scorer, &data, &probes, rules, 8);
+            let o = frequency_response(&OracleProbe { rules }, &data, &probes, rules, 8);
             (m.sites > 0).then_some((m, o))
         }
         _ => None,
@@ -629,12 +634,14 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         &against,
     );
     let constant = find_system("constant").expect("constant scored");
-    let reference_rows = [oracle_sys, random_sys, constant, constant];
+    // The observable reference judges the canary gates only: it ranks no test case.
+    let reference_rows = [oracle_sys, random_sys, constant, constant, constant];
     let reference_levels = [
         levels_of(|l| &l.oracle),
         levels_of(|l| &l.random),
         levels_of(|l| &l.constant),
         levels_of(|l| &l.constant),
+        levels_of(|l| &l.observable),
     ];
     let reference: Vec<(String, Vec<Gate>)> = gates::REFERENCES
         .iter()
@@ -644,11 +651,15 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
                 name: name.to_string(),
                 runs: suite[reference_rows[i]].seed_rows.clone(),
                 canaries: reference_levels[i].clone(),
-                dual: dual_reference[i].1.clone(),
+                dual: dual_reference.get(i).map_or_else(Vec::new, |d| d.1.clone()),
                 latency: None,
                 reference: true,
             };
-            (name.to_string(), gates::evaluate(&e, &against))
+            let mut g = gates::evaluate(&e, &against);
+            if *name == gates::OBSERVABLE {
+                gates::canary_gates_only(&mut g);
+            }
+            (name.to_string(), g)
         })
         .collect();
     gates::check_validity(

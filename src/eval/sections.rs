@@ -103,7 +103,7 @@ pub fn sections(
     out.push(Section {
         title: "Gate validity".into(),
         blocks: vec![
-            Block::Para("Every gate computed for systems whose answer is known: the oracle (planted relevance) must pass each gate that judges model quality, random and a constant scorer must fail it, and a label memorizer (observed labels on the turns it trained on, a constant elsewhere) must fail the dual-error gate. A gate that does not is INVALID for the primary model.".into()),
+            Block::Para("Every gate computed for systems whose answer is known: the oracle (planted relevance) must pass each gate that judges model quality, random and a constant scorer must fail it, a label memorizer (observed labels on the turns it trained on, a constant elsewhere) must fail the dual-error gate, and the observable reference (a rule learner that reads only what a model reads: earlier labels, ids, focal entities, time, observed features) must pass each canary gate, or the data cannot teach it. A gate that does not is INVALID for the primary model.".into()),
             table(
                 &header,
                 report
@@ -217,7 +217,8 @@ pub fn sections(
             .collect::<Vec<_>>()
             .join(", ");
         let mut blocks = vec![Block::Para(format!(
-            "Probes: GTS test cases holding a canary memory, edited in one factor at the probed turn (see `src/eval/canary/`). A version's value is the canary candidate's log-relevance minus the mean over the turn's ordinary candidates, whose planted relevance no edit changes (this removes a listwise model's per-turn constant); a model's log-relevance is its score times the scale fitted on validation turns ({scales} for the seeds). Detection = share of probe sites where the value moves in the planted direction (ties count one half). The statistic is computed on the sites' values averaged over the seeds; its 95% interval resamples seeds and sites. The oracle applies the generator's rules to the inputs it sees."
+            "Probes: GTS test cases holding a canary memory, edited in one factor at the probed turn (see `src/eval/canary/`). A version's value is the canary candidate's log-relevance minus the mean over the turn's ordinary candidates, whose planted relevance no edit changes (this removes a listwise model's per-turn constant); a model's log-relevance is its score times the scale fitted on validation turns ({scales} for the seeds). Detection = share of probe sites where the value moves in the planted direction (ties count one half). The statistic is computed on the sites' values averaged over the seeds; its 95% interval resamples seeds and sites. The oracle applies the generator's rules to the inputs it sees; the observable reference learns each user's patterns from the user's earlier turns, reading only what a model reads. A canary is probed where the user's history holds evidence of it (its entity shown at least {} times before; for the selector canaries, once with the selector focal).",
+            super::canary::MIN_EVIDENCE
         ))];
         if let Some(l) = levels.iter().find(|l| l.snr_db == Some(20.0)) {
             let status = |r: &super::canary::CanaryResult| {
@@ -241,6 +242,7 @@ pub fn sections(
                     "oracle",
                     "random",
                     "constant",
+                    "observable",
                 ],
                 l.model
                     .iter()
@@ -262,6 +264,7 @@ pub fn sections(
                             refer(&l.oracle),
                             refer(&l.random),
                             refer(&l.constant),
+                            refer(&l.observable),
                         ]
                     })
                     .collect(),
@@ -327,6 +330,13 @@ pub fn sections(
                     .map(|l| (x(l), mean_detection(&l.random)))
                     .collect(),
             ),
+            (
+                "observable".to_string(),
+                levels
+                    .iter()
+                    .map(|l| (x(l), mean_detection(&l.observable)))
+                    .collect(),
+            ),
         ];
         let floor = levels
             .iter()
@@ -340,6 +350,7 @@ pub fn sections(
         header.extend(levels[0].model.iter().map(|r| r.canary.to_string()));
         header.push("mean".into());
         header.push("oracle mean".into());
+        header.push("observable mean".into());
         let rows = levels
             .iter()
             .map(|l| {
@@ -347,6 +358,7 @@ pub fn sections(
                 r.extend(l.model.iter().map(|c| f4(c.detection)));
                 r.push(f4(mean_detection(&l.model)));
                 r.push(f4(mean_detection(&l.oracle)));
+                r.push(f4(mean_detection(&l.observable)));
                 r
             })
             .collect();
@@ -573,11 +585,11 @@ pub fn sections(
             title: "Frequency response".into(),
             blocks: vec![
                 Block::Para(format!(
-                    "The temporal-cycle memories' log-relevance as the probed turn sweeps one week ({} probe sites, 12 points a day, each site centred, then averaged), and the share of the curve's spectral power (DC excluded) at the weekly and the daily period. The planted cycle is weekly, peaking at noon of the manifest's `temporal_cycle.weekday`.",
+                    "The temporal-cycle memories' log-relevance as the probed turn sweeps one week ({} probe sites, 12 points a day, each site centred, then averaged), and the share of the curve's spectral power (DC excluded) at the weekly and the daily period. The planted cycle is weekly, peaking at a time of the week drawn per user (`turns.cycle_peak`): the sweep starts at each user's peak, so the planted curve peaks at day 0.",
                     m.sites
                 )),
                 table(
-                    &["system", "weekly share", "daily share", "peak (days from Monday 00:00)"],
+                    &["system", "weekly share", "daily share", "peak (days after the user's peak)"],
                     vec![
                         vec![report.primary.clone(), f4(m.weekly_share), f4(m.daily_share), format!("{:.2}", m.peak_day)],
                         vec!["oracle".into(), f4(o.weekly_share), f4(o.daily_share), format!("{:.2}", o.peak_day)],
@@ -587,7 +599,7 @@ pub fn sections(
                     file: "frequency_response.svg".into(),
                     svg: report::line_chart(
                         &[(report.primary.clone(), m.curve.clone()), ("oracle".into(), o.curve.clone())],
-                        "day of the week (0 = Monday 00:00)",
+                        "days after the user's planted peak",
                         "centred log-relevance",
                         &(0..=7).map(|d| (d as f64, d.to_string())).collect::<Vec<_>>(),
                         None,

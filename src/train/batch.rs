@@ -164,6 +164,7 @@ pub fn slice_user(
         role: u.role[r(k)].to_vec(),
         hard_negative: u.hard_negative[r(k)].to_vec(),
         selectors: u.selectors,
+        cycle_peak: u.cycle_peak,
         content: u.content[r(k * e)].to_vec(),
         hops: if u.hops.is_empty() {
             Vec::new()

@@ -23,10 +23,36 @@ impl Sim<'_> {
             (roles::DEP_Q, 2),
             (roles::COMBINED_V, 2),
         ];
-        if self.rng.random_bool(k.inject_prob) {
-            let (e, n) = groups[self.rng.random_range(0..groups.len())];
+        // A selector in the second focal slot brings up the memories it speaks to (Z and
+        // its contrast W: Y's; P and T: Q's or V's, at random), so the user's history
+        // holds evidence of which selector gates them; their presence alone says which
+        // pair of selectors is focal, not which one.
+        let linked = match turn.focal[1] {
+            Some(roles::SELECT_Z | roles::SELECT_W) => Some(2),
+            Some(roles::DEP_P | roles::COMBINED_T) => {
+                Some(if self.rng.random_bool(0.5) { 4 } else { 5 })
+            }
+            _ => None,
+        };
+        let group = match linked {
+            Some(g) if self.rng.random_bool(k.selector_inject_prob) => Some(g),
+            _ => self
+                .rng
+                .random_bool(k.inject_prob)
+                .then(|| self.rng.random_range(0..groups.len())),
+        };
+        if let Some(g) = group {
+            let (e, n) = groups[g];
             {
-                for m in self.sample_existing(e, turn.ts, n) {
+                // The decaying entities show their newest memory beside older ones, as a
+                // memory system surfaces what was just written.
+                let decaying = e == roles::RECENCY_R || e == roles::COMBINED_V;
+                let chosen = if decaying {
+                    self.newest_and_sampled(e, turn.ts, n)
+                } else {
+                    self.sample_existing(e, turn.ts, n)
+                };
+                for m in chosen {
                     let (p, c) = self.canary_relevance(m, turn).expect("canary entity");
                     picks.push(Pick {
                         memory: m,

@@ -23,6 +23,7 @@ use crate::datagen::calendar::{self, angle};
 use crate::datagen::schedule::{Slot, UserSpec, schedule};
 use crate::datagen::tables::Tables;
 use crate::datagen::world::{Decay, Edge, World, roles};
+use crate::datagen::{Stream, rng_for};
 use crate::features::{Canary, FEATURE_DIM, HardNegative, feat};
 
 /// Least relevance of a memory in a turn's positive pool.
@@ -87,6 +88,7 @@ pub fn simulate(
         config,
         spec,
         rules: Rules::from_config(&config.canaries),
+        cycle_peak: cycle_peak(config, spec.user_id),
         entity_out,
         memory_out,
         world: &mut world,
@@ -119,6 +121,8 @@ struct Sim<'a> {
     config: &'a Config,
     spec: &'a UserSpec,
     rules: Rules,
+    /// Where in the week this user's cycle entity X peaks (days from Monday 00:00).
+    cycle_peak: f64,
     /// Written id of each internal entity id.
     entity_out: Vec<u32>,
     /// Written id of each initial memory (later memories keep their internal id).
@@ -127,6 +131,15 @@ struct Sim<'a> {
     rng: &'a mut ChaCha8Rng,
     state: State,
     out: Tables,
+}
+
+/// Where in the week user `user`'s cycle entity X peaks: a weekday drawn uniformly and an
+/// hour within `canaries.cycle_peak_hours`, from a stream of its own (so the rest of the
+/// user's world does not depend on it).
+fn cycle_peak(config: &Config, user: u32) -> f64 {
+    let mut rng = rng_for(config.seed, user, Stream::Roles);
+    let [from, to] = config.canaries.cycle_peak_hours;
+    rng.random_range(0..7u32) as f64 + rng.random_range(from..to) / 24.0
 }
 
 /// A random permutation of `0..n`.
@@ -381,6 +394,7 @@ impl Sim<'_> {
         let mem = &self.world.memories[m as usize];
         let inputs = Inputs {
             week_position: turn.weekday,
+            cycle_peak: self.cycle_peak,
             age_days: ((turn.ts - mem.created) as f64 / 86_400.0).max(0.0),
             focal: roles::SELECTORS.map(|e| turn.is_focal(e)),
         };
@@ -424,6 +438,24 @@ impl Sim<'_> {
             ms.swap(i, j);
         }
         ms.truncate(n);
+        ms
+    }
+
+    /// The newest existing memory of entity `e` and `n − 1` others drawn at random.
+    fn newest_and_sampled(&mut self, e: u32, ts: i64, n: usize) -> Vec<u32> {
+        let mut ms = self.existing(e, ts);
+        let Some(newest) =
+            (0..ms.len()).max_by_key(|&i| (self.world.memories[ms[i] as usize].created, ms[i]))
+        else {
+            return ms;
+        };
+        let first = ms.swap_remove(newest);
+        for i in (1..ms.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            ms.swap(i, j);
+        }
+        ms.truncate(n.saturating_sub(1));
+        ms.insert(0, first);
         ms
     }
 
@@ -573,6 +605,11 @@ impl Sim<'_> {
         for (col, id) in tr.selectors.iter_mut().zip(selectors) {
             col.push(id);
         }
+        tr.cycle_peak.push(if cfg.canaries.enabled {
+            self.cycle_peak as f32
+        } else {
+            -1.0
+        });
         tr.canary.push(turn_canary);
         tr.n_relevant.push(labels.iter().sum());
         tr.negative_slots.push(negative_slots as u8);

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::probe::{Edit, ProbeScorer, Probes, Version};
 use super::{identified, mean, score_versions};
+use crate::canary::Rules;
 use crate::data::Dataset;
 use crate::eval::split::Case;
 
@@ -13,8 +14,9 @@ use crate::eval::split::Case;
 const SWEEP_PER_DAY: usize = 12;
 
 /// The response of a system's log-relevance of the temporal-cycle memories to the time of
-/// the week (M2Rec's frequency check): the probed turn swept over one week, the mean curve
-/// over the probe sites (each centred), and the share of its spectral power (DC excluded)
+/// the week (M2Rec's frequency check): the probed turn swept over one week starting at the
+/// user's planted peak, the mean curve over the probe sites (each centred; days after the
+/// peak), and the share of its spectral power (DC excluded)
 /// at the weekly and the daily period.
 #[derive(Clone, Debug, Serialize)]
 pub struct FrequencyResponse {
@@ -23,7 +25,7 @@ pub struct FrequencyResponse {
     pub curve: Vec<(f64, f64)>,
     pub weekly_share: f64,
     pub daily_share: f64,
-    /// Where in the week the curve peaks (days from Monday 00:00).
+    /// Where in the week the curve peaks, in days after the user's planted peak.
     pub peak_day: f64,
 }
 
@@ -31,6 +33,7 @@ pub fn frequency_response(
     scorer: &dyn ProbeScorer,
     data: &Dataset,
     probes: &Probes,
+    rules: &Rules,
     sites: usize,
 ) -> FrequencyResponse {
     let n = 7 * SWEEP_PER_DAY;
@@ -38,10 +41,11 @@ pub fn frequency_response(
     let versions: Vec<Version> = chosen
         .iter()
         .flat_map(|&(case, cand)| {
+            let peak = rules.cycle_peak_of(data.users[case.user].cycle_peak);
             (0..n).map(move |i| Version {
                 case,
                 cand,
-                edit: Edit::week(i as f64 / SWEEP_PER_DAY as f64),
+                edit: Edit::week(peak + i as f64 / SWEEP_PER_DAY as f64),
             })
         })
         .collect();

@@ -3,13 +3,21 @@
 //! response.
 //!
 //! A **probe** is a GTS test case that holds a canary memory, copied with its history and
-//! edited in one factor only at the probed turn: the weekday (context and the candidates'
-//! time encodings), the selector in the second focal slot (where the generator puts
-//! selectors; sites are turns whose second slot holds no ordinary entity), or the canary
-//! memory's age (`log_age`). The generator makes these edits exact: selectors have no
-//! graph edges and no memories and do not shape the query, and no ordinary memory's
+//! edited in one factor only at the probed turn: the time of the week (context and the
+//! candidates' time encodings), the selector in the second focal slot (where the generator
+//! puts selectors; sites are turns whose second slot holds no ordinary entity), or the
+//! canary memory's age (`log_age`). The generator makes these edits exact: selectors have
+//! no graph edges and no memories and do not shape the query, and no ordinary memory's
 //! relevance depends on the weekday, so no other input of the probed turn would differ
-//! had the generator drawn the edited turn.
+//! had the generator drawn the edited turn. An age is edited only on a memory the user
+//! was never shown before, so no history feature contradicts it.
+//!
+//! A canary is probed only where the user's own history can teach it: the probed memory's
+//! entity was shown at least [`MIN_EVIDENCE`] times before, and for selectivity,
+//! dependency and combined at least once with the selector focal. The **observable
+//! reference** ([`ObservableProbe`]) shows that a learner reading only what a model reads
+//! can pass every canary on these sites; a canary gate it fails is INVALID for learned
+//! models.
 //!
 //! **Identification.** A listwise softmax fixes logits only up to a per-turn constant,
 //! so a version's value is the canary candidate's log-relevance *minus the mean
@@ -21,13 +29,13 @@
 //!
 //! | canary | value per site | statistic, PASS when |
 //! |---|---|---|
-//! | temporal_cycle | d = value(peak) − value(3 days later) | exp(mean d) > 2 |
+//! | temporal_cycle | d = value(the user's peak) − value(3 days later) | exp(mean d) > 2 |
 //! | recency_decay | slope of value over ages 0–14 d | −mean slope within 20% of λ |
 //! | entity_selectivity | d = value(Z focal) − value(W focal) | exp(mean d) > 3 |
-//! | supersession_chain | newest > middle > oldest (1/0) | ordered at every test point |
+//! | supersession_chain | score margins of the adjacent versions present (newer − older) | ordered (every margin > 0) at every test point within sampling error: share ordered ≥ 95% and its interval reaches 1 |
 //! | burst | Recall@10 of the burst memories | mean > 0.8 |
-//! | cross_entity_dependency | d = value(P focal) − value(no selector) | mean d / rms d (the correlation of P focal with the centred values) > 0.7 |
-//! | combined | for each signal, sign of the difference between two versions that differ in that signal only | removing a signal costs (acc − ½)/acc of the accuracy; the smallest > 10% |
+//! | cross_entity_dependency | d = value(P focal) − value(T focal) | mean d / rms d (the correlation of P focal with the centred values) > 0.7 |
+//! | combined | for each signal (weekday, selector T against P, age), the difference between two versions that differ in that signal only | removing a signal costs (acc − ½)/acc of the accuracy; the smallest > 10% |
 //!
 //! Detection of a site is whether its value has the planted sign (a tie counts one half,
 //! so a blind system detects 50%). Several seeds are averaged per site; the interval of a
@@ -50,12 +58,14 @@ use crate::metrics::case_metrics;
 use crate::train::slice_user;
 
 mod frequency;
+mod observable;
 mod probe;
 
 pub use frequency::{FrequencyResponse, frequency_response};
+pub use observable::ObservableProbe;
 pub use probe::{
-    ConstantProbe, Edit, ModelProbe, OracleProbe, ProbeScorer, Probes, RandomProbe, apply_edit,
-    noise_sigma,
+    ConstantProbe, Edit, MIN_EVIDENCE, ModelProbe, OracleProbe, ProbeScorer, Probes, RandomProbe,
+    apply_edit, noise_sigma,
 };
 use probe::{Version, combined_edit, noise_turn};
 
@@ -209,9 +219,16 @@ pub fn site_values(
             })
             .collect()
     };
-    let wd = rules.cycle_weekday;
+    // Cycle: the user's own peak against three days later.
     push(
-        pairs(&probes.cycle, Edit::week(wd + 0.5), Edit::week(wd + 3.5)),
+        probes
+            .cycle
+            .iter()
+            .flat_map(|&(case, cand)| {
+                let peak = rules.cycle_peak_of(data.users[case.user].cycle_peak);
+                [Edit::week(peak), Edit::week(peak + 3.0)].map(|edit| Version { case, cand, edit })
+            })
+            .collect(),
         &mut versions,
     );
     push(
@@ -242,7 +259,7 @@ pub fn site_values(
         pairs(
             &probes.dependency,
             Edit::selector(Some(Selector::P)),
-            Edit::selector(None),
+            Edit::selector(Some(Selector::T)),
         ),
         &mut versions,
     );
@@ -306,7 +323,8 @@ pub fn site_values(
                     ]
                 })
                 .collect();
-            // Supersession: every present pair of chain versions in order (newer above).
+            // Supersession: the score margin of each adjacent pair of the chain versions
+            // present, newer minus older (a missing pair counts as ordered).
             let chain: Vec<Vec<f64>> = spans[3]
                 .clone()
                 .map(|i| {
@@ -321,7 +339,10 @@ pub fn site_values(
                         .map(|j| (u.role[t * k + j], sc[i][j]))
                         .collect();
                     members.sort_by_key(|m| m.0);
-                    vec![members.windows(2).all(|w| w[1].1 > w[0].1) as u8 as f64]
+                    let mut margins: Vec<f64> =
+                        members.windows(2).map(|w| w[1].1 - w[0].1).collect();
+                    margins.resize(2, f64::INFINITY);
+                    margins
                 })
                 .collect();
             // Burst: Recall@10 of the burst memories on post-burst test cases.
@@ -399,7 +420,14 @@ fn statistic(canary: Canary, sites: &[Vec<f64>]) -> (f64, f64) {
             let s = first(sites);
             (-mean(&s), sign_share(s.iter().map(|x| -x)))
         }
-        Canary::SupersessionChain | Canary::Burst => {
+        Canary::SupersessionChain => {
+            let ordered: Vec<f64> = sites
+                .iter()
+                .map(|m| m.iter().all(|&d| d > 0.0) as u8 as f64)
+                .collect();
+            (mean(&ordered), mean(&ordered))
+        }
+        Canary::Burst => {
             let v = first(sites);
             (mean(&v), mean(&v))
         }
@@ -437,16 +465,22 @@ pub fn threshold(canary: Canary, rules: &Rules) -> f64 {
     }
 }
 
-/// Whether a canary's criterion holds over its whole 95% interval `[lo, hi]` (see the
-/// module table): a "greater than" criterion needs the lower bound above the threshold,
-/// the recency rate the whole interval within 20% of λ. No probe never passes.
-pub fn passes(canary: Canary, lo: f64, hi: f64, threshold: f64, probes: usize) -> bool {
+/// Share of test points the supersession chain must be ordered at, beside an interval
+/// that reaches every point (see [`passes`]).
+pub const CHAIN_MIN_SHARE: f64 = 0.95;
+
+/// Whether a canary's criterion holds for its statistic `stat` and 95% interval
+/// `[lo, hi]` (see the module table): a "greater than" criterion needs the lower bound
+/// above the threshold, the recency rate the whole interval within 20% of λ, and the
+/// chain order at every test point within sampling error (the interval of the ordered
+/// share reaches 1, and the share is at least [`CHAIN_MIN_SHARE`]). No probe never passes.
+pub fn passes(canary: Canary, stat: f64, lo: f64, hi: f64, threshold: f64, probes: usize) -> bool {
     if probes == 0 || !lo.is_finite() || !hi.is_finite() {
         return false;
     }
     match canary {
         Canary::RecencyDecay => lo >= 0.8 * threshold && hi <= 1.2 * threshold,
-        Canary::SupersessionChain => lo >= threshold,
+        Canary::SupersessionChain => hi >= threshold && stat >= CHAIN_MIN_SHARE,
         _ => lo > threshold,
     }
 }
@@ -507,7 +541,7 @@ pub fn judge(per_seed: &[SiteValues], rules: &Rules, seed: u64) -> Vec<CanaryRes
                 ci_low: lo,
                 ci_high: hi,
                 threshold,
-                pass: passes(canary, lo, hi, threshold, n),
+                pass: passes(canary, stat, lo, hi, threshold, n),
             }
         })
         .collect()
@@ -608,4 +642,150 @@ pub fn fit_scale(scores: &[Vec<f64>], labels: &[Vec<f64>], valid: &[Vec<f32>]) -
         }
     }
     ((lo + hi) / 2.0).exp()
+}
+
+/// The canary suite of the reference systems alone, at one noise level.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferenceSuite {
+    /// `None`: the clean features.
+    pub snr_db: Option<f64>,
+    /// The decay rate the observable reference learned on the training turns.
+    pub observable_decay: f64,
+    /// Probe sites per canary, in [`Canary::CONTRACT`] order.
+    pub sites: [usize; 7],
+    /// (system, its canary results), oracle, observable, random, constant.
+    pub systems: Vec<(String, Vec<CanaryResult>)>,
+}
+
+/// Runs the canary suite of the oracle, the observable reference, random and the constant
+/// scorer on the GTS `cases` of `data` at one noise level: whether the probes can pass
+/// for a learner, before any model is trained.
+pub fn reference_suite(
+    data: &Dataset,
+    cases: &[Case],
+    rules: &Rules,
+    observable: &ObservableProbe,
+    per_canary: usize,
+    snr_db: Option<f64>,
+    seed: u64,
+) -> ReferenceSuite {
+    let probes = Probes::build(data, cases, per_canary, seed);
+    let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
+    let scorers: [&dyn ProbeScorer; 4] = [&oracle, observable, &random, &ConstantProbe];
+    let values = site_values(&scorers, data, &probes, rules, snr_db, seed);
+    ReferenceSuite {
+        snr_db,
+        observable_decay: observable.decay,
+        sites: probes.sites(),
+        systems: ["oracle", "observable", "random", "constant"]
+            .iter()
+            .zip(values)
+            .map(|(name, v)| (name.to_string(), judge(&[v], rules, seed)))
+            .collect(),
+    }
+}
+
+impl ReferenceSuite {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "canary suite at {} (statistic [95% interval] detection, PASS/FAIL); the observable reference's learned decay rate {:.4}/day\n{:<24} {:>6}",
+            self.snr_db
+                .map_or("clean features".to_string(), |d| format!("{d} dB")),
+            self.observable_decay,
+            "canary",
+            "sites"
+        );
+        for (name, _) in &self.systems {
+            s += &format!(" {name:>34}");
+        }
+        s += "\n";
+        for (i, canary) in Canary::CONTRACT.iter().enumerate() {
+            s += &format!("{:<24} {:>6}", canary.name(), self.sites[i]);
+            for (_, rs) in &self.systems {
+                let r = &rs[i];
+                let cell = format!(
+                    "{:.3} [{:.3}, {:.3}] {:.2} {}",
+                    r.statistic,
+                    r.ci_low,
+                    r.ci_high,
+                    r.detection,
+                    if r.pass { "PASS" } else { "FAIL" }
+                );
+                s += &format!(" {cell:>34}");
+            }
+            s += "\n";
+        }
+        s += &format!("{:<24} {:>6}", "mean detection", "");
+        for (_, rs) in &self.systems {
+            let passed = rs.iter().filter(|r| r.pass).count();
+            let cell = format!("{:.3}, {passed}/7 pass", mean_detection(rs));
+            s += &format!(" {cell:>34}");
+        }
+        s + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_passes_when_every_point_may_be_ordered() {
+        let c = Canary::SupersessionChain;
+        // 31 of 32 ordered: the interval reaches 1, the share is above 95%.
+        assert!(passes(c, 31.0 / 32.0, 0.906, 1.0, 1.0, 32));
+        // 29 of 32: below 95% even though the interval reaches 1.
+        assert!(!passes(c, 29.0 / 32.0, 0.81, 1.0, 1.0, 32));
+        // An interval that excludes 1 says some point is not ordered.
+        assert!(!passes(c, 0.96, 0.9, 0.99, 1.0, 32));
+        // No probe never passes.
+        assert!(!passes(c, 1.0, 1.0, 1.0, 1.0, 0));
+    }
+
+    #[test]
+    fn chain_statistic_orders_on_the_seeds_mean_margins() {
+        // One site, two seeds: seed 1 misorders a pair by a little, seed 2 orders it by a
+        // lot, so the seeds' mean margin is ordered.
+        let seed1: SiteValues = vec![
+            vec![],
+            vec![],
+            vec![],
+            vec![vec![0.5, -0.1]],
+            vec![],
+            vec![],
+            vec![],
+        ];
+        let seed2: SiteValues = vec![
+            vec![],
+            vec![],
+            vec![],
+            vec![vec![0.4, 0.6]],
+            vec![],
+            vec![],
+            vec![],
+        ];
+        let r = judge(
+            &[seed1.clone(), seed2],
+            &Rules::from_config(&Default::default()),
+            0,
+        );
+        let chain = &r[3];
+        assert_eq!(chain.statistic, 1.0);
+        let alone = judge(&[seed1], &Rules::from_config(&Default::default()), 0);
+        assert_eq!(alone[3].statistic, 0.0);
+        // A chain with two versions present leaves its second margin ordered.
+        let two: SiteValues = vec![
+            vec![],
+            vec![],
+            vec![],
+            vec![vec![0.2, f64::INFINITY]],
+            vec![],
+            vec![],
+            vec![],
+        ];
+        assert_eq!(
+            judge(&[two], &Rules::from_config(&Default::default()), 0)[3].statistic,
+            1.0
+        );
+    }
 }

@@ -140,7 +140,7 @@ pub struct OracleProbe<'a> {
 }
 
 /// Position in the week (days from Monday 00:00) encoded in a turn's context.
-fn week_position(u: &UserSeq, t: usize) -> f64 {
+pub(super) fn week_position(u: &UserSeq, t: usize) -> f64 {
     let cx = &u.context[t * CONTEXT_NAMES.len()..(t + 1) * CONTEXT_NAMES.len()];
     let day = (cx[ctx("dow_sin")] as f64)
         .atan2(cx[ctx("dow_cos")] as f64)
@@ -166,6 +166,7 @@ impl OracleProbe<'_> {
         });
         let inputs = Inputs {
             week_position: week_position(u, t),
+            cycle_peak: u.cycle_peak,
             age_days: (x[feat::LOG_AGE] as f64).exp_m1().max(0.0),
             focal,
         };
@@ -357,30 +358,67 @@ fn selector_slot_free(u: &UserSeq, t: usize) -> bool {
     u.selectors.iter().all(|&s| s >= 0) && (f < 0 || u.selectors.contains(&f))
 }
 
+/// Least number of earlier showings of a probed memory's entity: a canary is probed
+/// where the user's own history holds evidence of its pattern.
+pub const MIN_EVIDENCE: usize = 8;
+
+/// What the turns before `t` show of entity `e`'s memories: how many were shown, and how
+/// many at turns where entity id `f` was focal.
+fn evidence(u: &UserSeq, t: usize, k: usize, e: u32, f: Option<i32>) -> (usize, usize) {
+    let (mut shown, mut with) = (0, 0);
+    for s in 0..t {
+        let n = (0..k)
+            .filter(|&j| u.valid[s * k + j] == 1.0 && u.entity[s * k + j] == e)
+            .count();
+        shown += n;
+        if f.is_some_and(|f| u.focal[2 * s] == f || u.focal[2 * s + 1] == f) {
+            with += n;
+        }
+    }
+    (shown, with)
+}
+
+/// Whether memory `m` was shown before turn `t` (a memory with no history: an edit of its
+/// age contradicts none of its history features).
+fn shown_before(u: &UserSeq, t: usize, k: usize, m: u32) -> bool {
+    (0..t * k).any(|i| u.valid[i] == 1.0 && u.memory_id[i] == m)
+}
+
 impl Probes {
-    /// Finds up to `per_canary` sites of each canary among the GTS `cases`.
+    /// Finds up to `per_canary` sites of each canary among the GTS `cases`: turns that
+    /// show a canary memory whose entity the user was shown at least [`MIN_EVIDENCE`]
+    /// times before; selectivity, dependency and combined also need an earlier showing
+    /// with their selector focal, recency a memory never shown before.
     pub fn build(data: &Dataset, cases: &[Case], per_canary: usize, seed: u64) -> Probes {
         let k = data.k;
-        let with_role = |role: Role, needs_selector: bool| -> Vec<(Case, usize)> {
+        let with_role = |role: Role, selector: Option<Selector>| -> Vec<(Case, usize)> {
             let v: Vec<(Case, usize)> = cases
                 .iter()
-                .filter(|c| !needs_selector || selector_slot_free(&data.users[c.user], c.turn))
+                .filter(|c| selector.is_none() || selector_slot_free(&data.users[c.user], c.turn))
                 .filter_map(|&c| {
                     let u = &data.users[c.user];
+                    let f = selector.map(|s| u.selectors[s as usize]);
                     (0..k)
                         .find(|&j| {
-                            u.valid[c.turn * k + j] == 1.0 && u.role[c.turn * k + j] == role.code()
+                            let slot = c.turn * k + j;
+                            if u.valid[slot] != 1.0 || u.role[slot] != role.code() {
+                                return false;
+                            }
+                            let (shown, with) = evidence(u, c.turn, k, u.entity[slot], f);
+                            let fresh = !matches!(role, Role::Recency | Role::Combined)
+                                || !shown_before(u, c.turn, k, u.memory_id[slot]);
+                            shown >= MIN_EVIDENCE && (selector.is_none() || with > 0) && fresh
                         })
                         .map(|j| (c, j))
                 })
                 .collect();
             spread(v, per_canary)
         };
-        let cycle = with_role(Role::Cycle, false);
-        let recency = with_role(Role::Recency, false);
-        let selectivity = with_role(Role::Selectivity, true);
-        let dependency = with_role(Role::Dependency, true);
-        let combined_sites = with_role(Role::Combined, true);
+        let cycle = with_role(Role::Cycle, None);
+        let recency = with_role(Role::Recency, None);
+        let selectivity = with_role(Role::Selectivity, Some(Selector::Z));
+        let dependency = with_role(Role::Dependency, Some(Selector::P));
+        let combined_sites = with_role(Role::Combined, Some(Selector::T));
         let chain = spread(
             cases
                 .iter()
@@ -458,13 +496,13 @@ impl Probes {
     }
 }
 
-/// The combined canary's edit with the three signals set: [at its weekday, its selector
-/// focal, fresh].
+/// The combined canary's edit with the three signals set: [at its peak or three days
+/// later, its selector T focal or another selector (P), fresh or 14 days old].
 pub(super) fn combined_edit(rules: &Rules, on: [bool; 3]) -> Edit {
-    let wd = rules.combined_weekday;
+    let peak = rules.combined_peak();
     Edit {
-        week: Some(if on[0] { wd + 0.5 } else { wd + 3.5 }),
-        selector: Some(on[1].then_some(Selector::T)),
+        week: Some(if on[0] { peak } else { peak + 3.0 }),
+        selector: Some(Some(if on[1] { Selector::T } else { Selector::P })),
         age: Some(if on[2] { 0.0 } else { 14.0 }),
     }
 }
