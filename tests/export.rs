@@ -393,7 +393,7 @@ fn tiny_run_config(dir: &Path, pipeline: &str) -> std::path::PathBuf {
 users = 12
 entities = [20, 30]
 [timeline]
-turns = [40, 60]
+turns = [90, 120]
 [noise]
 calibration_users = 12
 [canaries]

@@ -10,12 +10,13 @@ use ssmkit::datagen::{GenOptions, generate};
 use ssmkit::model::scorer::{Size, Variant};
 use ssmkit::train::{TrainConfig, TrainOptions};
 
-/// The tiny dataset's config: 12 users of 40–60 turns, a canary in every turn.
+/// The tiny dataset's config: 12 users of 90–120 turns, a canary in every turn (so the
+/// canaries' probes find users whose history holds evidence of them).
 pub fn tiny_config() -> Config {
     let mut c = Config::default();
     c.world.users = 12;
     c.world.entities = [20, 30];
-    c.timeline.turns = [40, 60];
+    c.timeline.turns = [90, 120];
     c.noise.calibration_users = 12;
     // Every turn carries one canary, so 12 users give each canary probe sites.
     c.canaries.inject_prob = 1.0;

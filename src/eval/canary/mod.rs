@@ -13,7 +13,8 @@
 //! was never shown before, so no history feature contradicts it.
 //!
 //! A canary is probed only where the user's own history can teach it: the probed memory's
-//! entity was shown at least [`MIN_EVIDENCE`] times before, and for selectivity,
+//! entity was shown at least [`MIN_EVIDENCE`] times before ([`COMBINED_EVIDENCE`] for the
+//! combined canary, whose three signals come from one entity's showings), and for selectivity,
 //! dependency and combined at least once with the selector focal. The **observable
 //! reference** ([`ObservableProbe`]) shows that a learner reading only what a model reads
 //! can pass every canary on these sites; a canary gate it fails is INVALID for learned
@@ -64,8 +65,8 @@ mod probe;
 pub use frequency::{FrequencyResponse, frequency_response};
 pub use observable::ObservableProbe;
 pub use probe::{
-    ConstantProbe, Edit, MIN_EVIDENCE, ModelProbe, OracleProbe, ProbeScorer, Probes, RandomProbe,
-    apply_edit, noise_sigma,
+    COMBINED_EVIDENCE, ConstantProbe, Edit, MIN_EVIDENCE, ModelProbe, OracleProbe, ProbeScorer,
+    Probes, RandomProbe, apply_edit, noise_sigma,
 };
 use probe::{Version, combined_edit, noise_turn};
 

@@ -47,7 +47,7 @@ use crate::features::{FEATURE_DIM, feat};
 pub const PRIOR: f64 = 1.0;
 
 /// Ridge on the weekly harmonic's cosine and sine coefficients (in showings).
-const WEEK_RIDGE: f64 = 1.0;
+const WEEK_RIDGE: f64 = 0.5;
 
 /// Showings at most this old (days) fit a decay, and at least this many of them.
 const DECAY_MAX_AGE: f64 = 21.0;
@@ -260,17 +260,19 @@ fn decaying(u: &UserSeq, showings: &[Showing]) -> bool {
     fresh.1 >= 2.0 && fresh_rate >= 0.5 && (old.1 == 0.0 || old.0 / old.1 < 0.5 * fresh_rate)
 }
 
-/// Whether some entity's presence among the focal entities raised the rate of the showings
-/// [`GATE_RATIO`] times.
+/// Whether some focal entity gated the showings' relevance: its presence raised their rate
+/// [`GATE_RATIO`] times and its absence lowered it as many times.
 fn gated(u: &UserSeq, showings: &[Showing]) -> bool {
     let all = showings.iter().fold(Count::default(), |mut c, s| {
         add(&mut c, s.label);
         c
     });
     let rate = shrunk(all.0, all.1, 0.05);
-    by_focal(u, showings, None)
-        .values()
-        .any(|&(h, n)| h > 0.0 && shrunk(h, n, rate) > GATE_RATIO * rate)
+    by_focal(u, showings, None).values().any(|&(h, n)| {
+        h > 0.0
+            && shrunk(h, n, rate) > GATE_RATIO * rate
+            && shrunk(all.0 - h, all.1 - n, rate) * GATE_RATIO < rate
+    })
 }
 
 /// The showings' counts by the focal entities of their turns (other than `except`).
@@ -340,8 +342,8 @@ fn decay_rate(showings: &[(f64, f64)], floor: f64) -> f64 {
 /// The log factor of the time of the week `now` for showings `(week position, label)`:
 /// the weekly harmonic `a + b·cos θ + c·sin θ` fitted to the labels by least squares
 /// (ridge [`WEEK_RIDGE`] on b and c; a weekly cosine in the relevance is exactly of this
-/// form), at `now` over the showings' rate `rate`. Both are floored at a quarter of the
-/// rate, so a fit below zero says "rarely", not "never".
+/// form), at `now` over the showings' mean. Both are floored at a quarter of the rate
+/// `rate`, so a fit below zero says "rarely", not "never".
 fn week_factor(showings: &[(f64, f64)], now: f64, rate: f64) -> f64 {
     if showings.len() < 4 {
         return 0.0;
@@ -359,12 +361,12 @@ fn week_factor(showings: &[(f64, f64)], now: f64, rate: f64) -> f64 {
             }
         }
     }
+    let mean = v[0] / m[0][0];
     m[1][1] += WEEK_RIDGE;
     m[2][2] += WEEK_RIDGE;
     let Some(beta) = solve3(m, v) else {
         return 0.0;
     };
-    let mean = v[0] / m[0][0];
     let at = beta[0] + beta[1] * angle(now).cos() + beta[2] * angle(now).sin();
     let floor = 0.25 * rate;
     (at.max(floor) / mean.max(floor)).ln()
@@ -579,7 +581,7 @@ mod tests {
     fn week_factor_recovers_a_weekly_cosine() {
         // Labels at their expected values, 0.4·(1 + 0.8·cos) peaking at day 2.5, shown at
         // every hour of the week: the fitted harmonic is the planted one (up to the ridge,
-        // about 1% of the amplitude here).
+        // under 1% of the amplitude here).
         let rate = |w: f64| 0.4 * (1.0 + 0.8 * (TAU * (w - 2.5) / 7.0).cos());
         let showings: Vec<(f64, f64)> = (0..7 * 24)
             .map(|h| {

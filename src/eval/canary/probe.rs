@@ -360,7 +360,11 @@ fn selector_slot_free(u: &UserSeq, t: usize) -> bool {
 
 /// Least number of earlier showings of a probed memory's entity: a canary is probed
 /// where the user's own history holds evidence of its pattern.
-pub const MIN_EVIDENCE: usize = 8;
+pub const MIN_EVIDENCE: usize = 16;
+
+/// The same for the combined canary, whose three signals are learned from the showings of
+/// one entity.
+pub const COMBINED_EVIDENCE: usize = 32;
 
 /// What the turns before `t` show of entity `e`'s memories: how many were shown, and how
 /// many at turns where entity id `f` was focal.
@@ -387,8 +391,9 @@ fn shown_before(u: &UserSeq, t: usize, k: usize, m: u32) -> bool {
 impl Probes {
     /// Finds up to `per_canary` sites of each canary among the GTS `cases`: turns that
     /// show a canary memory whose entity the user was shown at least [`MIN_EVIDENCE`]
-    /// times before; selectivity, dependency and combined also need an earlier showing
-    /// with their selector focal, recency a memory never shown before.
+    /// times before ([`COMBINED_EVIDENCE`] for combined); selectivity, dependency and
+    /// combined also need an earlier showing with their selector focal, recency and
+    /// combined a memory never shown before.
     pub fn build(data: &Dataset, cases: &[Case], per_canary: usize, seed: u64) -> Probes {
         let k = data.k;
         let with_role = |role: Role, selector: Option<Selector>| -> Vec<(Case, usize)> {
@@ -407,7 +412,12 @@ impl Probes {
                             let (shown, with) = evidence(u, c.turn, k, u.entity[slot], f);
                             let fresh = !matches!(role, Role::Recency | Role::Combined)
                                 || !shown_before(u, c.turn, k, u.memory_id[slot]);
-                            shown >= MIN_EVIDENCE && (selector.is_none() || with > 0) && fresh
+                            let needed = if role == Role::Combined {
+                                COMBINED_EVIDENCE
+                            } else {
+                                MIN_EVIDENCE
+                            };
+                            shown >= needed && (selector.is_none() || with > 0) && fresh
                         })
                         .map(|j| (c, j))
                 })
