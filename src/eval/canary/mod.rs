@@ -652,6 +652,9 @@ pub struct ReferenceSuite {
     pub snr_db: Option<f64>,
     /// The decay rate the observable reference learned on the training turns.
     pub observable_decay: f64,
+    /// GTS test cases the probes were drawn from, and their users.
+    pub cases: usize,
+    pub users: usize,
     /// Probe sites per canary, in [`Canary::CONTRACT`] order.
     pub sites: [usize; 7],
     /// (system, its canary results), oracle, observable, random, constant.
@@ -677,6 +680,12 @@ pub fn reference_suite(
     ReferenceSuite {
         snr_db,
         observable_decay: observable.decay,
+        cases: cases.len(),
+        users: {
+            let mut u: Vec<usize> = cases.iter().map(|c| c.user).collect();
+            u.dedup();
+            u.len()
+        },
         sites: probes.sites(),
         systems: ["oracle", "observable", "random", "constant"]
             .iter()
@@ -689,9 +698,11 @@ pub fn reference_suite(
 impl ReferenceSuite {
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "canary suite at {} (statistic [95% interval] detection, PASS/FAIL); the observable reference's learned decay rate {:.4}/day\n{:<24} {:>6}",
+            "canary suite at {}: probe sites drawn from {} GTS cases of {} users (statistic [95% interval] detection, PASS/FAIL); the observable reference's learned decay rate {:.4}/day\n{:<24} {:>6}",
             self.snr_db
                 .map_or("clean features".to_string(), |d| format!("{d} dB")),
+            self.cases,
+            self.users,
             self.observable_decay,
             "canary",
             "sites"
