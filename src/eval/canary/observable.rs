@@ -8,10 +8,11 @@
 //! peak, the clean features or the clean relevance. A canary gate it cannot pass is one
 //! the data cannot teach: INVALID for learned models.
 //!
-//! The estimate is a product of a base rate and factors, each factor the label rate of
-//! the candidate entity's earlier showings in a context like this one over its rate in all
-//! of them (shrunk towards it by [`PRIOR`] pseudo-showings), so a factor the history does
-//! not support stays near 1. What is alike for every user (the rates by focal state, by
+//! The estimate is a product of a base rate and factors. The entity's showings that count
+//! are those in its focal class now (focal, focal in recent turns, neither); each factor is
+//! their label rate in a context like this one over their rate in all of them (shrunk
+//! towards it by [`PRIOR`] pseudo-showings), so a factor the history does not support
+//! stays near 1. What is alike for every user (the rates by focal state, by
 //! the turns since a memory was last relevant, by the superseded flag) is learned over
 //! every user's training turns, as a model learns it:
 //!
@@ -24,13 +25,15 @@
 //! | turns since the memory was last relevant (pooled) | that what was just relevant stays so | burst, chain |
 //! | the observed `is_superseded` flag (pooled) | that superseded versions matter less | chain |
 //!
-//! **Decay** is the one parameter learned across users, as a model learns it from its
-//! training turns: a few showings of one user cannot fix a rate. An entity whose fresh
-//! memories (under [`FRESH_DAYS`] old) were relevant while it was not focal, and whose
-//! older ones much less, is a decaying entity; [`ObservableProbe::fit`] fits one rate to
-//! the showings of every such entity of the training turns. At a probed turn an entity the
-//! user's history marks as decaying fades at that rate; any other at the rate fitted to
-//! its own showings.
+//! **Decay**, too, is learned across users, as a model learns it from its training turns: a
+//! dozen showings of one user cannot fix a rate within 20%. An entity whose fresh memories
+//! (under [`FRESH_DAYS`] old) were relevant while it was not focal, and whose older ones
+//! much less, and that no focal entity gates and no supersession touches, is a decaying
+//! entity; [`ObservableProbe::fit`] fits one rate, above the rate old memories settle at,
+//! to the showings of every such entity of the training turns (each user's history split
+//! in halves: one marks, the other fits). At a probed turn an entity the user's history
+//! marks as decaying fades at that rate; any other at the rate fitted to its own showings,
+//! never faster.
 //!
 //! A memory's age is estimated from every showing of it (the observed `log_age` of each,
 //! moved to the probed turn), which averages out the feature noise; a newer memory ranks
