@@ -8,6 +8,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so a closed pipe (`ssmkit train --dry-run | head -1`) turns
+    // every later print into a panic. Like any filter, end quietly instead.
+    #[cfg(unix)]
+    // SAFETY: called once, before any other thread starts; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match cli::commands::run(cli::args::Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

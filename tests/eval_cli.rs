@@ -1072,3 +1072,35 @@ fn canaries_command_judges_the_reference_systems_without_a_model() {
     let (ok, _, err) = ssmkit(&["canaries", "--data", data.to_str().unwrap(), "--snr", "nan"]);
     assert!(!ok && err.contains("--snr"), "{err}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // Enough cases that the report outgrows a pipe's buffer, so the writer meets the
+    // reader's close.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("case_id,score,label\n");
+    for c in 0..20_000 {
+        for j in 0..3 {
+            csv += &format!("c{c},{}.5,{}\n", 3 - j, (j == c % 3) as u8);
+        }
+    }
+    let f = write(dir.path(), "rankings.csv", &csv);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(["metrics", &f])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("case_id"), "{first}");
+    // The reader is gone (like `| head -1`).
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
