@@ -145,11 +145,16 @@ fn cycle_peak(config: &Config, user: u32) -> f64 {
 /// A random permutation of `0..n`.
 fn shuffled(n: u32, rng: &mut ChaCha8Rng) -> Vec<u32> {
     let mut v: Vec<u32> = (0..n).collect();
+    shuffle(&mut v, rng);
+    v
+}
+
+/// Shuffles `v` in place (Fisher–Yates, from the back).
+fn shuffle(v: &mut [u32], rng: &mut ChaCha8Rng) {
     for i in (1..v.len()).rev() {
         let j = rng.random_range(0..=i);
         v.swap(i, j);
     }
-    v
 }
 
 impl Sim<'_> {
@@ -433,10 +438,7 @@ impl Sim<'_> {
 
     fn sample_existing(&mut self, e: u32, ts: i64, n: usize) -> Vec<u32> {
         let mut ms = self.existing(e, ts);
-        for i in (1..ms.len()).rev() {
-            let j = self.rng.random_range(0..=i);
-            ms.swap(i, j);
-        }
+        shuffle(&mut ms, self.rng);
         ms.truncate(n);
         ms
     }
@@ -450,10 +452,7 @@ impl Sim<'_> {
             return ms;
         };
         let first = ms.swap_remove(newest);
-        for i in (1..ms.len()).rev() {
-            let j = self.rng.random_range(0..=i);
-            ms.swap(i, j);
-        }
+        shuffle(&mut ms, self.rng);
         ms.truncate(n.saturating_sub(1));
         ms.insert(0, first);
         ms
