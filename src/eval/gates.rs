@@ -109,7 +109,8 @@ fn gate(name: &str, phase: &str, threshold: f64, quality: bool, m: Measure) -> G
 #[derive(Clone, Debug)]
 pub struct Evidence {
     pub name: String,
-    /// Per seed, per GTS case: the metric rows (one "seed" for a reference system).
+    /// Per seed, per GTS case: the metric rows (one "seed" for a reference system; none
+    /// for one that ranks no test case, which then has no metric gate measured).
     pub runs: Vec<Vec<Row>>,
     /// Canary results at each SNR level (`None`: the dataset planted no canaries).
     pub canaries: Option<Vec<(Option<f64>, Vec<CanaryResult>)>>,
@@ -227,29 +228,36 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
         canaries_20,
     ));
 
-    let hr5 = column(&e.runs, "hr@5");
-    let zeros = vec![vec![0.0; hr5[0].len()]];
-    let c = compare_seeds(&hr5, &zeros, 0.0, with.units, with.compare);
-    gates.push(gate(
-        "HR@5 ≥ 0.60",
-        "0→1",
-        0.60,
-        true,
+    // A system that ranks no test case (no rows) is measured on no metric gate.
+    let ranked = !e.runs.is_empty();
+    let unranked = || Measure::none("the system ranks no test case");
+
+    let hr5_gate = if ranked {
+        let hr5 = column(&e.runs, "hr@5");
+        let zeros = vec![vec![0.0; hr5[0].len()]];
+        let c = compare_seeds(&hr5, &zeros, 0.0, with.units, with.compare);
         Measure {
             value: Some(c.theta_hat),
             ci: Some((c.ci_low, c.ci_high)),
             pass: c.ci_low >= 0.60,
             note: "GTS test cases; the BCa lower bound must reach the threshold".into(),
-        },
-    ));
+        }
+    } else {
+        unranked()
+    };
+    gates.push(gate("HR@5 ≥ 0.60", "0→1", 0.60, true, hr5_gate));
 
     let dcg = column(&e.runs, "dcg@10");
-    let (mut over_heuristic, c) =
-        beyond_margin(&dcg, &column(with.heuristic, "dcg@10"), 0.10, with);
-    over_heuristic.note = format!(
-        "paired test of DCG@10 − 1.1 × heuristic: BCa [{:.4}, {:.4}], p = {:.4}",
-        c.ci_low, c.ci_high, c.p_value
-    );
+    let over_heuristic = if ranked {
+        let (mut m, c) = beyond_margin(&dcg, &column(with.heuristic, "dcg@10"), 0.10, with);
+        m.note = format!(
+            "paired test of DCG@10 − 1.1 × heuristic: BCa [{:.4}, {:.4}], p = {:.4}",
+            c.ci_low, c.ci_high, c.p_value
+        );
+        m
+    } else {
+        unranked()
+    };
     gates.push(gate(
         "DCG@10 ≥ +10% over the heuristic, significant",
         "0→1",
@@ -259,6 +267,7 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
     ));
 
     let history = match &with.history {
+        _ if !ranked => unranked(),
         Some((name, rows)) => {
             let (mut m, c) = beyond_margin(&dcg, &column(rows, "dcg@10"), 0.0, with);
             m.note = format!(
@@ -296,6 +305,7 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
     ));
 
     let xattn = match with.xattn {
+        _ if !ranked => unranked(),
         Some(x) => {
             let (mut m, c) =
                 beyond_margin(&column(&e.runs, "hr@10"), &column(x, "hr@10"), 0.03, with);

@@ -634,8 +634,10 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         &against,
     );
     let constant = find_system("constant").expect("constant scored");
-    // The observable reference judges the canary gates only: it ranks no test case.
-    let reference_rows = [oracle_sys, random_sys, constant, constant, constant];
+    // The metric rows of each reference; the observable reference (last) ranks no test
+    // case and has no dual-error figures (`dual_reference` holds the first four): it is
+    // judged on the canary gates only.
+    let reference_rows = [oracle_sys, random_sys, constant, constant];
     let reference_levels = [
         levels_of(|l| &l.oracle),
         levels_of(|l| &l.random),
@@ -649,7 +651,9 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         .map(|(i, name)| {
             let e = Evidence {
                 name: name.to_string(),
-                runs: suite[reference_rows[i]].seed_rows.clone(),
+                runs: reference_rows
+                    .get(i)
+                    .map_or_else(Vec::new, |&r| suite[r].seed_rows.clone()),
                 canaries: reference_levels[i].clone(),
                 dual: dual_reference.get(i).map_or_else(Vec::new, |d| d.1.clone()),
                 latency: None,
