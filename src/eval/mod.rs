@@ -240,10 +240,13 @@ pub fn reference_canaries(
     let (users, _) = split::read_test_users(&reader, &split, resident_mb)?;
     let (gts, _) = split::test_cases(&users, &split);
     let observable = canary::ObservableProbe::fit(&users, |u| split.test_start(u));
-    Ok(snr_levels
-        .iter()
-        .map(|&snr| {
-            canary::reference_suite(&users, &gts, &rules, &observable, per_canary, snr, seed)
-        })
-        .collect())
+    Ok(canary::reference_suites(
+        &users,
+        &gts,
+        &rules,
+        &observable,
+        per_canary,
+        snr_levels,
+        seed,
+    ))
 }

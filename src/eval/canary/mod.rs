@@ -662,37 +662,43 @@ pub struct ReferenceSuite {
 }
 
 /// Runs the canary suite of the oracle, the observable reference, random and the constant
-/// scorer on the GTS `cases` of `data` at one noise level: whether the probes can pass
-/// for a learner, before any model is trained.
-pub fn reference_suite(
+/// scorer on the GTS `cases` of `data` at each of `snr_levels` (the probe sites chosen
+/// once): whether the probes can pass for a learner, before any model is trained.
+pub fn reference_suites(
     data: &Dataset,
     cases: &[Case],
     rules: &Rules,
     observable: &ObservableProbe,
     per_canary: usize,
-    snr_db: Option<f64>,
+    snr_levels: &[Option<f64>],
     seed: u64,
-) -> ReferenceSuite {
+) -> Vec<ReferenceSuite> {
     let probes = Probes::build(data, cases, per_canary, seed);
-    let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
-    let scorers: [&dyn ProbeScorer; 4] = [&oracle, observable, &random, &ConstantProbe];
-    let values = site_values(&scorers, data, &probes, rules, snr_db, seed);
-    ReferenceSuite {
-        snr_db,
-        observable_decay: observable.decay,
-        cases: cases.len(),
-        users: {
-            let mut u: Vec<usize> = cases.iter().map(|c| c.user).collect();
-            u.dedup();
-            u.len()
-        },
-        sites: probes.sites(),
-        systems: ["oracle", "observable", "random", "constant"]
-            .iter()
-            .zip(values)
-            .map(|(name, v)| (name.to_string(), judge(&[v], rules, seed)))
-            .collect(),
-    }
+    let users = {
+        let mut u: Vec<usize> = cases.iter().map(|c| c.user).collect();
+        u.dedup();
+        u.len()
+    };
+    snr_levels
+        .iter()
+        .map(|&snr_db| {
+            let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
+            let scorers: [&dyn ProbeScorer; 4] = [&oracle, observable, &random, &ConstantProbe];
+            let values = site_values(&scorers, data, &probes, rules, snr_db, seed);
+            ReferenceSuite {
+                snr_db,
+                observable_decay: observable.decay,
+                cases: cases.len(),
+                users,
+                sites: probes.sites(),
+                systems: ["oracle", "observable", "random", "constant"]
+                    .iter()
+                    .zip(values)
+                    .map(|(name, v)| (name.to_string(), judge(&[v], rules, seed)))
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 impl ReferenceSuite {

@@ -532,7 +532,7 @@ impl ObservableProbe {
                 let age = (sightings.iter().sum::<f64>() / sightings.len() as f64).max(0.0);
                 // Any other entity fades at the rate of its own showings in the same focal
                 // state as now (focal or not), never faster than a decaying one.
-                let focal = focal_state(u, t, e) > RECENT_TURNS;
+                let focal = state > RECENT_TURNS;
                 let decay = if decaying(u, all) {
                     self.decay
                 } else {
