@@ -175,6 +175,15 @@ pub fn named_tensors(model: &Scorer) -> Vec<Named> {
             c.linear(name, l, true);
         }
     }
+    if let Some(k) = &model.keyed {
+        c.param(scorer::KEYED_LOG_RATE.into(), &k.log_rate);
+        if let Some(o) = &k.omega {
+            c.param(scorer::KEYED_OMEGA.into(), o);
+        }
+        if let Some(l) = &k.select {
+            c.linear(scorer::KEYED_SELECT, l, false);
+        }
+    }
     if let Some(p) = &model.path {
         c.linear(path::HOP_IN, &p.hop_in, true);
         c.s4d(path::S4D_NORM, path::S4D_MIXER, &p.s4d);

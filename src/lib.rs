@@ -21,5 +21,5 @@ pub mod train;
 
 // The contract layer and the runtime are crates of their own, so that a service can load
 // models without Burn or polars; their modules read here as ours.
-pub use ssmkit_format::{features, history, relative};
+pub use ssmkit_format::{features, history, keyed, relative};
 pub use ssmkit_runtime as runtime;

@@ -989,7 +989,14 @@ fn the_observable_reference_reads_no_hidden_column() {
             let t = (u.turns / 2..u.turns)
                 .find(|&t| (0..k).any(|j| u.role[t * k + j] != 0))
                 .unwrap();
-            slice_user(u, 0, t + 1, k, data.embedding_dim, false)
+            slice_user(
+                u,
+                0,
+                t + 1,
+                k,
+                data.embedding_dim,
+                ssmkit::train::batch::Prefix::NONE,
+            )
         })
         .collect();
     let observable = ObservableProbe::fit(&data, |u| u.turns / 2);

@@ -120,7 +120,9 @@ fn state_round_trips_and_damage_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let data = Dataset::load(&tiny_data(dir.path())).unwrap();
     let device = burn::prelude::Device::flex();
-    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, data.embedding_dim, 4096);
+    // A model with history features and a keyed state: the state holds both.
+    let mut cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, data.embedding_dim, 4096);
+    (cfg.keyed_modes, cfg.keyed_cycles) = (2, 1);
     let model = cfg.init(1, &device);
     let (bytes, _) = encode(&model, &cfg, Quant::Int8, &serde_json::json!({})).unwrap();
     let rt = Runtime::from_bytes(&bytes, Path::new("m")).unwrap();
@@ -129,6 +131,7 @@ fn state_round_trips_and_damage_is_detected() {
         let (turn, _, labels) = turn_of(&data.users[0], t, data.k, data.embedding_dim);
         rt.step(&mut state, &turn, &labels);
     }
+    assert!(state.keyed.memories() > 0 && !state.history.is_empty());
     let saved = state.to_bytes(&rt.fingerprint);
     let (back, warning) = rt.restore(&saved);
     assert_eq!(back, state);
@@ -142,8 +145,7 @@ fn state_round_trips_and_damage_is_detected() {
         assert!(warning.is_some());
     }
     // A state of another model.
-    let other =
-        ModelConfig::sized(Variant::Mamba, Size::Tiny, data.embedding_dim, 4096).init(2, &device);
+    let other = cfg.init(2, &device);
     let (ob, _) = encode(&other, &cfg, Quant::Int8, &serde_json::json!({})).unwrap();
     let rt2 = Runtime::from_bytes(&ob, Path::new("o")).unwrap();
     let (s, warning) = rt2.restore(&saved);

@@ -1,7 +1,7 @@
 //! The source's dependencies run one way. Each top-level module of `src/` may use only the
 //! modules before it in [`LAYERS`], and the second-level modules inside one module import
 //! each other without a cycle. Files in a second-level module's own directory
-//! (`eval/canary/probe.rs`) extend it and count as it. The contract crates (`features`, `history`, `relative`, `runtime`, all
+//! (`eval/canary/probe.rs`) extend it and count as it. The contract crates (`features`, `history`, `keyed`, `relative`, `runtime`, all
 //! re-exported from `ssmkit-format` and `ssmkit-runtime`) sit under every layer.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +14,7 @@ const LAYERS: [&str; 16] = [
 ];
 
 /// The crates below every layer, as `lib.rs` re-exports them.
-const CONTRACTS: [&str; 4] = ["features", "history", "relative", "runtime"];
+const CONTRACTS: [&str; 5] = ["features", "history", "keyed", "relative", "runtime"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

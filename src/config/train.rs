@@ -110,6 +110,12 @@ pub struct TrainConfig {
     pub resident_mb: usize,
     /// Megabytes of validation users: a larger validation split is sampled (seeded).
     pub validation_mb: usize,
+    /// Temporal models: decaying modes of the identity-keyed state
+    /// ([`crate::model::ModelConfig::keyed_modes`]).
+    pub keyed_modes: usize,
+    /// Temporal models: oscillating modes of the keyed state (0: real modes only; with no
+    /// decaying ones either, no keyed state: the pooled backbone alone).
+    pub keyed_cycles: usize,
 }
 
 impl Default for TrainConfig {
@@ -144,6 +150,8 @@ impl Default for TrainConfig {
             patience: 4,
             resident_mb: 2000,
             validation_mb: 500,
+            keyed_modes: 0,
+            keyed_cycles: 0,
         }
     }
 }
@@ -167,6 +175,10 @@ impl TrainConfig {
         c.expand = self.expand.unwrap_or(c.expand);
         c.selective = self.selective;
         c.inputs = self.inputs;
+        if c.variant.is_temporal() {
+            c.keyed_modes = self.keyed_modes;
+            c.keyed_cycles = self.keyed_cycles;
+        }
         c
     }
 
@@ -190,6 +202,16 @@ impl TrainConfig {
             ("layers", self.layers, 16),
             ("expand", self.expand, 8),
             ("picks", (self.picks > 0).then_some(self.picks), 20),
+            (
+                "keyed_modes",
+                (self.keyed_modes > 0).then_some(self.keyed_modes),
+                16,
+            ),
+            (
+                "keyed_cycles",
+                (self.keyed_cycles > 0).then_some(self.keyed_cycles),
+                8,
+            ),
         ] {
             if v.is_some_and(|v| v == 0 || v > max) {
                 return bad(f, &format!("must be in 1..={max}"));
@@ -226,6 +248,8 @@ impl TrainConfig {
             expand: own.expand,
             selective: own.selective,
             inputs: own.inputs,
+            keyed_modes: own.keyed_modes,
+            keyed_cycles: own.keyed_cycles,
             ..self.clone()
         }
     }
@@ -250,9 +274,11 @@ impl TrainConfig {
                     "d_model" => t.d_model = Some(n),
                     "expand" => t.expand = Some(n),
                     "picks" => t.picks = n,
+                    "keyed_modes" => t.keyed_modes = n,
+                    "keyed_cycles" => t.keyed_cycles = n,
                     other => {
                         return Err(Error::Config(format!(
-                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand, picks)"
+                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand, picks, keyed_modes, keyed_cycles)"
                         )));
                     }
                 }
@@ -266,9 +292,11 @@ impl TrainConfig {
                 "set_encoder" => t.set_encoder = true,
                 "no_set_encoder" => t.set_encoder = false,
                 "no_picks" => t.picks = 0,
+                "pooled" => (t.keyed_modes, t.keyed_cycles) = (0, 0),
+                "real_only" => t.keyed_cycles = 0,
                 _ => {
                     return Err(Error::Config(format!(
-                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only, no_history, relative, no_relative, set_encoder, no_set_encoder, picks=N or no_picks"
+                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only, no_history, relative, no_relative, set_encoder, no_set_encoder, picks=N, no_picks, keyed_modes=N, keyed_cycles=N, pooled or real_only"
                     )));
                 }
             },
@@ -320,6 +348,25 @@ impl TrainConfig {
             } else {
                 "+no_set_encoder"
             };
+        }
+        let own = TrainConfig::default();
+        if self.model.is_temporal()
+            && (self.keyed_modes, self.keyed_cycles) != (own.keyed_modes, own.keyed_cycles)
+        {
+            if self.keyed_modes + self.keyed_cycles == 0 {
+                name += "+pooled";
+            } else {
+                if self.keyed_modes != own.keyed_modes {
+                    name += &format!("+keyed_modes={}", self.keyed_modes);
+                }
+                if self.keyed_cycles != own.keyed_cycles {
+                    name += &if self.keyed_cycles == 0 {
+                        "+real_only".to_string()
+                    } else {
+                        format!("+keyed_cycles={}", self.keyed_cycles)
+                    };
+                }
+            }
         }
         name
     }

@@ -66,6 +66,11 @@ pub struct UserSeq {
     /// computed over the whole sequence ([`crate::history::sequence_features`]); empty for
     /// a sequence that starts at the user's first turn (they are computed from it).
     pub history: Vec<f32>,
+    /// `[T, K, EVENTS, EVENT_DIM]` and `[T, K, EVENTS]` keyed reads of a window cut from a
+    /// longer sequence, over the whole sequence ([`crate::keyed::sequence_reads`]); empty
+    /// for a sequence that starts at the user's first turn.
+    pub keyed_events: Vec<f32>,
+    pub keyed_days: Vec<f32>,
     /// `[T]` each turn's name (the scenario or pattern it comes from) as an index into
     /// [`Dataset::names`]; empty when the dataset names no turn.
     pub name: Vec<u32>,
@@ -84,6 +89,41 @@ impl UserSeq {
             ))
         } else {
             std::borrow::Cow::Borrowed(&self.history)
+        }
+    }
+}
+
+impl UserSeq {
+    /// The sequence as the keyed log reads it.
+    pub fn keyed_sequence(&self, k: usize) -> crate::keyed::Sequence<'_> {
+        crate::keyed::Sequence {
+            timestamp: &self.timestamp,
+            focal: &self.focal,
+            valid: &self.valid,
+            labels: &self.labels,
+            memory: &self.memory_id,
+            entity: &self.entity,
+            features: &self.features,
+            feature_dim: FEATURE_DIM,
+            k,
+        }
+    }
+
+    /// The keyed reads of the first `len` turns (see [`UserSeq::keyed_events`]).
+    pub fn keyed_reads(
+        &self,
+        k: usize,
+        len: usize,
+    ) -> (std::borrow::Cow<'_, [f32]>, std::borrow::Cow<'_, [f32]>) {
+        use crate::keyed::{EVENT_DIM, EVENTS};
+        if self.keyed_events.is_empty() {
+            let (e, d) = crate::keyed::sequence_reads(&self.keyed_sequence(k), 0, len);
+            (e.into(), d.into())
+        } else {
+            (
+                self.keyed_events[..len * k * EVENTS * EVENT_DIM].into(),
+                self.keyed_days[..len * k * EVENTS].into(),
+            )
         }
     }
 }

@@ -2,6 +2,7 @@
 //! with candidate encodings, and the baselines.
 
 pub mod baselines;
+pub mod keyed;
 pub mod loss;
 pub mod mamba;
 pub mod rules;
@@ -15,6 +16,25 @@ use burn::prelude::*;
 
 /// A float tensor of `shape` from row-major values.
 pub(crate) fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// A tensor of `shape` with values drawn from N(0, std²), seeded.
+pub(crate) fn normal_tensor<const D: usize>(
+    seed: u64,
+    shape: [usize; D],
+    std: f32,
+    device: &Device,
+) -> Tensor<D> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            std * z as f32
+        })
+        .collect();
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 

@@ -16,7 +16,9 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
+use super::keyed::KeyedState;
 use super::mamba::{MambaBlock, MambaConfig, MambaState, ScanImpl};
+use super::normal_tensor;
 use super::s4d::{S4dBlock, S4dConfig, S4dState};
 use crate::features::{FEATURE_DIM, HOP_DIM, MAX_HOPS};
 use crate::relative::RELATIVE_DIM;
@@ -109,6 +111,15 @@ impl Init for ModelConfig {
                     value: linear(seed(), cand_side + self.d_slot, 1),
                 }
             }),
+            keyed: (self.keyed_channels() > 0).then(|| {
+                KeyedState::new(
+                    self.keyed_modes,
+                    self.keyed_cycles,
+                    self.selective,
+                    seed(),
+                    device,
+                )
+            }),
             d_model: h,
             entity_slots: self.entity_slots,
             memory_slots: self.memory_slots.max(1),
@@ -122,24 +133,6 @@ impl Init for ModelConfig {
             },
         }
     }
-}
-
-fn normal_tensor<const D: usize>(
-    seed: u64,
-    shape: [usize; D],
-    std: f32,
-    device: &Device,
-) -> Tensor<D> {
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, StandardNormal};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let v: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            let z: f64 = StandardNormal.sample(&mut rng);
-            std * z as f32
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(v, shape), device)
 }
 
 /// A linear layer with PyTorch's default init, drawn from `seed`.
@@ -208,6 +201,8 @@ pub struct Scorer {
     pub mlp_pick: Option<Linear>,
     pub path: Option<PathEncoder>,
     pub xattn: Option<CrossAttention>,
+    /// The identity-keyed state ([`super::keyed`]), read into the pointwise inputs.
+    pub keyed: Option<KeyedState>,
     d_model: usize,
     entity_slots: usize,
     memory_slots: usize,
@@ -247,6 +242,14 @@ pub struct Batch {
     pub history: Tensor<4>,
     /// `[B, T, K, RELATIVE_DIM]` turn-relative features (zeros for a model without them).
     pub relative: Tensor<4>,
+    /// `[B, T, K, EVENTS, EVENT_DIM]` and `[B, T, K, EVENTS]`: what each candidate reads of
+    /// the keyed log before its turn, and each event's age in days ([`crate::keyed`]; one
+    /// empty place for a model without a keyed state).
+    pub keyed_events: Tensor<5>,
+    pub keyed_days: Tensor<4>,
+    /// `[B, T, K, keyed_dim]` the model's read of the keyed events: filled by the model
+    /// itself before it scores (`None` in a batch as built).
+    pub keyed_read: Option<Tensor<4>>,
 }
 
 impl Batch {
@@ -268,6 +271,15 @@ impl Batch {
             hop_count: self.hop_count.clone().slice(s![.., t..t + 1, ..]),
             history: self.history.clone().slice(s![.., t..t + 1, .., ..]),
             relative: self.relative.clone().slice(s![.., t..t + 1, .., ..]),
+            keyed_events: self
+                .keyed_events
+                .clone()
+                .slice(s![.., t..t + 1, .., .., ..]),
+            keyed_days: self.keyed_days.clone().slice(s![.., t..t + 1, .., ..]),
+            keyed_read: self
+                .keyed_read
+                .as_ref()
+                .map(|r| r.clone().slice(s![.., t..t + 1, .., ..])),
         }
     }
 }
@@ -294,7 +306,20 @@ impl Scorer {
     /// The batch as the model reads it: with [`Inputs::TemporalOnly`], everything but the
     /// turn context, the time features and the history features reads as absent (zeros,
     /// the "no entity" row, memory slot 0, no path).
+    /// With a keyed state, its read of the batch's keyed events is filled in.
     fn restricted<'a>(&self, batch: &'a Batch) -> std::borrow::Cow<'a, Batch> {
+        let inputs = self.restrict_inputs(batch);
+        let Some(keyed) = &self.keyed else {
+            return inputs;
+        };
+        let read = keyed.read(inputs.keyed_events.clone(), inputs.keyed_days.clone());
+        std::borrow::Cow::Owned(Batch {
+            keyed_read: Some(read),
+            ..inputs.into_owned()
+        })
+    }
+
+    fn restrict_inputs<'a>(&self, batch: &'a Batch) -> std::borrow::Cow<'a, Batch> {
         if !self.temporal_only {
             return std::borrow::Cow::Borrowed(batch);
         }
@@ -335,6 +360,8 @@ impl Scorer {
             content: batch.content.zeros_like(),
             hops: batch.hops.zeros_like(),
             hop_count: batch.hop_count.ones_like(),
+            keyed_events: batch.keyed_events.zeros_like(),
+            keyed_days: batch.keyed_days.zeros_like(),
             ..batch.clone()
         })
     }
@@ -355,6 +382,9 @@ impl Scorer {
         }
         if self.relative {
             parts.push(batch.relative.clone());
+        }
+        if let Some(r) = &batch.keyed_read {
+            parts.push(r.clone());
         }
         Tensor::cat(parts, 3)
     }
@@ -782,6 +812,9 @@ mod tests {
             hop_count: Tensor::ones([1, 1, k], device),
             history: Tensor::zeros([1, 1, k, HISTORY_DIM], device),
             relative: t4(r.concat(), RELATIVE_DIM),
+            keyed_events: Tensor::zeros([1, 1, k, 1, crate::keyed::EVENT_DIM], device),
+            keyed_days: Tensor::zeros([1, 1, k, 1], device),
+            keyed_read: None,
         }
     }
 

@@ -6,6 +6,7 @@ use burn::prelude::*;
 use crate::data::{CONTEXT_DIM, Dataset, HOP_DIM, UserSeq};
 use crate::features::{FEATURE_DIM, MAX_HOPS};
 use crate::history::HISTORY_DIM;
+use crate::keyed::{EVENT_DIM, EVENTS};
 use crate::model::scorer::{Batch, ModelConfig};
 use crate::relative::{RELATIVE_DIM, turn_features as relative_features};
 
@@ -41,6 +42,10 @@ pub fn make_batch(
     let mut hop_count = vec![1i32; b * t * k];
     let mut history = vec![0f32; b * t * k * HISTORY_DIM];
     let mut relative = vec![0f32; b * t * k * RELATIVE_DIM];
+    // A model without a keyed state gets one empty event place.
+    let places = if cfg.keyed_dim() > 0 { EVENTS } else { 1 };
+    let mut keyed_events = vec![0f32; b * t * k * places * EVENT_DIM];
+    let mut keyed_days = vec![0f32; b * t * k * places];
     for (i, (u, &len)) in users.iter().zip(lens).enumerate() {
         let len = len.min(u.turns);
         let tk = len * k;
@@ -87,6 +92,13 @@ pub fn make_batch(
                 relative[at..at + k * RELATIVE_DIM].copy_from_slice(&r);
             }
         }
+        if cfg.keyed_dim() > 0 {
+            let (ev, days) = u.keyed_reads(k, len);
+            let (s, e_) = at(k * EVENTS * EVENT_DIM);
+            keyed_events[s..e_].copy_from_slice(&ev);
+            let (s, e_) = at(k * EVENTS);
+            keyed_days[s..e_].copy_from_slice(&days);
+        }
         turn_mask[i * t..i * t + len].fill(1.0);
     }
     let f = |v: Vec<f32>, shape: &[usize]| TensorData::new(v, shape.to_vec());
@@ -107,24 +119,57 @@ pub fn make_batch(
         hop_count: Tensor::from_data(i(hop_count, &[b, t, k]), device),
         history: Tensor::from_data(f(history, &[b, t, k, HISTORY_DIM]), device),
         relative: Tensor::from_data(f(relative, &[b, t, k, RELATIVE_DIM]), device),
+        keyed_events: Tensor::from_data(f(keyed_events, &[b, t, k, places, EVENT_DIM]), device),
+        keyed_days: Tensor::from_data(f(keyed_days, &[b, t, k, places]), device),
+        keyed_read: None,
     }
 }
 
-/// A window of `len` turns of `u` starting at `start`. With `history`, the window carries
-/// the history features of its turns computed over all of `u`'s turns before them.
+/// What a window cut from a longer sequence carries of the turns before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prefix {
+    /// The history features of its turns ([`crate::history`]).
+    pub history: bool,
+    /// The keyed reads of its turns ([`crate::keyed`]).
+    pub keyed: bool,
+}
+
+impl Prefix {
+    /// Nothing: for a window that starts at the user's first turn.
+    pub const NONE: Prefix = Prefix {
+        history: false,
+        keyed: false,
+    };
+
+    /// What `cfg` reads.
+    pub fn of(cfg: &ModelConfig) -> Prefix {
+        Prefix {
+            history: cfg.history,
+            keyed: cfg.keyed_dim() > 0,
+        }
+    }
+}
+
+/// A window of `len` turns of `u` starting at `start`, carrying what `prefix` asks of
+/// all of `u`'s turns before them.
 pub fn slice_user(
     u: &UserSeq,
     start: usize,
     len: usize,
     k: usize,
     e: usize,
-    history: bool,
+    prefix: Prefix,
 ) -> UserSeq {
     use crate::data::{CONTEXT_DIM, HOP_DIM};
     use crate::features::{FEATURE_DIM, MAX_HOPS};
     use crate::history::{HISTORY_DIM, sequence_features};
     let r = |per: usize| start * per..(start + len) * per;
-    let history = if history && len > 0 {
+    let (keyed_events, keyed_days) = if prefix.keyed && len > 0 {
+        crate::keyed::sequence_reads(&u.keyed_sequence(k), start, start + len)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let history = if prefix.history && len > 0 {
         let end = start + len;
         sequence_features(
             &u.timestamp[..end],
@@ -139,6 +184,8 @@ pub fn slice_user(
     };
     UserSeq {
         history,
+        keyed_events,
+        keyed_days,
         user_id: u.user_id,
         stage: u.stage,
         turns: len,

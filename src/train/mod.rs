@@ -375,7 +375,7 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
                 len,
                 data.k,
                 data.embedding_dim,
-                model_cfg.history,
+                crate::train::batch::Prefix::of(&model_cfg),
             ));
             lens.push(len);
         }

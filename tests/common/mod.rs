@@ -132,6 +132,37 @@ pub fn model_configs(content_dim: usize) -> Vec<(String, ssmkit::model::scorer::
             out.push((format!("{}+relative+picks=3", v.name()), c));
         }
     }
+    // The identity-keyed state: with decaying and oscillating modes, without selection,
+    // with real modes only, with temporal inputs only, on every temporal variant.
+    let keyed = TrainConfig {
+        keyed_modes: 3,
+        keyed_cycles: 2,
+        ..TrainConfig::default()
+    };
+    for t in [
+        keyed.clone(),
+        TrainConfig {
+            selective: false,
+            ..keyed.clone()
+        },
+        TrainConfig {
+            keyed_cycles: 0,
+            ..keyed.clone()
+        },
+        TrainConfig {
+            inputs: Inputs::TemporalOnly,
+            ..keyed.clone()
+        },
+    ] {
+        out.push((t.system_name(), t.overrides(base(Variant::Mamba))));
+    }
+    for v in [Variant::S4d, Variant::Dual] {
+        let t = TrainConfig {
+            model: v,
+            ..keyed.clone()
+        };
+        out.push((t.system_name(), t.overrides(base(v))));
+    }
     let t = TrainConfig {
         inputs: Inputs::TemporalOnly,
         relative: true,

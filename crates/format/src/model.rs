@@ -151,6 +151,15 @@ pub struct ModelConfig {
     pub selective: bool,
     #[serde(default)]
     pub inputs: Inputs,
+    /// Temporal variants: decaying modes of the identity-keyed state, each a learned decay
+    /// rate over the events a candidate reads from its memory's and its entity's past
+    /// ([`crate::keyed`]; 0 and no `keyed_cycles`: no keyed state, the pooled backbone only).
+    #[serde(default)]
+    pub keyed_modes: usize,
+    /// Oscillating (complex) modes of the keyed state, each read as a cosine and a sine of
+    /// the event's age at a learned frequency (initialised at one day, one week, …).
+    #[serde(default)]
+    pub keyed_cycles: usize,
 }
 
 fn yes() -> bool {
@@ -199,7 +208,25 @@ impl ModelConfig {
             picks: 0,
             selective: true,
             inputs: Inputs::All,
+            keyed_modes: 0,
+            keyed_cycles: 0,
         }
+    }
+
+    /// Kernel channels of the keyed state: one per decaying mode, two (cosine and sine)
+    /// per oscillating one.
+    pub fn keyed_channels(&self) -> usize {
+        if self.variant.is_temporal() {
+            self.keyed_modes + 2 * self.keyed_cycles
+        } else {
+            0
+        }
+    }
+
+    /// Width of a candidate's keyed read: per event source (memory, entity), each kernel
+    /// channel times each event number.
+    pub fn keyed_dim(&self) -> usize {
+        2 * self.keyed_channels() * crate::keyed::EVENT_DIM
     }
 
     /// The same model with history features on or off (stateless variants: always off).
@@ -216,9 +243,10 @@ impl ModelConfig {
         if self.relative { RELATIVE_DIM } else { 0 }
     }
 
-    /// Input width of the pointwise branch: [features, missing, history, turn-relative].
+    /// Input width of the pointwise branch: [features, missing, history, turn-relative,
+    /// keyed read].
     pub fn pointwise_in(&self) -> usize {
-        2 * FEATURE_DIM + self.history_dim() + self.relative_dim()
+        2 * FEATURE_DIM + self.history_dim() + self.relative_dim() + self.keyed_dim()
     }
 
     /// Width of the cross-attention scorer's candidate side: [features, missing,
@@ -227,8 +255,8 @@ impl ModelConfig {
         2 * FEATURE_DIM + self.relative_dim() + self.d_slot
     }
 
-    /// Input width of the candidate encoder: [features, missing, history, memory slot,
-    /// entity, content].
+    /// Input width of the candidate encoder: [features, missing, history, turn-relative,
+    /// keyed read, memory slot, entity, content].
     pub fn cand_in(&self) -> usize {
         self.pointwise_in() + 2 * self.d_slot + self.content_dim
     }

@@ -67,6 +67,11 @@ pub mod scorer {
     pub const MLP_SET: &str = "scorer.mlp.set";
     /// The pointwise branch's term for the candidates picked so far (with `picks`).
     pub const MLP_PICK: &str = "scorer.mlp.pick";
+    /// The keyed state: `[2, C]` log decay rates, `[2, cycles]` frequencies (with
+    /// oscillating modes), the selective step's projection (with selection).
+    pub const KEYED_LOG_RATE: &str = "scorer.keyed.log_rate";
+    pub const KEYED_OMEGA: &str = "scorer.keyed.omega";
+    pub const KEYED_SELECT: &str = "scorer.keyed.select";
 }
 
 /// The dual variant's path encoder.

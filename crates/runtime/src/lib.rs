@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use ssmkit_format::features::{CONTEXT_DIM, FEATURE_DIM, HOP_DIM, MAX_HOPS, feat};
 use ssmkit_format::history::Table;
+use ssmkit_format::keyed::{EVENT_DIM, EVENTS, Log, MEMORY_EVENTS};
 use ssmkit_format::meta::{Metadata, digest_of};
 use ssmkit_format::model::{Inputs, ModelConfig, Variant};
 use ssmkit_format::names::{BIAS, NORM_F, WEIGHT, join, mamba, mixer, norm, path, scorer, xattn};
@@ -82,6 +83,80 @@ pub struct Runtime {
     mlp: Option<Pointwise>,
     path: Option<PathEncoder>,
     xattn: Option<Xattn>,
+    keyed: Option<Keyed>,
+}
+
+/// The keyed state's parameters (`ssmkit::model::keyed` has the read this computes).
+#[derive(Clone, Debug)]
+struct Keyed {
+    /// `[2, C]` decay rates per event source (memory, entity) and channel (per day).
+    rate: Vec<f32>,
+    /// `[2, cycles]` frequencies (radians per day).
+    omega: Vec<f32>,
+    /// Event → `2 C` selective step pre-activations.
+    select: Option<Dense>,
+    modes: usize,
+    cycles: usize,
+}
+
+impl Keyed {
+    fn channels(&self) -> usize {
+        self.modes + 2 * self.cycles
+    }
+
+    /// Appends a candidate's read (`2 · C · EVENT_DIM` numbers) of `log` to `out`.
+    fn read(
+        &self,
+        log: &Log,
+        now: i64,
+        focal: [i32; 2],
+        memory: u64,
+        entity: u64,
+        out: &mut Vec<f32>,
+    ) {
+        let mut ev = [0f32; EVENTS * EVENT_DIM];
+        let mut days = [0f32; EVENTS];
+        let focal = [focal[0] as i64, focal[1] as i64];
+        log.read(now, focal, memory, entity, &mut ev, &mut days);
+        let c = self.channels();
+        for (source, range) in [(0, 0..MEMORY_EVENTS), (1, MEMORY_EVENTS..EVENTS)] {
+            let scale = 1.0 / (range.len() as f32).sqrt();
+            let at = out.len();
+            out.resize(at + c * EVENT_DIM, 0.0);
+            for l in range {
+                let e = &ev[l * EVENT_DIM..(l + 1) * EVENT_DIM];
+                if e[0] == 0.0 {
+                    continue; // an empty place reads 0
+                }
+                let step = self.select.as_ref().map(|s| s.apply(e));
+                for ch in 0..c {
+                    let s = step.as_ref().map_or(1.0, |p| softplus(p[source * c + ch]));
+                    let mut k = (-self.rate[source * c + ch] * s * days[l]).exp();
+                    if ch >= self.modes {
+                        let j = (ch - self.modes) % self.cycles;
+                        let phase = self.omega[source * self.cycles + j] * days[l];
+                        k *= if ch < self.modes + self.cycles {
+                            phase.cos()
+                        } else {
+                            phase.sin()
+                        };
+                    }
+                    let r = &mut out[at + ch * EVENT_DIM..at + (ch + 1) * EVENT_DIM];
+                    for (r, x) in r.iter_mut().zip(e) {
+                        *r += k * x;
+                    }
+                }
+            }
+            for r in &mut out[at..] {
+                *r *= scale;
+            }
+        }
+    }
+}
+
+/// ln(1 + eˣ), without overflow.
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
 }
 
 /// The pointwise branch: fc1 (plus, with `picks`, the picks' term), ReLU, with
@@ -302,7 +377,32 @@ impl Runtime {
         } else {
             None
         };
+        let keyed = if c.keyed_channels() > 0 {
+            let ch = c.keyed_channels();
+            Some(Keyed {
+                rate: l
+                    .vector(scorer::KEYED_LOG_RATE, 2 * ch)?
+                    .iter()
+                    .map(|v| v.exp())
+                    .collect(),
+                omega: if c.keyed_cycles > 0 {
+                    l.vector(scorer::KEYED_OMEGA, 2 * c.keyed_cycles)?
+                } else {
+                    Vec::new()
+                },
+                select: if c.selective {
+                    Some(l.dense(scorer::KEYED_SELECT, EVENT_DIM, 2 * ch)?)
+                } else {
+                    None
+                },
+                modes: c.keyed_modes,
+                cycles: c.keyed_cycles,
+            })
+        } else {
+            None
+        };
         Ok(Runtime {
+            keyed,
             quantization: meta.quantization,
             fingerprint,
             memory_emb,
@@ -356,6 +456,7 @@ impl Runtime {
         State {
             values: vec![0.0; self.state_len()],
             history: Table::default(),
+            keyed: Log::default(),
         }
     }
 
@@ -366,6 +467,13 @@ impl Runtime {
                 s,
                 Some(
                     "a version 1 state holds no history table: the user's history starts empty"
+                        .into(),
+                ),
+            ),
+            Ok(s) if self.keyed.is_some() && bytes.get(8..12) == Some(&2u32.to_le_bytes()[..]) => (
+                s,
+                Some(
+                    "a version 2 state holds no keyed log: the user's keyed state starts empty"
                         .into(),
                 ),
             ),
@@ -407,7 +515,7 @@ impl Runtime {
     /// Checks a turn's shape against the model; a clear error names the problem.
     pub fn check(&self, turn: &Turn) -> Result<()> {
         let e = self.config.content_dim;
-        if self.config.history {
+        if self.config.history || self.keyed.is_some() {
             if turn.timestamp.is_none() {
                 return Err(Error::Input(
                     "the turn has no timestamp: this model reads the user's history by time".into(),
@@ -500,6 +608,19 @@ impl Runtime {
                     x.extend_from_slice(&state.history.features(now, id));
                 }
                 x.extend_from_slice(Self::relative_row(&relative, i));
+                if let Some(k) = &self.keyed {
+                    match c.inputs {
+                        Inputs::All => k.read(
+                            &state.keyed,
+                            now,
+                            turn.focal,
+                            cand.memory_id.unwrap_or(cand.memory_slot as u64),
+                            cand.entity as u64,
+                            &mut x,
+                        ),
+                        Inputs::TemporalOnly => x.resize(x.len() + c.keyed_dim(), 0.0),
+                    }
+                }
                 x.extend_from_slice(Self::slot_row(
                     &self.memory_emb,
                     c.d_slot,
@@ -788,6 +909,19 @@ impl Runtime {
                 shown.map(|(cand, &l)| {
                     let id = cand.memory_id.unwrap_or(cand.memory_slot as u64);
                     (id, l > 0.0)
+                }),
+            );
+        }
+        if self.keyed.is_some() {
+            let shown = turn.candidates.iter().zip(labels);
+            state.keyed.observe(
+                turn.timestamp.unwrap_or(0),
+                [turn.focal[0] as i64, turn.focal[1] as i64],
+                shown.map(|(cand, &l)| ssmkit_format::keyed::Shown {
+                    memory: cand.memory_id.unwrap_or(cand.memory_slot as u64),
+                    entity: cand.entity as u64,
+                    relevant: l > 0.0,
+                    log_age: masked(&cand.features, &cand.missing).next().unwrap_or(0.0),
                 }),
             );
         }

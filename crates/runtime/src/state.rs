@@ -2,22 +2,26 @@
 
 use sha2::{Digest, Sha256};
 
-use ssmkit_format::history::Table;
+use ssmkit_format::history::{ENTRY_BYTES, Table};
+use ssmkit_format::keyed::Log;
 
-/// A user's state: every layer's recurrent state, then the last backbone output; and, for
-/// models with history features, the user's history table.
+/// A user's state: every layer's recurrent state, then the last backbone output; for
+/// models with history features, the user's history table; for models with a keyed
+/// state, the user's keyed log.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct State {
     pub values: Vec<f32>,
     pub history: Table,
+    pub keyed: Log,
 }
 
 const STATE_MAGIC: &[u8; 8] = b"SSMKSTAT";
-const STATE_VERSION: u32 = 2;
+const STATE_VERSION: u32 = 3;
 
 impl State {
     /// `magic (8) | version u32 | fingerprint (16) | count u32 | f32 × count | history
-    /// table | SHA-256 (32)`, little-endian (the table as [`Table::write`] writes it).
+    /// table | keyed log length u32 | keyed log | SHA-256 (32)`, little-endian (the table
+    /// as [`Table::write`] writes it, the log as [`Log::write`]).
     pub fn to_bytes(&self, fingerprint: &[u8; 16]) -> Vec<u8> {
         let mut b = Vec::with_capacity(64 + 4 * self.values.len());
         b.extend_from_slice(STATE_MAGIC);
@@ -28,6 +32,10 @@ impl State {
             b.extend_from_slice(&v.to_le_bytes());
         }
         self.history.write(&mut b);
+        let mut log = Vec::new();
+        self.keyed.write(&mut log);
+        b.extend_from_slice(&(log.len() as u32).to_le_bytes());
+        b.extend_from_slice(&log);
         let sum = Sha256::digest(&b);
         b.extend_from_slice(&sum);
         b
@@ -71,12 +79,39 @@ impl State {
         if values.iter().any(|v| !v.is_finite()) {
             return Err("the state holds a NaN or infinite value".into());
         }
-        // Version 1 states end with the floats: no history table yet.
-        let history = match version {
-            1 if body.len() == 32 + 4 * n => Table::default(),
+        // Version 1 states end with the floats: no history table yet; version 2 states
+        // end with the table: no keyed log yet.
+        let rest = &body[32 + 4 * n..];
+        let (history, keyed) = match version {
+            1 if rest.is_empty() => (Table::default(), Log::default()),
             1 => return Err("a version 1 state with trailing bytes".into()),
-            _ => Table::read(&body[32 + 4 * n..])?,
+            2 => (Table::read(rest)?, Log::default()),
+            _ => {
+                // The table's own header says its length: 8 bytes and its entries.
+                let entries = rest
+                    .get(4..8)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+                    .ok_or("the state ends inside its history table")?;
+                let table_len = entries
+                    .checked_mul(ENTRY_BYTES)
+                    .and_then(|n| n.checked_add(8))
+                    .filter(|&n| n + 4 <= rest.len())
+                    .ok_or("the state ends inside its history table")?;
+                let (table, tail) = rest.split_at(table_len);
+                let len = u32::from_le_bytes(tail[..4].try_into().expect("4")) as usize;
+                if tail.len() != 4 + len {
+                    return Err(format!(
+                        "the state's keyed log says {len} bytes, {} follow",
+                        tail.len() - 4
+                    ));
+                }
+                (Table::read(table)?, Log::read_bytes(&tail[4..])?)
+            }
         };
-        Ok(State { values, history })
+        Ok(State {
+            values,
+            history,
+            keyed,
+        })
     }
 }

@@ -126,7 +126,14 @@ fn score_versions(
         for v in chunk {
             if base.as_ref().is_none_or(|b| b.0 != v.case) {
                 let u = &data.users[v.case.user];
-                let mut s = slice_user(u, 0, v.case.turn + 1, k, data.embedding_dim, false);
+                let mut s = slice_user(
+                    u,
+                    0,
+                    v.case.turn + 1,
+                    k,
+                    data.embedding_dim,
+                    crate::train::batch::Prefix::NONE,
+                );
                 for t in 0..s.turns {
                     noise_turn(&mut s, t, k, sigma, seed);
                 }

@@ -1,0 +1,515 @@
+//! The identity-keyed event log: what the user's earlier turns wrote under each memory id
+//! and each entity id. After every turn, each shown candidate writes one event (was it
+//! relevant, which entities were focal, was its own entity focal, its age) under its
+//! memory and under its entity; a memory keeps its last [`MEMORY_EVENTS`] events and an
+//! entity its last [`ENTITY_EVENTS`].
+//!
+//! A candidate reads, before its turn, the events under its own memory and its own
+//! entity, each as [`EVENT_DIM`] numbers relative to the turn being scored (does the
+//! event's focal set meet the current one, is it the same memory) and its age in days.
+//! The model's keyed state ([`crate::model::ModelConfig::keyed_modes`]) folds these
+//! through learned decaying and oscillating modes; training, `eval` and the runtime call
+//! the same code, so what they read agrees exactly.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Events a memory keeps.
+pub const MEMORY_EVENTS: usize = 8;
+/// Events an entity keeps (over all its memories).
+pub const ENTITY_EVENTS: usize = 16;
+/// Events a candidate reads: its memory's, then its entity's, newest first in each.
+pub const EVENTS: usize = MEMORY_EVENTS + ENTITY_EVENTS;
+
+/// What a candidate reads of one event, in this order (all 0 for an empty place).
+pub const EVENT_NAMES: [&str; 8] = [
+    "shown",
+    "relevant",
+    "focal_match",
+    "relevant_focal_match",
+    "same_memory",
+    "relevant_same_memory",
+    "entity_was_focal",
+    "log_age",
+];
+pub const EVENT_DIM: usize = EVENT_NAMES.len();
+
+/// Memories (and, separately, entities) the log keeps per user. Past it, the least
+/// recently written are forgotten, an eighth at a time.
+pub const MAX_KEYS: usize = 4096;
+
+/// Bytes one event takes in a saved log.
+pub const EVENT_BYTES: usize = 8 + 8 + 8 + 8 + 1 + 1 + 4;
+
+/// One shown candidate of one turn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Event {
+    pub ts: i64,
+    pub memory: u64,
+    /// The turn's focal entity ids (−1: none).
+    pub focal: [i64; 2],
+    pub relevant: bool,
+    /// Whether the candidate's own entity was focal at that turn.
+    pub entity_was_focal: bool,
+    /// The candidate's observed `log_age` feature at that turn.
+    pub log_age: f32,
+}
+
+/// Events under one key, newest first, and the turn they were last written.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Slot {
+    written: u32,
+    events: VecDeque<Event>,
+}
+
+/// A user's keyed log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Log {
+    /// Turns folded in so far.
+    pub turns: u32,
+    memory: HashMap<u64, Slot>,
+    entity: HashMap<u64, Slot>,
+}
+
+/// One shown candidate, as [`Log::observe`] takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct Shown {
+    pub memory: u64,
+    pub entity: u64,
+    pub relevant: bool,
+    pub log_age: f32,
+}
+
+fn push(map: &mut HashMap<u64, Slot>, key: u64, turn: u32, e: Event, cap: usize) {
+    let slot = map.entry(key).or_default();
+    slot.written = turn;
+    slot.events.push_front(e);
+    slot.events.truncate(cap);
+}
+
+fn forget(map: &mut HashMap<u64, Slot>) {
+    if map.len() <= MAX_KEYS {
+        return;
+    }
+    let mut order: Vec<(u32, u64)> = map.iter().map(|(k, s)| (s.written, *k)).collect();
+    let n = map.len() - (MAX_KEYS - MAX_KEYS / 8);
+    order.select_nth_unstable(n - 1);
+    for (_, k) in &order[..n] {
+        map.remove(k);
+    }
+}
+
+fn meets(a: [i64; 2], b: [i64; 2]) -> bool {
+    a.iter().any(|&x| x >= 0 && b.contains(&x))
+}
+
+impl Log {
+    /// Memories with at least one event.
+    pub fn memories(&self) -> usize {
+        self.memory.len()
+    }
+
+    /// Folds in a turn at `ts` with focal entities `focal` whose candidates were `shown`.
+    pub fn observe(&mut self, ts: i64, focal: [i64; 2], shown: impl IntoIterator<Item = Shown>) {
+        self.turns += 1;
+        let turn = self.turns;
+        for s in shown {
+            let e = Event {
+                ts,
+                memory: s.memory,
+                focal,
+                relevant: s.relevant,
+                entity_was_focal: focal.contains(&(s.entity as i64)),
+                log_age: s.log_age,
+            };
+            push(&mut self.memory, s.memory, turn, e, MEMORY_EVENTS);
+            push(&mut self.entity, s.entity, turn, e, ENTITY_EVENTS);
+        }
+        forget(&mut self.memory);
+        forget(&mut self.entity);
+    }
+
+    /// What a candidate (`memory` of `entity`) of a turn at `now` with focal entities
+    /// `focal` reads: `events` gets `[EVENTS, EVENT_DIM]` numbers and `days` `[EVENTS]`
+    /// ages in days (≥ 0); empty places read 0.
+    pub fn read(
+        &self,
+        now: i64,
+        focal: [i64; 2],
+        memory: u64,
+        entity: u64,
+        events: &mut [f32],
+        days: &mut [f32],
+    ) {
+        events[..EVENTS * EVENT_DIM].fill(0.0);
+        days[..EVENTS].fill(0.0);
+        let own = self.memory.get(&memory).map(|s| &s.events);
+        let ent = self.entity.get(&entity).map(|s| &s.events);
+        let places = own
+            .into_iter()
+            .flatten()
+            .take(MEMORY_EVENTS)
+            .enumerate()
+            .chain(
+                ent.into_iter()
+                    .flatten()
+                    .take(ENTITY_EVENTS)
+                    .enumerate()
+                    .map(|(i, e)| (MEMORY_EVENTS + i, e)),
+            );
+        for (at, e) in places {
+            let r = e.relevant as u8 as f32;
+            let m = meets(e.focal, focal) as u8 as f32;
+            let same = (e.memory == memory) as u8 as f32;
+            events[at * EVENT_DIM..(at + 1) * EVENT_DIM].copy_from_slice(&[
+                1.0,
+                r,
+                m,
+                r * m,
+                same,
+                r * same,
+                e.entity_was_focal as u8 as f32,
+                e.log_age,
+            ]);
+            days[at] = ((now - e.ts).max(0) as f64 / 86_400.0) as f32;
+        }
+    }
+
+    /// Appends the log to `out` (`turns u32 | n u32 | n × (key u64, written u32, count
+    /// u8, events) | the same for entities`, little-endian, keys in order).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.turns.to_le_bytes());
+        for map in [&self.memory, &self.entity] {
+            out.extend_from_slice(&(map.len() as u32).to_le_bytes());
+            let mut keys: Vec<&u64> = map.keys().collect();
+            keys.sort_unstable();
+            for key in keys {
+                let s = &map[key];
+                out.extend_from_slice(&key.to_le_bytes());
+                out.extend_from_slice(&s.written.to_le_bytes());
+                out.push(s.events.len() as u8);
+                for e in &s.events {
+                    out.extend_from_slice(&e.ts.to_le_bytes());
+                    out.extend_from_slice(&e.memory.to_le_bytes());
+                    out.extend_from_slice(&e.focal[0].to_le_bytes());
+                    out.extend_from_slice(&e.focal[1].to_le_bytes());
+                    out.push(e.relevant as u8);
+                    out.push(e.entity_was_focal as u8);
+                    out.extend_from_slice(&e.log_age.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Parses [`Log::write`]'s bytes, which must fill `b` exactly.
+    pub fn read_bytes(b: &[u8]) -> Result<Log, String> {
+        let mut c = Cursor { b, at: 0 };
+        let turns = c.u32()?;
+        let mut maps = [HashMap::new(), HashMap::new()];
+        for (map, cap) in maps.iter_mut().zip([MEMORY_EVENTS, ENTITY_EVENTS]) {
+            let n = c.u32()? as usize;
+            if n > MAX_KEYS {
+                return Err(format!("a keyed log of {n} keys is over {MAX_KEYS}"));
+            }
+            for _ in 0..n {
+                let key = c.u64()?;
+                let written = c.u32()?;
+                let count = c.take(1)?[0] as usize;
+                if count == 0 || count > cap || written > turns {
+                    return Err(format!("keyed log entry {key} is inconsistent"));
+                }
+                let mut events = VecDeque::with_capacity(count);
+                for _ in 0..count {
+                    let (ts, memory) = (c.u64()? as i64, c.u64()?);
+                    let focal = [c.u64()? as i64, c.u64()? as i64];
+                    let flags = c.take(2)?;
+                    let (relevant, entity_was_focal) = (flags[0], flags[1]);
+                    let log_age = f32::from_le_bytes(c.take(4)?.try_into().expect("4"));
+                    if !log_age.is_finite() || relevant > 1 || entity_was_focal > 1 {
+                        return Err(format!("keyed log entry {key} is inconsistent"));
+                    }
+                    events.push_back(Event {
+                        ts,
+                        memory,
+                        focal,
+                        relevant: relevant == 1,
+                        entity_was_focal: entity_was_focal == 1,
+                        log_age,
+                    });
+                }
+                if map.insert(key, Slot { written, events }).is_some() {
+                    return Err(format!("keyed log key {key} appears twice"));
+                }
+            }
+        }
+        if c.at != b.len() {
+            return Err(format!(
+                "a keyed log of {} bytes is followed by {} more",
+                c.at,
+                b.len() - c.at
+            ));
+        }
+        let [memory, entity] = maps;
+        Ok(Log {
+            turns,
+            memory,
+            entity,
+        })
+    }
+}
+
+/// Reads little-endian numbers off the front of a byte string.
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let s = self
+            .b
+            .get(self.at..self.at + n)
+            .ok_or_else(|| format!("{} bytes is too short for a keyed log", self.b.len()))?;
+        self.at += n;
+        Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+}
+
+/// Folds one turn of a stored sequence into `log`: its K slots' `valid` flags, observed
+/// `labels`, `memory` and `entity` ids and observed `log_age` (a slot counts when valid,
+/// relevant when its label is > 0).
+#[allow(clippy::too_many_arguments)]
+pub fn observe_slots(
+    log: &mut Log,
+    ts: i64,
+    focal: [i64; 2],
+    valid: &[f32],
+    labels: &[f32],
+    memory: &[u32],
+    entity: &[u32],
+    log_age: impl Fn(usize) -> f32,
+) {
+    let shown = (0..valid.len())
+        .filter(|&j| valid[j] == 1.0)
+        .map(|j| Shown {
+            memory: memory[j] as u64,
+            entity: entity[j] as u64,
+            relevant: labels[j] > 0.0,
+            log_age: log_age(j),
+        });
+    log.observe(ts, focal, shown);
+}
+
+/// A stored sequence of `K`-candidate turns, as [`sequence_reads`] reads it.
+pub struct Sequence<'a> {
+    pub timestamp: &'a [i64],
+    /// `[T, 2]`, −1 for none.
+    pub focal: &'a [i32],
+    /// `[T, K]` each.
+    pub valid: &'a [f32],
+    pub labels: &'a [f32],
+    pub memory: &'a [u32],
+    pub entity: &'a [u32],
+    /// `[T, K, feature_dim]` observed features (`log_age` is column 0).
+    pub features: &'a [f32],
+    pub feature_dim: usize,
+    pub k: usize,
+}
+
+impl Sequence<'_> {
+    fn focal(&self, t: usize) -> [i64; 2] {
+        [self.focal[2 * t] as i64, self.focal[2 * t + 1] as i64]
+    }
+
+    fn fold(&self, log: &mut Log, t: usize) {
+        let s = t * self.k..(t + 1) * self.k;
+        let f = self.feature_dim;
+        let base = t * self.k;
+        observe_slots(
+            log,
+            self.timestamp[t],
+            self.focal(t),
+            &self.valid[s.clone()],
+            &self.labels[s.clone()],
+            &self.memory[s.clone()],
+            &self.entity[s],
+            |j| self.features[(base + j) * f],
+        );
+    }
+}
+
+/// The keyed reads of turns `from..to` of `seq`, each from every turn before it:
+/// `([T', K, EVENTS, EVENT_DIM], [T', K, EVENTS])` with T' = to − from.
+pub fn sequence_reads(seq: &Sequence, from: usize, to: usize) -> (Vec<f32>, Vec<f32>) {
+    let k = seq.k;
+    let n = to.saturating_sub(from);
+    let mut events = vec![0f32; n * k * EVENTS * EVENT_DIM];
+    let mut days = vec![0f32; n * k * EVENTS];
+    let mut log = Log::default();
+    for t in 0..to {
+        if t >= from {
+            let focal = seq.focal(t);
+            for j in 0..k {
+                let slot = t * k + j;
+                if seq.valid[slot] != 1.0 {
+                    continue;
+                }
+                let at = (t - from) * k + j;
+                log.read(
+                    seq.timestamp[t],
+                    focal,
+                    seq.memory[slot] as u64,
+                    seq.entity[slot] as u64,
+                    &mut events[at * EVENTS * EVENT_DIM..(at + 1) * EVENTS * EVENT_DIM],
+                    &mut days[at * EVENTS..(at + 1) * EVENTS],
+                );
+            }
+        }
+        seq.fold(&mut log, t);
+    }
+    (events, days)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    fn shown(memory: u64, entity: u64, relevant: bool) -> Shown {
+        Shown {
+            memory,
+            entity,
+            relevant,
+            log_age: 0.5,
+        }
+    }
+
+    #[test]
+    fn a_candidate_reads_its_memory_then_its_entity_newest_first() {
+        let mut log = Log::default();
+        // Day 0, entity 3 focal: memory 7 (entity 3) relevant, memory 8 (entity 3) not.
+        log.observe(0, [3, -1], [shown(7, 3, true), shown(8, 3, false)]);
+        // Day 2, entity 5 focal: memory 7 shown, not relevant.
+        log.observe(2 * DAY, [5, -1], [shown(7, 3, false)]);
+        let mut ev = vec![9.0; EVENTS * EVENT_DIM];
+        let mut days = vec![9.0; EVENTS];
+        // Memory 7 read on day 3 with entity 3 focal again.
+        log.read(3 * DAY, [-1, 3], 7, 3, &mut ev, &mut days);
+        let row = |i: usize| &ev[i * EVENT_DIM..(i + 1) * EVENT_DIM];
+        // Memory places: day 2 (no match, not relevant), then day 0 (match, relevant).
+        assert_eq!(row(0), &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5]);
+        assert_eq!(row(1), &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5]);
+        assert_eq!(row(2), &[0.0; EVENT_DIM]);
+        assert_eq!(&days[..3], &[1.0, 3.0, 0.0]);
+        // Entity places: day 2 (memory 7), day 0 memory 8 then memory 7 (pushed in order).
+        let e = MEMORY_EVENTS;
+        assert_eq!(row(e)[4], 1.0);
+        assert_eq!(row(e + 1), &[1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.5]);
+        assert_eq!(row(e + 2)[..6], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(&days[e..e + 4], &[1.0, 3.0, 3.0, 0.0]);
+        // A memory never shown of an unknown entity reads nothing.
+        log.read(3 * DAY, [3, -1], 99, 42, &mut ev, &mut days);
+        assert!(ev.iter().chain(&days).all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn a_memory_keeps_its_last_events_only() {
+        let mut log = Log::default();
+        for t in 0..(MEMORY_EVENTS + 3) as i64 {
+            log.observe(t * DAY, [-1, -1], [shown(1, 2, t % 2 == 0)]);
+        }
+        let mut ev = vec![0.0; EVENTS * EVENT_DIM];
+        let mut days = vec![0.0; EVENTS];
+        let now = (MEMORY_EVENTS + 3) as i64 * DAY;
+        log.read(now, [-1, -1], 1, 2, &mut ev, &mut days);
+        let want: Vec<f32> = (1..=MEMORY_EVENTS).map(|d| d as f32).collect();
+        assert_eq!(&days[..MEMORY_EVENTS], &want[..]);
+        // The entity keeps more of the same events.
+        assert_eq!(
+            days[MEMORY_EVENTS + MEMORY_EVENTS + 2],
+            (MEMORY_EVENTS + 3) as f32
+        );
+    }
+
+    #[test]
+    fn sequence_reads_see_only_earlier_turns_and_agree_with_a_window() {
+        // Three turns of two candidates; turn 2's labels must not reach its reads.
+        let ts = [0, DAY, 2 * DAY];
+        let focal = [4, -1, 5, -1, 4, 5];
+        let valid = [1.0; 6];
+        let labels = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let memory = [7, 8, 7, 9, 7, 8];
+        let entity = [4, 4, 4, 6, 4, 4];
+        let features = [0.25; 6];
+        let seq = Sequence {
+            timestamp: &ts,
+            focal: &focal,
+            valid: &valid,
+            labels: &labels,
+            memory: &memory,
+            entity: &entity,
+            features: &features,
+            feature_dim: 1,
+            k: 2,
+        };
+        let (ev, days) = sequence_reads(&seq, 0, 3);
+        assert!(ev[..2 * EVENTS * EVENT_DIM].iter().all(|&v| v == 0.0));
+        let mut flipped = labels;
+        flipped[4] = 0.0;
+        flipped[5] = 0.0;
+        let seq2 = Sequence {
+            labels: &flipped,
+            ..seq
+        };
+        assert_eq!(sequence_reads(&seq2, 0, 3), (ev.clone(), days.clone()));
+        // The window of the last turn reads what the whole sequence reads there.
+        let (w, wd) = sequence_reads(&seq, 2, 3);
+        let per = 2 * EVENTS * EVENT_DIM;
+        assert_eq!(&w[..], &ev[2 * per..]);
+        assert_eq!(&wd[..], &days[2 * 2 * EVENTS..]);
+        // Turn 2, memory 7 (focal 4 and 5): newest event day 1 (focal 5, not relevant).
+        let at = 4 * EVENTS * EVENT_DIM;
+        assert_eq!(ev[at..at + 4], [1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(days[4 * EVENTS], 1.0);
+    }
+
+    #[test]
+    fn log_bytes_round_trip_and_refuse_damage() {
+        let mut log = Log::default();
+        log.observe(5, [1, -1], [shown(1, 2, true), shown(u64::MAX, 3, false)]);
+        log.observe(9, [-1, -1], [shown(1, 2, false)]);
+        let mut b = Vec::new();
+        log.write(&mut b);
+        assert_eq!(Log::read_bytes(&b).unwrap(), log);
+        assert!(Log::read_bytes(&b[..b.len() - 1]).is_err());
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(Log::read_bytes(&longer).is_err());
+        let mut bad = b.clone();
+        bad[8 + 8] = 200; // the first memory's last written turn past the log's turns
+        assert!(Log::read_bytes(&bad).is_err());
+    }
+
+    #[test]
+    fn the_least_recently_written_keys_are_forgotten_first() {
+        let mut log = Log::default();
+        for m in 0..=MAX_KEYS as u64 {
+            log.observe(m as i64, [-1, -1], [shown(m, 0, false)]);
+        }
+        assert_eq!(log.memories(), MAX_KEYS - MAX_KEYS / 8);
+        let mut ev = vec![0.0; EVENTS * EVENT_DIM];
+        let mut days = vec![0.0; EVENTS];
+        log.read(0, [-1, -1], 0, 1, &mut ev, &mut days);
+        assert_eq!(ev[0], 0.0);
+        log.read(0, [-1, -1], MAX_KEYS as u64, 1, &mut ev, &mut days);
+        assert_eq!(ev[0], 1.0);
+    }
+}

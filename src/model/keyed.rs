@@ -1,0 +1,308 @@
+//! The identity-keyed state: a candidate's record of what happened under its own memory
+//! id and its own entity id, read before its turn.
+//!
+//! Each event e (one earlier showing, [`crate::keyed::EVENT_NAMES`]: relevant or not,
+//! whether the focal entities then meet the current ones, whether it was the same memory,
+//! …) written d days before the turn contributes to kernel channel c
+//!
+//! `k_c(e, d) = exp(−a_c · s_c(e) · d) · o_c(d)`
+//!
+//! with a learned decay rate a_c, a selective step s_c(e) = softplus(w_c · e + b_c)
+//! (Mamba's input-dependent Δ: how fast an event fades depends on what it was), and
+//! o_c = 1 for a decaying mode, cos(ω_j d) or sin(ω_j d) for an oscillating (complex) mode
+//! of learned frequency ω_j, initialised at one day, one week, half a week, half a day.
+//! The read is `r_c = Σ_e k_c(e, d_e) · e / √L` for each event source (L events), all
+//! channels times all event numbers: a diagonal state per identity (per memory and per
+//! entity), each channel a linear recurrence over that identity's events, read at the
+//! turn's own time and focal entities. It enters the candidate's pointwise inputs.
+//!
+//! The runtime computes the same read in plain Rust (`ssmkit-runtime`).
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::softplus;
+
+use crate::keyed::{ENTITY_EVENTS, EVENT_DIM, MEMORY_EVENTS};
+
+/// softplus⁻¹(1): the selective step starts at 1.
+pub const STEP_BIAS: f32 = 0.541_324_85;
+
+/// Periods (days) the oscillating modes start at, in order.
+pub const CYCLE_DAYS: [f32; 4] = [1.0, 7.0, 3.5, 0.5];
+
+/// The decay rates (per day) the decaying modes start at: log-spaced from 1/50 to 2.
+pub fn initial_rates(modes: usize) -> Vec<f32> {
+    let (lo, hi) = (0.02f32.ln(), 2.0f32.ln());
+    (0..modes)
+        .map(|i| {
+            let f = if modes == 1 {
+                0.5
+            } else {
+                i as f32 / (modes - 1) as f32
+            };
+            (lo + f * (hi - lo)).exp()
+        })
+        .collect()
+}
+
+/// The rate every oscillating mode's envelope starts at (per day).
+pub const CYCLE_RATE: f32 = 0.05;
+
+#[derive(Module, Debug)]
+pub struct KeyedState {
+    /// `[2, C]` log decay rate per event source (memory, entity) and channel.
+    pub log_rate: Param<Tensor<2>>,
+    /// `[2, cycles]` frequency (radians per day) of each oscillating mode (`None`
+    /// without any).
+    pub omega: Option<Param<Tensor<2>>>,
+    /// Event → `2 C` selective step pre-activations (memory's channels, then entity's);
+    /// `None` without selection (every step 1).
+    pub select: Option<Linear>,
+    modes: usize,
+    cycles: usize,
+}
+
+impl KeyedState {
+    /// The state with `modes` decaying and `cycles` oscillating modes; the selective
+    /// step's weights are drawn from `seed` (small: every step starts near 1).
+    pub fn new(
+        modes: usize,
+        cycles: usize,
+        selective: bool,
+        seed: u64,
+        device: &Device,
+    ) -> KeyedState {
+        let c = modes + 2 * cycles;
+        let mut rates = initial_rates(modes);
+        rates.extend(std::iter::repeat_n(CYCLE_RATE, 2 * cycles));
+        let log_rate: Vec<f32> = rates.iter().chain(&rates).map(|r| r.ln()).collect();
+        let omega: Vec<f32> = (0..2)
+            .flat_map(|_| {
+                (0..cycles).map(|j| {
+                    let days = CYCLE_DAYS.get(j).copied().unwrap_or(7.0 / (j as f32 + 1.0));
+                    std::f32::consts::TAU / days
+                })
+            })
+            .collect();
+        let select = selective.then(|| {
+            let mut l = burn::nn::LinearConfig::new(EVENT_DIM, 2 * c)
+                .with_initializer(burn::nn::Initializer::Zeros)
+                .init(device);
+            l.weight =
+                Param::from_tensor(super::normal_tensor(seed, [EVENT_DIM, 2 * c], 0.05, device));
+            l.bias = Some(Param::from_tensor(
+                Tensor::<1>::zeros([2 * c], device).add_scalar(STEP_BIAS),
+            ));
+            l
+        });
+        KeyedState {
+            log_rate: Param::from_tensor(Tensor::from_data(
+                TensorData::new(log_rate, [2, c]),
+                device,
+            )),
+            omega: (cycles > 0).then(|| {
+                Param::from_tensor(Tensor::from_data(
+                    TensorData::new(omega, [2, cycles]),
+                    device,
+                ))
+            }),
+            select,
+            modes,
+            cycles,
+        }
+    }
+
+    fn channels(&self) -> usize {
+        self.modes + 2 * self.cycles
+    }
+
+    /// The read `[B, T, K, 2 · C · EVENT_DIM]` of events `[B, T, K, EVENTS, EVENT_DIM]`
+    /// with ages `[B, T, K, EVENTS]` (days).
+    pub fn read(&self, events: Tensor<5>, days: Tensor<4>) -> Tensor<4> {
+        let [b, t, k, _, e] = events.dims();
+        let c = self.channels();
+        let n = b * t * k;
+        let mut parts = Vec::with_capacity(2);
+        for (source, range) in [
+            (0, 0..MEMORY_EVENTS),
+            (1, MEMORY_EVENTS..MEMORY_EVENTS + ENTITY_EVENTS),
+        ] {
+            let l = range.len();
+            let ev = events
+                .clone()
+                .slice(s![.., .., .., range.clone(), ..])
+                .reshape([n, l, e]);
+            let d = days.clone().slice(s![.., .., .., range]).reshape([n, l, 1]);
+            let rate = self
+                .log_rate
+                .val()
+                .slice(s![source..source + 1, ..])
+                .exp()
+                .reshape([1, 1, c]);
+            let mut arg = d.clone() * rate; // [n, l, C]
+            if let Some(sel) = &self.select {
+                // This source's columns of the projection only.
+                let cols = source * c..(source + 1) * c;
+                let w = sel.weight.val().slice(s![.., cols.clone()]);
+                let bias = sel.bias.as_ref().expect("a bias").val().slice(s![cols]);
+                let pre = ev.clone().reshape([n * l, e]).matmul(w) + bias.unsqueeze::<2>();
+                arg = arg * softplus(pre, 1.0).reshape([n, l, c]);
+            }
+            let mut kernel = arg.neg().exp();
+            if let Some(omega) = &self.omega {
+                let w = omega
+                    .val()
+                    .slice(s![source..source + 1, ..])
+                    .reshape([1, 1, self.cycles]);
+                let phase = d * w; // [n, l, cycles]
+                let ones = Tensor::<3>::ones([n, l, self.modes], &events.device());
+                let osc = Tensor::cat(vec![ones, phase.clone().cos(), phase.sin()], 2);
+                kernel = kernel * osc;
+            }
+            // [n, C, l] @ [n, l, E] → [n, C, E]
+            let r = kernel.swap_dims(1, 2).matmul(ev) / (l as f64).sqrt();
+            parts.push(r.reshape([b, t, k, c * e]));
+        }
+        Tensor::cat(parts, 3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyed::EVENTS;
+    use rand::{RngExt, SeedableRng};
+
+    /// The read as a plain loop over channels and events, from the module's own
+    /// parameters: `r[source][c][e] = Σ_l exp(−a·s·d) · o(d) · event[l][e] / √L`.
+    fn by_hand(m: &KeyedState, events: &[f32], days: &[f32]) -> Vec<f32> {
+        let c = m.channels();
+        let rate: Vec<f32> = m
+            .log_rate
+            .val()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let omega: Vec<f32> = m
+            .omega
+            .as_ref()
+            .map(|o| o.val().into_data().try_into_vec_as::<f32>().unwrap())
+            .unwrap_or_default();
+        let (w, b): (Vec<f32>, Vec<f32>) = match &m.select {
+            Some(l) => (
+                l.weight.val().into_data().try_into_vec_as::<f32>().unwrap(),
+                l.bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .unwrap(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut out = Vec::new();
+        for (source, range) in [(0, 0..MEMORY_EVENTS), (1, MEMORY_EVENTS..EVENTS)] {
+            let n = range.len() as f32;
+            for ch in 0..c {
+                for e in 0..EVENT_DIM {
+                    let mut sum = 0f32;
+                    for l in range.clone() {
+                        let ev = &events[l * EVENT_DIM..(l + 1) * EVENT_DIM];
+                        let step = if w.is_empty() {
+                            1.0
+                        } else {
+                            let col = source * c + ch;
+                            let pre: f32 = b[col]
+                                + (0..EVENT_DIM)
+                                    .map(|i| ev[i] * w[i * 2 * c + col])
+                                    .sum::<f32>();
+                            (1.0 + pre.exp()).ln()
+                        };
+                        let a = rate[source * c + ch].exp();
+                        let mut k = (-a * step * days[l]).exp();
+                        if ch >= m.modes {
+                            let j = (ch - m.modes) % m.cycles;
+                            let phase = omega[source * m.cycles + j] * days[l];
+                            k *= if ch < m.modes + m.cycles {
+                                phase.cos()
+                            } else {
+                                phase.sin()
+                            };
+                        }
+                        sum += k * ev[e];
+                    }
+                    out.push(sum / n.sqrt());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_read_matches_a_plain_loop_over_events() {
+        let device = Device::flex();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let events: Vec<f32> = (0..EVENTS * EVENT_DIM)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let days: Vec<f32> = (0..EVENTS)
+            .map(|_| rng.random_range(0.0f32..30.0))
+            .collect();
+        for (modes, cycles, selective) in [(4, 2, true), (3, 0, false), (0, 1, true)] {
+            let mut m = KeyedState::new(modes, cycles, selective, 1, &device);
+            let c = m.channels();
+            if let Some(l) = &mut m.select {
+                // Non-zero selection weights, so that the step depends on the event.
+                let w: Vec<f32> = (0..EVENT_DIM * 2 * c)
+                    .map(|_| rng.random_range(-0.5f32..0.5))
+                    .collect();
+                l.weight = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(w, [EVENT_DIM, 2 * c]),
+                    &device,
+                ));
+            }
+            let ev = Tensor::<5>::from_data(
+                TensorData::new(events.clone(), [1, 1, 1, EVENTS, EVENT_DIM]),
+                &device,
+            );
+            let d =
+                Tensor::<4>::from_data(TensorData::new(days.clone(), [1, 1, 1, EVENTS]), &device);
+            let got: Vec<f32> = m.read(ev, d).into_data().try_into_vec_as::<f32>().unwrap();
+            let want = by_hand(&m, &events, &days);
+            assert_eq!(got.len(), 2 * m.channels() * EVENT_DIM);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() < 1e-5,
+                    "{modes}/{cycles}/{selective}: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_place_reads_nothing_and_a_weekly_mode_peaks_at_whole_weeks() {
+        let device = Device::flex();
+        let m = KeyedState::new(0, 2, false, 1, &device);
+        // One relevant event under the memory, 7 or 3.5 days old.
+        let read = |age: f32| -> Vec<f32> {
+            let mut ev = vec![0f32; EVENTS * EVENT_DIM];
+            ev[..2].copy_from_slice(&[1.0, 1.0]);
+            let mut days = vec![0f32; EVENTS];
+            days[0] = age;
+            m.read(
+                Tensor::from_data(TensorData::new(ev, [1, 1, 1, EVENTS, EVENT_DIM]), &device),
+                Tensor::from_data(TensorData::new(days, [1, 1, 1, EVENTS]), &device),
+            )
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap()
+        };
+        // Channel 1 is the weekly cosine; its "relevant" number is at 1 · EVENT_DIM + 1.
+        let (week, half) = (read(7.0), read(3.5));
+        assert!(week[EVENT_DIM + 1] > 0.0 && half[EVENT_DIM + 1] < 0.0);
+        // The entity's places are empty: their reads are 0.
+        assert!(week[2 * 2 * EVENT_DIM..].iter().all(|&v| v == 0.0));
+    }
+}
