@@ -31,8 +31,8 @@ use serde::Serialize;
 use ssmkit_format::meta::digest_of;
 pub use ssmkit_format::meta::metadata;
 use ssmkit_format::names::{
-    BIAS, NORM_F, QWEIGHT, QWEIGHT2, SCALE, WEIGHT, join, mamba, mixer, norm, path, s4d, scorer,
-    xattn,
+    BIAS, NORM_F, QWEIGHT, QWEIGHT2, SCALE, WEIGHT, attn, join, mamba, mixer, norm, path, s4d,
+    scorer, xattn,
 };
 pub use ssmkit_format::quant::Quant;
 use ssmkit_format::quant::{ScaleAxis, quantize_int8, quantize_ternary};
@@ -174,6 +174,11 @@ pub fn named_tensors(model: &Scorer) -> Vec<Named> {
         if let Some(l) = l {
             c.linear(name, l, true);
         }
+    }
+    if let Some(a) = &model.attn {
+        c.linear(attn::Q_PROJ, &a.q_proj, true);
+        c.linear(attn::K_PROJ, &a.k_proj, true);
+        c.linear(attn::V_PROJ, &a.v_proj, true);
     }
     if let Some(k) = &model.keyed {
         c.param(scorer::KEYED_LOG_RATE.into(), &k.log_rate);

@@ -912,3 +912,50 @@ fn poc_scenarios_import_train_and_evaluate_and_turn_relative_features_matter() {
         "the report states the split"
     );
 }
+
+#[test]
+fn scoring_chosen_turns_equals_the_whole_forward_pass() {
+    use burn::prelude::*;
+    use ssmkit::data::Dataset;
+    use ssmkit::model::mamba::ScanImpl;
+    use ssmkit::model::scorer::{ModelConfig, Size};
+    use ssmkit::train::batch::{chosen_turns, make_batch};
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::load(&tiny_data(dir.path())).unwrap();
+    let device = Device::flex();
+    let (k, e) = (data.k, data.embedding_dim);
+    let users: Vec<_> = data.users.iter().take(3).collect();
+    // Sequences of different lengths, each scored at its last turn and some earlier ones.
+    let lens: Vec<usize> = users
+        .iter()
+        .zip([17, 30, 9])
+        .map(|(u, n)| n.min(u.turns))
+        .collect();
+    let mut at: Vec<(usize, usize)> = lens.iter().enumerate().map(|(i, &n)| (i, n - 1)).collect();
+    at.extend([(1, 0), (1, 12), (0, 5)]);
+    for picks in [0, 2] {
+        let mut cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, e, 4096);
+        (cfg.keyed_modes, cfg.keyed_cycles, cfg.relative, cfg.picks) = (3, 2, true, picks);
+        let model = cfg.init(5, &device);
+        let whole = model.forward(
+            &make_batch(&data, &users, &lens, &cfg, &device),
+            ScanImpl::Fused,
+        );
+        let (full, turns) = chosen_turns(&data, &users, &lens, &at, &cfg, &device);
+        let got: Vec<f32> = model
+            .forward_at(&full, &turns, &at, ScanImpl::Fused)
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let want: Vec<f32> = whole.try_into_vec_as::<f32>().unwrap();
+        let t = *lens.iter().max().unwrap();
+        for (r, &(i, turn)) in at.iter().enumerate() {
+            let row = &want[(i * t + turn) * k..(i * t + turn + 1) * k];
+            for (g, w) in got[r * k..(r + 1) * k].iter().zip(row) {
+                assert!(
+                    (g - w).abs() < 1e-4,
+                    "picks {picks}, user {i} turn {turn}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}

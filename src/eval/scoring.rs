@@ -15,7 +15,7 @@ use crate::features::Canary;
 use crate::metrics::Row;
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
-use crate::train::batch::{Cutoffs, make_batch};
+use crate::train::batch::{Cutoffs, chosen_turns, make_batch};
 
 /// Scores of `cases` (sorted by user, then turn) by a trained model, each from the history
 /// before its turn.
@@ -43,17 +43,20 @@ pub fn model_scores(
                 .iter()
                 .map(|(_, cs)| cs.iter().map(|&(_, t)| t + 1).max().unwrap_or(0))
                 .collect();
-            let b = make_batch(data, &seqs, &lens, cfg, device);
-            let scores = model.forward(&b, ScanImpl::for_device(device));
-            let [_, t, _] = scores.dims();
+            // Only the cases' turns are scored (the backbone reads every turn before).
+            let at: Vec<(usize, usize)> = chunk
+                .iter()
+                .enumerate()
+                .flat_map(|(bi, (_, cs))| cs.iter().map(move |&(_, turn)| (bi, turn)))
+                .collect();
+            let (full, turns) = chosen_turns(data, &seqs, &lens, &at, cfg, device);
+            let scores = model.forward_at(&full, &turns, &at, ScanImpl::for_device(device));
             let s: Vec<f32> = scores.try_into_vec_as::<f32>().expect("f32 scores");
-            let mut got = Vec::new();
-            for (bi, (_, cs)) in chunk.iter().enumerate() {
-                for &(i, turn) in cs {
-                    let row = (bi * t + turn) * k;
-                    got.push((i, s[row..row + k].iter().map(|&v| v as f64).collect()));
-                }
-            }
+            let cases = chunk.iter().flat_map(|(_, cs)| cs.iter().map(|&(i, _)| i));
+            let got: Vec<(usize, Vec<f64>)> = cases
+                .enumerate()
+                .map(|(r, i)| (i, s[r * k..(r + 1) * k].iter().map(|&v| v as f64).collect()))
+                .collect();
             got
         })
         .collect();

@@ -7,8 +7,9 @@
 //!
 //! `k_c(e, d) = exp(−a_c · s_c(e) · d) · o_c(d)`
 //!
-//! with a learned decay rate a_c, a selective step s_c(e) = softplus(w_c · e + b_c)
-//! (Mamba's input-dependent Δ: how fast an event fades depends on what it was), and
+//! with a learned decay rate a_c, a selective step s(e) = softplus(w · e + b) per event
+//! and source, shared by the channels as Mamba's Δ is shared by a channel's state modes
+//! (the input-dependent part: how fast an event fades depends on what it was), and
 //! o_c = 1 for a decaying mode, cos(ω_j d) or sin(ω_j d) for an oscillating (complex) mode
 //! of learned frequency ω_j, initialised at one day, one week, half a week, half a day.
 //! The read is `r_c = Σ_e k_c(e, d_e) · e / √L` for each event source (L events), all
@@ -23,7 +24,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softplus;
 
-use crate::keyed::{ENTITY_EVENTS, EVENT_DIM, MEMORY_EVENTS};
+use crate::keyed::{ATTN_HEADS, ENTITY_EVENTS, EVENT_DIM, MEMORY_EVENTS};
 
 /// softplus⁻¹(1): the selective step starts at 1.
 pub const STEP_BIAS: f32 = 0.541_324_85;
@@ -56,7 +57,7 @@ pub struct KeyedState {
     /// `[2, cycles]` frequency (radians per day) of each oscillating mode (`None`
     /// without any).
     pub omega: Option<Param<Tensor<2>>>,
-    /// Event → `2 C` selective step pre-activations (memory's channels, then entity's);
+    /// Event → 2 selective step pre-activations (the memory's, then the entity's);
     /// `None` without selection (every step 1).
     pub select: Option<Linear>,
     modes: usize,
@@ -86,13 +87,12 @@ impl KeyedState {
             })
             .collect();
         let select = selective.then(|| {
-            let mut l = burn::nn::LinearConfig::new(EVENT_DIM, 2 * c)
+            let mut l = burn::nn::LinearConfig::new(EVENT_DIM, 2)
                 .with_initializer(burn::nn::Initializer::Zeros)
                 .init(device);
-            l.weight =
-                Param::from_tensor(super::normal_tensor(seed, [EVENT_DIM, 2 * c], 0.05, device));
+            l.weight = Param::from_tensor(super::normal_tensor(seed, [EVENT_DIM, 2], 0.05, device));
             l.bias = Some(Param::from_tensor(
-                Tensor::<1>::zeros([2 * c], device).add_scalar(STEP_BIAS),
+                Tensor::<1>::zeros([2], device).add_scalar(STEP_BIAS),
             ));
             l
         });
@@ -142,12 +142,12 @@ impl KeyedState {
                 .reshape([1, 1, c]);
             let mut arg = d.clone() * rate; // [n, l, C]
             if let Some(sel) = &self.select {
-                // This source's columns of the projection only.
-                let cols = source * c..(source + 1) * c;
+                // This source's column of the projection only.
+                let cols = source..source + 1;
                 let w = sel.weight.val().slice(s![.., cols.clone()]);
                 let bias = sel.bias.as_ref().expect("a bias").val().slice(s![cols]);
                 let pre = ev.clone().reshape([n * l, e]).matmul(w) + bias.unsqueeze::<2>();
-                arg = arg * softplus(pre, 1.0).reshape([n, l, c]);
+                arg = arg * softplus(pre, 1.0).reshape([n, l, 1]);
             }
             let mut kernel = arg.neg().exp();
             if let Some(omega) = &self.omega {
@@ -165,6 +165,65 @@ impl KeyedState {
             parts.push(r.reshape([b, t, k, c * e]));
         }
         Tensor::cat(parts, 3)
+    }
+}
+
+/// The attention peer's read: each candidate's query (from its own inputs) attends over
+/// its events (keys and values from each event's numbers and interval, TiSASRec-style);
+/// empty places are masked out, a candidate with no events reads 0.
+#[derive(Module, Debug)]
+pub struct EventAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+}
+
+impl EventAttention {
+    /// The read `[B, T, K, d_attn]` from the candidates' own inputs `[B, T, K, D]`,
+    /// events `[B, T, K, EVENTS, EVENT_DIM]` and ages `[B, T, K, EVENTS]` (days).
+    pub fn read(&self, own: Tensor<4>, events: Tensor<5>, days: Tensor<4>) -> Tensor<4> {
+        let [b, t, k, l, e] = events.dims();
+        let n = b * t * k;
+        let device = events.device();
+        let dq = own.dims()[3];
+        let q = self.q_proj.forward(own.reshape([n, dq])); // [n, d]
+        let d_attn = q.dims()[1];
+        let dh = d_attn / ATTN_HEADS;
+        let ev = events.reshape([n, l, e]);
+        let d = days.reshape([n, l, 1]);
+        // As `crate::keyed::interval` computes it.
+        let day = d.clone() * std::f32::consts::TAU;
+        let week = d.clone() * (std::f32::consts::TAU / 7.0);
+        let own_place: Vec<f32> = (0..l).map(|i| (i < MEMORY_EVENTS) as u8 as f32).collect();
+        let own_place = Tensor::<1>::from_data(TensorData::new(own_place, [l]), &device)
+            .reshape([1, l, 1])
+            .expand([n, l, 1]);
+        let z = Tensor::cat(
+            vec![
+                ev.clone(),
+                own_place,
+                d.log1p(),
+                day.clone().cos(),
+                day.sin(),
+                week.clone().cos(),
+                week.sin(),
+            ],
+            2,
+        ); // [n, l, ATTN_EVENT_DIM]
+        let key = self
+            .k_proj
+            .forward(z.clone())
+            .reshape([n, l, ATTN_HEADS, dh]);
+        let value = self.v_proj.forward(z).reshape([n, l, ATTN_HEADS, dh]);
+        let logits = (key * q.reshape([n, 1, ATTN_HEADS, dh]))
+            .sum_dim(3)
+            .reshape([n, l, ATTN_HEADS])
+            / (dh as f64).sqrt();
+        let present = ev.slice(s![.., .., 0..1]); // [n, l, 1]: the "shown" number
+        let logits = logits + (present.clone() - 1.0) * 1e9;
+        let w = burn::tensor::activation::softmax(logits, 1) * present; // [n, l, H]
+        let read = (w.reshape([n, l, ATTN_HEADS, 1]) * value).sum_dim(1); // [n, 1, H, dh]
+        read.reshape([b, t, k, d_attn])
     }
 }
 
@@ -213,11 +272,9 @@ mod tests {
                         let step = if w.is_empty() {
                             1.0
                         } else {
-                            let col = source * c + ch;
+                            let col = source;
                             let pre: f32 = b[col]
-                                + (0..EVENT_DIM)
-                                    .map(|i| ev[i] * w[i * 2 * c + col])
-                                    .sum::<f32>();
+                                + (0..EVENT_DIM).map(|i| ev[i] * w[i * 2 + col]).sum::<f32>();
                             (1.0 + pre.exp()).ln()
                         };
                         let a = rate[source * c + ch].exp();
@@ -252,14 +309,13 @@ mod tests {
             .collect();
         for (modes, cycles, selective) in [(4, 2, true), (3, 0, false), (0, 1, true)] {
             let mut m = KeyedState::new(modes, cycles, selective, 1, &device);
-            let c = m.channels();
             if let Some(l) = &mut m.select {
                 // Non-zero selection weights, so that the step depends on the event.
-                let w: Vec<f32> = (0..EVENT_DIM * 2 * c)
+                let w: Vec<f32> = (0..EVENT_DIM * 2)
                     .map(|_| rng.random_range(-0.5f32..0.5))
                     .collect();
                 l.weight = Param::from_tensor(Tensor::from_data(
-                    TensorData::new(w, [EVENT_DIM, 2 * c]),
+                    TensorData::new(w, [EVENT_DIM, 2]),
                     &device,
                 ));
             }

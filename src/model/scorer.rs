@@ -16,11 +16,12 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
-use super::keyed::KeyedState;
+use super::keyed::{EventAttention, KeyedState};
 use super::mamba::{MambaBlock, MambaConfig, MambaState, ScanImpl};
 use super::normal_tensor;
 use super::s4d::{S4dBlock, S4dConfig, S4dState};
 use crate::features::{FEATURE_DIM, HOP_DIM, MAX_HOPS};
+use crate::keyed::ATTN_EVENT_DIM;
 use crate::relative::RELATIVE_DIM;
 pub use ssmkit_format::model::{Inputs, MODEL_MEMORY_SLOTS, ModelConfig, Size, Variant};
 
@@ -120,6 +121,11 @@ impl Init for ModelConfig {
                     device,
                 )
             }),
+            attn: (self.variant == Variant::Attn).then(|| EventAttention {
+                q_proj: linear(seed(), self.attn_query_in(), self.d_attn),
+                k_proj: linear(seed(), ATTN_EVENT_DIM, self.d_attn),
+                v_proj: linear(seed(), ATTN_EVENT_DIM, self.d_attn),
+            }),
             d_model: h,
             entity_slots: self.entity_slots,
             memory_slots: self.memory_slots.max(1),
@@ -203,6 +209,8 @@ pub struct Scorer {
     pub xattn: Option<CrossAttention>,
     /// The identity-keyed state ([`super::keyed`]), read into the pointwise inputs.
     pub keyed: Option<KeyedState>,
+    /// The attention peer's read of the same events, into the pointwise inputs.
+    pub attn: Option<EventAttention>,
     d_model: usize,
     entity_slots: usize,
     memory_slots: usize,
@@ -309,10 +317,12 @@ impl Scorer {
     /// With a keyed state, its read of the batch's keyed events is filled in.
     fn restricted<'a>(&self, batch: &'a Batch) -> std::borrow::Cow<'a, Batch> {
         let inputs = self.restrict_inputs(batch);
-        let Some(keyed) = &self.keyed else {
-            return inputs;
+        let (events, days) = (inputs.keyed_events.clone(), inputs.keyed_days.clone());
+        let read = match (&self.keyed, &self.attn) {
+            (Some(keyed), _) => keyed.read(events, days),
+            (None, Some(attn)) => attn.read(self.own_inputs(&inputs), events, days),
+            (None, None) => return inputs,
         };
-        let read = keyed.read(inputs.keyed_events.clone(), inputs.keyed_days.clone());
         std::borrow::Cow::Owned(Batch {
             keyed_read: Some(read),
             ..inputs.into_owned()
@@ -373,8 +383,8 @@ impl Scorer {
         e.reshape([b, t, 2, d]).mean_dim(2).squeeze_dim::<3>(2)
     }
 
-    /// The pointwise branch's input `[B, T, K, pointwise_in]`: features, missing flags,
-    /// with history the history features, with turn-relative features those.
+    /// The candidate encoder's own inputs `[B, T, K, ·]`: features, missing flags, with
+    /// history the history features, with turn-relative features those.
     fn own_inputs(&self, batch: &Batch) -> Tensor<4> {
         let mut parts = vec![batch.features.clone(), batch.missing.clone()];
         if self.history {
@@ -383,10 +393,17 @@ impl Scorer {
         if self.relative {
             parts.push(batch.relative.clone());
         }
-        if let Some(r) = &batch.keyed_read {
-            parts.push(r.clone());
-        }
         Tensor::cat(parts, 3)
+    }
+
+    /// The pointwise branch's input `[B, T, K, pointwise_in]`: the own inputs, then with
+    /// a keyed state its read.
+    fn pointwise_inputs(&self, batch: &Batch) -> Tensor<4> {
+        let own = self.own_inputs(batch);
+        match &batch.keyed_read {
+            Some(r) => Tensor::cat(vec![own, r.clone()], 3),
+            None => own,
+        }
     }
 
     /// Candidate encodings `[B, T, K, H]`.
@@ -419,7 +436,7 @@ impl Scorer {
             let [b, t, k, _] = batch.features.dims();
             return Tensor::zeros([b, t, k], &batch.features.device());
         };
-        let x = self.own_inputs(batch);
+        let x = self.pointwise_inputs(batch);
         let mut pre = mlp_in.forward(x.clone()); // [B, T, K, H]
         if let (Some(pick), Some(picked)) = (&self.mlp_pick, picked) {
             let chosen = (x * picked.clone().unsqueeze_dim::<4>(3)).sum_dim(2); // [B, T, 1, D]
@@ -531,6 +548,32 @@ impl Scorer {
         let batch = &*self.restricted(batch);
         let rest = self.rest(batch, scan);
         self.decode(batch, rest)
+    }
+
+    /// The scores `[R, 1, K]` of R chosen turns, equal to [`Scorer::forward`]'s at those
+    /// turns: `full` holds the sequences (the backbone reads every turn), `turns` the
+    /// chosen turns alone (T = 1, as [`crate::train::slice_user`] cuts them, with the
+    /// history and keyed reads of their whole prefix) and `at[r]` = (sequence, turn) of
+    /// row r in `full`. Only the chosen turns pay for the keyed read and the pointwise
+    /// branch, so `full` may be built without keyed events.
+    pub fn forward_at(
+        &self,
+        full: &Batch,
+        turns: &Batch,
+        at: &[(usize, usize)],
+        scan: ScanImpl,
+    ) -> Tensor<3> {
+        let full = &*self.restrict_inputs(full);
+        let rest = self.rest(full, scan);
+        let [b, t, k] = rest.dims();
+        let rows: Vec<i64> = at.iter().map(|&(u, turn)| (u * t + turn) as i64).collect();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [at.len()]), &rest.device());
+        let rest = rest
+            .reshape([b * t, k])
+            .select(0, rows)
+            .reshape([at.len(), 1, k]);
+        let turns = &*self.restricted(turns);
+        self.decode(turns, rest)
     }
 
     /// Every term of the score but the pointwise branch's, padding at −1e9.

@@ -22,6 +22,18 @@ pub fn make_batch(
     cfg: &ModelConfig,
     device: &Device,
 ) -> Batch {
+    batch_of(data, users, lens, cfg, cfg.reads_events(), device)
+}
+
+/// [`make_batch`], with the keyed events only when `events`.
+fn batch_of(
+    data: &Dataset,
+    users: &[&UserSeq],
+    lens: &[usize],
+    cfg: &ModelConfig,
+    events: bool,
+    device: &Device,
+) -> Batch {
     let (entity_slots, memory_slots) = (cfg.entity_slots, cfg.memory_slots.max(1));
     let b = users.len();
     let t = lens.iter().copied().max().unwrap_or(1).max(1);
@@ -43,7 +55,7 @@ pub fn make_batch(
     let mut history = vec![0f32; b * t * k * HISTORY_DIM];
     let mut relative = vec![0f32; b * t * k * RELATIVE_DIM];
     // A model without a keyed state gets one empty event place.
-    let places = if cfg.keyed_dim() > 0 { EVENTS } else { 1 };
+    let places = if events { EVENTS } else { 1 };
     let mut keyed_events = vec![0f32; b * t * k * places * EVENT_DIM];
     let mut keyed_days = vec![0f32; b * t * k * places];
     for (i, (u, &len)) in users.iter().zip(lens).enumerate() {
@@ -92,7 +104,7 @@ pub fn make_batch(
                 relative[at..at + k * RELATIVE_DIM].copy_from_slice(&r);
             }
         }
-        if cfg.keyed_dim() > 0 {
+        if events {
             let (ev, days) = u.keyed_reads(k, len);
             let (s, e_) = at(k * EVENTS * EVENT_DIM);
             keyed_events[s..e_].copy_from_slice(&ev);
@@ -125,6 +137,29 @@ pub fn make_batch(
     }
 }
 
+/// The batches [`crate::model::scorer::Scorer::forward_at`] scores chosen turns of
+/// `users` from: the sequences through `lens` (without keyed events: only the chosen
+/// turns read them) and one row per chosen turn `at[r]` = (user, turn), cut with what
+/// its whole prefix says.
+pub fn chosen_turns(
+    data: &Dataset,
+    users: &[&UserSeq],
+    lens: &[usize],
+    at: &[(usize, usize)],
+    cfg: &ModelConfig,
+    device: &Device,
+) -> (Batch, Batch) {
+    let full = batch_of(data, users, lens, cfg, false, device);
+    let (k, e) = (data.k, data.embedding_dim);
+    let cut: Vec<UserSeq> = at
+        .iter()
+        .map(|&(u, t)| slice_user(users[u], t, 1, k, e, Prefix::of(cfg)))
+        .collect();
+    let refs: Vec<&UserSeq> = cut.iter().collect();
+    let turns = make_batch(data, &refs, &vec![1; cut.len()], cfg, device);
+    (full, turns)
+}
+
 /// What a window cut from a longer sequence carries of the turns before it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Prefix {
@@ -145,7 +180,7 @@ impl Prefix {
     pub fn of(cfg: &ModelConfig) -> Prefix {
         Prefix {
             history: cfg.history,
-            keyed: cfg.keyed_dim() > 0,
+            keyed: cfg.reads_events(),
         }
     }
 }

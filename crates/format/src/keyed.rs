@@ -33,6 +33,25 @@ pub const EVENT_NAMES: [&str; 8] = [
 ];
 pub const EVENT_DIM: usize = EVENT_NAMES.len();
 
+/// Numbers an event's time interval is encoded as, for the attention peer
+/// ([`interval`]).
+pub const INTERVAL_DIM: usize = 5;
+
+/// Width of one event as the attention peer's keys and values read it: its numbers, a
+/// flag for the memory's own places, its interval.
+pub const ATTN_EVENT_DIM: usize = EVENT_DIM + 1 + INTERVAL_DIM;
+
+/// Heads of the attention peer.
+pub const ATTN_HEADS: usize = 2;
+
+/// An event's interval as the attention peer reads it: log1p of its age in days, then
+/// the cosine and sine of its phase over a day and over a week.
+pub fn interval(days: f32) -> [f32; INTERVAL_DIM] {
+    let day = days * std::f32::consts::TAU;
+    let week = days * (std::f32::consts::TAU / 7.0);
+    [days.ln_1p(), day.cos(), day.sin(), week.cos(), week.sin()]
+}
+
 /// Memories (and, separately, entities) the log keeps per user. Past it, the least
 /// recently written are forgotten, an eighth at a time.
 pub const MAX_KEYS: usize = 4096;

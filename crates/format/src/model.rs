@@ -26,6 +26,10 @@ pub enum Variant {
     /// The production cross-attention scorer (no temporal state): query · candidate
     /// similarity plus a gate over the candidate's value, features and project embedding.
     Xattn,
+    /// Attention over each candidate's own past events (its memory's and its entity's,
+    /// with their time intervals, TiSASRec-style) into a pointwise MLP: the keyed state's
+    /// peer, reading the same events through softmax attention instead of decaying modes.
+    Attn,
 }
 
 impl Variant {
@@ -36,6 +40,7 @@ impl Variant {
             Variant::Dual => "dual",
             Variant::Mlp => "mlp",
             Variant::Xattn => "xattn",
+            Variant::Attn => "attn",
         }
     }
 
@@ -49,6 +54,9 @@ impl Variant {
             Variant::Xattn => {
                 "The production cross-attention scorer (no temporal state): query · candidate similarity plus a gate over the candidate's value, features and project embedding"
             }
+            Variant::Attn => {
+                "Attention over each candidate's own past events (its memory's and its entity's, with their time intervals) into a pointwise MLP: the keyed state's peer"
+            }
         }
     }
 
@@ -57,12 +65,19 @@ impl Variant {
         matches!(self, Variant::Mamba | Variant::S4d | Variant::Dual)
     }
 
-    pub const ALL: [Variant; 5] = [
+    /// Whether the model reads the keyed event log (the attention peer always; the
+    /// temporal variants with a keyed state, [`ModelConfig::keyed_channels`]).
+    pub fn may_read_events(self) -> bool {
+        self.is_temporal() || self == Variant::Attn
+    }
+
+    pub const ALL: [Variant; 6] = [
         Variant::Mamba,
         Variant::S4d,
         Variant::Dual,
         Variant::Mlp,
         Variant::Xattn,
+        Variant::Attn,
     ];
 }
 
@@ -183,7 +198,7 @@ impl ModelConfig {
             Size::Medium => (64, 64, 4),
         };
         // The MLP baseline reads only the candidate's features: no embedding tables.
-        let (memory_slots, entity_slots) = if variant == Variant::Mlp {
+        let (memory_slots, entity_slots) = if matches!(variant, Variant::Mlp | Variant::Attn) {
             (1, 1)
         } else {
             (memory_slots.min(MODEL_MEMORY_SLOTS), 256)
@@ -199,10 +214,14 @@ impl ModelConfig {
             memory_slots,
             entity_slots,
             content_dim,
-            mlp_hidden: if variant == Variant::Mlp { 64 } else { 24 },
+            mlp_hidden: if matches!(variant, Variant::Mlp | Variant::Attn) {
+                64
+            } else {
+                24
+            },
             path_channels: 16,
             d_attn: default_d_attn(),
-            history: variant.is_temporal(),
+            history: variant.may_read_events(),
             relative: false,
             set_encoder: false,
             picks: 0,
@@ -223,16 +242,33 @@ impl ModelConfig {
         }
     }
 
-    /// Width of a candidate's keyed read: per event source (memory, entity), each kernel
-    /// channel times each event number.
+    /// Width of a candidate's read of the keyed events: with a keyed state, per event
+    /// source (memory, entity) each kernel channel times each event number; the attention
+    /// peer's, its attention width.
     pub fn keyed_dim(&self) -> usize {
-        2 * self.keyed_channels() * crate::keyed::EVENT_DIM
+        if self.variant == Variant::Attn {
+            self.d_attn
+        } else {
+            2 * self.keyed_channels() * crate::keyed::EVENT_DIM
+        }
     }
 
-    /// The same model with history features on or off (stateless variants: always off).
+    /// The attention peer's query input: the candidate's [features, missing, history,
+    /// turn-relative].
+    pub fn attn_query_in(&self) -> usize {
+        2 * FEATURE_DIM + self.history_dim() + self.relative_dim()
+    }
+
+    /// The same model with history features on or off (the stateless baselines: always
+    /// off).
     pub fn with_history(mut self, on: bool) -> ModelConfig {
-        self.history = on && self.variant.is_temporal();
+        self.history = on && self.variant.may_read_events();
         self
+    }
+
+    /// Whether the model reads the keyed event log.
+    pub fn reads_events(&self) -> bool {
+        self.keyed_channels() > 0 || self.variant == Variant::Attn
     }
 
     pub fn history_dim(&self) -> usize {
@@ -256,9 +292,13 @@ impl ModelConfig {
     }
 
     /// Input width of the candidate encoder: [features, missing, history, turn-relative,
-    /// keyed read, memory slot, entity, content].
+    /// memory slot, entity, content] (the keyed read enters the pointwise branch only).
     pub fn cand_in(&self) -> usize {
-        self.pointwise_in() + 2 * self.d_slot + self.content_dim
+        2 * FEATURE_DIM
+            + self.history_dim()
+            + self.relative_dim()
+            + 2 * self.d_slot
+            + self.content_dim
     }
 
     /// Input width of the backbone's token projection.

@@ -92,3 +92,10 @@ pub mod xattn {
     pub const GATE: &str = "xattn.gate";
     pub const VALUE: &str = "xattn.value";
 }
+
+/// The attention peer: query, key and value projections over each candidate's events.
+pub mod attn {
+    pub const Q_PROJ: &str = "attn.q_proj";
+    pub const K_PROJ: &str = "attn.k_proj";
+    pub const V_PROJ: &str = "attn.v_proj";
+}

@@ -29,10 +29,14 @@ use std::path::{Path, PathBuf};
 
 use ssmkit_format::features::{CONTEXT_DIM, FEATURE_DIM, HOP_DIM, MAX_HOPS, feat};
 use ssmkit_format::history::Table;
-use ssmkit_format::keyed::{EVENT_DIM, EVENTS, Log, MEMORY_EVENTS};
+use ssmkit_format::keyed::{
+    ATTN_EVENT_DIM, ATTN_HEADS, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, interval,
+};
 use ssmkit_format::meta::{Metadata, digest_of};
 use ssmkit_format::model::{Inputs, ModelConfig, Variant};
-use ssmkit_format::names::{BIAS, NORM_F, WEIGHT, join, mamba, mixer, norm, path, scorer, xattn};
+use ssmkit_format::names::{
+    BIAS, NORM_F, WEIGHT, attn, join, mamba, mixer, norm, path, scorer, xattn,
+};
 use ssmkit_format::quant::ScaleAxis;
 use ssmkit_format::relative::RELATIVE_DIM;
 use ssmkit_format::simd::{dot, transpose};
@@ -84,6 +88,80 @@ pub struct Runtime {
     path: Option<PathEncoder>,
     xattn: Option<Xattn>,
     keyed: Option<Keyed>,
+    attn: Option<EventAttn>,
+}
+
+/// The attention peer's projections (`ssmkit::model::keyed::EventAttention` has the read
+/// this computes).
+#[derive(Clone, Debug)]
+struct EventAttn {
+    q: Dense,
+    k: Dense,
+    v: Dense,
+}
+
+impl EventAttn {
+    /// Appends a candidate's read of `log` (`d_attn` numbers) to `x`, which holds its
+    /// query input.
+    fn read(
+        &self,
+        log: &Log,
+        now: i64,
+        focal: [i32; 2],
+        memory: u64,
+        entity: u64,
+        x: &mut Vec<f32>,
+    ) {
+        let q = self.q.apply(x);
+        let d = q.len();
+        let dh = d / ATTN_HEADS;
+        let mut ev = [0f32; EVENTS * EVENT_DIM];
+        let mut days = [0f32; EVENTS];
+        log.read(
+            now,
+            [focal[0] as i64, focal[1] as i64],
+            memory,
+            entity,
+            &mut ev,
+            &mut days,
+        );
+        let mut logits: Vec<[f32; ATTN_HEADS]> = Vec::with_capacity(EVENTS);
+        let mut values: Vec<Vec<f32>> = Vec::with_capacity(EVENTS);
+        for l in 0..EVENTS {
+            let e = &ev[l * EVENT_DIM..(l + 1) * EVENT_DIM];
+            if e[0] == 0.0 {
+                continue; // an empty place is masked out
+            }
+            let mut z = Vec::with_capacity(ATTN_EVENT_DIM);
+            z.extend_from_slice(e);
+            z.push((l < MEMORY_EVENTS) as u8 as f32);
+            z.extend_from_slice(&interval(days[l]));
+            let key = self.k.apply(&z);
+            let mut lg = [0f32; ATTN_HEADS];
+            for (h, lg) in lg.iter_mut().enumerate() {
+                let r = h * dh..(h + 1) * dh;
+                let dot: f32 = key[r.clone()].iter().zip(&q[r]).map(|(a, b)| a * b).sum();
+                *lg = dot / (dh as f32).sqrt();
+            }
+            logits.push(lg);
+            values.push(self.v.apply(&z));
+        }
+        let at = x.len();
+        x.resize(at + d, 0.0);
+        for h in 0..ATTN_HEADS {
+            let top = logits
+                .iter()
+                .map(|l| l[h])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let w: Vec<f32> = logits.iter().map(|l| (l[h] - top).exp()).collect();
+            let sum: f32 = w.iter().sum();
+            for (w, v) in w.iter().zip(&values) {
+                for i in h * dh..(h + 1) * dh {
+                    x[at + i] += w / sum * v[i];
+                }
+            }
+        }
+    }
 }
 
 /// The keyed state's parameters (`ssmkit::model::keyed` has the read this computes).
@@ -93,7 +171,7 @@ struct Keyed {
     rate: Vec<f32>,
     /// `[2, cycles]` frequencies (radians per day).
     omega: Vec<f32>,
-    /// Event → `2 C` selective step pre-activations.
+    /// Event → 2 selective step pre-activations (the memory's, then the entity's).
     select: Option<Dense>,
     modes: usize,
     cycles: usize,
@@ -128,9 +206,11 @@ impl Keyed {
                 if e[0] == 0.0 {
                     continue; // an empty place reads 0
                 }
-                let step = self.select.as_ref().map(|s| s.apply(e));
+                let s = self
+                    .select
+                    .as_ref()
+                    .map_or(1.0, |p| softplus(p.apply(e)[source]));
                 for ch in 0..c {
-                    let s = step.as_ref().map_or(1.0, |p| softplus(p[source * c + ch]));
                     let mut k = (-self.rate[source * c + ch] * s * days[l]).exp();
                     if ch >= self.modes {
                         let j = (ch - self.modes) % self.cycles;
@@ -391,7 +471,7 @@ impl Runtime {
                     Vec::new()
                 },
                 select: if c.selective {
-                    Some(l.dense(scorer::KEYED_SELECT, EVENT_DIM, 2 * ch)?)
+                    Some(l.dense(scorer::KEYED_SELECT, EVENT_DIM, 2)?)
                 } else {
                     None
                 },
@@ -401,8 +481,18 @@ impl Runtime {
         } else {
             None
         };
+        let attn = if c.variant == Variant::Attn {
+            Some(EventAttn {
+                q: l.dense(attn::Q_PROJ, c.attn_query_in(), c.d_attn)?,
+                k: l.dense(attn::K_PROJ, ATTN_EVENT_DIM, c.d_attn)?,
+                v: l.dense(attn::V_PROJ, ATTN_EVENT_DIM, c.d_attn)?,
+            })
+        } else {
+            None
+        };
         Ok(Runtime {
             keyed,
+            attn,
             quantization: meta.quantization,
             fingerprint,
             memory_emb,
@@ -515,7 +605,7 @@ impl Runtime {
     /// Checks a turn's shape against the model; a clear error names the problem.
     pub fn check(&self, turn: &Turn) -> Result<()> {
         let e = self.config.content_dim;
-        if self.config.history || self.keyed.is_some() {
+        if self.config.history || self.config.reads_events() {
             if turn.timestamp.is_none() {
                 return Err(Error::Input(
                     "the turn has no timestamp: this model reads the user's history by time".into(),
@@ -608,19 +698,6 @@ impl Runtime {
                     x.extend_from_slice(&state.history.features(now, id));
                 }
                 x.extend_from_slice(Self::relative_row(&relative, i));
-                if let Some(k) = &self.keyed {
-                    match c.inputs {
-                        Inputs::All => k.read(
-                            &state.keyed,
-                            now,
-                            turn.focal,
-                            cand.memory_id.unwrap_or(cand.memory_slot as u64),
-                            cand.entity as u64,
-                            &mut x,
-                        ),
-                        Inputs::TemporalOnly => x.resize(x.len() + c.keyed_dim(), 0.0),
-                    }
-                }
                 x.extend_from_slice(Self::slot_row(
                     &self.memory_emb,
                     c.d_slot,
@@ -703,15 +780,50 @@ impl Runtime {
                     .iter()
                     .enumerate()
                     .map(|(k, cand)| {
-                        let input: &[f32] = match enc.get(k) {
-                            Some(e) => &e[..own],
-                            None => {
-                                for (d, v) in masked(&cand.features, &cand.missing).enumerate() {
-                                    x[d] = v;
+                        let input: &[f32] = match (enc.get(k), &self.keyed) {
+                            // The keyed read follows the encoder's own inputs.
+                            (Some(e), Some(keyed)) => {
+                                x.clear();
+                                x.extend_from_slice(&e[..own - c.keyed_dim()]);
+                                match c.inputs {
+                                    Inputs::All => keyed.read(
+                                        &state.keyed,
+                                        turn.timestamp.unwrap_or(0),
+                                        turn.focal,
+                                        cand.memory_id.unwrap_or(cand.memory_slot as u64),
+                                        cand.entity as u64,
+                                        &mut x,
+                                    ),
+                                    Inputs::TemporalOnly => x.resize(own, 0.0),
                                 }
-                                x[FEATURE_DIM..2 * FEATURE_DIM].copy_from_slice(&cand.missing);
-                                x[2 * FEATURE_DIM..]
-                                    .copy_from_slice(Self::relative_row(&relative, k));
+                                &x
+                            }
+                            (Some(e), None) => &e[..own],
+                            (None, _) => {
+                                // [features, missing, history, turn-relative], then the
+                                // attention peer's read with them as its query.
+                                x.clear();
+                                x.extend(masked(&cand.features, &cand.missing));
+                                x.extend_from_slice(&cand.missing);
+                                let now = turn.timestamp.unwrap_or(0);
+                                let id = cand.memory_id.unwrap_or(cand.memory_slot as u64);
+                                if c.history {
+                                    x.extend_from_slice(&state.history.features(now, id));
+                                }
+                                x.extend_from_slice(Self::relative_row(&relative, k));
+                                if let Some(a) = &self.attn {
+                                    match c.inputs {
+                                        Inputs::All => a.read(
+                                            &state.keyed,
+                                            now,
+                                            turn.focal,
+                                            id,
+                                            cand.entity as u64,
+                                            &mut x,
+                                        ),
+                                        Inputs::TemporalOnly => x.resize(own, 0.0),
+                                    }
+                                }
                                 &x
                             }
                         };
@@ -858,7 +970,37 @@ impl Runtime {
         self.observe_enc(state, turn, labels, &self.encodings(state, turn));
     }
 
+    /// Folds the turn's outcome into the user's history table and keyed log (the models
+    /// that read them).
+    fn observe_logs(&self, state: &mut State, turn: &Turn, labels: &[f32]) {
+        let c = &self.config;
+        if c.history {
+            let shown = turn.candidates.iter().zip(labels);
+            state.history.observe(
+                turn.timestamp.unwrap_or(0),
+                shown.map(|(cand, &l)| {
+                    let id = cand.memory_id.unwrap_or(cand.memory_slot as u64);
+                    (id, l > 0.0)
+                }),
+            );
+        }
+        if c.reads_events() {
+            let shown = turn.candidates.iter().zip(labels);
+            state.keyed.observe(
+                turn.timestamp.unwrap_or(0),
+                [turn.focal[0] as i64, turn.focal[1] as i64],
+                shown.map(|(cand, &l)| ssmkit_format::keyed::Shown {
+                    memory: cand.memory_id.unwrap_or(cand.memory_slot as u64),
+                    entity: cand.entity as u64,
+                    relevant: l > 0.0,
+                    log_age: masked(&cand.features, &cand.missing).next().unwrap_or(0.0),
+                }),
+            );
+        }
+    }
+
     fn observe_enc(&self, state: &mut State, turn: &Turn, labels: &[f32], enc: &[Vec<f32>]) {
+        self.observe_logs(state, turn, labels);
         let c = &self.config;
         if !c.variant.is_temporal() {
             return;
@@ -902,29 +1044,6 @@ impl Runtime {
         }
         let last = rms_norm(&x, self.norm_f.as_ref().expect("temporal model"));
         state.values[at..at + c.d_model].copy_from_slice(&last);
-        if c.history {
-            let shown = turn.candidates.iter().zip(labels);
-            state.history.observe(
-                turn.timestamp.unwrap_or(0),
-                shown.map(|(cand, &l)| {
-                    let id = cand.memory_id.unwrap_or(cand.memory_slot as u64);
-                    (id, l > 0.0)
-                }),
-            );
-        }
-        if self.keyed.is_some() {
-            let shown = turn.candidates.iter().zip(labels);
-            state.keyed.observe(
-                turn.timestamp.unwrap_or(0),
-                [turn.focal[0] as i64, turn.focal[1] as i64],
-                shown.map(|(cand, &l)| ssmkit_format::keyed::Shown {
-                    memory: cand.memory_id.unwrap_or(cand.memory_slot as u64),
-                    entity: cand.entity as u64,
-                    relevant: l > 0.0,
-                    log_age: masked(&cand.features, &cand.missing).next().unwrap_or(0.0),
-                }),
-            );
-        }
     }
 }
 

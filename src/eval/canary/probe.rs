@@ -16,7 +16,7 @@ use crate::eval::split::Case;
 use crate::features::{Canary, FEATURE_DIM, feat};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
-use crate::train::batch::make_batch;
+use crate::train::batch::chosen_turns;
 
 fn ctx(name: &str) -> usize {
     CONTEXT_NAMES
@@ -112,15 +112,20 @@ impl ProbeScorer for ModelProbe<'_> {
             .flat_map_iter(|chunk| {
                 let refs: Vec<&UserSeq> = chunk.iter().collect();
                 let lens: Vec<usize> = chunk.iter().map(|u| u.turns).collect();
-                let b = make_batch(self.data, &refs, &lens, self.cfg, self.device);
-                let s = self.model.forward(&b, ScanImpl::for_device(self.device));
-                let [_, t, _] = s.dims();
+                // Only the probed (last) turns are scored.
+                let at: Vec<(usize, usize)> =
+                    lens.iter().enumerate().map(|(i, &n)| (i, n - 1)).collect();
+                let (full, turns) =
+                    chosen_turns(self.data, &refs, &lens, &at, self.cfg, self.device);
+                let s =
+                    self.model
+                        .forward_at(&full, &turns, &at, ScanImpl::for_device(self.device));
                 let v: Vec<f32> = s.try_into_vec_as::<f32>().expect("f32 scores");
                 chunk
                     .iter()
                     .enumerate()
-                    .map(|(i, u)| {
-                        let row = (i * t + u.turns - 1) * k;
+                    .map(|(i, _)| {
+                        let row = i * k;
                         v[row..row + k]
                             .iter()
                             .map(|&x| self.scale * x as f64)
