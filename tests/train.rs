@@ -655,18 +655,33 @@ fn on_a_persistence_stream_mamba_matches_the_history_rules_and_stateless_models_
         mamba >= rule - 0.03 && mamba < oracle,
         "Mamba {mamba} vs best history rule {rule} (oracle {oracle})"
     );
-    // Without its history features the same model falls well short of the rule, and a
-    // stateless model ranks at chance: the check above can fail.
+    // Without its history features and its keyed state the same model falls well short of
+    // the rule, and a stateless model ranks at chance: the check above can fail.
     let blind = best(
         &TrainConfig {
             history: false,
+            keyed_modes: 0,
+            keyed_cycles: 0,
             ..cfg.clone()
         },
         "blind",
     );
     assert!(
         blind < rule - 0.2,
-        "no history features {blind} vs rule {rule}"
+        "no history features, no keyed state {blind} vs rule {rule}"
+    );
+    // The keyed state alone learns most of what the hand-made features give.
+    let keyed = best(
+        &TrainConfig {
+            history: false,
+            ..cfg.clone()
+        },
+        "keyed",
+    );
+    eprintln!("rule {rule}, blind {blind}, keyed state alone {keyed}, with both {mamba}");
+    assert!(
+        keyed > blind + 0.1 && keyed >= rule - 0.15,
+        "keyed state without history features {keyed} vs rule {rule}, blind {blind}"
     );
     let mlp = best(
         &TrainConfig {

@@ -150,8 +150,8 @@ impl Default for TrainConfig {
             patience: 4,
             resident_mb: 2000,
             validation_mb: 500,
-            keyed_modes: 0,
-            keyed_cycles: 0,
+            keyed_modes: 4,
+            keyed_cycles: 2,
         }
     }
 }
