@@ -122,7 +122,21 @@ def main():
         own = 2 * 24 + (8 if cfg.get("history") else 0) + (96 if cfg.get("relative") else 0)
         cand_in = own + 2 * cfg["d_slot"] + cfg["content_dim"]
         expect(problems, f32_path, head32, "scorer.cand_enc.weight", "F32", [h, cand_in])
-        expect(problems, f32_path, head32, "scorer.mlp.fc1.weight", "F32", [cfg["mlp_hidden"], own])
+        # The pointwise branch also reads the keyed state: per event source (memory,
+        # entity), each kernel channel times the 8 event numbers.
+        modes, cycles = cfg.get("keyed_modes", 0), cfg.get("keyed_cycles", 0)
+        channels = modes + 2 * cycles
+        read = 2 * channels * 8
+        expect(problems, f32_path, head32, "scorer.mlp.fc1.weight", "F32", [cfg["mlp_hidden"], own + read])
+        if channels:
+            expect(problems, f32_path, head32, "scorer.keyed.log_rate", "F32", [2, channels])
+            if cycles:
+                expect(problems, f32_path, head32, "scorer.keyed.omega", "F32", [2, cycles])
+            if cfg.get("selective", True):
+                expect(problems, f32_path, head32, "scorer.keyed.select.weight", "F32", [2, 8])
+            rates = np.exp(t32["scorer.keyed.log_rate"])
+            if not np.all(np.isfinite(rates)):
+                problems.append(f"{f32_path}: the keyed state's decay rates are not finite")
     if mamba:
         expect(problems, f32_path, head32, "norm_f.weight", "F32", [h])
         a = t32["layers.0.mixer.A_log"]

@@ -94,6 +94,8 @@ pub struct InferModel {
     pub relative: bool,
     pub set_encoder: bool,
     pub picks: usize,
+    /// Without the keyed state.
+    pub pooled: bool,
 }
 
 impl InferModel {
@@ -105,7 +107,15 @@ impl InferModel {
             relative: self.relative,
             set_encoder: self.set_encoder,
             picks: self.picks,
-            ..Default::default()
+            ..if self.pooled {
+                crate::config::TrainConfig {
+                    keyed_modes: 0,
+                    keyed_cycles: 0,
+                    ..Default::default()
+                }
+            } else {
+                Default::default()
+            }
         }
     }
 }

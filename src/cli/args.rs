@@ -342,6 +342,9 @@ pub enum BenchCommand {
         /// Places picked one at a time (`[train] picks`)
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=20))]
         picks: u64,
+        /// Without the keyed state: the pooled backbone alone (the `pooled` ablation)
+        #[arg(long)]
+        pooled: bool,
         #[arg(long, default_value_t = 20)]
         candidates: usize,
         #[arg(long, value_parser = quant(), default_value = "f32")]

@@ -171,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     relative,
                     set_encoder,
                     picks,
+                    pooled,
                     candidates,
                     quant,
                     turns,
@@ -186,6 +187,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 relative,
                 set_encoder,
                 picks: picks as usize,
+                pooled,
             };
             let r = ssmkit::bench::infer(&options, candidates, quant, turns)?;
             if json {

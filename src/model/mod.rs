@@ -53,8 +53,9 @@ pub(crate) fn uniform_tensor<const D: usize>(
     tensor(v, shape, device)
 }
 
-/// Parameter counts of every variant at the tiny, small and medium sizes (16-dimensional
-/// content embeddings, 4,096 memory slots): `train --dry-run`.
+/// Parameter counts of every variant at the tiny, small and medium sizes with the default
+/// training settings (16-dimensional content embeddings, 4,096 memory slots):
+/// `train --dry-run`.
 pub fn param_counts() -> Vec<(scorer::Variant, [usize; 3])> {
     use burn::module::Module;
     use scorer::{Init, ModelConfig, Size, Variant};
@@ -62,7 +63,12 @@ pub fn param_counts() -> Vec<(scorer::Variant, [usize; 3])> {
         .iter()
         .map(|&v| {
             let n = |s: Size| {
-                ModelConfig::sized(v, s, 16, 4096)
+                let t = crate::config::TrainConfig {
+                    model: v,
+                    size: s,
+                    ..Default::default()
+                };
+                t.overrides(ModelConfig::sized(v, s, 16, 4096))
                     .init(0, &burn::prelude::Device::flex())
                     .num_params()
             };
