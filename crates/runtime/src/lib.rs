@@ -91,6 +91,24 @@ pub struct Runtime {
     attn: Option<EventAttn>,
 }
 
+/// What a candidate reads of the user's keyed log: `[EVENTS × EVENT_DIM]` numbers and
+/// `[EVENTS]` ages in days ([`Log::read`]).
+type Events = ([f32; EVENTS * EVENT_DIM], [f32; EVENTS]);
+
+/// The events `cand` of `turn` reads of `log`.
+fn events(log: &Log, turn: &Turn, cand: &Candidate) -> Events {
+    let mut out = ([0f32; EVENTS * EVENT_DIM], [0f32; EVENTS]);
+    log.read(
+        turn.timestamp.unwrap_or(0),
+        [turn.focal[0] as i64, turn.focal[1] as i64],
+        cand.memory_id.unwrap_or(cand.memory_slot as u64),
+        cand.entity as u64,
+        &mut out.0,
+        &mut out.1,
+    );
+    out
+}
+
 /// The attention peer's projections (`ssmkit::model::keyed::EventAttention` has the read
 /// this computes).
 #[derive(Clone, Debug)]
@@ -101,30 +119,13 @@ struct EventAttn {
 }
 
 impl EventAttn {
-    /// Appends a candidate's read of `log` (`d_attn` numbers) to `x`, which holds its
-    /// query input.
-    fn read(
-        &self,
-        log: &Log,
-        now: i64,
-        focal: [i32; 2],
-        memory: u64,
-        entity: u64,
-        x: &mut Vec<f32>,
-    ) {
+    /// Appends a candidate's read of its events `ev` / `days` ([`Events`]; `d_attn`
+    /// numbers) to `x`, which holds its query input.
+    fn read(&self, ev: &Events, x: &mut Vec<f32>) {
+        let (ev, days) = (&ev.0, &ev.1);
         let q = self.q.apply(x);
         let d = q.len();
         let dh = d / ATTN_HEADS;
-        let mut ev = [0f32; EVENTS * EVENT_DIM];
-        let mut days = [0f32; EVENTS];
-        log.read(
-            now,
-            [focal[0] as i64, focal[1] as i64],
-            memory,
-            entity,
-            &mut ev,
-            &mut days,
-        );
         let mut logits: Vec<[f32; ATTN_HEADS]> = Vec::with_capacity(EVENTS);
         let mut values: Vec<Vec<f32>> = Vec::with_capacity(EVENTS);
         for l in 0..EVENTS {
@@ -182,20 +183,10 @@ impl Keyed {
         self.modes + 2 * self.cycles
     }
 
-    /// Appends a candidate's read (`2 · C · EVENT_DIM` numbers) of `log` to `out`.
-    fn read(
-        &self,
-        log: &Log,
-        now: i64,
-        focal: [i32; 2],
-        memory: u64,
-        entity: u64,
-        out: &mut Vec<f32>,
-    ) {
-        let mut ev = [0f32; EVENTS * EVENT_DIM];
-        let mut days = [0f32; EVENTS];
-        let focal = [focal[0] as i64, focal[1] as i64];
-        log.read(now, focal, memory, entity, &mut ev, &mut days);
+    /// Appends a candidate's read of its events ([`Events`]; `2 · C · EVENT_DIM`
+    /// numbers) to `out`.
+    fn read(&self, ev: &Events, out: &mut Vec<f32>) {
+        let (ev, days) = (&ev.0, &ev.1);
         let c = self.channels();
         for (source, range) in [(0, 0..MEMORY_EVENTS), (1, MEMORY_EVENTS..EVENTS)] {
             let scale = 1.0 / (range.len() as f32).sqrt();
@@ -786,14 +777,9 @@ impl Runtime {
                                 x.clear();
                                 x.extend_from_slice(&e[..own - c.keyed_dim()]);
                                 match c.inputs {
-                                    Inputs::All => keyed.read(
-                                        &state.keyed,
-                                        turn.timestamp.unwrap_or(0),
-                                        turn.focal,
-                                        cand.memory_id.unwrap_or(cand.memory_slot as u64),
-                                        cand.entity as u64,
-                                        &mut x,
-                                    ),
+                                    Inputs::All => {
+                                        keyed.read(&events(&state.keyed, turn, cand), &mut x)
+                                    }
                                     Inputs::TemporalOnly => x.resize(own, 0.0),
                                 }
                                 &x
@@ -813,14 +799,9 @@ impl Runtime {
                                 x.extend_from_slice(Self::relative_row(&relative, k));
                                 if let Some(a) = &self.attn {
                                     match c.inputs {
-                                        Inputs::All => a.read(
-                                            &state.keyed,
-                                            now,
-                                            turn.focal,
-                                            id,
-                                            cand.entity as u64,
-                                            &mut x,
-                                        ),
+                                        Inputs::All => {
+                                            a.read(&events(&state.keyed, turn, cand), &mut x)
+                                        }
                                         Inputs::TemporalOnly => x.resize(own, 0.0),
                                     }
                                 }
