@@ -16,10 +16,19 @@ pub fn temporary(path: &Path) -> PathBuf {
 }
 
 /// Writes `bytes` to `path` through its [`temporary`] sibling and a rename; the temporary
-/// file is removed when the write fails.
+/// file is removed when the write fails. The temporary is created new: whatever stands at
+/// its name (a leftover of a killed writer, a planted symbolic link) is unlinked first,
+/// never written through, and one that appears again in between fails the write.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary(path);
-    let written = fs::File::create(&tmp).and_then(|mut f| {
+    if fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
+        fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    let created = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp);
+    let written = created.and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()
     });
@@ -53,5 +62,19 @@ mod tests {
         assert!(write(&blocked, b"data").is_err());
         assert!(blocked.join("inside").is_file());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.txt");
+        fs::write(&outside, b"keep me").unwrap();
+        let path = dir.path().join("model.safetensors");
+        std::os::unix::fs::symlink(&outside, temporary(&path)).unwrap();
+        write(&path, b"model").unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep me");
+        assert_eq!(fs::read(&path).unwrap(), b"model");
+        assert!(fs::symlink_metadata(temporary(&path)).is_err());
     }
 }

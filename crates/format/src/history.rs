@@ -81,14 +81,14 @@ impl Table {
 
     /// Folds in a turn at `ts` whose candidates were `shown` (memory id, relevant).
     pub fn observe(&mut self, ts: i64, shown: impl IntoIterator<Item = (u64, bool)>) {
-        self.turns += 1;
+        self.turns = self.turns.saturating_add(1);
         let turn = self.turns;
         for (memory, relevant) in shown {
             let e = self.entries.entry(memory).or_default();
             let d = if e.shown_turn == 0 {
                 0.0
             } else {
-                decay(ts - e.last_shown)
+                decay(ts.saturating_sub(e.last_shown))
             };
             e.decayed_shown = e.decayed_shown * d + 1.0;
             e.decayed_relevant *= d;
@@ -134,7 +134,7 @@ impl Table {
             return [0.0; HISTORY_DIM];
         };
         let ever = e.relevant_turn > 0;
-        let since_shown = now - e.last_shown;
+        let since_shown = now.saturating_sub(e.last_shown);
         [
             (ever && e.relevant_turn == self.turns) as u8 as f32,
             (e.shown_turn == self.turns) as u8 as f32,
@@ -144,7 +144,7 @@ impl Table {
                 0.0
             },
             if ever {
-                (1.0 / (1.0 + days(now - e.last_relevant))) as f32
+                (1.0 / (1.0 + days(now.saturating_sub(e.last_relevant)))) as f32
             } else {
                 0.0
             },
@@ -157,9 +157,9 @@ impl Table {
 
     /// The decayed count of relevant events of `memory` at `now`.
     pub fn decayed_relevant(&self, now: i64, memory: u64) -> f64 {
-        self.entries
-            .get(&memory)
-            .map_or(0.0, |e| e.decayed_relevant * decay(now - e.last_shown))
+        self.entries.get(&memory).map_or(0.0, |e| {
+            e.decayed_relevant * decay(now.saturating_sub(e.last_shown))
+        })
     }
 
     /// Appends the table to `out` (`turns u32 | n u32 | n × (id u64, entry)`, little-endian,

@@ -129,7 +129,7 @@ impl Log {
 
     /// Folds in a turn at `ts` with focal entities `focal` whose candidates were `shown`.
     pub fn observe(&mut self, ts: i64, focal: [i64; 2], shown: impl IntoIterator<Item = Shown>) {
-        self.turns += 1;
+        self.turns = self.turns.saturating_add(1);
         let turn = self.turns;
         for s in shown {
             let e = Event {
@@ -189,7 +189,7 @@ impl Log {
                 e.entity_was_focal as u8 as f32,
                 e.log_age,
             ]);
-            days[at] = ((now - e.ts).max(0) as f64 / 86_400.0) as f32;
+            days[at] = (now.saturating_sub(e.ts).max(0) as f64 / 86_400.0) as f32;
         }
     }
 
@@ -498,6 +498,26 @@ mod tests {
         let at = 4 * EVENTS * EVENT_DIM;
         assert_eq!(ev[at..at + 4], [1.0, 0.0, 1.0, 0.0]);
         assert_eq!(days[4 * EVENTS], 1.0);
+    }
+
+    #[test]
+    fn extreme_timestamps_read_without_overflow() {
+        let mut log = Log::default();
+        log.observe(i64::MIN, [1, -1], [shown(1, 2, true)]);
+        log.observe(i64::MAX, [1, -1], [shown(1, 2, true)]);
+        let mut ev = vec![0.0; EVENTS * EVENT_DIM];
+        let mut days = vec![0.0; EVENTS];
+        for now in [i64::MIN, 0, i64::MAX] {
+            log.read(now, [1, -1], 1, 2, &mut ev, &mut days);
+            assert!(days.iter().all(|d| d.is_finite() && *d >= 0.0));
+        }
+        let mut h = crate::history::Table::default();
+        h.observe(i64::MIN, [(1, true)]);
+        h.observe(i64::MAX, [(1, true)]);
+        for now in [i64::MIN, i64::MAX] {
+            assert!(h.features(now, 1).iter().all(|v| v.is_finite()));
+            assert!(h.decayed_relevant(now, 1).is_finite());
+        }
     }
 
     #[test]
