@@ -190,6 +190,9 @@ pub fn question(ablation: &str) -> &'static str {
         "relative" | "no_relative" => "Do the turn-relative features help?",
         "set_encoder" | "no_set_encoder" => "Does reading the turn's candidates as a set help?",
         "picks" | "no_picks" => "Does picking the top places one at a time help?",
+        "pooled" => "Does a state written per identity and read per candidate help?",
+        "keyed_modes" => "Optimal size of the keyed state",
+        "real_only" | "keyed_cycles" => "Complex vs real state: do oscillating modes help?",
         _ => "",
     }
 }
@@ -287,5 +290,6 @@ mod tests {
             "Is Mamba's selection mechanism helping?"
         );
         assert_eq!(question("d_state=4"), "Optimal state size for our data");
+        assert_eq!(question("real_only"), question("keyed_cycles=1"));
     }
 }
