@@ -151,9 +151,44 @@ pub fn chosen_turns(
 ) -> (Batch, Batch) {
     let full = batch_of(data, users, lens, cfg, false, device);
     let (k, e) = (data.k, data.embedding_dim);
+    // What each user's prefix says, computed once per user rather than once per turn.
+    let prefix = Prefix::of(cfg);
+    // Per user: history features, keyed events and their ages, of its first `lens` turns.
+    type Said = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let mut said: Vec<Option<Said>> = vec![None; users.len()];
     let cut: Vec<UserSeq> = at
         .iter()
-        .map(|&(u, t)| slice_user(users[u], t, 1, k, e, Prefix::of(cfg)))
+        .map(|&(u, t)| {
+            let (history, events, days) = said[u].get_or_insert_with(|| {
+                let seq = users[u];
+                let n = lens[u].min(seq.turns);
+                let history = if prefix.history {
+                    seq.history_features(k)[..n * k * HISTORY_DIM].to_vec()
+                } else {
+                    Vec::new()
+                };
+                let (events, days) = if prefix.keyed {
+                    let (ev, d) = seq.keyed_reads(k, n);
+                    (ev.into_owned(), d.into_owned())
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                (history, events, days)
+            });
+            let part = |v: &[f32], per: usize| {
+                if v.is_empty() {
+                    Vec::new()
+                } else {
+                    v[t * per..(t + 1) * per].to_vec()
+                }
+            };
+            UserSeq {
+                history: part(history, k * HISTORY_DIM),
+                keyed_events: part(events, k * EVENTS * EVENT_DIM),
+                keyed_days: part(days, k * EVENTS),
+                ..slice_user(users[u], t, 1, k, e, Prefix::NONE)
+            }
+        })
         .collect();
     let refs: Vec<&UserSeq> = cut.iter().collect();
     let turns = make_batch(data, &refs, &vec![1; cut.len()], cfg, device);
