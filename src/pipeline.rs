@@ -27,6 +27,7 @@ use crate::eval::findings::EvalReport;
 use crate::eval::options::EvalOptions;
 use crate::eval::phase::evaluate_read;
 use crate::eval::stats::CompareOptions;
+use crate::eval::verdict::Verdict;
 use crate::export::{ExportOptions, export_read};
 use crate::run::read_run_state;
 use crate::train::{TrainConfig, TrainOptions};
@@ -76,6 +77,9 @@ pub struct PipelineResult {
     /// The primary model's gates, from the report (this run's or the reused one).
     pub gates: Vec<crate::eval::gates::Gate>,
     pub all_gates_passed: bool,
+    /// The gates' verdict, as the report opens with it.
+    #[serde(skip)]
+    pub verdict: Verdict,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -242,6 +246,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             eval: None,
             gates: Vec::new(),
             all_gates_passed: false,
+            verdict: Verdict::new(&[], false),
         });
     }
 
@@ -275,20 +280,23 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         )?)
     };
     bar.inc(1);
-    let gates: Vec<crate::eval::gates::Gate> = match &eval {
-        Some(r) => r.gates.clone(),
+    let (gates, references_checked) = match &eval {
+        Some(r) => (r.gates.clone(), !r.reference.is_empty()),
         None => {
             #[derive(serde::Deserialize)]
             struct Recorded {
                 gates: Vec<crate::eval::gates::Gate>,
+                #[serde(default)]
+                reference: serde_json::Map<String, serde_json::Value>,
             }
             let text = std::fs::read_to_string(&gates).map_err(|e| Error::io(&gates, e))?;
-            serde_json::from_str::<Recorded>(&text)
-                .map_err(|e| Error::Input(format!("{}: {e}", gates.display())))?
-                .gates
+            let r = serde_json::from_str::<Recorded>(&text)
+                .map_err(|e| Error::Input(format!("{}: {e}", gates.display())))?;
+            (r.gates, !r.reference.is_empty())
         }
     };
     let all_gates_passed = gates.iter().all(crate::eval::gates::Gate::passed);
+    let verdict = Verdict::new(&gates, references_checked);
 
     // export: the primary model's first seed.
     let source = runs_dir.join(format!("{}-s{}", cfg.train.system_name(), p.seeds[0]));
@@ -330,5 +338,6 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         eval,
         gates,
         all_gates_passed,
+        verdict,
     })
 }

@@ -398,6 +398,24 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
         html.contains("<svg") && html.contains("SNR curve"),
         "the HTML report lacks its figures"
     );
+    // The report and the terminal open with the verdict: a line per phase transition and
+    // every gate that did not pass, by name.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let verdict_md = &md[md.find("## Verdict").unwrap()..md.find("## Phase gates").unwrap()];
+    assert!(md.find("## Verdict") < md.find("## Metrics, GTS"), "{md}");
+    for phase in ["0→1", "1→2", "0 contract"] {
+        assert!(
+            verdict_md.contains(&format!("Phase {phase}: ")),
+            "{verdict_md}"
+        );
+        assert!(stdout.contains(&format!("Phase {phase}: ")), "{stdout}");
+    }
+    for g in gates.iter().filter(|g| g["status"] != "PASS") {
+        let name = g["name"].as_str().unwrap();
+        assert!(verdict_md.contains(name), "{name} missing:\n{verdict_md}");
+        assert!(stdout.contains(name), "{name} missing:\n{stdout}");
+    }
+    assert!(verdict_md.contains("Validity: "), "{verdict_md}");
     assert!(out.join("snr_curve.svg").is_file() && out.join("canaries.csv").is_file());
     // The seeds are averaged: the primary model has two.
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use ssmkit::config::Config;
 use ssmkit::datagen::{self, GenOptions};
-use ssmkit::eval::{self, stats::CompareOptions};
+use ssmkit::eval::{self, stats::CompareOptions, verdict::Verdict};
 use ssmkit::train::{self, TrainOptions};
 
 use super::args::{BenchCommand, Cli, Command};
@@ -286,7 +286,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!("report   {}", r.report.join("report.html").display());
-            print_gates(&r.gates);
+            print_verdict(&r.verdict);
             for e in &r.exports {
                 println!("export   {}", e.display());
             }
@@ -410,7 +410,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.primary,
                 r.out.display()
             );
-            print_gates(&r.gates);
+            print_verdict(&Verdict::new(&r.gates, !r.reference.is_empty()));
             if fail_on_gate && !r.all_passed() {
                 eprintln!("a phase gate did not pass (--fail-on-gate)");
                 return Ok(ExitCode::from(2));
@@ -420,11 +420,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per gate: status, name, phase, value.
-fn print_gates(gates: &[ssmkit::eval::gates::Gate]) {
-    for g in gates {
-        let v = g.value.map_or("—".to_string(), |v| format!("{v:.4}"));
-        println!("  [{}] {} (phase {}): {v}", g.status, g.name, g.phase);
+/// The verdict block: a line per phase transition, its gates that did not pass, validity.
+fn print_verdict(v: &Verdict) {
+    for line in v.lines() {
+        println!("  {line}");
     }
 }
 

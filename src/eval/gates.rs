@@ -346,7 +346,7 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
                     value: Some(d),
                     ci: None,
                     pass: d > threshold,
-                    note: "SNR curve".into(),
+                    note: "mean over the seven canaries (SNR curve)".into(),
                 }
             }
             None => Measure::none("no canaries"),
@@ -360,7 +360,7 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
             ci: None,
             pass: drop <= MAX_CLIFF && clean >= 0.90,
             note: format!(
-                "largest drop of mean detection between adjacent levels down to the noise floor; clean detection {:.1}% (≥ 90% needed)",
+                "clean detection {:.1}% (≥ 90% needed); the value is the largest drop of mean detection between adjacent levels down to the noise floor",
                 100.0 * clean
             ),
         },
@@ -378,13 +378,22 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
     let dual = if e.dual.iter().all(|d| d.n == 0) {
         Measure::none("no canary candidate in the training turns")
     } else {
+        let failing: Vec<String> = e
+            .dual
+            .iter()
+            .filter(|d| !d.pass)
+            .map(|d| d.canary.to_string())
+            .collect();
+        let rule = "training turns: MSE_Obs − MSE_True > floor / 2 and skill over the canary's mean relevance > 0.1";
         Measure {
             value: Some(passed as f64),
             ci: None,
             pass: passed == 7,
-            note:
-                "training turns: MSE_Obs − MSE_True > floor / 2 and skill over the canary's mean relevance > 0.1"
-                    .into(),
+            note: if failing.is_empty() {
+                rule.into()
+            } else {
+                format!("failing: {}; {rule}", failing.join(", "))
+            },
         }
     };
     gates.push(gate(
@@ -443,39 +452,68 @@ pub fn canary_gates_only(gates: &mut [Gate]) {
     }
 }
 
+/// What the reference at `index` in [`REFERENCES`] did on a quality gate, against what it
+/// must do: `None` where it is not judged there (the gate judges no quality, or the
+/// reference was not measured on it), `Some(Ok(()))` where it behaved as it must, and
+/// `Some(Err(why))` where it did not, which makes the gate INVALID. (Away from its
+/// training turns the memorizer is the constant, so it tells the constant apart only on
+/// the dual-error gate.)
+pub fn reference_behaved(
+    index: usize,
+    gate: &Gate,
+    status: Status,
+) -> Option<std::result::Result<(), &'static str>> {
+    if !gate.judges_quality {
+        return None;
+    }
+    let ok = |good: bool, why| Some(if good { Ok(()) } else { Err(why) });
+    match (index, status) {
+        (_, Status::NotMeasured) if index != 0 => None,
+        (0, s) => ok(s == Status::Pass, "the oracle does not pass it"),
+        (1, s) => ok(s != Status::Pass, "random passes it"),
+        (2, s) => ok(s != Status::Pass, "a constant scorer passes it"),
+        (3, s) => ok(s != Status::Pass, "a label memorizer passes it"),
+        (4, s) => ok(
+            s != Status::Fail,
+            "the observable reference fails it, so the data cannot teach it to a learner",
+        ),
+        _ => None,
+    }
+}
+
 /// Marks INVALID every measured quality gate of `gates` that the references show cannot
-/// discriminate: the oracle does not pass it, or random, constant or the label memorizer
-/// passes it, or the observable reference is measured on it and fails it (then the data
-/// cannot teach it to a learner). (Away from its training turns the memorizer is the
-/// constant, so it tells the constant apart only on the dual-error gate.) `references`
-/// are in [`REFERENCES`] order.
+/// discriminate ([`reference_behaved`]): the oracle does not pass it, or random, constant
+/// or the label memorizer passes it, or the observable reference is measured on it and
+/// fails it (then the data cannot teach it to a learner). `references` are in
+/// [`REFERENCES`] order.
 pub fn check_validity(gates: &mut [Gate], references: &[Vec<Gate>]) {
     for (i, g) in gates.iter_mut().enumerate() {
         if !g.judges_quality || g.status == Status::NotMeasured {
             continue;
         }
-        let status = |r: usize| references.get(r).and_then(|v| v.get(i)).map(|g| g.status);
-        let mut why = Vec::new();
-        if status(0) != Some(Status::Pass) {
-            why.push("the oracle does not pass it");
-        }
-        if status(1) == Some(Status::Pass) {
-            why.push("random passes it");
-        }
-        if status(2) == Some(Status::Pass) {
-            why.push("a constant scorer passes it");
-        }
-        if status(3) == Some(Status::Pass) {
-            why.push("a label memorizer passes it");
-        }
-        if status(4) == Some(Status::Fail) {
-            why.push("the observable reference fails it, so the data cannot teach it to a learner");
-        }
+        let why: Vec<&str> = (0..REFERENCES.len())
+            .filter_map(|r| {
+                // A reference without this gate counts as not passing it.
+                let status = references
+                    .get(r)
+                    .and_then(|v| v.get(i))
+                    .map_or(Status::NotMeasured, |x| x.status);
+                reference_behaved(r, g, status)?.err()
+            })
+            .collect();
         if !why.is_empty() {
             g.status = Status::Invalid;
-            g.note = format!("INVALID on this data: {}. {}", why.join("; "), g.note);
+            g.note = format!("{INVALID_PREFIX}{}. {}", why.join("; "), g.note);
         }
     }
+}
+
+const INVALID_PREFIX: &str = "INVALID on this data: ";
+
+/// Why [`check_validity`] made a gate INVALID, as it wrote it in the gate's note.
+pub fn invalid_reason(gate: &Gate) -> Option<&str> {
+    let rest = gate.note.strip_prefix(INVALID_PREFIX)?;
+    Some(rest.split_once(". ").map_or(rest, |(why, _)| why))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod sections;
 pub mod split;
 pub mod stats;
 pub mod strata;
+pub mod verdict;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -2,15 +2,17 @@
 //! an evaluation, as blocks for [`super::report`] to render.
 
 use super::ablation::question;
+use super::canary::CanaryResult;
 use super::canary::mean_detection;
 use super::dual::DualError;
 use super::findings::Curve;
 use super::findings::{EvalReport, SnrLevel};
-use super::gates::{REFERENCES, Status, cliff};
-use super::report::{self, Block, Section, table};
+use super::gates::{REFERENCES, cliff, reference_behaved};
+use super::report::{self, Block, Mark, Section, table};
 use super::scoring::System;
 use super::split::MIN_USERS;
 use super::strata::{Stratum, crossover};
+use super::verdict::{self, Verdict};
 use crate::metrics::METRICS;
 
 fn f4(v: f64) -> String {
@@ -28,7 +30,8 @@ pub fn snr_name(snr: Option<f64>) -> String {
     }
 }
 
-/// The report's sections, in reading order.
+/// The report's sections, in reading order: the verdict, the gates and their validity,
+/// the metrics, the canaries, the ablations, the strata, the PoC's patterns, the runs.
 pub fn sections(
     report: &EvalReport,
     systems: &[System],
@@ -36,9 +39,29 @@ pub fn sections(
     loo_idx: &[usize],
     curves: &[Curve],
 ) -> Vec<Section> {
-    let mut out = Vec::new();
+    let mut out = vec![
+        verdict_section(report),
+        gates_section(report),
+        validity_section(report),
+    ];
+    out.extend(metric_sections(report, systems, all, loo_idx));
+    out.extend(canary_sections(report));
+    out.push(dual_section(report));
+    out.push(Section {
+        title: "Ablations".into(),
+        blocks: ablation_blocks(report),
+    });
+    out.extend(strata_sections(report));
+    out.extend(super::patterns::section(&report.patterns, &report.split));
+    out.extend(poc_section(report));
+    out.extend(runs_section(report, curves));
+    out
+}
+
+/// The verdict per phase transition, its validity, and what was evaluated.
+fn verdict_section(report: &EvalReport) -> Section {
     let ts = &report.test_set;
-    let mut summary = vec![Block::Para(format!(
+    let mut about = vec![Block::Para(format!(
         "Dataset `{}`. Primary model: **{}**. GTS: {} test cases from {} users, {} of them with history before the cut-off (every test turn with a relevant label, scored from the full history before it; split: {}); LOO: {} cases from {} users (each user's last turn, when it is a GTS case). Resampling unit: {}; several seeds of a model are resampled with the users (hierarchical bootstrap). Significance: BCa lower bound > 0 and p < 0.05.",
         report.dataset,
         report.primary,
@@ -52,21 +75,21 @@ pub fn sections(
     ))];
     for (name, set) in [("GTS", ts), ("LOO", &report.loo_set)] {
         if set.too_small() {
-            summary.push(Block::Para(format!(
+            about.push(Block::Para(format!(
                 "**Warning: the {name} split has {} users (fewer than {MIN_USERS}); its statistics describe these users, not a population.**",
                 set.users
             )));
         }
     }
-    if report.gates.iter().any(|g| g.status == Status::Invalid) {
-        summary.push(Block::Para("**Some gates are INVALID on this data: a reference system shows they cannot tell a good model from a bad one (see the validity matrix). The verdict cannot pass while they are.**".into()));
+    let v = Verdict::new(&report.gates, !report.reference.is_empty());
+    Section {
+        title: "Verdict".into(),
+        blocks: verdict::blocks(&v, about),
     }
-    out.push(Section {
-        title: "Summary".into(),
-        blocks: summary,
-    });
-    out.extend(super::patterns::section(&report.patterns, &report.split));
-    out.push(Section {
+}
+
+fn gates_section(report: &EvalReport) -> Section {
+    Section {
         title: "Phase gates".into(),
         blocks: vec![table(
             &[
@@ -91,64 +114,115 @@ pub fn sections(
                             _ => "—".into(),
                         },
                         g.threshold.to_string(),
-                        format!("**{}**", g.status),
+                        report::status(&g.status.to_string()),
                         g.note.clone(),
                     ]
                 })
                 .collect(),
         )],
-    });
+    }
+}
+
+/// The validity matrix: each reference system's status on each gate, marked by whether
+/// it did what it must there.
+fn validity_section(report: &EvalReport) -> Section {
     let mut header = vec!["gate", "judges quality", report.primary.as_str()];
     header.extend(REFERENCES);
-    out.push(Section {
+    let rows = report
+        .gates
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let mut r = vec![
+                g.name.clone(),
+                if g.judges_quality {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                report::status(&g.status.to_string()),
+            ];
+            r.extend(report.reference.iter().enumerate().map(|(k, (_, gs))| {
+                gs.get(i).map_or("—".into(), |x| {
+                    let mark = match reference_behaved(k, g, x.status) {
+                        Some(Ok(())) => Mark::Pass,
+                        Some(Err(_)) => Mark::Fail,
+                        None => Mark::Open,
+                    };
+                    let value = x.value.map_or("—".into(), f4);
+                    format!("{} {} ({value})", mark.symbol(), x.status)
+                })
+            }));
+            r
+        })
+        .collect();
+    Section {
         title: "Gate validity".into(),
         blocks: vec![
-            Block::Para("Every gate computed for systems whose answer is known: the oracle (planted relevance) must pass each gate that judges model quality, random and a constant scorer must fail it, a label memorizer (observed labels on the turns it trained on, a constant elsewhere) must fail the dual-error gate, and the observable reference (a rule learner that reads only what a model reads: earlier labels, ids, focal entities, time, observed features) must pass each canary gate, or the data cannot teach it. A gate that does not is INVALID for the primary model.".into()),
-            table(
-                &header,
-                report
-                    .gates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| {
-                        let mut r = vec![
-                            g.name.clone(),
-                            if g.judges_quality { "yes".into() } else { "no".into() },
-                            format!("**{}**", g.status),
-                        ];
-                        r.extend(report.reference.iter().map(|(_, gs)| {
-                            gs.get(i).map_or("—".into(), |x| {
-                                format!("{} ({})", x.status, x.value.map_or("—".into(), f4))
-                            })
-                        }));
-                        r
-                    })
-                    .collect(),
-            ),
+            Block::Para("Every gate computed for systems whose answer is known: the oracle (planted relevance) must pass each gate that judges model quality, random and a constant scorer must fail it, a label memorizer (observed labels on the turns it trained on, a constant elsewhere) must fail the dual-error gate, and the observable reference (a rule learner that reads only what a model reads: earlier labels, ids, focal entities, time, observed features) must pass each canary gate, or the data cannot teach it. A gate that does not is INVALID for the primary model. In the reference columns ✓ marks a reference that did what it must on that gate, ✗ one that did not, ○ one not judged there.".into()),
+            table(&header, rows),
         ],
-    });
+    }
+}
+
+/// The metric means on GTS (the per-seed rows folded under them) and LOO, the paired
+/// comparisons, and what `model@sha` systems are.
+fn metric_sections(
+    report: &EvalReport,
+    systems: &[System],
+    all: &[usize],
+    loo_idx: &[usize],
+) -> Vec<Section> {
+    let mut out = Vec::new();
     for (split, idx) in [("GTS", all), ("LOO", loo_idx)] {
         let mut header = vec!["system", "kind", "seeds"];
         header.extend(METRICS);
+        let mut blocks = vec![table(
+            &header,
+            systems
+                .iter()
+                .map(|s| {
+                    let mut r = vec![
+                        s.name.clone(),
+                        s.kind.to_string(),
+                        s.seeds.len().to_string(),
+                    ];
+                    r.extend((0..METRICS.len()).map(|m| f4(s.mean(m, idx))));
+                    r
+                })
+                .collect(),
+        )];
+        if split == "GTS" {
+            blocks.push(per_seed(systems));
+        }
         out.push(Section {
             title: format!("Metrics, {split} ({} cases)", idx.len()),
-            blocks: vec![table(
-                &header,
-                systems
-                    .iter()
-                    .map(|s| {
-                        let mut r = vec![
-                            s.name.clone(),
-                            s.kind.to_string(),
-                            s.seeds.len().to_string(),
-                        ];
-                        r.extend((0..METRICS.len()).map(|m| f4(s.mean(m, idx))));
-                        r
-                    })
-                    .collect(),
+            blocks,
+        });
+    }
+    out.push(Section {
+        title: format!("Paired comparisons ({} − other)", report.primary),
+        blocks: vec![Block::Details {
+            summary: format!(
+                "{} paired comparisons: the primary model against each other system, per split and metric",
+                report.comparisons.len()
+            ),
+            blocks: vec![comparisons_table(report)],
+        }],
+    });
+    if systems.iter().any(|s| s.name.contains('@')) {
+        out.push(Section {
+            title: "TSTR".into(),
+            blocks: vec![Block::Para(
+                "Systems named `model@sha` were trained on another dataset (the first characters of its candidates SHA-256) and are evaluated on this dataset's own test split (train on synthetic, test on real when this dataset is real); systems without a suffix were trained on this dataset. Their metrics and paired comparisons are in the tables above.".into(),
             )],
         });
     }
+    out
+}
+
+/// Each trained run's GTS metrics, folded.
+fn per_seed(systems: &[System]) -> Block {
     let mut header = vec!["system", "run", "seed"];
     header.extend(METRICS);
     let mut rows = Vec::new();
@@ -163,234 +237,260 @@ pub fn sections(
             rows.push(r);
         }
     }
-    out.push(Section {
-        title: "Runs (GTS)".into(),
+    Block::Details {
+        summary: format!("Per seed ({} runs)", rows.len()),
         blocks: vec![table(&header, rows)],
-    });
-    out.push(Section {
-        title: format!("Paired comparisons ({} − other)", report.primary),
-        blocks: vec![table(
+    }
+}
+
+fn comparisons_table(report: &EvalReport) -> Block {
+    table(
+        &[
+            "split",
+            "metric",
+            "other",
+            &report.primary,
+            "other's",
+            "difference",
+            "BCa 95%",
+            "p",
+            "significant",
+        ],
+        report
+            .comparisons
+            .iter()
+            .map(|r| {
+                let st = &r.stats;
+                vec![
+                    r.split.clone(),
+                    r.metric.clone(),
+                    r.b.clone(),
+                    f4(r.mean_a),
+                    f4(r.mean_b),
+                    format!("{:+.4}", st.theta_hat),
+                    format!("[{:+.4}, {:+.4}]", st.ci_low, st.ci_high),
+                    format!(
+                        "{:.4}{}",
+                        st.p_value,
+                        if st.exact { " (exact)" } else { "" }
+                    ),
+                    if st.significant {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// A canary result as a status cell.
+fn canary_status(r: &CanaryResult) -> String {
+    if r.probes == 0 {
+        report::status("no probe")
+    } else if r.pass {
+        report::status("PASS")
+    } else {
+        report::status("FAIL")
+    }
+}
+
+/// The canary suite at 20 dB, the frequency response and the SNR curve.
+fn canary_sections(report: &EvalReport) -> Vec<Section> {
+    let Some(levels) = &report.canaries else {
+        return vec![Section {
+            title: "Canary suite".into(),
+            blocks: vec![Block::Para("The dataset planted no canaries (its manifest has no canary parameters): no probe, no SNR curve.".into())],
+        }];
+    };
+    let scales = report
+        .scales
+        .iter()
+        .map(|a| format!("{a:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut blocks = vec![Block::Para(format!(
+        "Probes: GTS test cases holding a canary memory, edited in one factor at the probed turn (see `src/eval/canary/`). A version's value is the canary candidate's log-relevance minus the mean over the turn's ordinary candidates, whose planted relevance no edit changes (this removes a listwise model's per-turn constant); a model's log-relevance is its score times the scale fitted on validation turns ({scales} for the seeds). Detection = share of probe sites where the value moves in the planted direction (ties count one half). The statistic is computed on the sites' values averaged over the seeds; its 95% interval resamples seeds and sites. The oracle applies the generator's rules to the inputs it sees; the observable reference learns each user's patterns from the user's earlier turns, reading only what a model reads. A canary is probed where the user's history holds evidence of it (its entity shown at least {} times before, {} for combined; for the selector canaries, once with the selector focal).",
+        super::canary::MIN_EVIDENCE,
+        super::canary::COMBINED_EVIDENCE
+    ))];
+    if let Some(l) = levels.iter().find(|l| l.snr_db == Some(20.0)) {
+        blocks.push(table(
             &[
-                "split",
-                "metric",
-                "other",
-                &report.primary,
-                "other's",
-                "difference",
-                "BCa 95%",
-                "p",
-                "significant",
+                "canary",
+                "probes",
+                "detection",
+                "statistic",
+                "95% CI",
+                "threshold",
+                "status",
+                "oracle",
+                "random",
+                "constant",
+                "observable",
             ],
-            report
-                .comparisons
+            l.model
                 .iter()
-                .map(|r| {
-                    let st = &r.stats;
+                .enumerate()
+                .map(|(i, m)| {
+                    let refer = |v: &[CanaryResult]| {
+                        v.get(i).map_or("—".into(), |r| {
+                            format!("{} ({})", canary_status(r), f4(r.statistic))
+                        })
+                    };
                     vec![
-                        r.split.clone(),
-                        r.metric.clone(),
-                        r.b.clone(),
-                        f4(r.mean_a),
-                        f4(r.mean_b),
-                        format!("{:+.4}", st.theta_hat),
-                        format!("[{:+.4}, {:+.4}]", st.ci_low, st.ci_high),
-                        format!(
-                            "{:.4}{}",
-                            st.p_value,
-                            if st.exact { " (exact)" } else { "" }
-                        ),
-                        if st.significant {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
+                        m.canary.to_string(),
+                        m.probes.to_string(),
+                        f4(m.detection),
+                        f4(m.statistic),
+                        format!("[{}, {}]", f4(m.ci_low), f4(m.ci_high)),
+                        f4(m.threshold),
+                        canary_status(m),
+                        refer(&l.oracle),
+                        refer(&l.random),
+                        refer(&l.constant),
+                        refer(&l.observable),
                     ]
                 })
                 .collect(),
-        )],
-    });
-    if let Some(levels) = &report.canaries {
-        let scales = report
-            .scales
-            .iter()
-            .map(|a| format!("{a:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut blocks = vec![Block::Para(format!(
-            "Probes: GTS test cases holding a canary memory, edited in one factor at the probed turn (see `src/eval/canary/`). A version's value is the canary candidate's log-relevance minus the mean over the turn's ordinary candidates, whose planted relevance no edit changes (this removes a listwise model's per-turn constant); a model's log-relevance is its score times the scale fitted on validation turns ({scales} for the seeds). Detection = share of probe sites where the value moves in the planted direction (ties count one half). The statistic is computed on the sites' values averaged over the seeds; its 95% interval resamples seeds and sites. The oracle applies the generator's rules to the inputs it sees; the observable reference learns each user's patterns from the user's earlier turns, reading only what a model reads. A canary is probed where the user's history holds evidence of it (its entity shown at least {} times before, {} for combined; for the selector canaries, once with the selector focal).",
-            super::canary::MIN_EVIDENCE,
-            super::canary::COMBINED_EVIDENCE
-        ))];
-        if let Some(l) = levels.iter().find(|l| l.snr_db == Some(20.0)) {
-            let status = |r: &super::canary::CanaryResult| {
-                if r.probes == 0 {
-                    "no probe".to_string()
-                } else if r.pass {
-                    "PASS".into()
-                } else {
-                    "FAIL".into()
-                }
-            };
-            blocks.push(table(
+        ));
+    }
+    let mut out = vec![Section {
+        title: "Canary suite at 20 dB".into(),
+        blocks,
+    }];
+    out.extend(frequency_section(report));
+    out.push(snr_section(report, levels));
+    out
+}
+
+fn frequency_section(report: &EvalReport) -> Option<Section> {
+    let (m, o) = report.frequency.as_ref()?;
+    Some(Section {
+        title: "Frequency response".into(),
+        blocks: vec![
+            Block::Para(format!(
+                "The temporal-cycle memories' log-relevance as the probed turn sweeps one week ({} probe sites, 12 points a day, each site centred, then averaged), and the share of the curve's spectral power (DC excluded) at the weekly and the daily period. The planted cycle is weekly, peaking at a time of the week drawn per user (`turns.cycle_peak`): the sweep starts at each user's peak, so the planted curve peaks at day 0.",
+                m.sites
+            )),
+            table(
                 &[
-                    "canary",
-                    "probes",
-                    "detection",
-                    "statistic",
-                    "95% CI",
-                    "threshold",
-                    "status",
-                    "oracle",
-                    "random",
-                    "constant",
-                    "observable",
+                    "system",
+                    "weekly share",
+                    "daily share",
+                    "peak (days after the user's peak)",
                 ],
-                l.model
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        let refer = |v: &[super::canary::CanaryResult]| {
-                            v.get(i).map_or("—".into(), |r| {
-                                format!("{} ({})", status(r), f4(r.statistic))
-                            })
-                        };
-                        vec![
-                            m.canary.to_string(),
-                            m.probes.to_string(),
-                            f4(m.detection),
-                            f4(m.statistic),
-                            format!("[{}, {}]", f4(m.ci_low), f4(m.ci_high)),
-                            f4(m.threshold),
-                            format!("**{}**", status(m)),
-                            refer(&l.oracle),
-                            refer(&l.random),
-                            refer(&l.constant),
-                            refer(&l.observable),
-                        ]
-                    })
-                    .collect(),
-            ));
-        }
-        out.push(Section {
-            title: "Canary suite at 20 dB".into(),
-            blocks,
-        });
-        if report.poc.iter().any(|p| p.cases > 0) {
-            out.push(Section {
-                title: "Proof-of-concept patterns".into(),
-                blocks: vec![
-                    Block::Para("The seed's seven pointwise patterns (planted on `canaries.poc_share` of the turns): HR@5 of the primary model on the test cases each pattern shaped, PASS above 0.5 as in the seed's table. Compare with the random column: with many relevant candidates per turn, 0.5 is below chance, so this table is for comparison with the seed's, not a verdict.".into()),
-                    table(
-                        &["pattern", "cases", "HR@5", "random HR@5", "oracle HR@5", "status"],
-                        report
-                            .poc
-                            .iter()
-                            .map(|p| {
-                                vec![
-                                    p.pattern.clone(),
-                                    p.cases.to_string(),
-                                    f4(p.hr5),
-                                    f4(p.random_hr5),
-                                    f4(p.oracle_hr5),
-                                    if p.cases == 0 {
-                                        "no case".into()
-                                    } else if p.pass {
-                                        "**PASS**".into()
-                                    } else {
-                                        "**FAIL**".into()
-                                    },
-                                ]
-                            })
-                            .collect(),
-                    ),
+                vec![
+                    vec![
+                        report.primary.clone(),
+                        f4(m.weekly_share),
+                        f4(m.daily_share),
+                        format!("{:.2}", m.peak_day),
+                    ],
+                    vec![
+                        "oracle".into(),
+                        f4(o.weekly_share),
+                        f4(o.daily_share),
+                        format!("{:.2}", o.peak_day),
+                    ],
                 ],
-            });
-        }
-        // SNR curve.
-        let x = |l: &SnrLevel| l.snr_db.unwrap_or(40.0);
-        let ticks: Vec<(f64, String)> = levels.iter().map(|l| (x(l), snr_name(l.snr_db))).collect();
-        let series = vec![
-            (
-                report.primary.clone(),
-                levels
-                    .iter()
-                    .map(|l| (x(l), mean_detection(&l.model)))
-                    .collect(),
             ),
-            (
-                "oracle".to_string(),
-                levels
-                    .iter()
-                    .map(|l| (x(l), mean_detection(&l.oracle)))
-                    .collect(),
-            ),
-            (
-                "random".to_string(),
-                levels
-                    .iter()
-                    .map(|l| (x(l), mean_detection(&l.random)))
-                    .collect(),
-            ),
-            (
-                "observable".to_string(),
-                levels
-                    .iter()
-                    .map(|l| (x(l), mean_detection(&l.observable)))
-                    .collect(),
-            ),
-        ];
-        let floor = levels
-            .iter()
-            .filter(|l| l.snr_db.is_some())
-            .find(|l| mean_detection(&l.model) < 0.5)
-            .map_or(
-                "below −10 dB (detection ≥ 50% at every level)".to_string(),
-                |l| snr_name(l.snr_db),
-            );
-        let mut header = vec!["level".to_string()];
-        header.extend(levels[0].model.iter().map(|r| r.canary.to_string()));
-        header.push("mean".into());
-        header.push("oracle mean".into());
-        header.push("observable mean".into());
-        let rows = levels
-            .iter()
-            .map(|l| {
-                let mut r = vec![snr_name(l.snr_db)];
-                r.extend(l.model.iter().map(|c| f4(c.detection)));
-                r.push(f4(mean_detection(&l.model)));
-                r.push(f4(mean_detection(&l.oracle)));
-                r.push(f4(mean_detection(&l.observable)));
-                r
-            })
-            .collect();
-        let max_drop = cliff(
-            &levels
+            Block::Figure {
+                file: "frequency_response.svg".into(),
+                svg: report::line_chart(
+                    &[
+                        (report.primary.clone(), m.curve.clone()),
+                        ("oracle".into(), o.curve.clone()),
+                    ],
+                    "time of the week (days after the user's planted peak)",
+                    "centred log-relevance (nats)",
+                    &(0..=7)
+                        .map(|d| (d as f64, d.to_string()))
+                        .collect::<Vec<_>>(),
+                    None,
+                ),
+                caption:
+                    "Response of the temporal-cycle memories' log-relevance to the time of the week"
+                        .into(),
+            },
+        ],
+    })
+}
+
+fn snr_section(report: &EvalReport, levels: &[SnrLevel]) -> Section {
+    let x = |l: &SnrLevel| l.snr_db.unwrap_or(40.0);
+    let ticks: Vec<(f64, String)> = levels.iter().map(|l| (x(l), snr_name(l.snr_db))).collect();
+    let curve = |name: &str, of: fn(&SnrLevel) -> &[CanaryResult]| {
+        (
+            name.to_string(),
+            levels
                 .iter()
-                .map(|l| (l.snr_db, l.model.clone()))
+                .map(|l| (x(l), mean_detection(of(l))))
                 .collect::<Vec<_>>(),
         )
-        .map_or(f64::NAN, |c| c.0);
-        out.push(Section {
-            title: "SNR curve".into(),
-            blocks: vec![
-                Block::Figure {
-                    file: "snr_curve.svg".into(),
-                    svg: report::line_chart(&series, "feature SNR", "mean canary detection", &ticks, Some((0.0, 1.0))),
-                    caption: "Mean canary detection against feature noise".into(),
-                },
-                Block::Table { header, rows },
-                Block::Para(format!(
-                    "Noise floor (first level where the mean detection falls below 50%): {floor}. Largest drop between adjacent levels above the noise floor: {:.1} points.",
-                    100.0 * max_drop
-                )),
-            ],
-        });
-    } else {
-        out.push(Section {
-            title: "Canary suite".into(),
-            blocks: vec![Block::Para("The dataset planted no canaries (its manifest has no canary parameters): no probe, no SNR curve.".into())],
-        });
+    };
+    let series = vec![
+        curve(&report.primary, |l| &l.model),
+        curve("oracle", |l| &l.oracle),
+        curve("random", |l| &l.random),
+        curve("observable", |l| &l.observable),
+    ];
+    let floor = levels
+        .iter()
+        .filter(|l| l.snr_db.is_some())
+        .find(|l| mean_detection(&l.model) < 0.5)
+        .map_or(
+            "below −10 dB (detection ≥ 50% at every level)".to_string(),
+            |l| snr_name(l.snr_db),
+        );
+    let mut header = vec!["level".to_string()];
+    header.extend(levels[0].model.iter().map(|r| r.canary.to_string()));
+    header.push("mean".into());
+    header.push("oracle mean".into());
+    header.push("observable mean".into());
+    let rows = levels
+        .iter()
+        .map(|l| {
+            let mut r = vec![snr_name(l.snr_db)];
+            r.extend(l.model.iter().map(|c| f4(c.detection)));
+            r.push(f4(mean_detection(&l.model)));
+            r.push(f4(mean_detection(&l.oracle)));
+            r.push(f4(mean_detection(&l.observable)));
+            r
+        })
+        .collect();
+    let max_drop = cliff(
+        &levels
+            .iter()
+            .map(|l| (l.snr_db, l.model.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .map_or(f64::NAN, |c| c.0);
+    Section {
+        title: "SNR curve".into(),
+        blocks: vec![
+            Block::Table { header, rows },
+            Block::Figure {
+                file: "snr_curve.svg".into(),
+                svg: report::line_chart(
+                    &series,
+                    "feature SNR (dB; clean at the right)",
+                    "mean canary detection (share of probe sites)",
+                    &ticks,
+                    Some((0.0, 1.0)),
+                ),
+                caption: "Mean canary detection against feature noise".into(),
+            },
+            Block::Para(format!(
+                "Noise floor (first level where the mean detection falls below 50%): {floor}. Largest drop between adjacent levels above the noise floor: {:.1} points.",
+                100.0 * max_drop
+            )),
+        ],
     }
+}
+
+fn dual_section(report: &EvalReport) -> Section {
     let dual_header = [
         "canary",
         "candidates",
@@ -410,7 +510,7 @@ pub fn sections(
                     format!("{:.5}", e.mse_true),
                     format!("{:.5}", e.floor),
                     format!("{:+.3}", e.skill),
-                    if e.pass { "PASS".into() } else { "FAIL".into() },
+                    report::status(if e.pass { "PASS" } else { "FAIL" }),
                 ]
             })
             .collect()
@@ -421,80 +521,38 @@ pub fn sections(
         Block::Para("Test turns:".into()),
         table(&dual_header, dual_rows(&report.dual_test)),
     ];
-    for (name, d) in &report.dual_reference {
-        blocks.push(Block::Para(format!(
-            "Reference system `{name}`, training turns:"
-        )));
-        blocks.push(table(&dual_header, dual_rows(d)));
+    if !report.dual_reference.is_empty() {
+        let mut refs = Vec::new();
+        for (name, d) in &report.dual_reference {
+            refs.push(Block::Para(format!(
+                "Reference system `{name}`, training turns:"
+            )));
+            refs.push(table(&dual_header, dual_rows(d)));
+        }
+        blocks.push(Block::Details {
+            summary: format!(
+                "The reference systems on the training turns ({})",
+                report
+                    .dual_reference
+                    .iter()
+                    .map(|r| r.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            blocks: refs,
+        });
     }
-    out.push(Section {
+    Section {
         title: "Dual-error test".into(),
         blocks,
-    });
-    let strata_table = |primary: &str, st: &[Stratum]| -> Block {
-        table(
-            &[
-                "stratum",
-                "sessions",
-                "cases",
-                "users (warm)",
-                primary,
-                "heuristic",
-                "difference",
-                "BCa 95%",
-                "p",
-                "significant",
-            ],
-            st.iter()
-                .map(|s| {
-                    vec![
-                        s.name.clone(),
-                        s.sessions.clone(),
-                        s.cases.to_string(),
-                        format!("{} ({})", s.users, s.warm_users),
-                        f4(s.model_dcg10),
-                        f4(s.heuristic_dcg10),
-                        f4(s.difference),
-                        format!("[{}, {}]", f4(s.ci_low), f4(s.ci_high)),
-                        f4(s.p_value),
-                        if s.significant {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
-                    ]
-                })
-                .collect(),
-        )
-    };
-    let cs = &report.cold_start;
-    out.push(Section {
-        title: "Cold-start strata".into(),
-        blocks: vec![
-            strata_table(&report.primary, cs),
-            Block::Para(format!(
-                "DCG@10 by the number of sessions the user has had. Crossover (the model beats the heuristic significantly from this stratum on): {}.",
-                crossover(cs).unwrap_or_else(|| "none".into())
-            )),
-            Block::Figure {
-                file: "cold_start.svg".into(),
-                svg: report::line_chart(
-                    &[
-                        (report.primary.clone(), cs.iter().enumerate().map(|(i, s)| (i as f64, s.model_dcg10)).collect()),
-                        ("heuristic".into(), cs.iter().enumerate().map(|(i, s)| (i as f64, s.heuristic_dcg10)).collect()),
-                    ],
-                    "sessions so far",
-                    "DCG@10",
-                    &cs.iter().enumerate().map(|(i, s)| (i as f64, s.sessions.clone())).collect::<Vec<_>>(),
-                    None,
-                ),
-                caption: "DCG@10 by cold-start stratum".into(),
-            },
-        ],
-    });
-    let mut ablation_blocks = retrained_blocks(report);
-    ablation_blocks.extend([
-            Block::Para("Inputs removed at evaluation time from the primary model (no retraining). The sequence-length strata are above, the frequency check under Canaries; `ablations.csv` holds every row.".into()),
+    }
+}
+
+/// The retrained ablations and the inputs removed at evaluation time.
+fn ablation_blocks(report: &EvalReport) -> Vec<Block> {
+    let mut blocks = retrained_blocks(report);
+    blocks.extend([
+            Block::Para("Inputs removed at evaluation time from the primary model (no retraining). The sequence-length strata are below, the frequency check under the canaries; `ablations.csv` holds every row.".into()),
             table(
                 &["ablation", "DCG@10", "full DCG@10", "difference", "BCa 95%", "p"],
                 report
@@ -518,22 +576,153 @@ pub fn sections(
                     &std::iter::once(("full".to_string(), report.ablations.first().map_or(f64::NAN, |a| a.full_dcg10)))
                         .chain(report.ablations.iter().map(|a| (a.name.split(" (").next().unwrap_or("").to_string(), a.dcg10)))
                         .collect::<Vec<_>>(),
-                    "DCG@10 (GTS)",
+                    "DCG@10 on the GTS test cases",
                     None,
                 ),
                 caption: "DCG@10 with inputs removed".into(),
             },
     ]);
-    out.push(Section {
-        title: "Ablations".into(),
-        blocks: ablation_blocks,
-    });
+    blocks
+}
+
+fn strata_table(primary: &str, st: &[Stratum]) -> Block {
+    table(
+        &[
+            "stratum",
+            "sessions",
+            "cases",
+            "users (warm)",
+            primary,
+            "heuristic",
+            "difference",
+            "BCa 95%",
+            "p",
+            "significant",
+        ],
+        st.iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.sessions.clone(),
+                    s.cases.to_string(),
+                    format!("{} ({})", s.users, s.warm_users),
+                    f4(s.model_dcg10),
+                    f4(s.heuristic_dcg10),
+                    f4(s.difference),
+                    format!("[{}, {}]", f4(s.ci_low), f4(s.ci_high)),
+                    f4(s.p_value),
+                    if s.significant {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// DCG@10 by the user's sessions so far (cold start) and in the whole dataset.
+fn strata_sections(report: &EvalReport) -> Vec<Section> {
+    let cs = &report.cold_start;
+    let by_stratum = |f: fn(&Stratum) -> f64| -> Vec<(f64, f64)> {
+        cs.iter()
+            .enumerate()
+            .map(|(i, s)| (i as f64, f(s)))
+            .collect()
+    };
+    vec![
+        Section {
+            title: "Cold-start strata".into(),
+            blocks: vec![
+                strata_table(&report.primary, cs),
+                Block::Figure {
+                    file: "cold_start.svg".into(),
+                    svg: report::line_chart(
+                        &[
+                            (report.primary.clone(), by_stratum(|s| s.model_dcg10)),
+                            ("heuristic".into(), by_stratum(|s| s.heuristic_dcg10)),
+                        ],
+                        "the user's sessions so far",
+                        "DCG@10 on the stratum's test cases",
+                        &cs.iter()
+                            .enumerate()
+                            .map(|(i, s)| (i as f64, s.sessions.clone()))
+                            .collect::<Vec<_>>(),
+                        None,
+                    ),
+                    caption: "DCG@10 by cold-start stratum".into(),
+                },
+                Block::Para(format!(
+                    "DCG@10 by the number of sessions the user has had. Crossover (the model beats the heuristic significantly from this stratum on): {}.",
+                    crossover(cs).unwrap_or_else(|| "none".into())
+                )),
+            ],
+        },
+        Section {
+            title: "Sequence-length strata".into(),
+            blocks: vec![
+                Block::Para(
+                    "DCG@10 of the test cases by the user's number of sessions in the whole dataset."
+                        .into(),
+                ),
+                strata_table(&report.primary, &report.sequence_length),
+            ],
+        },
+    ]
+}
+
+/// The seed's seven proof-of-concept patterns, where the dataset shaped test cases by them.
+fn poc_section(report: &EvalReport) -> Option<Section> {
+    if report.canaries.is_none() || !report.poc.iter().any(|p| p.cases > 0) {
+        return None;
+    }
+    Some(Section {
+        title: "Proof-of-concept patterns".into(),
+        blocks: vec![
+            Block::Para("The seed's seven pointwise patterns (planted on `canaries.poc_share` of the turns): HR@5 of the primary model on the test cases each pattern shaped, PASS above 0.5 as in the seed's table. Compare with the random column: with many relevant candidates per turn, 0.5 is below chance, so this table is for comparison with the seed's, not a verdict.".into()),
+            table(
+                &["pattern", "cases", "HR@5", "random HR@5", "oracle HR@5", "status"],
+                report
+                    .poc
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.pattern.clone(),
+                            p.cases.to_string(),
+                            f4(p.hr5),
+                            f4(p.random_hr5),
+                            f4(p.oracle_hr5),
+                            report::status(if p.cases == 0 {
+                                "no case"
+                            } else if p.pass {
+                                "PASS"
+                            } else {
+                                "FAIL"
+                            }),
+                        ]
+                    })
+                    .collect(),
+            ),
+        ],
+    })
+}
+
+/// The primary model's training curves and its latency.
+fn runs_section(report: &EvalReport, curves: &[Curve]) -> Option<Section> {
+    let mut blocks = Vec::new();
     if !curves.is_empty() {
-        let series: Vec<(String, Vec<(f64, f64)>)> = curves
+        // A run is named by its directory: the legend has room for about 20 characters.
+        let name = |run: &str| {
+            std::path::Path::new(run)
+                .file_name()
+                .map_or(run.to_string(), |n| n.to_string_lossy().into_owned())
+        };
+        let dcg: Vec<(String, Vec<(f64, f64)>)> = curves
             .iter()
             .map(|(run, rows)| {
                 (
-                    run.clone(),
+                    name(run),
                     rows.iter()
                         .filter(|r| r.2.is_finite())
                         .map(|r| (r.0, r.2))
@@ -543,82 +732,37 @@ pub fn sections(
             .collect();
         let loss: Vec<(String, Vec<(f64, f64)>)> = curves
             .iter()
-            .map(|(run, rows)| (run.clone(), rows.iter().map(|r| (r.0, r.1)).collect()))
+            .map(|(run, rows)| (name(run), rows.iter().map(|r| (r.0, r.1)).collect()))
             .collect();
-        out.push(Section {
-            title: "Training curves".into(),
-            blocks: vec![
-                Block::Figure {
-                    file: "training_loss.svg".into(),
-                    svg: report::line_chart(&loss, "step", "training loss", &[], None),
-                    caption: "Training loss of the primary model's runs".into(),
-                },
-                Block::Figure {
-                    file: "training_dcg.svg".into(),
-                    svg: report::line_chart(&series, "step", "validation DCG@10", &[], None),
-                    caption: "Validation DCG@10 (model selection) of the primary model's runs"
-                        .into(),
-                },
-            ],
-        });
+        blocks.extend([
+            Block::Figure {
+                file: "training_loss.svg".into(),
+                svg: report::line_chart(
+                    &loss,
+                    "optimizer step",
+                    "training loss (per turn)",
+                    &[],
+                    None,
+                ),
+                caption: "Training loss of the primary model's runs".into(),
+            },
+            Block::Figure {
+                file: "training_dcg.svg".into(),
+                svg: report::line_chart(&dcg, "optimizer step", "validation DCG@10", &[], None),
+                caption: "Validation DCG@10 (model selection) of the primary model's runs".into(),
+            },
+        ]);
     }
     if let Some(l) = &report.latency {
-        out.push(Section {
-            title: "Latency".into(),
-            blocks: vec![Block::Para(format!(
-                "`{}`, one turn per step, batch 1, {} turns: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms.",
-                l.model, l.turns, l.p50_ms, l.p95_ms, l.p99_ms
-            ))],
-        });
+        blocks.push(Block::Para(format!(
+            "Latency of `{}`, one turn per step, batch 1, {} turns: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms.",
+            l.model, l.turns, l.p50_ms, l.p95_ms, l.p99_ms
+        )));
     }
-    out.push(Section {
-        title: "Sequence-length strata".into(),
-        blocks: vec![
-            Block::Para(
-                "DCG@10 of the test cases by the user's number of sessions in the whole dataset."
-                    .into(),
-            ),
-            strata_table(&report.primary, &report.sequence_length),
-        ],
-    });
-    if let Some((m, o)) = &report.frequency {
-        out.push(Section {
-            title: "Frequency response".into(),
-            blocks: vec![
-                Block::Para(format!(
-                    "The temporal-cycle memories' log-relevance as the probed turn sweeps one week ({} probe sites, 12 points a day, each site centred, then averaged), and the share of the curve's spectral power (DC excluded) at the weekly and the daily period. The planted cycle is weekly, peaking at a time of the week drawn per user (`turns.cycle_peak`): the sweep starts at each user's peak, so the planted curve peaks at day 0.",
-                    m.sites
-                )),
-                table(
-                    &["system", "weekly share", "daily share", "peak (days after the user's peak)"],
-                    vec![
-                        vec![report.primary.clone(), f4(m.weekly_share), f4(m.daily_share), format!("{:.2}", m.peak_day)],
-                        vec!["oracle".into(), f4(o.weekly_share), f4(o.daily_share), format!("{:.2}", o.peak_day)],
-                    ],
-                ),
-                Block::Figure {
-                    file: "frequency_response.svg".into(),
-                    svg: report::line_chart(
-                        &[(report.primary.clone(), m.curve.clone()), ("oracle".into(), o.curve.clone())],
-                        "days after the user's planted peak",
-                        "centred log-relevance",
-                        &(0..=7).map(|d| (d as f64, d.to_string())).collect::<Vec<_>>(),
-                        None,
-                    ),
-                    caption: "Response of the temporal-cycle memories' log-relevance to the time of the week".into(),
-                },
-            ],
-        });
-    }
-    if systems.iter().any(|s| s.name.contains('@')) {
-        out.push(Section {
-            title: "TSTR".into(),
-            blocks: vec![Block::Para(
-                "Systems named `model@sha` were trained on another dataset (the first characters of its candidates SHA-256) and are evaluated on this dataset's own test split (train on synthetic, test on real when this dataset is real); systems without a suffix were trained on this dataset. Their metrics and paired comparisons are in the tables above.".into(),
-            )],
-        });
-    }
-    out
+    (!blocks.is_empty()).then(|| Section {
+        title: "Runs".into(),
+        blocks,
+    })
 }
 
 /// The report's blocks for the retrained ablations: a table with the seed's question
