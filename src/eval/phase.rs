@@ -5,6 +5,10 @@
 //!
 //! Several runs of one model (seeds) are compared with seed variance in the interval:
 //! the bootstrap resamples seeds, then users ([`super::stats::compare_seeds`]).
+//!
+//! [`evaluate_read`] reads as its steps: check the runs, read the test users, score the
+//! baselines and the runs, the metric suite, the canary suite, the analyses, the gates,
+//! the report.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,32 +18,40 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::Unit;
-use super::ablation::{input_ablations, retrained_rows};
+use super::ablation::{Ablation, input_ablations, retrained_rows};
 use super::canary::{
-    CanaryResult, ConstantProbe, ModelProbe, ObservableProbe, OracleProbe, ProbeScorer, Probes,
-    RandomProbe, SNR_LEVELS, SiteValues, fit_scale, frequency_response, judge, site_values,
-    softmax_relevance,
+    CanaryResult, ConstantProbe, FrequencyResponse, ModelProbe, ObservableProbe, OracleProbe,
+    ProbeScorer, Probes, RandomProbe, SNR_LEVELS, SiteValues, fit_scale, frequency_response, judge,
+    site_values, softmax_relevance,
 };
 use super::dual::{self, DualError, base_rate};
 use super::findings::{EvalReport, Latency, SnrLevel};
+use super::full::FullSplit;
 use super::gates::{self, Against, Evidence, Gate};
 use super::options::{COMPARED, EvalOptions};
 use super::output::{training_curves, write_report};
-use super::patterns::{self};
+use super::patterns::{self, PocPattern};
 use super::scoring::{
     System, canary_turns, labelled_turns, mean_relevant, model_scores, quantile_ms, step_latency,
 };
 use super::split::{Case, TestSet, labels_of, test_cases};
 use super::stats::{ComparisonRow, compare_seeds};
-use super::strata::{COLD_START, SEQUENCE_LENGTH, strata_of};
+use super::strata::{COLD_START, SEQUENCE_LENGTH, Stratum, strata_of};
 use crate::canary::Rules;
+use crate::data::split::Cutoffs;
 use crate::data::{Dataset, DatasetReader};
 use crate::error::{Error, Result};
 use crate::metrics::{Row, metric_index};
 use crate::model::baselines::{self, Baseline};
 use crate::model::rules::{self as history, HistoryRule};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
-use crate::run::{dataset_fingerprint, load_run, read_run_state};
+use crate::run::{RunState, dataset_fingerprint, load_run, read_run_state};
+
+/// A model loaded with its config.
+type Loaded = (Scorer, ModelConfig);
+
+/// Each system's scores of every held-out query (per seed), for the PoC's pattern tables.
+type HeldOutScores = Vec<(String, Vec<Vec<Vec<f64>>>)>;
 
 /// Runs the evaluation and writes the report directory.
 pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
@@ -54,119 +66,493 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     if opts.runs.is_empty() {
         return Err(Error::Input("eval needs at least one --run".into()));
     }
-    let outline = &reader.outline;
-    let sha = dataset_fingerprint(outline);
     let device = Device::flex();
-    // Every run must come from this dataset and share one test cut-off; with `transfer`
-    // (TSTR) runs trained on other datasets are evaluated on this one's own test split.
-    let mut states = Vec::new();
-    let defaults = crate::train::TrainConfig::default();
-    let own_split = crate::train::batch::cutoffs(outline, defaults.valid_from, defaults.test_from);
-    for run in &opts.runs {
-        let st = read_run_state(run)?;
-        if st.model.content_dim != outline.embedding_dim {
-            return Err(Error::Input(format!(
-                "{}: the model reads {}-dimensional content embeddings, {} has {}",
-                run.display(),
-                st.model.content_dim,
-                opts.data.display(),
-                outline.embedding_dim
-            )));
+    let runs = Runs::check(reader, opts)?;
+    let test = TestData::read(reader, &runs.split, opts)?;
+    let mut systems = Vec::new();
+    let mut held_out_scores = Vec::new();
+    score_baselines(&test, opts.compare.seed, &mut systems, &mut held_out_scores);
+    let (primary, wanted) = runs.primary(opts)?;
+    let primary = primary.as_str();
+    let trained = score_runs(
+        &runs,
+        (primary, wanted),
+        &test,
+        opts,
+        &device,
+        &mut systems,
+        &mut held_out_scores,
+    )?;
+    let suite = MetricSuite::measure(reader, &test, &runs.split, &systems, opts)?;
+    let comparisons = paired_comparisons(&suite, primary, opts);
+
+    let data = &test.data;
+    let cut = runs.training_cutoffs();
+    let scales = fit_scales(&trained.models, data, &cut, &device);
+    let rules = Rules::from_manifest(&data.manifest);
+    let probes = Probes::build(data, &test.gts, opts.probes_per_canary, opts.compare.seed);
+    let canaries = rules.as_ref().map(|rules| {
+        canary_levels(
+            &trained.models,
+            &scales,
+            data,
+            &cut,
+            &probes,
+            rules,
+            opts,
+            &device,
+        )
+    });
+    let mut ablation_canaries = match &rules {
+        Some(rules) => retrained_canaries(
+            &trained.ablations,
+            data,
+            &cut,
+            &probes,
+            rules,
+            opts,
+            &device,
+        ),
+        None => BTreeMap::new(),
+    };
+    let train_cases = canary_turns(data, &cut, 2000);
+    let dual_train = model_dual(
+        data,
+        &train_cases,
+        &trained.scores_of(&train_cases, data, &device),
+        &scales,
+    );
+    let dual_test = model_dual(data, &test.gts, &trained.gts_scores, &scales);
+    let dual_reference = reference_dual(data, &train_cases, opts.compare.seed);
+
+    let analyses = Analyses::run(
+        &test,
+        &runs.split,
+        &systems,
+        primary,
+        &trained,
+        &scales,
+        rules.as_ref().map(|r| (r, &probes)),
+        opts,
+        &device,
+    );
+    let curves = training_curves(&trained.primary_runs);
+
+    let (gates, reference) = judge_gates(
+        &suite,
+        primary,
+        canaries.as_ref(),
+        &dual_train,
+        &dual_reference,
+        trained.latency.as_ref(),
+        opts,
+    );
+    if let Some(level) = canaries.iter().flatten().find(|l| l.snr_db == Some(20.0)) {
+        ablation_canaries.insert(primary.to_string(), level.model.clone());
+    }
+    let retrained = retrained_rows(
+        primary,
+        suite.systems(),
+        &comparisons,
+        &trained.configs,
+        &ablation_canaries,
+    );
+    let report = EvalReport {
+        dataset: opts.data.display().to_string(),
+        primary: primary.into(),
+        n_gts: suite.cases.len(),
+        n_loo: suite.loo.len(),
+        test_set: suite.test_set,
+        loo_set: suite.loo_set,
+        unit: format!("{:?}", opts.unit).to_lowercase(),
+        gates,
+        reference,
+        scales,
+        comparisons,
+        latency: trained.latency,
+        canaries,
+        dual_train,
+        dual_test,
+        dual_reference,
+        cold_start: analyses.cold_start,
+        sequence_length: analyses.sequence_length,
+        frequency: analyses.frequency,
+        poc: analyses.poc,
+        split: suite.split_text.clone(),
+        patterns: patterns::rows(data, &test.held_out, &held_out_scores),
+        ablations: analyses.ablations,
+        retrained,
+        out: opts.out.clone(),
+    };
+    write_report(
+        opts,
+        &report,
+        suite.systems(),
+        &suite.cases,
+        &suite.loo,
+        &curves,
+    )?;
+    Ok(report)
+}
+
+/// The analyses beside the gates, on the test users in memory.
+struct Analyses {
+    cold_start: Vec<Stratum>,
+    sequence_length: Vec<Stratum>,
+    frequency: Option<(FrequencyResponse, FrequencyResponse)>,
+    ablations: Vec<Ablation>,
+    poc: Vec<PocPattern>,
+}
+
+impl Analyses {
+    /// The strata, the frequency response (where canaries were planted: their rules and
+    /// probes), the input ablations and the proof-of-concept patterns.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        test: &TestData,
+        split: &Cutoffs,
+        systems: &[System],
+        primary: &str,
+        trained: &Trained,
+        scales: &[f64],
+        canaries: Option<(&Rules, &Probes)>,
+        opts: &EvalOptions,
+        device: &Device,
+    ) -> Analyses {
+        let data = &test.data;
+        let scored = |name: &str| {
+            let i = systems.iter().position(|s| s.name == name);
+            i.unwrap_or_else(|| panic!("{name} was scored"))
+        };
+        let (p, heuristic) = (scored(primary), scored("heuristic"));
+        let strata_by = |strata: &[(&str, u32, u32)], key: &dyn Fn(&Case) -> u32| {
+            strata_of(
+                strata,
+                key,
+                &test.gts,
+                &systems[p],
+                &systems[heuristic],
+                &test.units,
+                opts,
+                data,
+                split,
+            )
+        };
+        // Cold start: the sessions the user has had, this one included.
+        let cold_start = strata_by(&COLD_START, &|c: &Case| {
+            data.users[c.user].session[c.turn] + 1
+        });
+        let sequence_length = strata_by(&SEQUENCE_LENGTH, &|c: &Case| {
+            data.users[c.user].session.last().map_or(0, |s| s + 1)
+        });
+        let frequency = canaries.and_then(|(rules, probes)| {
+            let (model, cfg) = trained.models.first()?;
+            let scorer = ModelProbe {
+                model,
+                cfg,
+                data,
+                device,
+                scale: scales[0],
+            };
+            // The first seed's and the oracle's response to the time of the week.
+            let m = frequency_response(&scorer, data, probes, rules, 8);
+            let o = frequency_response(&OracleProbe { rules }, data, probes, rules, 8);
+            (m.sites > 0).then_some((m, o))
+        });
+        let ablations = input_ablations(
+            data,
+            &test.gts,
+            &test.labels,
+            &trained.models,
+            &systems[p],
+            &test.units,
+            opts,
+            device,
+        );
+        // The seed's proof-of-concept patterns: HR@5 on the test cases each one shaped.
+        let poc = patterns::canary_patterns(
+            data,
+            &test.gts,
+            &systems[p],
+            &systems[scored("oracle")],
+            &systems[scored("random")],
+        );
+        Analyses {
+            cold_start,
+            sequence_length,
+            frequency,
+            ablations,
+            poc,
         }
-        if st.dataset_sha != sha {
-            if !opts.transfer {
+    }
+}
+
+/// The runs given to eval, each checked against the dataset, and the split their test
+/// cases come from.
+struct Runs {
+    states: Vec<(PathBuf, RunState)>,
+    /// The dataset's candidates SHA-256.
+    sha: String,
+    /// The dataset's own split (at the default quantiles).
+    own_split: Cutoffs,
+    /// The split of the test cases: the runs' (which all share it), or with `transfer`
+    /// the dataset's own.
+    split: Cutoffs,
+    /// Runs grouped by system: the model and its departures from the defaults
+    /// (`mamba+d_state=4`), and for TSTR the dataset it was trained on (`mamba@1a2b3c4d`
+    /// is a mamba trained on another dataset).
+    groups: BTreeMap<String, Vec<usize>>,
+}
+
+impl Runs {
+    /// Every run must come from this dataset and share one test cut-off; with `transfer`
+    /// (TSTR) runs trained on other datasets are evaluated on this one's own test split.
+    fn check(reader: &DatasetReader, opts: &EvalOptions) -> Result<Runs> {
+        let outline = &reader.outline;
+        let sha = dataset_fingerprint(outline);
+        let mut states: Vec<(PathBuf, RunState)> = Vec::new();
+        let defaults = crate::train::TrainConfig::default();
+        let own_split =
+            crate::train::batch::cutoffs(outline, defaults.valid_from, defaults.test_from);
+        for run in &opts.runs {
+            let st = read_run_state(run)?;
+            if st.model.content_dim != outline.embedding_dim {
                 return Err(Error::Input(format!(
-                    "{}: trained on another dataset (candidates SHA-256 {}…, {} has {}…); pass --transfer to evaluate it on this one (TSTR)",
+                    "{}: the model reads {}-dimensional content embeddings, {} has {}",
                     run.display(),
-                    &st.dataset_sha.get(..12).unwrap_or(""),
+                    st.model.content_dim,
                     opts.data.display(),
-                    &sha.get(..12).unwrap_or("")
+                    outline.embedding_dim
                 )));
             }
-        } else if opts.transfer
-            && (st.cutoffs.test != own_split.test || st.cutoffs.random != own_split.random)
-        {
-            return Err(Error::Input(format!(
-                "{}: its test split is not this dataset's own (90th percentile, or its random partition)",
-                run.display()
-            )));
+            if st.dataset_sha != sha {
+                if !opts.transfer {
+                    return Err(Error::Input(format!(
+                        "{}: trained on another dataset (candidates SHA-256 {}…, {} has {}…); pass --transfer to evaluate it on this one (TSTR)",
+                        run.display(),
+                        &st.dataset_sha.get(..12).unwrap_or(""),
+                        opts.data.display(),
+                        &sha.get(..12).unwrap_or("")
+                    )));
+                }
+            } else if opts.transfer
+                && (st.cutoffs.test != own_split.test || st.cutoffs.random != own_split.random)
+            {
+                return Err(Error::Input(format!(
+                    "{}: its test split is not this dataset's own (90th percentile, or its random partition)",
+                    run.display()
+                )));
+            }
+            if !opts.transfer
+                && let Some((r0, first)) = states.first()
+                && first.cutoffs != st.cutoffs
+            {
+                return Err(Error::Input(format!(
+                    "{} and {} use different split cut-offs: the test cases would differ",
+                    r0.display(),
+                    run.display()
+                )));
+            }
+            states.push((run.clone(), st));
         }
-        if !opts.transfer
-            && let Some((first, r0)) = states
-                .first()
-                .map(|s: &(PathBuf, crate::run::RunState)| (&s.1, &s.0))
-            && first.cutoffs != st.cutoffs
-        {
-            return Err(Error::Input(format!(
-                "{} and {} use different split cut-offs: the test cases would differ",
-                r0.display(),
-                run.display()
-            )));
+        let split = if opts.transfer {
+            own_split
+        } else {
+            states[0].1.cutoffs
+        };
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, (_, st)) in states.iter().enumerate() {
+            let name = if st.dataset_sha == sha {
+                st.train.system_name()
+            } else {
+                format!(
+                    "{}@{}",
+                    st.train.system_name(),
+                    st.dataset_sha.get(..8).unwrap_or("")
+                )
+            };
+            groups.entry(name).or_default().push(i);
         }
-        states.push((run.clone(), st));
-    }
-    let split = if opts.transfer {
-        own_split
-    } else {
-        states[0].1.cutoffs
-    };
-    let (data, sampled) = super::split::read_test_users(reader, &split, opts.resident_mb)?;
-    let split_text = match sampled {
-        None => split.describe(),
-        Some((n, of)) => format!(
-            "{}; test users: a seeded sample of {n} of the {of} users with a test turn, as many as fit --resident-mb {}",
-            split.describe(),
-            opts.resident_mb
-        ),
-    };
-    let (gts, loo) = test_cases(&data, &split);
-    if gts.is_empty() {
-        return Err(Error::Input(format!(
-            "{}: no test case (no test turn has a relevant label; {})",
-            opts.data.display(),
-            split.describe()
-        )));
-    }
-    let test_set = TestSet::of(&data, &gts, &split);
-    let loo_set = TestSet::of(&data, &loo, &split);
-    let k = data.k;
-    let labels: Vec<Vec<f64>> = gts
-        .iter()
-        .map(|c| labels_of(&data.users[c.user], c.turn, k))
-        .collect();
-    // Metric rows of every system's scores (empty candidate slots ranked last).
-    let rows_of = |scores: &[Vec<f64>]| super::full::rows(&data, &gts, &labels, scores);
-    let mut systems: Vec<System> = Vec::new();
-    // Every held-out query, for the PoC's metrics, and each system's scores of them.
-    let held_out = super::split::test_turns(&data, &split);
-    // Where each GTS case sits among them: a model scores every held-out turn once.
-    let gts_in_held_out: Vec<usize> = gts
-        .iter()
-        .map(|c| {
-            held_out
-                .binary_search(c)
-                .expect("GTS cases are held-out turns")
+        Ok(Runs {
+            states,
+            sha,
+            own_split,
+            split,
+            groups,
         })
-        .collect();
-    let mut held_out_scores: Vec<(String, Vec<Vec<Vec<f64>>>)> = Vec::new();
-    // Baselines that need no training, and the constant reference system.
+    }
+
+    /// The primary system's name and its model: the one named, else the model asked for
+    /// (Mamba, else the first temporal model given): its runs at their defaults trained
+    /// on this dataset if there are any, else the first group of it trained here (with
+    /// other settings), else the first group trained elsewhere.
+    fn primary(&self, opts: &EvalOptions) -> Result<(String, Variant)> {
+        let states = &self.states;
+        let groups = &self.groups;
+        if let Some(n) = &opts.primary_system
+            && !groups.contains_key(n)
+        {
+            return Err(Error::Input(format!(
+                "--primary-system {n}: no run of that system was given (systems: {})",
+                groups.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let named = opts.primary_system.as_ref();
+        let wanted = match (named, opts.primary) {
+            (Some(n), _) => states[groups[n][0]].1.model.variant,
+            (None, Some(v)) => v,
+            (None, None) => {
+                let has = |v: Variant| states.iter().any(|(_, st)| st.model.variant == v);
+                if has(Variant::Mamba) {
+                    Variant::Mamba
+                } else {
+                    Variant::ALL
+                        .into_iter()
+                        .find(|&v| v.is_temporal() && has(v))
+                        .unwrap_or(states[0].1.model.variant)
+                }
+            }
+        };
+        let of_wanted = |k: &&String| states[groups[*k][0]].1.model.variant == wanted;
+        let here = |k: &&String| !k.contains('@');
+        if let Some(n) = named {
+            return Ok((n.clone(), wanted));
+        }
+        if groups.contains_key(wanted.name()) {
+            return Ok((wanted.name().to_string(), wanted));
+        }
+        match groups
+            .keys()
+            .filter(of_wanted)
+            .find(here)
+            .or_else(|| groups.keys().find(of_wanted))
+        {
+            Some(k) => Ok((k.clone(), wanted)),
+            None => Err(Error::Input(format!(
+                "--primary {}: no run of that model was given",
+                wanted.name()
+            ))),
+        }
+    }
+
+    /// The validation and training turns of this dataset: the cut-offs of a run trained
+    /// on it, else (only transfer runs) its own percentiles.
+    fn training_cutoffs(&self) -> Cutoffs {
+        self.states
+            .iter()
+            .find(|(_, st)| st.dataset_sha == self.sha)
+            .map(|(_, st)| st.cutoffs)
+            .unwrap_or(self.own_split)
+    }
+}
+
+/// The test users in memory and their cases.
+struct TestData {
+    data: Dataset,
+    /// `Some((n, of))`: the users are a seeded sample of `n` of the `of` with a test turn.
+    sampled: Option<(usize, usize)>,
+    split_text: String,
+    gts: Vec<Case>,
+    loo: Vec<Case>,
+    test_set: TestSet,
+    loo_set: TestSet,
+    /// Each GTS case's labels.
+    labels: Vec<Vec<f64>>,
+    /// Each GTS case's user id, the resampling unit.
+    units: Vec<u64>,
+    /// Every held-out query, for the PoC's metrics, and where each GTS case sits among
+    /// them: a model scores every held-out turn once.
+    held_out: Vec<Case>,
+    gts_in_held_out: Vec<usize>,
+}
+
+impl TestData {
+    fn read(reader: &DatasetReader, split: &Cutoffs, opts: &EvalOptions) -> Result<TestData> {
+        let (data, sampled) = super::split::read_test_users(reader, split, opts.resident_mb)?;
+        let split_text = match sampled {
+            None => split.describe(),
+            Some((n, of)) => format!(
+                "{}; test users: a seeded sample of {n} of the {of} users with a test turn, as many as fit --resident-mb {}",
+                split.describe(),
+                opts.resident_mb
+            ),
+        };
+        let (gts, loo) = test_cases(&data, split);
+        if gts.is_empty() {
+            return Err(Error::Input(format!(
+                "{}: no test case (no test turn has a relevant label; {})",
+                opts.data.display(),
+                split.describe()
+            )));
+        }
+        let test_set = TestSet::of(&data, &gts, split);
+        let loo_set = TestSet::of(&data, &loo, split);
+        let labels = gts
+            .iter()
+            .map(|c| labels_of(&data.users[c.user], c.turn, data.k))
+            .collect();
+        let units = gts
+            .iter()
+            .map(|c| data.users[c.user].user_id as u64)
+            .collect();
+        let held_out = super::split::test_turns(&data, split);
+        let gts_in_held_out = gts
+            .iter()
+            .map(|c| {
+                held_out
+                    .binary_search(c)
+                    .expect("GTS cases are held-out turns")
+            })
+            .collect();
+        Ok(TestData {
+            data,
+            sampled,
+            split_text,
+            gts,
+            loo,
+            test_set,
+            loo_set,
+            labels,
+            units,
+            held_out,
+            gts_in_held_out,
+        })
+    }
+
+    /// Metric rows of a system's scores of the GTS cases (empty candidate slots ranked
+    /// last).
+    fn rows_of(&self, scores: &[Vec<f64>]) -> Vec<Row> {
+        super::full::rows(&self.data, &self.gts, &self.labels, scores)
+    }
+}
+
+/// The baselines that need no training, the constant reference system and the history
+/// baselines (each rule from the user's own earlier labels).
+fn score_baselines(
+    test: &TestData,
+    seed: u64,
+    systems: &mut Vec<System>,
+    held_out_scores: &mut HeldOutScores,
+) {
+    let (data, k) = (&test.data, test.data.k);
     for kind in [Baseline::Heuristic, Baseline::Random, Baseline::Oracle] {
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.compare.seed ^ 0xBA5E);
-        let scores: Vec<Vec<f64>> = gts
-            .iter()
-            .map(|c| baselines::scores(kind, &data.users[c.user], c.turn, k, &mut rng))
-            .collect();
-        let on_held_out: Vec<Vec<f64>> = held_out
-            .iter()
-            .map(|c| baselines::scores(kind, &data.users[c.user], c.turn, k, &mut rng))
-            .collect();
-        held_out_scores.push((format!("{kind:?}").to_lowercase(), vec![on_held_out]));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xBA5E);
+        let mut score = |cases: &[Case]| -> Vec<Vec<f64>> {
+            cases
+                .iter()
+                .map(|c| baselines::scores(kind, &data.users[c.user], c.turn, k, &mut rng))
+                .collect()
+        };
+        let scores = score(&test.gts);
+        let on_held_out = score(&test.held_out);
+        let name = format!("{kind:?}").to_lowercase();
+        held_out_scores.push((name.clone(), vec![on_held_out]));
         systems.push(System::new(
-            format!("{kind:?}").to_lowercase(),
+            name,
             "baseline",
             Vec::new(),
             Vec::new(),
-            vec![rows_of(&scores)],
+            vec![test.rows_of(&scores)],
         ));
     }
     systems.push(System::new(
@@ -174,10 +560,10 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         "reference",
         Vec::new(),
         Vec::new(),
-        vec![rows_of(&vec![vec![0.0; k]; gts.len()])],
+        vec![test.rows_of(&vec![vec![0.0; k]; test.gts.len()])],
     ));
-    // History baselines: each rule from the user's own earlier labels.
-    let history: Vec<Vec<Vec<f64>>> = gts
+    let history: Vec<Vec<Vec<f64>>> = test
+        .gts
         .iter()
         .map(|c| history::scores(&data.users[c.user], c.turn, k))
         .collect();
@@ -188,129 +574,97 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
             "history baseline",
             Vec::new(),
             Vec::new(),
-            vec![rows_of(&scores)],
+            vec![test.rows_of(&scores)],
         ));
     }
-    // Trained runs, grouped by system (the model and its departures from the defaults,
-    // `mamba+d_state=4`; for TSTR also the dataset they were trained on: `mamba@1a2b3c4d`
-    // is a mamba trained on another dataset).
-    let group = |st: &crate::run::RunState| -> String {
-        if st.dataset_sha == sha {
-            st.train.system_name()
-        } else {
-            format!(
-                "{}@{}",
-                st.train.system_name(),
-                st.dataset_sha.get(..8).unwrap_or("")
-            )
-        }
-    };
-    let mut by_variant: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, (_, st)) in states.iter().enumerate() {
-        by_variant.entry(group(st)).or_default().push(i);
+}
+
+/// What scoring the trained runs keeps for the analyses after the metric suite.
+struct Trained {
+    /// The primary model's runs, loaded, for the canary suite and the ablations, with
+    /// their directories and their scores of the GTS cases (for the dual-error test on
+    /// test turns).
+    models: Vec<Loaded>,
+    primary_runs: Vec<PathBuf>,
+    gts_scores: Vec<Vec<Vec<f64>>>,
+    /// The retrained ablations' runs (for their canary results).
+    ablations: BTreeMap<String, Vec<Loaded>>,
+    /// Every group's model config.
+    configs: BTreeMap<String, ModelConfig>,
+    latency: Option<Latency>,
+}
+
+impl Trained {
+    /// `scores[seed][case]` of the primary model's seeds on `cases`.
+    fn scores_of(&self, cases: &[Case], data: &Dataset, device: &Device) -> Vec<Vec<Vec<f64>>> {
+        self.models
+            .iter()
+            .map(|(model, cfg)| model_scores(model, cfg, data, cases, device))
+            .collect()
     }
-    let mut latency = None;
-    // The primary model's runs, kept loaded for the canary suite and the ablations.
-    let mut models: Vec<(Scorer, ModelConfig)> = Vec::new();
-    // The retrained ablations' runs (for their canary results) and every group's config.
-    let mut ablation_models: BTreeMap<String, Vec<(Scorer, ModelConfig)>> = BTreeMap::new();
-    let mut configs: BTreeMap<String, ModelConfig> = BTreeMap::new();
-    // Their scores of the GTS cases, for the dual-error test on test turns.
-    let mut primary_scores: Vec<Vec<Vec<f64>>> = Vec::new();
-    if let Some(n) = &opts.primary_system
-        && !by_variant.contains_key(n)
-    {
-        return Err(Error::Input(format!(
-            "--primary-system {n}: no run of that system was given (systems: {})",
-            by_variant.keys().cloned().collect::<Vec<_>>().join(", ")
-        )));
-    }
-    let named = opts.primary_system.as_ref();
-    let wanted = match (named, opts.primary) {
-        (Some(n), _) => states[by_variant[n][0]].1.model.variant,
-        (None, Some(v)) => v,
-        (None, None) => {
-            let has = |v: Variant| states.iter().any(|(_, st)| st.model.variant == v);
-            if has(Variant::Mamba) {
-                Variant::Mamba
-            } else {
-                Variant::ALL
-                    .into_iter()
-                    .find(|&v| v.is_temporal() && has(v))
-                    .unwrap_or(states[0].1.model.variant)
-            }
-        }
+}
+
+/// Scores every held-out query with every run, a group (system) at a time, and adds each
+/// group to `systems`: the primary model (each seed also on its own in the pattern
+/// tables), its retrained ablations, and the other models.
+fn score_runs(
+    runs: &Runs,
+    (primary, wanted): (&str, Variant),
+    test: &TestData,
+    opts: &EvalOptions,
+    device: &Device,
+    systems: &mut Vec<System>,
+    held_out_scores: &mut HeldOutScores,
+) -> Result<Trained> {
+    let mut t = Trained {
+        models: Vec::new(),
+        primary_runs: runs.groups[primary]
+            .iter()
+            .map(|&i| runs.states[i].0.clone())
+            .collect(),
+        gts_scores: Vec::new(),
+        ablations: BTreeMap::new(),
+        configs: BTreeMap::new(),
+        latency: None,
     };
-    // The runs of that model at its defaults trained on this dataset if there are any,
-    // else the first group of it trained here (with other settings), else the first
-    // group trained elsewhere.
-    let of_wanted = |k: &&String| {
-        let st = &states[by_variant[*k][0]].1;
-        st.model.variant == wanted
-    };
-    let here = |k: &&String| !k.contains('@');
-    let primary: String = if let Some(n) = named {
-        n.clone()
-    } else if by_variant.contains_key(wanted.name()) {
-        wanted.name().to_string()
-    } else {
-        match by_variant
-            .keys()
-            .filter(of_wanted)
-            .find(here)
-            .or_else(|| by_variant.keys().find(of_wanted))
-        {
-            Some(k) => k.clone(),
-            None => {
-                return Err(Error::Input(format!(
-                    "--primary {}: no run of that model was given",
-                    wanted.name()
-                )));
-            }
-        }
-    };
-    let primary = primary.as_str();
-    for (name, idx) in &by_variant {
-        let variant = states[idx[0]].1.model.variant;
+    let data = &test.data;
+    for (name, idx) in &runs.groups {
+        let variant = runs.states[idx[0]].1.model.variant;
         let is_ablation = variant == wanted && !name.contains('@') && name != primary;
-        configs.insert(name.clone(), states[idx[0]].1.model.clone());
+        t.configs
+            .insert(name.clone(), runs.states[idx[0]].1.model.clone());
         let mut per_run: Vec<Vec<Row>> = Vec::new();
         let mut seeds = Vec::new();
         let mut on_held_out = Vec::new();
         for &i in idx {
-            let (run, st) = &states[i];
+            let (run, st) = &runs.states[i];
             if !opts.quiet {
                 eprintln!("scoring {} ({name}, seed {})", run.display(), st.seed);
             }
-            let (model, cfg) = load_run(run, false, &device)?;
-            let every = model_scores(&model, &cfg, &data, &held_out, &device);
-            let scores: Vec<Vec<f64>> = gts_in_held_out.iter().map(|&i| every[i].clone()).collect();
-            per_run.push(rows_of(&scores));
+            let (model, cfg) = load_run(run, false, device)?;
+            let every = model_scores(&model, &cfg, data, &test.held_out, device);
+            let scores: Vec<Vec<f64>> = test
+                .gts_in_held_out
+                .iter()
+                .map(|&i| every[i].clone())
+                .collect();
+            per_run.push(test.rows_of(&scores));
             on_held_out.push(every);
             seeds.push(st.seed);
             if *name == primary {
-                primary_scores.push(scores);
-                if latency.is_none() && opts.latency_users > 0 {
-                    let times = step_latency(&model, &cfg, &data, opts.latency_users, &device);
-                    if !times.is_empty() {
-                        latency = Some(Latency {
-                            model: run.display().to_string(),
-                            turns: times.len(),
-                            p50_ms: quantile_ms(&times, 0.50),
-                            p95_ms: quantile_ms(&times, 0.95),
-                            p99_ms: quantile_ms(&times, 0.99),
-                        });
-                    }
+                t.gts_scores.push(scores);
+                if t.latency.is_none() && opts.latency_users > 0 {
+                    t.latency = latency(run, &model, &cfg, data, opts.latency_users, device);
                 }
-                models.push((model, cfg));
+                t.models.push((model, cfg));
             } else if is_ablation {
-                ablation_models
+                t.ablations
                     .entry(name.clone())
                     .or_default()
                     .push((model, cfg));
             }
         }
-        let per_seed: Vec<(String, Vec<Vec<Vec<f64>>>)> = if name == primary && seeds.len() > 1 {
+        let per_seed: HeldOutScores = if name == primary && seeds.len() > 1 {
             // Each seed of the primary model on its own after their mean: the spread a
             // single trained model shows.
             seeds
@@ -332,75 +686,144 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
             } else {
                 "learned baseline"
             },
-            idx.iter().map(|&i| states[i].0.clone()).collect(),
+            idx.iter().map(|&i| runs.states[i].0.clone()).collect(),
             seeds,
             per_run,
         ));
     }
-    let find_system = |name: &str| systems.iter().position(|s| s.name == name);
-    let p = find_system(primary).expect("primary scored");
-    let heuristic = find_system("heuristic").expect("heuristic scored");
-    let loo_idx: Vec<usize> = loo
+    Ok(t)
+}
+
+/// A run's latency, one turn per step, over the first `users` users.
+fn latency(
+    run: &std::path::Path,
+    model: &Scorer,
+    cfg: &ModelConfig,
+    data: &Dataset,
+    users: usize,
+    device: &Device,
+) -> Option<Latency> {
+    let times = step_latency(model, cfg, data, users, device);
+    (!times.is_empty()).then(|| Latency {
+        model: run.display().to_string(),
+        turns: times.len(),
+        p50_ms: quantile_ms(&times, 0.50),
+        p95_ms: quantile_ms(&times, 0.95),
+        p99_ms: quantile_ms(&times, 0.99),
+    })
+}
+
+/// The systems the metrics, their comparisons and the quality gates are computed on: the
+/// users in memory, or, when they are a sample, every test user read a block at a time
+/// (half the budget each, beside the sample).
+struct MetricSuite<'a> {
+    in_memory: &'a [System],
+    full: Option<FullSplit>,
+    /// Each GTS case's user id and turn, and the LOO cases' positions among them.
+    cases: Vec<(u32, usize)>,
+    loo: Vec<usize>,
+    units: Vec<u64>,
+    test_set: TestSet,
+    loo_set: TestSet,
+    split_text: String,
+}
+
+impl<'a> MetricSuite<'a> {
+    fn measure(
+        reader: &DatasetReader,
+        test: &TestData,
+        split: &Cutoffs,
+        systems: &'a [System],
+        opts: &EvalOptions,
+    ) -> Result<MetricSuite<'a>> {
+        let data = &test.data;
+        let full = match test.sampled {
+            Some(_) => Some(super::full::score(
+                reader,
+                split,
+                systems,
+                (opts.resident_mb / 2).max(1),
+                opts.compare.seed,
+                opts.quiet,
+            )?),
+            None => None,
+        };
+        let cases: Vec<(u32, usize)> = match &full {
+            Some(f) => f.cases.clone(),
+            None => test
+                .gts
+                .iter()
+                .map(|c| (data.users[c.user].user_id, c.turn))
+                .collect(),
+        };
+        let loo = match &full {
+            Some(f) => f.loo.clone(),
+            None => test
+                .loo
+                .iter()
+                .map(|c| test.gts.binary_search(c).expect("LOO cases are GTS cases"))
+                .collect(),
+        };
+        let (test_set, loo_set) = full
+            .as_ref()
+            .map_or((test.test_set, test.loo_set), |f| (f.test_set, f.loo_set));
+        let split_text = match &full {
+            Some(f) => format!(
+                "{}; the metrics, their comparisons and the quality gates: every one of the {} users with a test turn, read in {} blocks ({} GTS cases from {} users); the canary probes, SNR curve, frequency response, dual error, strata, input ablations and pattern tables: the sample",
+                test.split_text, f.users, f.blocks, f.test_set.cases, f.test_set.users
+            ),
+            None => test.split_text.clone(),
+        };
+        Ok(MetricSuite {
+            in_memory: systems,
+            units: cases.iter().map(|&(u, _)| u as u64).collect(),
+            full,
+            cases,
+            loo,
+            test_set,
+            loo_set,
+            split_text,
+        })
+    }
+
+    fn systems(&self) -> &[System] {
+        self.full
+            .as_ref()
+            .map_or(self.in_memory, |f| &f.systems[..])
+    }
+
+    fn system(&self, name: &str) -> Option<&System> {
+        self.systems().iter().find(|s| s.name == name)
+    }
+}
+
+/// Paired comparisons: the primary model against every other system, on both splits,
+/// seeds resampled with the users.
+fn paired_comparisons(
+    suite: &MetricSuite,
+    primary: &str,
+    opts: &EvalOptions,
+) -> Vec<ComparisonRow> {
+    let systems = suite.systems();
+    let p = systems
         .iter()
-        .map(|c| gts.binary_search(c).expect("LOO cases are GTS cases"))
-        .collect();
-    let units: Vec<u64> = gts
-        .iter()
-        .map(|c| data.users[c.user].user_id as u64)
-        .collect();
-    // The metric suite (the systems' metrics, their comparisons, the quality gates): over
-    // the users in memory, or, when they are a sample, over every test user read a block
-    // at a time (half the budget each, beside the sample).
-    let full = match sampled {
-        Some(_) => Some(super::full::score(
-            reader,
-            &split,
-            &systems,
-            (opts.resident_mb / 2).max(1),
-            opts.compare.seed,
-            opts.quiet,
-        )?),
-        None => None,
-    };
-    let suite: &[System] = full.as_ref().map_or(&systems[..], |f| &f.systems[..]);
-    let suite_cases: Vec<(u32, usize)> = match &full {
-        Some(f) => f.cases.clone(),
-        None => gts
-            .iter()
-            .map(|c| (data.users[c.user].user_id, c.turn))
-            .collect(),
-    };
-    let suite_units: Vec<u64> = suite_cases.iter().map(|&(u, _)| u as u64).collect();
-    let suite_loo: Vec<usize> = full
-        .as_ref()
-        .map_or_else(|| loo_idx.clone(), |f| f.loo.clone());
-    let (suite_set, suite_loo_set) = full
-        .as_ref()
-        .map_or((test_set, loo_set), |f| (f.test_set, f.loo_set));
-    let split_text = match &full {
-        Some(f) => format!(
-            "{split_text}; the metrics, their comparisons and the quality gates: every one of the {} users with a test turn, read in {} blocks ({} GTS cases from {} users); the canary probes, SNR curve, frequency response, dual error, strata, input ablations and pattern tables: the sample",
-            f.users, f.blocks, f.test_set.cases, f.test_set.users
-        ),
-        None => split_text,
-    };
-    // Paired comparisons: the primary model against every other system, on both splits,
-    // seeds resampled with the users.
-    let all: Vec<usize> = (0..suite_cases.len()).collect();
+        .position(|s| s.name == primary)
+        .expect("the primary was scored");
+    let all: Vec<usize> = (0..suite.cases.len()).collect();
     let mut comparisons = Vec::new();
-    for (split, idx) in [("gts", &all), ("loo", &suite_loo)] {
+    for (split, idx) in [("gts", &all), ("loo", &suite.loo)] {
         if idx.len() < 2 {
             continue;
         }
-        let split_units: Vec<u64> = idx.iter().map(|&i| suite_units[i]).collect();
-        for (j, other) in suite.iter().enumerate() {
+        let split_units: Vec<u64> = idx.iter().map(|&i| suite.units[i]).collect();
+        for (j, other) in systems.iter().enumerate() {
             if j == p {
                 continue;
             }
             for metric in COMPARED {
                 let m = metric_index(metric);
                 let stats = compare_seeds(
-                    &suite[p].column(m, idx),
+                    &systems[p].column(m, idx),
                     &other.column(m, idx),
                     1.0,
                     (opts.unit == Unit::User).then_some(&split_units[..]),
@@ -411,233 +834,189 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
                     metric: metric.into(),
                     a: primary.into(),
                     b: other.name.clone(),
-                    mean_a: suite[p].mean(m, idx),
+                    mean_a: systems[p].mean(m, idx),
                     mean_b: other.mean(m, idx),
                     stats,
                 });
             }
         }
     }
-    // The score scale of each seed, fitted on the validation turns.
-    // Validation and training turns of this dataset: the cut-offs of a run trained on it,
-    // else (only transfer runs) its own percentiles.
-    let cut = &states
+    comparisons
+}
+
+/// The score scale of each seed, fitted on the validation turns of `cut`.
+fn fit_scales(models: &[Loaded], data: &Dataset, cut: &Cutoffs, device: &Device) -> Vec<f64> {
+    let k = data.k;
+    let valid_cases = labelled_turns(data, cut, 2000);
+    models
         .iter()
-        .find(|(_, st)| st.dataset_sha == sha)
-        .map(|(_, st)| st.cutoffs)
-        .unwrap_or(own_split);
-    let valid_cases = labelled_turns(&data, cut, 2000);
-    let fit_scales = |models: &[(Scorer, ModelConfig)]| -> Vec<f64> {
-        models
-            .iter()
-            .map(|(model, cfg)| {
-                let scores = model_scores(model, cfg, &data, &valid_cases, &device);
-                let l: Vec<Vec<f64>> = valid_cases
-                    .iter()
-                    .map(|c| labels_of(&data.users[c.user], c.turn, k))
-                    .collect();
-                let v: Vec<Vec<f32>> = valid_cases
-                    .iter()
-                    .map(|c| data.users[c.user].valid[c.turn * k..(c.turn + 1) * k].to_vec())
-                    .collect();
-                if valid_cases.is_empty() {
-                    1.0
-                } else {
-                    fit_scale(&scores, &l, &v)
-                }
-            })
-            .collect()
-    };
-    let scales = fit_scales(&models);
-    // Canary suite and SNR curve: the primary model's seeds and the reference systems.
-    let primary_runs: Vec<usize> = by_variant[primary].clone();
-    let rules = Rules::from_manifest(&data.manifest);
-    let probes = Probes::build(&data, &gts, opts.probes_per_canary, opts.compare.seed);
-    let seed = opts.compare.seed;
-    // The observable reference learns its decay rate on the training turns.
-    let observable = ObservableProbe::fit(&data, |u| cut.test_start(u));
-    let canaries = match &rules {
-        Some(rules) => {
-            let mut levels = Vec::new();
-            for &snr in &SNR_LEVELS {
-                if !opts.quiet {
-                    eprintln!("canary probes at {}", super::sections::snr_name(snr));
-                }
-                let model_probes = ModelProbe::seeds(&models, &scales, &data, &device);
-                let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
-                let mut scorers: Vec<&dyn ProbeScorer> =
-                    vec![&oracle, &random, &ConstantProbe, &observable];
-                scorers.extend(model_probes.iter().map(|m| m as &dyn ProbeScorer));
-                let mut values = site_values(&scorers, &data, &probes, rules, snr, seed);
-                let per_seed = values.split_off(4);
-                let reference = |v: SiteValues| judge(&[v], rules, seed);
-                let mut values = values.into_iter();
-                let mut next = || values.next().expect("four reference systems");
-                levels.push(SnrLevel {
-                    snr_db: snr,
-                    model: judge(&per_seed, rules, seed),
-                    oracle: reference(next()),
-                    random: reference(next()),
-                    constant: reference(next()),
-                    observable: reference(next()),
-                });
+        .map(|(model, cfg)| {
+            let scores = model_scores(model, cfg, data, &valid_cases, device);
+            let l: Vec<Vec<f64>> = valid_cases
+                .iter()
+                .map(|c| labels_of(&data.users[c.user], c.turn, k))
+                .collect();
+            let v: Vec<Vec<f32>> = valid_cases
+                .iter()
+                .map(|c| data.users[c.user].valid[c.turn * k..(c.turn + 1) * k].to_vec())
+                .collect();
+            if valid_cases.is_empty() {
+                1.0
+            } else {
+                fit_scale(&scores, &l, &v)
             }
-            Some(levels)
+        })
+        .collect()
+}
+
+/// The canary suite at every SNR level: the primary model's seeds judged together, and
+/// the reference systems (the observable reference learns its decay rate on the training
+/// turns).
+#[allow(clippy::too_many_arguments)]
+fn canary_levels(
+    models: &[Loaded],
+    scales: &[f64],
+    data: &Dataset,
+    cut: &Cutoffs,
+    probes: &Probes,
+    rules: &Rules,
+    opts: &EvalOptions,
+    device: &Device,
+) -> Vec<SnrLevel> {
+    let seed = opts.compare.seed;
+    let observable = ObservableProbe::fit(data, |u| cut.test_start(u));
+    let mut levels = Vec::new();
+    for &snr in &SNR_LEVELS {
+        if !opts.quiet {
+            eprintln!("canary probes at {}", super::sections::snr_name(snr));
         }
-        None => None,
-    };
-    // Each retrained ablation's canary results at 20 dB (its seeds judged together).
-    let mut ablation_canaries = BTreeMap::new();
-    if let Some(rules) = &rules {
-        for (name, group) in &ablation_models {
-            let scales = fit_scales(group);
-            let model_probes = ModelProbe::seeds(group, &scales, &data, &device);
+        let model_probes = ModelProbe::seeds(models, scales, data, device);
+        let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
+        let mut scorers: Vec<&dyn ProbeScorer> =
+            vec![&oracle, &random, &ConstantProbe, &observable];
+        scorers.extend(model_probes.iter().map(|m| m as &dyn ProbeScorer));
+        let mut values = site_values(&scorers, data, probes, rules, snr, seed);
+        let per_seed = values.split_off(4);
+        let reference = |v: SiteValues| judge(&[v], rules, seed);
+        let mut values = values.into_iter();
+        let mut next = || values.next().expect("four reference systems");
+        levels.push(SnrLevel {
+            snr_db: snr,
+            model: judge(&per_seed, rules, seed),
+            oracle: reference(next()),
+            random: reference(next()),
+            constant: reference(next()),
+            observable: reference(next()),
+        });
+    }
+    levels
+}
+
+/// Each retrained ablation's canary results at 20 dB (its seeds judged together).
+fn retrained_canaries(
+    ablations: &BTreeMap<String, Vec<Loaded>>,
+    data: &Dataset,
+    cut: &Cutoffs,
+    probes: &Probes,
+    rules: &Rules,
+    opts: &EvalOptions,
+    device: &Device,
+) -> BTreeMap<String, Vec<CanaryResult>> {
+    let seed = opts.compare.seed;
+    ablations
+        .iter()
+        .map(|(name, group)| {
+            let scales = fit_scales(group, data, cut, device);
+            let model_probes = ModelProbe::seeds(group, &scales, data, device);
             let scorers: Vec<&dyn ProbeScorer> =
                 model_probes.iter().map(|m| m as &dyn ProbeScorer).collect();
-            let values = site_values(&scorers, &data, &probes, rules, Some(20.0), seed);
-            ablation_canaries.insert(name.clone(), judge(&values, rules, seed));
-        }
-    }
-    // Dual-error test on the training turns (where noise could be memorized) and on the
-    // test cases.
-    let train_cases = canary_turns(&data, cut, 2000);
-    // `scores[seed][case]` of the primary model's seeds on `cases`.
-    let model_dual = |cases: &[Case], scores: &[Vec<Vec<f64>>]| -> Vec<DualError> {
-        let per_turn = mean_relevant(&data, cases);
-        let per_seed: Vec<Vec<DualError>> = scores
-            .iter()
-            .zip(&scales)
-            .map(|(scores, &scale)| {
-                let probs: Vec<Vec<f64>> = cases
-                    .iter()
-                    .zip(scores)
-                    .map(|(c, s)| {
-                        let u = &data.users[c.user];
-                        let s: Vec<f64> = s.iter().map(|x| scale * x).collect();
-                        softmax_relevance(&s, &u.valid[c.turn * k..(c.turn + 1) * k], per_turn)
-                    })
-                    .collect();
-                dual::dual_error(&data, cases, &probs)
-            })
-            .collect();
-        dual::average(&per_seed)
-    };
-    let train_scores: Vec<Vec<Vec<f64>>> = models
+            let values = site_values(&scorers, data, probes, rules, Some(20.0), seed);
+            (name.clone(), judge(&values, rules, seed))
+        })
+        .collect()
+}
+
+/// The dual-error test of the primary model's seeds (`scores[seed][case]`, at their
+/// `scales`) on `cases`, averaged over the seeds: on the training turns, where noise
+/// could be memorized, and on the test cases.
+fn model_dual(
+    data: &Dataset,
+    cases: &[Case],
+    scores: &[Vec<Vec<f64>>],
+    scales: &[f64],
+) -> Vec<DualError> {
+    let k = data.k;
+    let per_turn = mean_relevant(data, cases);
+    let per_seed: Vec<Vec<DualError>> = scores
         .iter()
-        .map(|(model, cfg)| model_scores(model, cfg, &data, &train_cases, &device))
+        .zip(scales)
+        .map(|(scores, &scale)| {
+            let probs: Vec<Vec<f64>> = cases
+                .iter()
+                .zip(scores)
+                .map(|(c, s)| {
+                    let u = &data.users[c.user];
+                    let s: Vec<f64> = s.iter().map(|x| scale * x).collect();
+                    softmax_relevance(&s, &u.valid[c.turn * k..(c.turn + 1) * k], per_turn)
+                })
+                .collect();
+            dual::dual_error(data, cases, &probs)
+        })
         .collect();
-    let dual_train = model_dual(&train_cases, &train_scores);
-    let dual_test = model_dual(&gts, &primary_scores);
-    let dual_reference = reference_dual(&data, &train_cases, seed);
-    // Cold-start strata of the GTS cases: sessions the user has had, this one included.
-    let session_now = |c: &Case| data.users[c.user].session[c.turn] + 1;
-    let strata = strata_of(
-        &COLD_START,
-        session_now,
-        &gts,
-        &systems[p],
-        &systems[heuristic],
-        &units,
-        opts,
-        &data,
-        &split,
-    );
-    let sessions_total = |c: &Case| data.users[c.user].session.last().map_or(0, |s| s + 1);
-    let length_strata = strata_of(
-        &SEQUENCE_LENGTH,
-        sessions_total,
-        &gts,
-        &systems[p],
-        &systems[heuristic],
-        &units,
-        opts,
-        &data,
-        &split,
-    );
-    // Frequency response of the first seed and of the oracle to the time of the week.
-    let frequency = match (&rules, models.first()) {
-        (Some(rules), Some((model, cfg))) => {
-            let scorer = ModelProbe {
-                model,
-                cfg,
-                data: &data,
-                device: &device,
-                scale: scales[0],
-            };
-            let m = frequency_response(&scorer, &data, &probes, rules, 8);
-            let o = frequency_response(&OracleProbe { rules }, &data, &probes, rules, 8);
-            (m.sites > 0).then_some((m, o))
-        }
-        _ => None,
-    };
-    // Input ablations of the primary model at evaluation time.
-    let ablations = input_ablations(
-        &data,
-        &gts,
-        &labels,
-        &models,
-        &systems[p],
-        &units,
-        opts,
-        &device,
-    );
-    let curves = training_curves(
-        &primary_runs
-            .iter()
-            .map(|&i| states[i].0.clone())
-            .collect::<Vec<_>>(),
-    );
-    // The seed's proof-of-concept patterns: HR@5 on the test cases each one shaped.
-    let oracle_sys = find_system("oracle").expect("oracle scored");
-    let random_sys = find_system("random").expect("random scored");
-    let poc = patterns::canary_patterns(
-        &data,
-        &gts,
-        &systems[p],
-        &systems[oracle_sys],
-        &systems[random_sys],
-    );
-    // The gates, for the primary model and for each reference system.
+    dual::average(&per_seed)
+}
+
+/// The gates of the primary model and of each reference system, the primary's checked
+/// for validity against the references'.
+fn judge_gates(
+    suite: &MetricSuite,
+    primary: &str,
+    canaries: Option<&Vec<SnrLevel>>,
+    dual_train: &[DualError],
+    dual_reference: &[(String, Vec<DualError>)],
+    latency: Option<&Latency>,
+    opts: &EvalOptions,
+) -> (Vec<Gate>, Vec<(String, Vec<Gate>)>) {
+    let systems = suite.systems();
+    let rows = |name: &str| suite.system(name).map(|s| &s.seed_rows[..]);
     let levels_of = |pick: fn(&SnrLevel) -> &Vec<CanaryResult>| {
-        canaries.as_ref().map(|ls| {
+        canaries.map(|ls| {
             ls.iter()
                 .map(|l| (l.snr_db, pick(l).clone()))
                 .collect::<Vec<_>>()
         })
     };
-    let transfer = primary_transfer(suite, primary);
     let dcg = metric_index("dcg@10");
-    let best_history = suite
+    let all: Vec<usize> = (0..suite.cases.len()).collect();
+    let best_history = systems
         .iter()
         .filter(|s| s.kind == "history baseline")
         .max_by(|a, b| a.mean(dcg, &all).total_cmp(&b.mean(dcg, &all)))
         .map(|s| (s.name.clone(), &s.seed_rows[..]));
-    let xattn = find_system("xattn").filter(|&x| x != p);
-    let user_units = (opts.unit == Unit::User).then_some(&suite_units[..]);
     let against = Against {
-        heuristic: &suite[heuristic].seed_rows,
+        heuristic: rows("heuristic").expect("the heuristic was scored"),
         history: best_history,
-        xattn: xattn.map(|x| &suite[x].seed_rows[..]),
-        transfer,
-        units: user_units,
+        xattn: rows("xattn").filter(|_| primary != "xattn"),
+        transfer: primary_transfer(systems, primary),
+        units: (opts.unit == Unit::User).then_some(&suite.units[..]),
         compare: &opts.compare,
     };
     let mut primary_gates = gates::evaluate(
         &Evidence {
             name: primary.into(),
-            runs: suite[p].seed_rows.clone(),
+            runs: rows(primary).expect("the primary was scored").to_vec(),
             canaries: levels_of(|l| &l.model),
-            dual: dual_train.clone(),
-            latency: latency.as_ref().map(|l| (l.p95_ms, l.turns)),
+            dual: dual_train.to_vec(),
+            latency: latency.map(|l| (l.p95_ms, l.turns)),
             reference: false,
         },
         &against,
     );
-    let constant = find_system("constant").expect("constant scored");
     // The metric rows of each reference; the observable reference (last) ranks no test
     // case and has no dual-error figures (`dual_reference` holds the first four): it is
-    // judged on the canary gates only.
-    let reference_rows = [oracle_sys, random_sys, constant, constant];
+    // judged on the canary gates only. The memorizer is the constant away from its
+    // training turns.
+    let reference_rows = ["oracle", "random", "constant", "constant"];
     let reference_levels = [
         levels_of(|l| &l.oracle),
         levels_of(|l| &l.random),
@@ -653,7 +1032,8 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
                 name: name.to_string(),
                 runs: reference_rows
                     .get(i)
-                    .map_or_else(Vec::new, |&r| suite[r].seed_rows.clone()),
+                    .and_then(|r| rows(r))
+                    .map_or_else(Vec::new, <[_]>::to_vec),
                 canaries: reference_levels[i].clone(),
                 dual: dual_reference.get(i).map_or_else(Vec::new, |d| d.1.clone()),
                 latency: None,
@@ -670,39 +1050,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         &mut primary_gates,
         &reference.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
     );
-    if let Some(level) = canaries.iter().flatten().find(|l| l.snr_db == Some(20.0)) {
-        ablation_canaries.insert(primary.to_string(), level.model.clone());
-    }
-    let retrained = retrained_rows(primary, suite, &comparisons, &configs, &ablation_canaries);
-    let report = EvalReport {
-        dataset: opts.data.display().to_string(),
-        primary: primary.into(),
-        n_gts: suite_cases.len(),
-        n_loo: suite_loo.len(),
-        test_set: suite_set,
-        loo_set: suite_loo_set,
-        unit: format!("{:?}", opts.unit).to_lowercase(),
-        gates: primary_gates,
-        reference,
-        scales,
-        comparisons,
-        latency,
-        canaries,
-        dual_train,
-        dual_test,
-        dual_reference,
-        cold_start: strata,
-        sequence_length: length_strata,
-        frequency,
-        poc,
-        split: split_text,
-        patterns: patterns::rows(&data, &held_out, &held_out_scores),
-        ablations,
-        retrained,
-        out: opts.out.clone(),
-    };
-    write_report(opts, &report, suite, &suite_cases, &suite_loo, &curves)?;
-    Ok(report)
+    (primary_gates, reference)
 }
 
 /// The dual-error test of the reference systems on `cases`, in [`gates::REFERENCES`]
