@@ -18,6 +18,8 @@
 
 use serde::Serialize;
 
+use super::canary::softmax_relevance;
+use super::scoring::mean_relevant;
 use super::split::Case;
 use crate::data::Dataset;
 use crate::features::Canary;
@@ -142,4 +144,34 @@ pub fn average(runs: &[Vec<DualError>]) -> Vec<DualError> {
             )
         })
         .collect()
+}
+
+/// The dual-error test of the primary model's seeds (`scores[seed][case]`, at their
+/// `scales`) on `cases`, averaged over the seeds: on the training turns, where noise
+/// could be memorized, and on the test cases.
+pub(super) fn model_dual(
+    data: &Dataset,
+    cases: &[Case],
+    scores: &[Vec<Vec<f64>>],
+    scales: &[f64],
+) -> Vec<DualError> {
+    let k = data.k;
+    let per_turn = mean_relevant(data, cases);
+    let per_seed: Vec<Vec<DualError>> = scores
+        .iter()
+        .zip(scales)
+        .map(|(scores, &scale)| {
+            let probs: Vec<Vec<f64>> = cases
+                .iter()
+                .zip(scores)
+                .map(|(c, s)| {
+                    let u = &data.users[c.user];
+                    let s: Vec<f64> = s.iter().map(|x| scale * x).collect();
+                    softmax_relevance(&s, &u.valid[c.turn * k..(c.turn + 1) * k], per_turn)
+                })
+                .collect();
+            dual_error(data, cases, &probs)
+        })
+        .collect();
+    average(&per_seed)
 }

@@ -12,11 +12,14 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::Unit;
+use super::options::{COMPARED, EvalOptions};
 use super::scoring::{System, model_scores};
-use super::split::{Case, TestSet, labels_of, test_cases, users_with_test};
+use super::split::{Case, TestData, TestSet, labels_of, test_cases, users_with_test};
+use super::stats::{ComparisonRow, compare_seeds};
 use crate::data::{Columns, Dataset, DatasetReader};
 use crate::error::Result;
-use crate::metrics::{Row, case_row};
+use crate::metrics::{Row, case_row, metric_index};
 use crate::model::baselines::{self, Baseline};
 use crate::model::rules::{self, HistoryRule};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
@@ -202,4 +205,135 @@ pub fn score(
         users,
         blocks: blocks.len(),
     })
+}
+
+/// The systems the metrics, their comparisons and the quality gates are computed on: the
+/// users in memory, or, when they are a sample, every test user read a block at a time
+/// (half the budget each, beside the sample).
+pub(super) struct MetricSuite<'a> {
+    pub(super) in_memory: &'a [System],
+    pub(super) full: Option<FullSplit>,
+    /// Each GTS case's user id and turn, and the LOO cases' positions among them.
+    pub(super) cases: Vec<(u32, usize)>,
+    pub(super) loo: Vec<usize>,
+    pub(super) units: Vec<u64>,
+    pub(super) test_set: TestSet,
+    pub(super) loo_set: TestSet,
+    pub(super) split_text: String,
+}
+
+impl<'a> MetricSuite<'a> {
+    pub(super) fn measure(
+        reader: &DatasetReader,
+        test: &TestData,
+        split: &Cutoffs,
+        systems: &'a [System],
+        opts: &EvalOptions,
+    ) -> Result<MetricSuite<'a>> {
+        let data = &test.data;
+        let full = match test.sampled {
+            Some(_) => Some(super::full::score(
+                reader,
+                split,
+                systems,
+                (opts.resident_mb / 2).max(1),
+                opts.compare.seed,
+                opts.quiet,
+            )?),
+            None => None,
+        };
+        let cases: Vec<(u32, usize)> = match &full {
+            Some(f) => f.cases.clone(),
+            None => test
+                .gts
+                .iter()
+                .map(|c| (data.users[c.user].user_id, c.turn))
+                .collect(),
+        };
+        let loo = match &full {
+            Some(f) => f.loo.clone(),
+            None => test
+                .loo
+                .iter()
+                .map(|c| test.gts.binary_search(c).expect("LOO cases are GTS cases"))
+                .collect(),
+        };
+        let (test_set, loo_set) = full
+            .as_ref()
+            .map_or((test.test_set, test.loo_set), |f| (f.test_set, f.loo_set));
+        let split_text = match &full {
+            Some(f) => format!(
+                "{}; the metrics, their comparisons and the quality gates: every one of the {} users with a test turn, read in {} blocks ({} GTS cases from {} users); the canary probes, SNR curve, frequency response, dual error, strata, input ablations and pattern tables: the sample",
+                test.split_text, f.users, f.blocks, f.test_set.cases, f.test_set.users
+            ),
+            None => test.split_text.clone(),
+        };
+        Ok(MetricSuite {
+            in_memory: systems,
+            units: cases.iter().map(|&(u, _)| u as u64).collect(),
+            full,
+            cases,
+            loo,
+            test_set,
+            loo_set,
+            split_text,
+        })
+    }
+
+    pub(super) fn systems(&self) -> &[System] {
+        self.full
+            .as_ref()
+            .map_or(self.in_memory, |f| &f.systems[..])
+    }
+
+    pub(super) fn system(&self, name: &str) -> Option<&System> {
+        self.systems().iter().find(|s| s.name == name)
+    }
+}
+
+/// Paired comparisons: the primary model against every other system, on both splits,
+/// seeds resampled with the users.
+pub(super) fn paired_comparisons(
+    suite: &MetricSuite,
+    primary: &str,
+    opts: &EvalOptions,
+) -> Vec<ComparisonRow> {
+    let systems = suite.systems();
+    let p = systems
+        .iter()
+        .position(|s| s.name == primary)
+        .expect("the primary was scored");
+    let all: Vec<usize> = (0..suite.cases.len()).collect();
+    let mut comparisons = Vec::new();
+    for (split, idx) in [("gts", &all), ("loo", &suite.loo)] {
+        if idx.len() < 2 {
+            continue;
+        }
+        let split_units: Vec<u64> = idx.iter().map(|&i| suite.units[i]).collect();
+        for (j, other) in systems.iter().enumerate() {
+            if j == p {
+                continue;
+            }
+            for metric in COMPARED {
+                let m = metric_index(metric);
+                let stats = compare_seeds(
+                    &systems[p].column(m, idx),
+                    &other.column(m, idx),
+                    1.0,
+                    (opts.unit == Unit::User).then_some(&split_units[..]),
+                    &opts.compare,
+                );
+                comparisons.push(ComparisonRow {
+                    split: split.into(),
+                    metric: metric.into(),
+                    a: primary.into(),
+                    b: other.name.clone(),
+                    mean_a: systems[p].mean(m, idx),
+                    mean_b: other.mean(m, idx),
+                    stats,
+                });
+            }
+        }
+    }
+    comparisons
 }

@@ -14,6 +14,7 @@ pub mod patterns;
 pub mod phase;
 pub mod replay;
 pub mod report;
+mod runs;
 pub mod scoring;
 pub mod sections;
 pub mod split;

@@ -19,23 +19,25 @@ use rand_chacha::ChaCha8Rng;
 
 use super::Unit;
 use super::ablation::{Ablation, input_ablations, retrained_rows};
+use super::canary::softmax_relevance;
 use super::canary::{
     CanaryResult, ConstantProbe, FrequencyResponse, ModelProbe, ObservableProbe, OracleProbe,
     ProbeScorer, Probes, RandomProbe, SNR_LEVELS, SiteValues, fit_scale, frequency_response, judge,
-    site_values, softmax_relevance,
+    site_values,
 };
-use super::dual::{self, DualError, base_rate};
+use super::dual::{self, DualError, base_rate, model_dual};
 use super::findings::{EvalReport, Latency, SnrLevel};
-use super::full::FullSplit;
+use super::full::{MetricSuite, paired_comparisons};
 use super::gates::{self, Against, Evidence, Gate};
-use super::options::{COMPARED, EvalOptions};
+use super::options::EvalOptions;
 use super::output::{training_curves, write_report};
 use super::patterns::{self, PocPattern};
+use super::runs::Runs;
+use super::scoring::mean_relevant;
 use super::scoring::{
-    System, canary_turns, labelled_turns, mean_relevant, model_scores, quantile_ms, step_latency,
+    System, canary_turns, labelled_turns, model_scores, quantile_ms, step_latency,
 };
-use super::split::{Case, TestSet, labels_of, test_cases};
-use super::stats::{ComparisonRow, compare_seeds};
+use super::split::{Case, TestData, labels_of};
 use super::strata::{COLD_START, SEQUENCE_LENGTH, Stratum, strata_of};
 use crate::canary::Rules;
 use crate::data::split::Cutoffs;
@@ -45,7 +47,7 @@ use crate::metrics::{Row, metric_index};
 use crate::model::baselines::{self, Baseline};
 use crate::model::rules::{self as history, HistoryRule};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
-use crate::run::{RunState, dataset_fingerprint, load_run, read_run_state};
+use crate::run::load_run;
 
 /// A model loaded with its config.
 type Loaded = (Scorer, ModelConfig);
@@ -287,243 +289,9 @@ impl Analyses {
     }
 }
 
-/// The runs given to eval, each checked against the dataset, and the split their test
-/// cases come from.
-struct Runs {
-    states: Vec<(PathBuf, RunState)>,
-    /// The dataset's candidates SHA-256.
-    sha: String,
-    /// The dataset's own split (at the default quantiles).
-    own_split: Cutoffs,
-    /// The split of the test cases: the runs' (which all share it), or with `transfer`
-    /// the dataset's own.
-    split: Cutoffs,
-    /// Runs grouped by system: the model and its departures from the defaults
-    /// (`mamba+d_state=4`), and for TSTR the dataset it was trained on (`mamba@1a2b3c4d`
-    /// is a mamba trained on another dataset).
-    groups: BTreeMap<String, Vec<usize>>,
-}
-
-impl Runs {
-    /// Every run must come from this dataset and share one test cut-off; with `transfer`
-    /// (TSTR) runs trained on other datasets are evaluated on this one's own test split.
-    fn check(reader: &DatasetReader, opts: &EvalOptions) -> Result<Runs> {
-        let outline = &reader.outline;
-        let sha = dataset_fingerprint(outline);
-        let mut states: Vec<(PathBuf, RunState)> = Vec::new();
-        let defaults = crate::train::TrainConfig::default();
-        let own_split =
-            crate::train::batch::cutoffs(outline, defaults.valid_from, defaults.test_from);
-        for run in &opts.runs {
-            let st = read_run_state(run)?;
-            if st.model.content_dim != outline.embedding_dim {
-                return Err(Error::Input(format!(
-                    "{}: the model reads {}-dimensional content embeddings, {} has {}",
-                    run.display(),
-                    st.model.content_dim,
-                    opts.data.display(),
-                    outline.embedding_dim
-                )));
-            }
-            if st.dataset_sha != sha {
-                if !opts.transfer {
-                    return Err(Error::Input(format!(
-                        "{}: trained on another dataset (candidates SHA-256 {}…, {} has {}…); pass --transfer to evaluate it on this one (TSTR)",
-                        run.display(),
-                        &st.dataset_sha.get(..12).unwrap_or(""),
-                        opts.data.display(),
-                        &sha.get(..12).unwrap_or("")
-                    )));
-                }
-            } else if opts.transfer
-                && (st.cutoffs.test != own_split.test || st.cutoffs.random != own_split.random)
-            {
-                return Err(Error::Input(format!(
-                    "{}: its test split is not this dataset's own (90th percentile, or its random partition)",
-                    run.display()
-                )));
-            }
-            if !opts.transfer
-                && let Some((r0, first)) = states.first()
-                && first.cutoffs != st.cutoffs
-            {
-                return Err(Error::Input(format!(
-                    "{} and {} use different split cut-offs: the test cases would differ",
-                    r0.display(),
-                    run.display()
-                )));
-            }
-            states.push((run.clone(), st));
-        }
-        let split = if opts.transfer {
-            own_split
-        } else {
-            states[0].1.cutoffs
-        };
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, (_, st)) in states.iter().enumerate() {
-            let name = if st.dataset_sha == sha {
-                st.train.system_name()
-            } else {
-                format!(
-                    "{}@{}",
-                    st.train.system_name(),
-                    st.dataset_sha.get(..8).unwrap_or("")
-                )
-            };
-            groups.entry(name).or_default().push(i);
-        }
-        Ok(Runs {
-            states,
-            sha,
-            own_split,
-            split,
-            groups,
-        })
-    }
-
-    /// The primary system's name and its model: the one named, else the model asked for
-    /// (Mamba, else the first temporal model given): its runs at their defaults trained
-    /// on this dataset if there are any, else the first group of it trained here (with
-    /// other settings), else the first group trained elsewhere.
-    fn primary(&self, opts: &EvalOptions) -> Result<(String, Variant)> {
-        let states = &self.states;
-        let groups = &self.groups;
-        if let Some(n) = &opts.primary_system
-            && !groups.contains_key(n)
-        {
-            return Err(Error::Input(format!(
-                "--primary-system {n}: no run of that system was given (systems: {})",
-                groups.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        let named = opts.primary_system.as_ref();
-        let wanted = match (named, opts.primary) {
-            (Some(n), _) => states[groups[n][0]].1.model.variant,
-            (None, Some(v)) => v,
-            (None, None) => {
-                let has = |v: Variant| states.iter().any(|(_, st)| st.model.variant == v);
-                if has(Variant::Mamba) {
-                    Variant::Mamba
-                } else {
-                    Variant::ALL
-                        .into_iter()
-                        .find(|&v| v.is_temporal() && has(v))
-                        .unwrap_or(states[0].1.model.variant)
-                }
-            }
-        };
-        let of_wanted = |k: &&String| states[groups[*k][0]].1.model.variant == wanted;
-        let here = |k: &&String| !k.contains('@');
-        if let Some(n) = named {
-            return Ok((n.clone(), wanted));
-        }
-        if groups.contains_key(wanted.name()) {
-            return Ok((wanted.name().to_string(), wanted));
-        }
-        match groups
-            .keys()
-            .filter(of_wanted)
-            .find(here)
-            .or_else(|| groups.keys().find(of_wanted))
-        {
-            Some(k) => Ok((k.clone(), wanted)),
-            None => Err(Error::Input(format!(
-                "--primary {}: no run of that model was given",
-                wanted.name()
-            ))),
-        }
-    }
-
-    /// The validation and training turns of this dataset: the cut-offs of a run trained
-    /// on it, else (only transfer runs) its own percentiles.
-    fn training_cutoffs(&self) -> Cutoffs {
-        self.states
-            .iter()
-            .find(|(_, st)| st.dataset_sha == self.sha)
-            .map(|(_, st)| st.cutoffs)
-            .unwrap_or(self.own_split)
-    }
-}
-
-/// The test users in memory and their cases.
-struct TestData {
-    data: Dataset,
-    /// `Some((n, of))`: the users are a seeded sample of `n` of the `of` with a test turn.
-    sampled: Option<(usize, usize)>,
-    split_text: String,
-    gts: Vec<Case>,
-    loo: Vec<Case>,
-    test_set: TestSet,
-    loo_set: TestSet,
-    /// Each GTS case's labels.
-    labels: Vec<Vec<f64>>,
-    /// Each GTS case's user id, the resampling unit.
-    units: Vec<u64>,
-    /// Every held-out query, for the PoC's metrics, and where each GTS case sits among
-    /// them: a model scores every held-out turn once.
-    held_out: Vec<Case>,
-    gts_in_held_out: Vec<usize>,
-}
-
-impl TestData {
-    fn read(reader: &DatasetReader, split: &Cutoffs, opts: &EvalOptions) -> Result<TestData> {
-        let (data, sampled) = super::split::read_test_users(reader, split, opts.resident_mb)?;
-        let split_text = match sampled {
-            None => split.describe(),
-            Some((n, of)) => format!(
-                "{}; test users: a seeded sample of {n} of the {of} users with a test turn, as many as fit --resident-mb {}",
-                split.describe(),
-                opts.resident_mb
-            ),
-        };
-        let (gts, loo) = test_cases(&data, split);
-        if gts.is_empty() {
-            return Err(Error::Input(format!(
-                "{}: no test case (no test turn has a relevant label; {})",
-                opts.data.display(),
-                split.describe()
-            )));
-        }
-        let test_set = TestSet::of(&data, &gts, split);
-        let loo_set = TestSet::of(&data, &loo, split);
-        let labels = gts
-            .iter()
-            .map(|c| labels_of(&data.users[c.user], c.turn, data.k))
-            .collect();
-        let units = gts
-            .iter()
-            .map(|c| data.users[c.user].user_id as u64)
-            .collect();
-        let held_out = super::split::test_turns(&data, split);
-        let gts_in_held_out = gts
-            .iter()
-            .map(|c| {
-                held_out
-                    .binary_search(c)
-                    .expect("GTS cases are held-out turns")
-            })
-            .collect();
-        Ok(TestData {
-            data,
-            sampled,
-            split_text,
-            gts,
-            loo,
-            test_set,
-            loo_set,
-            labels,
-            units,
-            held_out,
-            gts_in_held_out,
-        })
-    }
-
-    /// Metric rows of a system's scores of the GTS cases (empty candidate slots ranked
-    /// last).
-    fn rows_of(&self, scores: &[Vec<f64>]) -> Vec<Row> {
-        super::full::rows(&self.data, &self.gts, &self.labels, scores)
-    }
+/// Metric rows of a system's scores of the GTS cases (empty candidate slots ranked last).
+fn rows_of(test: &TestData, scores: &[Vec<f64>]) -> Vec<Row> {
+    super::full::rows(&test.data, &test.gts, &test.labels, scores)
 }
 
 /// The baselines that need no training, the constant reference system and the history
@@ -552,7 +320,7 @@ fn score_baselines(
             "baseline",
             Vec::new(),
             Vec::new(),
-            vec![test.rows_of(&scores)],
+            vec![rows_of(test, &scores)],
         ));
     }
     systems.push(System::new(
@@ -560,7 +328,7 @@ fn score_baselines(
         "reference",
         Vec::new(),
         Vec::new(),
-        vec![test.rows_of(&vec![vec![0.0; k]; test.gts.len()])],
+        vec![rows_of(test, &vec![vec![0.0; k]; test.gts.len()])],
     ));
     let history: Vec<Vec<Vec<f64>>> = test
         .gts
@@ -574,7 +342,7 @@ fn score_baselines(
             "history baseline",
             Vec::new(),
             Vec::new(),
-            vec![test.rows_of(&scores)],
+            vec![rows_of(test, &scores)],
         ));
     }
 }
@@ -648,7 +416,7 @@ fn score_runs(
                 .iter()
                 .map(|&i| every[i].clone())
                 .collect();
-            per_run.push(test.rows_of(&scores));
+            per_run.push(rows_of(test, &scores));
             on_held_out.push(every);
             seeds.push(st.seed);
             if *name == primary {
@@ -711,137 +479,6 @@ fn latency(
         p95_ms: quantile_ms(&times, 0.95),
         p99_ms: quantile_ms(&times, 0.99),
     })
-}
-
-/// The systems the metrics, their comparisons and the quality gates are computed on: the
-/// users in memory, or, when they are a sample, every test user read a block at a time
-/// (half the budget each, beside the sample).
-struct MetricSuite<'a> {
-    in_memory: &'a [System],
-    full: Option<FullSplit>,
-    /// Each GTS case's user id and turn, and the LOO cases' positions among them.
-    cases: Vec<(u32, usize)>,
-    loo: Vec<usize>,
-    units: Vec<u64>,
-    test_set: TestSet,
-    loo_set: TestSet,
-    split_text: String,
-}
-
-impl<'a> MetricSuite<'a> {
-    fn measure(
-        reader: &DatasetReader,
-        test: &TestData,
-        split: &Cutoffs,
-        systems: &'a [System],
-        opts: &EvalOptions,
-    ) -> Result<MetricSuite<'a>> {
-        let data = &test.data;
-        let full = match test.sampled {
-            Some(_) => Some(super::full::score(
-                reader,
-                split,
-                systems,
-                (opts.resident_mb / 2).max(1),
-                opts.compare.seed,
-                opts.quiet,
-            )?),
-            None => None,
-        };
-        let cases: Vec<(u32, usize)> = match &full {
-            Some(f) => f.cases.clone(),
-            None => test
-                .gts
-                .iter()
-                .map(|c| (data.users[c.user].user_id, c.turn))
-                .collect(),
-        };
-        let loo = match &full {
-            Some(f) => f.loo.clone(),
-            None => test
-                .loo
-                .iter()
-                .map(|c| test.gts.binary_search(c).expect("LOO cases are GTS cases"))
-                .collect(),
-        };
-        let (test_set, loo_set) = full
-            .as_ref()
-            .map_or((test.test_set, test.loo_set), |f| (f.test_set, f.loo_set));
-        let split_text = match &full {
-            Some(f) => format!(
-                "{}; the metrics, their comparisons and the quality gates: every one of the {} users with a test turn, read in {} blocks ({} GTS cases from {} users); the canary probes, SNR curve, frequency response, dual error, strata, input ablations and pattern tables: the sample",
-                test.split_text, f.users, f.blocks, f.test_set.cases, f.test_set.users
-            ),
-            None => test.split_text.clone(),
-        };
-        Ok(MetricSuite {
-            in_memory: systems,
-            units: cases.iter().map(|&(u, _)| u as u64).collect(),
-            full,
-            cases,
-            loo,
-            test_set,
-            loo_set,
-            split_text,
-        })
-    }
-
-    fn systems(&self) -> &[System] {
-        self.full
-            .as_ref()
-            .map_or(self.in_memory, |f| &f.systems[..])
-    }
-
-    fn system(&self, name: &str) -> Option<&System> {
-        self.systems().iter().find(|s| s.name == name)
-    }
-}
-
-/// Paired comparisons: the primary model against every other system, on both splits,
-/// seeds resampled with the users.
-fn paired_comparisons(
-    suite: &MetricSuite,
-    primary: &str,
-    opts: &EvalOptions,
-) -> Vec<ComparisonRow> {
-    let systems = suite.systems();
-    let p = systems
-        .iter()
-        .position(|s| s.name == primary)
-        .expect("the primary was scored");
-    let all: Vec<usize> = (0..suite.cases.len()).collect();
-    let mut comparisons = Vec::new();
-    for (split, idx) in [("gts", &all), ("loo", &suite.loo)] {
-        if idx.len() < 2 {
-            continue;
-        }
-        let split_units: Vec<u64> = idx.iter().map(|&i| suite.units[i]).collect();
-        for (j, other) in systems.iter().enumerate() {
-            if j == p {
-                continue;
-            }
-            for metric in COMPARED {
-                let m = metric_index(metric);
-                let stats = compare_seeds(
-                    &systems[p].column(m, idx),
-                    &other.column(m, idx),
-                    1.0,
-                    (opts.unit == Unit::User).then_some(&split_units[..]),
-                    &opts.compare,
-                );
-                comparisons.push(ComparisonRow {
-                    split: split.into(),
-                    metric: metric.into(),
-                    a: primary.into(),
-                    b: other.name.clone(),
-                    mean_a: systems[p].mean(m, idx),
-                    mean_b: other.mean(m, idx),
-                    stats,
-                });
-            }
-        }
-    }
-    comparisons
 }
 
 /// The score scale of each seed, fitted on the validation turns of `cut`.
@@ -934,36 +571,6 @@ fn retrained_canaries(
             (name.clone(), judge(&values, rules, seed))
         })
         .collect()
-}
-
-/// The dual-error test of the primary model's seeds (`scores[seed][case]`, at their
-/// `scales`) on `cases`, averaged over the seeds: on the training turns, where noise
-/// could be memorized, and on the test cases.
-fn model_dual(
-    data: &Dataset,
-    cases: &[Case],
-    scores: &[Vec<Vec<f64>>],
-    scales: &[f64],
-) -> Vec<DualError> {
-    let k = data.k;
-    let per_turn = mean_relevant(data, cases);
-    let per_seed: Vec<Vec<DualError>> = scores
-        .iter()
-        .zip(scales)
-        .map(|(scores, &scale)| {
-            let probs: Vec<Vec<f64>> = cases
-                .iter()
-                .zip(scores)
-                .map(|(c, s)| {
-                    let u = &data.users[c.user];
-                    let s: Vec<f64> = s.iter().map(|x| scale * x).collect();
-                    softmax_relevance(&s, &u.valid[c.turn * k..(c.turn + 1) * k], per_turn)
-                })
-                .collect();
-            dual::dual_error(data, cases, &probs)
-        })
-        .collect();
-    dual::average(&per_seed)
 }
 
 /// The gates of the primary model and of each reference system, the primary's checked

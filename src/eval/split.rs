@@ -14,8 +14,9 @@
 
 use serde::Serialize;
 
+use super::options::EvalOptions;
 use crate::data::{Columns, Dataset, DatasetReader, UserSeq, sample_users};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::train::batch::Cutoffs;
 
 /// Fewest users a split should have for its statistics to mean something.
@@ -141,5 +142,79 @@ impl TestSet {
     /// Too few users for the split's statistics to generalize.
     pub fn too_small(&self) -> bool {
         self.users < MIN_USERS
+    }
+}
+
+/// The test users in memory and their cases.
+pub struct TestData {
+    pub data: Dataset,
+    /// `Some((n, of))`: the users are a seeded sample of `n` of the `of` with a test turn.
+    pub sampled: Option<(usize, usize)>,
+    pub split_text: String,
+    pub gts: Vec<Case>,
+    pub loo: Vec<Case>,
+    pub test_set: TestSet,
+    pub loo_set: TestSet,
+    /// Each GTS case's labels.
+    pub labels: Vec<Vec<f64>>,
+    /// Each GTS case's user id, the resampling unit.
+    pub units: Vec<u64>,
+    /// Every held-out query, for the PoC's metrics, and where each GTS case sits among
+    /// them: a model scores every held-out turn once.
+    pub held_out: Vec<Case>,
+    pub gts_in_held_out: Vec<usize>,
+}
+
+impl TestData {
+    pub fn read(reader: &DatasetReader, split: &Cutoffs, opts: &EvalOptions) -> Result<TestData> {
+        let (data, sampled) = super::split::read_test_users(reader, split, opts.resident_mb)?;
+        let split_text = match sampled {
+            None => split.describe(),
+            Some((n, of)) => format!(
+                "{}; test users: a seeded sample of {n} of the {of} users with a test turn, as many as fit --resident-mb {}",
+                split.describe(),
+                opts.resident_mb
+            ),
+        };
+        let (gts, loo) = test_cases(&data, split);
+        if gts.is_empty() {
+            return Err(Error::Input(format!(
+                "{}: no test case (no test turn has a relevant label; {})",
+                opts.data.display(),
+                split.describe()
+            )));
+        }
+        let test_set = TestSet::of(&data, &gts, split);
+        let loo_set = TestSet::of(&data, &loo, split);
+        let labels = gts
+            .iter()
+            .map(|c| labels_of(&data.users[c.user], c.turn, data.k))
+            .collect();
+        let units = gts
+            .iter()
+            .map(|c| data.users[c.user].user_id as u64)
+            .collect();
+        let held_out = super::split::test_turns(&data, split);
+        let gts_in_held_out = gts
+            .iter()
+            .map(|c| {
+                held_out
+                    .binary_search(c)
+                    .expect("GTS cases are held-out turns")
+            })
+            .collect();
+        Ok(TestData {
+            data,
+            sampled,
+            split_text,
+            gts,
+            loo,
+            test_set,
+            loo_set,
+            labels,
+            units,
+            held_out,
+            gts_in_held_out,
+        })
     }
 }
