@@ -93,30 +93,18 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     let scales = fit_scales(&trained.models, data, &cut, &device);
     let rules = Rules::from_manifest(&data.manifest);
     let probes = Probes::build(data, &test.gts, opts.probes_per_canary, opts.compare.seed);
-    let canaries = rules.as_ref().map(|rules| {
-        canary_levels(
-            &trained.models,
-            &scales,
-            data,
-            &cut,
-            &probes,
-            rules,
-            opts,
-            &device,
-        )
+    let probing = rules.as_ref().map(|rules| Probing {
+        data,
+        cut,
+        probes: &probes,
+        rules,
+        opts,
+        device: &device,
     });
-    let mut ablation_canaries = match &rules {
-        Some(rules) => retrained_canaries(
-            &trained.ablations,
-            data,
-            &cut,
-            &probes,
-            rules,
-            opts,
-            &device,
-        ),
-        None => BTreeMap::new(),
-    };
+    let canaries = probing.as_ref().map(|p| p.levels(&trained.models, &scales));
+    let mut ablation_canaries = probing
+        .as_ref()
+        .map_or_else(BTreeMap::new, |p| p.retrained(&trained.ablations));
     let train_cases = canary_turns(data, &cut, 2000);
     let dual_train = model_dual(
         data,
@@ -506,71 +494,70 @@ fn fit_scales(models: &[Loaded], data: &Dataset, cut: &Cutoffs, device: &Device)
         .collect()
 }
 
-/// The canary suite at every SNR level: the primary model's seeds judged together, and
-/// the reference systems (the observable reference learns its decay rate on the training
-/// turns).
-#[allow(clippy::too_many_arguments)]
-fn canary_levels(
-    models: &[Loaded],
-    scales: &[f64],
-    data: &Dataset,
-    cut: &Cutoffs,
-    probes: &Probes,
-    rules: &Rules,
-    opts: &EvalOptions,
-    device: &Device,
-) -> Vec<SnrLevel> {
-    let seed = opts.compare.seed;
-    let observable = ObservableProbe::fit(data, |u| cut.test_start(u));
-    let mut levels = Vec::new();
-    for &snr in &SNR_LEVELS {
-        if !opts.quiet {
-            eprintln!("canary probes at {}", super::sections::snr_name(snr));
-        }
-        let model_probes = ModelProbe::seeds(models, scales, data, device);
-        let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
-        let mut scorers: Vec<&dyn ProbeScorer> =
-            vec![&oracle, &random, &ConstantProbe, &observable];
-        scorers.extend(model_probes.iter().map(|m| m as &dyn ProbeScorer));
-        let mut values = site_values(&scorers, data, probes, rules, snr, seed);
-        let per_seed = values.split_off(4);
-        let reference = |v: SiteValues| judge(&[v], rules, seed);
-        let mut values = values.into_iter();
-        let mut next = || values.next().expect("four reference systems");
-        levels.push(SnrLevel {
-            snr_db: snr,
-            model: judge(&per_seed, rules, seed),
-            oracle: reference(next()),
-            random: reference(next()),
-            constant: reference(next()),
-            observable: reference(next()),
-        });
-    }
-    levels
+/// What every canary probe of a group of models shares: the test users, the training
+/// cut-offs (for the observable reference and the score scales), the probe sites and
+/// the planted rules.
+struct Probing<'a> {
+    data: &'a Dataset,
+    cut: Cutoffs,
+    probes: &'a Probes,
+    rules: &'a Rules,
+    opts: &'a EvalOptions,
+    device: &'a Device,
 }
 
-/// Each retrained ablation's canary results at 20 dB (its seeds judged together).
-fn retrained_canaries(
-    ablations: &BTreeMap<String, Vec<Loaded>>,
-    data: &Dataset,
-    cut: &Cutoffs,
-    probes: &Probes,
-    rules: &Rules,
-    opts: &EvalOptions,
-    device: &Device,
-) -> BTreeMap<String, Vec<CanaryResult>> {
-    let seed = opts.compare.seed;
-    ablations
-        .iter()
-        .map(|(name, group)| {
-            let scales = fit_scales(group, data, cut, device);
-            let model_probes = ModelProbe::seeds(group, &scales, data, device);
-            let scorers: Vec<&dyn ProbeScorer> =
-                model_probes.iter().map(|m| m as &dyn ProbeScorer).collect();
-            let values = site_values(&scorers, data, probes, rules, Some(20.0), seed);
-            (name.clone(), judge(&values, rules, seed))
-        })
-        .collect()
+impl Probing<'_> {
+    /// The canary suite at every SNR level: the primary model's seeds (at their `scales`)
+    /// judged together, and the reference systems (the observable reference learns its
+    /// decay rate on the training turns).
+    fn levels(&self, models: &[Loaded], scales: &[f64]) -> Vec<SnrLevel> {
+        let (data, rules, seed) = (self.data, self.rules, self.opts.compare.seed);
+        let observable = ObservableProbe::fit(data, |u| self.cut.test_start(u));
+        let mut levels = Vec::new();
+        for &snr in &SNR_LEVELS {
+            if !self.opts.quiet {
+                eprintln!("canary probes at {}", super::sections::snr_name(snr));
+            }
+            let model_probes = ModelProbe::seeds(models, scales, data, self.device);
+            let (oracle, random) = (OracleProbe { rules }, RandomProbe::new(seed));
+            let mut scorers: Vec<&dyn ProbeScorer> =
+                vec![&oracle, &random, &ConstantProbe, &observable];
+            scorers.extend(model_probes.iter().map(|m| m as &dyn ProbeScorer));
+            let mut values = site_values(&scorers, data, self.probes, rules, snr, seed);
+            let per_seed = values.split_off(4);
+            let reference = |v: SiteValues| judge(&[v], rules, seed);
+            let mut values = values.into_iter();
+            let mut next = || values.next().expect("four reference systems");
+            levels.push(SnrLevel {
+                snr_db: snr,
+                model: judge(&per_seed, rules, seed),
+                oracle: reference(next()),
+                random: reference(next()),
+                constant: reference(next()),
+                observable: reference(next()),
+            });
+        }
+        levels
+    }
+
+    /// Each retrained ablation's canary results at 20 dB (its seeds judged together).
+    fn retrained(
+        &self,
+        ablations: &BTreeMap<String, Vec<Loaded>>,
+    ) -> BTreeMap<String, Vec<CanaryResult>> {
+        let (data, rules, seed) = (self.data, self.rules, self.opts.compare.seed);
+        ablations
+            .iter()
+            .map(|(name, group)| {
+                let scales = fit_scales(group, data, &self.cut, self.device);
+                let model_probes = ModelProbe::seeds(group, &scales, data, self.device);
+                let scorers: Vec<&dyn ProbeScorer> =
+                    model_probes.iter().map(|m| m as &dyn ProbeScorer).collect();
+                let values = site_values(&scorers, data, self.probes, rules, Some(20.0), seed);
+                (name.clone(), judge(&values, rules, seed))
+            })
+            .collect()
+    }
 }
 
 /// The gates of the primary model and of each reference system, the primary's checked
