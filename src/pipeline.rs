@@ -94,6 +94,9 @@ fn gen_part(v: &serde_json::Value) -> serde_json::Value {
 
 pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     let cfg = Config::load(&opts.config)?;
+    // One `run` at a time under a root: two would train, evaluate and export into the
+    // same directories.
+    let _lock = crate::lock::dir(&opts.root)?;
     let p = &cfg.pipeline;
     let name = &cfg.name;
     let data = opts.root.join("data").join(name);

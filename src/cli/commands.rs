@@ -437,6 +437,8 @@ fn predict(
 ) -> anyhow::Result<()> {
     use ssmkit::runtime::{Runtime, State, jsonl::parse_turn};
     use std::io::{BufRead, Write};
+    // Two processes on one state would each save their own turns and lose the other's.
+    let _lock = state_path.map(ssmkit::lock::path).transpose()?;
     let rt = Runtime::load(model)?;
     // A state file this model cannot read (another model's, or damaged) is left as it is
     // unless --force says to replace it.

@@ -10,6 +10,7 @@ use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::lock::Lock;
 
 pub const TURNS: &str = "turns.parquet";
 pub const CANDIDATES: &str = "candidates.parquet";
@@ -18,16 +19,20 @@ pub const PATHS: &str = "paths.parquet";
 pub const MANIFEST: &str = "manifest.json";
 pub const TABLES: [&str; 4] = [TURNS, CANDIDATES, MEMORIES, PATHS];
 
-/// A directory being written; dropped without [`StagedDir::commit`], it is removed.
+/// A directory being written, and the lock on its target, held until it is committed or
+/// dropped; dropped without [`StagedDir::commit`], it is removed.
 pub struct StagedDir {
     pub tmp: PathBuf,
     target: PathBuf,
     committed: bool,
+    _lock: Lock,
 }
 
 impl StagedDir {
-    /// Refuses an existing `target` unless `force`; creates the temporary directory.
+    /// Locks `target`, refuses it when it exists unless `force`, and creates the
+    /// temporary directory beside it.
     pub fn new(target: &Path, force: bool) -> Result<StagedDir> {
+        let lock = crate::lock::path(target)?;
         if target.exists() && !target.is_dir() {
             return Err(Error::Input(format!(
                 "{} exists and is not a directory: it is not replaced, even with --force",
@@ -47,7 +52,6 @@ impl StagedDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let prefix = format!(".{}.tmp-", name.to_string_lossy());
         remove_stale(&parent, &prefix)?;
         let tmp = parent.join(format!("{prefix}{}", std::process::id()));
@@ -59,6 +63,7 @@ impl StagedDir {
             tmp,
             target: target.to_path_buf(),
             committed: false,
+            _lock: lock,
         })
     }
 
@@ -78,13 +83,8 @@ impl StagedDir {
 }
 
 /// Removes `<prefix><pid>` directories (and their `.old` siblings) left in `parent` by
-/// writers that were killed: their process no longer runs. Where processes cannot be
-/// listed (no `/proc`), nothing is removed.
+/// writers that were killed: their process no longer runs.
 fn remove_stale(parent: &Path, prefix: &str) -> Result<()> {
-    let proc = Path::new("/proc");
-    if !proc.is_dir() {
-        return Ok(());
-    }
     let Ok(entries) = fs::read_dir(parent) else {
         return Ok(());
     };
@@ -95,7 +95,7 @@ fn remove_stale(parent: &Path, prefix: &str) -> Result<()> {
         };
         let pid = rest.trim_end_matches(".old");
         let ours = pid == std::process::id().to_string();
-        if !ours && pid.parse::<u32>().is_ok() && !proc.join(pid).exists() {
+        if !ours && pid.parse().is_ok_and(|p| !crate::lock::alive(p)) {
             let path = entry.path();
             fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         }

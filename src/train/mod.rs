@@ -201,6 +201,13 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         .with_weight_decay(train_cfg.weight_decay as f32)
         .with_epsilon(1e-8)
         .init();
+    if opts.run.exists() && !opts.run.is_dir() {
+        return Err(Error::Input(format!(
+            "{} exists and is not a run directory",
+            opts.run.display()
+        )));
+    }
+    let _lock = crate::lock::dir(&opts.run)?;
     // Without state.json the directory holds no checkpoint (a run killed before its first
     // one, or nothing): training starts from scratch, with or without --resume.
     if opts.resume && state_path.is_file() {
@@ -261,13 +268,6 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
                 opts.run.display()
             )));
         }
-        if opts.run.exists() && !opts.run.is_dir() {
-            return Err(Error::Input(format!(
-                "{} exists and is not a run directory",
-                opts.run.display()
-            )));
-        }
-        fs::create_dir_all(&opts.run).map_err(|e| Error::io(&opts.run, e))?;
         checkpoint::clean(&opts.run, None)?;
         let resolved = serde_json::json!({"model": model_cfg, "train": train_cfg, "seed": opts.seed,
             "data": opts.data.display().to_string(), "cutoffs": cut, "params": model.num_params(),

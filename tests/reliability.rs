@@ -1,0 +1,209 @@
+//! Two processes on one output: the second writer fails at once and changes nothing.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{ssmkit, tiny_data};
+
+/// Holds the lock file `file` as another process would (a separate open file, locked),
+/// with `pid` written in it.
+fn hold(file: &Path, pid: &str) -> fs::File {
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file)
+        .unwrap();
+    f.try_lock().unwrap();
+    f.write_all(pid.as_bytes()).unwrap();
+    f
+}
+
+/// Every entry under `dir`, with each file's bytes: what must not change.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.push((path.clone(), Vec::new()));
+            out.extend(snapshot(&path));
+        } else {
+            out.push((path.clone(), fs::read(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A config file of the tiny world (12 users) with a tiny training section.
+fn train_config(dir: &Path) -> String {
+    let path = dir.join("tiny.toml");
+    fs::write(
+        &path,
+        r#"name = "tiny"
+[world]
+users = 12
+entities = [20, 30]
+[timeline]
+turns = [90, 120]
+[noise]
+calibration_users = 12
+[canaries]
+inject_prob = 1.0
+[train]
+size = "tiny"
+steps = 8
+batch_users = 4
+window = 16
+warmup_steps = 2
+eval_every = 4
+"#,
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_held_lock_refuses_every_writer_at_once_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = tiny_data(d);
+    let cfg = train_config(d);
+    let outputs = d.join("outputs");
+    fs::create_dir(&outputs).unwrap();
+    // What each command would write, with something already there to keep.
+    let run = outputs.join("run");
+    let (gen_out, report) = (outputs.join("gen"), outputs.join("report"));
+    for dir in [&run, &gen_out, &report] {
+        fs::create_dir(dir).unwrap();
+        fs::write(dir.join("keep"), b"theirs").unwrap();
+    }
+    let (export, state) = (outputs.join("m.safetensors"), outputs.join("user.state"));
+    fs::write(&export, b"old export").unwrap();
+    fs::write(&state, b"old state").unwrap();
+    let root = outputs.join("root");
+    fs::create_dir(&root).unwrap();
+    let _locks = [
+        hold(&run.join(".ssmkit.lock"), "4242"),
+        hold(&outputs.join(".gen.lock"), "4242"),
+        hold(&outputs.join(".report.lock"), "4242"),
+        hold(&outputs.join(".m.safetensors.lock"), "4242"),
+        hold(&outputs.join(".user.state.lock"), "4242"),
+        hold(&root.join(".ssmkit.lock"), "4242"),
+    ];
+    let before = snapshot(&outputs);
+    let cases: Vec<(&Path, Vec<&str>)> = vec![
+        (
+            &run,
+            vec![
+                "train",
+                "--config",
+                &cfg,
+                "--data",
+                s(&data),
+                "--run",
+                s(&run),
+            ],
+        ),
+        (
+            &gen_out,
+            vec!["gen", "--config", &cfg, "--out", s(&gen_out), "--force"],
+        ),
+        (
+            &report,
+            vec![
+                "eval",
+                "--data",
+                s(&data),
+                "--run",
+                s(&run),
+                "--out",
+                s(&report),
+                "--force",
+            ],
+        ),
+        (
+            &export,
+            vec!["export", s(&run), "--out", s(&export), "--force"],
+        ),
+        (
+            &state,
+            vec![
+                "predict",
+                s(&export),
+                "--state",
+                s(&state),
+                "--input",
+                "/dev/null",
+            ],
+        ),
+        (&root, vec!["run", &cfg, "--root", s(&root), "--quiet"]),
+    ];
+    for (target, args) in cases {
+        let (ok, _, err) = ssmkit(&args);
+        assert!(!ok, "{args:?} succeeded");
+        let want = format!("{} is in use by process 4242", target.display());
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+    assert!(
+        snapshot(&outputs) == before,
+        "a refused writer changed something"
+    );
+}
+
+#[test]
+fn two_predicts_on_one_state_the_second_fails_at_once() {
+    use ssmkit::export::{Quant, encode};
+    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, 16, 4096);
+    let model = cfg.init(4, &burn::prelude::Device::flex());
+    let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+    let model_path = dir.path().join("m.safetensors");
+    fs::write(&model_path, bytes).unwrap();
+    let state = dir.path().join("user.state");
+    let lock = dir.path().join(".user.state.lock");
+    // The first waits for turns on its standard input, holding the state.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(["predict", s(&model_path), "--state", s(&state)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let started = std::time::Instant::now();
+    while fs::read_to_string(&lock).unwrap_or_default() != pid {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let args = [
+        "predict",
+        s(&model_path),
+        "--state",
+        s(&state),
+        "--input",
+        "/dev/null",
+    ];
+    let (ok, _, err) = ssmkit(&args);
+    assert!(!ok);
+    let want = format!("{} is in use by process {pid}", state.display());
+    assert!(err.contains(&want), "{err}");
+    assert!(!state.exists(), "the second saved a state");
+    drop(first.stdin.take());
+    assert!(first.wait().unwrap().success());
+    assert!(state.is_file(), "the first saves its state");
+    assert!(!lock.exists(), "the lock file goes with its owner");
+    let (ok, _, err) = ssmkit(&args);
+    assert!(ok, "free again: {err}");
+}
