@@ -542,7 +542,11 @@ pub fn export_read(
             100.0 * max
         )));
     }
-    crate::atomic::write(&opts.out, &bytes)?;
+    if opts.force {
+        crate::atomic::write(&opts.out, &bytes)?;
+    } else {
+        crate::atomic::write_new(&opts.out, &bytes)?;
+    }
     Ok(ExportReport {
         out: opts.out.clone(),
         quantization: opts.quant.name().into(),

@@ -1,4 +1,5 @@
-//! Two processes on one output: the second writer fails at once and changes nothing.
+//! Two processes on one output, and interrupted replaces: the second writer fails at once
+//! and changes nothing, and a stranded `.NAME.old` does not block later runs.
 
 use std::fs;
 use std::io::Write;
@@ -6,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{ssmkit, tiny_data};
+use common::{opts, ssmkit, tiny_data, tiny_train};
 
 /// Holds the lock file `file` as another process would (a separate open file, locked),
 /// with `pid` written in it.
@@ -206,4 +207,110 @@ fn two_predicts_on_one_state_the_second_fails_at_once() {
     assert!(!lock.exists(), "the lock file goes with its owner");
     let (ok, _, err) = ssmkit(&args);
     assert!(ok, "free again: {err}");
+}
+
+#[test]
+fn a_stranded_old_copy_neither_blocks_a_forced_gen_nor_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = train_config(dir.path());
+    let out = dir.path().join("data");
+    let old = dir.path().join(".data.old");
+    // Killed after the old dataset was moved aside and the new one was in place.
+    for d in [&out, &old] {
+        fs::create_dir(d).unwrap();
+        fs::write(d.join("manifest.json"), b"{}").unwrap();
+    }
+    let (ok, _, err) = ssmkit(&[
+        "gen",
+        "--config",
+        &cfg,
+        "--out",
+        s(&out),
+        "--force",
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    assert!(!old.exists(), "the stranded copy is removed");
+    assert!(fs::read(out.join("manifest.json")).unwrap().len() > 2);
+    // Killed after the old dataset was moved aside and before the new one was: the old
+    // one is all there is, and it is put back, not deleted.
+    fs::rename(&out, &old).unwrap();
+    let (ok, _, err) = ssmkit(&["gen", "--config", &cfg, "--out", s(&out), "--quiet"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    assert!(out.join("manifest.json").is_file() && !old.exists());
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".data"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_forced_eval_replaces_a_report_over_a_stranded_old_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = tiny_data(d);
+    let run = d.join("run");
+    ssmkit::train::train(&tiny_train(), &opts(&data, &run, 1)).unwrap();
+    // An eval --force over a report left with a stranded `.report.old`.
+    let report = d.join("report");
+    let old = d.join(".report.old");
+    for r in [&report, &old] {
+        fs::create_dir(r).unwrap();
+        fs::write(r.join("gates.json"), b"{}").unwrap();
+    }
+    let args = [
+        "eval",
+        "--data",
+        s(&data),
+        "--run",
+        s(&run),
+        "--out",
+        s(&report),
+        "--force",
+        "--quiet",
+        "--probes",
+        "2",
+        "--latency-users",
+        "1",
+        "--resamples",
+        "200",
+        "--permutations",
+        "200",
+    ];
+    let (ok, _, err) = ssmkit(&args);
+    assert!(ok, "{err}");
+    assert!(!old.exists(), "the stranded copy is removed");
+    assert!(report.join("report.md").is_file());
+}
+
+#[test]
+fn the_next_predict_removes_a_killed_ones_temporary_state() {
+    use ssmkit::export::{Quant, encode};
+    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, 16, 4096);
+    let model = cfg.init(4, &burn::prelude::Device::flex());
+    let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+    let model_path = dir.path().join("m.safetensors");
+    fs::write(&model_path, bytes).unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let state = dir.path().join("user.state");
+    let leftover = dir.path().join(format!(".user.state.tmp-{dead}"));
+    fs::write(&leftover, vec![0u8; 4096]).unwrap();
+    let args = [
+        "predict",
+        s(&model_path),
+        "--state",
+        s(&state),
+        "--input",
+        "/dev/null",
+    ];
+    let (ok, _, err) = ssmkit(&args);
+    assert!(ok, "{err}");
+    assert!(state.is_file() && !leftover.exists(), "the leftover stays");
 }
