@@ -165,6 +165,11 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             )));
         }
         reused.push(format!("gen ({})", data.display()));
+    } else if data.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Error::Input(format!(
+            "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
+            data.display()
+        )));
     } else {
         generate(
             &cfg,

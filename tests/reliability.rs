@@ -1,5 +1,6 @@
-//! Two processes on one output, and interrupted replaces: the second writer fails at once
-//! and changes nothing, and a stranded `.NAME.old` does not block later runs.
+//! Two processes on one output, interrupted replaces, and directories that are not ours:
+//! the second writer fails at once and changes nothing, a stranded `.NAME.old` does not
+//! block later runs, and `train` and `run` never delete what they did not write.
 
 use std::fs;
 use std::io::Write;
@@ -313,4 +314,87 @@ fn the_next_predict_removes_a_killed_ones_temporary_state() {
     let (ok, _, err) = ssmkit(&args);
     assert!(ok, "{err}");
     assert!(state.is_file() && !leftover.exists(), "the leftover stays");
+}
+
+#[test]
+fn train_writes_only_into_its_own_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = tiny_data(d);
+    let cfg = train_config(d);
+    let train = |run: &Path, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--config",
+            &cfg,
+            "--data",
+            s(&data),
+            "--run",
+            s(run),
+        ];
+        args.extend(if resume {
+            vec!["--resume", "--quiet"]
+        } else {
+            vec!["--quiet"]
+        });
+        ssmkit(&args)
+    };
+    // A directory of someone else's, directly and through a link.
+    let foreign = d.join("foreign");
+    fs::create_dir_all(foreign.join("ckpt-00000004")).unwrap();
+    fs::write(foreign.join("notes.txt"), b"mine").unwrap();
+    fs::write(foreign.join("metrics.csv"), b"mine").unwrap();
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&foreign, &link).unwrap();
+    let before = snapshot(&foreign);
+    for run in [&foreign, &link] {
+        for resume in [false, true] {
+            let (ok, _, err) = train(run, resume);
+            assert!(!ok, "trained into {}", run.display());
+            assert!(
+                err.contains(&run.display().to_string()) && err.contains("notes.txt"),
+                "{err}"
+            );
+        }
+    }
+    // A config.json that is not a run's is someone else's too.
+    let theirs = d.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("config.json"), b"{\"port\": 80}").unwrap();
+    let (ok, _, err) = train(&theirs, false);
+    assert!(!ok && err.contains("config.json"), "{err}");
+    assert_eq!(
+        fs::read(theirs.join("config.json")).unwrap(),
+        b"{\"port\": 80}"
+    );
+    assert!(
+        snapshot(&foreign) == before,
+        "a refused training changed something"
+    );
+
+    // A real run whose state.json is lost: --resume refuses and keeps the checkpoint.
+    let run = d.join("run");
+    ssmkit::train::train(&tiny_train(), &opts(&data, &run, 1)).unwrap();
+    let kept = d.join("state.json");
+    fs::rename(run.join("state.json"), &kept).unwrap();
+    let before = snapshot(&run);
+    let (ok, _, err) = train(&run, true);
+    assert!(!ok && err.contains("no state.json"), "{err}");
+    assert!(snapshot(&run) == before, "the checkpoint was touched");
+}
+
+#[test]
+fn run_never_replaces_a_data_directory_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = train_config(dir.path());
+    let data = dir.path().join("data").join("tiny");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("notes.txt"), b"mine").unwrap();
+    let (ok, _, err) = ssmkit(&["run", &cfg, "--root", s(dir.path()), "--quiet"]);
+    assert!(!ok, "run replaced the directory");
+    assert!(
+        err.contains(&data.display().to_string()) && err.contains("manifest.json"),
+        "{err}"
+    );
+    assert_eq!(fs::read(data.join("notes.txt")).unwrap(), b"mine");
 }

@@ -46,6 +46,66 @@ impl RunState {
     }
 }
 
+/// Locks the run directory `run` for a training, creating it. A directory with
+/// `state.json` is a run (the training resumes or refuses it). One without is trained into
+/// only when it holds nothing but what a training killed before its first checkpoint
+/// wrote, and with `resume` only when that is no checkpoint, which would be lost
+/// unverified; otherwise the error names the directory and nothing in it is changed.
+pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
+    if run.exists() && !run.is_dir() {
+        return Err(Error::Input(format!(
+            "{} exists and is not a run directory",
+            run.display()
+        )));
+    }
+    let lock = crate::lock::dir(run)?;
+    if run.join("state.json").exists() {
+        return Ok(lock);
+    }
+    let names: Vec<String> = fs::read_dir(run)
+        .map_err(|e| Error::io(run, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let foreign: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !written_by_train(n) || (*n == "config.json" && !holds_run_config(run)))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(Error::Input(format!(
+            "{} holds files that are not a run's ({}) and no state.json: train into an empty or new directory (nothing in it was changed)",
+            run.display(),
+            foreign.join(", ")
+        )));
+    }
+    if let Some(ckpt) = names.iter().find(|n| resume && n.starts_with("ckpt-")) {
+        return Err(Error::Input(format!(
+            "{}: --resume, but there is no state.json to say whether checkpoint {ckpt} is complete: restore state.json, or train without --resume to start again (nothing was changed)",
+            run.display()
+        )));
+    }
+    Ok(lock)
+}
+
+/// The names a training writes into its run directory besides `state.json`.
+fn written_by_train(name: &str) -> bool {
+    matches!(name, "config.json" | "metrics.csv" | ".ssmkit.lock")
+        || name.starts_with("ckpt-")
+        || name.starts_with(".ckpt-")
+        || (name.starts_with('.') && name.contains(".tmp-"))
+}
+
+/// Whether `run/config.json` is the resolved config a training writes.
+fn holds_run_config(run: &Path) -> bool {
+    let text = fs::read_to_string(run.join("config.json")).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| {
+        ["model", "train", "seed"]
+            .iter()
+            .all(|k| v.get(k).is_some())
+    })
+}
+
 /// Reads a run directory's `state.json`, refusing one that contradicts itself.
 pub fn read_run_state(run: &Path) -> Result<RunState> {
     let state_path = run.join("state.json");

@@ -201,15 +201,10 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         .with_weight_decay(train_cfg.weight_decay as f32)
         .with_epsilon(1e-8)
         .init();
-    if opts.run.exists() && !opts.run.is_dir() {
-        return Err(Error::Input(format!(
-            "{} exists and is not a run directory",
-            opts.run.display()
-        )));
-    }
-    let _lock = crate::lock::dir(&opts.run)?;
+    let _lock = crate::run::claim(&opts.run, opts.resume)?;
     // Without state.json the directory holds no checkpoint (a run killed before its first
-    // one, or nothing): training starts from scratch, with or without --resume.
+    // one, or nothing; `claim` refused a --resume that would lose one): training starts
+    // from scratch.
     if opts.resume && state_path.is_file() {
         let saved = read_run_state(&opts.run)?;
         if saved.model != model_cfg || saved.train != *train_cfg || saved.seed != opts.seed {
