@@ -398,3 +398,43 @@ fn run_never_replaces_a_data_directory_it_did_not_write() {
     );
     assert_eq!(fs::read(data.join("notes.txt")).unwrap(), b"mine");
 }
+
+#[test]
+fn gen_runs_at_the_bounds_of_its_config_and_names_the_field_beyond_them() {
+    use ssmkit::config::{MAX_START_UNIX, MAX_TURN_GAP_S, MAX_ZIPF_EXPONENT};
+    let dir = tempfile::tempdir().unwrap();
+    let mut at_bounds = common::tiny_config();
+    at_bounds.world.users = 4;
+    at_bounds.timeline.start_unix = MAX_START_UNIX;
+    at_bounds.timeline.mean_turn_gap_s = MAX_TURN_GAP_S;
+    at_bounds.patterns.zipf_exponent = MAX_ZIPF_EXPONENT;
+    common::gen_tiny(&at_bounds, &dir.path().join("at_bounds"));
+    let cfg = train_config(dir.path());
+    let base = fs::read_to_string(&cfg).unwrap();
+    for (section, field, value) in [
+        ("timeline", "start_unix", "9223372036854775807"),
+        ("timeline", "start_unix", "-1"),
+        ("timeline", "mean_turn_gap_s", "1e300"),
+        ("patterns", "zipf_exponent", "1000.0"),
+    ] {
+        let text = base.replace(
+            &format!("[{section}]\n"),
+            &format!("[{section}]\n{field} = {value}\n"),
+        );
+        let text = if text.contains(&format!("[{section}]")) {
+            text
+        } else {
+            format!("{text}[{section}]\n{field} = {value}\n")
+        };
+        fs::write(&cfg, text).unwrap();
+        let out = dir.path().join("beyond");
+        let (ok, _, err) = ssmkit(&["gen", "--config", &cfg, "--out", s(&out), "--quiet"]);
+        assert!(!ok && !err.contains("panicked"), "{field} = {value}: {err}");
+        let value = value.trim_end_matches(".0");
+        assert!(
+            err.contains(&format!("{section}.{field}")) && err.contains(value),
+            "{field} = {value}: {err}"
+        );
+        assert!(!out.exists());
+    }
+}
