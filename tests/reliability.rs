@@ -438,3 +438,65 @@ fn gen_runs_at_the_bounds_of_its_config_and_names_the_field_beyond_them() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn import_refuses_what_its_layout_would_distort_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let v17: Vec<f64> = vec![0.5; 17];
+    let turn = |user: serde_json::Value, n: usize| {
+        serde_json::json!({"user_id": user, "timestamp": 100, "features": vec![&v17; n],
+            "labels": vec![1.0; n]})
+        .to_string()
+    };
+    for (name, lines, want) in [
+        (
+            "all_relevant",
+            vec![
+                turn(serde_json::json!(1), 2),
+                turn(serde_json::json!(1), 256),
+            ],
+            "line 2: 256 relevant candidates",
+        ),
+        (
+            "mixed_ids",
+            vec![
+                turn(serde_json::json!(7), 2),
+                turn(serde_json::json!("7"), 2),
+            ],
+            "line 2: `user_id` is a string but a number on line 1",
+        ),
+        (
+            "object_id",
+            vec![turn(serde_json::json!({"id": 7}), 2)],
+            "line 1: `user_id` is {\"id\":7}",
+        ),
+    ] {
+        let input = dir.path().join(format!("{name}.jsonl"));
+        fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let out = dir.path().join(name);
+        let (ok, _, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&out)]);
+        assert!(!ok && err.contains(want), "{name}: {err}");
+        assert!(!out.exists(), "{name}: written");
+    }
+    // 255 relevant candidates still fit.
+    let input = dir.path().join("most.jsonl");
+    fs::write(&input, turn(serde_json::json!(1), 255) + "\n").unwrap();
+    let out = dir.path().join("most");
+    let (ok, _, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&out)]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_negative_seed_is_named_as_an_invalid_value() {
+    let (ok, _, err) = ssmkit(&[
+        "gen",
+        "--config",
+        "configs/quick.toml",
+        "--out",
+        "x",
+        "--seed",
+        "-1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("invalid value '-1' for '--seed"), "{err}");
+}
