@@ -476,7 +476,9 @@ impl Config {
         if p.probes == 0 {
             return bad("pipeline.probes", "must be at least 1".into());
         }
-        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+        // `name` names directories under data/, runs/ and reports/: "." or ".." would be
+        // those directories themselves or their parent.
+        if matches!(self.name.as_str(), "" | "." | "..") || self.name.contains(['/', '\\']) {
             return bad(
                 "name",
                 format!("{:?} must be a non-empty plain name", self.name),
@@ -511,6 +513,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("userz"), "{err}");
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_plain_directory_name_is_refused() {
+        for name in ["", ".", "..", "a/b"] {
+            let err = Config::parse(&format!("name = {name:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("name") && err.contains("plain name"), "{err}");
+        }
+        Config::parse("name = \"quick.v2\"\n").unwrap();
     }
 
     #[test]
