@@ -500,3 +500,19 @@ fn a_negative_seed_is_named_as_an_invalid_value() {
     assert!(!ok);
     assert!(err.contains("invalid value '-1' for '--seed"), "{err}");
 }
+
+#[test]
+fn output_into_a_pipe_closed_before_the_first_line_ends_without_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(["train", "--dry-run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the writer starts.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
