@@ -484,6 +484,20 @@ fn import_refuses_what_its_layout_would_distort_naming_the_line() {
     let out = dir.path().join("most");
     let (ok, _, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&out)]);
     assert!(ok, "{err}");
+    // Timestamped lines without a user_id become users of one turn, with a warning.
+    let input = dir.path().join("anonymous.jsonl");
+    let mut lines = vec![turn(serde_json::json!(1), 2), turn(serde_json::json!(1), 2)];
+    let mut no_user: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    no_user.as_object_mut().unwrap().remove("user_id");
+    lines.extend([no_user.to_string(), no_user.to_string()]);
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("anonymous");
+    let (ok, stdout, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&out)]);
+    assert!(ok && stdout.contains("3 users, 4 turns"), "{stdout}{err}");
+    assert!(
+        err.contains("warning: 2 of 4 timestamped lines have no user_id"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -42,6 +42,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.turns,
                 summary.candidates
             );
+            if summary.anonymous > 0 {
+                eprintln!(
+                    "warning: {} of {} timestamped lines have no user_id: each became a user of one turn",
+                    summary.anonymous, summary.turns
+                );
+            }
         }
         Command::Train {
             config,

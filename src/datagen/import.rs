@@ -220,6 +220,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
     let mut users: Vec<(String, Vec<ParsedTurn>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut id_type = None;
+    let mut anonymous = 0;
     for (i, text) in BufReader::new(file).lines().enumerate() {
         let text = text.map_err(|e| Error::io(input, e))?;
         if text.trim().is_empty() {
@@ -229,6 +230,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         if let Some((_, string)) = &user {
             one_id_type(input, i + 1, *string, &mut id_type)?;
         }
+        anonymous += (user.is_none() && turn.timed) as u64;
         let user = user.map_or_else(|| format!("scenario-{}", i + 1), |(key, _)| key);
         let slot = *index.entry(user.clone()).or_insert_with(|| {
             users.push((user, Vec::new()));
@@ -355,5 +357,6 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         users: users.len() as u64,
         turns,
         candidates,
+        anonymous,
     })
 }
