@@ -530,3 +530,23 @@ fn output_into_a_pipe_closed_before_the_first_line_ends_without_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "{err}");
 }
+
+#[test]
+fn an_edited_state_json_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let run = dir.path().join("run");
+    ssmkit::train::train(&tiny_train(), &opts(&data, &run, 1)).unwrap();
+    ssmkit::train::read_run_state(&run).expect("the state as written reads back");
+    let path = run.join("state.json");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"seed\": 1,"), "{text}");
+    fs::write(&path, text.replace("\"seed\": 1,", "\"seed\": 2,")).unwrap();
+    let out = dir.path().join("m.safetensors");
+    let (ok, _, err) = ssmkit(&["export", s(&run), "--out", s(&out)]);
+    assert!(!ok && !out.exists());
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("edited or damaged"),
+        "{err}"
+    );
+}

@@ -37,9 +37,33 @@ pub struct RunState {
     pub checkpoint: String,
     #[serde(default)]
     pub sha256: std::collections::BTreeMap<String, String>,
+    /// The SHA-256 of `state.json`'s text with this field empty ([`RunState::sealed`]),
+    /// so an edited `state.json` (another seed or step) is refused rather than carried into
+    /// evaluations and export metadata. Empty in runs written before it was recorded.
+    #[serde(default)]
+    pub state_sha256: String,
 }
 
 impl RunState {
+    /// The text of `state.json` for this state, with its own digest. The digest is of the
+    /// text, not of the state read back: floats need not parse back to the same bits.
+    pub fn sealed(&self) -> String {
+        let unsealed = RunState {
+            state_sha256: String::new(),
+            ..self.clone()
+        };
+        let text = serde_json::to_string_pretty(&unsealed).expect("a run state serializes");
+        text.replacen(&seal_field(""), &seal_field(&sha256_text(&text)), 1)
+    }
+
+    /// Whether `text`, the `state.json` this state was read from, matches the digest it
+    /// records (a state written before digests has none to check).
+    fn seal_holds(&self, text: &str) -> bool {
+        let recorded = &self.state_sha256;
+        let unsealed = text.replacen(&seal_field(recorded), &seal_field(""), 1);
+        recorded.is_empty() || sha256_text(&unsealed) == *recorded
+    }
+
     /// Whether training has nothing left to do.
     pub fn finished(&self) -> bool {
         self.stopped_early || self.step >= self.train.steps
@@ -106,6 +130,16 @@ fn holds_run_config(run: &Path) -> bool {
     })
 }
 
+/// The `state_sha256` field as `state.json` writes it.
+fn seal_field(digest: &str) -> String {
+    format!("\"state_sha256\": \"{digest}\"")
+}
+
+fn sha256_text(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
 /// Reads a run directory's `state.json`, refusing one that contradicts itself.
 pub fn read_run_state(run: &Path) -> Result<RunState> {
     let state_path = run.join("state.json");
@@ -126,6 +160,11 @@ pub fn read_run_state(run: &Path) -> Result<RunState> {
         )));
     }
     state.train.validate()?;
+    if !state.seal_holds(&text) {
+        return Err(bad(
+            "does not match the SHA-256 it records: it was edited or damaged (train into a new run directory)".into(),
+        ));
+    }
     Ok(state)
 }
 

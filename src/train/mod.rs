@@ -195,6 +195,7 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         stopped_early: false,
         checkpoint: String::new(),
         sha256: Default::default(),
+        state_sha256: String::new(),
     };
     let mut model = model_cfg.init(opts.seed, &device);
     let mut optim = AdamWConfig::new()
