@@ -226,6 +226,21 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("edited"), "{err}");
+    // The same edit with the metadata's digest made again: the second layer's tensors
+    // are not silently ignored.
+    let one_layer = ModelConfig {
+        layers: 1,
+        ..cfg.clone()
+    };
+    let meta = ssmkit::export::metadata(&one_layer, Quant::F32, &digest, &serde_json::json!({}));
+    let bytes = file(&full, meta);
+    let err = Runtime::from_bytes(&bytes, Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not use (`layers.1.") && err.contains("does not describe"),
+        "{err}"
+    );
     // predict: a turn with the wrong number of features names the line and the problem.
     let model_path = dir.path().join("m.safetensors");
     let (good, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
