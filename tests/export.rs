@@ -283,6 +283,23 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         feats(24)
     ));
     assert!(!ok && err.contains("candidate 0 has no memory_id"), "{err}");
+    // A value of the wrong type names its field, in the turn and in a candidate.
+    let (ok, err) = predict_lines(format!(
+        "{{\"timestamp\":\"noon\",\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":1}}]}}\n",
+        feats(24)
+    ));
+    assert!(
+        !ok && err.contains("line 1: `timestamp`: invalid type"),
+        "{err}"
+    );
+    let (ok, err) = predict_lines(format!(
+        "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":\"one\"}}]}}\n",
+        feats(24)
+    ));
+    assert!(
+        !ok && err.contains("candidate 0: `memory_id`: invalid type"),
+        "{err}"
+    );
 }
 
 #[test]

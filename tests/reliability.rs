@@ -478,6 +478,22 @@ fn import_refuses_what_its_layout_would_distort_naming_the_line() {
         assert!(!ok && err.contains(want), "{name}: {err}");
         assert!(!out.exists(), "{name}: written");
     }
+    // A value of the wrong type names its field.
+    let input = dir.path().join("typed.jsonl");
+    let mut line: serde_json::Value = serde_json::from_str(&turn(serde_json::json!(1), 2)).unwrap();
+    line["timestamp"] = serde_json::json!("noon");
+    fs::write(&input, line.to_string() + "\n").unwrap();
+    let (ok, _, err) = ssmkit(&[
+        "gen",
+        "--import",
+        s(&input),
+        "--out",
+        s(&dir.path().join("typed")),
+    ]);
+    assert!(
+        !ok && err.contains("line 1: not a valid record: `timestamp`: invalid type"),
+        "{err}"
+    );
     // 255 relevant candidates still fit.
     let input = dir.path().join("most.jsonl");
     fs::write(&input, turn(serde_json::json!(1), 255) + "\n").unwrap();

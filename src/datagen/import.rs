@@ -82,8 +82,9 @@ fn parse_line(
         line: line_no,
         msg,
     };
-    let line: Line =
-        serde_json::from_str(text).map_err(|e| err(format!("not a valid record: {e}")))?;
+    let not_valid = |e: String| err(format!("not a valid record: {e}"));
+    let value = serde_json::from_str(text).map_err(|e| not_valid(e.to_string()))?;
+    let line: Line = crate::runtime::jsonl::from_value_named(value).map_err(not_valid)?;
     let n = line.features.len();
     if n == 0 {
         return Err(err("`features` is empty".into()));
