@@ -566,3 +566,47 @@ fn an_edited_state_json_is_refused_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn a_loss_that_overflows_before_the_first_checkpoint_claims_no_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Features at the edge of f32: the first forward pass overflows.
+    let lines: Vec<String> = (0..60)
+        .map(|i| {
+            let f: Vec<Vec<f64>> = (0..8)
+                .map(|j| {
+                    (0..17)
+                        .map(|d| if (d + j) % 3 == 0 { 1e38 } else { 0.5 })
+                        .collect()
+                })
+                .collect();
+            let labels: Vec<f64> = (0..8).map(|j| (j == i % 8) as u8 as f64).collect();
+            serde_json::json!({"features": f, "labels": labels}).to_string()
+        })
+        .collect();
+    let input = dir.path().join("huge.jsonl");
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let data = dir.path().join("huge");
+    let (ok, _, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&data)]);
+    assert!(ok, "{err}");
+    let cfg = dir.path().join("mlp.toml");
+    fs::write(
+        &cfg,
+        "[train]\nmodel = \"mlp\"\nsize = \"tiny\"\nsteps = 8\nbatch_users = 4\nwindow = 2\nwarmup_steps = 2\neval_every = 4\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let (ok, _, err) = ssmkit(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&data),
+        "--run",
+        s(&run),
+        "--quiet",
+    ]);
+    assert!(!ok && err.contains("step 1: the training loss"), "{err}");
+    assert!(err.contains("no checkpoint was written yet"), "{err}");
+    assert!(!run.join("state.json").exists());
+}

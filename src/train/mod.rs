@@ -386,11 +386,16 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         model.visit(&mut norm);
         let norm = norm.1.sqrt();
         if !(loss_value.is_finite() && norm.is_finite()) {
+            // state.json exists once the first checkpoint is committed.
+            let kept = if state_path.is_file() {
+                format!("the last checkpoint (step {}) is kept", state.step)
+            } else {
+                "no checkpoint was written yet".into()
+            };
             return Err(Error::Input(format!(
-                "{}: step {}: the training loss is {loss_value} and the gradient norm {norm}: training stopped; the last checkpoint (step {}) is kept",
+                "{}: step {}: the training loss is {loss_value} and the gradient norm {norm}: training stopped; {kept}",
                 opts.run.display(),
-                step + 1,
-                state.step
+                step + 1
             )));
         }
         if norm > train_cfg.grad_clip {
