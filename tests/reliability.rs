@@ -610,3 +610,49 @@ fn a_loss_that_overflows_before_the_first_checkpoint_claims_no_checkpoint() {
     assert!(err.contains("no checkpoint was written yet"), "{err}");
     assert!(!run.join("state.json").exists());
 }
+
+#[test]
+fn predict_steps_through_extreme_timestamps_and_ids_without_a_panic() {
+    use ssmkit::export::{Quant, encode};
+    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
+    let dir = tempfile::tempdir().unwrap();
+    for variant in [Variant::Mamba, Variant::Mlp] {
+        let cfg = ModelConfig::sized(variant, Size::Tiny, 16, 4096);
+        let model = cfg.init(4, &burn::prelude::Device::flex());
+        let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+        let model_path = dir.path().join("m.safetensors");
+        fs::write(&model_path, bytes).unwrap();
+        let lines: Vec<String> = [0, i64::MAX, i64::MIN, i64::MAX, 5]
+            .iter()
+            .map(|&ts| {
+                let c = |id: u64| {
+                    serde_json::json!({"features": vec![0.5; 24], "memory_id": id,
+                        "memory_slot": u32::MAX, "entity": u32::MAX})
+                };
+                serde_json::json!({"timestamp": ts, "context": vec![0.5; 6],
+                    "candidates": [c(u64::MAX), c(0)], "labels": [1.0, 0.0]})
+                .to_string()
+            })
+            .collect();
+        let input = dir.path().join("turns.jsonl");
+        fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let state = dir.path().join(format!("{variant:?}.state"));
+        for _ in 0..2 {
+            let (ok, out, err) = ssmkit(&[
+                "predict",
+                s(&model_path),
+                "--input",
+                s(&input),
+                "--state",
+                s(&state),
+            ]);
+            assert!(!err.contains("panicked"), "{variant:?}: {err}");
+            assert!(ok, "{variant:?}: {err}");
+            assert_eq!(out.lines().count(), 5, "{variant:?}: {out}");
+            assert!(
+                !out.contains("null"),
+                "{variant:?}: a score is not finite: {out}"
+            );
+        }
+    }
+}
