@@ -162,6 +162,50 @@ fn a_held_lock_refuses_every_writer_at_once_and_changes_nothing() {
 }
 
 #[test]
+fn two_trainings_on_one_run_directory_the_second_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let cfg = dir.path().join("long.toml");
+    fs::write(
+        &cfg,
+        "[train]\nsize = \"tiny\"\nsteps = 100000\nbatch_users = 4\nwindow = 16\nwarmup_steps = 2\neval_every = 50000\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let args = [
+        "train",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&data),
+        "--run",
+        s(&run),
+        "--quiet",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let lock = run.join(".ssmkit.lock");
+    let started = std::time::Instant::now();
+    while fs::read_to_string(&lock).unwrap_or_default() != pid {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (ok, _, err) = ssmkit(&args);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!ok);
+    let want = format!("{} is in use by process {pid}", run.display());
+    assert!(err.contains(&want), "{err}");
+}
+
+#[test]
 fn two_predicts_on_one_state_the_second_fails_at_once() {
     use ssmkit::export::{Quant, encode};
     use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
