@@ -243,6 +243,7 @@ mod tests {
         assert!(!old(&b).exists());
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_dead_writers_temporary_goes_and_a_live_ones_stays() {
         let dir = tempfile::tempdir().unwrap();

@@ -212,6 +212,7 @@ mod tests {
         assert!(!file.exists());
     }
 
+    #[cfg(unix)]
     #[test]
     fn the_process_itself_is_alive_and_an_unused_id_is_not() {
         assert!(alive(std::process::id()));

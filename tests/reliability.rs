@@ -1,6 +1,10 @@
-//! Two processes on one output, interrupted replaces, and directories that are not ours:
-//! the second writer fails at once and changes nothing, a stranded `.NAME.old` does not
-//! block later runs, and `train` and `run` never delete what they did not write.
+//! Two processes on one output, interrupted replaces, directories that are not ours,
+//! edits, and values at their extremes: the second writer fails at once and changes
+//! nothing, a stranded `.NAME.old` does not block later runs, `train` and `run` never
+//! delete what they did not write, an edited `state.json` is refused, and input that the
+//! generator, the importer or the runtime cannot hold is one clear error, never a panic.
+//! (Unix: the tests plant symbolic links and ask `true` for a process id that has ended.)
+#![cfg(unix)]
 
 use std::fs;
 use std::io::Write;
