@@ -1,25 +1,50 @@
-//! Files replaced whole or not at all: written under a hidden temporary name beside the
-//! target, flushed to disk, then renamed into place. Every file ssmkit writes outside a
-//! staged directory goes through [`write()`].
+//! Files and directories replaced whole or not at all. A file is written under a hidden
+//! temporary name beside the target, flushed to disk, then renamed into place; every file
+//! ssmkit writes outside a staged directory goes through [`write()`] or [`write_new()`].
+//! A final rename never replaces what appeared since the writer looked ([`rename_new`]),
+//! and a replace swaps the two whole ([`exchange`]).
 
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 /// The hidden per-process temporary sibling of `path`; it never meets a file of the
-/// user's, and [`crate::run::checkpoint::clean`] removes one an interrupted write left.
+/// user's, and the next writer of `path` removes one a killed writer left.
 pub fn temporary(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Writes `bytes` to `path` through its [`temporary`] sibling and a rename; the temporary
-/// file is removed when the write fails. The temporary is created new: whatever stands at
-/// its name (a leftover of a killed writer, a planted symbolic link) is unlinked first,
-/// never written through, and one that appears again in between fails the write.
+/// The hidden sibling `.NAME.old` that holds the previous `path` during a replace where
+/// the two cannot be swapped in one step (and that an interrupted replace by an earlier
+/// build left).
+pub fn old(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".{name}.old"))
+}
+
+/// Writes `bytes` to `path` through its [`temporary`] sibling and a rename that replaces
+/// what is there; the temporary file is removed when the write fails.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = stage(path, bytes)?;
+    finish(&tmp, path, fs::rename(&tmp, path))
+}
+
+/// [`write`] for a file that must not exist: one that appeared since the caller looked
+/// is left as it is and the write fails.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = stage(path, bytes)?;
+    finish(&tmp, path, rename_new(&tmp, path))
+}
+
+/// Writes `bytes` to the [`temporary`] sibling of `path`, created new: whatever stands
+/// at its name (a leftover of a killed writer, a planted symbolic link) is unlinked
+/// first, never written through, and one that appears again in between fails the write.
+/// The temporaries of writers of `path` that no longer run go first.
+fn stage(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    remove_dead_temporaries(path)?;
     let tmp = temporary(path);
     if fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
         fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -36,10 +61,115 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(&tmp, e));
     }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
+    Ok(tmp)
+}
+
+/// The outcome of renaming `tmp` to `path`: the temporary goes when the rename failed.
+fn finish(tmp: &Path, path: &Path, renamed: io::Result<()>) -> Result<()> {
+    renamed.map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            appeared(path)
+        } else {
+            Error::io(path, e)
+        }
     })
+}
+
+/// The error of a write whose target appeared while it was being written.
+pub fn appeared(path: &Path) -> Error {
+    Error::Input(format!(
+        "{} appeared while this output was being written: it is left as it is and nothing was written",
+        path.display()
+    ))
+}
+
+/// Removes the files `.NAME.tmp-PID` beside `path` whose process no longer runs: what a
+/// killed writer of `path` left.
+fn remove_dead_temporaries(path: &Path) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let prefix = format!(".{name}.tmp-");
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let Some(pid) = entry_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let dead = pid.parse().is_ok_and(|p| !crate::lock::alive(p));
+        if dead && entry.file_type().is_ok_and(|t| !t.is_dir()) {
+            let tmp = entry.path();
+            fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to` unless `to` exists (an `AlreadyExists` error then): the check
+/// and the rename are one step where the system allows it.
+pub fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    match renameat2(from, to, libc::RENAME_NOREPLACE) {
+        Err(e) if unsupported(&e) => {}
+        done => return done,
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    fs::rename(from, to)
+}
+
+/// Swaps `a` and `b` (files or directories), both of which exist: in one step where the
+/// system allows it, else by three renames through [`old`]`(b)`, which the next writer
+/// of `b` finds if they were interrupted.
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    match renameat2(a, b, libc::RENAME_EXCHANGE) {
+        Err(e) if unsupported(&e) => {}
+        done => return done,
+    }
+    let aside = old(b);
+    rename_new(b, &aside)?;
+    fs::rename(a, b)?;
+    fs::rename(&aside, a)
+}
+
+/// Linux's `renameat2` with `flags`.
+#[cfg(target_os = "linux")]
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths, both relative to the working directory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether `renameat2` failed because the kernel or the file system lacks the flag.
+#[cfg(target_os = "linux")]
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
 }
 
 #[cfg(test)]
@@ -76,5 +206,60 @@ mod tests {
         assert_eq!(fs::read(&outside).unwrap(), b"keep me");
         assert_eq!(fs::read(&path).unwrap(), b"model");
         assert!(fs::symlink_metadata(temporary(&path)).is_err());
+    }
+
+    #[test]
+    fn a_new_file_never_replaces_one_that_appeared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        fs::write(&path, b"theirs").unwrap();
+        let err = write_new(&path, b"ours").unwrap_err().to_string();
+        assert!(err.contains("appeared"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"theirs");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn renames_never_replace_and_exchanges_swap_whole_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for (d, f) in [(&a, "new"), (&b, "old")] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join(f), b"x").unwrap();
+        }
+        let e = rename_new(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        // An empty directory at the target is not replaced either.
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        assert!(rename_new(&a, &empty).is_err());
+        assert!(a.join("new").is_file() && b.join("old").is_file());
+        exchange(&a, &b).unwrap();
+        assert!(b.join("new").is_file() && a.join("old").is_file());
+        assert!(!old(&b).exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_dead_writers_temporary_goes_and_a_live_ones_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user.state");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let dead_tmp = dir.path().join(format!(".user.state.tmp-{dead}"));
+        let live_tmp = dir.path().join(".user.state.tmp-1");
+        fs::write(&dead_tmp, b"killed").unwrap();
+        fs::write(&live_tmp, b"running").unwrap();
+        write(&path, b"state").unwrap();
+        assert!(!dead_tmp.exists());
+        assert!(
+            live_tmp.exists(),
+            "process 1 runs: its file is not ours to remove"
+        );
     }
 }

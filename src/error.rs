@@ -24,6 +24,9 @@ pub enum Error {
     Dataset { path: PathBuf, msg: String },
     #[error("parquet: {0}")]
     Parquet(#[from] polars::error::PolarsError),
+    /// Another process holds the lock on `path` (`pid`: the id it wrote, when it has).
+    #[error("{} is in use by {}", path.display(), pid.map_or("another process".to_string(), |p| format!("process {p}")))]
+    Busy { path: PathBuf, pid: Option<u32> },
     #[error(transparent)]
     Runtime(#[from] ssmkit_runtime::Error),
 }

@@ -22,7 +22,6 @@
 //! the SHA-256 of all tensor bytes, which the runtime checks.
 
 use std::collections::BTreeMap;
-use std::fs;
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear, RmsNorm};
@@ -487,6 +486,7 @@ pub fn export_read(
             "--max-drop needs --data: the drop is measured on that dataset's test cases".into(),
         ));
     }
+    let _lock = crate::lock::path(&opts.out)?;
     if opts.out.exists() && !opts.force {
         return Err(Error::Input(format!(
             "{} already exists: pass --force to replace it",
@@ -542,10 +542,11 @@ pub fn export_read(
             100.0 * max
         )));
     }
-    if let Some(dir) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if opts.force {
+        crate::atomic::write(&opts.out, &bytes)?;
+    } else {
+        crate::atomic::write_new(&opts.out, &bytes)?;
     }
-    crate::atomic::write(&opts.out, &bytes)?;
     Ok(ExportReport {
         out: opts.out.clone(),
         quantization: opts.quant.name().into(),

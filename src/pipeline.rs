@@ -2,7 +2,7 @@
 //! progress display. Resumable: a finished stage is not redone — an existing dataset made
 //! from the same config is reused, a finished run is kept and an interrupted one resumes
 //! from its checkpoint, and the report and exports are rebuilt only when a run or the
-//! config is newer.
+//! config is newer (or an export fails its digest).
 //!
 //! Layout, under `--root` (default: the working directory): `data/<name>`,
 //! `runs/<name>/<model>-s<seed>`, `reports/<name>`, `runs/<name>/export/<model>-<quant>.safetensors`.
@@ -98,6 +98,9 @@ fn gen_part(v: &serde_json::Value) -> serde_json::Value {
 
 pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     let cfg = Config::load(&opts.config)?;
+    // One `run` at a time under a root: two would train, evaluate and export into the
+    // same directories.
+    let _lock = crate::lock::dir(&opts.root)?;
     let p = &cfg.pipeline;
     let name = &cfg.name;
     let data = opts.root.join("data").join(name);
@@ -166,6 +169,11 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             )));
         }
         reused.push(format!("gen ({})", data.display()));
+    } else if data.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Error::Input(format!(
+            "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
+            data.display()
+        )));
     } else {
         generate(
             &cfg,
@@ -309,7 +317,10 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         ));
         bar.set_message(format!("export {}", out.display()));
         let inputs = modified(&source.join("state.json")).max(modified(&opts.config));
-        if modified(&out).is_some_and(|t| Some(t) >= inputs) {
+        // Reused only when newer than its inputs and intact (its recorded digest holds).
+        let fresh = modified(&out).is_some_and(|t| Some(t) >= inputs)
+            && crate::runtime::Runtime::load(&out).is_ok();
+        if fresh {
             reused.push(format!("export ({})", out.display()));
         } else {
             export_read(

@@ -226,6 +226,21 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("edited"), "{err}");
+    // The same edit with the metadata's digest made again: the second layer's tensors
+    // are not silently ignored.
+    let one_layer = ModelConfig {
+        layers: 1,
+        ..cfg.clone()
+    };
+    let meta = ssmkit::export::metadata(&one_layer, Quant::F32, &digest, &serde_json::json!({}));
+    let bytes = file(&full, meta);
+    let err = Runtime::from_bytes(&bytes, Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not use (`layers.1.") && err.contains("does not describe"),
+        "{err}"
+    );
     // predict: a turn with the wrong number of features names the line and the problem.
     let model_path = dir.path().join("m.safetensors");
     let (good, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
@@ -268,6 +283,23 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         feats(24)
     ));
     assert!(!ok && err.contains("candidate 0 has no memory_id"), "{err}");
+    // A value of the wrong type names its field, in the turn and in a candidate.
+    let (ok, err) = predict_lines(format!(
+        "{{\"timestamp\":\"noon\",\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":1}}]}}\n",
+        feats(24)
+    ));
+    assert!(
+        !ok && err.contains("line 1: `timestamp`: invalid type"),
+        "{err}"
+    );
+    let (ok, err) = predict_lines(format!(
+        "{{\"timestamp\":0,\"context\":[0,0,0,0,0,0],\"candidates\":[{{\"features\":[{}],\"memory_id\":\"one\"}}]}}\n",
+        feats(24)
+    ));
+    assert!(
+        !ok && err.contains("candidate 0: `memory_id`: invalid type"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -499,6 +531,20 @@ fn run_does_the_whole_job_and_a_second_run_reuses_it() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.matches("reused").count(), 1 + 8 + 1 + 2, "{stdout}");
     assert_eq!(out.status.code(), Some(2), "{stdout}");
+    // A damaged export is made again, however new it is; the intact one is reused.
+    let f32_path = dir.path().join("runs/tiny/export/mamba-f32.safetensors");
+    let mut bytes = std::fs::read(&f32_path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&f32_path, bytes).unwrap();
+    let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("reused").count(), 1 + 8 + 1 + 1, "{out}");
+    let f32_reused = out
+        .lines()
+        .any(|l| l.starts_with("reused: export") && l.contains("mamba-f32"));
+    assert!(!f32_reused, "{out}");
+    Runtime::load(&f32_path).unwrap();
     // The same name with another dataset config is refused, not silently reused.
     let changed = std::fs::read_to_string(&cfg)
         .unwrap()

@@ -34,7 +34,7 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Override the config's seed
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         seed: Option<u64>,
         /// Override the feature SNR in dB (every curriculum stage too)
         #[arg(long, allow_hyphen_values = true)]
@@ -71,7 +71,7 @@ pub enum Command {
         size: Option<Size>,
         #[arg(long)]
         steps: Option<usize>,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         seed: Option<u64>,
         /// cpu (Burn's flex backend), wgpu (needs a build with `--features wgpu`), or auto
         /// (a GPU when the build and the machine have one; says which it picked)
@@ -135,7 +135,7 @@ pub enum Command {
         /// Probe sites per canary
         #[arg(long, default_value_t = 32)]
         probes: usize,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
         seed: u64,
         /// Megabytes of users held in memory (a larger dataset is probed on a seeded sample)
         #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
@@ -181,7 +181,7 @@ pub enum Command {
         resamples: usize,
         #[arg(long, default_value_t = 10_000)]
         permutations: usize,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
         seed: u64,
         /// Users replayed one turn at a time for the latency measurement (0: skip)
         #[arg(long, default_value_t = 4)]
@@ -311,7 +311,7 @@ pub enum Command {
         resamples: usize,
         #[arg(long, default_value_t = 10_000)]
         permutations: usize,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
         seed: u64,
         /// Confidence level of the intervals
         #[arg(long, default_value_t = 0.95)]

@@ -42,6 +42,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.turns,
                 summary.candidates
             );
+            if summary.anonymous > 0 {
+                eprintln!(
+                    "warning: {} of {} timestamped lines have no user_id: each became a user of one turn",
+                    summary.anonymous, summary.turns
+                );
+            }
         }
         Command::Train {
             config,
@@ -436,6 +442,8 @@ fn predict(
 ) -> anyhow::Result<()> {
     use ssmkit::runtime::{Runtime, State, jsonl::parse_turn};
     use std::io::{BufRead, Write};
+    // Two processes on one state would each save their own turns and lose the other's.
+    let _lock = state_path.map(ssmkit::lock::path).transpose()?;
     let rt = Runtime::load(model)?;
     // A state file this model cannot read (another model's, or damaged) is left as it is
     // unless --force says to replace it.

@@ -85,6 +85,13 @@ impl Default for PipelineConfig {
     }
 }
 
+/// The largest `timeline.mean_turn_gap_s`: a day.
+pub const MAX_TURN_GAP_S: f64 = 86_400.0;
+/// The latest `timeline.start_unix`: 9999-12-31 23:59:59 UTC.
+pub const MAX_START_UNIX: i64 = 253_402_300_799;
+/// The largest `patterns.zipf_exponent`.
+pub const MAX_ZIPF_EXPONENT: f64 = 10.0;
+
 impl Config {
     /// Sets the SNR of the whole dataset: `[noise] snr_db` and every curriculum stage's
     /// (`gen --snr`).
@@ -171,7 +178,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks every bound a field must respect; the error names the field.
+    /// Checks every bound a field must respect; the error names the field and the value.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: String| Err(Error::Config(format!("{field}: {why}")));
         let range = |field: &str, r: Range, min: u32| -> Result<()> {
@@ -237,6 +244,26 @@ impl Config {
             );
         }
         positive("timeline.mean_turn_gap_s", t.mean_turn_gap_s)?;
+        // Timestamps are whole seconds in an i64: bounded starts and gaps keep every sum
+        // of them far from overflowing.
+        if t.mean_turn_gap_s > MAX_TURN_GAP_S {
+            return bad(
+                "timeline.mean_turn_gap_s",
+                format!(
+                    "{:?} is more than {MAX_TURN_GAP_S} (a day)",
+                    t.mean_turn_gap_s
+                ),
+            );
+        }
+        if !(0..=MAX_START_UNIX).contains(&t.start_unix) {
+            return bad(
+                "timeline.start_unix",
+                format!(
+                    "{} is not in 0..={MAX_START_UNIX} (1970 to the end of 9999)",
+                    t.start_unix
+                ),
+            );
+        }
         let c = &self.candidates;
         if !(4..=256).contains(&c.k) {
             return bad("candidates.k", format!("{} is not in 4..=256", c.k));
@@ -272,10 +299,11 @@ impl Config {
         positive("patterns.seasonal_period_days", p.seasonal_period_days)?;
         positive("patterns.exp_decay_days", p.exp_decay_days)?;
         positive("patterns.power_law_alpha", p.power_law_alpha)?;
-        if !(p.zipf_exponent.is_finite() && p.zipf_exponent >= 0.0) {
+        // Far above any real skew (1 to 3), and below where the weights underflow to zero.
+        if !(p.zipf_exponent.is_finite() && (0.0..=MAX_ZIPF_EXPONENT).contains(&p.zipf_exponent)) {
             return bad(
                 "patterns.zipf_exponent",
-                format!("{} must be >= 0", p.zipf_exponent),
+                format!("{} is not in [0, {MAX_ZIPF_EXPONENT}]", p.zipf_exponent),
             );
         }
         range("patterns.burst_turns", p.burst_turns, 1)?;
@@ -448,7 +476,9 @@ impl Config {
         if p.probes == 0 {
             return bad("pipeline.probes", "must be at least 1".into());
         }
-        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+        // `name` names directories under data/, runs/ and reports/: "." or ".." would be
+        // those directories themselves or their parent.
+        if matches!(self.name.as_str(), "" | "." | "..") || self.name.contains(['/', '\\']) {
             return bad(
                 "name",
                 format!("{:?} must be a non-empty plain name", self.name),
@@ -483,6 +513,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("userz"), "{err}");
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_plain_directory_name_is_refused() {
+        for name in ["", ".", "..", "a/b"] {
+            let err = Config::parse(&format!("name = {name:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("name") && err.contains("plain name"), "{err}");
+        }
+        Config::parse("name = \"quick.v2\"\n").unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   turn;
 //! - an exported turn also has `user_id` and `timestamp` (Unix seconds), and optionally
 //!   `session_id`, `memory_ids` and `entity_ids`; a user's turns are ordered by timestamp.
+//!   A file's `user_id`s are all strings or all numbers.
 //!
 //! Vectors of 17 numbers get the path features (dims 17–23) marked missing in `mask`.
 //! Imported data has no clean truth: `clean_*` equal the observed values and `relevance`
@@ -70,14 +71,20 @@ fn key(v: &serde_json::Value) -> String {
     }
 }
 
-fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>, ParsedTurn)> {
+/// One line: its user (the key, and whether the id was a string) and its turn.
+fn parse_line(
+    path: &Path,
+    line_no: usize,
+    text: &str,
+) -> Result<(Option<(String, bool)>, ParsedTurn)> {
     let err = |msg: String| Error::Jsonl {
         path: path.to_path_buf(),
         line: line_no,
         msg,
     };
-    let line: Line =
-        serde_json::from_str(text).map_err(|e| err(format!("not a valid record: {e}")))?;
+    let not_valid = |e: String| err(format!("not a valid record: {e}"));
+    let value = serde_json::from_str(text).map_err(|e| not_valid(e.to_string()))?;
+    let line: Line = crate::runtime::jsonl::from_value_named(value).map_err(not_valid)?;
     let n = line.features.len();
     if n == 0 {
         return Err(err("`features` is empty".into()));
@@ -122,6 +129,14 @@ fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>
             return Err(err(format!("label {i} is {l}, not in [0, 1]")));
         }
     }
+    // The layout counts a turn's relevant candidates in one byte.
+    let relevant = line.labels.iter().filter(|&&l| l > 0.5).count();
+    if relevant > u8::MAX as usize {
+        return Err(err(format!(
+            "{relevant} relevant candidates (label > 0.5); at most {} per turn",
+            u8::MAX
+        )));
+    }
     for (what, ids) in [
         ("memory_ids", &line.memory_ids),
         ("entity_ids", &line.entity_ids),
@@ -143,7 +158,14 @@ fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>
         return Err(err(format!("timestamp {ts} is not Unix seconds")));
     }
     let user = match (&line.user_id, line.timestamp) {
-        (Some(u), Some(_)) => Some(key(u)),
+        (Some(u @ (serde_json::Value::String(_) | serde_json::Value::Number(_))), Some(_)) => {
+            Some((key(u), u.is_string()))
+        }
+        (Some(u), Some(_)) => {
+            return Err(err(format!(
+                "`user_id` is {u}: expected a string or a number"
+            )));
+        }
         (Some(_), None) => return Err(err("`user_id` given without `timestamp`".into())),
         (None, _) => None,
     };
@@ -164,19 +186,53 @@ fn parse_line(path: &Path, line_no: usize, text: &str) -> Result<(Option<String>
     ))
 }
 
+/// Refuses a `user_id` that is a string (`string`) where an earlier one was a number, or
+/// the reverse: `"7"` and `7` would otherwise read as one user. `first` is the first id's
+/// type and line number.
+fn one_id_type(
+    path: &Path,
+    line: usize,
+    string: bool,
+    first: &mut Option<(bool, usize)>,
+) -> Result<()> {
+    let name = |s: bool| if s { "a string" } else { "a number" };
+    match *first {
+        None => *first = Some((string, line)),
+        Some((s, at)) if s != string => {
+            return Err(Error::Jsonl {
+                path: path.to_path_buf(),
+                line,
+                msg: format!(
+                    "`user_id` is {} but {} on line {at}: a file uses one type of user id",
+                    name(string),
+                    name(s)
+                ),
+            });
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 /// Imports `input` into a dataset at `opts.out`.
 pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
     let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
     // Parse everything first: a bad line fails before anything is written.
     let mut users: Vec<(String, Vec<ParsedTurn>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut id_type = None;
+    let mut anonymous = 0;
     for (i, text) in BufReader::new(file).lines().enumerate() {
         let text = text.map_err(|e| Error::io(input, e))?;
         if text.trim().is_empty() {
             continue;
         }
         let (user, turn) = parse_line(input, i + 1, &text)?;
-        let user = user.unwrap_or_else(|| format!("scenario-{}", i + 1));
+        if let Some((_, string)) = &user {
+            one_id_type(input, i + 1, *string, &mut id_type)?;
+        }
+        anonymous += (user.is_none() && turn.timed) as u64;
+        let user = user.map_or_else(|| format!("scenario-{}", i + 1), |(key, _)| key);
         let slot = *index.entry(user.clone()).or_insert_with(|| {
             users.push((user, Vec::new()));
             users.len() - 1
@@ -238,8 +294,9 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
             }
             tr.cycle_peak.push(-1.0);
             tr.canary.push(0);
-            tr.n_relevant
-                .push(turn.labels.iter().filter(|&&l| l > 0.5).count() as u8);
+            // At most 255: `parse_line` refuses more.
+            let relevant = turn.labels.iter().filter(|&&l| l > 0.5).count();
+            tr.n_relevant.push(relevant as u8);
             tr.negative_slots.push(0);
             if named {
                 tr.name.push(turn.name.clone());
@@ -301,5 +358,6 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         users: users.len() as u64,
         turns,
         candidates,
+        anonymous,
     })
 }

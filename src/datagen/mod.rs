@@ -67,6 +67,8 @@ pub struct Summary {
     pub users: u64,
     pub turns: u64,
     pub candidates: u64,
+    /// Imported timestamped turns without a `user_id`: each became a user of one turn.
+    pub anonymous: u64,
 }
 
 /// Splits users among curriculum stages (largest remainder, then a seeded shuffle) and
@@ -266,6 +268,7 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
         users: n as u64,
         turns: counts.turns,
         candidates: counts.candidates,
+        anonymous: 0,
     })
 }
 

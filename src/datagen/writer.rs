@@ -10,6 +10,7 @@ use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::lock::Lock;
 
 pub const TURNS: &str = "turns.parquet";
 pub const CANDIDATES: &str = "candidates.parquet";
@@ -18,16 +19,30 @@ pub const PATHS: &str = "paths.parquet";
 pub const MANIFEST: &str = "manifest.json";
 pub const TABLES: [&str; 4] = [TURNS, CANDIDATES, MEMORIES, PATHS];
 
-/// A directory being written; dropped without [`StagedDir::commit`], it is removed.
+/// A directory being written, and the lock on its target, held until it is committed or
+/// dropped; dropped without [`StagedDir::commit`], it is removed.
 pub struct StagedDir {
     pub tmp: PathBuf,
     target: PathBuf,
+    /// The target stood at the start and is replaced (`--force`).
+    replace: bool,
     committed: bool,
+    _lock: Lock,
 }
 
 impl StagedDir {
-    /// Refuses an existing `target` unless `force`; creates the temporary directory.
+    /// Locks `target`, refuses it when it exists unless `force`, and creates the
+    /// temporary directory beside it.
     pub fn new(target: &Path, force: bool) -> Result<StagedDir> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::Input(format!("{} is not a directory name", target.display())))?;
+        let lock = crate::lock::path(target)?;
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        recover_old(target)?;
         if target.exists() && !target.is_dir() {
             return Err(Error::Input(format!(
                 "{} exists and is not a directory: it is not replaced, even with --force",
@@ -40,14 +55,6 @@ impl StagedDir {
                 target.display()
             )));
         }
-        let name = target
-            .file_name()
-            .ok_or_else(|| Error::Input(format!("{} is not a directory name", target.display())))?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let prefix = format!(".{}.tmp-", name.to_string_lossy());
         remove_stale(&parent, &prefix)?;
         let tmp = parent.join(format!("{prefix}{}", std::process::id()));
@@ -58,44 +65,64 @@ impl StagedDir {
         Ok(StagedDir {
             tmp,
             target: target.to_path_buf(),
+            replace: target.exists(),
             committed: false,
+            _lock: lock,
         })
     }
 
-    /// Moves the finished directory into place (replacing an old one).
+    /// Moves the finished directory into place. A replace swaps the two whole and then
+    /// removes the old one (a kill in between leaves it under the temporary name, which the
+    /// next writer removes); otherwise a target that appeared meanwhile is left as it is.
     pub fn commit(mut self) -> Result<PathBuf> {
-        if self.target.exists() {
-            let old = self.tmp.with_extension("old");
-            fs::rename(&self.target, &old).map_err(|e| Error::io(&self.target, e))?;
-            fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
-            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        let io = |e| Error::io(&self.target, e);
+        if self.replace {
+            crate::atomic::exchange(&self.tmp, &self.target).map_err(io)?;
+            self.committed = true;
+            fs::remove_dir_all(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
         } else {
-            fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+            crate::atomic::rename_new(&self.tmp, &self.target).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    crate::atomic::appeared(&self.target)
+                } else {
+                    io(e)
+                }
+            })?;
+            self.committed = true;
         }
-        self.committed = true;
         Ok(self.target.clone())
     }
 }
 
-/// Removes `<prefix><pid>` directories (and their `.old` siblings) left in `parent` by
-/// writers that were killed: their process no longer runs. Where processes cannot be
-/// listed (no `/proc`), nothing is removed.
-fn remove_stale(parent: &Path, prefix: &str) -> Result<()> {
-    let proc = Path::new("/proc");
-    if !proc.is_dir() {
+/// The `.NAME.old` of a replace that was interrupted between its renames (the complete
+/// previous output): put back where the target is missing, removed where the replace got
+/// as far as its new output. Called with the target's lock held, so no writer is still at
+/// work on it.
+fn recover_old(target: &Path) -> Result<()> {
+    let old = crate::atomic::old(target);
+    if !old.is_dir() {
         return Ok(());
     }
+    if fs::symlink_metadata(target).is_err() {
+        fs::rename(&old, target).map_err(|e| Error::io(&old, e))
+    } else {
+        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))
+    }
+}
+
+/// Removes `<prefix><pid>` directories left in `parent` by writers that were killed:
+/// their process no longer runs.
+fn remove_stale(parent: &Path, prefix: &str) -> Result<()> {
     let Ok(entries) = fs::read_dir(parent) else {
         return Ok(());
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(prefix) else {
+        let Some(pid) = name.strip_prefix(prefix) else {
             continue;
         };
-        let pid = rest.trim_end_matches(".old");
         let ours = pid == std::process::id().to_string();
-        if !ours && pid.parse::<u32>().is_ok() && !proc.join(pid).exists() {
+        if !ours && pid.parse().is_ok_and(|p| !crate::lock::alive(p)) {
             let path = entry.path();
             fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         }
@@ -223,4 +250,47 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(format!("{:x}", hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_target_that_appears_before_the_commit_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("data");
+        let staged = StagedDir::new(&target, false).unwrap();
+        fs::write(staged.tmp.join("manifest.json"), b"ours").unwrap();
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("manifest.json"), b"theirs").unwrap();
+        let err = staged.commit().unwrap_err().to_string();
+        assert!(err.contains("appeared"), "{err}");
+        assert_eq!(fs::read(target.join("manifest.json")).unwrap(), b"theirs");
+        assert_eq!(names(dir.path()), ["data"], "no staging or lock left");
+    }
+
+    #[test]
+    fn a_forced_commit_swaps_the_directories_and_leaves_only_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("report");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("gates.json"), b"old").unwrap();
+        assert!(StagedDir::new(&target, false).is_err(), "needs force");
+        let staged = StagedDir::new(&target, true).unwrap();
+        fs::write(staged.tmp.join("gates.json"), b"new").unwrap();
+        staged.commit().unwrap();
+        assert_eq!(fs::read(target.join("gates.json")).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["report"]);
+    }
 }

@@ -68,6 +68,9 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     if opts.runs.is_empty() {
         return Err(Error::Input("eval needs at least one --run".into()));
     }
+    // Locked from the start (the report's writer shares the lock), so a second eval into
+    // the same report fails at once rather than after its work.
+    let _lock = crate::lock::path(&opts.out)?;
     let device = Device::flex();
     let runs = Runs::check(reader, opts)?;
     let test = TestData::read(reader, &runs.split, opts)?;

@@ -63,8 +63,7 @@ pub fn commit(run: &Path, staged: &Path, state: &mut RunState) -> Result<()> {
     fs::rename(staged, &dir).map_err(|e| Error::io(&dir, e))?;
     state.checkpoint = name.clone();
     state.sha256 = sums;
-    let json = serde_json::to_string_pretty(state).expect("a run state serializes");
-    crate::atomic::write(&run.join("state.json"), json.as_bytes())?;
+    crate::atomic::write(&run.join("state.json"), state.sealed().as_bytes())?;
     clean(run, Some(&name))
 }
 

@@ -37,13 +37,107 @@ pub struct RunState {
     pub checkpoint: String,
     #[serde(default)]
     pub sha256: std::collections::BTreeMap<String, String>,
+    /// The SHA-256 of `state.json`'s text with this field empty ([`RunState::sealed`]),
+    /// so an edited `state.json` (another seed or step) is refused rather than carried into
+    /// evaluations and export metadata. Empty in runs written before it was recorded.
+    #[serde(default)]
+    pub state_sha256: String,
 }
 
 impl RunState {
+    /// The text of `state.json` for this state, with its own digest. The digest is of the
+    /// text, not of the state read back: floats need not parse back to the same bits.
+    pub fn sealed(&self) -> String {
+        let unsealed = RunState {
+            state_sha256: String::new(),
+            ..self.clone()
+        };
+        let text = serde_json::to_string_pretty(&unsealed).expect("a run state serializes");
+        text.replacen(&seal_field(""), &seal_field(&sha256_text(&text)), 1)
+    }
+
+    /// Whether `text`, the `state.json` this state was read from, matches the digest it
+    /// records (a state written before digests has none to check).
+    fn seal_holds(&self, text: &str) -> bool {
+        let recorded = &self.state_sha256;
+        let unsealed = text.replacen(&seal_field(recorded), &seal_field(""), 1);
+        recorded.is_empty() || sha256_text(&unsealed) == *recorded
+    }
+
     /// Whether training has nothing left to do.
     pub fn finished(&self) -> bool {
         self.stopped_early || self.step >= self.train.steps
     }
+}
+
+/// Locks the run directory `run` for a training, creating it. A directory with
+/// `state.json` is a run (the training resumes or refuses it). One without is trained into
+/// only when it holds nothing but what a training killed before its first checkpoint
+/// wrote, and with `resume` only when that is no checkpoint, which would be lost
+/// unverified; otherwise the error names the directory and nothing in it is changed.
+pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
+    if run.exists() && !run.is_dir() {
+        return Err(Error::Input(format!(
+            "{} exists and is not a run directory",
+            run.display()
+        )));
+    }
+    let lock = crate::lock::dir(run)?;
+    if run.join("state.json").exists() {
+        return Ok(lock);
+    }
+    let names: Vec<String> = fs::read_dir(run)
+        .map_err(|e| Error::io(run, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let foreign: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !written_by_train(n) || (*n == "config.json" && !holds_run_config(run)))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(Error::Input(format!(
+            "{} holds files that are not a run's ({}) and no state.json: train into an empty or new directory (nothing in it was changed)",
+            run.display(),
+            foreign.join(", ")
+        )));
+    }
+    if let Some(ckpt) = names.iter().find(|n| resume && n.starts_with("ckpt-")) {
+        return Err(Error::Input(format!(
+            "{}: --resume, but there is no state.json to say whether checkpoint {ckpt} is complete: restore state.json, or train without --resume to start again (nothing was changed)",
+            run.display()
+        )));
+    }
+    Ok(lock)
+}
+
+/// The names a training writes into its run directory besides `state.json`.
+fn written_by_train(name: &str) -> bool {
+    matches!(name, "config.json" | "metrics.csv" | ".ssmkit.lock")
+        || name.starts_with("ckpt-")
+        || name.starts_with(".ckpt-")
+        || (name.starts_with('.') && name.contains(".tmp-"))
+}
+
+/// Whether `run/config.json` is the resolved config a training writes.
+fn holds_run_config(run: &Path) -> bool {
+    let text = fs::read_to_string(run.join("config.json")).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| {
+        ["model", "train", "seed"]
+            .iter()
+            .all(|k| v.get(k).is_some())
+    })
+}
+
+/// The `state_sha256` field as `state.json` writes it.
+fn seal_field(digest: &str) -> String {
+    format!("\"state_sha256\": \"{digest}\"")
+}
+
+fn sha256_text(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
 /// Reads a run directory's `state.json`, refusing one that contradicts itself.
@@ -66,6 +160,11 @@ pub fn read_run_state(run: &Path) -> Result<RunState> {
         )));
     }
     state.train.validate()?;
+    if !state.seal_holds(&text) {
+        return Err(bad(
+            "does not match the SHA-256 it records: it was edited or damaged (train into a new run directory)".into(),
+        ));
+    }
     Ok(state)
 }
 

@@ -195,14 +195,17 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         stopped_early: false,
         checkpoint: String::new(),
         sha256: Default::default(),
+        state_sha256: String::new(),
     };
     let mut model = model_cfg.init(opts.seed, &device);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(train_cfg.weight_decay as f32)
         .with_epsilon(1e-8)
         .init();
+    let _lock = crate::run::claim(&opts.run, opts.resume)?;
     // Without state.json the directory holds no checkpoint (a run killed before its first
-    // one, or nothing): training starts from scratch, with or without --resume.
+    // one, or nothing; `claim` refused a --resume that would lose one): training starts
+    // from scratch.
     if opts.resume && state_path.is_file() {
         let saved = read_run_state(&opts.run)?;
         if saved.model != model_cfg || saved.train != *train_cfg || saved.seed != opts.seed {
@@ -261,13 +264,6 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
                 opts.run.display()
             )));
         }
-        if opts.run.exists() && !opts.run.is_dir() {
-            return Err(Error::Input(format!(
-                "{} exists and is not a run directory",
-                opts.run.display()
-            )));
-        }
-        fs::create_dir_all(&opts.run).map_err(|e| Error::io(&opts.run, e))?;
         checkpoint::clean(&opts.run, None)?;
         let resolved = serde_json::json!({"model": model_cfg, "train": train_cfg, "seed": opts.seed,
             "data": opts.data.display().to_string(), "cutoffs": cut, "params": model.num_params(),
@@ -390,11 +386,16 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         model.visit(&mut norm);
         let norm = norm.1.sqrt();
         if !(loss_value.is_finite() && norm.is_finite()) {
+            // state.json exists once the first checkpoint is committed.
+            let kept = if state_path.is_file() {
+                format!("the last checkpoint (step {}) is kept", state.step)
+            } else {
+                "no checkpoint was written yet".into()
+            };
             return Err(Error::Input(format!(
-                "{}: step {}: the training loss is {loss_value} and the gradient norm {norm}: training stopped; the last checkpoint (step {}) is kept",
+                "{}: step {}: the training loss is {loss_value} and the gradient norm {norm}: training stopped; {kept}",
                 opts.run.display(),
-                step + 1,
-                state.step
+                step + 1
             )));
         }
         if norm > train_cfg.grad_clip {

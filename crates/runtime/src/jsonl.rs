@@ -48,6 +48,30 @@ fn no_focal() -> [i32; 2] {
     [-1, -1]
 }
 
+/// Reads `value` as a `T`, naming the field of a wrong type or value (serde names only
+/// what it expected): the field at fault is the one whose removal changes the error.
+pub fn from_value_named<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, String> {
+    let err = match serde_json::from_value::<T>(value.clone()) {
+        Ok(t) => return Ok(t),
+        Err(e) => e.to_string(),
+    };
+    let Some(object) = value.as_object().filter(|_| err.starts_with("invalid")) else {
+        return Err(err);
+    };
+    let at_fault = object.keys().find(|k| {
+        let mut rest = object.clone();
+        rest.remove(*k);
+        let without = serde_json::from_value::<T>(serde_json::Value::Object(rest));
+        without.map_err(|e| e.to_string()).err().as_ref() != Some(&err)
+    });
+    Err(match at_fault {
+        Some(field) => format!("`{field}`: {err}"),
+        None => err,
+    })
+}
+
 /// Parses one line into a turn and its optional outcome; the error names the problem.
 pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
     // Candidates are read one by one, so an error says which one.
@@ -60,12 +84,10 @@ pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
     let in_candidates = raw
         .into_iter()
         .enumerate()
-        .map(|(i, c)| {
-            serde_json::from_value::<InCandidate>(c).map_err(|e| format!("candidate {i}: {e}"))
-        })
+        .map(|(i, c)| from_value_named::<InCandidate>(c).map_err(|e| format!("candidate {i}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     v["candidates"] = serde_json::Value::Array(Vec::new());
-    let mut t: InTurn = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    let mut t: InTurn = from_value_named(v)?;
     t.candidates = in_candidates;
     if t.context.len() != CONTEXT_DIM {
         return Err(format!(

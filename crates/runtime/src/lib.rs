@@ -353,7 +353,7 @@ impl Runtime {
         for (i, b) in fingerprint.iter_mut().enumerate() {
             *b = u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0);
         }
-        let l = Loader { st, path };
+        let l = Loader::new(st, path);
         let c = &config;
         let h = c.d_model;
         let temporal = c.variant.is_temporal();
@@ -481,7 +481,7 @@ impl Runtime {
         } else {
             None
         };
-        Ok(Runtime {
+        let rt = Runtime {
             keyed,
             attn,
             quantization: meta.quantization,
@@ -507,8 +507,9 @@ impl Runtime {
             path: path_enc,
             xattn,
             config,
-        }
-        .with_transposed())
+        };
+        l.all_read()?;
+        Ok(rt.with_transposed())
     }
 
     fn with_transposed(mut self) -> Runtime {

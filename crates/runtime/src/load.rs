@@ -1,6 +1,8 @@
 //! Reading an export's tensors: f32, or dequantized from int8 / ternary with their
 //! scales, into the runtime's layers.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::layers::{Dense, LayerNorm, S4d};
@@ -11,11 +13,42 @@ use ssmkit_format::simd::transpose;
 
 /// Reads a tensor as f32, dequantizing `<base>.qweight`/`.qweight2` with `<base>.scale`.
 pub(super) struct Loader<'a> {
-    pub(super) st: safetensors::SafeTensors<'a>,
-    pub(super) path: &'a Path,
+    st: safetensors::SafeTensors<'a>,
+    path: &'a Path,
+    /// The tensors read so far.
+    read: RefCell<BTreeSet<String>>,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    pub(super) fn new(st: safetensors::SafeTensors<'a>, path: &'a Path) -> Loader<'a> {
+        Loader {
+            st,
+            path,
+            read: RefCell::default(),
+        }
+    }
+
+    /// Refuses a file with tensors the model config did not ask for: a config edited
+    /// together with its digest (one layer fewer) would otherwise load and silently
+    /// ignore them.
+    pub(super) fn all_read(&self) -> Result<()> {
+        let read = self.read.borrow();
+        let mut unread: Vec<&str> = self
+            .st
+            .names()
+            .into_iter()
+            .filter(|n| !read.contains(*n))
+            .collect();
+        unread.sort();
+        match unread.first() {
+            None => Ok(()),
+            Some(first) => Err(self.err(format!(
+                "{} tensors that its model config does not use (`{first}` first): the config does not describe this file",
+                unread.len()
+            ))),
+        }
+    }
+
     pub(super) fn err(&self, msg: String) -> Error {
         Error::Input(format!("{}: {msg}", self.path.display()))
     }
@@ -29,6 +62,7 @@ impl Loader<'_> {
             .st
             .tensor(name)
             .map_err(|_| self.err(format!("missing tensor `{name}`")))?;
+        self.read.borrow_mut().insert(name.to_string());
         Ok((t.shape().to_vec(), t.dtype(), t.data()))
     }
 

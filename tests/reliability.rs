@@ -1,0 +1,706 @@
+//! Two processes on one output, interrupted replaces, directories that are not ours,
+//! edits, and values at their extremes: the second writer fails at once and changes
+//! nothing, a stranded `.NAME.old` does not block later runs, `train` and `run` never
+//! delete what they did not write, an edited `state.json` is refused, and input that the
+//! generator, the importer or the runtime cannot hold is one clear error, never a panic.
+//! (Unix: the tests plant symbolic links and ask `true` for a process id that has ended.)
+#![cfg(unix)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{opts, ssmkit, tiny_data, tiny_train};
+
+/// Holds the lock file `file` as another process would (a separate open file, locked),
+/// with `pid` written in it.
+fn hold(file: &Path, pid: &str) -> fs::File {
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file)
+        .unwrap();
+    f.try_lock().unwrap();
+    f.write_all(pid.as_bytes()).unwrap();
+    f
+}
+
+/// Every entry under `dir`, with each file's bytes: what must not change.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.push((path.clone(), Vec::new()));
+            out.extend(snapshot(&path));
+        } else {
+            out.push((path.clone(), fs::read(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A config file of the tiny world (12 users) with a tiny training section.
+fn train_config(dir: &Path) -> String {
+    let path = dir.join("tiny.toml");
+    fs::write(
+        &path,
+        r#"name = "tiny"
+[world]
+users = 12
+entities = [20, 30]
+[timeline]
+turns = [90, 120]
+[noise]
+calibration_users = 12
+[canaries]
+inject_prob = 1.0
+[train]
+size = "tiny"
+steps = 8
+batch_users = 4
+window = 16
+warmup_steps = 2
+eval_every = 4
+"#,
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_held_lock_refuses_every_writer_at_once_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = tiny_data(d);
+    let cfg = train_config(d);
+    let outputs = d.join("outputs");
+    fs::create_dir(&outputs).unwrap();
+    // What each command would write, with something already there to keep.
+    let run = outputs.join("run");
+    let (gen_out, report) = (outputs.join("gen"), outputs.join("report"));
+    for dir in [&run, &gen_out, &report] {
+        fs::create_dir(dir).unwrap();
+        fs::write(dir.join("keep"), b"theirs").unwrap();
+    }
+    let (export, state) = (outputs.join("m.safetensors"), outputs.join("user.state"));
+    fs::write(&export, b"old export").unwrap();
+    fs::write(&state, b"old state").unwrap();
+    let root = outputs.join("root");
+    fs::create_dir(&root).unwrap();
+    let _locks = [
+        hold(&run.join(".ssmkit.lock"), "4242"),
+        hold(&outputs.join(".gen.lock"), "4242"),
+        hold(&outputs.join(".report.lock"), "4242"),
+        hold(&outputs.join(".m.safetensors.lock"), "4242"),
+        hold(&outputs.join(".user.state.lock"), "4242"),
+        hold(&root.join(".ssmkit.lock"), "4242"),
+    ];
+    let before = snapshot(&outputs);
+    let cases: Vec<(&Path, Vec<&str>)> = vec![
+        (
+            &run,
+            vec![
+                "train",
+                "--config",
+                &cfg,
+                "--data",
+                s(&data),
+                "--run",
+                s(&run),
+            ],
+        ),
+        (
+            &gen_out,
+            vec!["gen", "--config", &cfg, "--out", s(&gen_out), "--force"],
+        ),
+        (
+            &report,
+            vec![
+                "eval",
+                "--data",
+                s(&data),
+                "--run",
+                s(&run),
+                "--out",
+                s(&report),
+                "--force",
+            ],
+        ),
+        (
+            &export,
+            vec!["export", s(&run), "--out", s(&export), "--force"],
+        ),
+        (
+            &state,
+            vec![
+                "predict",
+                s(&export),
+                "--state",
+                s(&state),
+                "--input",
+                "/dev/null",
+            ],
+        ),
+        (&root, vec!["run", &cfg, "--root", s(&root), "--quiet"]),
+    ];
+    for (target, args) in cases {
+        let (ok, _, err) = ssmkit(&args);
+        assert!(!ok, "{args:?} succeeded");
+        let want = format!("{} is in use by process 4242", target.display());
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+    assert!(
+        snapshot(&outputs) == before,
+        "a refused writer changed something"
+    );
+}
+
+#[test]
+fn two_trainings_on_one_run_directory_the_second_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let cfg = dir.path().join("long.toml");
+    fs::write(
+        &cfg,
+        "[train]\nsize = \"tiny\"\nsteps = 100000\nbatch_users = 4\nwindow = 16\nwarmup_steps = 2\neval_every = 50000\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let args = [
+        "train",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&data),
+        "--run",
+        s(&run),
+        "--quiet",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let lock = run.join(".ssmkit.lock");
+    let started = std::time::Instant::now();
+    while fs::read_to_string(&lock).unwrap_or_default() != pid {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (ok, _, err) = ssmkit(&args);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!ok);
+    let want = format!("{} is in use by process {pid}", run.display());
+    assert!(err.contains(&want), "{err}");
+}
+
+#[test]
+fn two_predicts_on_one_state_the_second_fails_at_once() {
+    use ssmkit::export::{Quant, encode};
+    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, 16, 4096);
+    let model = cfg.init(4, &burn::prelude::Device::flex());
+    let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+    let model_path = dir.path().join("m.safetensors");
+    fs::write(&model_path, bytes).unwrap();
+    let state = dir.path().join("user.state");
+    let lock = dir.path().join(".user.state.lock");
+    // The first waits for turns on its standard input, holding the state.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(["predict", s(&model_path), "--state", s(&state)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let started = std::time::Instant::now();
+    while fs::read_to_string(&lock).unwrap_or_default() != pid {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let args = [
+        "predict",
+        s(&model_path),
+        "--state",
+        s(&state),
+        "--input",
+        "/dev/null",
+    ];
+    let (ok, _, err) = ssmkit(&args);
+    assert!(!ok);
+    let want = format!("{} is in use by process {pid}", state.display());
+    assert!(err.contains(&want), "{err}");
+    assert!(!state.exists(), "the second saved a state");
+    drop(first.stdin.take());
+    assert!(first.wait().unwrap().success());
+    assert!(state.is_file(), "the first saves its state");
+    assert!(!lock.exists(), "the lock file goes with its owner");
+    let (ok, _, err) = ssmkit(&args);
+    assert!(ok, "free again: {err}");
+}
+
+#[test]
+fn a_stranded_old_copy_neither_blocks_a_forced_gen_nor_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = train_config(dir.path());
+    let out = dir.path().join("data");
+    let old = dir.path().join(".data.old");
+    // Killed after the old dataset was moved aside and the new one was in place.
+    for d in [&out, &old] {
+        fs::create_dir(d).unwrap();
+        fs::write(d.join("manifest.json"), b"{}").unwrap();
+    }
+    let (ok, _, err) = ssmkit(&[
+        "gen",
+        "--config",
+        &cfg,
+        "--out",
+        s(&out),
+        "--force",
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    assert!(!old.exists(), "the stranded copy is removed");
+    assert!(fs::read(out.join("manifest.json")).unwrap().len() > 2);
+    // Killed after the old dataset was moved aside and before the new one was: the old
+    // one is all there is, and it is put back, not deleted.
+    fs::rename(&out, &old).unwrap();
+    let (ok, _, err) = ssmkit(&["gen", "--config", &cfg, "--out", s(&out), "--quiet"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    assert!(out.join("manifest.json").is_file() && !old.exists());
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".data"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_forced_eval_replaces_a_report_over_a_stranded_old_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = tiny_data(d);
+    let run = d.join("run");
+    ssmkit::train::train(&tiny_train(), &opts(&data, &run, 1)).unwrap();
+    // An eval --force over a report left with a stranded `.report.old`.
+    let report = d.join("report");
+    let old = d.join(".report.old");
+    for r in [&report, &old] {
+        fs::create_dir(r).unwrap();
+        fs::write(r.join("gates.json"), b"{}").unwrap();
+    }
+    let args = [
+        "eval",
+        "--data",
+        s(&data),
+        "--run",
+        s(&run),
+        "--out",
+        s(&report),
+        "--force",
+        "--quiet",
+        "--probes",
+        "2",
+        "--latency-users",
+        "1",
+        "--resamples",
+        "200",
+        "--permutations",
+        "200",
+    ];
+    let (ok, _, err) = ssmkit(&args);
+    assert!(ok, "{err}");
+    assert!(!old.exists(), "the stranded copy is removed");
+    assert!(report.join("report.md").is_file());
+}
+
+#[test]
+fn the_next_predict_removes_a_killed_ones_temporary_state() {
+    use ssmkit::export::{Quant, encode};
+    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, 16, 4096);
+    let model = cfg.init(4, &burn::prelude::Device::flex());
+    let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+    let model_path = dir.path().join("m.safetensors");
+    fs::write(&model_path, bytes).unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let state = dir.path().join("user.state");
+    let leftover = dir.path().join(format!(".user.state.tmp-{dead}"));
+    fs::write(&leftover, vec![0u8; 4096]).unwrap();
+    let args = [
+        "predict",
+        s(&model_path),
+        "--state",
+        s(&state),
+        "--input",
+        "/dev/null",
+    ];
+    let (ok, _, err) = ssmkit(&args);
+    assert!(ok, "{err}");
+    assert!(state.is_file() && !leftover.exists(), "the leftover stays");
+}
+
+#[test]
+fn train_writes_only_into_its_own_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = tiny_data(d);
+    let cfg = train_config(d);
+    let train = |run: &Path, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--config",
+            &cfg,
+            "--data",
+            s(&data),
+            "--run",
+            s(run),
+        ];
+        args.extend(if resume {
+            vec!["--resume", "--quiet"]
+        } else {
+            vec!["--quiet"]
+        });
+        ssmkit(&args)
+    };
+    // A directory of someone else's, directly and through a link.
+    let foreign = d.join("foreign");
+    fs::create_dir_all(foreign.join("ckpt-00000004")).unwrap();
+    fs::write(foreign.join("notes.txt"), b"mine").unwrap();
+    fs::write(foreign.join("metrics.csv"), b"mine").unwrap();
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&foreign, &link).unwrap();
+    let before = snapshot(&foreign);
+    for run in [&foreign, &link] {
+        for resume in [false, true] {
+            let (ok, _, err) = train(run, resume);
+            assert!(!ok, "trained into {}", run.display());
+            assert!(
+                err.contains(&run.display().to_string()) && err.contains("notes.txt"),
+                "{err}"
+            );
+        }
+    }
+    // A config.json that is not a run's is someone else's too.
+    let theirs = d.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("config.json"), b"{\"port\": 80}").unwrap();
+    let (ok, _, err) = train(&theirs, false);
+    assert!(!ok && err.contains("config.json"), "{err}");
+    assert_eq!(
+        fs::read(theirs.join("config.json")).unwrap(),
+        b"{\"port\": 80}"
+    );
+    assert!(
+        snapshot(&foreign) == before,
+        "a refused training changed something"
+    );
+
+    // A real run whose state.json is lost: --resume refuses and keeps the checkpoint.
+    let run = d.join("run");
+    ssmkit::train::train(&tiny_train(), &opts(&data, &run, 1)).unwrap();
+    let kept = d.join("state.json");
+    fs::rename(run.join("state.json"), &kept).unwrap();
+    let before = snapshot(&run);
+    let (ok, _, err) = train(&run, true);
+    assert!(!ok && err.contains("no state.json"), "{err}");
+    assert!(snapshot(&run) == before, "the checkpoint was touched");
+}
+
+#[test]
+fn run_never_replaces_a_data_directory_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = train_config(dir.path());
+    let data = dir.path().join("data").join("tiny");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("notes.txt"), b"mine").unwrap();
+    let (ok, _, err) = ssmkit(&["run", &cfg, "--root", s(dir.path()), "--quiet"]);
+    assert!(!ok, "run replaced the directory");
+    assert!(
+        err.contains(&data.display().to_string()) && err.contains("manifest.json"),
+        "{err}"
+    );
+    assert_eq!(fs::read(data.join("notes.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn gen_runs_at_the_bounds_of_its_config_and_names_the_field_beyond_them() {
+    use ssmkit::config::{MAX_START_UNIX, MAX_TURN_GAP_S, MAX_ZIPF_EXPONENT};
+    let dir = tempfile::tempdir().unwrap();
+    let mut at_bounds = common::tiny_config();
+    at_bounds.world.users = 4;
+    at_bounds.timeline.start_unix = MAX_START_UNIX;
+    at_bounds.timeline.mean_turn_gap_s = MAX_TURN_GAP_S;
+    at_bounds.patterns.zipf_exponent = MAX_ZIPF_EXPONENT;
+    common::gen_tiny(&at_bounds, &dir.path().join("at_bounds"));
+    let cfg = train_config(dir.path());
+    let base = fs::read_to_string(&cfg).unwrap();
+    for (section, field, value) in [
+        ("timeline", "start_unix", "9223372036854775807"),
+        ("timeline", "start_unix", "-1"),
+        ("timeline", "mean_turn_gap_s", "1e300"),
+        ("patterns", "zipf_exponent", "1000.0"),
+    ] {
+        let text = base.replace(
+            &format!("[{section}]\n"),
+            &format!("[{section}]\n{field} = {value}\n"),
+        );
+        let text = if text.contains(&format!("[{section}]")) {
+            text
+        } else {
+            format!("{text}[{section}]\n{field} = {value}\n")
+        };
+        fs::write(&cfg, text).unwrap();
+        let out = dir.path().join("beyond");
+        let (ok, _, err) = ssmkit(&["gen", "--config", &cfg, "--out", s(&out), "--quiet"]);
+        assert!(!ok && !err.contains("panicked"), "{field} = {value}: {err}");
+        let value = value.trim_end_matches(".0");
+        assert!(
+            err.contains(&format!("{section}.{field}")) && err.contains(value),
+            "{field} = {value}: {err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn import_refuses_what_its_layout_would_distort_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let v17: Vec<f64> = vec![0.5; 17];
+    let turn = |user: serde_json::Value, n: usize| {
+        serde_json::json!({"user_id": user, "timestamp": 100, "features": vec![&v17; n],
+            "labels": vec![1.0; n]})
+        .to_string()
+    };
+    for (name, lines, want) in [
+        (
+            "all_relevant",
+            vec![
+                turn(serde_json::json!(1), 2),
+                turn(serde_json::json!(1), 256),
+            ],
+            "line 2: 256 relevant candidates",
+        ),
+        (
+            "mixed_ids",
+            vec![
+                turn(serde_json::json!(7), 2),
+                turn(serde_json::json!("7"), 2),
+            ],
+            "line 2: `user_id` is a string but a number on line 1",
+        ),
+        (
+            "object_id",
+            vec![turn(serde_json::json!({"id": 7}), 2)],
+            "line 1: `user_id` is {\"id\":7}",
+        ),
+    ] {
+        let input = dir.path().join(format!("{name}.jsonl"));
+        fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let out = dir.path().join(name);
+        let (ok, _, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&out)]);
+        assert!(!ok && err.contains(want), "{name}: {err}");
+        assert!(!out.exists(), "{name}: written");
+    }
+    // A value of the wrong type names its field.
+    let input = dir.path().join("typed.jsonl");
+    let mut line: serde_json::Value = serde_json::from_str(&turn(serde_json::json!(1), 2)).unwrap();
+    line["timestamp"] = serde_json::json!("noon");
+    fs::write(&input, line.to_string() + "\n").unwrap();
+    let (ok, _, err) = ssmkit(&[
+        "gen",
+        "--import",
+        s(&input),
+        "--out",
+        s(&dir.path().join("typed")),
+    ]);
+    assert!(
+        !ok && err.contains("line 1: not a valid record: `timestamp`: invalid type"),
+        "{err}"
+    );
+    // 255 relevant candidates still fit.
+    let input = dir.path().join("most.jsonl");
+    fs::write(&input, turn(serde_json::json!(1), 255) + "\n").unwrap();
+    let out = dir.path().join("most");
+    let (ok, _, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&out)]);
+    assert!(ok, "{err}");
+    // Timestamped lines without a user_id become users of one turn, with a warning.
+    let input = dir.path().join("anonymous.jsonl");
+    let mut lines = vec![turn(serde_json::json!(1), 2), turn(serde_json::json!(1), 2)];
+    let mut no_user: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    no_user.as_object_mut().unwrap().remove("user_id");
+    lines.extend([no_user.to_string(), no_user.to_string()]);
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("anonymous");
+    let (ok, stdout, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&out)]);
+    assert!(ok && stdout.contains("3 users, 4 turns"), "{stdout}{err}");
+    assert!(
+        err.contains("warning: 2 of 4 timestamped lines have no user_id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_negative_seed_is_named_as_an_invalid_value() {
+    let (ok, _, err) = ssmkit(&[
+        "gen",
+        "--config",
+        "configs/quick.toml",
+        "--out",
+        "x",
+        "--seed",
+        "-1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("invalid value '-1' for '--seed"), "{err}");
+}
+
+#[test]
+fn output_into_a_pipe_closed_before_the_first_line_ends_without_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+        .args(["train", "--dry-run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the writer starts.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
+
+#[test]
+fn an_edited_state_json_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let run = dir.path().join("run");
+    ssmkit::train::train(&tiny_train(), &opts(&data, &run, 1)).unwrap();
+    ssmkit::train::read_run_state(&run).expect("the state as written reads back");
+    let path = run.join("state.json");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"seed\": 1,"), "{text}");
+    fs::write(&path, text.replace("\"seed\": 1,", "\"seed\": 2,")).unwrap();
+    let out = dir.path().join("m.safetensors");
+    let (ok, _, err) = ssmkit(&["export", s(&run), "--out", s(&out)]);
+    assert!(!ok && !out.exists());
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("edited or damaged"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_loss_that_overflows_before_the_first_checkpoint_claims_no_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Features at the edge of f32: the first forward pass overflows.
+    let lines: Vec<String> = (0..60)
+        .map(|i| {
+            let f: Vec<Vec<f64>> = (0..8)
+                .map(|j| {
+                    (0..17)
+                        .map(|d| if (d + j) % 3 == 0 { 1e38 } else { 0.5 })
+                        .collect()
+                })
+                .collect();
+            let labels: Vec<f64> = (0..8).map(|j| (j == i % 8) as u8 as f64).collect();
+            serde_json::json!({"features": f, "labels": labels}).to_string()
+        })
+        .collect();
+    let input = dir.path().join("huge.jsonl");
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let data = dir.path().join("huge");
+    let (ok, _, err) = ssmkit(&["gen", "--import", s(&input), "--out", s(&data)]);
+    assert!(ok, "{err}");
+    let cfg = dir.path().join("mlp.toml");
+    fs::write(
+        &cfg,
+        "[train]\nmodel = \"mlp\"\nsize = \"tiny\"\nsteps = 8\nbatch_users = 4\nwindow = 2\nwarmup_steps = 2\neval_every = 4\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let (ok, _, err) = ssmkit(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&data),
+        "--run",
+        s(&run),
+        "--quiet",
+    ]);
+    assert!(!ok && err.contains("step 1: the training loss"), "{err}");
+    assert!(err.contains("no checkpoint was written yet"), "{err}");
+    assert!(!run.join("state.json").exists());
+}
+
+#[test]
+fn predict_steps_through_extreme_timestamps_and_ids_without_a_panic() {
+    use ssmkit::export::{Quant, encode};
+    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
+    let dir = tempfile::tempdir().unwrap();
+    for variant in [Variant::Mamba, Variant::Mlp] {
+        let cfg = ModelConfig::sized(variant, Size::Tiny, 16, 4096);
+        let model = cfg.init(4, &burn::prelude::Device::flex());
+        let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+        let model_path = dir.path().join("m.safetensors");
+        fs::write(&model_path, bytes).unwrap();
+        let lines: Vec<String> = [0, i64::MAX, i64::MIN, i64::MAX, 5]
+            .iter()
+            .map(|&ts| {
+                let c = |id: u64| {
+                    serde_json::json!({"features": vec![0.5; 24], "memory_id": id,
+                        "memory_slot": u32::MAX, "entity": u32::MAX})
+                };
+                serde_json::json!({"timestamp": ts, "context": vec![0.5; 6],
+                    "candidates": [c(u64::MAX), c(0)], "labels": [1.0, 0.0]})
+                .to_string()
+            })
+            .collect();
+        let input = dir.path().join("turns.jsonl");
+        fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let state = dir.path().join(format!("{variant:?}.state"));
+        for _ in 0..2 {
+            let (ok, out, err) = ssmkit(&[
+                "predict",
+                s(&model_path),
+                "--input",
+                s(&input),
+                "--state",
+                s(&state),
+            ]);
+            assert!(!err.contains("panicked"), "{variant:?}: {err}");
+            assert!(ok, "{variant:?}: {err}");
+            assert_eq!(out.lines().count(), 5, "{variant:?}: {out}");
+            assert!(
+                !out.contains("null"),
+                "{variant:?}: a score is not finite: {out}"
+            );
+        }
+    }
+}
