@@ -82,6 +82,9 @@ pub struct PipelineResult {
     pub verdict: Verdict,
 }
 
+/// The files of a report that `ssmkit run` must find before it reuses the report.
+const REPORT_FILES: [&str; 4] = ["gates.json", "summary.json", "report.md", "report.html"];
+
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -196,7 +199,13 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         let run = runs_dir.join(format!("{}-s{seed}", tcfg.system_name()));
         bar.set_message(format!("train {}", run.display()));
         let tcfg = tcfg.clone();
-        let state = read_run_state(&run).ok();
+        // A state.json that cannot be read (edited, damaged) is an error naming it, not a
+        // run to train over.
+        let state = if run.join("state.json").exists() {
+            Some(read_run_state(&run)?)
+        } else {
+            None
+        };
         // The same training config and the same model (a run written by an older build
         // can read back as the same config but hold another model).
         let model = crate::train::model_config(&reader.outline, &tcfg);
@@ -261,7 +270,9 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     // eval
     bar.set_message(format!("eval → {}", report.display()));
     let gates = report.join("gates.json");
-    let eval = if modified(&gates).is_some_and(|t| Some(t) >= newest_run) {
+    // A report is reused only whole: every file a reader opens is there.
+    let whole = REPORT_FILES.iter().all(|f| report.join(f).is_file());
+    let eval = if whole && modified(&gates).is_some_and(|t| Some(t) >= newest_run) {
         reused.push(format!("eval ({})", report.display()));
         None
     } else {

@@ -531,20 +531,35 @@ fn run_does_the_whole_job_and_a_second_run_reuses_it() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.matches("reused").count(), 1 + 8 + 1 + 2, "{stdout}");
     assert_eq!(out.status.code(), Some(2), "{stdout}");
-    // A damaged export is made again, however new it is; the intact one is reused.
+    // A damaged export is made again, however new it is; the intact one is reused. A
+    // report missing one of its files is made again too.
     let f32_path = dir.path().join("runs/tiny/export/mamba-f32.safetensors");
     let mut bytes = std::fs::read(&f32_path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&f32_path, bytes).unwrap();
+    let report_md = dir.path().join("reports/tiny/report.md");
+    std::fs::remove_file(&report_md).unwrap();
     let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
     assert!(ok, "{err}");
-    assert_eq!(out.matches("reused").count(), 1 + 8 + 1 + 1, "{out}");
+    assert_eq!(out.matches("reused").count(), 1 + 8 + 1, "{out}");
     let f32_reused = out
         .lines()
         .any(|l| l.starts_with("reused: export") && l.contains("mamba-f32"));
     assert!(!f32_reused, "{out}");
+    assert!(!out.contains("reused: eval"), "{out}");
+    assert!(report_md.is_file());
     Runtime::load(&f32_path).unwrap();
+    // An edited state.json is refused, naming it, rather than trained over.
+    let state = dir.path().join("runs/tiny/mamba-s1/state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(&state, text.replace("\"seed\": 1,", "\"seed\": 7,")).unwrap();
+    let (ok, _, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(
+        !ok && err.contains(&state.display().to_string()) && err.contains("edited or damaged"),
+        "{err}"
+    );
+    std::fs::write(&state, text).unwrap();
     // The same name with another dataset config is refused, not silently reused.
     let changed = std::fs::read_to_string(&cfg)
         .unwrap()
