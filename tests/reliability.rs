@@ -211,14 +211,8 @@ fn two_trainings_on_one_run_directory_the_second_fails_at_once() {
 
 #[test]
 fn two_predicts_on_one_state_the_second_fails_at_once() {
-    use ssmkit::export::{Quant, encode};
-    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, 16, 4096);
-    let model = cfg.init(4, &burn::prelude::Device::flex());
-    let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
-    let model_path = dir.path().join("m.safetensors");
-    fs::write(&model_path, bytes).unwrap();
+    let model_path = untrained_export(dir.path(), ssmkit::model::scorer::Variant::Mamba);
     let state = dir.path().join("user.state");
     let lock = dir.path().join(".user.state.lock");
     // The first waits for turns on its standard input, holding the state.
@@ -337,14 +331,8 @@ fn a_forced_eval_replaces_a_report_over_a_stranded_old_copy() {
 
 #[test]
 fn the_next_predict_removes_a_killed_ones_temporary_state() {
-    use ssmkit::export::{Quant, encode};
-    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ModelConfig::sized(Variant::Mamba, Size::Tiny, 16, 4096);
-    let model = cfg.init(4, &burn::prelude::Device::flex());
-    let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
-    let model_path = dir.path().join("m.safetensors");
-    fs::write(&model_path, bytes).unwrap();
+    let model_path = untrained_export(dir.path(), ssmkit::model::scorer::Variant::Mamba);
     let mut gone = Command::new("true").spawn().unwrap();
     let dead = gone.id();
     gone.wait().unwrap();
@@ -661,15 +649,10 @@ fn a_loss_that_overflows_before_the_first_checkpoint_claims_no_checkpoint() {
 
 #[test]
 fn predict_steps_through_extreme_timestamps_and_ids_without_a_panic() {
-    use ssmkit::export::{Quant, encode};
-    use ssmkit::model::scorer::{Init, ModelConfig, Size, Variant};
+    use ssmkit::model::scorer::Variant;
     let dir = tempfile::tempdir().unwrap();
     for variant in [Variant::Mamba, Variant::Mlp] {
-        let cfg = ModelConfig::sized(variant, Size::Tiny, 16, 4096);
-        let model = cfg.init(4, &burn::prelude::Device::flex());
-        let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
-        let model_path = dir.path().join("m.safetensors");
-        fs::write(&model_path, bytes).unwrap();
+        let model_path = untrained_export(dir.path(), variant);
         let lines: Vec<String> = [0, i64::MAX, i64::MIN, i64::MAX, 5]
             .iter()
             .map(|&ts| {
@@ -703,4 +686,17 @@ fn predict_steps_through_extreme_timestamps_and_ids_without_a_panic() {
             );
         }
     }
+}
+
+/// An f32 export of an untrained Tiny `variant` (16-dimensional content, 4,096 memory
+/// rows) at `dir/m.safetensors`.
+fn untrained_export(dir: &Path, variant: ssmkit::model::scorer::Variant) -> PathBuf {
+    use ssmkit::export::{Quant, encode};
+    use ssmkit::model::scorer::{Init, ModelConfig, Size};
+    let cfg = ModelConfig::sized(variant, Size::Tiny, 16, 4096);
+    let model = cfg.init(4, &burn::prelude::Device::flex());
+    let (bytes, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();
+    let path = dir.join("m.safetensors");
+    fs::write(&path, bytes).unwrap();
+    path
 }
