@@ -4,7 +4,7 @@
 use std::path::Path;
 
 mod common;
-use common::{model_configs, opts, ssmkit, tiny_data, tiny_train};
+use common::{TINY_TOML, model_configs, opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::data::Dataset;
 use ssmkit::eval::replay::turn_of;
 use ssmkit::eval::split::test_cases;
@@ -422,24 +422,7 @@ fn tiny_run_config(dir: &Path, pipeline: &str) -> std::path::PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            r#"name = "tiny"
-[world]
-users = 12
-entities = [20, 30]
-[timeline]
-turns = [90, 120]
-[noise]
-calibration_users = 12
-[canaries]
-inject_prob = 1.0
-[train]
-size = "tiny"
-steps = 8
-batch_users = 4
-window = 16
-warmup_steps = 2
-eval_every = 4
-[pipeline]
+            r#"{TINY_TOML}[pipeline]
 {pipeline}
 max_drop = 1.0
 probes = 4

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{opts, ssmkit, tiny_data, tiny_train};
+use common::{TINY_TOML, opts, ssmkit, tiny_data, tiny_train};
 
 /// Holds the lock file `file` as another process would (a separate open file, locked),
 /// with `pid` written in it.
@@ -48,28 +48,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// A config file of the tiny world (12 users) with a tiny training section.
 fn train_config(dir: &Path) -> String {
     let path = dir.join("tiny.toml");
-    fs::write(
-        &path,
-        r#"name = "tiny"
-[world]
-users = 12
-entities = [20, 30]
-[timeline]
-turns = [90, 120]
-[noise]
-calibration_users = 12
-[canaries]
-inject_prob = 1.0
-[train]
-size = "tiny"
-steps = 8
-batch_users = 4
-window = 16
-warmup_steps = 2
-eval_every = 4
-"#,
-    )
-    .unwrap();
+    fs::write(&path, TINY_TOML).unwrap();
     path.display().to_string()
 }
 
@@ -193,14 +172,7 @@ fn two_trainings_on_one_run_directory_the_second_fails_at_once() {
         .unwrap();
     let pid = first.id().to_string();
     let lock = run.join(".ssmkit.lock");
-    let started = std::time::Instant::now();
-    while fs::read_to_string(&lock).unwrap_or_default() != pid {
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "the first never took the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_lock(&lock, &pid);
     let (ok, _, err) = ssmkit(&args);
     first.kill().unwrap();
     first.wait().unwrap();
@@ -223,23 +195,8 @@ fn two_predicts_on_one_state_the_second_fails_at_once() {
         .spawn()
         .unwrap();
     let pid = first.id().to_string();
-    let started = std::time::Instant::now();
-    while fs::read_to_string(&lock).unwrap_or_default() != pid {
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "the first never took the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let args = [
-        "predict",
-        s(&model_path),
-        "--state",
-        s(&state),
-        "--input",
-        "/dev/null",
-    ];
-    let (ok, _, err) = ssmkit(&args);
+    wait_for_lock(&lock, &pid);
+    let (ok, _, err) = predict_nothing(&model_path, &state);
     assert!(!ok);
     let want = format!("{} is in use by process {pid}", state.display());
     assert!(err.contains(&want), "{err}");
@@ -248,7 +205,7 @@ fn two_predicts_on_one_state_the_second_fails_at_once() {
     assert!(first.wait().unwrap().success());
     assert!(state.is_file(), "the first saves its state");
     assert!(!lock.exists(), "the lock file goes with its owner");
-    let (ok, _, err) = ssmkit(&args);
+    let (ok, _, err) = predict_nothing(&model_path, &state);
     assert!(ok, "free again: {err}");
 }
 
@@ -339,15 +296,7 @@ fn the_next_predict_removes_a_killed_ones_temporary_state() {
     let state = dir.path().join("user.state");
     let leftover = dir.path().join(format!(".user.state.tmp-{dead}"));
     fs::write(&leftover, vec![0u8; 4096]).unwrap();
-    let args = [
-        "predict",
-        s(&model_path),
-        "--state",
-        s(&state),
-        "--input",
-        "/dev/null",
-    ];
-    let (ok, _, err) = ssmkit(&args);
+    let (ok, _, err) = predict_nothing(&model_path, &state);
     assert!(ok, "{err}");
     assert!(state.is_file() && !leftover.exists(), "the leftover stays");
 }
@@ -699,4 +648,28 @@ fn untrained_export(dir: &Path, variant: ssmkit::model::scorer::Variant) -> Path
     let path = dir.join("m.safetensors");
     fs::write(&path, bytes).unwrap();
     path
+}
+
+/// Waits (at most a minute) until the process `pid` holds the lock file `lock`.
+fn wait_for_lock(lock: &Path, pid: &str) {
+    let started = std::time::Instant::now();
+    while fs::read_to_string(lock).unwrap_or_default() != pid {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `predict` of no turn with `model` on the state file `state`.
+fn predict_nothing(model: &Path, state: &Path) -> (bool, String, String) {
+    ssmkit(&[
+        "predict",
+        s(model),
+        "--state",
+        s(state),
+        "--input",
+        "/dev/null",
+    ])
 }

@@ -23,6 +23,26 @@ pub fn tiny_config() -> Config {
     c
 }
 
+/// [`tiny_config`] and a training section of 8 steps, as the TOML a user would write.
+pub const TINY_TOML: &str = r#"name = "tiny"
+[world]
+users = 12
+entities = [20, 30]
+[timeline]
+turns = [90, 120]
+[noise]
+calibration_users = 12
+[canaries]
+inject_prob = 1.0
+[train]
+size = "tiny"
+steps = 8
+batch_users = 4
+window = 16
+warmup_steps = 2
+eval_every = 4
+"#;
+
 pub fn tiny_data(dir: &Path) -> PathBuf {
     gen_tiny(&tiny_config(), &dir.join("data"))
 }
