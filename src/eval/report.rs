@@ -100,6 +100,11 @@ pub fn status(label: &str) -> String {
     format!("{} {label}", mark.symbol())
 }
 
+/// A gate's status as a cell: its mark and its name.
+pub fn gate_status(s: Status) -> String {
+    format!("{} {s}", Mark::of_status(s).symbol())
+}
+
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> Block {
     Block::Table {
         header: header.iter().map(|s| s.to_string()).collect(),

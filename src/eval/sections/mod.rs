@@ -115,7 +115,7 @@ fn gates_section(report: &EvalReport) -> Section {
                             _ => "—".into(),
                         },
                         g.threshold.to_string(),
-                        report::status(&g.status.to_string()),
+                        report::gate_status(g.status),
                         g.note.clone(),
                     ]
                 })
@@ -141,7 +141,7 @@ fn validity_section(report: &EvalReport) -> Section {
                 } else {
                     "no".into()
                 },
-                report::status(&g.status.to_string()),
+                report::gate_status(g.status),
             ];
             r.extend(report.reference.iter().enumerate().map(|(k, (_, gs))| {
                 gs.get(i).map_or("—".into(), |x| {
