@@ -501,6 +501,7 @@ pub fn export_read(
         "seed": state.seed,
         "step": state.best_step,
         "dataset_sha256": state.dataset_sha,
+        "state_sha256": crate::run::state_digest(&opts.run)?,
     });
     let (bytes, sizes) = encode(&model, &cfg, opts.quant, &source)?;
     let rt = crate::runtime::Runtime::from_bytes(&bytes, &opts.out)?;

@@ -39,8 +39,12 @@ pub fn dir(dir: &Path) -> Result<Lock> {
 }
 
 /// Locks `path` (a file, or a directory written whole under another name) through the
-/// file `.NAME.lock` beside it, creating its parent directory if need be.
-pub fn path(path: &Path) -> Result<Lock> {
+/// file `.NAME.lock` beside it, creating its parent directory if need be. An existing
+/// `path` is locked where it resolves to, so that a symbolic link to an output and the
+/// output itself are one lock.
+pub fn path(given: &Path) -> Result<Lock> {
+    let resolved = fs::canonicalize(given).ok();
+    let path = resolved.as_deref().unwrap_or(given);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -49,7 +53,7 @@ pub fn path(path: &Path) -> Result<Lock> {
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    acquire(path, &file)
+    acquire(given, &file)
 }
 
 /// Takes the lock file `file` for `target` (named in the error when it is in use).
@@ -181,6 +185,26 @@ mod tests {
         f.try_lock().unwrap();
         f.write_all(pid.as_bytes()).unwrap();
         f
+    }
+
+    #[test]
+    fn an_output_and_a_link_to_it_are_one_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let other = hold_elsewhere(&dir.path().join(".real.lock"), "4243");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = path(&link)
+            .err()
+            .expect("held through the link")
+            .to_string();
+        assert!(err.contains("in use by process 4243"), "{err}");
+        let dotted = dir.path().join(".").join("real");
+        assert!(path(&dotted).is_err(), "another spelling, the same lock");
+        drop(other);
+        let _held = path(&link).unwrap();
+        assert!(dir.path().join(".real.lock").exists());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `ssmkit run CONFIG`: gen → train (every seed, every baseline) → eval → export, with one
 //! progress display. Resumable: a finished stage is not redone — an existing dataset made
 //! from the same config is reused, a finished run is kept and an interrupted one resumes
-//! from its checkpoint, and the report and exports are rebuilt only when a run or the
-//! config is newer (or an export fails its digest).
+//! from its checkpoint, and the report and exports are reused only when the digests they
+//! record of their inputs (the dataset's files, each run's `state.json`, the options)
+//! match what they would be made from now, and their own digests hold.
 //!
 //! Layout, under `--root` (default: the working directory): `data/<name>`,
 //! `runs/<name>/<model>-s<seed>`, `reports/<name>`, `runs/<name>/export/<model>-<quant>.safetensors`.
@@ -13,8 +14,7 @@
 //! finds them finished and evaluates them together (`no_train` makes it refuse, listing
 //! them, when any is missing instead of training it).
 
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::PathBuf;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -24,6 +24,7 @@ use crate::datagen::{GenOptions, generate};
 use crate::error::{Error, Result};
 use crate::eval::Unit;
 use crate::eval::findings::EvalReport;
+use crate::eval::inputs::Inputs;
 use crate::eval::options::EvalOptions;
 use crate::eval::phase::evaluate_read;
 use crate::eval::stats::CompareOptions;
@@ -84,10 +85,6 @@ pub struct PipelineResult {
 
 /// The files of a report that `ssmkit run` must find before it reuses the report.
 const REPORT_FILES: [&str; 4] = ["gates.json", "summary.json", "report.md", "report.html"];
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
 
 /// The dataset config as the manifest records it, without the sections `gen` ignores.
 fn gen_part(v: &serde_json::Value) -> serde_json::Value {
@@ -191,8 +188,6 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
 
     // train
     let mut runs = Vec::new();
-    // A report or export older than a run, or than the config, is rebuilt.
-    let mut newest_run = modified(&opts.config);
     let reader = crate::data::DatasetReader::open(&data)?;
     let mut missing = Vec::new();
     for &(tcfg, seed) in &jobs {
@@ -239,7 +234,6 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
                 },
             )?;
         }
-        newest_run = newest_run.max(modified(&run.join("state.json")));
         runs.push(run);
         bar.inc(1);
     }
@@ -270,33 +264,35 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     // eval
     bar.set_message(format!("eval → {}", report.display()));
     let gates = report.join("gates.json");
-    // A report is reused only whole: every file a reader opens is there.
+    let eval_opts = EvalOptions {
+        data: data.clone(),
+        runs: runs.clone(),
+        out: report.clone(),
+        force: true,
+        primary: Some(primary),
+        primary_system: Some(cfg.train.system_name()),
+        unit: Unit::User,
+        compare: CompareOptions {
+            seed: cfg.seed,
+            ..CompareOptions::default()
+        },
+        latency_users: 4,
+        probes_per_canary: p.probes,
+        transfer: false,
+        quiet: true,
+        resident_mb: cfg.train.resident_mb,
+    };
+    // A report is reused only whole (every file a reader opens is there) and made from
+    // what would be evaluated now: the same dataset, runs and options, by digest.
     let whole = REPORT_FILES.iter().all(|f| report.join(f).is_file());
-    let eval = if whole && modified(&gates).is_some_and(|t| Some(t) >= newest_run) {
+    let eval = if whole
+        && Inputs::recorded(&report)
+            .is_some_and(|r| Inputs::of(&reader, &eval_opts).is_ok_and(|now| r == now))
+    {
         reused.push(format!("eval ({})", report.display()));
         None
     } else {
-        Some(evaluate_read(
-            &reader,
-            &EvalOptions {
-                data: data.clone(),
-                runs: runs.clone(),
-                out: report.clone(),
-                force: true,
-                primary: Some(primary),
-                primary_system: Some(cfg.train.system_name()),
-                unit: Unit::User,
-                compare: CompareOptions {
-                    seed: cfg.seed,
-                    ..CompareOptions::default()
-                },
-                latency_users: 4,
-                probes_per_canary: p.probes,
-                transfer: false,
-                quiet: true,
-                resident_mb: cfg.train.resident_mb,
-            },
-        )?)
+        Some(evaluate_read(&reader, &eval_opts)?)
     };
     bar.inc(1);
     let (gates, references_checked) = match &eval {
@@ -319,6 +315,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
 
     // export: the primary model's first seed.
     let source = runs_dir.join(format!("{}-s{}", cfg.train.system_name(), p.seeds[0]));
+    let source_digest = crate::run::state_digest(&source)?;
     let mut exports = Vec::new();
     for &quant in &p.export {
         let out = runs_dir.join("export").join(format!(
@@ -327,10 +324,10 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             quant.name()
         ));
         bar.set_message(format!("export {}", out.display()));
-        let inputs = modified(&source.join("state.json")).max(modified(&opts.config));
-        // Reused only when newer than its inputs and intact (its recorded digest holds).
-        let fresh = modified(&out).is_some_and(|t| Some(t) >= inputs)
-            && crate::runtime::Runtime::load(&out).is_ok();
+        // Reused only when intact (its recorded digests hold) and made from the run as it
+        // is now (the digest of its state.json, which its metadata records).
+        let fresh = crate::runtime::Runtime::load(&out)
+            .is_ok_and(|rt| rt.source["state_sha256"].as_str() == Some(source_digest.as_str()));
         if fresh {
             reused.push(format!("export ({})", out.display()));
         } else {

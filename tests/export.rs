@@ -533,6 +533,33 @@ fn run_does_the_whole_job_and_a_second_run_reuses_it() {
     assert!(!out.contains("reused: eval"), "{out}");
     assert!(report_md.is_file());
     Runtime::load(&f32_path).unwrap();
+    // Reuse goes by the digests of what a report and an export were made from, not by
+    // modification times: outputs dated long before their inputs are still reused...
+    for f in [
+        "reports/tiny/gates.json",
+        "runs/tiny/export/mamba-f32.safetensors",
+        "runs/tiny/export/mamba-int8.safetensors",
+    ] {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(f))
+            .unwrap();
+        file.set_modified(std::time::UNIX_EPOCH).unwrap();
+    }
+    let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("reused").count(), 1 + 8 + 1 + 2, "{out}");
+    // ...and a changed option of the evaluation makes the report again, and only it.
+    let probes = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("probes = 4", "probes = 3");
+    std::fs::write(&cfg, probes).unwrap();
+    let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("reused").count(), 1 + 8 + 2, "{out}");
+    assert!(!out.contains("reused: eval"), "{out}");
+    let gates = std::fs::read_to_string(dir.path().join("reports/tiny/gates.json")).unwrap();
+    assert!(gates.contains("\"probes_per_canary\": 3"), "{gates}");
     // An edited state.json is refused, naming it, rather than trained over.
     let state = dir.path().join("runs/tiny/mamba-s1/state.json");
     let text = std::fs::read_to_string(&state).unwrap();

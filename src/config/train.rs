@@ -217,6 +217,21 @@ impl TrainConfig {
                 return bad(f, &format!("must be in 1..={max}"));
             }
         }
+        // Counts and budgets, bounded so that no product of them can overflow.
+        for (f, v, lo, hi) in [
+            ("steps", self.steps, 1, 10_000_000),
+            ("batch_users", self.batch_users, 1, 100_000),
+            ("window", self.window, 2, 100_000),
+            ("warmup_steps", self.warmup_steps, 0, 10_000_000),
+            ("eval_every", self.eval_every, 1, 10_000_000),
+            ("patience", self.patience, 0, 10_000_000),
+            ("resident_mb", self.resident_mb, 1, 1_000_000),
+            ("validation_mb", self.validation_mb, 0, 1_000_000),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return bad(f, &format!("{v} is not in {lo}..={hi}"));
+            }
+        }
         if !self.selective && !matches!(self.model, Variant::Mamba | Variant::Dual) {
             return bad(
                 "selective",

@@ -63,6 +63,8 @@ pub struct EvalReport {
     /// The primary model and its retrained ablations (the seed's grid).
     pub retrained: Vec<Retrained>,
     pub out: PathBuf,
+    /// What the report was computed from, by digest.
+    pub inputs: super::inputs::Inputs,
 }
 
 impl EvalReport {

@@ -7,6 +7,7 @@ pub mod dual;
 pub mod findings;
 pub mod full;
 pub mod gates;
+pub mod inputs;
 pub mod io;
 pub mod options;
 pub mod output;

@@ -73,6 +73,7 @@ pub fn write_report(
                 .map(|(name, g)| (name.clone(), serde_json::json!(g)))
                 .collect::<serde_json::Map<String, serde_json::Value>>(),
             "test_set": report.test_set,
+            "inputs": report.inputs,
         }))
         .expect("serializable"),
     )?;

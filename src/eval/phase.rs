@@ -71,6 +71,9 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     // Locked from the start (the report's writer shares the lock), so a second eval into
     // the same report fails at once rather than after its work.
     let _lock = crate::lock::path(&opts.out)?;
+    // Taken before anything is read: a run that changes meanwhile makes the next `run`
+    // recompute rather than reuse.
+    let inputs = super::inputs::Inputs::of(reader, opts)?;
     let device = Device::flex();
     let runs = Runs::check(reader, opts)?;
     let test = TestData::read(reader, &runs.split, opts)?;
@@ -176,6 +179,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         ablations: analyses.ablations,
         retrained,
         out: opts.out.clone(),
+        inputs,
     };
     write_report(
         opts,

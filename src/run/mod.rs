@@ -135,7 +135,7 @@ fn seal_field(digest: &str) -> String {
     format!("\"state_sha256\": \"{digest}\"")
 }
 
-fn sha256_text(text: &str) -> String {
+pub(crate) fn sha256_text(text: &str) -> String {
     use sha2::{Digest, Sha256};
     format!("{:x}", Sha256::digest(text.as_bytes()))
 }
@@ -166,6 +166,14 @@ pub fn read_run_state(run: &Path) -> Result<RunState> {
         ));
     }
     Ok(state)
+}
+
+/// The SHA-256 of a run's `state.json` as it is on disk: what a report or an export made
+/// from the run records, so that reuse is decided by contents.
+pub fn state_digest(run: &Path) -> Result<String> {
+    let path = run.join("state.json");
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(sha256_text(&text))
 }
 
 /// The file of a run's selected model: the `model.bpk` of the checkpoint `state.json`

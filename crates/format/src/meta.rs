@@ -102,6 +102,9 @@ pub struct Metadata {
     /// The recorded digest of the tensors ([`digest_of`]), if any: a loader compares it
     /// with the tensors it read ([`Metadata::tensors_sha256`]).
     recorded_tensors_sha256: Option<String>,
+    /// Where the weights came from (run, seed, step, digests), as export recorded it;
+    /// `null` when absent.
+    pub source: serde_json::Value,
 }
 
 impl Metadata {
@@ -150,6 +153,10 @@ impl Metadata {
             model_config: config,
             quantization: quant["name"].as_str().unwrap_or("?").to_string(),
             recorded_tensors_sha256: meta.get(key::TENSORS_SHA256).cloned(),
+            source: meta
+                .get(key::SOURCE)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(serde_json::Value::Null),
         })
     }
 

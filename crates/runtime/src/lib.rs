@@ -73,6 +73,8 @@ pub struct Runtime {
     pub quantization: String,
     /// Identity of the file (from its tensor digest), stamped into saved states.
     pub fingerprint: [u8; 16],
+    /// Where the weights came from, as the export's metadata records it.
+    pub source: serde_json::Value,
     memory_emb: Vec<f32>,
     entity_emb: Vec<f32>,
     cand_enc: Option<Dense>,
@@ -485,6 +487,7 @@ impl Runtime {
             keyed,
             attn,
             quantization: meta.quantization,
+            source: meta.source,
             fingerprint,
             memory_emb,
             entity_emb,
