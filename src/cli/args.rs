@@ -26,71 +26,14 @@ pub enum Command {
         ssmkit gen --config configs/quick.toml --out data/quick\n  \
         ssmkit gen --config configs/quick.toml --out data/quick-10db --snr 10 --seed 3 --force\n  \
         ssmkit gen --import scenarios.jsonl --out data/poc-llm")]
-    Gen {
-        /// TOML config (see configs/); defaults apply to absent fields
-        #[arg(long, required_unless_present = "import")]
-        config: Option<PathBuf>,
-        /// Output directory (Parquet tables + manifest.json)
-        #[arg(long)]
-        out: PathBuf,
-        /// Override the config's seed
-        #[arg(long, allow_negative_numbers = true)]
-        seed: Option<u64>,
-        /// Override the feature SNR in dB (every curriculum stage too)
-        #[arg(long, allow_hyphen_values = true)]
-        snr: Option<f64>,
-        /// Replace an existing output directory
-        #[arg(long)]
-        force: bool,
-        /// Import a JSONL file (PoC scenarios or exported sessions) instead of simulating
-        #[arg(long, conflicts_with_all = ["config", "seed", "snr"])]
-        import: Option<PathBuf>,
-        /// No progress bar
-        #[arg(long)]
-        quiet: bool,
-    },
+    Gen(GenArgs),
     /// Train a model (or a learned baseline) on a generated dataset
     #[command(after_help = "Examples:\n  \
         ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-mamba\n  \
         ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-s4d --model s4d --seed 2\n  \
         ssmkit train --config configs/quick.toml --data data/quick --run runs/quick-mamba --resume\n  \
         ssmkit train --dry-run")]
-    Train {
-        /// Run config; its [train] section (defaults apply to absent fields)
-        #[arg(long, required_unless_present = "dry_run")]
-        config: Option<PathBuf>,
-        /// Dataset directory written by `ssmkit gen`
-        #[arg(long, required_unless_present = "dry_run")]
-        data: Option<PathBuf>,
-        /// Run directory: resolved config, metrics.csv, checkpoints, model.bpk
-        #[arg(long, required_unless_present = "dry_run")]
-        run: Option<PathBuf>,
-        #[arg(long, value_parser = variant())]
-        model: Option<Variant>,
-        #[arg(long, value_parser = size())]
-        size: Option<Size>,
-        #[arg(long)]
-        steps: Option<usize>,
-        #[arg(long, allow_negative_numbers = true)]
-        seed: Option<u64>,
-        /// cpu (Burn's flex backend), wgpu (needs a build with `--features wgpu`), or auto
-        /// (a GPU when the build and the machine have one; says which it picked)
-        #[arg(long, value_enum, default_value = "cpu")]
-        backend: ssmkit::backend::BackendChoice,
-        /// Selective scan: fast (one kernel with a hand-written backward: the fused CPU
-        /// kernel, or CubeCL kernels on the GPU of a `wgpu` build; the default where it
-        /// runs) or reference (the per-turn loop of Burn ops, differentiated by autodiff)
-        #[arg(long, value_enum)]
-        scan: Option<ssmkit::model::mamba::ScanImpl>,
-        /// Continue the run in --run from its last checkpoint
-        #[arg(long)]
-        resume: bool,
-        /// Print the parameter counts of every model and size, and exit
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long)]
-        quiet: bool,
-    },
+    Train(TrainArgs),
     /// Speed measurements
     Bench {
         #[command(subcommand)]
@@ -106,14 +49,7 @@ pub enum Command {
           ssmkit metrics rankings.csv --k 10
           ssmkit metrics rankings.parquet --k 5 --json > metrics.json"
     )]
-    Metrics {
-        file: PathBuf,
-        #[arg(long, default_value_t = 10)]
-        k: usize,
-        /// Print JSON: {"cases": [{case_id, hr, mrr, dcg, ndcg, precision, recall}…], "mean": {…}}
-        #[arg(long)]
-        json: bool,
-    },
+    Metrics(MetricsArgs),
     /// The canary suite of the reference systems on a dataset, before any training
     #[command(
         after_help = "Probes the GTS test cases of a dataset for every canary and judges the oracle (the
@@ -126,24 +62,7 @@ pub enum Command {
           ssmkit canaries --data data/quick
           ssmkit canaries --data data/phase0 --snr 20 --snr 10 --probes 64 --json"
     )]
-    Canaries {
-        #[arg(long)]
-        data: PathBuf,
-        /// Feature SNR in dB of the probes (repeat for several; default 20)
-        #[arg(long, allow_hyphen_values = true)]
-        snr: Vec<f64>,
-        /// Probe sites per canary
-        #[arg(long, default_value_t = 32)]
-        probes: usize,
-        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
-        seed: u64,
-        /// Megabytes of users held in memory (a larger dataset is probed on a seeded sample)
-        #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
-        resident_mb: usize,
-        /// Print JSON instead of a table
-        #[arg(long)]
-        json: bool,
-    },
+    Canaries(CanariesArgs),
     /// Evaluate trained runs against the baselines on the GTS and LOO test cases; phase gates
     #[command(
         after_help = "Scores every --run (several seeds of one model are averaged per case) and the
@@ -156,54 +75,7 @@ pub enum Command {
           ssmkit eval --data data/quick --run runs/q-s1 --run runs/q-s2 --run runs/q-xattn \\
               --out reports/quick --unit user --fail-on-gate"
     )]
-    Eval {
-        #[arg(long)]
-        data: PathBuf,
-        /// A trained run directory (repeat the flag for seeds and learned baselines)
-        #[arg(long = "run", required = true)]
-        runs: Vec<PathBuf>,
-        /// Report directory (replaced only with --force)
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        force: bool,
-        /// The model the gates judge (default: mamba if given, else the first temporal model)
-        #[arg(long, value_parser = variant())]
-        primary: Option<Variant>,
-        /// The primary system by its full name, as the report names runs
-        /// (`mlp+relative`, `mamba+d_state=4`); takes precedence over --primary
-        #[arg(long, value_name = "NAME")]
-        primary_system: Option<String>,
-        /// Resampling unit of the paired statistics
-        #[arg(long, value_enum, default_value_t = Unit::User)]
-        unit: Unit,
-        #[arg(long, default_value_t = 10_000)]
-        resamples: usize,
-        #[arg(long, default_value_t = 10_000)]
-        permutations: usize,
-        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
-        seed: u64,
-        /// Users replayed one turn at a time for the latency measurement (0: skip)
-        #[arg(long, default_value_t = 4)]
-        latency_users: usize,
-        /// Probe sites per canary (each site is scored at every SNR level)
-        #[arg(long, default_value_t = 32)]
-        probes: usize,
-        /// TSTR: also accept runs trained on other datasets and evaluate them on this
-        /// dataset's own test split (they appear as `<model>@<their dataset's SHA>`)
-        #[arg(long)]
-        transfer: bool,
-        /// Exit with status 2 when a gate does not pass (NOT MEASURED and INVALID count as not
-        /// passing)
-        #[arg(long)]
-        fail_on_gate: bool,
-        #[arg(long)]
-        quiet: bool,
-        /// Megabytes of users held in memory: a larger dataset is evaluated on a seeded
-        /// sample of its users with a test turn (the report says how many)
-        #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
-        resident_mb: usize,
-    },
+    Eval(EvalArgs),
     /// The whole job: gen → train (all seeds and baselines) → eval → export, resumable
     #[command(
         after_help = "Outputs: data/<name>, runs/<name>/<model>-s<seed>, reports/<name> (report.md,
@@ -221,22 +93,7 @@ pub enum Command {
           ssmkit run configs/phase0.toml --shard 3/8
           ssmkit run configs/phase0.toml --no-train"
     )]
-    Run {
-        config: PathBuf,
-        #[arg(long, default_value = ".")]
-        root: PathBuf,
-        /// Train only shard I of N of the training jobs (1-based), then stop
-        #[arg(long, value_name = "I/N")]
-        shard: Option<String>,
-        /// Train nothing: evaluate and export runs that are all finished already
-        #[arg(long)]
-        no_train: bool,
-        /// Exit with status 2 unless every gate passes
-        #[arg(long)]
-        fail_on_gate: bool,
-        #[arg(long)]
-        quiet: bool,
-    },
+    Run(RunArgs),
     /// Export a trained run as safetensors (f32, int8 or ternary) for the runtime
     #[command(
         after_help = "Names follow the reference Mamba checkpoint (layers.{i}.mixer.in_proj.weight, …);
@@ -252,22 +109,7 @@ pub enum Command {
           ssmkit export runs/quick-mamba --quant int8 --out runs/quick-mamba/export/model-int8.safetensors
           ssmkit export runs/quick-mamba --quant int8 --out m.safetensors --data data/quick --max-drop 0.02"
     )]
-    Export {
-        run: PathBuf,
-        #[arg(long, value_parser = quant(), default_value = "f32")]
-        quant: Quant,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        data: Option<PathBuf>,
-        #[arg(long)]
-        max_drop: Option<f64>,
-        #[arg(long)]
-        json: bool,
-        /// Replace an existing --out file
-        #[arg(long)]
-        force: bool,
-    },
+    Export(ExportArgs),
     /// Score JSONL turns with an exported model, carrying the recurrent state
     #[command(
         after_help = "Each input line is a turn: {\"timestamp\": unix seconds, \"context\": [6], \"query\": [..]?,
@@ -283,17 +125,7 @@ pub enum Command {
         Example:
           ssmkit predict model.safetensors --input turns.jsonl --state user42.state"
     )]
-    Predict {
-        model: PathBuf,
-        /// JSONL turns (default: standard input)
-        #[arg(long)]
-        input: Option<PathBuf>,
-        #[arg(long)]
-        state: Option<PathBuf>,
-        /// Replace a --state file that holds another model's (or a damaged) state
-        #[arg(long)]
-        force: bool,
-    },
+    Predict(PredictArgs),
     /// Paired comparison of two systems: BCa bootstrap CI of mean(A − B) and sign-flip test
     #[command(
         after_help = "A and B are CSV (or .parquet) with columns case_id,value (and user_id for
@@ -304,81 +136,293 @@ pub enum Command {
           ssmkit compare ssm_hr10.csv heuristic_hr10.csv
           ssmkit compare a.csv b.csv --resamples 10000 --permutations 10000 --seed 7 --unit user --json"
     )]
-    Compare {
-        a: PathBuf,
-        b: PathBuf,
-        #[arg(long, default_value_t = 10_000)]
-        resamples: usize,
-        #[arg(long, default_value_t = 10_000)]
-        permutations: usize,
-        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
-        seed: u64,
-        /// Confidence level of the intervals
-        #[arg(long, default_value_t = 0.95)]
-        confidence: f64,
-        /// Resampling unit: each case, or each user's cases together
-        #[arg(long, value_enum, default_value_t = Unit::Case)]
-        unit: Unit,
-        #[arg(long)]
-        json: bool,
-    },
+    Compare(CompareArgs),
+}
+
+// The flags of `ssmkit gen`.
+#[derive(clap::Args)]
+pub struct GenArgs {
+    /// TOML config (see configs/); defaults apply to absent fields
+    #[arg(long, required_unless_present = "import")]
+    pub config: Option<PathBuf>,
+    /// Output directory (Parquet tables + manifest.json)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Override the config's seed
+    #[arg(long, allow_negative_numbers = true)]
+    pub seed: Option<u64>,
+    /// Override the feature SNR in dB (every curriculum stage too)
+    #[arg(long, allow_hyphen_values = true)]
+    pub snr: Option<f64>,
+    /// Replace an existing output directory
+    #[arg(long)]
+    pub force: bool,
+    /// Import a JSONL file (PoC scenarios or exported sessions) instead of simulating
+    #[arg(long, conflicts_with_all = ["config", "seed", "snr"])]
+    pub import: Option<PathBuf>,
+    /// No progress bar
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+// The flags of `ssmkit train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Run config; its [train] section (defaults apply to absent fields)
+    #[arg(long, required_unless_present = "dry_run")]
+    pub config: Option<PathBuf>,
+    /// Dataset directory written by `ssmkit gen`
+    #[arg(long, required_unless_present = "dry_run")]
+    pub data: Option<PathBuf>,
+    /// Run directory: resolved config, metrics.csv, checkpoints, model.bpk
+    #[arg(long, required_unless_present = "dry_run")]
+    pub run: Option<PathBuf>,
+    #[arg(long, value_parser = variant())]
+    pub model: Option<Variant>,
+    #[arg(long, value_parser = size())]
+    pub size: Option<Size>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub seed: Option<u64>,
+    /// cpu (Burn's flex backend), wgpu (needs a build with `--features wgpu`), or auto
+    /// (a GPU when the build and the machine have one; says which it picked)
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: ssmkit::backend::BackendChoice,
+    /// Selective scan: fast (one kernel with a hand-written backward: the fused CPU
+    /// kernel, or CubeCL kernels on the GPU of a `wgpu` build; the default where it
+    /// runs) or reference (the per-turn loop of Burn ops, differentiated by autodiff)
+    #[arg(long, value_enum)]
+    pub scan: Option<ssmkit::model::mamba::ScanImpl>,
+    /// Continue the run in --run from its last checkpoint
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the parameter counts of every model and size, and exit
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+// The flags of `ssmkit metrics`.
+#[derive(clap::Args)]
+pub struct MetricsArgs {
+    pub file: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Print JSON: {"cases": [{case_id, hr, mrr, dcg, ndcg, precision, recall}…], "mean": {…}}
+    #[arg(long)]
+    pub json: bool,
+}
+
+// The flags of `ssmkit canaries`.
+#[derive(clap::Args)]
+pub struct CanariesArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Feature SNR in dB of the probes (repeat for several; default 20)
+    #[arg(long, allow_hyphen_values = true)]
+    pub snr: Vec<f64>,
+    /// Probe sites per canary
+    #[arg(long, default_value_t = 32)]
+    pub probes: usize,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub seed: u64,
+    /// Megabytes of users held in memory (a larger dataset is probed on a seeded sample)
+    #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
+    pub resident_mb: usize,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+// The flags of `ssmkit eval`.
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A trained run directory (repeat the flag for seeds and learned baselines)
+    #[arg(long = "run", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Report directory (replaced only with --force)
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub force: bool,
+    /// The model the gates judge (default: mamba if given, else the first temporal model)
+    #[arg(long, value_parser = variant())]
+    pub primary: Option<Variant>,
+    /// The primary system by its full name, as the report names runs
+    /// (`mlp+relative`, `mamba+d_state=4`); takes precedence over --primary
+    #[arg(long, value_name = "NAME")]
+    pub primary_system: Option<String>,
+    /// Resampling unit of the paired statistics
+    #[arg(long, value_enum, default_value_t = Unit::User)]
+    pub unit: Unit,
+    #[arg(long, default_value_t = 10_000)]
+    pub resamples: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub permutations: usize,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub seed: u64,
+    /// Users replayed one turn at a time for the latency measurement (0: skip)
+    #[arg(long, default_value_t = 4)]
+    pub latency_users: usize,
+    /// Probe sites per canary (each site is scored at every SNR level)
+    #[arg(long, default_value_t = 32)]
+    pub probes: usize,
+    /// TSTR: also accept runs trained on other datasets and evaluate them on this
+    /// dataset's own test split (they appear as `<model>@<their dataset's SHA>`)
+    #[arg(long)]
+    pub transfer: bool,
+    /// Exit with status 2 when a gate does not pass (NOT MEASURED and INVALID count as not
+    /// passing)
+    #[arg(long)]
+    pub fail_on_gate: bool,
+    #[arg(long)]
+    pub quiet: bool,
+    /// Megabytes of users held in memory: a larger dataset is evaluated on a seeded
+    /// sample of its users with a test turn (the report says how many)
+    #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
+    pub resident_mb: usize,
+}
+
+// The flags of `ssmkit run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    pub config: PathBuf,
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+    /// Train only shard I of N of the training jobs (1-based), then stop
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Train nothing: evaluate and export runs that are all finished already
+    #[arg(long)]
+    pub no_train: bool,
+    /// Exit with status 2 unless every gate passes
+    #[arg(long)]
+    pub fail_on_gate: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+// The flags of `ssmkit export`.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    pub run: PathBuf,
+    #[arg(long, value_parser = quant(), default_value = "f32")]
+    pub quant: Quant,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub max_drop: Option<f64>,
+    #[arg(long)]
+    pub json: bool,
+    /// Replace an existing --out file
+    #[arg(long)]
+    pub force: bool,
+}
+
+// The flags of `ssmkit predict`.
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    pub model: PathBuf,
+    /// JSONL turns (default: standard input)
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Replace a --state file that holds another model's (or a damaged) state
+    #[arg(long)]
+    pub force: bool,
+}
+
+// The flags of `ssmkit compare`.
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    pub resamples: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub permutations: usize,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    pub seed: u64,
+    /// Confidence level of the intervals
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Resampling unit: each case, or each user's cases together
+    #[arg(long, value_enum, default_value_t = Unit::Case)]
+    pub unit: Unit,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Per-turn latency of the runtime (one thread): score K candidates, then fold the turn
     #[command(after_help = "Example:\n  ssmkit bench infer --size small --candidates 20 --json")]
-    Infer {
-        #[arg(long, value_parser = size(), default_value = "small")]
-        size: Size,
-        #[arg(long, value_parser = variant(), default_value = "mamba")]
-        model: Variant,
-        /// The model reads turn-relative features (`[train] relative`)
-        #[arg(long)]
-        relative: bool,
-        /// The pointwise branch reads the turn as a set (`[train] set_encoder`)
-        #[arg(long)]
-        set_encoder: bool,
-        /// Places picked one at a time (`[train] picks`)
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=20))]
-        picks: u64,
-        /// Without the keyed state: the pooled backbone alone (the `pooled` ablation)
-        #[arg(long)]
-        pooled: bool,
-        #[arg(long, default_value_t = 20)]
-        candidates: usize,
-        #[arg(long, value_parser = quant(), default_value = "f32")]
-        quant: Quant,
-        #[arg(long, default_value_t = 5000)]
-        turns: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    Infer(InferArgs),
     /// Forward + backward time of the selective scan alone
     #[command(
         after_help = "Example:\n  ssmkit bench scan --batch 32 --d-inner 128 --d-state 16 --len 64 --json"
     )]
-    Scan {
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 128)]
-        d_inner: usize,
-        #[arg(long, default_value_t = 16)]
-        d_state: usize,
-        #[arg(long, default_value_t = 64)]
-        len: usize,
-        /// `fast`: the fused kernel with its hand-written backward; `reference`: the
-        /// per-timestep loop of Burn ops
-        #[arg(long = "impl", value_enum, default_value = "fast")]
-        implementation: ssmkit::model::mamba::ScanImpl,
-        /// cpu, wgpu (needs a build with `--features wgpu`) or auto
-        #[arg(long, value_enum, default_value = "cpu")]
-        backend: ssmkit::backend::BackendChoice,
-        #[arg(long, default_value_t = 20)]
-        repeats: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    Scan(ScanArgs),
+}
+
+// The flags of `ssmkit bench infer`.
+#[derive(clap::Args)]
+pub struct InferArgs {
+    #[arg(long, value_parser = size(), default_value = "small")]
+    pub size: Size,
+    #[arg(long, value_parser = variant(), default_value = "mamba")]
+    pub model: Variant,
+    /// The model reads turn-relative features (`[train] relative`)
+    #[arg(long)]
+    pub relative: bool,
+    /// The pointwise branch reads the turn as a set (`[train] set_encoder`)
+    #[arg(long)]
+    pub set_encoder: bool,
+    /// Places picked one at a time (`[train] picks`)
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub picks: u64,
+    /// Without the keyed state: the pooled backbone alone (the `pooled` ablation)
+    #[arg(long)]
+    pub pooled: bool,
+    #[arg(long, default_value_t = 20)]
+    pub candidates: usize,
+    #[arg(long, value_parser = quant(), default_value = "f32")]
+    pub quant: Quant,
+    #[arg(long, default_value_t = 5000)]
+    pub turns: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+// The flags of `ssmkit bench scan`.
+#[derive(clap::Args)]
+pub struct ScanArgs {
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 128)]
+    pub d_inner: usize,
+    #[arg(long, default_value_t = 16)]
+    pub d_state: usize,
+    #[arg(long, default_value_t = 64)]
+    pub len: usize,
+    /// `fast`: the fused kernel with its hand-written backward; `reference`: the
+    /// per-timestep loop of Burn ops
+    #[arg(long = "impl", value_enum, default_value = "fast")]
+    pub implementation: ssmkit::model::mamba::ScanImpl,
+    /// cpu, wgpu (needs a build with `--features wgpu`) or auto
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: ssmkit::backend::BackendChoice,
+    #[arg(long, default_value_t = 20)]
+    pub repeats: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A parser for one of `all`, each value named by `name` and described by `help`. The
