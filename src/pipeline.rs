@@ -101,262 +101,330 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     // One `run` at a time under a root: two would train, evaluate and export into the
     // same directories.
     let _lock = crate::lock::dir(&opts.root)?;
-    let p = &cfg.pipeline;
-    let name = &cfg.name;
-    let data = opts.root.join("data").join(name);
-    let runs_dir = opts.root.join("runs").join(name);
-    let report = opts.root.join("reports").join(name);
-    let primary = cfg.train.model;
-    // The primary model, the learned baselines (at their own defaults), the ablations.
-    let mut configs = vec![cfg.train.clone()];
-    for &b in &p.baselines {
-        configs.push(cfg.train.for_baseline(b));
-    }
-    for spec in &p.ablations {
-        configs.push(cfg.train.ablated(spec)?);
-    }
-    let mut jobs: Vec<(&TrainConfig, u64)> = configs
-        .iter()
-        .flat_map(|c| p.seeds.iter().map(move |&s| (c, s)))
-        .collect();
-    if let Some((i, n)) = opts.shard {
-        if opts.no_train {
-            return Err(Error::Input(
-                "--shard trains a share of the runs and --no-train trains none: pick one".into(),
-            ));
-        }
-        jobs = jobs
-            .into_iter()
-            .enumerate()
-            .filter(|(j, _)| j % n == i)
-            .map(|(_, job)| job)
-            .collect();
-    }
-    let stages = if opts.shard.is_some() {
-        1 + jobs.len()
-    } else {
-        1 + jobs.len() + 1 + p.export.len()
-    };
-    // The stage bar, and under it each training's own bar (step, turns/s, ETA).
-    let multi = MultiProgress::new();
-    let bar = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        multi.add(ProgressBar::new(stages as u64))
-    };
-    bar.set_style(
-        ProgressStyle::with_template("run [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-            .expect("template"),
-    );
-    let mut reused = Vec::new();
-
-    // gen
-    bar.set_message(format!("gen {}", data.display()));
-    let manifest = data.join("manifest.json");
-    if manifest.is_file() {
-        let m = crate::data::read_manifest(&data)?;
-        let want = serde_json::to_value(&cfg).expect("config serializes");
-        // Read the recorded config back through `Config`, so sections added since the
-        // dataset was written compare at their defaults.
-        let recorded = serde_json::from_value::<Config>(m["config"].clone())
-            .map(|c| serde_json::to_value(&c).expect("config serializes"))
-            .unwrap_or_else(|_| m["config"].clone());
-        if gen_part(&recorded) != gen_part(&want) {
-            return Err(Error::Input(format!(
-                "{} was generated from another config than {}: remove it, or change `name`",
-                data.display(),
-                opts.config.display()
-            )));
-        }
-        reused.push(format!("gen ({})", data.display()));
-    } else if data.read_dir().is_ok_and(|mut d| d.next().is_some()) {
-        return Err(Error::Input(format!(
-            "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
-            data.display()
-        )));
-    } else {
-        generate(
-            &cfg,
-            &GenOptions {
-                out: data.clone(),
-                force: true,
-                quiet: true,
-            },
-        )?;
-    }
-    bar.inc(1);
-
-    // train
-    let mut runs = Vec::new();
-    let reader = crate::data::DatasetReader::open(&data)?;
-    let mut missing = Vec::new();
-    for &(tcfg, seed) in &jobs {
-        let run = runs_dir.join(format!("{}-s{seed}", tcfg.system_name()));
-        bar.set_message(format!("train {}", run.display()));
-        let tcfg = tcfg.clone();
-        // A state.json that cannot be read (edited, damaged) is an error naming it, not a
-        // run to train over.
-        let state = if run.join("state.json").exists() {
-            Some(read_run_state(&run)?)
-        } else {
-            None
-        };
-        // The same training config and the same model (a run written by an older build
-        // can read back as the same config but hold another model).
-        let model = crate::train::model_config(&reader.outline, &tcfg);
-        let same = |s: &crate::run::RunState| s.train == tcfg && s.model == model;
-        let finished = state.as_ref().is_some_and(|s| s.finished() && same(s));
-        if finished {
-            reused.push(format!("train ({})", run.display()));
-        } else if opts.no_train {
-            missing.push(run.display().to_string());
-        } else {
-            let resume = state.as_ref().is_some_and(|s| same(s) && s.seed == seed);
-            if state.is_some() && !resume {
-                return Err(Error::Input(format!(
-                    "{} holds a run of another training config: remove it to retrain",
-                    run.display()
-                )));
-            }
-            crate::train::train_read(
-                &reader,
-                &tcfg,
-                &TrainOptions {
-                    data: data.clone(),
-                    run: run.clone(),
-                    seed,
-                    resume,
-                    quiet: opts.quiet,
-                    stop_after: None,
-                    backend: Default::default(),
-                    scan: None,
-                    progress: Some(multi.clone()),
-                },
-            )?;
-        }
-        runs.push(run);
-        bar.inc(1);
-    }
-    if !missing.is_empty() {
-        return Err(Error::Input(format!(
-            "--no-train: {} of {} runs are not finished: {}",
-            missing.len(),
-            jobs.len(),
-            missing.join(", ")
-        )));
-    }
+    let configs = train_configs(&cfg)?;
+    let jobs = jobs(&configs, &cfg.pipeline.seeds, opts)?;
+    let mut job = Job::new(&cfg, opts, jobs.len());
+    job.dataset()?;
+    let reader = crate::data::DatasetReader::open(&job.data)?;
+    let runs = job.train(&reader, &jobs)?;
     if opts.shard.is_some() {
-        bar.finish_and_clear();
+        job.bar.finish_and_clear();
         return Ok(PipelineResult {
-            data,
+            data: job.data,
             runs,
-            report,
+            report: job.report,
             exports: Vec::new(),
             shard: opts.shard,
-            reused,
+            reused: job.reused,
             eval: None,
             gates: Vec::new(),
             all_gates_passed: false,
             verdict: Verdict::new(&[], false),
         });
     }
-
-    // eval
-    bar.set_message(format!("eval → {}", report.display()));
-    let gates = report.join("gates.json");
-    let eval_opts = EvalOptions {
-        data: data.clone(),
-        runs: runs.clone(),
-        out: report.clone(),
-        force: true,
-        primary: Some(primary),
-        primary_system: Some(cfg.train.system_name()),
-        unit: Unit::User,
-        compare: CompareOptions {
-            seed: cfg.seed,
-            ..CompareOptions::default()
-        },
-        latency_users: 4,
-        probes_per_canary: p.probes,
-        transfer: false,
-        quiet: true,
-        resident_mb: cfg.train.resident_mb,
-    };
-    // A report is reused only whole (every file a reader opens is there) and made from
-    // what would be evaluated now: the same dataset, runs and options, by digest.
-    let whole = REPORT_FILES.iter().all(|f| report.join(f).is_file());
-    let eval = if whole
-        && Inputs::recorded(&report)
-            .is_some_and(|r| Inputs::of(&reader, &eval_opts).is_ok_and(|now| r == now))
-    {
-        reused.push(format!("eval ({})", report.display()));
-        None
-    } else {
-        Some(evaluate_read(&reader, &eval_opts)?)
-    };
-    bar.inc(1);
-    let (gates, references_checked) = match &eval {
-        Some(r) => (r.gates.clone(), !r.reference.is_empty()),
-        None => {
-            #[derive(serde::Deserialize)]
-            struct Recorded {
-                gates: Vec<crate::eval::gates::Gate>,
-                #[serde(default)]
-                reference: serde_json::Map<String, serde_json::Value>,
-            }
-            let text = std::fs::read_to_string(&gates).map_err(|e| Error::io(&gates, e))?;
-            let r = serde_json::from_str::<Recorded>(&text)
-                .map_err(|e| Error::Input(format!("{}: {e}", gates.display())))?;
-            (r.gates, !r.reference.is_empty())
-        }
-    };
-    let all_gates_passed = gates.iter().all(crate::eval::gates::Gate::passed);
-    let verdict = Verdict::new(&gates, references_checked);
-
-    // export: the primary model's first seed.
-    let source = runs_dir.join(format!("{}-s{}", cfg.train.system_name(), p.seeds[0]));
-    let source_digest = crate::run::state_digest(&source)?;
-    let mut exports = Vec::new();
-    for &quant in &p.export {
-        let out = runs_dir.join("export").join(format!(
-            "{}-{}.safetensors",
-            primary.name(),
-            quant.name()
-        ));
-        bar.set_message(format!("export {}", out.display()));
-        // Reused only when intact (its recorded digests hold) and made from the run as it
-        // is now (the digest of its state.json, which its metadata records).
-        let fresh = crate::runtime::Runtime::load(&out)
-            .is_ok_and(|rt| rt.source["state_sha256"].as_str() == Some(source_digest.as_str()));
-        if fresh {
-            reused.push(format!("export ({})", out.display()));
-        } else {
-            export_read(
-                &ExportOptions {
-                    run: source.clone(),
-                    quant,
-                    out: out.clone(),
-                    data: Some(data.clone()),
-                    max_drop: Some(p.max_drop),
-                    force: true,
-                },
-                Some(&reader),
-            )?;
-        }
-        exports.push(out);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let (eval, gates, references_checked) = job.eval(&reader, &runs)?;
+    let exports = job.export(&reader)?;
+    job.bar.finish_and_clear();
     Ok(PipelineResult {
-        data,
+        data: job.data,
         runs,
-        report,
+        report: job.report,
         exports,
         shard: None,
-        reused,
+        reused: job.reused,
         eval,
+        all_gates_passed: gates.iter().all(crate::eval::gates::Gate::passed),
+        verdict: Verdict::new(&gates, references_checked),
         gates,
-        all_gates_passed,
-        verdict,
     })
+}
+
+/// The primary model's training config, then each learned baseline's (at its own
+/// defaults), then each ablation's.
+fn train_configs(cfg: &Config) -> Result<Vec<TrainConfig>> {
+    let mut configs = vec![cfg.train.clone()];
+    for &b in &cfg.pipeline.baselines {
+        configs.push(cfg.train.for_baseline(b));
+    }
+    for spec in &cfg.pipeline.ablations {
+        configs.push(cfg.train.ablated(spec)?);
+    }
+    Ok(configs)
+}
+
+/// Every (config, seed) training job, or this shard's share of them.
+fn jobs<'a>(
+    configs: &'a [TrainConfig],
+    seeds: &[u64],
+    opts: &RunOptions,
+) -> Result<Vec<(&'a TrainConfig, u64)>> {
+    let jobs = configs
+        .iter()
+        .flat_map(|c| seeds.iter().map(move |&s| (c, s)));
+    let Some((i, n)) = opts.shard else {
+        return Ok(jobs.collect());
+    };
+    if opts.no_train {
+        return Err(Error::Input(
+            "--shard trains a share of the runs and --no-train trains none: pick one".into(),
+        ));
+    }
+    Ok(jobs
+        .enumerate()
+        .filter(|(j, _)| j % n == i)
+        .map(|(_, job)| job)
+        .collect())
+}
+
+/// One `ssmkit run`: its config and paths, the stage bar, and what it reused so far.
+struct Job<'a> {
+    cfg: &'a Config,
+    opts: &'a RunOptions,
+    data: PathBuf,
+    runs_dir: PathBuf,
+    report: PathBuf,
+    /// The stage bar, and under it each training's own bar (step, turns/s, ETA).
+    multi: MultiProgress,
+    bar: ProgressBar,
+    reused: Vec<String>,
+}
+
+impl<'a> Job<'a> {
+    fn new(cfg: &'a Config, opts: &'a RunOptions, jobs: usize) -> Job<'a> {
+        let name = &cfg.name;
+        let stages = if opts.shard.is_some() {
+            1 + jobs
+        } else {
+            1 + jobs + 1 + cfg.pipeline.export.len()
+        };
+        let multi = MultiProgress::new();
+        let bar = if opts.quiet {
+            ProgressBar::hidden()
+        } else {
+            multi.add(ProgressBar::new(stages as u64))
+        };
+        bar.set_style(
+            ProgressStyle::with_template("run [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+                .expect("template"),
+        );
+        Job {
+            cfg,
+            opts,
+            data: opts.root.join("data").join(name),
+            runs_dir: opts.root.join("runs").join(name),
+            report: opts.root.join("reports").join(name),
+            multi,
+            bar,
+            reused: Vec::new(),
+        }
+    }
+
+    /// The dataset: reused when made from this config, refused when made from another or
+    /// when its directory holds files ssmkit did not write, generated otherwise.
+    fn dataset(&mut self) -> Result<()> {
+        let (cfg, data) = (self.cfg, &self.data);
+        self.bar.set_message(format!("gen {}", data.display()));
+        if data.join("manifest.json").is_file() {
+            let m = crate::data::read_manifest(data)?;
+            let want = serde_json::to_value(cfg).expect("config serializes");
+            // Read the recorded config back through `Config`, so sections added since the
+            // dataset was written compare at their defaults.
+            let recorded = serde_json::from_value::<Config>(m["config"].clone())
+                .map(|c| serde_json::to_value(&c).expect("config serializes"))
+                .unwrap_or_else(|_| m["config"].clone());
+            if gen_part(&recorded) != gen_part(&want) {
+                return Err(Error::Input(format!(
+                    "{} was generated from another config than {}: remove it, or change `name`",
+                    data.display(),
+                    self.opts.config.display()
+                )));
+            }
+            self.reused.push(format!("gen ({})", data.display()));
+        } else if data.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::Input(format!(
+                "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
+                data.display()
+            )));
+        } else {
+            generate(
+                cfg,
+                &GenOptions {
+                    out: data.clone(),
+                    force: true,
+                    quiet: true,
+                },
+            )?;
+        }
+        self.bar.inc(1);
+        Ok(())
+    }
+
+    /// Every job's run directory: a finished run of the same config is kept, an
+    /// interrupted one resumes, a missing one is trained (with `no_train`, refused).
+    fn train(
+        &mut self,
+        reader: &crate::data::DatasetReader,
+        jobs: &[(&TrainConfig, u64)],
+    ) -> Result<Vec<PathBuf>> {
+        let mut runs = Vec::new();
+        let mut missing = Vec::new();
+        for &(tcfg, seed) in jobs {
+            let run = self
+                .runs_dir
+                .join(format!("{}-s{seed}", tcfg.system_name()));
+            self.bar.set_message(format!("train {}", run.display()));
+            // A state.json that cannot be read (edited, damaged) is an error naming it, not
+            // a run to train over.
+            let state = if run.join("state.json").exists() {
+                Some(read_run_state(&run)?)
+            } else {
+                None
+            };
+            // The same training config and the same model (a run written by an older build
+            // can read back as the same config but hold another model).
+            let model = crate::train::model_config(&reader.outline, tcfg);
+            let same = |s: &crate::run::RunState| s.train == *tcfg && s.model == model;
+            let finished = state.as_ref().is_some_and(|s| s.finished() && same(s));
+            if finished {
+                self.reused.push(format!("train ({})", run.display()));
+            } else if self.opts.no_train {
+                missing.push(run.display().to_string());
+            } else {
+                let resume = state.as_ref().is_some_and(|s| same(s) && s.seed == seed);
+                if state.is_some() && !resume {
+                    return Err(Error::Input(format!(
+                        "{} holds a run of another training config: remove it to retrain",
+                        run.display()
+                    )));
+                }
+                crate::train::train_read(
+                    reader,
+                    tcfg,
+                    &TrainOptions {
+                        data: self.data.clone(),
+                        run: run.clone(),
+                        seed,
+                        resume,
+                        quiet: self.opts.quiet,
+                        stop_after: None,
+                        backend: Default::default(),
+                        scan: None,
+                        progress: Some(self.multi.clone()),
+                    },
+                )?;
+            }
+            runs.push(run);
+            self.bar.inc(1);
+        }
+        if !missing.is_empty() {
+            return Err(Error::Input(format!(
+                "--no-train: {} of {} runs are not finished: {}",
+                missing.len(),
+                jobs.len(),
+                missing.join(", ")
+            )));
+        }
+        Ok(runs)
+    }
+
+    /// The report of every run: reused only whole (every file a reader opens is there)
+    /// and made from what would be evaluated now (the same dataset, runs and options, by
+    /// digest). Returns the evaluation when it ran, the primary model's gates, and whether
+    /// the reference systems were judged too.
+    fn eval(
+        &mut self,
+        reader: &crate::data::DatasetReader,
+        runs: &[PathBuf],
+    ) -> Result<(Option<EvalReport>, Vec<crate::eval::gates::Gate>, bool)> {
+        let (cfg, report) = (self.cfg, &self.report);
+        self.bar.set_message(format!("eval → {}", report.display()));
+        let eval_opts = EvalOptions {
+            data: self.data.clone(),
+            runs: runs.to_vec(),
+            out: report.clone(),
+            force: true,
+            primary: Some(cfg.train.model),
+            primary_system: Some(cfg.train.system_name()),
+            unit: Unit::User,
+            compare: CompareOptions {
+                seed: cfg.seed,
+                ..CompareOptions::default()
+            },
+            latency_users: 4,
+            probes_per_canary: cfg.pipeline.probes,
+            transfer: false,
+            quiet: true,
+            resident_mb: cfg.train.resident_mb,
+        };
+        let whole = REPORT_FILES.iter().all(|f| report.join(f).is_file());
+        let same_inputs = || {
+            Inputs::recorded(report)
+                .is_some_and(|r| Inputs::of(reader, &eval_opts).is_ok_and(|now| r == now))
+        };
+        let result = if whole && same_inputs() {
+            self.reused.push(format!("eval ({})", report.display()));
+            let (gates, references_checked) = recorded_gates(&report.join("gates.json"))?;
+            (None, gates, references_checked)
+        } else {
+            let r = evaluate_read(reader, &eval_opts)?;
+            let (gates, references_checked) = (r.gates.clone(), !r.reference.is_empty());
+            (Some(r), gates, references_checked)
+        };
+        self.bar.inc(1);
+        Ok(result)
+    }
+
+    /// The primary model's first seed in every configured quantization: an export is
+    /// reused only when intact (its recorded digests hold) and made from the run as it is
+    /// now (the digest of its state.json, which its metadata records).
+    fn export(&mut self, reader: &crate::data::DatasetReader) -> Result<Vec<PathBuf>> {
+        let (cfg, p) = (self.cfg, &self.cfg.pipeline);
+        let source = self
+            .runs_dir
+            .join(format!("{}-s{}", cfg.train.system_name(), p.seeds[0]));
+        let source_digest = crate::run::state_digest(&source)?;
+        let mut exports = Vec::new();
+        for &quant in &p.export {
+            let out = self.runs_dir.join("export").join(format!(
+                "{}-{}.safetensors",
+                cfg.train.model.name(),
+                quant.name()
+            ));
+            self.bar.set_message(format!("export {}", out.display()));
+            let fresh = crate::runtime::Runtime::load(&out)
+                .is_ok_and(|rt| rt.source["state_sha256"].as_str() == Some(source_digest.as_str()));
+            if fresh {
+                self.reused.push(format!("export ({})", out.display()));
+            } else {
+                export_read(
+                    &ExportOptions {
+                        run: source.clone(),
+                        quant,
+                        out: out.clone(),
+                        data: Some(self.data.clone()),
+                        max_drop: Some(p.max_drop),
+                        force: true,
+                    },
+                    Some(reader),
+                )?;
+            }
+            exports.push(out);
+            self.bar.inc(1);
+        }
+        Ok(exports)
+    }
+}
+
+/// The gates a reused report recorded, and whether it judged the reference systems.
+fn recorded_gates(path: &std::path::Path) -> Result<(Vec<crate::eval::gates::Gate>, bool)> {
+    #[derive(serde::Deserialize)]
+    struct Recorded {
+        gates: Vec<crate::eval::gates::Gate>,
+        #[serde(default)]
+        reference: serde_json::Map<String, serde_json::Value>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let r = serde_json::from_str::<Recorded>(&text)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    Ok((r.gates, !r.reference.is_empty()))
 }
