@@ -29,12 +29,13 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::AdamWConfig;
+use burn::optim::module_optimizer::ModuleOptimizer;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, UserSeq};
 use crate::error::{Error, Result};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{Init, ModelConfig, Scorer, Variant};
@@ -154,16 +155,7 @@ pub fn train_on(
 fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Trained> {
     train_cfg.validate()?;
     if let Source::Disk { .. } = source {
-        let needed = (train_cfg.resident_mb + train_cfg.validation_mb) as u64 * 1_000_000;
-        if let Some(available) = crate::data::available_memory()
-            && needed > available
-        {
-            return Err(Error::Input(format!(
-                "[train] resident_mb + validation_mb is {:.1} GB but {:.1} GB of memory is available: lower them",
-                needed as f64 / 1e9,
-                available as f64 / 1e9
-            )));
-        }
+        check_memory(train_cfg)?;
     }
     let data = source.outline();
     let (plain_device, device_name) = crate::backend::select(opts.backend)?;
@@ -207,77 +199,9 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     // one, or nothing; `claim` refused a --resume that would lose one): training starts
     // from scratch.
     if opts.resume && state_path.is_file() {
-        let saved = read_run_state(&opts.run)?;
-        if saved.model != model_cfg || saved.train != *train_cfg || saved.seed != opts.seed {
-            return Err(Error::Input(format!(
-                "{}: the checkpoint was made with another model, training config or seed; resume with the same ones or train into a new run directory",
-                opts.run.display()
-            )));
-        }
-        if saved.dataset_sha != fingerprint {
-            return Err(Error::Input(format!(
-                "{}: the checkpoint was trained on another dataset",
-                opts.run.display()
-            )));
-        }
-        let dir = checkpoint::verified(&opts.run, &saved)?;
-        let unreadable = |what: &str, file: &Path, e: String| {
-            Error::Input(format!("{}: cannot load the {what}: {e}", file.display()))
-        };
-        let file = dir.join("checkpoint.bpk");
-        model = model
-            .try_load_file(&file)
-            .map_err(|e| unreadable("checkpoint", &file, e.to_string()))?;
-        let file = dir.join("optimizer.bpk");
-        optim = optim
-            .load(&file)
-            .map_err(|e| unreadable("optimizer state", &file, e.to_string()))?;
-        state = saved;
-        // Steps after the checkpoint will be redone: the log goes back to its rows up to
-        // the checkpoint, and debris of an interrupted commit goes.
-        let log_path = opts.run.join("metrics.csv");
-        if state.checkpoint.is_empty() {
-            let text = fs::read_to_string(&log_path).map_err(|e| Error::io(&log_path, e))?;
-            let kept: Vec<&str> = text
-                .lines()
-                .enumerate()
-                .filter(|(i, l)| {
-                    *i == 0
-                        || l.split(',')
-                            .next()
-                            .and_then(|s| s.parse::<usize>().ok())
-                            .is_some_and(|s| s <= state.step)
-                })
-                .map(|(_, l)| l)
-                .collect();
-            crate::atomic::write(&log_path, (kept.join("\n") + "\n").as_bytes())?;
-        } else {
-            let saved_log = dir.join("metrics.csv");
-            let text = fs::read(&saved_log).map_err(|e| Error::io(&saved_log, e))?;
-            crate::atomic::write(&log_path, &text)?;
-            checkpoint::clean(&opts.run, Some(&state.checkpoint))?;
-        }
+        (model, optim, state) = resume(opts, &state, model, optim)?;
     } else {
-        if state_path.exists() {
-            return Err(Error::Input(format!(
-                "{} already holds a run: pass --resume to continue it, or choose another run directory",
-                opts.run.display()
-            )));
-        }
-        checkpoint::clean(&opts.run, None)?;
-        let resolved = serde_json::json!({"model": model_cfg, "train": train_cfg, "seed": opts.seed,
-            "data": opts.data.display().to_string(), "cutoffs": cut, "params": model.num_params(),
-            "backend": device_name});
-        crate::atomic::write(
-            &opts.run.join("config.json"),
-            serde_json::to_string_pretty(&resolved)
-                .expect("json")
-                .as_bytes(),
-        )?;
-        crate::atomic::write(
-            &opts.run.join("metrics.csv"),
-            b"step,stage,loss,val_loss,val_dcg10,val_hr10,val_ndcg10,lr,turns_per_s\n",
-        )?;
+        begin(opts, &state, model.num_params(), &device_name)?;
     }
     let plan = Plan::new(
         data,
@@ -308,20 +232,7 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     // dataset, when it fits in one block) are refused before any step; a later block's
     // are refused when it is read, and the last checkpoint stays.
     source.block(&plan, plan.block_at(state.step, opts.seed))?;
-    let bar = match (&opts.progress, opts.quiet) {
-        (_, true) => ProgressBar::hidden(),
-        (Some(parent), false) => parent.add(ProgressBar::new(train_cfg.steps as u64)),
-        (None, false) => {
-            eprintln!("backend: {device_name}");
-            ProgressBar::new(train_cfg.steps as u64)
-        }
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "train [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta} {msg}",
-        )
-        .expect("template"),
-    );
+    let bar = progress_bar(opts, train_cfg.steps, &device_name);
     bar.set_position(state.step as u64);
     let mut log = fs::OpenOptions::new()
         .append(true)
@@ -357,27 +268,16 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         let stage = pools[pool_i].0;
         let block = plan.block_at(step, opts.seed);
         let (data, offset) = source.block(&plan, block)?;
-        let mut users = Vec::with_capacity(train_cfg.batch_users);
-        let mut lens = Vec::with_capacity(train_cfg.batch_users);
-        let mut windows = Vec::with_capacity(train_cfg.batch_users);
-        for _ in 0..train_cfg.batch_users {
-            let u = &data.users[plan.draw(block, stage, &mut rng) - offset];
-            let n = cut.train_end(u);
-            let len = n.min(train_cfg.window);
-            let start = rng.random_range(0..=n - len);
-            windows.push(slice_user(
-                u,
-                start,
-                len,
-                data.k,
-                data.embedding_dim,
-                crate::train::batch::Prefix::of(&model_cfg),
-            ));
-            lens.push(len);
-        }
-        for w in &windows {
-            users.push(w);
-        }
+        let (windows, lens) = draw_windows(
+            data,
+            offset,
+            (&plan, block, stage),
+            &cut,
+            &model_cfg,
+            train_cfg,
+            &mut rng,
+        );
+        let users: Vec<&UserSeq> = windows.iter().collect();
         let started = std::time::Instant::now();
         let (loss_value, mut grads) = step_gradients(
             &model, data, &users, &lens, &model_cfg, train_cfg, scan, &device,
@@ -436,35 +336,9 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         .and_then(|_| log.flush())
         .map_err(|e| Error::io(&opts.run.join("metrics.csv"), e))?;
         if evaluated {
-            // A checkpoint, committed as one unit (see `checkpoint`).
-            let staged = checkpoint::stage(&opts.run, state.step)?;
-            if last.dcg10 > state.best_dcg10 {
-                state.best_dcg10 = last.dcg10;
-                state.best_step = state.step;
-                save_model(&model, &staged.join("model.bpk"))?;
-            } else {
-                // The best model so far is the previous checkpoint's.
-                let previous = checkpoint::verified(&opts.run, &state)?;
-                checkpoint::link(&previous.join("model.bpk"), &staged.join("model.bpk"))?;
-            }
             // Stop early only once the last curriculum stage is training.
             let last_stage = !train_cfg.curriculum || pool_i + 1 == pools.len();
-            let patience = train_cfg.patience * train_cfg.eval_every;
-            state.stopped_early = train_cfg.patience > 0
-                && last_stage
-                && state.step < train_cfg.steps
-                && state.step.saturating_sub(state.best_step) >= patience;
-            save_model(&model, &staged.join("checkpoint.bpk"))?;
-            let file = staged.join("optimizer.bpk");
-            optim.save(&file).map_err(|e| {
-                Error::Input(format!(
-                    "{}: cannot save the optimizer state: {e}",
-                    file.display()
-                ))
-            })?;
-            let (log_path, saved_log) = (opts.run.join("metrics.csv"), staged.join("metrics.csv"));
-            fs::copy(&log_path, &saved_log).map_err(|e| Error::io(&saved_log, e))?;
-            checkpoint::commit(&opts.run, &staged, &mut state)?;
+            save_checkpoint(&opts.run, &model, &optim, &mut state, &last, last_stage)?;
         }
     }
     bar.finish_and_clear();
@@ -473,6 +347,199 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         cutoffs: cut,
         validation_users: validation_data,
     })
+}
+
+/// Refuses a training whose blocks of users (`resident_mb` + `validation_mb`) would not
+/// fit in the memory available.
+fn check_memory(train_cfg: &TrainConfig) -> Result<()> {
+    let needed = (train_cfg.resident_mb + train_cfg.validation_mb) as u64 * 1_000_000;
+    if let Some(available) = crate::data::available_memory()
+        && needed > available
+    {
+        return Err(Error::Input(format!(
+            "[train] resident_mb + validation_mb is {:.1} GB but {:.1} GB of memory is available: lower them",
+            needed as f64 / 1e9,
+            available as f64 / 1e9
+        )));
+    }
+    Ok(())
+}
+
+/// Loads the last checkpoint of the run in `opts.run`, which must have been made with the
+/// model, training config, seed and dataset of `fresh` (the state a new run would start
+/// from). Steps after the checkpoint will be redone: the log goes back to its rows up to
+/// the checkpoint, and debris of an interrupted commit goes.
+fn resume(
+    opts: &TrainOptions,
+    fresh: &RunState,
+    model: Scorer,
+    optim: ModuleOptimizer,
+) -> Result<(Scorer, ModuleOptimizer, RunState)> {
+    let saved = read_run_state(&opts.run)?;
+    if saved.model != fresh.model || saved.train != fresh.train || saved.seed != fresh.seed {
+        return Err(Error::Input(format!(
+            "{}: the checkpoint was made with another model, training config or seed; resume with the same ones or train into a new run directory",
+            opts.run.display()
+        )));
+    }
+    if saved.dataset_sha != fresh.dataset_sha {
+        return Err(Error::Input(format!(
+            "{}: the checkpoint was trained on another dataset",
+            opts.run.display()
+        )));
+    }
+    let dir = checkpoint::verified(&opts.run, &saved)?;
+    let unreadable = |what: &str, file: &Path, e: String| {
+        Error::Input(format!("{}: cannot load the {what}: {e}", file.display()))
+    };
+    let file = dir.join("checkpoint.bpk");
+    let model = model
+        .try_load_file(&file)
+        .map_err(|e| unreadable("checkpoint", &file, e.to_string()))?;
+    let file = dir.join("optimizer.bpk");
+    let optim = optim
+        .load(&file)
+        .map_err(|e| unreadable("optimizer state", &file, e.to_string()))?;
+    let state = saved;
+    let log_path = opts.run.join("metrics.csv");
+    if state.checkpoint.is_empty() {
+        let text = fs::read_to_string(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let kept: Vec<&str> = text
+            .lines()
+            .enumerate()
+            .filter(|(i, l)| {
+                *i == 0
+                    || l.split(',')
+                        .next()
+                        .and_then(|s| s.parse::<usize>().ok())
+                        .is_some_and(|s| s <= state.step)
+            })
+            .map(|(_, l)| l)
+            .collect();
+        crate::atomic::write(&log_path, (kept.join("\n") + "\n").as_bytes())?;
+    } else {
+        let saved_log = dir.join("metrics.csv");
+        let text = fs::read(&saved_log).map_err(|e| Error::io(&saved_log, e))?;
+        crate::atomic::write(&log_path, &text)?;
+        checkpoint::clean(&opts.run, Some(&state.checkpoint))?;
+    }
+    Ok((model, optim, state))
+}
+
+/// Starts a new run in `opts.run` (which holds no run yet): the resolved config and the
+/// header of the training log.
+fn begin(opts: &TrainOptions, state: &RunState, params: usize, device_name: &str) -> Result<()> {
+    if opts.run.join("state.json").exists() {
+        return Err(Error::Input(format!(
+            "{} already holds a run: pass --resume to continue it, or choose another run directory",
+            opts.run.display()
+        )));
+    }
+    checkpoint::clean(&opts.run, None)?;
+    let resolved = serde_json::json!({"model": state.model, "train": state.train, "seed": opts.seed,
+        "data": opts.data.display().to_string(), "cutoffs": state.cutoffs, "params": params,
+        "backend": device_name});
+    crate::atomic::write(
+        &opts.run.join("config.json"),
+        serde_json::to_string_pretty(&resolved)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    crate::atomic::write(
+        &opts.run.join("metrics.csv"),
+        b"step,stage,loss,val_loss,val_dcg10,val_hr10,val_ndcg10,lr,turns_per_s\n",
+    )
+}
+
+/// The training's bar: hidden when quiet, under `opts.progress` when given.
+fn progress_bar(opts: &TrainOptions, steps: usize, device_name: &str) -> ProgressBar {
+    let bar = match (&opts.progress, opts.quiet) {
+        (_, true) => ProgressBar::hidden(),
+        (Some(parent), false) => parent.add(ProgressBar::new(steps as u64)),
+        (None, false) => {
+            eprintln!("backend: {device_name}");
+            ProgressBar::new(steps as u64)
+        }
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "train [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta} {msg}",
+        )
+        .expect("template"),
+    );
+    bar
+}
+
+/// One step's batch: `batch_users` users drawn from `block`'s users of curriculum `stage`
+/// (`data` holds the block, its first user at `offset`), each cut to a window of at most
+/// `window` turns ending within the training split. Returns the windows and their lengths.
+fn draw_windows(
+    data: &Dataset,
+    offset: usize,
+    (plan, block, stage): (&Plan, usize, u8),
+    cut: &Cutoffs,
+    model_cfg: &ModelConfig,
+    train_cfg: &TrainConfig,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<UserSeq>, Vec<usize>) {
+    let mut lens = Vec::with_capacity(train_cfg.batch_users);
+    let mut windows = Vec::with_capacity(train_cfg.batch_users);
+    for _ in 0..train_cfg.batch_users {
+        let u = &data.users[plan.draw(block, stage, rng) - offset];
+        let n = cut.train_end(u);
+        let len = n.min(train_cfg.window);
+        let start = rng.random_range(0..=n - len);
+        windows.push(slice_user(
+            u,
+            start,
+            len,
+            data.k,
+            data.embedding_dim,
+            crate::train::batch::Prefix::of(model_cfg),
+        ));
+        lens.push(len);
+    }
+    (windows, lens)
+}
+
+/// Commits a checkpoint of step `state.step` as one unit (see `checkpoint`): the best
+/// model so far (this one when `last` beats every earlier validation, else a link to the
+/// previous checkpoint's), this model, the optimizer state and the log. Decides whether
+/// training stops early: only once the last curriculum stage trains (`last_stage`).
+fn save_checkpoint(
+    run: &Path,
+    model: &Scorer,
+    optim: &ModuleOptimizer,
+    state: &mut RunState,
+    last: &Validation,
+    last_stage: bool,
+) -> Result<()> {
+    let train_cfg = &state.train;
+    let staged = checkpoint::stage(run, state.step)?;
+    if last.dcg10 > state.best_dcg10 {
+        state.best_dcg10 = last.dcg10;
+        state.best_step = state.step;
+        save_model(model, &staged.join("model.bpk"))?;
+    } else {
+        let previous = checkpoint::verified(run, state)?;
+        checkpoint::link(&previous.join("model.bpk"), &staged.join("model.bpk"))?;
+    }
+    let patience = train_cfg.patience * train_cfg.eval_every;
+    state.stopped_early = train_cfg.patience > 0
+        && last_stage
+        && state.step < train_cfg.steps
+        && state.step.saturating_sub(state.best_step) >= patience;
+    save_model(model, &staged.join("checkpoint.bpk"))?;
+    let file = staged.join("optimizer.bpk");
+    optim.save(&file).map_err(|e| {
+        Error::Input(format!(
+            "{}: cannot save the optimizer state: {e}",
+            file.display()
+        ))
+    })?;
+    let (log_path, saved_log) = (run.join("metrics.csv"), staged.join("metrics.csv"));
+    fs::copy(&log_path, &saved_log).map_err(|e| Error::io(&saved_log, e))?;
+    checkpoint::commit(run, &staged, state)
 }
 
 /// Every parameter value of a model, in visiting order (for comparisons and checksums).
