@@ -82,12 +82,36 @@ pub fn write_report(
         &serde_json::to_string_pretty(report).expect("serializable"),
     )?;
     let all: Vec<usize> = (0..cases.len()).collect();
-    // metrics.csv: one row per system and split.
+    metrics_csv(&dir, systems, &all, loo_idx)?;
+    patterns_csv(&dir, report)?;
+    ablations_csv(&dir, report)?;
+    cases_csv(&dir, systems, cases, loo_idx)?;
+    comparisons_csv(&dir, report)?;
+    canaries_csv(&dir, report)?;
+    let sections = sections(report, systems, &all, loo_idx, curves);
+    for sec in &sections {
+        for b in &sec.blocks {
+            if let Block::Figure { file, svg, .. } = b {
+                write(file, svg)?;
+            }
+        }
+    }
+    write(
+        "report.md",
+        &report::markdown("Evaluation report", &sections),
+    )?;
+    write("report.html", &report::html("Evaluation report", &sections))?;
+    staged.commit()?;
+    Ok(())
+}
+
+/// metrics.csv: one row per system and split.
+fn metrics_csv(dir: &Path, systems: &[System], all: &[usize], loo_idx: &[usize]) -> Result<()> {
     csv_write(&dir.join("metrics.csv"), |w| {
         let mut header = vec!["split", "system", "kind", "seeds", "cases"];
         header.extend(METRICS);
         w.write_record(&header)?;
-        for (split, idx) in [("gts", &all[..]), ("loo", loo_idx)] {
+        for (split, idx) in [("gts", all), ("loo", loo_idx)] {
             for s in systems {
                 let mut row = vec![
                     split.to_string(),
@@ -101,8 +125,11 @@ pub fn write_report(
             }
         }
         Ok(())
-    })?;
-    // patterns.csv: the PoC's metrics on every held-out query, per turn name and system.
+    })
+}
+
+/// patterns.csv: the PoC's metrics on every held-out query, per turn name and system.
+fn patterns_csv(dir: &Path, report: &EvalReport) -> Result<()> {
     csv_write(&dir.join("patterns.csv"), |w| {
         w.write_record(["name", "system", "cases", "hr5", "mrr5", "dcg5"])?;
         for r in &report.patterns {
@@ -116,8 +143,11 @@ pub fn write_report(
             ])?;
         }
         Ok(())
-    })?;
-    // ablations.csv: every row of the seed's ablation list that was measured.
+    })
+}
+
+/// ablations.csv: every row of the seed's ablation list that was measured.
+fn ablations_csv(dir: &Path, report: &EvalReport) -> Result<()> {
     csv_write(&dir.join("ablations.csv"), |w| {
         w.write_record([
             "ablation", "metric", "value", "diff", "ci_low", "ci_high", "p_value",
@@ -126,8 +156,16 @@ pub fn write_report(
             w.write_record(&row)?;
         }
         Ok(())
-    })?;
-    // cases.csv: every GTS case, every system's per-case metrics (LOO cases flagged).
+    })
+}
+
+/// cases.csv: every GTS case, every system's per-case metrics (LOO cases flagged).
+fn cases_csv(
+    dir: &Path,
+    systems: &[System],
+    cases: &[(u32, usize)],
+    loo_idx: &[usize],
+) -> Result<()> {
     csv_write(&dir.join("cases.csv"), |w| {
         let mut header = vec![
             "case_id".to_string(),
@@ -155,7 +193,11 @@ pub fn write_report(
             w.write_record(&row)?;
         }
         Ok(())
-    })?;
+    })
+}
+
+/// comparisons.csv: every paired comparison with its statistics.
+fn comparisons_csv(dir: &Path, report: &EvalReport) -> Result<()> {
     csv_write(&dir.join("comparisons.csv"), |w| {
         w.write_record([
             "split",
@@ -201,63 +243,53 @@ pub fn write_report(
             ])?;
         }
         Ok(())
-    })?;
-    if let Some(levels) = &report.canaries {
-        csv_write(&dir.join("canaries.csv"), |w| {
-            w.write_record([
-                "snr_db",
-                "system",
-                "canary",
-                "probes",
-                "detection",
-                "statistic",
-                "ci_low",
-                "ci_high",
-                "threshold",
-                "pass",
-            ])?;
-            for l in levels {
-                for (sys, rs) in [
-                    (report.primary.as_str(), &l.model),
-                    ("oracle", &l.oracle),
-                    ("random", &l.random),
-                    ("constant", &l.constant),
-                    ("observable", &l.observable),
-                ] {
-                    for r in rs {
-                        w.write_record([
-                            l.snr_db.map_or("clean".into(), |v| v.to_string()),
-                            sys.into(),
-                            r.canary.to_string(),
-                            r.probes.to_string(),
-                            format!("{:.6}", r.detection),
-                            format!("{:.6}", r.statistic),
-                            format!("{:.6}", r.ci_low),
-                            format!("{:.6}", r.ci_high),
-                            format!("{:.6}", r.threshold),
-                            r.pass.to_string(),
-                        ])?;
-                    }
+    })
+}
+
+/// canaries.csv: each system's detection of each canary at each SNR level.
+fn canaries_csv(dir: &Path, report: &EvalReport) -> Result<()> {
+    let Some(levels) = &report.canaries else {
+        return Ok(());
+    };
+    csv_write(&dir.join("canaries.csv"), |w| {
+        w.write_record([
+            "snr_db",
+            "system",
+            "canary",
+            "probes",
+            "detection",
+            "statistic",
+            "ci_low",
+            "ci_high",
+            "threshold",
+            "pass",
+        ])?;
+        for l in levels {
+            for (sys, rs) in [
+                (report.primary.as_str(), &l.model),
+                ("oracle", &l.oracle),
+                ("random", &l.random),
+                ("constant", &l.constant),
+                ("observable", &l.observable),
+            ] {
+                for r in rs {
+                    w.write_record([
+                        l.snr_db.map_or("clean".into(), |v| v.to_string()),
+                        sys.into(),
+                        r.canary.to_string(),
+                        r.probes.to_string(),
+                        format!("{:.6}", r.detection),
+                        format!("{:.6}", r.statistic),
+                        format!("{:.6}", r.ci_low),
+                        format!("{:.6}", r.ci_high),
+                        format!("{:.6}", r.threshold),
+                        r.pass.to_string(),
+                    ])?;
                 }
             }
-            Ok(())
-        })?;
-    }
-    let sections = sections(report, systems, &all, loo_idx, curves);
-    for sec in &sections {
-        for b in &sec.blocks {
-            if let Block::Figure { file, svg, .. } = b {
-                write(file, svg)?;
-            }
         }
-    }
-    write(
-        "report.md",
-        &report::markdown("Evaluation report", &sections),
-    )?;
-    write("report.html", &report::html("Evaluation report", &sections))?;
-    staged.commit()?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// `ablations.csv`'s rows (`ablation,metric,value,diff,ci_low,ci_high,p_value`), one per
