@@ -198,7 +198,28 @@ pub const MAX_CLIFF: f64 = 0.25;
 
 /// The gates of one system.
 pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
-    let mut gates = Vec::new();
+    let mut gates = vec![
+        canaries_gate(e),
+        hr5_gate(e, with),
+        over_heuristic_gate(e, with),
+        history_gate(e, with),
+        latency_gate(e),
+        xattn_gate(e, with),
+    ];
+    gates.extend(detection_gates(e));
+    gates.push(cliff_gate(e));
+    gates.push(dual_gate(e));
+    gates.extend(tstr_gate(e, with));
+    gates
+}
+
+/// The measure of a metric gate for a system that ranks no test case.
+fn unranked() -> Measure {
+    Measure::none("the system ranks no test case")
+}
+
+/// Every canary's criterion at 20 dB.
+fn canaries_gate(e: &Evidence) -> Gate {
     let canaries_20 = match level(e, Some(20.0)) {
         Some(l) => {
             let passed = l.iter().filter(|r| r.pass).count();
@@ -220,18 +241,13 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
         }
         None => Measure::none("the dataset planted no canaries"),
     };
-    gates.push(gate(
-        "canaries 7/7 pass at 20 dB",
-        "0→1",
-        7.0,
-        true,
-        canaries_20,
-    ));
+    gate("canaries 7/7 pass at 20 dB", "0→1", 7.0, true, canaries_20)
+}
 
+/// HR@5: the BCa lower bound over the seeds must reach 0.60.
+fn hr5_gate(e: &Evidence, with: &Against) -> Gate {
     // A system that ranks no test case (no rows) is measured on no metric gate.
     let ranked = !e.runs.is_empty();
-    let unranked = || Measure::none("the system ranks no test case");
-
     let hr5_gate = if ranked {
         let hr5 = column(&e.runs, "hr@5");
         let zeros = vec![vec![0.0; hr5[0].len()]];
@@ -245,8 +261,13 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
     } else {
         unranked()
     };
-    gates.push(gate("HR@5 ≥ 0.60", "0→1", 0.60, true, hr5_gate));
+    gate("HR@5 ≥ 0.60", "0→1", 0.60, true, hr5_gate)
+}
 
+/// DCG@10 at least 10% over the heuristic, significant.
+fn over_heuristic_gate(e: &Evidence, with: &Against) -> Gate {
+    // A system that ranks no test case (no rows) is measured on no metric gate.
+    let ranked = !e.runs.is_empty();
     let dcg = column(&e.runs, "dcg@10");
     let over_heuristic = if ranked {
         let (mut m, c) = beyond_margin(&dcg, &column(with.heuristic, "dcg@10"), 0.10, with);
@@ -258,14 +279,20 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
     } else {
         unranked()
     };
-    gates.push(gate(
+    gate(
         "DCG@10 ≥ +10% over the heuristic, significant",
         "0→1",
         0.10,
         true,
         over_heuristic,
-    ));
+    )
+}
 
+/// DCG@10 above the best history baseline, significant.
+fn history_gate(e: &Evidence, with: &Against) -> Gate {
+    // A system that ranks no test case (no rows) is measured on no metric gate.
+    let ranked = !e.runs.is_empty();
+    let dcg = column(&e.runs, "dcg@10");
     let history = match &with.history {
         _ if !ranked => unranked(),
         Some((name, rows)) => {
@@ -278,14 +305,17 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
         }
         None => Measure::none("no history baseline"),
     };
-    gates.push(gate(
+    gate(
         "DCG@10 above the best history baseline, significant",
         "0→1",
         0.0,
         true,
         history,
-    ));
+    )
+}
 
+/// The Burn model's p95 latency per prediction.
+fn latency_gate(e: &Evidence) -> Gate {
     let latency = match e.latency {
         Some((p95, turns)) => Measure {
             value: Some(p95),
@@ -296,14 +326,19 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
         None if e.reference => Measure::none("a reference system has no model to time"),
         None => Measure::none("latency not measured"),
     };
-    gates.push(gate(
+    gate(
         "p95 latency ≤ 5 ms per prediction",
         "0→1",
         5.0,
         false,
         latency,
-    ));
+    )
+}
 
+/// HR@10 over the cross-attention baseline by 3%, on at least 5 seeds.
+fn xattn_gate(e: &Evidence, with: &Against) -> Gate {
+    // A system that ranks no test case (no rows) is measured on no metric gate.
+    let ranked = !e.runs.is_empty();
     let xattn = match with.xattn {
         _ if !ranked => unranked(),
         Some(x) => {
@@ -326,34 +361,43 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
         }
         None => Measure::none("no xattn run was given"),
     };
-    gates.push(gate(
+    gate(
         "HR@10 > cross-attention baseline + 3%, p < 0.05, ≥ 5 seeds",
         "1→2",
         0.03,
         true,
         xattn,
-    ));
+    )
+}
 
-    for (db, threshold) in [(20.0, 0.90), (10.0, 0.70)] {
-        let name = format!(
-            "mean canary detection > {:.0}% at {db} dB",
-            threshold * 100.0
-        );
-        let m = match level(e, Some(db)) {
-            Some(l) => {
-                let d = mean_detection(l);
-                Measure {
-                    value: Some(d),
-                    ci: None,
-                    pass: d > threshold,
-                    note: "mean over the seven canaries (SNR curve)".into(),
+/// Mean canary detection above 90% at 20 dB and 70% at 10 dB.
+fn detection_gates(e: &Evidence) -> Vec<Gate> {
+    [(20.0, 0.90), (10.0, 0.70)]
+        .into_iter()
+        .map(|(db, threshold)| {
+            let name = format!(
+                "mean canary detection > {:.0}% at {db} dB",
+                threshold * 100.0
+            );
+            let m = match level(e, Some(db)) {
+                Some(l) => {
+                    let d = mean_detection(l);
+                    Measure {
+                        value: Some(d),
+                        ci: None,
+                        pass: d > threshold,
+                        note: "mean over the seven canaries (SNR curve)".into(),
+                    }
                 }
-            }
-            None => Measure::none("no canaries"),
-        };
-        gates.push(gate(&name, "0 contract", threshold, true, m));
-    }
+                None => Measure::none("no canaries"),
+            };
+            gate(&name, "0 contract", threshold, true, m)
+        })
+        .collect()
+}
 
+/// The SNR curve degrades without a cliff above the noise floor.
+fn cliff_gate(e: &Evidence) -> Gate {
     let cliff_m = match e.canaries.as_deref().and_then(cliff) {
         Some((drop, clean)) => Measure {
             value: Some(drop),
@@ -366,14 +410,17 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
         },
         None => Measure::none("no canaries"),
     };
-    gates.push(gate(
+    gate(
         "SNR curve degrades without a cliff above the noise floor",
         "0 contract",
         MAX_CLIFF,
         true,
         cliff_m,
-    ));
+    )
+}
 
+/// The dual-error test on every canary.
+fn dual_gate(e: &Evidence) -> Gate {
     let passed = e.dual.iter().filter(|d| d.pass).count();
     let dual = if e.dual.iter().all(|d| d.n == 0) {
         Measure::none("no canary candidate in the training turns")
@@ -396,33 +443,34 @@ pub fn evaluate(e: &Evidence, with: &Against) -> Vec<Gate> {
             },
         }
     };
-    gates.push(gate(
+    gate(
         "dual error: MSE_True < MSE_Obs beyond the noise floor, 7/7 canaries",
         "0 contract",
         7.0,
         true,
         dual,
-    ));
+    )
+}
 
-    if let Some((group, ratio)) = &with.transfer {
-        gates.push(gate(
-            "TSTR: trained on synthetic, tested on real > 60% of trained on real",
-            "0→1",
-            0.60,
-            false,
-            if e.reference {
-                Measure::none("a reference system is not trained")
-            } else {
-                Measure {
-                    value: Some(*ratio),
-                    ci: None,
-                    pass: *ratio > 0.60,
-                    note: format!("DCG@10 of {group} over the same model trained on this dataset"),
-                }
-            },
-        ));
-    }
-    gates
+/// TSTR: trained on synthetic, tested on real, over 60% of trained on real.
+fn tstr_gate(e: &Evidence, with: &Against) -> Option<Gate> {
+    let (group, ratio) = with.transfer.as_ref()?;
+    Some(gate(
+        "TSTR: trained on synthetic, tested on real > 60% of trained on real",
+        "0→1",
+        0.60,
+        false,
+        if e.reference {
+            Measure::none("a reference system is not trained")
+        } else {
+            Measure {
+                value: Some(*ratio),
+                ci: None,
+                pass: *ratio > 0.60,
+                note: format!("DCG@10 of {group} over the same model trained on this dataset"),
+            }
+        },
+    ))
 }
 
 /// The reference systems and what each must do on a quality gate.
