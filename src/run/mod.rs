@@ -45,6 +45,30 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// The state of a run that has not taken a step yet.
+    pub fn new(
+        model: ModelConfig,
+        train: TrainConfig,
+        seed: u64,
+        cutoffs: Cutoffs,
+        dataset_sha: String,
+    ) -> RunState {
+        RunState {
+            step: 0,
+            best_dcg10: f64::NEG_INFINITY,
+            best_step: 0,
+            model,
+            train,
+            seed,
+            cutoffs,
+            dataset_sha,
+            stopped_early: false,
+            checkpoint: String::new(),
+            sha256: Default::default(),
+            state_sha256: String::new(),
+        }
+    }
+
     /// The text of `state.json` for this state, with its own digest. The digest is of the
     /// text, not of the state read back: floats need not parse back to the same bits.
     pub fn sealed(&self) -> String {

@@ -160,7 +160,6 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     let data = source.outline();
     let (plain_device, device_name) = crate::backend::select(opts.backend)?;
     let device = plain_device.clone().autodiff();
-    let scan = opts.scan.unwrap_or(ScanImpl::for_device(&device));
     let model_cfg = model_config(data, train_cfg);
     let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
     let pools = stream::stage_pools(&data.users, &cut, 0);
@@ -173,22 +172,13 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
             ),
         });
     }
-    let state_path = opts.run.join("state.json");
-    let fingerprint = dataset_fingerprint(data);
-    let mut state = RunState {
-        step: 0,
-        best_dcg10: f64::NEG_INFINITY,
-        best_step: 0,
-        model: model_cfg.clone(),
-        train: train_cfg.clone(),
-        seed: opts.seed,
-        cutoffs: cut,
-        dataset_sha: fingerprint.clone(),
-        stopped_early: false,
-        checkpoint: String::new(),
-        sha256: Default::default(),
-        state_sha256: String::new(),
-    };
+    let mut state = RunState::new(
+        model_cfg.clone(),
+        train_cfg.clone(),
+        opts.seed,
+        cut,
+        dataset_fingerprint(data),
+    );
     let mut model = model_cfg.init(opts.seed, &device);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(train_cfg.weight_decay as f32)
@@ -198,27 +188,13 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     // Without state.json the directory holds no checkpoint (a run killed before its first
     // one, or nothing; `claim` refused a --resume that would lose one): training starts
     // from scratch.
-    if opts.resume && state_path.is_file() {
+    if opts.resume && opts.run.join("state.json").is_file() {
         (model, optim, state) = resume(opts, &state, model, optim)?;
     } else {
         begin(opts, &state, model.num_params(), &device_name)?;
     }
-    let plan = Plan::new(
-        data,
-        &cut,
-        stream::turns_in(train_cfg.resident_mb, data, columns_for(train_cfg)),
-        train_cfg.batch_users * train_cfg.window,
-    );
+    let trainer = Trainer::new(opts, train_cfg, data, model_cfg, cut, pools, device);
     let split_seed = data.manifest["config"]["seed"].as_u64().unwrap_or(0);
-    let shares: Vec<f64> = pools
-        .iter()
-        .map(|(s, _)| match (*s, train_cfg.curriculum) {
-            (0, _) | (_, false) => 1.0,
-            (s, true) => data.manifest["config"]["curriculum"]["stages"][s as usize - 1]["share"]
-                .as_f64()
-                .unwrap_or(1.0),
-        })
-        .collect();
     let validation_data = source.validation_users(
         &cut,
         stream::turns_in(
@@ -231,99 +207,46 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     // The first block is read before training starts, so bad values in it (in the whole
     // dataset, when it fits in one block) are refused before any step; a later block's
     // are refused when it is read, and the last checkpoint stays.
-    source.block(&plan, plan.block_at(state.step, opts.seed))?;
+    source.block(&trainer.plan, trainer.plan.block_at(state.step, opts.seed))?;
     let bar = progress_bar(opts, train_cfg.steps, &device_name);
     bar.set_position(state.step as u64);
+    let log_path = opts.run.join("metrics.csv");
     let mut log = fs::OpenOptions::new()
         .append(true)
-        .open(opts.run.join("metrics.csv"))
+        .open(&log_path)
         .map_err(|e| Error::io(&opts.run, e))?;
-    let mut last = Validation {
-        loss: f64::NAN,
-        dcg10: 0.0,
-        hr10: 0.0,
-        ndcg10: 0.0,
-    };
+    let mut last = Validation::none();
     let first_step = state.step;
-    while state.step < train_cfg.steps {
-        if state.stopped_early {
-            break;
-        }
+    while state.step < train_cfg.steps && !state.stopped_early {
         if opts
             .stop_after
             .is_some_and(|n| state.step - first_step >= n)
         {
             break;
         }
-        let step = state.step;
-        // Every draw of this step comes from (seed, step): a resumed run repeats them.
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        let pool_i = if train_cfg.curriculum {
-            stage_at(step, train_cfg.steps, &shares)
-        } else {
-            rng.random_range(0..pools.len())
-        };
-        let stage = pools[pool_i].0;
-        let block = plan.block_at(step, opts.seed);
-        let (data, offset) = source.block(&plan, block)?;
-        let (windows, lens) = draw_windows(
-            data,
-            offset,
-            (&plan, block, stage),
-            &cut,
-            &model_cfg,
-            train_cfg,
-            &mut rng,
-        );
-        let users: Vec<&UserSeq> = windows.iter().collect();
-        let started = std::time::Instant::now();
-        let (loss_value, mut grads) = step_gradients(
-            &model, data, &users, &lens, &model_cfg, train_cfg, scan, &device,
-        );
-        let mut norm = SqNorm(&grads, 0.0);
-        model.visit(&mut norm);
-        let norm = norm.1.sqrt();
-        if !(loss_value.is_finite() && norm.is_finite()) {
-            // state.json exists once the first checkpoint is committed.
-            let kept = if state_path.is_file() {
-                format!("the last checkpoint (step {}) is kept", state.step)
-            } else {
-                "no checkpoint was written yet".into()
-            };
-            return Err(Error::Input(format!(
-                "{}: step {}: the training loss is {loss_value} and the gradient norm {norm}: training stopped; {kept}",
-                opts.run.display(),
-                step + 1
-            )));
-        }
-        if norm > train_cfg.grad_clip {
-            model.visit(&mut Scale(&mut grads, (train_cfg.grad_clip / norm) as f32));
-        }
-        let lr = train_cfg.lr_at(step);
-        model = optim.step(lr, model, grads);
-        let turns: usize = lens.iter().sum();
-        let tps = turns as f64 / started.elapsed().as_secs_f64();
+        let done;
+        (model, done) = trainer.step(&mut source, model, &mut optim, state.step)?;
         state.step += 1;
         bar.set_position(state.step as u64);
         bar.set_message(format!(
-            "stage {stage} block {}/{} loss {loss_value:.4} {tps:.0} turns/s",
-            block + 1,
-            plan.blocks.len()
+            "stage {} block {}/{} loss {:.4} {:.0} turns/s",
+            done.stage,
+            done.block + 1,
+            trainer.plan.blocks.len(),
+            done.loss,
+            done.turns_per_s
         ));
         let mut val = (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
         let evaluated =
             state.step.is_multiple_of(train_cfg.eval_every) || state.step == train_cfg.steps;
         if evaluated {
-            let plain = model.valid();
             last = validate(
-                &plain,
+                &model.valid(),
                 &validation_data,
                 &cut,
-                &model_cfg,
+                &trainer.model_cfg,
                 train_cfg,
-                scan,
+                trainer.scan,
                 &plain_device,
             );
             val = (last.loss, last.dcg10, last.hr10, last.ndcg10);
@@ -331,13 +254,21 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         writeln!(
             log,
             "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.1}",
-            state.step, stage, loss_value, val.0, val.1, val.2, val.3, lr, tps
+            state.step,
+            done.stage,
+            done.loss,
+            val.0,
+            val.1,
+            val.2,
+            val.3,
+            done.lr,
+            done.turns_per_s
         )
         .and_then(|_| log.flush())
-        .map_err(|e| Error::io(&opts.run.join("metrics.csv"), e))?;
+        .map_err(|e| Error::io(&log_path, e))?;
         if evaluated {
             // Stop early only once the last curriculum stage is training.
-            let last_stage = !train_cfg.curriculum || pool_i + 1 == pools.len();
+            let last_stage = !train_cfg.curriculum || done.pool + 1 == trainer.pools.len();
             save_checkpoint(&opts.run, &model, &optim, &mut state, &last, last_stage)?;
         }
     }
@@ -347,6 +278,151 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         cutoffs: cut,
         validation_users: validation_data,
     })
+}
+
+/// What a training needs at every step: its options and config, the model's config, the
+/// split, the curriculum's pools of users and their shares, the blocks of users, the scan
+/// and the device.
+struct Trainer<'a> {
+    opts: &'a TrainOptions,
+    cfg: &'a TrainConfig,
+    model_cfg: ModelConfig,
+    cut: Cutoffs,
+    pools: Vec<(u8, Vec<usize>)>,
+    shares: Vec<f64>,
+    plan: Plan,
+    scan: ScanImpl,
+    device: Device,
+}
+
+/// What one training step did, for the log and the bar.
+struct StepDone {
+    loss: f32,
+    lr: f64,
+    /// The curriculum pool (index) and stage drawn, and the block of users read.
+    pool: usize,
+    stage: u8,
+    block: usize,
+    turns_per_s: f64,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(
+        opts: &'a TrainOptions,
+        cfg: &'a TrainConfig,
+        data: &Dataset,
+        model_cfg: ModelConfig,
+        cut: Cutoffs,
+        pools: Vec<(u8, Vec<usize>)>,
+        device: Device,
+    ) -> Trainer<'a> {
+        Trainer {
+            opts,
+            cfg,
+            plan: Plan::new(
+                data,
+                &cut,
+                stream::turns_in(cfg.resident_mb, data, columns_for(cfg)),
+                cfg.batch_users * cfg.window,
+            ),
+            shares: stage_shares(data, &pools, cfg.curriculum),
+            pools,
+            scan: opts.scan.unwrap_or(ScanImpl::for_device(&device)),
+            model_cfg,
+            cut,
+            device,
+        }
+    }
+
+    /// Step `step`: draws its batch (every draw from the seed and the step, so a resumed run
+    /// repeats them), computes the gradients, refuses a non-finite loss or gradient,
+    /// clips the gradient norm and updates the model.
+    fn step(
+        &self,
+        source: &mut Source,
+        model: Scorer,
+        optim: &mut ModuleOptimizer,
+        step: usize,
+    ) -> Result<(Scorer, StepDone)> {
+        let (opts, cfg) = (self.opts, self.cfg);
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let pool = if cfg.curriculum {
+            stage_at(step, cfg.steps, &self.shares)
+        } else {
+            rng.random_range(0..self.pools.len())
+        };
+        let stage = self.pools[pool].0;
+        let block = self.plan.block_at(step, opts.seed);
+        let (data, offset) = source.block(&self.plan, block)?;
+        let (windows, lens) = draw_windows(
+            data,
+            offset,
+            (&self.plan, block, stage),
+            &self.cut,
+            &self.model_cfg,
+            cfg,
+            &mut rng,
+        );
+        let users: Vec<&UserSeq> = windows.iter().collect();
+        let started = std::time::Instant::now();
+        let (loss, mut grads) = step_gradients(
+            &model,
+            data,
+            &users,
+            &lens,
+            &self.model_cfg,
+            cfg,
+            self.scan,
+            &self.device,
+        );
+        let mut norm = SqNorm(&grads, 0.0);
+        model.visit(&mut norm);
+        let norm = norm.1.sqrt();
+        if !(loss.is_finite() && norm.is_finite()) {
+            // state.json exists once the first checkpoint is committed.
+            let kept = if opts.run.join("state.json").is_file() {
+                format!("the last checkpoint (step {step}) is kept")
+            } else {
+                "no checkpoint was written yet".into()
+            };
+            return Err(Error::Input(format!(
+                "{}: step {}: the training loss is {loss} and the gradient norm {norm}: training stopped; {kept}",
+                opts.run.display(),
+                step + 1
+            )));
+        }
+        if norm > cfg.grad_clip {
+            model.visit(&mut Scale(&mut grads, (cfg.grad_clip / norm) as f32));
+        }
+        let lr = cfg.lr_at(step);
+        let model = optim.step(lr, model, grads);
+        let turns: usize = lens.iter().sum();
+        let done = StepDone {
+            loss,
+            lr,
+            pool,
+            stage,
+            block,
+            turns_per_s: turns as f64 / started.elapsed().as_secs_f64(),
+        };
+        Ok((model, done))
+    }
+}
+
+/// Each curriculum pool's share of the steps (1 each without a curriculum, or for stage 0),
+/// from the stages the dataset's manifest records.
+fn stage_shares(data: &Dataset, pools: &[(u8, Vec<usize>)], curriculum: bool) -> Vec<f64> {
+    pools
+        .iter()
+        .map(|(s, _)| match (*s, curriculum) {
+            (0, _) | (_, false) => 1.0,
+            (s, true) => data.manifest["config"]["curriculum"]["stages"][s as usize - 1]["share"]
+                .as_f64()
+                .unwrap_or(1.0),
+        })
+        .collect()
 }
 
 /// Refuses a training whose blocks of users (`resident_mb` + `validation_mb`) would not

@@ -24,6 +24,18 @@ pub struct Validation {
     pub ndcg10: f64,
 }
 
+impl Validation {
+    /// Before any validation: no loss, zero metrics.
+    pub fn none() -> Validation {
+        Validation {
+            loss: f64::NAN,
+            dcg10: 0.0,
+            hr10: 0.0,
+            ndcg10: 0.0,
+        }
+    }
+}
+
 /// Scores turns in `[from, to)` of each user from its full history before them, with the
 /// scan training uses; returns the mean listwise loss and the mean metrics at 10 over
 /// scored turns with a relevant label (the loss is `train`'s, at its temperature).
