@@ -4,8 +4,9 @@ use std::f64::consts::TAU;
 
 use serde::Serialize;
 
+use super::mean;
 use super::probe::{Edit, ProbeScorer, Probes, Version};
-use super::{identified, mean, score_versions};
+use super::sites::{identified, score_versions};
 use crate::canary::Rules;
 use crate::data::Dataset;
 use crate::eval::split::Case;
