@@ -41,137 +41,13 @@ impl DatasetReader {
             metadata(path, writer::MEMORIES)?,
             metadata(path, writer::PATHS)?,
         ];
-        let height = |i: usize| meta[i].num_rows;
-        if height(0) == 0 || height(1) == 0 {
+        if meta[0].num_rows == 0 || meta[1].num_rows == 0 {
             return Err(bad(path, "the dataset has no turns"));
         }
-        // The manifest describes these tables: its counts and widths must match them.
-        for key in ["users", "turns", "candidates"] {
-            if !manifest["counts"][key].is_u64() {
-                return Err(bad(
-                    path,
-                    format!("the manifest's counts.{key} is not a count"),
-                ));
-            }
-        }
-        for (i, key) in ["turns", "candidates", "memories", "paths"]
-            .iter()
-            .enumerate()
-        {
-            let file = writer::TABLES[i];
-            let rows = height(i);
-            let counted = [
-                manifest["counts"][key].as_u64(),
-                manifest["files"][file]["rows"].as_u64(),
-            ];
-            for n in counted.into_iter().flatten() {
-                if n != rows as u64 {
-                    return Err(bad(
-                        path,
-                        format!("the manifest counts {n} {key} but {file} holds {rows} rows"),
-                    ));
-                }
-            }
-        }
-        let schema = read_rows(path, writer::TURNS, &meta[0], 0..0, None)?;
-        if schema.df.column(&format!("query_{embedding_dim}")).is_ok() {
-            return Err(bad(
-                path,
-                format!(
-                    "the manifest's embedding_dim is {embedding_dim} but {} has more query columns",
-                    writer::TURNS
-                ),
-            ));
-        }
-
-        // The users and their turns.
-        let turns = read_rows(
-            path,
-            writer::TURNS,
-            &meta[0],
-            0..height(0),
-            Some(&["user_id", "turn_index", "stage", "timestamp"]),
-        )?;
-        let t_user = u32s(&turns, "user_id")?;
-        let t_index = u32s(&turns, "turn_index")?;
-        let t_stage = u8s(&turns, "stage")?;
-        let t_ts = i64s(&turns, "timestamp")?;
-        let mut users: Vec<UserSeq> = Vec::new();
-        let mut rows: Vec<[Range<usize>; 4]> = Vec::new();
-        let mut position: HashMap<u32, usize> = HashMap::new();
-        for r in 0..t_user.len() {
-            if users.last().is_none_or(|u| u.user_id != t_user[r]) {
-                if position.insert(t_user[r], users.len()).is_some() {
-                    return Err(bad(
-                        &turns.file,
-                        format!(
-                            "the turns of user {} are not together at row {r}: rows must come in user order",
-                            t_user[r]
-                        ),
-                    ));
-                }
-                users.push(UserSeq {
-                    user_id: t_user[r],
-                    stage: t_stage[r],
-                    ..Default::default()
-                });
-                rows.push(std::array::from_fn(|_| 0..0));
-                rows.last_mut().expect("pushed")[0] = r..r;
-            }
-            let u = users.last_mut().expect("pushed");
-            if t_index[r] as usize != u.turns {
-                return Err(bad(
-                    path,
-                    format!("turns of user {} are not in order at row {r}", t_user[r]),
-                ));
-            }
-            u.turns += 1;
-            u.timestamp.push(t_ts[r]);
-            rows.last_mut().expect("pushed")[0].end = r + 1;
-        }
-        let counted = manifest["counts"]["users"].as_u64().unwrap_or(0);
-        if counted != users.len() as u64 {
-            return Err(bad(
-                path,
-                format!(
-                    "the manifest counts {counted} users but {} holds {}",
-                    writer::TURNS,
-                    users.len()
-                ),
-            ));
-        }
-
-        // Each user's rows in the other tables: together, and in the users' order.
-        // Candidates of an unknown user are an error; memories and paths of one are unused.
-        for (i, table) in writer::TABLES.iter().enumerate().skip(1) {
-            let mut last = None;
-            for (u, range) in user_runs(path, table, &meta[i])? {
-                let Some(&p) = position.get(&u) else {
-                    if i == 1 {
-                        return Err(bad(
-                            path,
-                            format!(
-                                "candidate row {} refers to a turn that does not exist",
-                                range.start
-                            ),
-                        ));
-                    }
-                    continue;
-                };
-                if last.is_some_and(|l| p <= l) {
-                    return Err(bad(
-                        &path.join(table),
-                        format!(
-                            "the rows of user {u} at row {} are not in the order of {}: rows must come in user order",
-                            range.start,
-                            writer::TURNS
-                        ),
-                    ));
-                }
-                last = Some(p);
-                rows[p][i] = range;
-            }
-        }
+        check_counts(path, &manifest, &meta)?;
+        check_width(path, embedding_dim, &meta[0])?;
+        let (users, mut rows, position) = read_users(path, &manifest, &meta[0])?;
+        locate_rows(path, &meta, &position, &mut rows)?;
         Ok(DatasetReader {
             outline: Dataset {
                 path: path.to_path_buf(),
@@ -340,4 +216,159 @@ pub fn sample_users(
     }
     out.sort_unstable();
     out
+}
+
+/// The manifest describes the tables: its counts must match their rows.
+fn check_counts(path: &Path, manifest: &serde_json::Value, meta: &[Meta; 4]) -> Result<()> {
+    let height = |i: usize| meta[i].num_rows;
+    for key in ["users", "turns", "candidates"] {
+        if !manifest["counts"][key].is_u64() {
+            return Err(bad(
+                path,
+                format!("the manifest's counts.{key} is not a count"),
+            ));
+        }
+    }
+    for (i, key) in ["turns", "candidates", "memories", "paths"]
+        .iter()
+        .enumerate()
+    {
+        let file = writer::TABLES[i];
+        let rows = height(i);
+        let counted = [
+            manifest["counts"][key].as_u64(),
+            manifest["files"][file]["rows"].as_u64(),
+        ];
+        for n in counted.into_iter().flatten() {
+            if n != rows as u64 {
+                return Err(bad(
+                    path,
+                    format!("the manifest counts {n} {key} but {file} holds {rows} rows"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The turns table holds query columns for exactly the manifest's `embedding_dim`.
+fn check_width(path: &Path, embedding_dim: usize, turns_meta: &Meta) -> Result<()> {
+    let schema = read_rows(path, writer::TURNS, turns_meta, 0..0, None)?;
+    if schema.df.column(&format!("query_{embedding_dim}")).is_ok() {
+        return Err(bad(
+            path,
+            format!(
+                "the manifest's embedding_dim is {embedding_dim} but {} has more query columns",
+                writer::TURNS
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The users and their turns (ids, stages, timestamps), with each user's rows of the
+/// turns table and each user id's position; the turns of a user must be together and in
+/// order, and their number the manifest's.
+#[allow(clippy::type_complexity)]
+fn read_users(
+    path: &Path,
+    manifest: &serde_json::Value,
+    turns_meta: &Meta,
+) -> Result<(Vec<UserSeq>, Vec<[Range<usize>; 4]>, HashMap<u32, usize>)> {
+    let turns = read_rows(
+        path,
+        writer::TURNS,
+        turns_meta,
+        0..turns_meta.num_rows,
+        Some(&["user_id", "turn_index", "stage", "timestamp"]),
+    )?;
+    let t_user = u32s(&turns, "user_id")?;
+    let t_index = u32s(&turns, "turn_index")?;
+    let t_stage = u8s(&turns, "stage")?;
+    let t_ts = i64s(&turns, "timestamp")?;
+    let mut users: Vec<UserSeq> = Vec::new();
+    let mut rows: Vec<[Range<usize>; 4]> = Vec::new();
+    let mut position: HashMap<u32, usize> = HashMap::new();
+    for r in 0..t_user.len() {
+        if users.last().is_none_or(|u| u.user_id != t_user[r]) {
+            if position.insert(t_user[r], users.len()).is_some() {
+                return Err(bad(
+                    &turns.file,
+                    format!(
+                        "the turns of user {} are not together at row {r}: rows must come in user order",
+                        t_user[r]
+                    ),
+                ));
+            }
+            users.push(UserSeq {
+                user_id: t_user[r],
+                stage: t_stage[r],
+                ..Default::default()
+            });
+            rows.push(std::array::from_fn(|_| 0..0));
+            rows.last_mut().expect("pushed")[0] = r..r;
+        }
+        let u = users.last_mut().expect("pushed");
+        if t_index[r] as usize != u.turns {
+            return Err(bad(
+                path,
+                format!("turns of user {} are not in order at row {r}", t_user[r]),
+            ));
+        }
+        u.turns += 1;
+        u.timestamp.push(t_ts[r]);
+        rows.last_mut().expect("pushed")[0].end = r + 1;
+    }
+    let counted = manifest["counts"]["users"].as_u64().unwrap_or(0);
+    if counted != users.len() as u64 {
+        return Err(bad(
+            path,
+            format!(
+                "the manifest counts {counted} users but {} holds {}",
+                writer::TURNS,
+                users.len()
+            ),
+        ));
+    }
+    Ok((users, rows, position))
+}
+
+/// Each user's rows in the other tables: together, and in the users' order. Candidates of
+/// an unknown user are an error; memories and paths of one are unused.
+fn locate_rows(
+    path: &Path,
+    meta: &[Meta; 4],
+    position: &HashMap<u32, usize>,
+    rows: &mut [[Range<usize>; 4]],
+) -> Result<()> {
+    for (i, table) in writer::TABLES.iter().enumerate().skip(1) {
+        let mut last = None;
+        for (u, range) in user_runs(path, table, &meta[i])? {
+            let Some(&p) = position.get(&u) else {
+                if i == 1 {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "candidate row {} refers to a turn that does not exist",
+                            range.start
+                        ),
+                    ));
+                }
+                continue;
+            };
+            if last.is_some_and(|l| p <= l) {
+                return Err(bad(
+                    &path.join(table),
+                    format!(
+                        "the rows of user {u} at row {} are not in the order of {}: rows must come in user order",
+                        range.start,
+                        writer::TURNS
+                    ),
+                ));
+            }
+            last = Some(p);
+            rows[p][i] = range;
+        }
+    }
+    Ok(())
 }
