@@ -38,6 +38,15 @@ struct Pick {
     hard: HardNegative,
 }
 
+/// A turn's row fields beyond its focal entities and labels.
+struct Written<'a> {
+    index: u32,
+    slot: &'a Slot,
+    prev_ts: Option<i64>,
+    turn_canary: u16,
+    negative_slots: usize,
+}
+
 /// Per-user simulation state beyond the world.
 struct State {
     /// BFS tree per focal entity: parent and the edge used, `u32::MAX` if unreached.
@@ -458,6 +467,9 @@ impl Sim<'_> {
         ms
     }
 
+    /// Simulates turn `index` at `slot`: its focal entities and candidates, their clean
+    /// features, relevance and labels; writes its candidate rows and turn row, then updates
+    /// what the user's memory system has seen.
     fn turn(&mut self, index: u32, slot: &Slot, prev_ts: Option<i64>) {
         let cfg = self.config;
         let ts = slot.ts;
@@ -472,7 +484,39 @@ impl Sim<'_> {
         };
         let (mut picks, negative_slots) = self.candidates(&turn);
         let primary = focal[0].expect("every turn has a primary focal entity");
+        let (rows, path_ids) = self.features(&turn, slot, &picks, primary);
+        if let Some(rule) = poc {
+            self.poc_relevance(rule, &turn, primary, &mut picks, &rows);
+        }
+        let probs: Vec<f64> = picks.iter().map(|p| p.p).collect();
+        let labels = independent_labels(&probs, self.rng);
+        let mut turn_canary = poc.map_or(0, |c| c.bit());
+        if post_burst {
+            turn_canary |= Canary::Burst.bit();
+        }
+        turn_canary |= self.write_candidates(index, &picks, &rows, &path_ids, &labels);
+        let written = Written {
+            index,
+            slot,
+            prev_ts,
+            turn_canary,
+            negative_slots,
+        };
+        self.write_turn(&written, focal, &labels);
+        self.observe(&picks, &labels, primary, focal);
+    }
 
+    /// Each candidate's clean features at the turn, and the id of its path from the
+    /// primary focal entity.
+    fn features(
+        &mut self,
+        turn: &Turn,
+        slot: &Slot,
+        picks: &[Pick],
+        primary: u32,
+    ) -> (Vec<[f32; FEATURE_DIM]>, Vec<u32>) {
+        let cfg = self.config;
+        let ts = turn.ts;
         // Clean features.
         let hour = calendar::hour(ts);
         let (tod_s, tod_c) = angle(hour / 24.0);
@@ -486,7 +530,7 @@ impl Sim<'_> {
         let mut path_ids = Vec::with_capacity(k);
         let max_entity = (cfg.world.entities[1].max(2) - 1) as f32;
         let max_aspect = (cfg.world.aspects_per_entity[1].max(2) - 1) as f32;
-        for pick in &picks {
+        for pick in picks {
             let mem = &self.world.memories[pick.memory as usize];
             let ent = &self.world.entities[mem.entity as usize];
             let mut x = [0f32; FEATURE_DIM];
@@ -521,44 +565,56 @@ impl Sim<'_> {
             path_ids.push(pid);
         }
 
-        // The PoC's pointwise patterns replace the relevance of ordinary candidates.
-        if let Some(rule) = poc {
-            for (pick, x) in picks.iter_mut().zip(&rows) {
-                if pick.canary == 0 {
-                    let mem = &self.world.memories[pick.memory as usize];
-                    let holds = match rule {
-                        Canary::RecencyBias => x[feat::LOG_AGE] < 7f32.ln_1p(),
-                        Canary::ImportanceThreshold => x[feat::IMPORTANCE] > 0.45,
-                        Canary::AccessFrequency => mem.access_count >= 3,
-                        Canary::TemporalCoherence => {
-                            self.state.prev_focal.contains(&Some(mem.entity))
-                        }
-                        Canary::EntityClustering => {
-                            self.world.entities[mem.entity as usize].community
-                                == self.world.entities[primary as usize].community
-                        }
-                        Canary::SupersessionFilter => {
-                            turn.is_focal(mem.entity) && x[feat::IS_SUPERSEDED] == 0.0
-                        }
-                        Canary::GraphTraversalPriority => {
-                            x[feat::IS_KA_TRAVERSAL] == 1.0 && x[feat::FOCAL_DISTANCE_NORM] <= 0.2
-                        }
-                        _ => unreachable!("only PoC patterns are drawn"),
-                    };
-                    pick.p = if holds { 0.9 } else { 0.04 };
-                    pick.canary |= rule.bit();
-                }
+        (rows, path_ids)
+    }
+
+    /// The PoC's pointwise pattern `rule` replaces the relevance of the turn's ordinary
+    /// candidates: 0.9 where it holds, 0.04 where it does not.
+    fn poc_relevance(
+        &self,
+        rule: Canary,
+        turn: &Turn,
+        primary: u32,
+        picks: &mut [Pick],
+        rows: &[[f32; FEATURE_DIM]],
+    ) {
+        for (pick, x) in picks.iter_mut().zip(rows) {
+            if pick.canary == 0 {
+                let mem = &self.world.memories[pick.memory as usize];
+                let holds = match rule {
+                    Canary::RecencyBias => x[feat::LOG_AGE] < 7f32.ln_1p(),
+                    Canary::ImportanceThreshold => x[feat::IMPORTANCE] > 0.45,
+                    Canary::AccessFrequency => mem.access_count >= 3,
+                    Canary::TemporalCoherence => self.state.prev_focal.contains(&Some(mem.entity)),
+                    Canary::EntityClustering => {
+                        self.world.entities[mem.entity as usize].community
+                            == self.world.entities[primary as usize].community
+                    }
+                    Canary::SupersessionFilter => {
+                        turn.is_focal(mem.entity) && x[feat::IS_SUPERSEDED] == 0.0
+                    }
+                    Canary::GraphTraversalPriority => {
+                        x[feat::IS_KA_TRAVERSAL] == 1.0 && x[feat::FOCAL_DISTANCE_NORM] <= 0.2
+                    }
+                    _ => unreachable!("only PoC patterns are drawn"),
+                };
+                pick.p = if holds { 0.9 } else { 0.04 };
+                pick.canary |= rule.bit();
             }
         }
+    }
 
-        let probs: Vec<f64> = picks.iter().map(|p| p.p).collect();
-        let labels = independent_labels(&probs, self.rng);
-
-        // Rows.
-        let mut turn_canary = poc.map_or(0, |c| c.bit());
-        if post_burst {
-            turn_canary |= Canary::Burst.bit();
-        }
+    /// Writes the turn's candidate rows; returns the canary bits they carry.
+    fn write_candidates(
+        &mut self,
+        index: u32,
+        picks: &[Pick],
+        rows: &[[f32; FEATURE_DIM]],
+        path_ids: &[u32],
+        labels: &[u8],
+    ) -> u16 {
+        let cfg = self.config;
+        let mut turn_canary = 0;
         let written: Vec<(u32, u32, Role)> = picks
             .iter()
             .map(|p| {
@@ -571,7 +627,7 @@ impl Sim<'_> {
             })
             .collect();
         let c = &mut self.out.candidates;
-        for (i, (pick, x)) in picks.iter().zip(&rows).enumerate() {
+        for (i, (pick, x)) in picks.iter().zip(rows).enumerate() {
             let (memory_id, entity_id, role) = written[i];
             c.user_id.push(self.spec.user_id);
             c.turn_index.push(index);
@@ -591,14 +647,28 @@ impl Sim<'_> {
             turn_canary |= pick.canary;
         }
 
-        // Turn row.
+        turn_canary
+    }
+
+    /// Writes the turn row: time, focal entities, selectors, canary bits, counts and the
+    /// query embedding (the primary focal entity's centre, mixed with an ordinary second
+    /// focal entity's, plus noise).
+    fn write_turn(&mut self, w: &Written, focal: [Option<u32>; 2], labels: &[u8]) {
+        let cfg = self.config;
+        let primary = focal[0].expect("every turn has a primary focal entity");
         let focal_ids = [
             self.entity_id(primary) as i32,
             focal[1].map_or(-1, |e| self.entity_id(e) as i32),
         ];
         let selectors = self.selectors();
         let tr = &mut self.out.turns;
-        tr.push_time(self.spec.user_id, index, self.spec.stage, slot, prev_ts);
+        tr.push_time(
+            self.spec.user_id,
+            w.index,
+            self.spec.stage,
+            w.slot,
+            w.prev_ts,
+        );
         tr.focal_0.push(focal_ids[0]);
         tr.focal_1.push(focal_ids[1]);
         for (col, id) in tr.selectors.iter_mut().zip(selectors) {
@@ -609,9 +679,9 @@ impl Sim<'_> {
         } else {
             -1.0
         });
-        tr.canary.push(turn_canary);
+        tr.canary.push(w.turn_canary);
         tr.n_relevant.push(labels.iter().sum());
-        tr.negative_slots.push(negative_slots as u8);
+        tr.negative_slots.push(w.negative_slots as u8);
         let dim = self.world.embedding_dim;
         let c0 = &self.world.entities[primary as usize].center;
         // Canary selectors are not topics: only an ordinary second focal entity shapes the
@@ -627,9 +697,12 @@ impl Sim<'_> {
             };
             tr.query.push(mix + 0.3 * z as f32);
         }
+    }
 
-        // State: accesses, path feedback, referenced memories.
-        for (pick, &label) in picks.iter().zip(&labels) {
+    /// What the user's memory system saw: accesses of the labelled memories, path feedback
+    /// per (primary focal, entity), referenced memories, the focal entities.
+    fn observe(&mut self, picks: &[Pick], labels: &[u8], primary: u32, focal: [Option<u32>; 2]) {
+        for (pick, &label) in picks.iter().zip(labels) {
             let mem = &mut self.world.memories[pick.memory as usize];
             mem.referenced = true;
             mem.access_count += label as u32;
