@@ -144,6 +144,23 @@ impl World {
     /// Builds a user's world. `start` is the user's first timestamp; initial memories are
     /// created before it.
     pub fn generate(config: &Config, rng: &mut ChaCha8Rng, start: i64) -> World {
+        let (mut entities, n_communities) = Self::entities(config, rng);
+        Self::link(&mut entities, n_communities, config, rng);
+        let n_entities = entities.len();
+        let mut world = World {
+            entities,
+            memories: Vec::new(),
+            by_entity: vec![Vec::new(); n_entities],
+            embedding_dim: config.world.embedding_dim as usize,
+        };
+        world.initial_memories(config, rng, start);
+        world
+    }
+
+    /// The user's entities: communities with embedding centres, Zipf popularity over a
+    /// random ranking, preferred hours, weekdays and seasons, aspects; no edges yet. Also
+    /// returns the number of communities drawn.
+    fn entities(config: &Config, rng: &mut ChaCha8Rng) -> (Vec<Entity>, usize) {
         let w = &config.world;
         let dim = w.embedding_dim as usize;
         let n_entities = uniform(rng, w.entities) as usize;
@@ -157,7 +174,7 @@ impl World {
             let j = rng.random_range(0..=i);
             ranks.swap(i, j);
         }
-        let mut entities: Vec<Entity> = (0..n_entities)
+        let entities = (0..n_entities)
             .map(|e| {
                 let community = rng.random_range(0..n_communities) as u16;
                 let n_aspects = uniform(rng, w.aspects_per_entity);
@@ -187,8 +204,14 @@ impl World {
                 }
             })
             .collect();
+        (entities, n_communities)
+    }
 
-        // Dependency edges: mostly within the community (known dependency chains).
+    /// Dependency edges, mostly within a community (known dependency chains), and each
+    /// entity's structural density.
+    fn link(entities: &mut [Entity], n_communities: usize, config: &Config, rng: &mut ChaCha8Rng) {
+        let w = &config.world;
+        let n_entities = entities.len();
         let by_community: Vec<Vec<u32>> = (0..n_communities)
             .map(|c| {
                 (0..n_entities as u32)
@@ -228,18 +251,20 @@ impl World {
                 });
             }
         }
-        for ent in &mut entities {
+        for ent in entities.iter_mut() {
             let attrs: u32 = ent.aspects.iter().map(|a| a.attributes as u32).sum();
             ent.structural_density =
                 ent.adjacent.len() as f32 + 0.5 * ent.aspects.len() as f32 + 0.25 * attrs as f32;
         }
+    }
 
-        let mut world = World {
-            entities,
-            memories: Vec::new(),
-            by_entity: vec![Vec::new(); n_entities],
-            embedding_dim: dim,
-        };
+    /// The memories that exist before the timeline starts at `start`: the canary memories
+    /// first, at the internal ids of `roles`, then each ordinary entity's; some already
+    /// superseded.
+    fn initial_memories(&mut self, config: &Config, rng: &mut ChaCha8Rng, start: i64) {
+        let w = &config.world;
+        let n_entities = self.entities.len();
+        let world = self;
         // Ages of the initial memories: mostly recent (Exp, mean 30 days, as in the PoC),
         // some old knowledge (60–365 days) that the temporal-neighbour negatives draw on.
         let age = Exp::new(1.0 / 30.0).expect("positive rate");
@@ -292,7 +317,6 @@ impl World {
                 world.supersede(config, rng, m, when);
             }
         }
-        world
     }
 
     /// Adds a memory of `entity` created at `created`; returns its id.
