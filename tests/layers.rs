@@ -27,9 +27,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `text` without its `#[cfg(test)] mod tests { … }` blocks and `//` comments.
+/// `text` without its `#[cfg(test)] mod tests { … }` blocks (or `mod tests;` lines) and
+/// `//` comments.
 fn code(text: &str) -> String {
     let mut text = text.to_string();
+    // A test module in a file of its own (`mod tests;`) is skipped with its file.
+    text = text.replace("#[cfg(test)]\nmod tests;", "");
     while let Some(at) = text.find("#[cfg(test)]\nmod tests") {
         let open = at + text[at..].find('{').unwrap();
         let mut depth = 0;
@@ -90,7 +93,8 @@ fn paths_after<'a>(code: &'a str, prefix: &str) -> Vec<Vec<&'a str>> {
     out
 }
 
-/// Each source file as (its module path under `src/`, its code).
+/// Each source file as (its module path under `src/`, its code); test modules' files
+/// (`tests.rs`) are not the source's.
 fn sources() -> Vec<(Vec<String>, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
@@ -107,7 +111,10 @@ fn sources() -> Vec<(Vec<String>, String)> {
             if module.last().is_some_and(|m| m == "mod") {
                 module.pop();
             }
-            if module == ["lib"] || module == ["main"] {
+            if module == ["lib"]
+                || module == ["main"]
+                || module.last().is_some_and(|m| m == "tests")
+            {
                 return None;
             }
             Some((module, code(&std::fs::read_to_string(&f).unwrap())))
