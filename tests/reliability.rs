@@ -356,6 +356,31 @@ fn train_writes_only_into_its_own_directories() {
         snapshot(&foreign) == before,
         "a refused training changed something"
     );
+    // Each file alone that only looks like a run's: a log without the log's header, a
+    // directory named like a checkpoint, a hidden temporary not of a run's file, a config
+    // with a run's keys and one more.
+    for (i, (name, bytes)) in [
+        ("metrics.csv", &b"mine"[..]),
+        ("ckpt-backup/mine.txt", b"mine"),
+        (".notes.tmp-1", b"mine"),
+        (
+            "config.json",
+            b"{\"model\": 1, \"train\": 2, \"seed\": 3, \"port\": 80}",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let theirs = d.join(format!("alone-{i}"));
+        let file = theirs.join(name);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, bytes).unwrap();
+        let before = snapshot(&theirs);
+        let (ok, _, err) = train(&theirs, false);
+        let top = name.split('/').next().unwrap();
+        assert!(!ok && err.contains(top), "{name}: {err}");
+        assert!(snapshot(&theirs) == before, "{name} was touched");
+    }
 
     // A real run whose state.json is lost: --resume refuses and keeps the checkpoint.
     let run = d.join("run");
@@ -366,6 +391,14 @@ fn train_writes_only_into_its_own_directories() {
     let (ok, _, err) = train(&run, true);
     assert!(!ok && err.contains("no state.json"), "{err}");
     assert!(snapshot(&run) == before, "the checkpoint was touched");
+    // A directory of the user's inside a real run survives its resume.
+    fs::rename(&kept, run.join("state.json")).unwrap();
+    fs::create_dir(run.join("ckpt-mine")).unwrap();
+    fs::write(run.join("ckpt-mine/mine.txt"), b"mine").unwrap();
+    let mut resume = opts(&data, &run, 1);
+    resume.resume = true;
+    ssmkit::train::train(&tiny_train(), &resume).unwrap();
+    assert_eq!(fs::read(run.join("ckpt-mine/mine.txt")).unwrap(), b"mine");
 }
 
 #[test]
@@ -401,7 +434,29 @@ fn gen_runs_at_the_bounds_of_its_config_and_names_the_field_beyond_them() {
         ("timeline", "start_unix", "-1"),
         ("timeline", "mean_turn_gap_s", "1e300"),
         ("patterns", "zipf_exponent", "1000.0"),
+        ("patterns", "seasonal_period_days", "5e-324"),
+        ("world", "users", "4294967295"),
+        ("world", "communities", "[3, 4294967295]"),
+        ("world", "memories_per_entity", "[2, 4294967295]"),
+        ("timeline", "turns", "[90, 4294967295]"),
+        ("timeline", "start_spread_days", "4294967295"),
+        (
+            "candidates",
+            "hard_negative_mix",
+            "[1e308, 1e308, 1e308, 1e308]",
+        ),
+        ("train", "batch_users", "4294967295"),
+        ("train", "window", "9223372036854775807"),
+        ("train", "eval_every", "9223372036854775807"),
+        ("train", "resident_mb", "9223372036854775807"),
+        ("train", "steps", "4294967295"),
     ] {
+        // The field replaces its line in the base config, if it has one.
+        let base: String = base
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{field} = ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let text = base.replace(
             &format!("[{section}]\n"),
             &format!("[{section}]\n{field} = {value}\n"),
@@ -416,8 +471,11 @@ fn gen_runs_at_the_bounds_of_its_config_and_names_the_field_beyond_them() {
         let (ok, _, err) = ssmkit(&["gen", "--config", &cfg, "--out", s(&out), "--quiet"]);
         assert!(!ok && !err.contains("panicked"), "{field} = {value}: {err}");
         let value = value.trim_end_matches(".0");
+        let shown = value.trim_start_matches('[').split(", ").last().unwrap();
+        let shown = shown.trim_end_matches(']');
         assert!(
-            err.contains(&format!("{section}.{field}")) && err.contains(value),
+            err.contains(&format!("{section}.{field}"))
+                && (err.contains(shown) || field == "hard_negative_mix"),
             "{field} = {value}: {err}"
         );
         assert!(!out.exists());
@@ -517,6 +575,54 @@ fn a_negative_seed_is_named_as_an_invalid_value() {
 }
 
 #[test]
+fn numeric_flags_beyond_their_bounds_are_named_before_any_work() {
+    for (args, named) in [
+        (&["metrics", "x.csv", "--k", "-1"][..], "'--k <K>'"),
+        (&["metrics", "x.csv", "--k", "0"], "'--k <K>'"),
+        (
+            &[
+                "compare",
+                "a.csv",
+                "b.csv",
+                "--resamples",
+                "18446744073709551615",
+            ],
+            "'--resamples <RESAMPLES>'",
+        ),
+        (
+            &["canaries", "--data", "d", "--probes", "0"],
+            "'--probes <PROBES>'",
+        ),
+        (
+            &["canaries", "--data", "d", "--snr", "-1e300"],
+            "--snr -1e300",
+        ),
+        (
+            &[
+                "eval", "--data", "d", "--run", "r", "--out", "o", "--probes", "0",
+            ],
+            "'--probes <PROBES>'",
+        ),
+        (
+            &["bench", "infer", "--candidates", "1000000000"],
+            "'--candidates <CANDIDATES>'",
+        ),
+        (
+            &["bench", "scan", "--batch", "4096", "--d-inner", "4096"],
+            "--d-inner",
+        ),
+        (
+            &["export", "r", "--out", "o", "--max-drop", "-2"],
+            "--max-drop -2",
+        ),
+    ] {
+        let (ok, _, err) = ssmkit(args);
+        assert!(!ok && err.contains(named), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn output_into_a_pipe_closed_before_the_first_line_ends_without_a_panic() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssmkit"))
         .args(["train", "--dry-run"])
@@ -542,14 +648,47 @@ fn an_edited_state_json_is_refused_naming_it() {
     let path = run.join("state.json");
     let text = fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"seed\": 1,"), "{text}");
-    fs::write(&path, text.replace("\"seed\": 1,", "\"seed\": 2,")).unwrap();
     let out = dir.path().join("m.safetensors");
-    let (ok, _, err) = ssmkit(&["export", s(&run), "--out", s(&out)]);
-    assert!(!ok && !out.exists());
-    assert!(
-        err.contains(&path.display().to_string()) && err.contains("edited or damaged"),
-        "{err}"
+    let refused = |edited: String, why: &str| {
+        fs::write(&path, edited).unwrap();
+        let (ok, _, err) = ssmkit(&["export", s(&run), "--out", s(&out)]);
+        assert!(!ok && !out.exists(), "{err}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(why),
+            "{err}"
+        );
+    };
+    let edited = text.replace("\"seed\": 1,", "\"seed\": 2,");
+    refused(edited.clone(), "edited or damaged");
+    // Blanking or removing the recorded digest with the edit does not hide it.
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let digest = state["state_sha256"].as_str().unwrap().to_string();
+    let blanked = edited.replace(&digest, "");
+    refused(blanked, "records none");
+    let mut removed: serde_json::Value = serde_json::from_str(&edited).unwrap();
+    removed.as_object_mut().unwrap().remove("state_sha256");
+    refused(
+        serde_json::to_string_pretty(&removed).unwrap(),
+        "records none",
     );
+    // A model no build could hold is refused before anything is allocated, even with its
+    // digest recomputed.
+    for (field, value) in [("d_state", 4_000_000_000u64), ("layers", 1_000_000)] {
+        let mut huge = state.clone();
+        huge["model"][field] = value.into();
+        huge["state_sha256"] = "".into();
+        let unsealed = serde_json::to_string_pretty(&huge).unwrap();
+        let sha = {
+            use sha2::Digest;
+            format!("{:x}", sha2::Sha256::digest(unsealed.as_bytes()))
+        };
+        let sealed = unsealed.replacen(
+            "\"state_sha256\": \"\"",
+            &format!("\"state_sha256\": \"{sha}\""),
+            1,
+        );
+        refused(sealed, &format!("{field} = {value}"));
+    }
 }
 
 #[test]

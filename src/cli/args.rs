@@ -208,7 +208,7 @@ pub struct TrainArgs {
 #[derive(clap::Args)]
 pub struct MetricsArgs {
     pub file: PathBuf,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count(1, 1_000_000), allow_negative_numbers = true)]
     pub k: usize,
     /// Print JSON: {"cases": [{case_id, hr, mrr, dcg, ndcg, precision, recall}…], "mean": {…}}
     #[arg(long)]
@@ -224,12 +224,12 @@ pub struct CanariesArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub snr: Vec<f64>,
     /// Probe sites per canary
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = count(1, 100_000))]
     pub probes: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     pub seed: u64,
     /// Megabytes of users held in memory (a larger dataset is probed on a seeded sample)
-    #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
+    #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB, value_parser = count(1, 1_000_000))]
     pub resident_mb: usize,
     /// Print JSON instead of a table
     #[arg(long)]
@@ -259,17 +259,17 @@ pub struct EvalArgs {
     /// Resampling unit of the paired statistics
     #[arg(long, value_enum, default_value_t = Unit::User)]
     pub unit: Unit,
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = count(1, 1_000_000))]
     pub resamples: usize,
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = count(1, 1_000_000))]
     pub permutations: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     pub seed: u64,
     /// Users replayed one turn at a time for the latency measurement (0: skip)
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = count(0, 10_000))]
     pub latency_users: usize,
     /// Probe sites per canary (each site is scored at every SNR level)
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = count(1, 100_000))]
     pub probes: usize,
     /// TSTR: also accept runs trained on other datasets and evaluate them on this
     /// dataset's own test split (they appear as `<model>@<their dataset's SHA>`)
@@ -283,7 +283,7 @@ pub struct EvalArgs {
     pub quiet: bool,
     /// Megabytes of users held in memory: a larger dataset is evaluated on a seeded
     /// sample of its users with a test turn (the report says how many)
-    #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB)]
+    #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB, value_parser = count(1, 1_000_000))]
     pub resident_mb: usize,
 }
 
@@ -316,7 +316,7 @@ pub struct ExportArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub data: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_drop: Option<f64>,
     #[arg(long)]
     pub json: bool,
@@ -344,9 +344,9 @@ pub struct PredictArgs {
 pub struct CompareArgs {
     pub a: PathBuf,
     pub b: PathBuf,
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = count(1, 1_000_000))]
     pub resamples: usize,
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = count(1, 1_000_000))]
     pub permutations: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     pub seed: u64,
@@ -391,11 +391,11 @@ pub struct InferArgs {
     /// Without the keyed state: the pooled backbone alone (the `pooled` ablation)
     #[arg(long)]
     pub pooled: bool,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = count(1, 256))]
     pub candidates: usize,
     #[arg(long, value_parser = quant(), default_value = "f32")]
     pub quant: Quant,
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = count(1, 10_000_000))]
     pub turns: usize,
     #[arg(long)]
     pub json: bool,
@@ -404,13 +404,13 @@ pub struct InferArgs {
 // The flags of `ssmkit bench scan`.
 #[derive(clap::Args)]
 pub struct ScanArgs {
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = count(1, 4096))]
     pub batch: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = count(1, 4096))]
     pub d_inner: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = count(1, 256))]
     pub d_state: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = count(1, 4096))]
     pub len: usize,
     /// `fast`: the fused kernel with its hand-written backward; `reference`: the
     /// per-timestep loop of Burn ops
@@ -419,10 +419,15 @@ pub struct ScanArgs {
     /// cpu, wgpu (needs a build with `--features wgpu`) or auto
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: ssmkit::backend::BackendChoice,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = count(1, 10_000))]
     pub repeats: usize,
     #[arg(long)]
     pub json: bool,
+}
+
+/// A parser of a whole number in `lo..=hi`; the error names the flag and the range.
+fn count(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(lo..=hi)
 }
 
 /// A parser for one of `all`, each value named by `name` and described by `help`. The

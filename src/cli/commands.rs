@@ -173,6 +173,14 @@ fn bench_scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     if batch == 0 || d_inner == 0 || d_state == 0 || len == 0 || repeats == 0 {
         anyhow::bail!("--batch, --d-inner, --d-state, --len and --repeats must be at least 1");
     }
+    // The scan holds a state per (batch, step, channel, state dimension).
+    let elements = batch * len * d_inner * d_state;
+    if elements > 1 << 28 {
+        anyhow::bail!(
+            "--batch × --len × --d-inner × --d-state is {elements}: more than {} state values to hold",
+            1u64 << 28
+        );
+    }
     let device = ssmkit::backend::select(backend)?;
     let r = ssmkit::bench::scan(
         implementation,
@@ -364,8 +372,8 @@ fn canaries(args: CanariesArgs) -> anyhow::Result<ExitCode> {
         resident_mb,
         json,
     } = args;
-    if snr.iter().any(|d| !d.is_finite()) {
-        anyhow::bail!("--snr must be a finite number of dB");
+    if let Some(d) = snr.iter().find(|d| !(-40.0..=100.0).contains(*d)) {
+        anyhow::bail!("--snr {d:?}: expected a number of dB in -40..=100");
     }
     let levels: Vec<Option<f64>> = if snr.is_empty() {
         vec![Some(20.0)]

@@ -156,6 +156,9 @@ impl Default for TrainConfig {
     }
 }
 
+/// The most turns one training step's batch may hold (`batch_users` × `window`).
+pub const MAX_STEP_TURNS: usize = 16_384;
+
 impl TrainConfig {
     /// `base` (a size preset) with this config's overrides applied: sizes, selection,
     /// inputs, history and turn-relative features.
@@ -220,8 +223,8 @@ impl TrainConfig {
         // Counts and budgets, bounded so that no product of them can overflow.
         for (f, v, lo, hi) in [
             ("steps", self.steps, 1, 10_000_000),
-            ("batch_users", self.batch_users, 1, 100_000),
-            ("window", self.window, 2, 100_000),
+            ("batch_users", self.batch_users, 1, 4096),
+            ("window", self.window, 2, 4096),
             ("warmup_steps", self.warmup_steps, 0, 10_000_000),
             ("eval_every", self.eval_every, 1, 10_000_000),
             ("patience", self.patience, 0, 10_000_000),
@@ -231,6 +234,16 @@ impl TrainConfig {
             if !(lo..=hi).contains(&v) {
                 return bad(f, &format!("{v} is not in {lo}..={hi}"));
             }
+        }
+        // The turns of one step's batch, held with their candidates and gradients.
+        if self.batch_users * self.window > MAX_STEP_TURNS {
+            return bad(
+                "batch_users",
+                &format!(
+                    "batch_users × window = {} turns per step, more than {MAX_STEP_TURNS}",
+                    self.batch_users * self.window
+                ),
+            );
         }
         if !self.selective && !matches!(self.model, Variant::Mamba | Variant::Dual) {
             return bad(

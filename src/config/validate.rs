@@ -40,6 +40,22 @@ fn range(field: &str, r: Range, min: u32) -> Result<()> {
     Ok(())
 }
 
+/// A count of at most `max` (what a run can hold in memory, far beyond any real use).
+fn at_most(field: &str, n: u64, max: u64) -> Result<()> {
+    if n > max {
+        return bad(field, format!("{n} is more than {max}"));
+    }
+    Ok(())
+}
+
+/// A number in `[lo, hi]` (NaN is in no range).
+fn within(field: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(lo..=hi).contains(&x) {
+        return bad(field, format!("{x:?} is not in [{lo}, {hi}]"));
+    }
+    Ok(())
+}
+
 fn prob(field: &str, p: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&p) {
         return bad(field, format!("{p} is not a probability in [0, 1]"));
@@ -49,7 +65,7 @@ fn prob(field: &str, p: f64) -> Result<()> {
 
 fn positive(field: &str, x: f64) -> Result<()> {
     if !(x.is_finite() && x > 0.0) {
-        return bad(field, format!("{x} must be a positive number"));
+        return bad(field, format!("{x:?} must be a positive number"));
     }
     Ok(())
 }
@@ -63,6 +79,24 @@ fn world(w: &WorldConfig) -> Result<()> {
     range("world.aspects_per_entity", w.aspects_per_entity, 1)?;
     range("world.attributes_per_aspect", w.attributes_per_aspect, 1)?;
     range("world.memories_per_entity", w.memories_per_entity, 1)?;
+    at_most("world.users", w.users as u64, 10_000_000)?;
+    at_most("world.communities", w.communities[1] as u64, 4096)?;
+    at_most(
+        "world.aspects_per_entity",
+        w.aspects_per_entity[1] as u64,
+        64,
+    )?;
+    at_most(
+        "world.attributes_per_aspect",
+        w.attributes_per_aspect[1] as u64,
+        64,
+    )?;
+    at_most(
+        "world.memories_per_entity",
+        w.memories_per_entity[1] as u64,
+        256,
+    )?;
+    at_most("world.memory_slots", w.memory_slots as u64, 1 << 20)?;
     if w.entities[1] > 4096 {
         return bad("world.entities", "at most 4096 entities per user".into());
     }
@@ -76,6 +110,7 @@ fn world(w: &WorldConfig) -> Result<()> {
         );
     }
     positive("world.dependency_degree", w.dependency_degree)?;
+    within("world.dependency_degree", w.dependency_degree, 0.0, 100.0)?;
     for (f, p) in [
         ("world.within_community", w.within_community),
         ("world.pinned_share", w.pinned_share),
@@ -92,6 +127,17 @@ fn world(w: &WorldConfig) -> Result<()> {
 fn timeline(t: &TimelineConfig) -> Result<()> {
     range("timeline.turns", t.turns, 1)?;
     range("timeline.turns_per_session", t.turns_per_session, 1)?;
+    at_most("timeline.turns", t.turns[1] as u64, 100_000)?;
+    at_most(
+        "timeline.turns_per_session",
+        t.turns_per_session[1] as u64,
+        100_000,
+    )?;
+    at_most(
+        "timeline.start_spread_days",
+        t.start_spread_days as u64,
+        3650,
+    )?;
     if !(1..=3650).contains(&t.span_days) {
         return bad(
             "timeline.span_days",
@@ -145,21 +191,28 @@ fn candidates(c: &CandidateConfig) -> Result<()> {
     prob("candidates.hard_negative_share", c.hard_negative_share)?;
     if c.hard_negative_mix
         .iter()
-        .any(|x| !(x.is_finite() && *x >= 0.0))
+        .any(|x| !(x.is_finite() && (0.0..=1e6).contains(x)))
         || c.hard_negative_mix.iter().sum::<f64>() <= 0.0
     {
         return bad(
             "candidates.hard_negative_mix",
-            "weights must be >= 0 with a positive sum".into(),
+            "weights must be in [0, 1e6] with a positive sum".into(),
         );
     }
     Ok(())
 }
 
 fn patterns(p: &PatternConfig) -> Result<()> {
-    positive("patterns.seasonal_period_days", p.seasonal_period_days)?;
+    within(
+        "patterns.seasonal_period_days",
+        p.seasonal_period_days,
+        1.0,
+        3650.0,
+    )?;
     positive("patterns.exp_decay_days", p.exp_decay_days)?;
+    within("patterns.exp_decay_days", p.exp_decay_days, 0.0, 3650.0)?;
     positive("patterns.power_law_alpha", p.power_law_alpha)?;
+    within("patterns.power_law_alpha", p.power_law_alpha, 0.0, 10.0)?;
     // Far above any real skew (1 to 3), and below where the weights underflow to zero.
     if !(p.zipf_exponent.is_finite() && (0.0..=MAX_ZIPF_EXPONENT).contains(&p.zipf_exponent)) {
         return bad(
@@ -168,6 +221,7 @@ fn patterns(p: &PatternConfig) -> Result<()> {
         );
     }
     range("patterns.burst_turns", p.burst_turns, 1)?;
+    at_most("patterns.burst_turns", p.burst_turns[1] as u64, 100_000)?;
     for (f, x) in [
         ("patterns.daily_amplitude", p.daily_amplitude),
         ("patterns.weekly_amplitude", p.weekly_amplitude),
@@ -221,6 +275,11 @@ fn canaries(k: &CanaryConfig) -> Result<()> {
             "the three canary focal probabilities must sum to at most 1".into(),
         );
     }
+    at_most(
+        "canaries.post_burst_turns",
+        k.post_burst_turns as u64,
+        100_000,
+    )?;
     positive("canaries.recency_lambda", k.recency_lambda)?;
     positive("canaries.combined_lambda", k.combined_lambda)?;
     if k.combined_weekday > 6 {
@@ -279,6 +338,11 @@ fn noise(n: &NoiseConfig) -> Result<()> {
     if n.calibration_users == 0 {
         return bad("noise.calibration_users", "must be at least 1".into());
     }
+    at_most(
+        "noise.calibration_users",
+        n.calibration_users as u64,
+        1_000_000,
+    )?;
     Ok(())
 }
 
@@ -316,6 +380,11 @@ fn output(cfg: &Config) -> Result<()> {
     if cfg.output.users_per_batch == 0 {
         return bad("output.users_per_batch", "must be at least 1".into());
     }
+    at_most(
+        "output.users_per_batch",
+        cfg.output.users_per_batch as u64,
+        1_000_000,
+    )?;
     cfg.output.parquet_compression()?;
     Ok(())
 }
@@ -359,6 +428,7 @@ fn pipeline(p: &PipelineConfig, train: &TrainConfig) -> Result<()> {
     if p.probes == 0 {
         return bad("pipeline.probes", "must be at least 1".into());
     }
+    at_most("pipeline.probes", p.probes as u64, 100_000)?;
     Ok(())
 }
 

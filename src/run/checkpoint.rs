@@ -74,14 +74,36 @@ pub fn clean(run: &Path, keep: Option<&str>) -> Result<()> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let checkpoint = name.starts_with("ckpt-") || name.starts_with(".ckpt-");
-        if checkpoint && Some(name.as_str()) != keep {
+        if is_checkpoint_name(&name) && Some(name.as_str()) != keep {
             fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-        } else if name.starts_with('.') && name.contains(".tmp-") && path.is_file() {
+        } else if is_run_temporary(&name) && path.is_file() {
             fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }
     }
     Ok(())
+}
+
+/// Whether `name` is a checkpoint directory (`ckpt-00000120`) or one being staged
+/// (`.ckpt-00000120.tmp`), as training names them; nothing else in a run directory is
+/// removed as a checkpoint.
+pub fn is_checkpoint_name(name: &str) -> bool {
+    let step = |d: &str| d.len() >= 8 && d.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix("ckpt-").is_some_and(step)
+        || name
+            .strip_prefix(".ckpt-")
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .is_some_and(step)
+}
+
+/// Whether `name` is the temporary file of an interrupted write of one of the run's own
+/// files (`.metrics.csv.tmp-4242`).
+pub fn is_run_temporary(name: &str) -> bool {
+    ["config.json", "metrics.csv", "state.json"]
+        .iter()
+        .any(|f| {
+            name.strip_prefix(&format!(".{f}.tmp-"))
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// The directory of the checkpoint `state` names, every file checked against its digest.

@@ -16,6 +16,10 @@ use crate::data::split::Cutoffs;
 use crate::error::{Error, Result};
 use crate::model::scorer::{Init, ModelConfig, Scorer};
 
+/// The header of a run's training log, `metrics.csv`.
+pub const LOG_HEADER: &str =
+    "step,stage,loss,val_loss,val_dcg10,val_hr10,val_ndcg10,lr,turns_per_s";
+
 /// What the run directory's `state.json` records (written atomically with each checkpoint).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunState {
@@ -39,7 +43,7 @@ pub struct RunState {
     pub sha256: std::collections::BTreeMap<String, String>,
     /// The SHA-256 of `state.json`'s text with this field empty ([`RunState::sealed`]),
     /// so an edited `state.json` (another seed or step) is refused rather than carried into
-    /// evaluations and export metadata. Empty in runs written before it was recorded.
+    /// evaluations and export metadata. A `state.json` without it is refused too.
     #[serde(default)]
     pub state_sha256: String,
 }
@@ -80,12 +84,12 @@ impl RunState {
         text.replacen(&seal_field(""), &seal_field(&sha256_text(&text)), 1)
     }
 
-    /// Whether `text`, the `state.json` this state was read from, matches the digest it
-    /// records (a state written before digests has none to check).
+    /// Whether `text`, the `state.json` this state was read from, records a digest and
+    /// matches it: without one an edit (another seed or step) could not be told apart.
     fn seal_holds(&self, text: &str) -> bool {
         let recorded = &self.state_sha256;
         let unsealed = text.replacen(&seal_field(recorded), &seal_field(""), 1);
-        recorded.is_empty() || sha256_text(&unsealed) == *recorded
+        !recorded.is_empty() && sha256_text(&unsealed) == *recorded
     }
 
     /// Whether training has nothing left to do.
@@ -118,7 +122,7 @@ pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
     let foreign: Vec<&str> = names
         .iter()
         .map(String::as_str)
-        .filter(|n| !written_by_train(n) || (*n == "config.json" && !holds_run_config(run)))
+        .filter(|n| !written_by_train(run, n))
         .collect();
     if !foreign.is_empty() {
         return Err(Error::Input(format!(
@@ -136,22 +140,35 @@ pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
     Ok(lock)
 }
 
-/// The names a training writes into its run directory besides `state.json`.
-fn written_by_train(name: &str) -> bool {
-    matches!(name, "config.json" | "metrics.csv" | ".ssmkit.lock")
-        || name.starts_with("ckpt-")
-        || name.starts_with(".ckpt-")
-        || (name.starts_with('.') && name.contains(".tmp-"))
+/// Whether `name` in `run` is what a training writes there besides `state.json`: its
+/// resolved config, its log (with the log's header), checkpoints, the temporary files of
+/// interrupted writes, its lock.
+fn written_by_train(run: &Path, name: &str) -> bool {
+    match name {
+        ".ssmkit.lock" => true,
+        "config.json" => holds_run_config(run),
+        "metrics.csv" => holds_run_log(run),
+        _ => checkpoint::is_checkpoint_name(name) || checkpoint::is_run_temporary(name),
+    }
 }
 
-/// Whether `run/config.json` is the resolved config a training writes.
+/// Whether `run/config.json` is the resolved config a training writes: its keys and no
+/// others.
 fn holds_run_config(run: &Path) -> bool {
     let text = fs::read_to_string(run.join("config.json")).unwrap_or_default();
-    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| {
-        ["model", "train", "seed"]
-            .iter()
-            .all(|k| v.get(k).is_some())
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text).is_ok_and(|v| {
+        let mut keys: Vec<&str> = v.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys == [
+            "backend", "cutoffs", "data", "model", "params", "seed", "train",
+        ]
     })
+}
+
+/// Whether `run/metrics.csv` is a training log: its first line is the log's header.
+fn holds_run_log(run: &Path) -> bool {
+    let text = fs::read_to_string(run.join("metrics.csv")).unwrap_or_default();
+    text.lines().next() == Some(LOG_HEADER)
 }
 
 /// The `state_sha256` field as `state.json` writes it.
@@ -184,9 +201,10 @@ pub fn read_run_state(run: &Path) -> Result<RunState> {
         )));
     }
     state.train.validate()?;
+    state.model.check_sizes().map_err(bad)?;
     if !state.seal_holds(&text) {
         return Err(bad(
-            "does not match the SHA-256 it records: it was edited or damaged (train into a new run directory)".into(),
+            "does not match the SHA-256 it records, or records none: it was edited or damaged (train into a new run directory)".into(),
         ));
     }
     Ok(state)

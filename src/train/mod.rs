@@ -523,7 +523,7 @@ fn begin(opts: &TrainOptions, state: &RunState, params: usize, device_name: &str
     )?;
     crate::atomic::write(
         &opts.run.join("metrics.csv"),
-        b"step,stage,loss,val_loss,val_dcg10,val_hr10,val_ndcg10,lr,turns_per_s\n",
+        format!("{}\n", crate::run::LOG_HEADER).as_bytes(),
     )
 }
 

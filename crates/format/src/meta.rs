@@ -137,16 +137,7 @@ impl Metadata {
         }
         let config: ModelConfig = serde_json::from_str(get(key::MODEL_CONFIG)?)
             .map_err(|e| format!("model_config: {e}"))?;
-        if config.d_model == 0
-            || config.d_state == 0
-            || config.d_conv < 2
-            || config.expand == 0
-            || config.d_slot == 0
-            || config.entity_slots == 0
-            || config.memory_slots == 0
-        {
-            return Err(format!("model_config has an impossible size: {config:?}"));
-        }
+        config.check_sizes()?;
         let quant: serde_json::Value = serde_json::from_str(get(key::QUANTIZATION)?)
             .map_err(|e| format!("quantization: {e}"))?;
         Ok(Metadata {

@@ -186,6 +186,36 @@ fn default_d_attn() -> usize {
 }
 
 impl ModelConfig {
+    /// Whether every size is one a model can be built with: nothing zero that must not be,
+    /// nothing beyond what this build can hold. The error names the first size at fault.
+    pub fn check_sizes(&self) -> Result<(), String> {
+        let sizes = [
+            ("d_model", self.d_model, 1, 1024),
+            ("d_state", self.d_state, 1, 256),
+            ("layers", self.layers, 0, 16),
+            ("expand", self.expand, 1, 8),
+            ("d_conv", self.d_conv, 2, 16),
+            ("d_slot", self.d_slot, 1, 1024),
+            ("memory_slots", self.memory_slots, 1, 1 << 20),
+            ("entity_slots", self.entity_slots, 1, 1 << 20),
+            ("content_dim", self.content_dim, 0, 1024),
+            ("mlp_hidden", self.mlp_hidden, 0, 4096),
+            ("path_channels", self.path_channels, 0, 1024),
+            ("d_attn", self.d_attn, 0, 1024),
+            ("picks", self.picks, 0, 20),
+            ("keyed_modes", self.keyed_modes, 0, 16),
+            ("keyed_cycles", self.keyed_cycles, 0, 8),
+        ];
+        for (name, v, lo, hi) in sizes {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!(
+                    "model_config has an impossible size: {name} = {v}, not in {lo}..={hi}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn sized(
         variant: Variant,
         size: Size,
