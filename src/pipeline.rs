@@ -86,6 +86,12 @@ pub struct PipelineResult {
 /// The files of a report that `ssmkit run` must find before it reuses the report.
 const REPORT_FILES: [&str; 4] = ["gates.json", "summary.json", "report.md", "report.html"];
 
+/// Whether `dir` holds files but none of `ours`: a directory ssmkit did not write.
+fn is_foreign_dir(dir: &std::path::Path, ours: &[&str]) -> bool {
+    dir.read_dir().is_ok_and(|mut d| d.next().is_some())
+        && !ours.iter().any(|f| dir.join(f).exists())
+}
+
 /// The dataset config as the manifest records it, without the sections `gen` ignores.
 fn gen_part(v: &serde_json::Value) -> serde_json::Value {
     let mut v = v.clone();
@@ -356,7 +362,17 @@ impl<'a> Job<'a> {
             quiet: true,
             resident_mb: cfg.train.resident_mb,
         };
-        let whole = REPORT_FILES.iter().all(|f| report.join(f).is_file());
+        // A report is reused only whole: every file as `eval` wrote it (by its digest),
+        // and every file a reader opens among them.
+        let whole = crate::eval::output::report_intact(report)
+            && REPORT_FILES.iter().all(|f| report.join(f).is_file());
+        if !whole && is_foreign_dir(report, &["gates.json", crate::eval::output::DIGESTS]) {
+            return Err(Error::Input(format!(
+                "{} holds files but is no report ssmkit wrote (no gates.json or {}), so it is not replaced; remove it or change `name`",
+                report.display(),
+                crate::eval::output::DIGESTS
+            )));
+        }
         let same_inputs = || {
             Inputs::recorded(report)
                 .is_some_and(|r| Inputs::of(reader, &eval_opts).is_ok_and(|now| r == now))

@@ -549,6 +549,15 @@ fn run_does_the_whole_job_and_a_second_run_reuses_it() {
     let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
     assert!(ok, "{err}");
     assert_eq!(out.matches("reused").count(), 1 + 8 + 1 + 2, "{out}");
+    // A report with one file cut short is made again: each file is checked against the
+    // digest the report records.
+    let html = dir.path().join("reports/tiny/report.html");
+    let text = std::fs::read(&html).unwrap();
+    std::fs::write(&html, &text[..text.len() / 3]).unwrap();
+    let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("reused: eval"), "{out}");
+    assert!(std::fs::read(&html).unwrap().len() > text.len() / 3);
     // ...and a changed option of the evaluation makes the report again, and only it.
     let probes = std::fs::read_to_string(&cfg)
         .unwrap()

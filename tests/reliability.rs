@@ -415,6 +415,30 @@ fn run_never_replaces_a_data_directory_it_did_not_write() {
         "{err}"
     );
     assert_eq!(fs::read(data.join("notes.txt")).unwrap(), b"mine");
+    // A manifest.json of someone else's is named as not an ssmkit dataset.
+    fs::write(data.join("manifest.json"), b"{\"mine\": true}").unwrap();
+    let (ok, _, err) = ssmkit(&["run", &cfg, "--root", s(dir.path()), "--quiet"]);
+    assert!(
+        !ok && err.contains("manifest.json") && err.contains("not an ssmkit dataset"),
+        "{err}"
+    );
+    assert_eq!(fs::read(data.join("notes.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn run_never_replaces_a_report_directory_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = train_config(dir.path());
+    let report = dir.path().join("reports").join("tiny");
+    fs::create_dir_all(&report).unwrap();
+    fs::write(report.join("notes.txt"), b"mine").unwrap();
+    let (ok, _, err) = ssmkit(&["run", &cfg, "--root", s(dir.path()), "--quiet"]);
+    assert!(!ok, "run replaced the directory");
+    assert!(
+        err.contains(&report.display().to_string()) && err.contains("no report ssmkit wrote"),
+        "{err}"
+    );
+    assert_eq!(fs::read(report.join("notes.txt")).unwrap(), b"mine");
 }
 
 #[test]

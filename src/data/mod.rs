@@ -204,6 +204,12 @@ pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
     let manifest: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| bad(&mpath, format!("not a JSON manifest: {e}")))?;
+    if manifest.get("layout_version").is_none() || manifest.get("files").is_none() {
+        return Err(bad(
+            &mpath,
+            "is no manifest ssmkit wrote (it has no `layout_version` or `files`): this directory is not an ssmkit dataset",
+        ));
+    }
     let layout = manifest["layout_version"].as_str().unwrap_or("none");
     if layout != LAYOUT_VERSION {
         return Err(bad(

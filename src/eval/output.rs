@@ -10,7 +10,7 @@ use super::options::EvalOptions;
 use super::report::{self, Block};
 use super::scoring::System;
 use super::sections::sections;
-use crate::datagen::writer::StagedDir;
+use crate::datagen::writer::{StagedDir, sha256_file};
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
 
@@ -101,8 +101,42 @@ pub fn write_report(
         &report::markdown("Evaluation report", &sections),
     )?;
     write("report.html", &report::html("Evaluation report", &sections))?;
+    write(DIGESTS, &digests_of(&dir)?)?;
     staged.commit()?;
     Ok(())
+}
+
+/// The file of a report directory that records the SHA-256 of every other file in it.
+pub const DIGESTS: &str = "digests.json";
+
+/// `{"sha256": {file: digest}}` of every file in `dir`.
+fn digests_of(dir: &Path) -> Result<String> {
+    let mut sha256 = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name != DIGESTS {
+            sha256.insert(name.into_owned(), sha256_file(&path)?);
+        }
+    }
+    Ok(serde_json::to_string_pretty(&serde_json::json!({ "sha256": sha256 })).expect("json"))
+}
+
+/// Whether `dir` is a whole report as `eval` wrote it: every file its `digests.json`
+/// names is there with that digest, and so is `digests.json` itself.
+pub fn report_intact(dir: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(dir.join(DIGESTS)) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    let Some(files) = v["sha256"].as_object().filter(|f| !f.is_empty()) else {
+        return false;
+    };
+    files.iter().all(|(name, want)| {
+        sha256_file(&dir.join(name)).is_ok_and(|got| want.as_str() == Some(got.as_str()))
+    })
 }
 
 /// metrics.csv: one row per system and split.
