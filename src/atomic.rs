@@ -26,8 +26,10 @@ pub fn old(path: &Path) -> PathBuf {
 }
 
 /// Writes `bytes` to `path` through its [`temporary`] sibling and a rename that replaces
-/// what is there; the temporary file is removed when the write fails.
+/// what is there; the temporary file is removed when the write fails. A `path` that is a
+/// symbolic link is written where it leads ([`crate::lock::resolved`]): the link stays.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = &crate::lock::resolved(path);
     let tmp = stage(path, bytes)?;
     finish(&tmp, path, fs::rename(&tmp, path))
 }
@@ -35,6 +37,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`write`] for a file that must not exist: one that appeared since the caller looked
 /// is left as it is and the write fails.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = &crate::lock::resolved(path);
     let tmp = stage(path, bytes)?;
     finish(&tmp, path, rename_new(&tmp, path))
 }
@@ -175,6 +178,28 @@ fn unsupported(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_through_a_link_updates_the_file_it_names_and_keeps_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("user.state");
+        fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link.state");
+        std::os::unix::fs::symlink("user.state", &link).unwrap();
+        super::write(&link, b"new").unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        // A dangling link names the file a new output becomes.
+        let dangling = dir.path().join("dangling.bin");
+        std::os::unix::fs::symlink("made.bin", &dangling).unwrap();
+        super::write_new(&dangling, b"made").unwrap();
+        assert_eq!(fs::read(dir.path().join("made.bin")).unwrap(), b"made");
+    }
 
     #[test]
     fn a_write_replaces_the_file_whole_and_leaves_no_temporary() {

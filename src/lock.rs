@@ -39,12 +39,13 @@ pub fn dir(dir: &Path) -> Result<Lock> {
 }
 
 /// Locks `path` (a file, or a directory written whole under another name) through the
-/// file `.NAME.lock` beside it, creating its parent directory if need be. An existing
-/// `path` is locked where it resolves to, so that a symbolic link to an output and the
-/// output itself are one lock.
+/// file `.NAME.lock` beside it, creating its parent directory if need be. `path` is
+/// locked where it [`resolved`] to, so that a symbolic link to an output (even a dangling
+/// one) and the output itself are one lock.
 pub fn path(given: &Path) -> Result<Lock> {
-    let resolved = fs::canonicalize(given).ok();
-    let path = resolved.as_deref().unwrap_or(given);
+    let target = resolved(given);
+    let canonical = fs::canonicalize(&target).ok();
+    let path = canonical.as_deref().unwrap_or(&target);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -54,6 +55,24 @@ pub fn path(given: &Path) -> Result<Lock> {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     acquire(given, &file)
+}
+
+/// The path an output named `path` is written at: where the symbolic links at its last
+/// component lead, even to a file that does not exist yet (a dangling link names the
+/// file it will be). A path that is no link is itself.
+pub fn resolved(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    // Past 40 links the chain is a loop; the write then fails on the path itself.
+    for _ in 0..40 {
+        let Ok(target) = fs::read_link(&p) else {
+            break;
+        };
+        p = match p.parent() {
+            Some(parent) if target.is_relative() => parent.join(target),
+            _ => target,
+        };
+    }
+    p
 }
 
 /// Takes the lock file `file` for `target` (named in the error when it is in use).
@@ -205,6 +224,21 @@ mod tests {
         drop(other);
         let _held = path(&link).unwrap();
         assert!(dir.path().join(".real.lock").exists());
+    }
+
+    #[test]
+    fn a_dangling_link_is_locked_as_the_file_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = hold_elsewhere(&dir.path().join(".new.bin.lock"), "4244");
+        let link = dir.path().join("dangling.bin");
+        std::os::unix::fs::symlink("new.bin", &link).unwrap();
+        assert_eq!(resolved(&link), dir.path().join("new.bin"));
+        let err = path(&link)
+            .err()
+            .expect("held through the link")
+            .to_string();
+        assert!(err.contains("in use by process 4244"), "{err}");
+        drop(other);
     }
 
     #[test]

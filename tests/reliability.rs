@@ -537,6 +537,14 @@ fn import_refuses_what_its_layout_would_distort_naming_the_line() {
             vec![turn(serde_json::json!({"id": 7}), 2)],
             "line 1: `user_id` is {\"id\":7}",
         ),
+        (
+            "float_id",
+            vec![
+                turn(serde_json::json!(1), 2),
+                turn(serde_json::json!(1.0), 2),
+            ],
+            "line 2: `user_id` is 1.0: a numeric user id must be a whole number",
+        ),
     ] {
         let input = dir.path().join(format!("{name}.jsonl"));
         fs::write(&input, lines.join("\n") + "\n").unwrap();

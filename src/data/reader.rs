@@ -311,11 +311,19 @@ fn read_users(
         let u = users.last_mut().expect("pushed");
         if t_index[r] as usize != u.turns {
             return Err(bad(
-                path,
+                &turns.file,
                 format!("turns of user {} are not in order at row {r}", t_user[r]),
             ));
         }
         u.turns += 1;
+        // Unix seconds within ±10¹³ (as import takes them): no sum or difference of two
+        // can overflow.
+        if t_ts[r].unsigned_abs() >= 10_000_000_000_000 {
+            return Err(bad(
+                &turns.file,
+                format!("timestamp {} at row {r} is not Unix seconds", t_ts[r]),
+            ));
+        }
         u.timestamp.push(t_ts[r]);
         rows.last_mut().expect("pushed")[0].end = r + 1;
     }

@@ -158,6 +158,12 @@ fn parse_line(
         return Err(err(format!("timestamp {ts} is not Unix seconds")));
     }
     let user = match (&line.user_id, line.timestamp) {
+        // `1.0` or `1e0` beside `1` would otherwise read as another user.
+        (Some(serde_json::Value::Number(n)), Some(_)) if !(n.is_u64() || n.is_i64()) => {
+            return Err(err(format!(
+                "`user_id` is {n}: a numeric user id must be a whole number"
+            )));
+        }
         (Some(u @ (serde_json::Value::String(_) | serde_json::Value::Number(_))), Some(_)) => {
             Some((key(u), u.is_string()))
         }

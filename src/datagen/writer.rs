@@ -34,6 +34,8 @@ impl StagedDir {
     /// Locks `target`, refuses it when it exists unless `force`, and creates the
     /// temporary directory beside it.
     pub fn new(target: &Path, force: bool) -> Result<StagedDir> {
+        // Written where a symbolic link at `target` leads: the link stays.
+        let target = &crate::lock::resolved(target);
         let name = target
             .file_name()
             .ok_or_else(|| Error::Input(format!("{} is not a directory name", target.display())))?;
