@@ -295,7 +295,7 @@ impl CandidateColumns {
             return Err(bad(
                 path,
                 format!(
-                    "candidate row {} has index {ci}, but k = {k}",
+                    "candidate row {} of candidates.parquet has index {ci}, but manifest.json says k = {k}",
                     self.base + r
                 ),
             ));
