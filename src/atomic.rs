@@ -27,9 +27,8 @@ pub fn old(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` through its [`temporary`] sibling and a rename that replaces
 /// what is there; the temporary file is removed when the write fails. A `path` that is a
-/// symbolic link is written where it leads ([`crate::lock::resolved`]): the link stays.
+/// symbolic link is replaced, never written through: what it leads to is left as it is.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let path = &crate::lock::resolved(path);
     let tmp = stage(path, bytes)?;
     finish(&tmp, path, fs::rename(&tmp, path))
 }
@@ -37,7 +36,6 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`write`] for a file that must not exist: one that appeared since the caller looked
 /// is left as it is and the write fails.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let path = &crate::lock::resolved(path);
     let tmp = stage(path, bytes)?;
     finish(&tmp, path, rename_new(&tmp, path))
 }
@@ -180,25 +178,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_through_a_link_updates_the_file_it_names_and_keeps_the_link() {
+    fn a_write_replaces_a_link_and_leaves_what_it_leads_to() {
         let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("user.state");
+        let target = dir.path().join("theirs.bin");
         fs::write(&target, b"old").unwrap();
-        let link = dir.path().join("link.state");
-        std::os::unix::fs::symlink("user.state", &link).unwrap();
+        let link = dir.path().join("out.bin");
+        std::os::unix::fs::symlink("theirs.bin", &link).unwrap();
         super::write(&link, b"new").unwrap();
-        assert!(
-            fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
-        assert_eq!(fs::read(&target).unwrap(), b"new");
-        // A dangling link names the file a new output becomes.
+        assert!(!fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(fs::read(&link).unwrap(), b"new");
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+        // A new file never replaces a link, even a dangling one.
         let dangling = dir.path().join("dangling.bin");
-        std::os::unix::fs::symlink("made.bin", &dangling).unwrap();
-        super::write_new(&dangling, b"made").unwrap();
-        assert_eq!(fs::read(dir.path().join("made.bin")).unwrap(), b"made");
+        std::os::unix::fs::symlink("nowhere.bin", &dangling).unwrap();
+        assert!(super::write_new(&dangling, b"made").is_err());
+        assert!(!dir.path().join("nowhere.bin").exists());
     }
 
     #[test]

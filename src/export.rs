@@ -487,7 +487,8 @@ pub fn export_read(
         ));
     }
     let _lock = crate::lock::path(&opts.out)?;
-    if opts.out.exists() && !opts.force {
+    // A symbolic link there counts as there, even a dangling one.
+    if std::fs::symlink_metadata(&opts.out).is_ok() && !opts.force {
         return Err(Error::Input(format!(
             "{} already exists: pass --force to replace it",
             opts.out.display()

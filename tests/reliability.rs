@@ -844,3 +844,37 @@ fn predict_nothing(model: &Path, state: &Path) -> (bool, String, String) {
         "/dev/null",
     ])
 }
+
+#[test]
+fn a_state_named_through_a_link_is_saved_where_it_leads_and_outputs_replace_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = untrained_export(dir.path(), ssmkit::model::scorer::Variant::Mamba);
+    // The state a link names is the one read and saved; the link stays.
+    let saved = dir.path().join("saved.state");
+    let (ok, _, err) = predict_nothing(&model, &saved);
+    assert!(ok, "{err}");
+    let link = dir.path().join("user.state");
+    std::os::unix::fs::symlink("saved.state", &link).unwrap();
+    let before = fs::metadata(&saved).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (ok, _, err) = predict_nothing(&model, &link);
+    assert!(ok, "{err}");
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(fs::metadata(&saved).unwrap().modified().unwrap() > before);
+    // An export onto a dangling link is refused at the start, naming it; with --force the
+    // link itself is replaced and what it names is never created.
+    let dangling = dir.path().join("dangling.safetensors");
+    std::os::unix::fs::symlink("nowhere.safetensors", &dangling).unwrap();
+    let data = tiny_data(dir.path());
+    let run = dir.path().join("run");
+    ssmkit::train::train(&tiny_train(), &opts(&data, &run, 1)).unwrap();
+    let (ok, _, err) = ssmkit(&["export", s(&run), "--out", s(&dangling)]);
+    assert!(
+        !ok && err.contains(&dangling.display().to_string()) && err.contains("already exists"),
+        "{err}"
+    );
+    let (ok, _, err) = ssmkit(&["export", s(&run), "--out", s(&dangling), "--force"]);
+    assert!(ok, "{err}");
+    assert!(!fs::symlink_metadata(&dangling).unwrap().is_symlink());
+    assert!(!dir.path().join("nowhere.safetensors").exists());
+}

@@ -493,6 +493,9 @@ fn predict_turns(
 ) -> anyhow::Result<()> {
     use ssmkit::runtime::{Runtime, State, jsonl::parse_turn};
     use std::io::{BufRead, Write};
+    // A state named through a symbolic link is read and saved where the link leads.
+    let resolved = state_path.map(ssmkit::lock::resolved);
+    let state_path = resolved.as_deref();
     // Two processes on one state would each save their own turns and lose the other's.
     let _lock = state_path.map(ssmkit::lock::path).transpose()?;
     let rt = Runtime::load(model)?;

@@ -338,11 +338,6 @@ fn noise(n: &NoiseConfig) -> Result<()> {
     if n.calibration_users == 0 {
         return bad("noise.calibration_users", "must be at least 1".into());
     }
-    at_most(
-        "noise.calibration_users",
-        n.calibration_users as u64,
-        1_000_000,
-    )?;
     Ok(())
 }
 
@@ -380,11 +375,6 @@ fn output(cfg: &Config) -> Result<()> {
     if cfg.output.users_per_batch == 0 {
         return bad("output.users_per_batch", "must be at least 1".into());
     }
-    at_most(
-        "output.users_per_batch",
-        cfg.output.users_per_batch as u64,
-        1_000_000,
-    )?;
     cfg.output.parquet_compression()?;
     Ok(())
 }

@@ -34,8 +34,6 @@ impl StagedDir {
     /// Locks `target`, refuses it when it exists unless `force`, and creates the
     /// temporary directory beside it.
     pub fn new(target: &Path, force: bool) -> Result<StagedDir> {
-        // Written where a symbolic link at `target` leads: the link stays.
-        let target = &crate::lock::resolved(target);
         let name = target
             .file_name()
             .ok_or_else(|| Error::Input(format!("{} is not a directory name", target.display())))?;
@@ -45,13 +43,17 @@ impl StagedDir {
             _ => PathBuf::from("."),
         };
         recover_old(target)?;
-        if target.exists() && !target.is_dir() {
+        // A symbolic link there counts as there (even a dangling one) and is replaced
+        // itself, never written through.
+        let exists = fs::symlink_metadata(target).is_ok();
+        let link = fs::symlink_metadata(target).is_ok_and(|m| m.is_symlink());
+        if exists && !link && !target.is_dir() {
             return Err(Error::Input(format!(
                 "{} exists and is not a directory: it is not replaced, even with --force",
                 target.display()
             )));
         }
-        if target.exists() && !force {
+        if exists && !force {
             return Err(Error::Input(format!(
                 "{} already exists: pass --force to replace it",
                 target.display()
@@ -67,7 +69,7 @@ impl StagedDir {
         Ok(StagedDir {
             tmp,
             target: target.to_path_buf(),
-            replace: target.exists(),
+            replace: exists,
             committed: false,
             _lock: lock,
         })
