@@ -1,0 +1,147 @@
+//! What a candidate reads of the user's keyed log: the keyed state's decaying read and
+//! its attention peer's read.
+
+use super::layers::Dense;
+use crate::{Candidate, Turn};
+use ssmkit_format::keyed::{
+    ATTN_EVENT_DIM, ATTN_HEADS, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, interval,
+};
+
+/// What a candidate reads of the user's keyed log: `[EVENTS × EVENT_DIM]` numbers and
+/// `[EVENTS]` ages in days ([`Log::read`]).
+pub(super) type Events = ([f32; EVENTS * EVENT_DIM], [f32; EVENTS]);
+
+/// The events `cand` of `turn` reads of `log`.
+pub(super) fn events(log: &Log, turn: &Turn, cand: &Candidate) -> Events {
+    let mut out = ([0f32; EVENTS * EVENT_DIM], [0f32; EVENTS]);
+    log.read(
+        turn.timestamp.unwrap_or(0),
+        [turn.focal[0] as i64, turn.focal[1] as i64],
+        cand.memory_id.unwrap_or(cand.memory_slot as u64),
+        cand.entity as u64,
+        &mut out.0,
+        &mut out.1,
+    );
+    out
+}
+
+/// The attention peer's projections (`ssmkit::model::keyed::EventAttention` has the read
+/// this computes).
+#[derive(Clone, Debug)]
+pub(super) struct EventAttn {
+    pub(super) q: Dense,
+    pub(super) k: Dense,
+    pub(super) v: Dense,
+}
+
+impl EventAttn {
+    /// Appends a candidate's read of its events `ev` / `days` ([`Events`]; `d_attn`
+    /// numbers) to `x`, which holds its query input.
+    pub(super) fn read(&self, ev: &Events, x: &mut Vec<f32>) {
+        let (ev, days) = (&ev.0, &ev.1);
+        let q = self.q.apply(x);
+        let d = q.len();
+        let dh = d / ATTN_HEADS;
+        let mut logits: Vec<[f32; ATTN_HEADS]> = Vec::with_capacity(EVENTS);
+        let mut values: Vec<Vec<f32>> = Vec::with_capacity(EVENTS);
+        for l in 0..EVENTS {
+            let e = &ev[l * EVENT_DIM..(l + 1) * EVENT_DIM];
+            if e[0] == 0.0 {
+                continue; // an empty place is masked out
+            }
+            let mut z = Vec::with_capacity(ATTN_EVENT_DIM);
+            z.extend_from_slice(e);
+            z.push((l < MEMORY_EVENTS) as u8 as f32);
+            z.extend_from_slice(&interval(days[l]));
+            let key = self.k.apply(&z);
+            let mut lg = [0f32; ATTN_HEADS];
+            for (h, lg) in lg.iter_mut().enumerate() {
+                let r = h * dh..(h + 1) * dh;
+                let dot: f32 = key[r.clone()].iter().zip(&q[r]).map(|(a, b)| a * b).sum();
+                *lg = dot / (dh as f32).sqrt();
+            }
+            logits.push(lg);
+            values.push(self.v.apply(&z));
+        }
+        let at = x.len();
+        x.resize(at + d, 0.0);
+        for h in 0..ATTN_HEADS {
+            let top = logits
+                .iter()
+                .map(|l| l[h])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let w: Vec<f32> = logits.iter().map(|l| (l[h] - top).exp()).collect();
+            let sum: f32 = w.iter().sum();
+            for (w, v) in w.iter().zip(&values) {
+                for i in h * dh..(h + 1) * dh {
+                    x[at + i] += w / sum * v[i];
+                }
+            }
+        }
+    }
+}
+
+/// The keyed state's parameters (`ssmkit::model::keyed` has the read this computes).
+#[derive(Clone, Debug)]
+pub(super) struct Keyed {
+    /// `[2, C]` decay rates per event source (memory, entity) and channel (per day).
+    pub(super) rate: Vec<f32>,
+    /// `[2, cycles]` frequencies (radians per day).
+    pub(super) omega: Vec<f32>,
+    /// Event → 2 selective step pre-activations (the memory's, then the entity's).
+    pub(super) select: Option<Dense>,
+    pub(super) modes: usize,
+    pub(super) cycles: usize,
+}
+
+impl Keyed {
+    fn channels(&self) -> usize {
+        self.modes + 2 * self.cycles
+    }
+
+    /// Appends a candidate's read of its events ([`Events`]; `2 · C · EVENT_DIM`
+    /// numbers) to `out`.
+    pub(super) fn read(&self, ev: &Events, out: &mut Vec<f32>) {
+        let (ev, days) = (&ev.0, &ev.1);
+        let c = self.channels();
+        for (source, range) in [(0, 0..MEMORY_EVENTS), (1, MEMORY_EVENTS..EVENTS)] {
+            let scale = 1.0 / (range.len() as f32).sqrt();
+            let at = out.len();
+            out.resize(at + c * EVENT_DIM, 0.0);
+            for l in range {
+                let e = &ev[l * EVENT_DIM..(l + 1) * EVENT_DIM];
+                if e[0] == 0.0 {
+                    continue; // an empty place reads 0
+                }
+                let s = self
+                    .select
+                    .as_ref()
+                    .map_or(1.0, |p| softplus(p.apply(e)[source]));
+                for ch in 0..c {
+                    let mut k = (-self.rate[source * c + ch] * s * days[l]).exp();
+                    if ch >= self.modes {
+                        let j = (ch - self.modes) % self.cycles;
+                        let phase = self.omega[source * self.cycles + j] * days[l];
+                        k *= if ch < self.modes + self.cycles {
+                            phase.cos()
+                        } else {
+                            phase.sin()
+                        };
+                    }
+                    let r = &mut out[at + ch * EVENT_DIM..at + (ch + 1) * EVENT_DIM];
+                    for (r, x) in r.iter_mut().zip(e) {
+                        *r += k * x;
+                    }
+                }
+            }
+            for r in &mut out[at..] {
+                *r *= scale;
+            }
+        }
+    }
+}
+
+/// ln(1 + eˣ), without overflow.
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
+}
