@@ -878,3 +878,28 @@ fn a_state_named_through_a_link_is_saved_where_it_leads_and_outputs_replace_link
     assert!(!fs::symlink_metadata(&dangling).unwrap().is_symlink());
     assert!(!dir.path().join("nowhere.safetensors").exists());
 }
+
+#[test]
+fn an_export_whose_scheme_contradicts_its_tensors_is_refused_even_with_its_digest_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = untrained_export(dir.path(), ssmkit::model::scorer::Variant::Mamba);
+    let bytes = fs::read(&model).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut meta: std::collections::HashMap<String, String> =
+        serde_json::from_value(header["__metadata__"].clone()).unwrap();
+    meta.insert("quantization".into(), r#"{"name":"int8"}"#.into());
+    let digest = ssmkit_format::meta::metadata_digest(&meta);
+    meta.insert("metadata_sha256".into(), digest);
+    header["__metadata__"] = serde_json::to_value(&meta).unwrap();
+    let text = header.to_string();
+    let mut edited = (text.len() as u64).to_le_bytes().to_vec();
+    edited.extend(text.as_bytes());
+    edited.extend(&bytes[8 + n..]);
+    fs::write(&model, edited).unwrap();
+    let (ok, _, err) = predict_nothing(&model, &dir.path().join("s.state"));
+    assert!(
+        !ok && err.contains("names quantization int8 but the tensors are stored as f32"),
+        "{err}"
+    );
+}

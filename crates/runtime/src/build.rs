@@ -108,6 +108,20 @@ fn verified<'a>(
             "tensor data does not match its recorded SHA-256: the file is damaged".into(),
         ));
     }
+    // The scheme's name must be the one its tensors are stored in.
+    let stored = |suffix: &str| views.iter().any(|(n, _)| n.ends_with(suffix));
+    let scheme = match (stored(".qweight"), stored(".qweight2")) {
+        (false, false) => "f32",
+        (true, false) => "int8",
+        (false, true) => "ternary",
+        (true, true) => "mixed",
+    };
+    if meta.quantization != scheme {
+        return Err(bad(format!(
+            "the metadata names quantization {} but the tensors are stored as {scheme}",
+            meta.quantization
+        )));
+    }
     let mut fingerprint = [0u8; 16];
     for (i, b) in fingerprint.iter_mut().enumerate() {
         *b = u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0);

@@ -72,8 +72,69 @@ pub fn from_value_named<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A JSON value read only to find a key given twice in one object, which a parse into a
+/// value would settle silently (the last one wins).
+struct NoKeyTwice;
+
+impl<'de> Deserialize<'de> for NoKeyTwice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoKeyTwiceVisitor)
+    }
+}
+
+struct NoKeyTwiceVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoKeyTwiceVisitor {
+    type Value = NoKeyTwice;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice)
+    }
+
+    fn visit_unit<E>(self) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoKeyTwice, A::Error> {
+        while seq.next_element::<NoKeyTwice>()?.is_some() {}
+        Ok(NoKeyTwice)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoKeyTwice, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("`{key}` is given twice")));
+            }
+            map.next_value::<NoKeyTwice>()?;
+        }
+        Ok(NoKeyTwice)
+    }
+}
+
 /// Parses one line into a turn and its optional outcome; the error names the problem.
 pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
+    serde_json::from_str::<NoKeyTwice>(line).map_err(|e| e.to_string())?;
     // Candidates are read one by one, so an error says which one.
     let mut v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
     let raw = match v.get_mut("candidates").map(serde_json::Value::take) {
@@ -159,4 +220,28 @@ pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
         },
         t.labels,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A turn of two candidates, as JSON text, with `extra` spliced in before `context`.
+    fn line(extra: &str, candidate_extra: &str) -> String {
+        let features = vec!["0.5"; FEATURE_DIM].join(", ");
+        let candidate = format!("{{{candidate_extra}\"features\": [{features}], \"entity\": 1}}");
+        format!(
+            "{{\"timestamp\": 100, {extra}\"context\": [0, 0, 0, 0, 0, 0], \"candidates\": [{candidate}, {candidate}]}}"
+        )
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_wherever_it_is() {
+        let (turn, labels) = parse_turn(&line("", "")).expect("a valid line");
+        assert_eq!((turn.candidates.len(), labels), (2, None));
+        let err = parse_turn(&line("\"timestamp\": 200, ", "")).err().unwrap();
+        assert!(err.contains("`timestamp` is given twice"), "{err}");
+        let err = parse_turn(&line("", "\"entity\": 2, ")).err().unwrap();
+        assert!(err.contains("`entity` is given twice"), "{err}");
+    }
 }
