@@ -151,7 +151,13 @@ fn reseal(data: &Path, table: &str) {
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     m["files"][table]["sha256"] = serde_json::json!(format!("{:x}", Sha256::digest(&bytes)));
-    std::fs::write(&path, m.to_string()).unwrap();
+    write_sealed(data, &m);
+}
+
+/// Writes `manifest` as `data`'s manifest.json with its own digest, as `gen` seals it.
+fn write_sealed(data: &Path, manifest: &serde_json::Value) {
+    let text = ssmkit::datagen::writer::sealed_manifest(manifest);
+    std::fs::write(data.join("manifest.json"), text).unwrap();
 }
 
 /// A copy of a dataset (or run) directory, to damage.
@@ -269,7 +275,18 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     let m = std::fs::read_to_string(foreign.join("manifest.json"))
         .unwrap()
         .replace(ssmkit::features::LAYOUT_VERSION, "ssmkit-layout-v0");
-    std::fs::write(foreign.join("manifest.json"), m).unwrap();
+    // Edited, the manifest no longer matches its own digest...
+    std::fs::write(foreign.join("manifest.json"), &m).unwrap();
+    let err = refused(
+        foreign.to_str().unwrap(),
+        dir.path().join("r2").to_str().unwrap(),
+    );
+    assert!(
+        err.contains("manifest.json") && err.contains("edited or damaged"),
+        "{err}"
+    );
+    // ...and sealed again, its layout is still refused.
+    write_sealed(&foreign, &serde_json::from_str(&m).unwrap());
     let err = refused(
         foreign.to_str().unwrap(),
         dir.path().join("r2").to_str().unwrap(),
@@ -286,7 +303,7 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
     let mut m = m;
     let n = m["counts"]["turns"].as_u64().unwrap();
     m["counts"]["turns"] = serde_json::json!(n + 1);
-    std::fs::write(miscounted.join("manifest.json"), m.to_string()).unwrap();
+    write_sealed(&miscounted, &m);
     let err = refused(
         miscounted.to_str().unwrap(),
         dir.path().join("r5").to_str().unwrap(),
@@ -427,7 +444,7 @@ fn a_dataset_too_large_for_memory_is_refused_before_loading() {
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     m["counts"]["turns"] = serde_json::json!(1u64 << 40);
-    std::fs::write(&manifest, serde_json::to_string(&m).unwrap()).unwrap();
+    write_sealed(&data, &m);
     let err = ssmkit::data::Dataset::load(&data).unwrap_err().to_string();
     assert!(
         err.contains("GB of memory") && err.contains("a part at a time"),

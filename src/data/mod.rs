@@ -210,6 +210,12 @@ pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
             "is no manifest ssmkit wrote (it has no `layout_version` or `files`): this directory is not an ssmkit dataset",
         ));
     }
+    if !writer::manifest_seal_holds(&text, &manifest) {
+        return Err(bad(
+            &mpath,
+            "does not match the SHA-256 it records, or records none: it was edited or damaged, or written by an earlier build (generate the dataset again with `ssmkit gen`)",
+        ));
+    }
     let layout = manifest["layout_version"].as_str().unwrap_or("none");
     if layout != LAYOUT_VERSION {
         return Err(bad(

@@ -353,11 +353,8 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         "files": files,
     });
     let path = staged.tmp.join(super::writer::MANIFEST);
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&manifest).expect("serializes") + "\n",
-    )
-    .map_err(|e| Error::io(&path, e))?;
+    std::fs::write(&path, super::writer::sealed_manifest(&manifest))
+        .map_err(|e| Error::io(&path, e))?;
     let out = staged.commit()?;
     Ok(Summary {
         out,

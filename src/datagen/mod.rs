@@ -502,8 +502,8 @@ fn manifest(
 
 fn write_manifest(dir: &Path, config: &Config, manifest: &Value) -> Result<()> {
     let path = dir.join(writer::MANIFEST);
-    let text = serde_json::to_string_pretty(manifest).expect("manifest serializes");
-    std::fs::write(&path, text + "\n").map_err(|e| crate::error::Error::io(&path, e))?;
+    let text = writer::sealed_manifest(manifest);
+    std::fs::write(&path, text).map_err(|e| crate::error::Error::io(&path, e))?;
     let path = dir.join("config.toml");
     std::fs::write(&path, config.to_toml()).map_err(|e| crate::error::Error::io(&path, e))?;
     Ok(())

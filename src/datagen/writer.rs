@@ -17,6 +17,32 @@ pub const CANDIDATES: &str = "candidates.parquet";
 pub const MEMORIES: &str = "memories.parquet";
 pub const PATHS: &str = "paths.parquet";
 pub const MANIFEST: &str = "manifest.json";
+
+/// The field of `manifest.json` that holds the SHA-256 of its own text (with the field
+/// empty), so an edited manifest (another `k`, other counts) is refused.
+const MANIFEST_SEAL: &str = "manifest_sha256";
+
+/// The text of `manifest.json` for `manifest`, with its own digest.
+pub fn sealed_manifest(manifest: &serde_json::Value) -> String {
+    let mut m = manifest.clone();
+    m[MANIFEST_SEAL] = serde_json::Value::String(String::new());
+    let text = serde_json::to_string_pretty(&m).expect("a manifest serializes") + "\n";
+    let digest = format!("{:x}", Sha256::digest(text.as_bytes()));
+    text.replacen(&seal_field(""), &seal_field(&digest), 1)
+}
+
+/// Whether `text`, a `manifest.json`, records its own digest and matches it.
+pub fn manifest_seal_holds(text: &str, manifest: &serde_json::Value) -> bool {
+    let Some(recorded) = manifest[MANIFEST_SEAL].as_str().filter(|d| !d.is_empty()) else {
+        return false;
+    };
+    let unsealed = text.replacen(&seal_field(recorded), &seal_field(""), 1);
+    format!("{:x}", Sha256::digest(unsealed.as_bytes())) == recorded
+}
+
+fn seal_field(digest: &str) -> String {
+    format!("\"{MANIFEST_SEAL}\": \"{digest}\"")
+}
 pub const TABLES: [&str; 4] = [TURNS, CANDIDATES, MEMORIES, PATHS];
 
 /// A directory being written, and the lock on its target, held until it is committed or

@@ -111,14 +111,31 @@ pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
         )));
     }
     let lock = crate::lock::dir(run)?;
-    if run.join("state.json").exists() {
-        return Ok(lock);
-    }
     let names: Vec<String> = fs::read_dir(run)
         .map_err(|e| Error::io(run, e))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
+    if run.join("state.json").exists() {
+        // A run's directory may hold the user's files too: they are left as they are.
+        let theirs: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| {
+                // A run written before checkpoints were directories keeps them here.
+                let legacy = checkpoint::FILES.contains(n);
+                *n != "state.json" && !legacy && !written_by_train(run, n)
+            })
+            .collect();
+        if !theirs.is_empty() {
+            eprintln!(
+                "warning: {} holds files that are not the run's ({}): they are left as they are",
+                run.display(),
+                theirs.join(", ")
+            );
+        }
+        return Ok(lock);
+    }
     let foreign: Vec<&str> = names
         .iter()
         .map(String::as_str)
