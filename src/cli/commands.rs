@@ -355,12 +355,7 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
 fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
     let MetricsArgs { file, k, json } = args;
     let report = eval::metrics_file(&file, k)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_text());
-    }
-    Ok(ExitCode::SUCCESS)
+    show(&report, json, |r| r.to_text())
 }
 
 fn canaries(args: CanariesArgs) -> anyhow::Result<ExitCode> {
@@ -409,12 +404,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         confidence,
     };
     let c = eval::compare_files(&a, &b, unit, &opts)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
-    } else {
-        print!("{}", c.to_text());
-    }
-    Ok(ExitCode::SUCCESS)
+    show(&c, json, |c| c.to_text())
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -473,6 +463,20 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if fail_on_gate && !r.all_passed() {
         eprintln!("a phase gate did not pass (--fail-on-gate)");
         return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `value` as JSON with `--json`, else as the text `text` makes of it.
+fn show<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", text(value));
     }
     Ok(ExitCode::SUCCESS)
 }
