@@ -222,49 +222,13 @@ fn one_id_type(
 
 /// Imports `input` into a dataset at `opts.out`.
 pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
-    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
     // Parse everything first: a bad line fails before anything is written.
-    let mut users: Vec<(String, Vec<ParsedTurn>)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut id_type = None;
-    let mut anonymous = 0;
-    for (i, text) in BufReader::new(file).lines().enumerate() {
-        let text = text.map_err(|e| Error::io(input, e))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let (user, turn) = parse_line(input, i + 1, &text)?;
-        if let Some((_, string)) = &user {
-            one_id_type(input, i + 1, *string, &mut id_type)?;
-        }
-        anonymous += (user.is_none() && turn.timed) as u64;
-        let user = user.map_or_else(|| format!("scenario-{}", i + 1), |(key, _)| key);
-        let slot = *index.entry(user.clone()).or_insert_with(|| {
-            users.push((user, Vec::new()));
-            users.len() - 1
-        });
-        users[slot].1.push(turn);
-    }
-    if users.is_empty() {
-        return Err(Error::Input(format!("{}: no records", input.display())));
-    }
-    // Either every line has a timestamp (sessions, split in time) or none has (scenarios,
-    // split at random): a mix has no split that means anything.
-    let all = users.iter().flat_map(|(_, t)| t);
-    let timed = all.clone().find(|t| t.timed);
-    let untimed = all.clone().find(|t| !t.timed);
-    if let (Some(a), Some(b)) = (timed, untimed) {
-        return Err(Error::Jsonl {
-            path: input.to_path_buf(),
-            line: b.line,
-            msg: format!(
-                "no `timestamp`, but line {} has one: a file holds either timestamped sessions or untimed scenarios",
-                a.line
-            ),
-        });
-    }
-    let time_axis = timed.is_some();
-    let named = all.clone().any(|t| !t.name.is_empty());
+    let (mut users, anonymous) = read_users(input)?;
+    let time_axis = time_axis(input, &users)?;
+    let named = users
+        .iter()
+        .flat_map(|(_, t)| t)
+        .any(|t| !t.name.is_empty());
     let staged = StagedDir::new(&opts.out, opts.force)?;
     let mut t = Tables::default();
     let mut max_k = 0;
@@ -278,57 +242,8 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
             let session = *sessions.entry(turn.session.clone()).or_insert(n_sessions);
             max_k = max_k.max(turn.features.len());
             turns += 1;
-            let tr = &mut t.turns;
-            tr.user_id.push(u as u32);
-            tr.turn_index.push(ti as u32);
-            tr.session_index.push(session);
-            tr.turn_in_session.push(0);
-            tr.timestamp.push(turn.timestamp);
-            tr.stage.push(0);
-            tr.log_dt
-                .push(prev_ts.map_or(0.0, |p: i64| ((turn.timestamp - p).max(0) as f32).ln_1p()));
-            let x0 = &turn.features[0];
-            tr.tod_sin.push(x0[3]);
-            tr.tod_cos.push(x0[4]);
-            tr.dow_sin.push(x0[5]);
-            tr.dow_cos.push(x0[6]);
-            tr.log_session_age.push(0.0);
-            tr.focal_0.push(-1);
-            tr.focal_1.push(-1);
-            for col in &mut tr.selectors {
-                col.push(-1);
-            }
-            tr.cycle_peak.push(-1.0);
-            tr.canary.push(0);
-            // At most 255: `parse_line` refuses more.
-            let relevant = turn.labels.iter().filter(|&&l| l > 0.5).count();
-            tr.n_relevant.push(relevant as u8);
-            tr.negative_slots.push(0);
-            if named {
-                tr.name.push(turn.name.clone());
-            }
+            push_turn(&mut t, (u as u32, ti as u32, session), turn, prev_ts, named);
             prev_ts = Some(turn.timestamp);
-            let c = &mut t.candidates;
-            for (i, x) in turn.features.iter().enumerate() {
-                let memory = turn.memory_ids.as_ref().map_or(i as u32, |m| m[i]);
-                c.user_id.push(u as u32);
-                c.turn_index.push(ti as u32);
-                c.cand_index.push(i as u8);
-                c.memory_id.push(memory);
-                c.entity_id
-                    .push(turn.entity_ids.as_ref().map_or(0, |e| e[i]));
-                c.memory_slot.push(memory % 4096);
-                c.path_id.push(u32::MAX);
-                c.canary_role.push(0);
-                c.push_features(x);
-                c.mask.push(turn.mask);
-                let label = (turn.labels[i] > 0.5) as u8;
-                c.label.push(label);
-                c.clean_label.push(label);
-                c.relevance.push(turn.labels[i] as f32);
-                c.canary.push(0);
-                c.hard_negative.push(0);
-            }
         }
     }
     let candidates = t.candidates.user_id.len() as u64;
@@ -363,4 +278,118 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         candidates,
         anonymous,
     })
+}
+
+/// Every line of `input` as a turn of its user (a line without `user_id` is a user of
+/// its own), users in the order they first appear; and how many timestamped lines had no
+/// `user_id`.
+#[allow(clippy::type_complexity)]
+fn read_users(input: &Path) -> Result<(Vec<(String, Vec<ParsedTurn>)>, u64)> {
+    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
+    let mut users: Vec<(String, Vec<ParsedTurn>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut id_type = None;
+    let mut anonymous = 0;
+    for (i, text) in BufReader::new(file).lines().enumerate() {
+        let text = text.map_err(|e| Error::io(input, e))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let (user, turn) = parse_line(input, i + 1, &text)?;
+        if let Some((_, string)) = &user {
+            one_id_type(input, i + 1, *string, &mut id_type)?;
+        }
+        anonymous += (user.is_none() && turn.timed) as u64;
+        let user = user.map_or_else(|| format!("scenario-{}", i + 1), |(key, _)| key);
+        let slot = *index.entry(user.clone()).or_insert_with(|| {
+            users.push((user, Vec::new()));
+            users.len() - 1
+        });
+        users[slot].1.push(turn);
+    }
+    if users.is_empty() {
+        return Err(Error::Input(format!("{}: no records", input.display())));
+    }
+    Ok((users, anonymous))
+}
+
+/// Whether the file's turns have a time axis: either every line has a timestamp
+/// (sessions, split in time) or none has (scenarios, split at random); a mix has no split
+/// that means anything.
+fn time_axis(input: &Path, users: &[(String, Vec<ParsedTurn>)]) -> Result<bool> {
+    let all = users.iter().flat_map(|(_, t)| t);
+    let timed = all.clone().find(|t| t.timed);
+    let untimed = all.clone().find(|t| !t.timed);
+    if let (Some(a), Some(b)) = (timed, untimed) {
+        return Err(Error::Jsonl {
+            path: input.to_path_buf(),
+            line: b.line,
+            msg: format!(
+                "no `timestamp`, but line {} has one: a file holds either timestamped sessions or untimed scenarios",
+                a.line
+            ),
+        });
+    }
+    Ok(timed.is_some())
+}
+
+/// Appends turn `ti` of user `u` (in session `session`) to the turns table and its
+/// candidates to the candidates table.
+fn push_turn(
+    t: &mut Tables,
+    (u, ti, session): (u32, u32, u32),
+    turn: &ParsedTurn,
+    prev_ts: Option<i64>,
+    named: bool,
+) {
+    let tr = &mut t.turns;
+    tr.user_id.push(u);
+    tr.turn_index.push(ti);
+    tr.session_index.push(session);
+    tr.turn_in_session.push(0);
+    tr.timestamp.push(turn.timestamp);
+    tr.stage.push(0);
+    tr.log_dt
+        .push(prev_ts.map_or(0.0, |p: i64| ((turn.timestamp - p).max(0) as f32).ln_1p()));
+    let x0 = &turn.features[0];
+    tr.tod_sin.push(x0[3]);
+    tr.tod_cos.push(x0[4]);
+    tr.dow_sin.push(x0[5]);
+    tr.dow_cos.push(x0[6]);
+    tr.log_session_age.push(0.0);
+    tr.focal_0.push(-1);
+    tr.focal_1.push(-1);
+    for col in &mut tr.selectors {
+        col.push(-1);
+    }
+    tr.cycle_peak.push(-1.0);
+    tr.canary.push(0);
+    // At most 255: `parse_line` refuses more.
+    let relevant = turn.labels.iter().filter(|&&l| l > 0.5).count();
+    tr.n_relevant.push(relevant as u8);
+    tr.negative_slots.push(0);
+    if named {
+        tr.name.push(turn.name.clone());
+    }
+    let c = &mut t.candidates;
+    for (i, x) in turn.features.iter().enumerate() {
+        let memory = turn.memory_ids.as_ref().map_or(i as u32, |m| m[i]);
+        c.user_id.push(u);
+        c.turn_index.push(ti);
+        c.cand_index.push(i as u8);
+        c.memory_id.push(memory);
+        c.entity_id
+            .push(turn.entity_ids.as_ref().map_or(0, |e| e[i]));
+        c.memory_slot.push(memory % 4096);
+        c.path_id.push(u32::MAX);
+        c.canary_role.push(0);
+        c.push_features(x);
+        c.mask.push(turn.mask);
+        let label = (turn.labels[i] > 0.5) as u8;
+        c.label.push(label);
+        c.clean_label.push(label);
+        c.relevance.push(turn.labels[i] as f32);
+        c.canary.push(0);
+        c.hard_negative.push(0);
+    }
 }
