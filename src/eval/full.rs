@@ -80,32 +80,7 @@ pub fn score(
     quiet: bool,
 ) -> Result<FullSplit> {
     let device = Device::flex();
-    let mut scorers = Vec::with_capacity(like.len());
-    let mut dual = false;
-    for s in like {
-        let how = match (s.kind, s.name.as_str()) {
-            ("baseline", "heuristic") => How::Baseline(Baseline::Heuristic),
-            ("baseline", "random") => How::Baseline(Baseline::Random),
-            ("baseline", "oracle") => How::Baseline(Baseline::Oracle),
-            ("reference", _) => How::Constant,
-            ("history baseline", name) => How::Rule(
-                HistoryRule::ALL
-                    .iter()
-                    .position(|r| r.name() == name)
-                    .expect("a history rule's name"),
-            ),
-            _ => {
-                let mut models = Vec::new();
-                for run in &s.runs {
-                    let (model, cfg) = load_run(run, false, &device)?;
-                    dual |= cfg.variant == Variant::Dual;
-                    models.push((model, cfg));
-                }
-                How::Runs(models)
-            }
-        };
-        scorers.push(how);
-    }
+    let (scorers, dual) = scorers_of(like, &device)?;
     let outline = &reader.outline;
     let columns = Columns {
         clean: false,
@@ -152,28 +127,7 @@ pub fn score(
         let mut rng =
             ChaCha8Rng::seed_from_u64(seed ^ 0xBA5E ^ (b as u64).wrapping_mul(0x9E37_79B9));
         for (how, out) in scorers.iter().zip(&mut seed_rows) {
-            match how {
-                How::Baseline(kind) => {
-                    let scores: Vec<Vec<f64>> = gts
-                        .iter()
-                        .map(|c| baselines::scores(*kind, &data.users[c.user], c.turn, k, &mut rng))
-                        .collect();
-                    out[0].extend(rows(&data, &gts, &labels, &scores));
-                }
-                How::Constant => {
-                    out[0].extend(rows(&data, &gts, &labels, &vec![vec![0.0; k]; gts.len()]));
-                }
-                How::Rule(r) => {
-                    let scores: Vec<Vec<f64>> = history.iter().map(|h| h[*r].clone()).collect();
-                    out[0].extend(rows(&data, &gts, &labels, &scores));
-                }
-                How::Runs(models) => {
-                    for ((model, cfg), seed_out) in models.iter().zip(out.iter_mut()) {
-                        let scores = model_scores(model, cfg, &data, &gts, &device);
-                        seed_out.extend(rows(&data, &gts, &labels, &scores));
-                    }
-                }
-            }
+            how.score_block(&data, &gts, (&labels, &history), &mut rng, &device, out);
         }
         let at = cases.len();
         for c in &block_loo {
@@ -205,6 +159,76 @@ pub fn score(
         users,
         blocks: blocks.len(),
     })
+}
+
+/// How each of `like`'s systems is scored, loading the runs' models on `device`; and
+/// whether one of them reads traversal paths (the `dual` variant).
+fn scorers_of(like: &[System], device: &Device) -> Result<(Vec<How>, bool)> {
+    let mut scorers = Vec::with_capacity(like.len());
+    let mut dual = false;
+    for s in like {
+        let how = match (s.kind, s.name.as_str()) {
+            ("baseline", "heuristic") => How::Baseline(Baseline::Heuristic),
+            ("baseline", "random") => How::Baseline(Baseline::Random),
+            ("baseline", "oracle") => How::Baseline(Baseline::Oracle),
+            ("reference", _) => How::Constant,
+            ("history baseline", name) => How::Rule(
+                HistoryRule::ALL
+                    .iter()
+                    .position(|r| r.name() == name)
+                    .expect("a history rule's name"),
+            ),
+            _ => {
+                let mut models = Vec::new();
+                for run in &s.runs {
+                    let (model, cfg) = load_run(run, false, device)?;
+                    dual |= cfg.variant == Variant::Dual;
+                    models.push((model, cfg));
+                }
+                How::Runs(models)
+            }
+        };
+        scorers.push(how);
+    }
+    Ok((scorers, dual))
+}
+
+impl How {
+    /// Appends the rows of this system (one list per seed in `out`) on a block's GTS
+    /// cases `gts`, whose labels and history-rule scores are given.
+    fn score_block(
+        &self,
+        data: &crate::data::Dataset,
+        gts: &[Case],
+        (labels, history): (&[Vec<f64>], &[Vec<Vec<f64>>]),
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+        out: &mut [Vec<Row>],
+    ) {
+        let k = data.k;
+        match self {
+            How::Baseline(kind) => {
+                let scores: Vec<Vec<f64>> = gts
+                    .iter()
+                    .map(|c| baselines::scores(*kind, &data.users[c.user], c.turn, k, rng))
+                    .collect();
+                out[0].extend(rows(data, gts, labels, &scores));
+            }
+            How::Constant => {
+                out[0].extend(rows(data, gts, labels, &vec![vec![0.0; k]; gts.len()]));
+            }
+            How::Rule(r) => {
+                let scores: Vec<Vec<f64>> = history.iter().map(|h| h[*r].clone()).collect();
+                out[0].extend(rows(data, gts, labels, &scores));
+            }
+            How::Runs(models) => {
+                for ((model, cfg), seed_out) in models.iter().zip(out.iter_mut()) {
+                    let scores = model_scores(model, cfg, data, gts, device);
+                    seed_out.extend(rows(data, gts, labels, &scores));
+                }
+            }
+        }
+    }
 }
 
 /// The systems the metrics, their comparisons and the quality gates are computed on: the
