@@ -3,7 +3,8 @@
 
 Usage: python3 scripts/check_dataset.py DATA_DIR
 
-Checks: every table opens with pyarrow; row counts and SHA-256 match the manifest; the
+Checks: the manifest matches its own SHA-256; every table opens with pyarrow; row counts
+and SHA-256 match the manifest; the
 candidates table has the 24 feature columns of FEATURES.md in order, each with its
 clean_ twin; labels are 0/1, relevance lies in [0, 1] and canary roles in 0..8; the
 turns table names the selector entities; every candidate's turn exists.
@@ -36,8 +37,15 @@ def sha256(path):
 
 def main(root):
     root = Path(root)
-    manifest = json.loads((root / "manifest.json").read_text())
+    text = (root / "manifest.json").read_text()
+    manifest = json.loads(text)
     problems = []
+    # The manifest's own digest: SHA-256 of its text with `manifest_sha256` empty.
+    seal = manifest.get("manifest_sha256", "")
+    field = '"manifest_sha256": "{}"'
+    unsealed = text.replace(field.format(seal), field.format(""), 1)
+    if not seal or hashlib.sha256(unsealed.encode()).hexdigest() != seal:
+        problems.append("manifest.json does not match the SHA-256 it records")
     tables = {}
     for name, info in manifest["files"].items():
         path = root / name
