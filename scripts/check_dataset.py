@@ -4,10 +4,10 @@
 Usage: python3 scripts/check_dataset.py DATA_DIR
 
 Checks: the manifest matches its own SHA-256; every table opens with pyarrow; row counts
-and SHA-256 match the manifest; the
-candidates table has the 24 feature columns of FEATURES.md in order, each with its
-clean_ twin; labels are 0/1, relevance lies in [0, 1] and canary roles in 0..8; the
-turns table names the selector entities; every candidate's turn exists.
+and SHA-256 match the manifest; the candidates table has the 24 feature columns of
+FEATURES.md in order, each with its clean_ twin; labels are 0/1, relevance lies in
+[0, 1] and canary roles in 0..8; the turns table names the selector entities; every
+candidate's turn exists.
 Exits non-zero with one line per problem.
 """
 import hashlib
