@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::lock::Lock;
 
 /// The hidden per-process temporary sibling of `path`; it never meets a file of the
 /// user's, and the next writer of `path` removes one a killed writer left.
@@ -173,6 +174,129 @@ fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
 }
 
+/// A directory being written, and the lock on its target, held until it is committed or
+/// dropped; dropped without [`StagedDir::commit`], it is removed.
+pub struct StagedDir {
+    pub tmp: PathBuf,
+    target: PathBuf,
+    /// The target stood at the start and is replaced (`--force`).
+    replace: bool,
+    committed: bool,
+    _lock: Lock,
+}
+
+impl StagedDir {
+    /// Locks `target`, refuses it when it exists unless `force`, and creates the
+    /// temporary directory beside it.
+    pub fn new(target: &Path, force: bool) -> Result<StagedDir> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::Input(format!("{} is not a directory name", target.display())))?;
+        let lock = crate::lock::path(target)?;
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        recover_old(target)?;
+        // A symbolic link there counts as there (even a dangling one) and is replaced
+        // itself, never written through.
+        let exists = fs::symlink_metadata(target).is_ok();
+        let link = fs::symlink_metadata(target).is_ok_and(|m| m.is_symlink());
+        if exists && !link && !target.is_dir() {
+            return Err(Error::Input(format!(
+                "{} exists and is not a directory: it is not replaced, even with --force",
+                target.display()
+            )));
+        }
+        if exists && !force {
+            return Err(Error::Input(format!(
+                "{} already exists: pass --force to replace it",
+                target.display()
+            )));
+        }
+        let prefix = format!(".{}.tmp-", name.to_string_lossy());
+        remove_stale(&parent, &prefix)?;
+        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(StagedDir {
+            tmp,
+            target: target.to_path_buf(),
+            replace: exists,
+            committed: false,
+            _lock: lock,
+        })
+    }
+
+    /// Moves the finished directory into place. A replace swaps the two whole and then
+    /// removes the old one (a kill in between leaves it under the temporary name, which the
+    /// next writer removes); otherwise a target that appeared meanwhile is left as it is.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let io = |e| Error::io(&self.target, e);
+        if self.replace {
+            crate::atomic::exchange(&self.tmp, &self.target).map_err(io)?;
+            self.committed = true;
+            fs::remove_dir_all(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
+        } else {
+            crate::atomic::rename_new(&self.tmp, &self.target).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    crate::atomic::appeared(&self.target)
+                } else {
+                    io(e)
+                }
+            })?;
+            self.committed = true;
+        }
+        Ok(self.target.clone())
+    }
+}
+
+/// The `.NAME.old` of a replace that was interrupted between its renames (the complete
+/// previous output): put back where the target is missing, removed where the replace got
+/// as far as its new output. Called with the target's lock held, so no writer is still at
+/// work on it.
+fn recover_old(target: &Path) -> Result<()> {
+    let old = crate::atomic::old(target);
+    if !old.is_dir() {
+        return Ok(());
+    }
+    if fs::symlink_metadata(target).is_err() {
+        fs::rename(&old, target).map_err(|e| Error::io(&old, e))
+    } else {
+        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))
+    }
+}
+
+/// Removes `<prefix><pid>` directories left in `parent` by writers that were killed:
+/// their process no longer runs.
+fn remove_stale(parent: &Path, prefix: &str) -> Result<()> {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let ours = pid == std::process::id().to_string();
+        if !ours && pid.parse().is_ok_and(|p| !crate::lock::alive(p)) {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +404,43 @@ mod tests {
             live_tmp.exists(),
             "process 1 runs: its file is not ours to remove"
         );
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_target_that_appears_before_the_commit_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("data");
+        let staged = StagedDir::new(&target, false).unwrap();
+        fs::write(staged.tmp.join("manifest.json"), b"ours").unwrap();
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("manifest.json"), b"theirs").unwrap();
+        let err = staged.commit().unwrap_err().to_string();
+        assert!(err.contains("appeared"), "{err}");
+        assert_eq!(fs::read(target.join("manifest.json")).unwrap(), b"theirs");
+        assert_eq!(names(dir.path()), ["data"], "no staging or lock left");
+    }
+
+    #[test]
+    fn a_forced_commit_swaps_the_directories_and_leaves_only_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("report");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("gates.json"), b"old").unwrap();
+        assert!(StagedDir::new(&target, false).is_err(), "needs force");
+        let staged = StagedDir::new(&target, true).unwrap();
+        fs::write(staged.tmp.join("gates.json"), b"new").unwrap();
+        staged.commit().unwrap();
+        assert_eq!(fs::read(target.join("gates.json")).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["report"]);
     }
 }

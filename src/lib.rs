@@ -13,6 +13,7 @@ pub mod datagen;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod layout;
 pub mod lock;
 pub mod metrics;
 pub mod model;

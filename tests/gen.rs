@@ -795,7 +795,7 @@ fn manifest_records_layout_hashes_and_canary_parameters() {
         let want = m["files"][name]["sha256"].as_str().unwrap();
         assert_eq!(
             want,
-            ssmkit::datagen::writer::sha256_file(&out.join(name)).unwrap(),
+            ssmkit::layout::sha256_file(&out.join(name)).unwrap(),
             "{name}"
         );
         assert_eq!(

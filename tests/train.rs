@@ -156,7 +156,7 @@ fn reseal(data: &Path, table: &str) {
 
 /// Writes `manifest` as `data`'s manifest.json with its own digest, as `gen` seals it.
 fn write_sealed(data: &Path, manifest: &serde_json::Value) {
-    let text = ssmkit::datagen::writer::sealed_manifest(manifest);
+    let text = ssmkit::layout::sealed_manifest(manifest);
     std::fs::write(data.join("manifest.json"), text).unwrap();
 }
 

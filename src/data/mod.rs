@@ -9,9 +9,9 @@ mod table;
 
 use std::path::{Path, PathBuf};
 
-use crate::datagen::writer;
 use crate::error::{Error, Result};
 use crate::features::{FEATURE_DIM, FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
+use crate::layout;
 
 pub use reader::{DatasetReader, blocks, sample_users};
 
@@ -200,7 +200,7 @@ pub fn available_memory() -> Option<u64> {
 
 /// Reads and checks a dataset's manifest.
 pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
-    let mpath = path.join(writer::MANIFEST);
+    let mpath = path.join(layout::MANIFEST);
     let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
     let manifest: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| bad(&mpath, format!("not a JSON manifest: {e}")))?;
@@ -210,7 +210,7 @@ pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
             "is no manifest ssmkit wrote (it has no `layout_version` or `files`): this directory is not an ssmkit dataset",
         ));
     }
-    if !writer::manifest_seal_holds(&text, &manifest) {
+    if !layout::manifest_seal_holds(&text, &manifest) {
         return Err(bad(
             &mpath,
             "does not match the SHA-256 it records, or records none: it was edited or damaged, or written by an earlier build (generate the dataset again with `ssmkit gen`)",

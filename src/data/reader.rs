@@ -7,9 +7,9 @@ use std::path::Path;
 use super::assemble::assemble;
 use super::table::{Meta, i64s, metadata, read_rows, u8s, u32s, user_runs, verify_files};
 use super::{Columns, Dataset, UserSeq, bad, read_manifest};
-use crate::datagen::writer;
 use crate::error::Result;
 use crate::features::{FEATURE_NAMES, clean_column};
+use crate::layout;
 
 /// A dataset opened for reading a range of its users at a time: training holds a bounded
 /// number of users in memory however large the dataset is, and [`Dataset::load`] reads
@@ -21,7 +21,7 @@ pub struct DatasetReader {
     /// Every user, in file order, with only `user_id`, `stage`, `turns` and `timestamp`
     /// filled: enough to split the data and plan what to read.
     pub outline: Dataset,
-    /// Each user's rows in the four tables ([`writer::TABLES`] order).
+    /// Each user's rows in the four tables ([`layout::TABLES`] order).
     rows: Vec<[Range<usize>; 4]>,
     meta: [Meta; 4],
 }
@@ -36,10 +36,10 @@ impl DatasetReader {
         }
         verify_files(path, &manifest)?;
         let meta: [Meta; 4] = [
-            metadata(path, writer::TURNS)?,
-            metadata(path, writer::CANDIDATES)?,
-            metadata(path, writer::MEMORIES)?,
-            metadata(path, writer::PATHS)?,
+            metadata(path, layout::TURNS)?,
+            metadata(path, layout::CANDIDATES)?,
+            metadata(path, layout::MEMORIES)?,
+            metadata(path, layout::PATHS)?,
         ];
         if meta[0].num_rows == 0 || meta[1].num_rows == 0 {
             return Err(bad(path, "the dataset has no turns"));
@@ -107,16 +107,16 @@ impl DatasetReader {
         let candidate_columns: Vec<&str> = candidate_columns.iter().map(|s| s.as_str()).collect();
         let hop_rows = if columns.hops { span(3) } else { 0..0 };
         let parts = [
-            read_rows(path, writer::TURNS, &self.meta[0], span(0), None)?,
+            read_rows(path, layout::TURNS, &self.meta[0], span(0), None)?,
             read_rows(
                 path,
-                writer::CANDIDATES,
+                layout::CANDIDATES,
                 &self.meta[1],
                 span(1),
                 Some(&candidate_columns),
             )?,
-            read_rows(path, writer::MEMORIES, &self.meta[2], span(2), None)?,
-            read_rows(path, writer::PATHS, &self.meta[3], hop_rows, None)?,
+            read_rows(path, layout::MEMORIES, &self.meta[2], span(2), None)?,
+            read_rows(path, layout::PATHS, &self.meta[3], hop_rows, None)?,
         ];
         assemble(&self.outline, parts, columns)
     }
@@ -233,7 +233,7 @@ fn check_counts(path: &Path, manifest: &serde_json::Value, meta: &[Meta; 4]) -> 
         .iter()
         .enumerate()
     {
-        let file = writer::TABLES[i];
+        let file = layout::TABLES[i];
         let rows = height(i);
         let counted = [
             manifest["counts"][key].as_u64(),
@@ -253,13 +253,13 @@ fn check_counts(path: &Path, manifest: &serde_json::Value, meta: &[Meta; 4]) -> 
 
 /// The turns table holds query columns for exactly the manifest's `embedding_dim`.
 fn check_width(path: &Path, embedding_dim: usize, turns_meta: &Meta) -> Result<()> {
-    let schema = read_rows(path, writer::TURNS, turns_meta, 0..0, None)?;
+    let schema = read_rows(path, layout::TURNS, turns_meta, 0..0, None)?;
     if schema.df.column(&format!("query_{embedding_dim}")).is_ok() {
         return Err(bad(
             path,
             format!(
                 "the manifest's embedding_dim is {embedding_dim} but {} has more query columns",
-                writer::TURNS
+                layout::TURNS
             ),
         ));
     }
@@ -277,7 +277,7 @@ fn read_users(
 ) -> Result<(Vec<UserSeq>, Vec<[Range<usize>; 4]>, HashMap<u32, usize>)> {
     let turns = read_rows(
         path,
-        writer::TURNS,
+        layout::TURNS,
         turns_meta,
         0..turns_meta.num_rows,
         Some(&["user_id", "turn_index", "stage", "timestamp"]),
@@ -333,7 +333,7 @@ fn read_users(
             path,
             format!(
                 "the manifest counts {counted} users but {} holds {}",
-                writer::TURNS,
+                layout::TURNS,
                 users.len()
             ),
         ));
@@ -349,7 +349,7 @@ fn locate_rows(
     position: &HashMap<u32, usize>,
     rows: &mut [[Range<usize>; 4]],
 ) -> Result<()> {
-    for (i, table) in writer::TABLES.iter().enumerate().skip(1) {
+    for (i, table) in layout::TABLES.iter().enumerate().skip(1) {
         let mut last = None;
         for (u, range) in user_runs(path, table, &meta[i])? {
             let Some(&p) = position.get(&u) else {
@@ -370,7 +370,7 @@ fn locate_rows(
                     format!(
                         "the rows of user {u} at row {} are not in the order of {}: rows must come in user order",
                         range.start,
-                        writer::TURNS
+                        layout::TURNS
                     ),
                 ));
             }

@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::bad;
-use crate::datagen::writer;
 use crate::error::{Error, Result};
 
 /// Checks every table against the SHA-256 and row count the manifest records for it.
 pub(super) fn verify_files(path: &Path, manifest: &serde_json::Value) -> Result<()> {
-    for table in writer::TABLES {
+    for table in crate::layout::TABLES {
         let entry = &manifest["files"][table];
         let (Some(want), Some(_rows)) = (entry["sha256"].as_str(), entry["rows"].as_u64()) else {
             return Err(bad(
@@ -22,7 +21,7 @@ pub(super) fn verify_files(path: &Path, manifest: &serde_json::Value) -> Result<
             ));
         };
         let file_path = path.join(table);
-        if writer::sha256_file(&file_path)? != want {
+        if crate::layout::sha256_file(&file_path)? != want {
             return Err(bad(
                 &file_path,
                 "does not match the SHA-256 the manifest records: the dataset is damaged or was edited",

@@ -24,10 +24,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::tables::Tables;
-use super::writer::{StagedDir, sha256_file};
 use super::{GenOptions, Summary, Writers};
+use crate::atomic::StagedDir;
 use crate::error::{Error, Result};
 use crate::features::{BASE_DIM, FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION};
+use crate::layout::sha256_file;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,8 +268,8 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         "counts": {"users": users.len(), "turns": turns, "candidates": candidates},
         "files": files,
     });
-    let path = staged.tmp.join(super::writer::MANIFEST);
-    std::fs::write(&path, super::writer::sealed_manifest(&manifest))
+    let path = staged.tmp.join(crate::layout::MANIFEST);
+    std::fs::write(&path, crate::layout::sealed_manifest(&manifest))
         .map_err(|e| Error::io(&path, e))?;
     let out = staged.commit()?;
     Ok(Summary {

@@ -24,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
+use crate::atomic::StagedDir;
 use crate::canary::{Role, Selector};
 use crate::config::{Config, Preset};
 use crate::error::Result;
@@ -32,7 +33,7 @@ use crate::features::{
 };
 use schedule::UserSpec;
 use tables::Tables;
-use writer::{StagedDir, TableWriter};
+use writer::TableWriter;
 
 /// Independent random streams of a user.
 #[derive(Clone, Copy)]
@@ -283,10 +284,10 @@ pub struct Writers {
 impl Writers {
     pub fn new(dir: &Path, compression: polars::prelude::ParquetCompression) -> Writers {
         Writers {
-            turns: TableWriter::new(dir.join(writer::TURNS), compression),
-            candidates: TableWriter::new(dir.join(writer::CANDIDATES), compression),
-            memories: TableWriter::new(dir.join(writer::MEMORIES), compression),
-            paths: TableWriter::new(dir.join(writer::PATHS), compression),
+            turns: TableWriter::new(dir.join(crate::layout::TURNS), compression),
+            candidates: TableWriter::new(dir.join(crate::layout::CANDIDATES), compression),
+            memories: TableWriter::new(dir.join(crate::layout::MEMORIES), compression),
+            paths: TableWriter::new(dir.join(crate::layout::PATHS), compression),
         }
     }
 
@@ -310,7 +311,7 @@ impl Writers {
             self.paths.finish(&empty.paths.into_frame()?)?,
         ];
         let mut files = serde_json::Map::new();
-        for (name, w) in writer::TABLES.iter().zip(written) {
+        for (name, w) in crate::layout::TABLES.iter().zip(written) {
             files.insert(
                 name.to_string(),
                 json!({"rows": w.rows, "bytes": w.bytes, "sha256": w.sha256}),
@@ -501,8 +502,8 @@ fn manifest(
 }
 
 fn write_manifest(dir: &Path, config: &Config, manifest: &Value) -> Result<()> {
-    let path = dir.join(writer::MANIFEST);
-    let text = writer::sealed_manifest(manifest);
+    let path = dir.join(crate::layout::MANIFEST);
+    let text = crate::layout::sealed_manifest(manifest);
     std::fs::write(&path, text).map_err(|e| crate::error::Error::io(&path, e))?;
     let path = dir.join("config.toml");
     std::fs::write(&path, config.to_toml()).map_err(|e| crate::error::Error::io(&path, e))?;

@@ -10,8 +10,9 @@ use super::options::EvalOptions;
 use super::report::{self, Block};
 use super::scoring::System;
 use super::sections::sections;
-use crate::datagen::writer::{StagedDir, sha256_file};
+use crate::atomic::StagedDir;
 use crate::error::{Error, Result};
+use crate::layout::sha256_file;
 use crate::metrics::METRICS;
 
 /// Each run's training curve, from its `metrics.csv`.

@@ -14,8 +14,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::RunState;
-use crate::datagen::writer::sha256_file;
 use crate::error::{Error, Result};
+use crate::layout::sha256_file;
 
 /// The files of a checkpoint.
 pub const FILES: [&str; 4] = [
