@@ -14,7 +14,7 @@ mod train;
 mod validate;
 mod world;
 
-pub use train::{Loss, TrainConfig};
+pub use train::{Loss, OWN_TEST_FROM, OWN_VALID_FROM, TrainConfig};
 pub use world::{
     CanaryConfig, CandidateConfig, CurriculumConfig, NoiseConfig, PatternConfig, PersistenceConfig,
     PocConfig, Preset, Range, Stage, TimelineConfig, WorldConfig,

@@ -139,8 +139,8 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             loss: Loss::Softmax,
             temperature: 1.0,
-            valid_from: 0.8,
-            test_from: 0.9,
+            valid_from: OWN_VALID_FROM,
+            test_from: OWN_TEST_FROM,
             eval_every: 50,
             curriculum: true,
             history: true,
@@ -155,6 +155,12 @@ impl Default for TrainConfig {
         }
     }
 }
+
+/// A dataset's own split: validation turns from this quantile of its timestamps on, test
+/// turns from [`OWN_TEST_FROM`] on (the defaults of `valid_from` and `test_from`).
+pub const OWN_VALID_FROM: f64 = 0.8;
+/// The quantile of a dataset's own test split ([`OWN_VALID_FROM`]).
+pub const OWN_TEST_FROM: f64 = 0.9;
 
 /// The most turns one training step's batch may hold (`batch_users` × `window`).
 pub const MAX_STEP_TURNS: usize = 16_384;

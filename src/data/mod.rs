@@ -166,6 +166,12 @@ impl Columns {
     };
 }
 
+/// Megabytes of memory to turns of a dataset's shape, read with `columns`.
+pub fn turns_in(megabytes: usize, data: &Dataset, columns: Columns) -> usize {
+    let per_turn = bytes_per_turn(data.k, data.embedding_dim, columns).max(1);
+    ((megabytes as u64 * 1_000_000) / per_turn).max(1) as usize
+}
+
 /// Bytes one turn of `k` candidates takes while it is read and held as a [`UserSeq`]:
 /// every candidate slot with its features (observed, missing flags and, with
 /// `columns.clean`, clean), ids, content and (with `columns.hops`) path hops, plus the

@@ -2,6 +2,7 @@
 //! split of timestamped data, a seeded random partition of data without a time axis.
 
 use super::{Dataset, UserSeq};
+use crate::config::{OWN_TEST_FROM, OWN_VALID_FROM};
 
 /// The split of a dataset's turns into training, validation (model selection) and test.
 ///
@@ -107,6 +108,12 @@ pub fn percentile_timestamp(data: &Dataset, q: f64) -> i64 {
     ts.sort_unstable();
     let i = ((ts.len() as f64 * q).ceil() as usize).clamp(1, ts.len()) - 1;
     ts[i]
+}
+
+/// A dataset's own split ([`OWN_VALID_FROM`], [`OWN_TEST_FROM`]): what training makes by
+/// default, and what the canary suite and TSTR evaluate on.
+pub fn own_cutoffs(data: &Dataset) -> Cutoffs {
+    cutoffs(data, OWN_VALID_FROM, OWN_TEST_FROM)
 }
 
 /// The split of `data` with validation from share `valid_q` and test from `test_q`: GTS

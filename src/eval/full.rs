@@ -21,10 +21,10 @@ use crate::data::{Columns, Dataset, DatasetReader};
 use crate::error::Result;
 use crate::metrics::{Row, case_row, metric_index};
 use crate::model::baselines::{self, Baseline};
+use crate::model::batch::Cutoffs;
 use crate::model::rules::{self, HistoryRule};
 use crate::model::scorer::{ModelConfig, Scorer, Variant};
 use crate::run::load_run;
-use crate::train::batch::Cutoffs;
 
 /// Every system's rows over the whole test split.
 pub struct FullSplit {
@@ -86,7 +86,7 @@ pub fn score(
         clean: false,
         hops: dual,
     };
-    let budget = crate::train::stream::turns_in(block_mb, outline, columns);
+    let budget = crate::data::turns_in(block_mb, outline, columns);
     let with_test = users_with_test(outline, split);
     let users = with_test.len();
     let turns = with_test.iter().map(|&i| outline.users[i].turns);

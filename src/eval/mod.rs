@@ -231,9 +231,7 @@ pub fn reference_canaries(
     seed: u64,
 ) -> Result<Vec<canary::ReferenceSuite>> {
     let reader = crate::data::DatasetReader::open(data)?;
-    let defaults = crate::train::TrainConfig::default();
-    let split =
-        crate::train::batch::cutoffs(&reader.outline, defaults.valid_from, defaults.test_from);
+    let split = crate::data::split::own_cutoffs(&reader.outline);
     let rules = crate::canary::Rules::from_manifest(&reader.outline.manifest).ok_or_else(|| {
         Error::Input(format!(
             "{}: the dataset planted no contract canaries",

@@ -36,9 +36,7 @@ impl Runs {
         let outline = &reader.outline;
         let sha = dataset_fingerprint(outline);
         let mut states: Vec<(PathBuf, RunState)> = Vec::new();
-        let defaults = crate::train::TrainConfig::default();
-        let own_split =
-            crate::train::batch::cutoffs(outline, defaults.valid_from, defaults.test_from);
+        let own_split = crate::data::split::own_cutoffs(outline);
         for run in &opts.runs {
             let st = read_run_state(run)?;
             if st.model.content_dim != outline.embedding_dim {

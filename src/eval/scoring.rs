@@ -13,9 +13,9 @@ use super::split::{Case, labels_of};
 use crate::data::{Dataset, UserSeq};
 use crate::features::Canary;
 use crate::metrics::Row;
+use crate::model::batch::{Cutoffs, chosen_turns, make_batch};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
-use crate::train::batch::{Cutoffs, chosen_turns, make_batch};
 
 /// Scores of `cases` (sorted by user, then turn) by a trained model, each from the history
 /// before its turn.

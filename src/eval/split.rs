@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::options::EvalOptions;
 use crate::data::{Columns, Dataset, DatasetReader, UserSeq, sample_users};
 use crate::error::{Error, Result};
-use crate::train::batch::Cutoffs;
+use crate::model::batch::Cutoffs;
 
 /// Fewest users a split should have for its statistics to mean something.
 pub const MIN_USERS: usize = 30;
@@ -48,7 +48,7 @@ pub fn read_test_users(
     resident_mb: usize,
 ) -> Result<(Dataset, Option<(usize, usize)>)> {
     let outline = &reader.outline;
-    let budget = crate::train::stream::turns_in(resident_mb, outline, Columns::ALL);
+    let budget = crate::data::turns_in(resident_mb, outline, Columns::ALL);
     if outline.turns() <= budget {
         return Ok((reader.read(0..reader.users(), Columns::ALL)?, None));
     }

@@ -57,7 +57,7 @@ pub fn strata_of(
     units: &[u64],
     opts: &EvalOptions,
     data: &Dataset,
-    split: &crate::train::batch::Cutoffs,
+    split: &crate::model::batch::Cutoffs,
 ) -> Vec<Stratum> {
     let m = metric_index("dcg@10");
     strata

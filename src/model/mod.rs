@@ -2,6 +2,7 @@
 //! with candidate encodings, and the baselines.
 
 pub mod baselines;
+pub mod batch;
 pub mod keyed;
 pub mod loss;
 pub mod mamba;

@@ -8,16 +8,15 @@
 //! time axis is split by a seeded random partition of users in the same shares. No test
 //! label reaches training.
 
-pub mod batch;
 pub mod step;
 pub mod stream;
 pub mod validation;
 
 pub use crate::config::TrainConfig;
+pub use crate::model::batch::{self, slice_user};
 pub use crate::run::{
     RunState, checkpoint, dataset_fingerprint, load_run, model_file, read_run_state,
 };
-pub use batch::slice_user;
 pub use step::{SHARES, step_gradients};
 pub use validation::{
     Validation, baseline_validation, history_validations, reference_validations, validate,
@@ -571,7 +570,7 @@ fn draw_windows(
             len,
             data.k,
             data.embedding_dim,
-            crate::train::batch::Prefix::of(model_cfg),
+            batch::Prefix::of(model_cfg),
         ));
         lens.push(len);
     }

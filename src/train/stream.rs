@@ -15,15 +15,11 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::batch::Cutoffs;
-use crate::data::{Columns, Dataset, DatasetReader, UserSeq, blocks, bytes_per_turn, sample_users};
+use crate::data::split::Cutoffs;
+use crate::data::{Columns, Dataset, DatasetReader, UserSeq, blocks, sample_users};
 use crate::error::Result;
 
-/// Megabytes of memory to turns of a dataset's shape, read with `columns`.
-pub fn turns_in(megabytes: usize, data: &Dataset, columns: Columns) -> usize {
-    let per_turn = bytes_per_turn(data.k, data.embedding_dim, columns).max(1);
-    ((megabytes as u64 * 1_000_000) / per_turn).max(1) as usize
-}
+pub use crate::data::turns_in;
 
 /// The blocks of a dataset and the steps each one gets in a round.
 #[derive(Clone, Debug)]

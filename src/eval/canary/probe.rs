@@ -14,9 +14,9 @@ use crate::canary::{Inputs, Role, Rules, Selector};
 use crate::data::{CONTEXT_NAMES, Dataset, UserSeq};
 use crate::eval::split::Case;
 use crate::features::{Canary, FEATURE_DIM, feat};
+use crate::model::batch::chosen_turns;
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
-use crate::train::batch::chosen_turns;
 
 fn ctx(name: &str) -> usize {
     CONTEXT_NAMES

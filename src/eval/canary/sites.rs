@@ -12,7 +12,7 @@ use crate::data::{Dataset, UserSeq};
 use crate::eval::split::Case;
 use crate::features::{Canary, FEATURE_DIM};
 use crate::metrics::case_metrics;
-use crate::train::slice_user;
+use crate::model::batch::slice_user;
 
 /// Scores `versions` with every scorer: `[scorer][version][candidate]`. Each site's
 /// history (through the probed turn, features at the noise level) is built once and
@@ -40,7 +40,7 @@ pub(super) fn score_versions(
                     v.case.turn + 1,
                     k,
                     data.embedding_dim,
-                    crate::train::batch::Prefix::NONE,
+                    crate::model::batch::Prefix::NONE,
                 );
                 for t in 0..s.turns {
                     noise_turn(&mut s, t, k, sigma, seed);

@@ -413,7 +413,7 @@ impl Scorer {
 
     /// The scores `[R, 1, K]` of R chosen turns, equal to [`Scorer::forward`]'s at those
     /// turns: `full` holds the sequences (the backbone reads every turn), `turns` the
-    /// chosen turns alone (T = 1, as [`crate::train::slice_user`] cuts them, with the
+    /// chosen turns alone (T = 1, as [`super::batch::slice_user`] cuts them, with the
     /// history and keyed reads of their whole prefix) and `at[r]` = (sequence, turn) of
     /// row r in `full`. Only the chosen turns pay for the keyed read and the pointwise
     /// branch, so `full` may be built without keyed events.
