@@ -136,10 +136,10 @@ pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
         }
         return Ok(lock);
     }
-    let foreign: Vec<&str> = names
+    let foreign: Vec<String> = names
         .iter()
-        .map(String::as_str)
         .filter(|n| !written_by_train(run, n))
+        .map(|n| shown(run, n))
         .collect();
     if !foreign.is_empty() {
         return Err(Error::Input(format!(
@@ -155,6 +155,25 @@ pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
         )));
     }
     Ok(lock)
+}
+
+/// `name` as an error shows it: a directory with the first files in it
+/// (`ckpt-backup/ (mine.txt)`).
+fn shown(run: &Path, name: &str) -> String {
+    let Ok(entries) = fs::read_dir(run.join(name)) else {
+        return name.to_string();
+    };
+    let mut inside: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    inside.sort();
+    let more = inside.len().saturating_sub(3);
+    inside.truncate(3);
+    if more > 0 {
+        inside.push(format!("{more} more"));
+    }
+    format!("{name}/ ({})", inside.join(", "))
 }
 
 /// Whether `name` in `run` is what a training writes there besides `state.json`: its
