@@ -1,5 +1,7 @@
 //! A dataset directory's files as the writer and the reader both know them: the four
-//! Parquet tables, `manifest.json` and its own digest, and the SHA-256 of a file.
+//! Parquet tables, `manifest.json` and its own digest; and the digests every file ssmkit
+//! checks is read with: the SHA-256 of a file or a text, and the seal of a JSON file that
+//! records the digest of its own text (`manifest.json`, a run's `state.json`).
 
 use std::fs::File;
 use std::io::Read;
@@ -14,6 +16,7 @@ pub const CANDIDATES: &str = "candidates.parquet";
 pub const MEMORIES: &str = "memories.parquet";
 pub const PATHS: &str = "paths.parquet";
 pub const MANIFEST: &str = "manifest.json";
+pub const TABLES: [&str; 4] = [TURNS, CANDIDATES, MEMORIES, PATHS];
 
 /// The field of `manifest.json` that holds the SHA-256 of its own text (with the field
 /// empty), so an edited manifest (another `k`, other counts) is refused.
@@ -23,24 +26,43 @@ const MANIFEST_SEAL: &str = "manifest_sha256";
 pub fn sealed_manifest(manifest: &serde_json::Value) -> String {
     let mut m = manifest.clone();
     m[MANIFEST_SEAL] = serde_json::Value::String(String::new());
-    let text = serde_json::to_string_pretty(&m).expect("a manifest serializes") + "\n";
-    let digest = format!("{:x}", Sha256::digest(text.as_bytes()));
-    text.replacen(&seal_field(""), &seal_field(&digest), 1)
+    seal(
+        &(serde_json::to_string_pretty(&m).expect("a manifest serializes") + "\n"),
+        MANIFEST_SEAL,
+    )
 }
 
 /// Whether `text`, a `manifest.json`, records its own digest and matches it.
 pub fn manifest_seal_holds(text: &str, manifest: &serde_json::Value) -> bool {
-    let Some(recorded) = manifest[MANIFEST_SEAL].as_str().filter(|d| !d.is_empty()) else {
-        return false;
-    };
-    let unsealed = text.replacen(&seal_field(recorded), &seal_field(""), 1);
-    format!("{:x}", Sha256::digest(unsealed.as_bytes())) == recorded
+    let recorded = manifest[MANIFEST_SEAL].as_str().unwrap_or("");
+    seal_holds(text, MANIFEST_SEAL, recorded)
 }
 
-fn seal_field(digest: &str) -> String {
-    format!("\"{MANIFEST_SEAL}\": \"{digest}\"")
+/// `text`, a JSON file whose string field `field` is empty, with that field set to the
+/// SHA-256 of `text`.
+pub fn seal(text: &str, field: &str) -> String {
+    text.replacen(
+        &seal_field(field, ""),
+        &seal_field(field, &sha256_text(text)),
+        1,
+    )
 }
-pub const TABLES: [&str; 4] = [TURNS, CANDIDATES, MEMORIES, PATHS];
+
+/// Whether `text`, sealed by [`seal`], records a digest in `field` (`recorded`, as read
+/// from it) and matches it: without one an edit could not be told apart.
+pub fn seal_holds(text: &str, field: &str, recorded: &str) -> bool {
+    let unsealed = text.replacen(&seal_field(field, recorded), &seal_field(field, ""), 1);
+    !recorded.is_empty() && sha256_text(&unsealed) == recorded
+}
+
+fn seal_field(field: &str, digest: &str) -> String {
+    format!("\"{field}\": \"{digest}\"")
+}
+
+/// SHA-256 of a text, hex.
+pub fn sha256_text(text: &str) -> String {
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
 
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {

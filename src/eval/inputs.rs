@@ -40,7 +40,7 @@ impl Inputs {
             .map(|run| Ok((run.display().to_string(), crate::run::state_digest(run)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Inputs {
-            dataset: crate::run::sha256_text(&reader.outline.manifest["files"].to_string()),
+            dataset: crate::layout::sha256_text(&reader.outline.manifest["files"].to_string()),
             runs,
             primary: opts.primary.map(|v| v.name().to_string()),
             primary_system: opts.primary_system.clone(),

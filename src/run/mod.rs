@@ -81,15 +81,13 @@ impl RunState {
             ..self.clone()
         };
         let text = serde_json::to_string_pretty(&unsealed).expect("a run state serializes");
-        text.replacen(&seal_field(""), &seal_field(&sha256_text(&text)), 1)
+        crate::layout::seal(&text, STATE_SEAL)
     }
 
     /// Whether `text`, the `state.json` this state was read from, records a digest and
     /// matches it: without one an edit (another seed or step) could not be told apart.
     fn seal_holds(&self, text: &str) -> bool {
-        let recorded = &self.state_sha256;
-        let unsealed = text.replacen(&seal_field(recorded), &seal_field(""), 1);
-        !recorded.is_empty() && sha256_text(&unsealed) == *recorded
+        crate::layout::seal_holds(text, STATE_SEAL, &self.state_sha256)
     }
 
     /// Whether training has nothing left to do.
@@ -208,14 +206,8 @@ fn holds_run_log(run: &Path) -> bool {
 }
 
 /// The `state_sha256` field as `state.json` writes it.
-fn seal_field(digest: &str) -> String {
-    format!("\"state_sha256\": \"{digest}\"")
-}
-
-pub(crate) fn sha256_text(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(text.as_bytes()))
-}
+/// The field of `state.json` that holds the SHA-256 of its own text.
+const STATE_SEAL: &str = "state_sha256";
 
 /// Reads a run directory's `state.json`, refusing one that contradicts itself.
 pub fn read_run_state(run: &Path) -> Result<RunState> {
@@ -251,7 +243,7 @@ pub fn read_run_state(run: &Path) -> Result<RunState> {
 pub fn state_digest(run: &Path) -> Result<String> {
     let path = run.join("state.json");
     let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(sha256_text(&text))
+    Ok(crate::layout::sha256_text(&text))
 }
 
 /// The file of a run's selected model: the `model.bpk` of the checkpoint `state.json`
