@@ -200,8 +200,9 @@ impl StagedDir {
         recover_old(target)?;
         // A symbolic link there counts as there (even a dangling one) and is replaced
         // itself, never written through.
-        let exists = fs::symlink_metadata(target).is_ok();
-        let link = fs::symlink_metadata(target).is_ok_and(|m| m.is_symlink());
+        let there = fs::symlink_metadata(target);
+        let exists = there.is_ok();
+        let link = there.is_ok_and(|m| m.is_symlink());
         if exists && !link && !target.is_dir() {
             return Err(Error::Input(format!(
                 "{} exists and is not a directory: it is not replaced, even with --force",

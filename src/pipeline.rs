@@ -86,10 +86,14 @@ pub struct PipelineResult {
 /// The files of a report that `ssmkit run` must find before it reuses the report.
 const REPORT_FILES: [&str; 4] = ["gates.json", "summary.json", "report.md", "report.html"];
 
+/// Whether `dir` exists and holds anything.
+fn holds_files(dir: &std::path::Path) -> bool {
+    dir.read_dir().is_ok_and(|mut d| d.next().is_some())
+}
+
 /// Whether `dir` holds files but none of `ours`: a directory ssmkit did not write.
 fn is_foreign_dir(dir: &std::path::Path, ours: &[&str]) -> bool {
-    dir.read_dir().is_ok_and(|mut d| d.next().is_some())
-        && !ours.iter().any(|f| dir.join(f).exists())
+    holds_files(dir) && !ours.iter().any(|f| dir.join(f).exists())
 }
 
 /// The dataset config as the manifest records it, without the sections `gen` ignores.
@@ -246,7 +250,7 @@ impl<'a> Job<'a> {
                 )));
             }
             self.reused.push(format!("gen ({})", data.display()));
-        } else if data.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        } else if holds_files(data) {
             return Err(Error::Input(format!(
                 "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
                 data.display()
