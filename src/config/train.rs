@@ -205,21 +205,25 @@ impl TrainConfig {
         if !(0.0 < self.valid_from && self.valid_from < self.test_from && self.test_from < 1.0) {
             return bad("valid_from", "need 0 < valid_from < test_from < 1");
         }
+        use ssmkit_format::model::{
+            MAX_D_MODEL, MAX_D_STATE, MAX_EXPAND, MAX_KEYED_CYCLES, MAX_KEYED_MODES, MAX_LAYERS,
+            MAX_PICKS,
+        };
         for (f, v, max) in [
-            ("d_model", self.d_model, 1024),
-            ("d_state", self.d_state, 256),
-            ("layers", self.layers, 16),
-            ("expand", self.expand, 8),
-            ("picks", (self.picks > 0).then_some(self.picks), 20),
+            ("d_model", self.d_model, MAX_D_MODEL),
+            ("d_state", self.d_state, MAX_D_STATE),
+            ("layers", self.layers, MAX_LAYERS),
+            ("expand", self.expand, MAX_EXPAND),
+            ("picks", (self.picks > 0).then_some(self.picks), MAX_PICKS),
             (
                 "keyed_modes",
                 (self.keyed_modes > 0).then_some(self.keyed_modes),
-                16,
+                MAX_KEYED_MODES,
             ),
             (
                 "keyed_cycles",
                 (self.keyed_cycles > 0).then_some(self.keyed_cycles),
-                8,
+                MAX_KEYED_CYCLES,
             ),
         ] {
             if v.is_some_and(|v| v == 0 || v > max) {

@@ -11,6 +11,16 @@ use crate::relative::RELATIVE_DIM;
 /// Memory ids are hashed into at most this many embedding rows.
 pub const MODEL_MEMORY_SLOTS: usize = 512;
 
+/// The largest sizes a model may have (a training config's overrides are held to the
+/// same bounds as a model config read back from a run or an export).
+pub const MAX_D_MODEL: usize = 1024;
+pub const MAX_D_STATE: usize = 256;
+pub const MAX_LAYERS: usize = 16;
+pub const MAX_EXPAND: usize = 8;
+pub const MAX_PICKS: usize = 20;
+pub const MAX_KEYED_MODES: usize = 16;
+pub const MAX_KEYED_CYCLES: usize = 8;
+
 /// Which model `train` builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -190,10 +200,10 @@ impl ModelConfig {
     /// nothing beyond what this build can hold. The error names the first size at fault.
     pub fn check_sizes(&self) -> Result<(), String> {
         let sizes = [
-            ("d_model", self.d_model, 1, 1024),
-            ("d_state", self.d_state, 1, 256),
-            ("layers", self.layers, 0, 16),
-            ("expand", self.expand, 1, 8),
+            ("d_model", self.d_model, 1, MAX_D_MODEL),
+            ("d_state", self.d_state, 1, MAX_D_STATE),
+            ("layers", self.layers, 0, MAX_LAYERS),
+            ("expand", self.expand, 1, MAX_EXPAND),
             ("d_conv", self.d_conv, 2, 16),
             ("d_slot", self.d_slot, 1, 1024),
             ("memory_slots", self.memory_slots, 1, 1 << 20),
@@ -202,9 +212,9 @@ impl ModelConfig {
             ("mlp_hidden", self.mlp_hidden, 0, 4096),
             ("path_channels", self.path_channels, 0, 1024),
             ("d_attn", self.d_attn, 0, 1024),
-            ("picks", self.picks, 0, 20),
-            ("keyed_modes", self.keyed_modes, 0, 16),
-            ("keyed_cycles", self.keyed_cycles, 0, 8),
+            ("picks", self.picks, 0, MAX_PICKS),
+            ("keyed_modes", self.keyed_modes, 0, MAX_KEYED_MODES),
+            ("keyed_cycles", self.keyed_cycles, 0, MAX_KEYED_CYCLES),
         ];
         for (name, v, lo, hi) in sizes {
             if !(lo..=hi).contains(&v) {
