@@ -72,9 +72,9 @@ pub fn from_value_named<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// A JSON value read only to find a key given twice in one object, which a parse into a
-/// value would settle silently (the last one wins).
-struct NoKeyTwice;
+/// A JSON value, read in one pass that refuses a key given twice in one object (a plain
+/// parse into a value settles it silently: the last one wins).
+struct NoKeyTwice(serde_json::Value);
 
 impl<'de> Deserialize<'de> for NoKeyTwice {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -91,52 +91,55 @@ impl<'de> serde::de::Visitor<'de> for NoKeyTwiceVisitor {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<NoKeyTwice, E> {
-        Ok(NoKeyTwice)
+    fn visit_bool<E>(self, b: bool) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice(b.into()))
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<NoKeyTwice, E> {
-        Ok(NoKeyTwice)
+    fn visit_i64<E>(self, n: i64) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice(n.into()))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<NoKeyTwice, E> {
-        Ok(NoKeyTwice)
+    fn visit_u64<E>(self, n: u64) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice(n.into()))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<NoKeyTwice, E> {
-        Ok(NoKeyTwice)
+    fn visit_f64<E>(self, x: f64) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice(x.into()))
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<NoKeyTwice, E> {
-        Ok(NoKeyTwice)
+    fn visit_str<E>(self, s: &str) -> Result<NoKeyTwice, E> {
+        Ok(NoKeyTwice(s.into()))
     }
 
     fn visit_unit<E>(self) -> Result<NoKeyTwice, E> {
-        Ok(NoKeyTwice)
+        Ok(NoKeyTwice(serde_json::Value::Null))
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoKeyTwice, A::Error> {
-        while seq.next_element::<NoKeyTwice>()?.is_some() {}
-        Ok(NoKeyTwice)
+        let mut items = Vec::new();
+        while let Some(NoKeyTwice(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(NoKeyTwice(serde_json::Value::Array(items)))
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoKeyTwice, A::Error> {
-        let mut seen = std::collections::HashSet::new();
+        let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+            if object.contains_key(&key) {
                 return Err(serde::de::Error::custom(format!("`{key}` is given twice")));
             }
-            map.next_value::<NoKeyTwice>()?;
+            let NoKeyTwice(value) = map.next_value()?;
+            object.insert(key, value);
         }
-        Ok(NoKeyTwice)
+        Ok(NoKeyTwice(serde_json::Value::Object(object)))
     }
 }
 
 /// Parses one line into a turn and its optional outcome; the error names the problem.
 pub fn parse_turn(line: &str) -> Result<(Turn, Option<Vec<f32>>), String> {
-    serde_json::from_str::<NoKeyTwice>(line).map_err(|e| e.to_string())?;
     // Candidates are read one by one, so an error says which one.
-    let mut v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let NoKeyTwice(mut v) = serde_json::from_str(line).map_err(|e| e.to_string())?;
     let raw = match v.get_mut("candidates").map(serde_json::Value::take) {
         Some(serde_json::Value::Array(c)) => c,
         Some(_) => return Err("`candidates` is not a list".into()),
