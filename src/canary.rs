@@ -8,7 +8,12 @@
 
 use std::f64::consts::TAU;
 
+use serde::Deserialize;
+
 use crate::config::CanaryConfig;
+use crate::error::{Error, Result};
+use crate::features::Canary;
+use crate::manifest::Manifest;
 
 /// The part a candidate memory plays in a contract canary (`candidates.canary_role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -154,27 +159,68 @@ impl Rules {
         }
     }
 
-    /// The parameters a dataset's manifest records (`None`: it planted no canaries).
-    pub fn from_manifest(manifest: &serde_json::Value) -> Option<Rules> {
-        let c = &manifest["canaries"];
-        let f = |canary: &str, key: &str| c[canary][key].as_f64();
-        let levels = c["supersession_chain"]["levels_newest_first"].as_array()?;
-        let level = |i: usize| levels.get(i).and_then(|v| v.as_f64());
-        Some(Rules {
-            cycle_mean: f("temporal_cycle", "mean")?,
-            cycle_amplitude: f("temporal_cycle", "amplitude")?,
-            cycle_peak: f("temporal_cycle", "weekday").map(|d| d + 0.5),
-            recency_p0: f("recency_decay", "p0")?,
-            recency_lambda: f("recency_decay", "lambda_per_day")?,
-            selectivity_on: f("entity_selectivity", "relevance_on")?,
-            selectivity_off: f("entity_selectivity", "relevance_off")?,
-            chain_levels: [level(0)?, level(1)?, level(2)?],
-            dependency_on: f("cross_entity_dependency", "relevance_on")?,
-            dependency_off: f("cross_entity_dependency", "relevance_off")?,
-            combined_floor: f("combined", "floor")?,
-            combined_weekday: f("combined", "weekday")?,
-            combined_lambda: f("combined", "lambda_per_day")?,
-        })
+    /// The parameters a dataset's manifest records (`None`: it planted no canaries); a
+    /// manifest with some of the seven canaries but not all, or a record without one of
+    /// its numbers, is an error.
+    pub fn from_manifest(m: &Manifest) -> Result<Option<Rules>> {
+        #[derive(Deserialize)]
+        struct Cycle {
+            mean: f64,
+            amplitude: f64,
+        }
+        #[derive(Deserialize)]
+        struct Decay {
+            p0: f64,
+            lambda_per_day: f64,
+        }
+        #[derive(Deserialize)]
+        struct OnOff {
+            relevance_on: f64,
+            relevance_off: f64,
+        }
+        #[derive(Deserialize)]
+        struct Chain {
+            levels_newest_first: [f64; 3],
+        }
+        #[derive(Deserialize)]
+        struct Combined {
+            floor: f64,
+            weekday: f64,
+            lambda_per_day: f64,
+        }
+        fn needed<T: serde::de::DeserializeOwned>(m: &Manifest, c: Canary) -> Result<T> {
+            m.canary(c.name())?.ok_or_else(|| Error::Dataset {
+                path: crate::layout::MANIFEST.into(),
+                msg: format!(
+                    "canaries.{} is missing beside canaries.{}",
+                    c.name(),
+                    Canary::TemporalCycle.name()
+                ),
+            })
+        }
+        let Some(cycle) = m.canary::<Cycle>(Canary::TemporalCycle.name())? else {
+            return Ok(None);
+        };
+        let decay: Decay = needed(m, Canary::RecencyDecay)?;
+        let selectivity: OnOff = needed(m, Canary::EntitySelectivity)?;
+        let chain: Chain = needed(m, Canary::SupersessionChain)?;
+        let dependency: OnOff = needed(m, Canary::CrossEntityDependency)?;
+        let combined: Combined = needed(m, Canary::Combined)?;
+        Ok(Some(Rules {
+            cycle_mean: cycle.mean,
+            cycle_amplitude: cycle.amplitude,
+            cycle_peak: None,
+            recency_p0: decay.p0,
+            recency_lambda: decay.lambda_per_day,
+            selectivity_on: selectivity.relevance_on,
+            selectivity_off: selectivity.relevance_off,
+            chain_levels: chain.levels_newest_first,
+            dependency_on: dependency.relevance_on,
+            dependency_off: dependency.relevance_off,
+            combined_floor: combined.floor,
+            combined_weekday: combined.weekday,
+            combined_lambda: combined.lambda_per_day,
+        }))
     }
 
     /// A weekly cosine peaking at `peak` (days from Monday 00:00):
@@ -256,13 +302,24 @@ mod tests {
     #[test]
     fn manifest_rules_equal_config_rules() {
         let config = crate::config::Config::default();
-        let manifest = serde_json::json!({
-            "canaries": crate::datagen::canary_manifest(&config)
-        });
+        let counts = crate::manifest::Counts::of(0, 0, 0);
+        let mut manifest = Manifest::new(
+            crate::manifest::Source::World,
+            0,
+            40,
+            0,
+            counts,
+            Default::default(),
+        );
+        assert_eq!(Rules::from_manifest(&manifest).unwrap(), None);
+        manifest.canaries = crate::datagen::canary_manifest(&config);
         assert_eq!(
-            Rules::from_manifest(&manifest),
+            Rules::from_manifest(&manifest).unwrap(),
             Some(Rules::from_config(&config.canaries))
         );
+        manifest.canaries.remove(Canary::Combined.name());
+        let err = Rules::from_manifest(&manifest).unwrap_err().to_string();
+        assert!(err.contains("canaries.combined is missing"), "{err}");
     }
 
     #[test]

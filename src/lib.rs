@@ -15,6 +15,7 @@ pub mod eval;
 pub mod export;
 pub mod layout;
 pub mod lock;
+pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -235,13 +235,10 @@ impl<'a> Job<'a> {
         let (cfg, data) = (self.cfg, &self.data);
         self.bar.set_message(format!("gen {}", data.display()));
         if data.join("manifest.json").is_file() {
-            let m = crate::data::read_manifest(data)?;
+            let m = crate::manifest::Manifest::read(data)?;
             let want = serde_json::to_value(cfg).expect("config serializes");
-            // Read the recorded config back through `Config`, so sections added since the
-            // dataset was written compare at their defaults.
-            let recorded = serde_json::from_value::<Config>(m["config"].clone())
-                .map(|c| serde_json::to_value(&c).expect("config serializes"))
-                .unwrap_or_else(|_| m["config"].clone());
+            // An import records no config (null): never the same.
+            let recorded = serde_json::to_value(&m.config).expect("config serializes");
             if gen_part(&recorded) != gen_part(&want) {
                 return Err(Error::Input(format!(
                     "{} was generated from another config than {}: remove it, or change `name`",

@@ -531,7 +531,9 @@ fn canary_probes_pass_for_the_oracle_and_fail_for_blind_and_untrained_models() {
     let data = Dataset::load(&path).unwrap();
     let cfg = tiny_train();
     let (gts, _) = test_cases(&data, &cut_of(&data, &cfg));
-    let rules = Rules::from_manifest(&data.manifest).expect("the tiny dataset plants canaries");
+    let rules = Rules::from_manifest(&data.manifest)
+        .unwrap()
+        .expect("the tiny dataset plants canaries");
     let probes = Probes::build(&data, &gts, 16, 0);
     let oracle = OracleProbe { rules: &rules };
     let clean = run_suite(&oracle, &data, &probes, &rules, None, 0);

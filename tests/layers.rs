@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The layers, lowest first.
-const LAYERS: [&str; 18] = [
-    "error", "lock", "atomic", "layout", "backend", "config", "canary", "datagen", "data",
-    "metrics", "model", "run", "train", "eval", "export", "pipeline", "bench", "cli",
+const LAYERS: [&str; 19] = [
+    "error", "lock", "atomic", "layout", "backend", "config", "manifest", "canary", "datagen",
+    "data", "metrics", "model", "run", "train", "eval", "export", "pipeline", "bench", "cli",
 ];
 
 /// The crates below every layer, as `lib.rs` re-exports them.

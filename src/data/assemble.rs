@@ -225,9 +225,8 @@ impl CandidateColumns {
             ));
         }
         let memory_slot = u32s(cands, "memory_slot")?;
-        if let Some(slots) = outline.manifest["config"]["world"]["memory_slots"].as_u64()
-            && let Some(r) = memory_slot.iter().position(|&m| m as u64 >= slots)
-        {
+        let slots = outline.manifest.memory_slots();
+        if let Some(r) = memory_slot.iter().position(|&m| m >= slots) {
             return Err(bad(
                 &cands.file,
                 format!(

@@ -10,8 +10,8 @@ mod table;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::features::{FEATURE_DIM, FEATURE_NAMES, LAYOUT_VERSION, MAX_HOPS};
-use crate::layout;
+use crate::features::{FEATURE_DIM, MAX_HOPS};
+use crate::manifest::Manifest;
 
 pub use reader::{DatasetReader, blocks, sample_users};
 
@@ -132,7 +132,8 @@ impl UserSeq {
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub path: PathBuf,
-    pub manifest: serde_json::Value,
+    /// Shared by the parts of one dataset read apart.
+    pub manifest: std::sync::Arc<Manifest>,
     /// Candidates per turn.
     pub k: usize,
     /// Content embedding dimension (0 for imported data).
@@ -189,11 +190,13 @@ pub fn bytes_per_turn(k: usize, embedding_dim: usize, columns: Columns) -> u64 {
 }
 
 /// Bytes [`Dataset::load`] needs for a whole dataset, from its manifest.
-pub fn estimated_bytes(manifest: &serde_json::Value) -> u64 {
-    let turns = manifest["counts"]["turns"].as_u64().unwrap_or(0);
-    let k = manifest["k"].as_u64().unwrap_or(0) as usize;
-    let e = manifest["embedding_dim"].as_u64().unwrap_or(0) as usize;
-    turns * bytes_per_turn(k, e, Columns::ALL)
+pub fn estimated_bytes(manifest: &Manifest) -> u64 {
+    let per_turn = bytes_per_turn(
+        manifest.candidates_per_turn,
+        manifest.embedding_dim,
+        Columns::ALL,
+    );
+    manifest.counts.turns * per_turn
 }
 
 /// `MemAvailable` of /proc/meminfo, where there is one.
@@ -204,50 +207,11 @@ pub fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Reads and checks a dataset's manifest.
-pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
-    let mpath = path.join(layout::MANIFEST);
-    let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
-    let manifest: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| bad(&mpath, format!("not a JSON manifest: {e}")))?;
-    if manifest.get("layout_version").is_none() || manifest.get("files").is_none() {
-        return Err(bad(
-            &mpath,
-            "is no manifest ssmkit wrote (it has no `layout_version` or `files`): this directory is not an ssmkit dataset",
-        ));
-    }
-    if !layout::manifest_seal_holds(&text, &manifest) {
-        return Err(bad(
-            &mpath,
-            "does not match the SHA-256 it records, or records none: it was edited or damaged, or written by an earlier build (generate the dataset again with `ssmkit gen`)",
-        ));
-    }
-    let layout = manifest["layout_version"].as_str().unwrap_or("none");
-    if layout != LAYOUT_VERSION {
-        return Err(bad(
-            path,
-            format!(
-                "dataset has feature layout {layout}, this build reads {LAYOUT_VERSION}: regenerate it with `ssmkit gen`"
-            ),
-        ));
-    }
-    let names: Vec<&str> = manifest["features"]
-        .as_array()
-        .map_or(vec![], |a| a.iter().filter_map(|v| v.as_str()).collect());
-    if names != FEATURE_NAMES {
-        return Err(bad(
-            path,
-            format!("manifest lists features {names:?}, not the {LAYOUT_VERSION} layout"),
-        ));
-    }
-    Ok(manifest)
-}
-
 impl Dataset {
     /// Loads every user of the dataset at `path`, refusing one that cannot fit in memory
     /// (train reads a large dataset a range of users at a time instead).
     pub fn load(path: &Path) -> Result<Dataset> {
-        let manifest = read_manifest(path)?;
+        let manifest = Manifest::read(path)?;
         if let Some(available) = available_memory() {
             let need = estimated_bytes(&manifest);
             if need > available {
@@ -287,13 +251,13 @@ impl Dataset {
     /// `poc` preset and for JSONL without timestamps, which are split at random
     /// ([`split::Cutoffs`]).
     pub fn time_axis(&self) -> bool {
-        self.manifest["time_axis"].as_bool().unwrap_or(true)
+        self.manifest.time_axis
     }
 
     /// Whether `relevance` holds graded labels (the PoC preset and JSONL imports: a label
     /// above 0.5 counts as relevant) rather than the generator's relevance probability.
     pub fn graded_labels(&self) -> bool {
-        self.manifest["graded_labels"].as_bool().unwrap_or(false)
+        self.manifest.graded_labels
     }
 
     /// The name of turn `t` of `u` ("" when the dataset names no turn).

@@ -6,10 +6,11 @@ use std::path::Path;
 
 use super::assemble::assemble;
 use super::table::{Meta, i64s, metadata, read_rows, u8s, u32s, user_runs, verify_files};
-use super::{Columns, Dataset, UserSeq, bad, read_manifest};
+use super::{Columns, Dataset, UserSeq, bad};
 use crate::error::Result;
 use crate::features::{FEATURE_NAMES, clean_column};
 use crate::layout;
+use crate::manifest::Manifest;
 
 /// A dataset opened for reading a range of its users at a time: training holds a bounded
 /// number of users in memory however large the dataset is, and [`Dataset::load`] reads
@@ -28,9 +29,9 @@ pub struct DatasetReader {
 
 impl DatasetReader {
     pub fn open(path: &Path) -> Result<DatasetReader> {
-        let manifest = read_manifest(path)?;
-        let embedding_dim = manifest["embedding_dim"].as_u64().unwrap_or(0) as usize;
-        let k = manifest["k"].as_u64().unwrap_or(0) as usize;
+        let manifest = Manifest::read(path)?;
+        let embedding_dim = manifest.embedding_dim;
+        let k = manifest.candidates_per_turn;
         if k == 0 || k > 256 {
             return Err(bad(path, format!("manifest has k = {k}")));
         }
@@ -51,7 +52,7 @@ impl DatasetReader {
         Ok(DatasetReader {
             outline: Dataset {
                 path: path.to_path_buf(),
-                manifest,
+                manifest: std::sync::Arc::new(manifest),
                 k,
                 embedding_dim,
                 users,
@@ -219,27 +220,15 @@ pub fn sample_users(
 }
 
 /// The manifest describes the tables: its counts must match their rows.
-fn check_counts(path: &Path, manifest: &serde_json::Value, meta: &[Meta; 4]) -> Result<()> {
-    let height = |i: usize| meta[i].num_rows;
-    for key in ["users", "turns", "candidates"] {
-        if !manifest["counts"][key].is_u64() {
-            return Err(bad(
-                path,
-                format!("the manifest's counts.{key} is not a count"),
-            ));
-        }
-    }
-    for (i, key) in ["turns", "candidates", "memories", "paths"]
-        .iter()
-        .enumerate()
-    {
+fn check_counts(path: &Path, manifest: &Manifest, meta: &[Meta; 4]) -> Result<()> {
+    let c = &manifest.counts;
+    let counts = [Some(c.turns), Some(c.candidates), c.memories, c.path_hops];
+    let keys = ["turns", "candidates", "memories", "path_hops"];
+    for (i, (key, counted)) in keys.iter().zip(counts).enumerate() {
         let file = layout::TABLES[i];
-        let rows = height(i);
-        let counted = [
-            manifest["counts"][key].as_u64(),
-            manifest["files"][file]["rows"].as_u64(),
-        ];
-        for n in counted.into_iter().flatten() {
+        let rows = meta[i].num_rows;
+        let recorded = manifest.files.get(file).map(|f| f.rows);
+        for n in [counted, recorded].into_iter().flatten() {
             if n != rows as u64 {
                 return Err(bad(
                     path,
@@ -272,7 +261,7 @@ fn check_width(path: &Path, embedding_dim: usize, turns_meta: &Meta) -> Result<(
 #[allow(clippy::type_complexity)]
 fn read_users(
     path: &Path,
-    manifest: &serde_json::Value,
+    manifest: &Manifest,
     turns_meta: &Meta,
 ) -> Result<(Vec<UserSeq>, Vec<[Range<usize>; 4]>, HashMap<u32, usize>)> {
     let turns = read_rows(
@@ -327,7 +316,7 @@ fn read_users(
         u.timestamp.push(t_ts[r]);
         rows.last_mut().expect("pushed")[0].end = r + 1;
     }
-    let counted = manifest["counts"]["users"].as_u64().unwrap_or(0);
+    let counted = manifest.counts.users;
     if counted != users.len() as u64 {
         return Err(bad(
             path,

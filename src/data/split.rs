@@ -122,8 +122,8 @@ pub fn cutoffs(data: &Dataset, valid_q: f64, test_q: f64) -> Cutoffs {
     Cutoffs {
         valid: percentile_timestamp(data, valid_q),
         test: percentile_timestamp(data, test_q),
-        random: (!data.time_axis()).then(|| RandomSplit {
-            seed: data.manifest["config"]["seed"].as_u64().unwrap_or(0),
+        random: (!data.time_axis()).then_some(RandomSplit {
+            seed: data.manifest.seed,
             train: valid_q,
             valid: test_q,
         }),

@@ -11,17 +11,16 @@ use super::bad;
 use crate::error::{Error, Result};
 
 /// Checks every table against the SHA-256 and row count the manifest records for it.
-pub(super) fn verify_files(path: &Path, manifest: &serde_json::Value) -> Result<()> {
+pub(super) fn verify_files(path: &Path, manifest: &crate::manifest::Manifest) -> Result<()> {
     for table in crate::layout::TABLES {
-        let entry = &manifest["files"][table];
-        let (Some(want), Some(_rows)) = (entry["sha256"].as_str(), entry["rows"].as_u64()) else {
+        let Some(want) = manifest.files.get(table).map(|f| &f.sha256) else {
             return Err(bad(
                 path,
                 format!("the manifest records no SHA-256 and row count of {table}"),
             ));
         };
         let file_path = path.join(table);
-        if crate::layout::sha256_file(&file_path)? != want {
+        if &crate::layout::sha256_file(&file_path)? != want {
             return Err(bad(
                 &file_path,
                 "does not match the SHA-256 the manifest records: the dataset is damaged or was edited",

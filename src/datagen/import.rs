@@ -21,14 +21,14 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use super::tables::Tables;
 use super::{GenOptions, Summary, Writers};
 use crate::atomic::StagedDir;
 use crate::error::{Error, Result};
-use crate::features::{BASE_DIM, FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION};
+use crate::features::{BASE_DIM, FEATURE_DIM, FEATURE_NAMES};
 use crate::layout::sha256_file;
+use crate::manifest::{Counts, IMPORT_MEMORY_SLOTS, InputFile, Manifest, Source};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,29 +248,27 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         }
     }
     let candidates = t.candidates.user_id.len() as u64;
+    let memories = t.memories.user_id.len() as u64;
+    let path_hops = t.paths.user_id.len() as u64;
     let mut writers = Writers::new(&staged.tmp, polars::prelude::ParquetCompression::Zstd(None));
     writers.write(t, 0)?;
     let files = writers.finish(0)?;
-    let manifest = json!({
-        "generator": format!("ssmkit {}", env!("CARGO_PKG_VERSION")),
-        "layout_version": LAYOUT_VERSION,
-        "source": "jsonl",
-        "time_axis": time_axis,
-        "graded_labels": true,
-        "chance_names": [],
-        "input": {"path": input.display().to_string(), "sha256": sha256_file(input)?},
-        "features": FEATURE_NAMES,
-        "clean_prefix": "clean_",
-        "embedding_dim": 0,
-        "k": max_k,
-        "hop_features": HOP_FEATURE_NAMES,
-        "canaries": {},
-        "counts": {"users": users.len(), "turns": turns, "candidates": candidates},
-        "files": files,
-    });
-    let path = staged.tmp.join(crate::layout::MANIFEST);
-    std::fs::write(&path, crate::layout::sealed_manifest(&manifest))
-        .map_err(|e| Error::io(&path, e))?;
+    let counts = Counts {
+        memories: Some(memories),
+        path_hops: Some(path_hops),
+        ..Counts::of(users.len() as u64, turns, candidates)
+    };
+    // An import's random split (without a time axis) uses seed 0.
+    let manifest = Manifest {
+        time_axis,
+        graded_labels: true,
+        input: Some(InputFile {
+            path: input.display().to_string(),
+            sha256: sha256_file(input)?,
+        }),
+        ..Manifest::new(Source::Jsonl, 0, max_k, 0, counts, files)
+    };
+    manifest.write(&staged.tmp)?;
     let out = staged.commit()?;
     Ok(Summary {
         out,
@@ -381,7 +379,7 @@ fn push_turn(
         c.memory_id.push(memory);
         c.entity_id
             .push(turn.entity_ids.as_ref().map_or(0, |e| e[i]));
-        c.memory_slot.push(memory % 4096);
+        c.memory_slot.push(memory % IMPORT_MEMORY_SLOTS);
         c.path_id.push(u32::MAX);
         c.canary_role.push(0);
         c.push_features(x);

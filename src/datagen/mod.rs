@@ -16,6 +16,7 @@ pub mod tables;
 pub mod world;
 pub mod writer;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,9 +29,8 @@ use crate::atomic::StagedDir;
 use crate::canary::{Role, Selector};
 use crate::config::{Config, Preset};
 use crate::error::Result;
-use crate::features::{
-    Canary, FEATURE_DIM, FEATURE_NAMES, HOP_FEATURE_NAMES, HardNegative, LAYOUT_VERSION,
-};
+use crate::features::{Canary, FEATURE_DIM, HardNegative};
+use crate::manifest::{self, FileRecord, Manifest, NoiseRecord, Source};
 use schedule::UserSpec;
 use tables::Tables;
 use writer::TableWriter;
@@ -208,9 +208,9 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
     let mut variance = [0.0; FEATURE_DIM];
     // A writer thread encodes and compresses batch i while batch i + 1 is simulated.
     let (send, recv) = std::sync::mpsc::sync_channel::<Vec<Tables>>(1);
-    let files = std::thread::scope(|scope| -> Result<Value> {
+    let files = std::thread::scope(|scope| -> Result<BTreeMap<String, FileRecord>> {
         let dir = staged.tmp.clone();
-        let writer = scope.spawn(move || -> Result<Value> {
+        let writer = scope.spawn(move || -> Result<BTreeMap<String, FileRecord>> {
             let mut out = Writers::new(&dir, compression);
             for users in recv {
                 let mut merged = Tables::default();
@@ -261,8 +261,9 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
         writer.join().expect("writer thread panicked")
     })?;
     bar.finish_and_clear();
-    let manifest = manifest(config, &specs, &variance, &counts, files, "world");
-    write_manifest(&staged.tmp, config, &manifest)?;
+    manifest(config, &specs, &variance, &counts, files).write(&staged.tmp)?;
+    let path = staged.tmp.join("config.toml");
+    std::fs::write(&path, config.to_toml()).map_err(|e| crate::error::Error::io(&path, e))?;
     let out = staged.commit()?;
     Ok(Summary {
         out,
@@ -300,7 +301,7 @@ impl Writers {
     }
 
     /// Closes the files; returns each file's rows, bytes and SHA-256.
-    pub fn finish(self, dim: usize) -> Result<Value> {
+    pub fn finish(self, dim: usize) -> Result<BTreeMap<String, FileRecord>> {
         let empty = Tables::default();
         let written = [
             self.turns.finish(&empty.turns.clone().into_frame(dim)?)?,
@@ -310,22 +311,26 @@ impl Writers {
                 .finish(&empty.memories.clone().into_frame(dim)?)?,
             self.paths.finish(&empty.paths.into_frame()?)?,
         ];
-        let mut files = serde_json::Map::new();
-        for (name, w) in crate::layout::TABLES.iter().zip(written) {
-            files.insert(
-                name.to_string(),
-                json!({"rows": w.rows, "bytes": w.bytes, "sha256": w.sha256}),
-            );
-        }
-        Ok(Value::Object(files))
+        Ok(crate::layout::TABLES
+            .iter()
+            .zip(written)
+            .map(|(name, w)| {
+                let record = FileRecord {
+                    rows: w.rows,
+                    bytes: w.bytes,
+                    sha256: w.sha256,
+                };
+                (name.to_string(), record)
+            })
+            .collect())
     }
 }
 
 /// The planted patterns' parameters, from which `eval` builds probes.
-pub fn canary_manifest(config: &Config) -> Value {
+pub fn canary_manifest(config: &Config) -> BTreeMap<String, Value> {
     let k = &config.canaries;
     let p = &config.patterns;
-    let mut m = serde_json::Map::new();
+    let mut m = BTreeMap::new();
     let mut put = |c: Canary, v: Value| {
         let mut v = v;
         v["bit"] = json!(c.bit());
@@ -416,7 +421,7 @@ pub fn canary_manifest(config: &Config) -> Value {
             );
         }
     }
-    Value::Object(m)
+    m
 }
 
 fn manifest(
@@ -424,14 +429,13 @@ fn manifest(
     specs: &[UserSpec],
     variance: &[f64; FEATURE_DIM],
     counts: &Counts,
-    files: Value,
-    source: &str,
-) -> Value {
+    files: BTreeMap<String, FileRecord>,
+) -> Manifest {
     let mut stage_users = vec![0u64; config.curriculum.stages.len() + 1];
     for s in specs {
         stage_users[s.stage as usize] += 1;
     }
-    let mut sigma = serde_json::Map::new();
+    let mut sigma = BTreeMap::new();
     for (i, users) in stage_users.iter().enumerate() {
         if *users > 0 {
             let spec = UserSpec {
@@ -442,70 +446,59 @@ fn manifest(
             };
             sigma.insert(
                 i.to_string(),
-                json!(noise::sigma_for(variance, user_snr(config, &spec))),
+                noise::sigma_for(variance, user_snr(config, &spec)).to_vec(),
             );
         }
     }
-    let hard: serde_json::Map<String, Value> = HardNegative::KINDS
+    let hard = HardNegative::KINDS
         .iter()
-        .map(|k| (k.name().to_string(), json!(counts.hard[*k as usize])))
+        .map(|k| (k.name().to_string(), counts.hard[*k as usize]))
         .collect();
-    let canary_rows: serde_json::Map<String, Value> = Canary::all()
-        .map(|c| (c.name().to_string(), json!(counts.canary_rows[c as usize])))
+    let canary_rows = Canary::all()
+        .map(|c| (c.name().to_string(), counts.canary_rows[c as usize]))
         .collect();
-    json!({
-        "generator": format!("ssmkit {}", env!("CARGO_PKG_VERSION")),
-        "layout_version": LAYOUT_VERSION,
-        "source": source,
-        "seed": config.seed,
+    let counted = manifest::Counts {
+        users: specs.len() as u64,
+        turns: counts.turns,
+        candidates: counts.candidates,
+        users_by_stage: Some(stage_users),
+        memories: Some(counts.memories),
+        path_hops: Some(counts.paths),
+        relevant_labels: Some(counts.relevant),
+        clean_relevant_labels: Some(counts.clean_relevant),
+        hard_negatives: Some(hard),
+        canary_rows: Some(canary_rows),
+    };
+    let poc = config.preset == Preset::Poc;
+    Manifest {
         // The poc preset's queries have no order in time: they are split at random.
-        "time_axis": config.preset != Preset::Poc,
+        time_axis: !poc,
         // The poc preset's relevance column holds its graded labels.
-        "graded_labels": config.preset == Preset::Poc,
-        // Turn names whose labels are drawn independently of the features: no ranker
-        // beats chance on them.
-        "chance_names": if config.preset == Preset::Poc { json!([poc::RANDOM_NAME]) } else { json!([]) },
-        "config": serde_json::to_value(config).expect("config serializes"),
-        "features": FEATURE_NAMES,
-        "clean_prefix": "clean_",
-        "embedding_dim": config.world.embedding_dim,
-        "k": config.candidates.k,
-        "hop_features": HOP_FEATURE_NAMES,
-        "hop_types": {"0": "entity", "1": "aspect", "2": "attribute", "3": "dependency"},
-        "hard_negative_kinds": {"0": "none", "1": "entity_neighbor", "2": "temporal_neighbor", "3": "semantic_neighbor", "4": "superseded"},
-        "canary_bits": Canary::all().map(|c| (c.name().to_string(), json!(c.bit()))).collect::<serde_json::Map<_, _>>(),
-        "canaries": canary_manifest(config),
-        "noise": {
-            "snr_db": config.noise.snr_db,
-            "column_variance": variance.to_vec(),
-            "calibration_users": (config.noise.calibration_users as usize).min(specs.len()),
-            "sigma_by_stage": sigma,
-            "label_flip": config.noise.label_flip,
-            "corruption": config.noise.corruption,
-            "missing": config.noise.missing,
-            "applied": counts.noise,
+        graded_labels: poc,
+        chance_names: if poc {
+            vec![poc::RANDOM_NAME.to_string()]
+        } else {
+            Vec::new()
         },
-        "counts": {
-            "users": specs.len(),
-            "users_by_stage": stage_users,
-            "turns": counts.turns,
-            "candidates": counts.candidates,
-            "memories": counts.memories,
-            "path_hops": counts.paths,
-            "relevant_labels": counts.relevant,
-            "clean_relevant_labels": counts.clean_relevant,
-            "hard_negatives": hard,
-            "canary_rows": canary_rows,
-        },
-        "files": files,
-    })
-}
-
-fn write_manifest(dir: &Path, config: &Config, manifest: &Value) -> Result<()> {
-    let path = dir.join(crate::layout::MANIFEST);
-    let text = crate::layout::sealed_manifest(manifest);
-    std::fs::write(&path, text).map_err(|e| crate::error::Error::io(&path, e))?;
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config.to_toml()).map_err(|e| crate::error::Error::io(&path, e))?;
-    Ok(())
+        config: Some(config.clone()),
+        canaries: canary_manifest(config),
+        noise: Some(NoiseRecord {
+            snr_db: config.noise.snr_db,
+            column_variance: variance.to_vec(),
+            calibration_users: (config.noise.calibration_users as usize).min(specs.len()),
+            sigma_by_stage: sigma,
+            label_flip: config.noise.label_flip,
+            corruption: config.noise.corruption,
+            missing: config.noise.missing,
+            applied: counts.noise,
+        }),
+        ..Manifest::new(
+            Source::World,
+            config.seed,
+            config.candidates.k as usize,
+            config.world.embedding_dim as usize,
+            counted,
+            files,
+        )
+    }
 }

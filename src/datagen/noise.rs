@@ -59,21 +59,7 @@ pub fn measured_snr_db(clean: &[f32], observed: &[f32]) -> Option<f64> {
     (ve > 0.0).then(|| 10.0 * (vc / ve).log10())
 }
 
-/// Counts of what the injector did, for the manifest.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct NoiseCounts {
-    pub missing_cells: u64,
-    pub corrupted_cells: u64,
-    pub flipped_labels: u64,
-}
-
-impl std::ops::AddAssign for NoiseCounts {
-    fn add_assign(&mut self, o: Self) {
-        self.missing_cells += o.missing_cells;
-        self.corrupted_cells += o.corrupted_cells;
-        self.flipped_labels += o.flipped_labels;
-    }
-}
+pub use crate::manifest::NoiseCounts;
 
 /// Applies noise to one user's candidates in place.
 pub fn apply(

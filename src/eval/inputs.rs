@@ -40,7 +40,11 @@ impl Inputs {
             .map(|run| Ok((run.display().to_string(), crate::run::state_digest(run)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Inputs {
-            dataset: crate::layout::sha256_text(&reader.outline.manifest["files"].to_string()),
+            dataset: crate::layout::sha256_text(
+                &serde_json::to_value(&reader.outline.manifest.files)
+                    .expect("file records serialize")
+                    .to_string(),
+            ),
             runs,
             primary: opts.primary.map(|v| v.name().to_string()),
             primary_system: opts.primary_system.clone(),

@@ -232,12 +232,13 @@ pub fn reference_canaries(
 ) -> Result<Vec<canary::ReferenceSuite>> {
     let reader = crate::data::DatasetReader::open(data)?;
     let split = crate::data::split::own_cutoffs(&reader.outline);
-    let rules = crate::canary::Rules::from_manifest(&reader.outline.manifest).ok_or_else(|| {
-        Error::Input(format!(
-            "{}: the dataset planted no contract canaries",
-            data.display()
-        ))
-    })?;
+    let rules =
+        crate::canary::Rules::from_manifest(&reader.outline.manifest)?.ok_or_else(|| {
+            Error::Input(format!(
+                "{}: the dataset planted no contract canaries",
+                data.display()
+            ))
+        })?;
     let (users, _) = split::read_test_users(&reader, &split, resident_mb)?;
     let (gts, _) = split::test_cases(&users, &split);
     let observable = canary::ObservableProbe::fit(&users, |u| split.test_start(u));

@@ -115,15 +115,13 @@ pub fn rows(
     systems: &[(String, Vec<Vec<Vec<f64>>>)],
 ) -> Vec<PatternRow> {
     let k = data.k;
-    let chance_names: Vec<&str> = data.manifest["chance_names"]
-        .as_array()
-        .map_or(vec![], |a| a.iter().filter_map(|v| v.as_str()).collect());
+    let chance_names = &data.manifest.chance_names;
     let name = |c: &Case| data.name_of(&data.users[c.user], c.turn);
     let valid = |c: &Case| &data.users[c.user].valid[c.turn * k..(c.turn + 1) * k];
     let gain: Vec<Vec<f64>> = cases.iter().map(|c| gains(data, c)).collect();
     // Groups: all, patterned (when some names are chance), then each name.
     let mut groups: Vec<(String, Vec<usize>)> = vec![("all".into(), (0..cases.len()).collect())];
-    let chance = |i: usize| chance_names.contains(&name(&cases[i]));
+    let chance = |i: usize| chance_names.iter().any(|n| n == name(&cases[i]));
     if (0..cases.len()).any(chance) {
         groups.push((
             "patterned".into(),

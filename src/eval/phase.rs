@@ -97,7 +97,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     let data = &test.data;
     let cut = runs.training_cutoffs();
     let scales = fit_scales(&trained.models, data, &cut, &device);
-    let rules = Rules::from_manifest(&data.manifest);
+    let rules = Rules::from_manifest(&data.manifest)?;
     let probes = Probes::build(data, &test.gts, opts.probes_per_canary, opts.compare.seed);
     let probing = rules.as_ref().map(|rules| Probing {
         data,

@@ -54,7 +54,7 @@ pub fn read_test_users(
     }
     let with_test = users_with_test(outline, cut);
     let n = with_test.len();
-    let seed = outline.manifest["config"]["seed"].as_u64().unwrap_or(0);
+    let seed = outline.manifest.seed;
     let chosen = sample_users(outline, with_test, budget, seed);
     Ok((
         reader.read_users(&chosen, Columns::ALL)?,

@@ -278,8 +278,8 @@ pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer
 
 /// The dataset's identity as runs record it (the SHA-256 of its candidates table).
 pub fn dataset_fingerprint(data: &Dataset) -> String {
-    data.manifest["files"]["candidates.parquet"]["sha256"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+    data.manifest
+        .files
+        .get(crate::layout::CANDIDATES)
+        .map_or_else(String::new, |f| f.sha256.clone())
 }

@@ -131,9 +131,7 @@ pub fn train_read(
 
 /// The model a training config builds on a dataset.
 pub fn model_config(data: &Dataset, train_cfg: &TrainConfig) -> ModelConfig {
-    let memory_slots = data.manifest["config"]["world"]["memory_slots"]
-        .as_u64()
-        .unwrap_or(4096) as usize;
+    let memory_slots = data.manifest.memory_slots() as usize;
     train_cfg.overrides(ModelConfig::sized(
         train_cfg.model,
         train_cfg.size,
@@ -193,7 +191,7 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         begin(opts, &state, model.num_params(), &device_name)?;
     }
     let trainer = Trainer::new(opts, train_cfg, data, model_cfg, cut, pools, device);
-    let split_seed = data.manifest["config"]["seed"].as_u64().unwrap_or(0);
+    let split_seed = data.manifest.seed;
     let validation_data = source.validation_users(
         &cut,
         stream::turns_in(
@@ -417,9 +415,7 @@ fn stage_shares(data: &Dataset, pools: &[(u8, Vec<usize>)], curriculum: bool) ->
         .iter()
         .map(|(s, _)| match (*s, curriculum) {
             (0, _) | (_, false) => 1.0,
-            (s, true) => data.manifest["config"]["curriculum"]["stages"][s as usize - 1]["share"]
-                .as_f64()
-                .unwrap_or(1.0),
+            (s, true) => data.manifest.stage_share(s),
         })
         .collect()
 }

@@ -197,7 +197,14 @@ mod tests {
             .collect();
         Dataset {
             path: Default::default(),
-            manifest: serde_json::json!({}),
+            manifest: std::sync::Arc::new(crate::manifest::Manifest::new(
+                crate::manifest::Source::World,
+                0,
+                4,
+                0,
+                crate::manifest::Counts::of(turns.len() as u64, 0, 0),
+                Default::default(),
+            )),
             k: 4,
             embedding_dim: 0,
             users,
