@@ -80,7 +80,7 @@ fn finish(tmp: &Path, path: &Path, renamed: io::Result<()>) -> Result<()> {
 
 /// The error of a write whose target appeared while it was being written.
 pub fn appeared(path: &Path) -> Error {
-    Error::Input(format!(
+    Error::Occupied(format!(
         "{} appeared while this output was being written: it is left as it is and nothing was written",
         path.display()
     ))
@@ -191,7 +191,7 @@ impl StagedDir {
     pub fn new(target: &Path, force: bool) -> Result<StagedDir> {
         let name = target
             .file_name()
-            .ok_or_else(|| Error::Input(format!("{} is not a directory name", target.display())))?;
+            .ok_or_else(|| Error::Usage(format!("{} is not a directory name", target.display())))?;
         let lock = crate::lock::path(target)?;
         let parent = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -204,13 +204,13 @@ impl StagedDir {
         let exists = there.is_ok();
         let link = there.is_ok_and(|m| m.is_symlink());
         if exists && !link && !target.is_dir() {
-            return Err(Error::Input(format!(
+            return Err(Error::Occupied(format!(
                 "{} exists and is not a directory: it is not replaced, even with --force",
                 target.display()
             )));
         }
         if exists && !force {
-            return Err(Error::Input(format!(
+            return Err(Error::Occupied(format!(
                 "{} already exists: pass --force to replace it",
                 target.display()
             )));
@@ -425,8 +425,9 @@ mod tests {
         fs::write(staged.tmp.join("manifest.json"), b"ours").unwrap();
         fs::create_dir(&target).unwrap();
         fs::write(target.join("manifest.json"), b"theirs").unwrap();
-        let err = staged.commit().unwrap_err().to_string();
-        assert!(err.contains("appeared"), "{err}");
+        let err = staged.commit().unwrap_err();
+        assert!(matches!(err, Error::Occupied(_)), "{err}");
+        assert!(err.to_string().contains("appeared"), "{err}");
         assert_eq!(fs::read(target.join("manifest.json")).unwrap(), b"theirs");
         assert_eq!(names(dir.path()), ["data"], "no staging or lock left");
     }

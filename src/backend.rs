@@ -20,7 +20,7 @@ pub enum BackendChoice {
 pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
     match choice {
         BackendChoice::Cpu => Ok((Device::flex(), "cpu (Burn flex)".into())),
-        BackendChoice::Wgpu => wgpu().map_err(Error::Input),
+        BackendChoice::Wgpu => wgpu().map_err(Error::Device),
         BackendChoice::Auto => Ok(wgpu().unwrap_or_else(|why| {
             (
                 Device::flex(),

@@ -346,7 +346,7 @@ pub fn encode(
         .collect();
     let bytes = canonical_header(
         safetensors::serialize(views, Some(meta))
-            .map_err(|e| Error::Input(format!("cannot serialize the model: {e}")))?,
+            .map_err(|e| Error::Save(format!("cannot serialize the model: {e}")))?,
     );
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
     for (n, t) in &tensors {
@@ -477,19 +477,19 @@ pub fn export_read(
     if let Some(m) = opts.max_drop
         && !(m.is_finite() && m >= -1.0)
     {
-        return Err(Error::Input(format!(
+        return Err(Error::Usage(format!(
             "--max-drop {m}: expected a finite fraction (0.02 = 2%)"
         )));
     }
     if opts.max_drop.is_some() && opts.data.is_none() {
-        return Err(Error::Input(
+        return Err(Error::Usage(
             "--max-drop needs --data: the drop is measured on that dataset's test cases".into(),
         ));
     }
     let _lock = crate::lock::path(&opts.out)?;
     // A symbolic link there counts as there, even a dangling one.
     if std::fs::symlink_metadata(&opts.out).is_ok() && !opts.force {
-        return Err(Error::Input(format!(
+        return Err(Error::Occupied(format!(
             "{} already exists: pass --force to replace it",
             opts.out.display()
         )));
@@ -523,10 +523,7 @@ pub fn export_read(
             )?;
             let (cases, _) = crate::eval::split::test_cases(&data, &state.cutoffs);
             if cases.is_empty() {
-                return Err(Error::Input(format!(
-                    "{}: no test case to verify on",
-                    dir.display()
-                )));
+                return Err(Error::dataset(dir, "no test case to verify on"));
             }
             Some(verify(&rt, &model, &cfg, &data, &cases))
         }
@@ -535,7 +532,7 @@ pub fn export_read(
     if let (Some(v), Some(max)) = (&verification, opts.max_drop)
         && v.relative_drop > max
     {
-        return Err(Error::Input(format!(
+        return Err(Error::Quality(format!(
             "the {} export loses {:.2}% of DCG@10 on the test cases ({:.4} → {:.4}), more than --max-drop {:.2}%; nothing written",
             opts.quant.name(),
             100.0 * v.relative_drop,

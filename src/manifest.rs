@@ -240,10 +240,7 @@ impl Manifest {
     /// build's layout, every field present and each source with its own sections.
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(layout::MANIFEST);
-        let bad = |at: &Path, msg: String| Error::Dataset {
-            path: at.to_path_buf(),
-            msg,
-        };
+        let bad = |at: &Path, msg: String| Error::dataset(at, msg);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| bad(&path, format!("not a JSON manifest: {e}")))?;

@@ -48,7 +48,7 @@ pub struct RunOptions {
 /// (I − 1, N).
 pub fn parse_shard(text: &str) -> Result<(usize, usize)> {
     let bad = || {
-        Error::Input(format!(
+        Error::Usage(format!(
             "--shard {text}: expected I/N with 1 <= I <= N (e.g. 2/8)"
         ))
     };
@@ -175,7 +175,7 @@ fn jobs<'a>(
         return Ok(jobs.collect());
     };
     if opts.no_train {
-        return Err(Error::Input(
+        return Err(Error::Usage(
             "--shard trains a share of the runs and --no-train trains none: pick one".into(),
         ));
     }
@@ -240,7 +240,7 @@ impl<'a> Job<'a> {
             // An import records no config (null): never the same.
             let recorded = serde_json::to_value(&m.config).expect("config serializes");
             if gen_part(&recorded) != gen_part(&want) {
-                return Err(Error::Input(format!(
+                return Err(Error::Occupied(format!(
                     "{} was generated from another config than {}: remove it, or change `name`",
                     data.display(),
                     self.opts.config.display()
@@ -248,7 +248,7 @@ impl<'a> Job<'a> {
             }
             self.reused.push(format!("gen ({})", data.display()));
         } else if holds_files(data) {
-            return Err(Error::Input(format!(
+            return Err(Error::Occupied(format!(
                 "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
                 data.display()
             )));
@@ -299,7 +299,7 @@ impl<'a> Job<'a> {
             } else {
                 let resume = state.as_ref().is_some_and(|s| same(s) && s.seed == seed);
                 if state.is_some() && !resume {
-                    return Err(Error::Input(format!(
+                    return Err(Error::Occupied(format!(
                         "{} holds a run of another training config: remove it to retrain",
                         run.display()
                     )));
@@ -324,7 +324,7 @@ impl<'a> Job<'a> {
             self.bar.inc(1);
         }
         if !missing.is_empty() {
-            return Err(Error::Input(format!(
+            return Err(Error::Usage(format!(
                 "--no-train: {} of {} runs are not finished: {}",
                 missing.len(),
                 jobs.len(),
@@ -368,7 +368,7 @@ impl<'a> Job<'a> {
         let whole = crate::eval::output::report_intact(report)
             && REPORT_FILES.iter().all(|f| report.join(f).is_file());
         if !whole && is_foreign_dir(report, &["gates.json", crate::eval::output::DIGESTS]) {
-            return Err(Error::Input(format!(
+            return Err(Error::Occupied(format!(
                 "{} holds files but is no report ssmkit wrote (no gates.json or {}), so it is not replaced; remove it or change `name`",
                 report.display(),
                 crate::eval::output::DIGESTS
@@ -442,6 +442,6 @@ fn recorded_gates(path: &std::path::Path) -> Result<(Vec<crate::eval::gates::Gat
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let r = serde_json::from_str::<Recorded>(&text)
-        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::Damaged(format!("{}: {e}", path.display())))?;
     Ok((r.gates, !r.reference.is_empty()))
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 mod common;
 use common::{TINY_TOML, model_configs, opts, ssmkit, tiny_data, tiny_train};
 use ssmkit::data::Dataset;
+use ssmkit::error::Error;
 use ssmkit::eval::replay::turn_of;
 use ssmkit::eval::split::test_cases;
 use ssmkit::export::{ExportOptions, Quant, encode, export_run, verify};
@@ -89,11 +90,13 @@ fn int8_export_keeps_the_ranking_and_max_drop_refuses_a_lossy_one() {
     );
     // A drop bound that is not a number.
     let err = export(Quant::Int8, Some(f64::NAN), "nan.safetensors").unwrap_err();
+    assert!(matches!(err, Error::Usage(_)), "{err}");
     assert!(err.to_string().contains("--max-drop"), "{err}");
     assert!(!dir.path().join("nan.safetensors").exists());
     // An existing file is not replaced without --force.
     let before = std::fs::read(dir.path().join("int8.safetensors")).unwrap();
     let err = export(Quant::F32, None, "int8.safetensors").unwrap_err();
+    assert!(matches!(err, Error::Occupied(_)), "{err}");
     assert!(err.to_string().contains("--force"), "{err}");
     assert_eq!(
         before,
@@ -103,6 +106,7 @@ fn int8_export_keeps_the_ranking_and_max_drop_refuses_a_lossy_one() {
     assert!(ternary.sizes.file_bytes < int8.sizes.file_bytes);
     // A drop bound the export cannot meet: an error, and no file.
     let err = export(Quant::Ternary, Some(-1.0), "refused.safetensors").unwrap_err();
+    assert!(matches!(err, Error::Quality(_)), "{err}");
     assert!(err.to_string().contains("--max-drop"), "{err}");
     assert!(!dir.path().join("refused.safetensors").exists());
     // Every quantization loads and scores.
@@ -156,6 +160,10 @@ fn state_round_trips_and_damage_is_detected() {
     let at = damaged.len() - 100;
     damaged[at] ^= 0x01;
     let err = Runtime::from_bytes(&damaged, Path::new("m.safetensors")).unwrap_err();
+    assert!(
+        matches!(err, ssmkit::runtime::Error::Export { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("damaged"), "{err}");
 }
 

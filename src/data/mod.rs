@@ -145,10 +145,7 @@ pub struct Dataset {
 }
 
 pub(crate) fn bad(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Dataset {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    }
+    Error::dataset(path, msg)
 }
 
 /// What a read holds beside what every model reads.

@@ -307,7 +307,7 @@ fn read_users(input: &Path) -> Result<(Vec<(String, Vec<ParsedTurn>)>, u64)> {
         users[slot].1.push(turn);
     }
     if users.is_empty() {
-        return Err(Error::Input(format!("{}: no records", input.display())));
+        return Err(Error::dataset(input, "no records"));
     }
     Ok((users, anonymous))
 }

@@ -61,7 +61,7 @@ impl TableWriter {
     fn failed(&self, e: PolarsError) -> Error {
         let msg = e.to_string();
         let msg = msg.trim_start_matches("parquet: ");
-        Error::Input(format!("{}: cannot write: {msg}", self.path.display()))
+        Error::Save(format!("{}: cannot write: {msg}", self.path.display()))
     }
 
     pub fn write(&mut self, df: &DataFrame) -> Result<()> {

@@ -52,7 +52,7 @@ pub struct MetricsReport {
 /// `ssmkit metrics`: per-case and mean metrics at `k` of a rankings file.
 pub fn metrics_file(path: &Path, k: usize) -> Result<MetricsReport> {
     if k == 0 {
-        return Err(Error::Input("--k must be at least 1".into()));
+        return Err(Error::Usage("--k must be at least 1".into()));
     }
     let cases = io::read_rankings(path)?;
     let rows: Vec<CaseRow> = cases
@@ -118,12 +118,12 @@ pub enum Unit {
 /// `ssmkit compare`: paired BCa CI and sign-flip test of A − B over shared case ids.
 pub fn compare_files(a: &Path, b: &Path, unit: Unit, opts: &CompareOptions) -> Result<Comparison> {
     if opts.resamples == 0 || opts.permutations == 0 {
-        return Err(Error::Input(
+        return Err(Error::Usage(
             "--resamples and --permutations must be at least 1".into(),
         ));
     }
     if !(opts.confidence > 0.0 && opts.confidence < 1.0) {
-        return Err(Error::Input(format!(
+        return Err(Error::Usage(format!(
             "confidence {} is not in (0, 1)",
             opts.confidence
         )));
@@ -140,7 +140,7 @@ pub fn compare_files(a: &Path, b: &Path, unit: Unit, opts: &CompareOptions) -> R
     let mut user_ids: HashMap<String, u64> = HashMap::new();
     for (id, x, user) in &va {
         let Some(&j) = index.get(id.as_str()) else {
-            return Err(Error::Input(format!(
+            return Err(Error::Mismatch(format!(
                 "case_id {id:?} is in {} but not in {}",
                 a.display(),
                 b.display()
@@ -151,14 +151,14 @@ pub fn compare_files(a: &Path, b: &Path, unit: Unit, opts: &CompareOptions) -> R
             if let (Some(ua), Some(ub)) = (user, &vb[j].2)
                 && ua != ub
             {
-                return Err(Error::Input(format!(
+                return Err(Error::Mismatch(format!(
                     "case_id {id:?} has user_id {ua:?} in {} but {ub:?} in {}",
                     a.display(),
                     b.display()
                 )));
             }
             let Some(u) = user.as_ref().or(vb[j].2.as_ref()) else {
-                return Err(Error::Input(format!(
+                return Err(Error::Usage(format!(
                     "--unit user needs a user_id column; case_id {id:?} has none in {}",
                     a.display()
                 )));
@@ -173,7 +173,7 @@ pub fn compare_files(a: &Path, b: &Path, unit: Unit, opts: &CompareOptions) -> R
             .iter()
             .find(|v| !in_a.contains(v.0.as_str()))
             .expect("sizes differ");
-        return Err(Error::Input(format!(
+        return Err(Error::Mismatch(format!(
             "case_id {:?} is in {} but not in {}",
             missing.0,
             b.display(),
@@ -232,13 +232,8 @@ pub fn reference_canaries(
 ) -> Result<Vec<canary::ReferenceSuite>> {
     let reader = crate::data::DatasetReader::open(data)?;
     let split = crate::data::split::own_cutoffs(&reader.outline);
-    let rules =
-        crate::canary::Rules::from_manifest(&reader.outline.manifest)?.ok_or_else(|| {
-            Error::Input(format!(
-                "{}: the dataset planted no contract canaries",
-                data.display()
-            ))
-        })?;
+    let rules = crate::canary::Rules::from_manifest(&reader.outline.manifest)?
+        .ok_or_else(|| Error::dataset(data, "the dataset planted no contract canaries"))?;
     let (users, _) = split::read_test_users(&reader, &split, resident_mb)?;
     let (gts, _) = split::test_cases(&users, &split);
     let observable = canary::ObservableProbe::fit(&users, |u| split.test_start(u));

@@ -40,8 +40,8 @@ fn csv_write(
     write: impl FnOnce(&mut csv::Writer<fs::File>) -> csv::Result<()>,
 ) -> Result<()> {
     let mut w = csv::Writer::from_path(path)
-        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-    write(&mut w).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::Save(format!("{}: {e}", path.display())))?;
+    write(&mut w).map_err(|e| Error::Save(format!("{}: {e}", path.display())))?;
     w.flush().map_err(|e| Error::io(path, e))
 }
 

@@ -58,7 +58,7 @@ type HeldOutScores = Vec<(String, Vec<Vec<Vec<f64>>>)>;
 /// Runs the evaluation and writes the report directory.
 pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     if opts.runs.is_empty() {
-        return Err(Error::Input("eval needs at least one --run".into()));
+        return Err(Error::Usage("eval needs at least one --run".into()));
     }
     evaluate_read(&DatasetReader::open(&opts.data)?, opts)
 }
@@ -66,7 +66,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
 /// [`evaluate`] on `opts.data` already opened (`ssmkit run` opens it once for every stage).
 pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalReport> {
     if opts.runs.is_empty() {
-        return Err(Error::Input("eval needs at least one --run".into()));
+        return Err(Error::Usage("eval needs at least one --run".into()));
     }
     // Locked from the start (the report's writer shares the lock), so a second eval into
     // the same report fails at once rather than after its work.

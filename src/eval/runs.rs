@@ -40,7 +40,7 @@ impl Runs {
         for run in &opts.runs {
             let st = read_run_state(run)?;
             if st.model.content_dim != outline.embedding_dim {
-                return Err(Error::Input(format!(
+                return Err(Error::Mismatch(format!(
                     "{}: the model reads {}-dimensional content embeddings, {} has {}",
                     run.display(),
                     st.model.content_dim,
@@ -50,7 +50,7 @@ impl Runs {
             }
             if st.dataset_sha != sha {
                 if !opts.transfer {
-                    return Err(Error::Input(format!(
+                    return Err(Error::Mismatch(format!(
                         "{}: trained on another dataset (candidates SHA-256 {}…, {} has {}…); pass --transfer to evaluate it on this one (TSTR)",
                         run.display(),
                         &st.dataset_sha.get(..12).unwrap_or(""),
@@ -61,7 +61,7 @@ impl Runs {
             } else if opts.transfer
                 && (st.cutoffs.test != own_split.test || st.cutoffs.random != own_split.random)
             {
-                return Err(Error::Input(format!(
+                return Err(Error::Mismatch(format!(
                     "{}: its test split is not this dataset's own (90th percentile, or its random partition)",
                     run.display()
                 )));
@@ -70,7 +70,7 @@ impl Runs {
                 && let Some((r0, first)) = states.first()
                 && first.cutoffs != st.cutoffs
             {
-                return Err(Error::Input(format!(
+                return Err(Error::Mismatch(format!(
                     "{} and {} use different split cut-offs: the test cases would differ",
                     r0.display(),
                     run.display()
@@ -115,7 +115,7 @@ impl Runs {
         if let Some(n) = &opts.primary_system
             && !groups.contains_key(n)
         {
-            return Err(Error::Input(format!(
+            return Err(Error::Usage(format!(
                 "--primary-system {n}: no run of that system was given (systems: {})",
                 groups.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
@@ -151,7 +151,7 @@ impl Runs {
             .or_else(|| groups.keys().find(of_wanted))
         {
             Some(k) => Ok((k.clone(), wanted)),
-            None => Err(Error::Input(format!(
+            None => Err(Error::Usage(format!(
                 "--primary {}: no run of that model was given",
                 wanted.name()
             ))),

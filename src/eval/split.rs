@@ -178,11 +178,13 @@ impl TestData {
         };
         let (gts, loo) = test_cases(&data, split);
         if gts.is_empty() {
-            return Err(Error::Input(format!(
-                "{}: no test case (no test turn has a relevant label; {})",
-                opts.data.display(),
-                split.describe()
-            )));
+            return Err(Error::dataset(
+                &opts.data,
+                format!(
+                    "no test case (no test turn has a relevant label; {})",
+                    split.describe()
+                ),
+            ));
         }
         let test_set = TestSet::of(&data, &gts, split);
         let loo_set = TestSet::of(&data, &loo, split);

@@ -116,20 +116,20 @@ pub fn verified(run: &Path, state: &RunState) -> Result<PathBuf> {
     for name in FILES {
         let path = dir.join(name);
         let want = state.sha256.get(name).ok_or_else(|| {
-            Error::Input(format!(
+            Error::Damaged(format!(
                 "{}: state.json records no digest of {name}",
                 run.display()
             ))
         })?;
         if !path.is_file() {
-            return Err(Error::Input(format!(
+            return Err(Error::Damaged(format!(
                 "{}: {name} is missing from checkpoint {} (the one state.json names)",
                 run.display(),
                 state.checkpoint
             )));
         }
         if &sha256_file(&path)? != want {
-            return Err(Error::Input(format!(
+            return Err(Error::Damaged(format!(
                 "{}: does not match the SHA-256 state.json records: the checkpoint is damaged",
                 path.display()
             )));

@@ -103,7 +103,7 @@ impl RunState {
 /// unverified; otherwise the error names the directory and nothing in it is changed.
 pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
     if run.exists() && !run.is_dir() {
-        return Err(Error::Input(format!(
+        return Err(Error::Occupied(format!(
             "{} exists and is not a run directory",
             run.display()
         )));
@@ -140,14 +140,14 @@ pub fn claim(run: &Path, resume: bool) -> Result<crate::lock::Lock> {
         .map(|n| shown(run, n))
         .collect();
     if !foreign.is_empty() {
-        return Err(Error::Input(format!(
+        return Err(Error::Occupied(format!(
             "{} holds files that are not a run's ({}) and no state.json: train into an empty or new directory (nothing in it was changed)",
             run.display(),
             foreign.join(", ")
         )));
     }
     if let Some(ckpt) = names.iter().find(|n| resume && n.starts_with("ckpt-")) {
-        return Err(Error::Input(format!(
+        return Err(Error::Usage(format!(
             "{}: --resume, but there is no state.json to say whether checkpoint {ckpt} is complete: restore state.json, or train without --resume to start again (nothing was changed)",
             run.display()
         )));
@@ -214,8 +214,8 @@ pub fn read_run_state(run: &Path) -> Result<RunState> {
     let state_path = run.join("state.json");
     let text = fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
     let state: RunState = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{}: not a run state: {e}", state_path.display())))?;
-    let bad = |why: String| Error::Input(format!("{}: {why}", state_path.display()));
+        .map_err(|e| Error::Damaged(format!("{}: not a run state: {e}", state_path.display())))?;
+    let bad = |why: String| Error::Damaged(format!("{}: {why}", state_path.display()));
     if state.best_step > state.step || state.step > state.train.steps {
         return Err(bad(format!(
             "step {}, best step {} and {} training steps contradict each other",
@@ -267,7 +267,7 @@ pub fn load_run(run: &Path, checkpoint: bool, device: &Device) -> Result<(Scorer
         .init(state.seed, device)
         .try_load_file(&file)
         .map_err(|e| {
-            Error::Input(format!(
+            Error::Damaged(format!(
                 "{}: does not fit the model that state.json describes ({}): {e}",
                 file.display(),
                 state.train.system_name()

@@ -384,7 +384,7 @@ impl<'a> Trainer<'a> {
             } else {
                 "no checkpoint was written yet".into()
             };
-            return Err(Error::Input(format!(
+            return Err(Error::Diverged(format!(
                 "{}: step {}: the training loss is {loss} and the gradient norm {norm}: training stopped; {kept}",
                 opts.run.display(),
                 step + 1
@@ -427,7 +427,7 @@ fn check_memory(train_cfg: &TrainConfig) -> Result<()> {
     if let Some(available) = crate::data::available_memory()
         && needed > available
     {
-        return Err(Error::Input(format!(
+        return Err(Error::Memory(format!(
             "[train] resident_mb + validation_mb is {:.1} GB but {:.1} GB of memory is available: lower them",
             needed as f64 / 1e9,
             available as f64 / 1e9
@@ -448,20 +448,20 @@ fn resume(
 ) -> Result<(Scorer, ModuleOptimizer, RunState)> {
     let saved = read_run_state(&opts.run)?;
     if saved.model != fresh.model || saved.train != fresh.train || saved.seed != fresh.seed {
-        return Err(Error::Input(format!(
+        return Err(Error::Mismatch(format!(
             "{}: the checkpoint was made with another model, training config or seed; resume with the same ones or train into a new run directory",
             opts.run.display()
         )));
     }
     if saved.dataset_sha != fresh.dataset_sha {
-        return Err(Error::Input(format!(
+        return Err(Error::Mismatch(format!(
             "{}: the checkpoint was trained on another dataset",
             opts.run.display()
         )));
     }
     let dir = checkpoint::verified(&opts.run, &saved)?;
     let unreadable = |what: &str, file: &Path, e: String| {
-        Error::Input(format!("{}: cannot load the {what}: {e}", file.display()))
+        Error::Damaged(format!("{}: cannot load the {what}: {e}", file.display()))
     };
     let file = dir.join("checkpoint.bpk");
     let model = model
@@ -501,7 +501,7 @@ fn resume(
 /// header of the training log.
 fn begin(opts: &TrainOptions, state: &RunState, params: usize, device_name: &str) -> Result<()> {
     if opts.run.join("state.json").exists() {
-        return Err(Error::Input(format!(
+        return Err(Error::Occupied(format!(
             "{} already holds a run: pass --resume to continue it, or choose another run directory",
             opts.run.display()
         )));
@@ -603,7 +603,7 @@ fn save_checkpoint(
     save_model(model, &staged.join("checkpoint.bpk"))?;
     let file = staged.join("optimizer.bpk");
     optim.save(&file).map_err(|e| {
-        Error::Input(format!(
+        Error::Save(format!(
             "{}: cannot save the optimizer state: {e}",
             file.display()
         ))
@@ -632,6 +632,6 @@ fn save_model(model: &Scorer, path: &Path) -> Result<()> {
     model
         .clone()
         .save_file(&tmp)
-        .map_err(|e| Error::Input(format!("{}: cannot save the model: {e}", path.display())))?;
+        .map_err(|e| Error::Save(format!("{}: cannot save the model: {e}", path.display())))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

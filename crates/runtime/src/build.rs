@@ -85,7 +85,10 @@ fn verified<'a>(
     bytes: &'a [u8],
     path: &Path,
 ) -> Result<(Metadata, safetensors::SafeTensors<'a>, [u8; 16])> {
-    let bad = |msg: String| Error::Input(format!("{}: {msg}", path.display()));
+    let bad = |msg: String| Error::Export {
+        path: path.to_path_buf(),
+        msg,
+    };
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let meta = meta

@@ -13,48 +13,48 @@ impl Runtime {
         let e = self.config.content_dim;
         if self.config.history || self.config.reads_events() {
             if turn.timestamp.is_none() {
-                return Err(Error::Input(
+                return Err(Error::Turn(
                     "the turn has no timestamp: this model reads the user's history by time".into(),
                 ));
             }
             if let Some(i) = turn.candidates.iter().position(|c| c.memory_id.is_none()) {
-                return Err(Error::Input(format!(
+                return Err(Error::Turn(format!(
                     "candidate {i} has no memory_id: this model keys the user's history by it"
                 )));
             }
         }
         if !turn.query.is_empty() && turn.query.len() != e {
-            return Err(Error::Input(format!(
+            return Err(Error::Turn(format!(
                 "query has {} values, the model reads {e}",
                 turn.query.len()
             )));
         }
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&turn.context) || !finite(&turn.query) {
-            return Err(Error::Input(
+            return Err(Error::Turn(
                 "the turn's context or query holds a NaN or infinite value".into(),
             ));
         }
         for (i, c) in turn.candidates.iter().enumerate() {
             if !finite(&c.content) || !c.hops.iter().all(|h| finite(h)) {
-                return Err(Error::Input(format!(
+                return Err(Error::Turn(format!(
                     "candidate {i}: its content or path holds a NaN or infinite value"
                 )));
             }
             if !c.content.is_empty() && c.content.len() != e {
-                return Err(Error::Input(format!(
+                return Err(Error::Turn(format!(
                     "candidate {i}: content has {} values, the model reads {e}",
                     c.content.len()
                 )));
             }
             if c.hops.len() > MAX_HOPS {
-                return Err(Error::Input(format!(
+                return Err(Error::Turn(format!(
                     "candidate {i}: {} hops, at most {MAX_HOPS}",
                     c.hops.len()
                 )));
             }
             if c.features.iter().any(|x| !x.is_finite()) {
-                return Err(Error::Input(format!(
+                return Err(Error::Turn(format!(
                     "candidate {i}: a feature is NaN or infinite"
                 )));
             }

@@ -48,9 +48,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A file or an input that is not what it should be; the message names it.
+    /// An export that is not what it should be (its format, metadata or tensors).
+    #[error("{}: {msg}", path.display())]
+    Export { path: PathBuf, msg: String },
+    /// A turn the model cannot read; the message names the value at fault.
     #[error("{0}")]
-    Input(String),
+    Turn(String),
 }
 
 impl Error {

@@ -50,7 +50,10 @@ impl<'a> Loader<'a> {
     }
 
     pub(super) fn err(&self, msg: String) -> Error {
-        Error::Input(format!("{}: {msg}", self.path.display()))
+        Error::Export {
+            path: self.path.to_path_buf(),
+            msg,
+        }
     }
 
     pub(super) fn has(&self, name: &str) -> bool {
