@@ -141,21 +141,21 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn from_config(k: &CanaryConfig) -> Rules {
+    pub fn from_config(c: &CanaryConfig) -> Rules {
         Rules {
-            cycle_mean: k.cycle_mean,
-            cycle_amplitude: k.cycle_amplitude,
+            cycle_mean: c.cycle_mean,
+            cycle_amplitude: c.cycle_amplitude,
             cycle_peak: None,
-            recency_p0: k.recency_p0,
-            recency_lambda: k.recency_lambda,
-            selectivity_on: k.selectivity_on,
-            selectivity_off: k.selectivity_off,
-            chain_levels: k.supersession_levels,
-            dependency_on: k.dependency_on,
-            dependency_off: k.dependency_off,
-            combined_floor: k.combined_floor,
-            combined_weekday: k.combined_weekday as f64,
-            combined_lambda: k.combined_lambda,
+            recency_p0: c.recency_p0,
+            recency_lambda: c.recency_lambda,
+            selectivity_on: c.selectivity_on,
+            selectivity_off: c.selectivity_off,
+            chain_levels: c.supersession_levels,
+            dependency_on: c.dependency_on,
+            dependency_off: c.dependency_off,
+            combined_floor: c.combined_floor,
+            combined_weekday: c.combined_weekday as f64,
+            combined_lambda: c.combined_lambda,
         }
     }
 

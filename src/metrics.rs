@@ -80,11 +80,11 @@ fn discount(position: usize) -> f64 {
     ((position + 2) as f64).log2()
 }
 
-/// Metrics of one case at cut-off `k`. Scores must not be NaN.
-pub fn case_metrics(scores: &[f64], labels: &[f64], k: usize) -> Metrics {
+/// Metrics of one case at the top-`cutoff` cut-off (the @10 of DCG@10). Scores must not be NaN.
+pub fn case_metrics(scores: &[f64], labels: &[f64], cutoff: usize) -> Metrics {
     assert_eq!(scores.len(), labels.len(), "one label per score");
     let order = rank(scores);
-    let top = &order[..k.min(order.len())];
+    let top = &order[..cutoff.min(order.len())];
     let hits = top.iter().filter(|&&i| labels[i] > 0.0).count();
     let relevant = labels.iter().filter(|&&l| l > 0.0).count();
     let first = top.iter().position(|&i| labels[i] > 0.0);
@@ -97,7 +97,7 @@ pub fn case_metrics(scores: &[f64], labels: &[f64], k: usize) -> Metrics {
     ideal.sort_by(|a, b| b.total_cmp(a));
     let idcg: f64 = ideal
         .iter()
-        .take(k)
+        .take(cutoff)
         .enumerate()
         .map(|(p, &l)| l.max(0.0) / discount(p))
         .sum();
@@ -106,7 +106,7 @@ pub fn case_metrics(scores: &[f64], labels: &[f64], k: usize) -> Metrics {
         mrr: first.map_or(0.0, |p| 1.0 / (p + 1) as f64),
         dcg,
         ndcg: if idcg > 0.0 { dcg / idcg } else { 0.0 },
-        precision: hits as f64 / k as f64,
+        precision: hits as f64 / cutoff as f64,
         recall: if relevant > 0 {
             hits as f64 / relevant as f64
         } else {

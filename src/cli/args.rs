@@ -208,8 +208,9 @@ pub struct TrainArgs {
 #[derive(clap::Args)]
 pub struct MetricsArgs {
     pub file: PathBuf,
-    #[arg(long, default_value_t = 10, value_parser = count(1, 1_000_000), allow_negative_numbers = true)]
-    pub k: usize,
+    /// The top-K cut-off of every metric
+    #[arg(long = "k", value_name = "K", default_value_t = 10, value_parser = count(1, 1_000_000), allow_negative_numbers = true)]
+    pub cutoff: usize,
     /// Print JSON: {"cases": [{case_id, hr, mrr, dcg, ndcg, precision, recall}…], "mean": {…}}
     #[arg(long)]
     pub json: bool,

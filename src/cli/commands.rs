@@ -353,8 +353,8 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
-    let MetricsArgs { file, k, json } = args;
-    let report = eval::metrics_file(&file, k)?;
+    let MetricsArgs { file, cutoff, json } = args;
+    let report = eval::metrics_file(&file, cutoff)?;
     show(&report, json, |r| r.to_text())
 }
 

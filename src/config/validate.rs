@@ -240,36 +240,36 @@ fn patterns(p: &PatternConfig) -> Result<()> {
     Ok(())
 }
 
-fn canaries(k: &CanaryConfig) -> Result<()> {
+fn canaries(c: &CanaryConfig) -> Result<()> {
     for (f, x) in [
-        ("canaries.inject_prob", k.inject_prob),
-        ("canaries.selector_inject_prob", k.selector_inject_prob),
-        ("canaries.cycle_mean", k.cycle_mean),
-        ("canaries.cycle_amplitude", k.cycle_amplitude),
-        ("canaries.recency_p0", k.recency_p0),
-        ("canaries.selectivity_on", k.selectivity_on),
-        ("canaries.selectivity_off", k.selectivity_off),
-        ("canaries.selectivity_focal_prob", k.selectivity_focal_prob),
-        ("canaries.burst_relevance", k.burst_relevance),
-        ("canaries.dependency_on", k.dependency_on),
-        ("canaries.dependency_off", k.dependency_off),
-        ("canaries.dependency_focal_prob", k.dependency_focal_prob),
-        ("canaries.combined_floor", k.combined_floor),
-        ("canaries.combined_focal_prob", k.combined_focal_prob),
-        ("canaries.poc_share", k.poc_share),
+        ("canaries.inject_prob", c.inject_prob),
+        ("canaries.selector_inject_prob", c.selector_inject_prob),
+        ("canaries.cycle_mean", c.cycle_mean),
+        ("canaries.cycle_amplitude", c.cycle_amplitude),
+        ("canaries.recency_p0", c.recency_p0),
+        ("canaries.selectivity_on", c.selectivity_on),
+        ("canaries.selectivity_off", c.selectivity_off),
+        ("canaries.selectivity_focal_prob", c.selectivity_focal_prob),
+        ("canaries.burst_relevance", c.burst_relevance),
+        ("canaries.dependency_on", c.dependency_on),
+        ("canaries.dependency_off", c.dependency_off),
+        ("canaries.dependency_focal_prob", c.dependency_focal_prob),
+        ("canaries.combined_floor", c.combined_floor),
+        ("canaries.combined_focal_prob", c.combined_focal_prob),
+        ("canaries.poc_share", c.poc_share),
     ] {
         prob(f, x)?;
     }
-    for x in k.supersession_levels {
+    for x in c.supersession_levels {
         prob("canaries.supersession_levels", x)?;
     }
-    if k.cycle_mean * (1.0 + k.cycle_amplitude) > 1.0 {
+    if c.cycle_mean * (1.0 + c.cycle_amplitude) > 1.0 {
         return bad(
             "canaries.cycle_mean",
             "cycle_mean * (1 + cycle_amplitude) must be <= 1".into(),
         );
     }
-    if k.selectivity_focal_prob + k.dependency_focal_prob + k.combined_focal_prob > 1.0 {
+    if c.selectivity_focal_prob + c.dependency_focal_prob + c.combined_focal_prob > 1.0 {
         return bad(
             "canaries.selectivity_focal_prob",
             "the three canary focal probabilities must sum to at most 1".into(),
@@ -277,18 +277,18 @@ fn canaries(k: &CanaryConfig) -> Result<()> {
     }
     at_most(
         "canaries.post_burst_turns",
-        k.post_burst_turns as u64,
+        c.post_burst_turns as u64,
         100_000,
     )?;
-    positive("canaries.recency_lambda", k.recency_lambda)?;
-    positive("canaries.combined_lambda", k.combined_lambda)?;
-    if k.combined_weekday > 6 {
+    positive("canaries.recency_lambda", c.recency_lambda)?;
+    positive("canaries.combined_lambda", c.combined_lambda)?;
+    if c.combined_weekday > 6 {
         return bad(
             "canaries.combined_weekday",
             "weekdays are 0 (Monday) to 6 (Sunday)".into(),
         );
     }
-    let [from, to] = k.cycle_peak_hours;
+    let [from, to] = c.cycle_peak_hours;
     if !((0.0..24.0).contains(&from) && from < to && to <= 24.0) {
         return bad(
             "canaries.cycle_peak_hours",

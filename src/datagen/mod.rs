@@ -328,7 +328,7 @@ impl Writers {
 
 /// The planted patterns' parameters, from which `eval` builds probes.
 pub fn canary_manifest(config: &Config) -> BTreeMap<String, Value> {
-    let k = &config.canaries;
+    let rules = &config.canaries;
     let p = &config.patterns;
     let mut m = BTreeMap::new();
     let mut put = |c: Canary, v: Value| {
@@ -336,15 +336,15 @@ pub fn canary_manifest(config: &Config) -> BTreeMap<String, Value> {
         v["bit"] = json!(c.bit());
         m.insert(c.name().to_string(), v);
     };
-    if k.enabled && config.preset == Preset::World {
+    if rules.enabled && config.preset == Preset::World {
         put(
             Canary::TemporalCycle,
             json!({
                 "role": Role::Cycle.code(), "memories": "3 per user",
                 "peak": "per user: turns.cycle_peak, days from Monday 00:00 (weekday uniform, hour uniform in peak_hours)",
-                "peak_hours": k.cycle_peak_hours,
+                "peak_hours": rules.cycle_peak_hours,
                 "relevance": "mean * (1 + amplitude * cos(2π (w - peak) / 7)), w = position in the week in days",
-                "mean": k.cycle_mean, "amplitude": k.cycle_amplitude,
+                "mean": rules.cycle_mean, "amplitude": rules.cycle_amplitude,
                 "criterion": "relevance(X at the user's peak) > 2 x relevance(X three days later)",
             }),
         );
@@ -352,7 +352,7 @@ pub fn canary_manifest(config: &Config) -> BTreeMap<String, Value> {
             Canary::RecencyDecay,
             json!({
                 "role": Role::Recency.code(), "memories": "every memory of the entity (new ones appear at session starts)",
-                "relevance": "p0 * exp(-lambda * age_days)", "lambda_per_day": k.recency_lambda, "p0": k.recency_p0,
+                "relevance": "p0 * exp(-lambda * age_days)", "lambda_per_day": rules.recency_lambda, "p0": rules.recency_p0,
                 "criterion": "decay rate fitted to predictions within 20% of lambda",
             }),
         );
@@ -360,15 +360,15 @@ pub fn canary_manifest(config: &Config) -> BTreeMap<String, Value> {
             Canary::EntitySelectivity,
             json!({
                 "role": Role::Selectivity.code(), "memories": "2 per user", "selector": Selector::Z.column(),
-                "contrast": Selector::W.column(), "relevance_on": k.selectivity_on, "relevance_off": k.selectivity_off,
-                "focal_prob": k.selectivity_focal_prob,
+                "contrast": Selector::W.column(), "relevance_on": rules.selectivity_on, "relevance_off": rules.selectivity_off,
+                "focal_prob": rules.selectivity_focal_prob,
                 "criterion": "relevance(Y | Z focal) > 3 x relevance(Y | W focal)",
             }),
         );
         put(
             Canary::SupersessionChain,
             json!({
-                "roles_oldest_to_newest": [Role::ChainOldest.code(), Role::ChainMiddle.code(), Role::ChainNewest.code()], "levels_newest_first": k.supersession_levels,
+                "roles_oldest_to_newest": [Role::ChainOldest.code(), Role::ChainMiddle.code(), Role::ChainNewest.code()], "levels_newest_first": rules.supersession_levels,
                 "created": "A before the timeline, B at 30% and C at 60% of the user's turns",
                 "criterion": "relevance C > B > A at all test points",
             }),
@@ -377,7 +377,7 @@ pub fn canary_manifest(config: &Config) -> BTreeMap<String, Value> {
             Canary::Burst,
             json!({
                 "burst_prob_per_turn": p.burst_prob_per_turn, "burst_turns": p.burst_turns,
-                "post_burst_turns": k.post_burst_turns, "relevance": k.burst_relevance,
+                "post_burst_turns": rules.post_burst_turns, "relevance": rules.burst_relevance,
                 "entity": "drawn per burst; turns tagged with this bit are the post-burst queries",
                 "criterion": "Recall@10 on post-burst queries > 0.8",
             }),
@@ -386,15 +386,15 @@ pub fn canary_manifest(config: &Config) -> BTreeMap<String, Value> {
             Canary::CrossEntityDependency,
             json!({
                 "active": Selector::P.column(), "role": Role::Dependency.code(), "memories": "3 per user",
-                "relevance_on": k.dependency_on, "relevance_off": k.dependency_off, "focal_prob": k.dependency_focal_prob,
+                "relevance_on": rules.dependency_on, "relevance_off": rules.dependency_off, "focal_prob": rules.dependency_focal_prob,
                 "criterion": "correlation(P focal, relevance of Q's memories) > 0.7",
             }),
         );
         put(
             Canary::Combined,
             json!({
-                "role": Role::Combined.code(), "selector": Selector::T.column(), "weekday": k.combined_weekday,
-                "floor": k.combined_floor, "lambda_per_day": k.combined_lambda, "focal_prob": k.combined_focal_prob,
+                "role": Role::Combined.code(), "selector": Selector::T.column(), "weekday": rules.combined_weekday,
+                "floor": rules.combined_floor, "lambda_per_day": rules.combined_lambda, "focal_prob": rules.combined_focal_prob,
                 "relevance": "0.95 * cycle * selector * recency, each factor in [floor, 1]",
                 "criterion": "removing any one signal drops accuracy by more than 10%",
             }),
@@ -410,13 +410,13 @@ pub fn canary_manifest(config: &Config) -> BTreeMap<String, Value> {
                 }),
             );
         }
-    } else if config.preset == Preset::World && k.poc_share > 0.0 {
+    } else if config.preset == Preset::World && rules.poc_share > 0.0 {
         for (c, rule) in Canary::POC.iter().zip(poc::RULES) {
             put(
                 *c,
                 json!({
                     "rule": rule, "relevance_if_rule": poc::RULE_ON, "relevance_otherwise": poc::RULE_OFF,
-                    "share_of_turns": k.poc_share / 7.0,
+                    "share_of_turns": rules.poc_share / 7.0,
                 }),
             );
         }

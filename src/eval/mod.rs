@@ -41,7 +41,9 @@ pub struct CaseRow {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MetricsReport {
-    pub k: usize,
+    /// The top-K cut-off of every metric.
+    #[serde(rename = "k")]
+    pub cutoff: usize,
     pub n_cases: usize,
     /// Cases with no relevant candidate (they score 0 on every metric).
     pub n_without_relevant: usize,
@@ -49,9 +51,9 @@ pub struct MetricsReport {
     pub mean: Metrics,
 }
 
-/// `ssmkit metrics`: per-case and mean metrics at `k` of a rankings file.
-pub fn metrics_file(path: &Path, k: usize) -> Result<MetricsReport> {
-    if k == 0 {
+/// `ssmkit metrics`: per-case and mean metrics at the top-`cutoff` of a rankings file.
+pub fn metrics_file(path: &Path, cutoff: usize) -> Result<MetricsReport> {
+    if cutoff == 0 {
         return Err(Error::Usage("--k must be at least 1".into()));
     }
     let cases = io::read_rankings(path)?;
@@ -59,12 +61,12 @@ pub fn metrics_file(path: &Path, k: usize) -> Result<MetricsReport> {
         .iter()
         .map(|c| CaseRow {
             case_id: c.id.clone(),
-            metrics: case_metrics(&c.scores, &c.labels, k),
+            metrics: case_metrics(&c.scores, &c.labels, cutoff),
         })
         .collect();
     let all: Vec<Metrics> = rows.iter().map(|r| r.metrics).collect();
     Ok(MetricsReport {
-        k,
+        cutoff,
         n_cases: rows.len(),
         n_without_relevant: cases
             .iter()
@@ -77,7 +79,7 @@ pub fn metrics_file(path: &Path, k: usize) -> Result<MetricsReport> {
 
 impl MetricsReport {
     pub fn to_text(&self) -> String {
-        let k = self.k;
+        let k = self.cutoff;
         let mut s = format!(
             "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
             "case_id",

@@ -39,7 +39,7 @@ impl MambaConfig {
 
     /// Builds a block with the reference initializations, every random draw from `seed`.
     pub fn init(&self, seed: u64, device: &Device) -> MambaBlock {
-        let (h, e, n, r, k) = (
+        let (h, e, n, r, width) = (
             self.d_model,
             self.d_inner(),
             self.d_state,
@@ -74,15 +74,15 @@ impl MambaConfig {
             l
         };
         let in_proj = linear(&mut rng, h, 2 * e, false);
-        let mut conv1d = Conv1dConfig::new(e, e, k)
+        let mut conv1d = Conv1dConfig::new(e, e, width)
             .with_groups(e)
-            .with_padding(PaddingConfig1d::Explicit(k - 1, 0))
+            .with_padding(PaddingConfig1d::Explicit(width - 1, 0))
             .with_initializer(Initializer::Zeros)
             .init(device);
-        let bound = 1.0 / (k as f32).sqrt();
+        let bound = 1.0 / (width as f32).sqrt();
         conv1d.weight = Param::from_tensor(tensor(
-            uniform(&mut rng, &[e, 1, k], bound),
-            [e, 1, k],
+            uniform(&mut rng, &[e, 1, width], bound),
+            [e, 1, width],
             device,
         ));
         conv1d.bias = Some(Param::from_tensor(tensor(
@@ -123,7 +123,7 @@ impl MambaConfig {
             out_proj,
             d_state: n,
             dt_rank: r,
-            d_conv: k,
+            d_conv: width,
             selective: self.selective,
         }
     }
@@ -271,24 +271,24 @@ impl MambaBlock {
     /// One turn: `[B, H]` and the state before it → `[B, H]` and the state after it.
     pub fn step(&self, x: Tensor<2>, state: MambaState) -> (Tensor<2>, MambaState) {
         let e = self.d_inner();
-        let k = self.d_conv;
+        let width = self.d_conv;
         let xz = self.in_proj.forward(self.norm.forward(x.clone())); // [B, 2E]
         let xs = xz.clone().slice(s![.., 0..e]);
         let z = xz.slice(s![.., e..2 * e]);
-        // Conv over the window [last k−1 inputs, this input]: Σ_j w[:, 0, j] · window[:, :, j] + b
-        let window = Tensor::cat(vec![state.conv, xs.unsqueeze_dim::<3>(2)], 2); // [B, E, k]
+        // Conv over the window [last width−1 inputs, this input]: Σ_j w[:, 0, j] · window[:, :, j] + b
+        let window = Tensor::cat(vec![state.conv, xs.unsqueeze_dim::<3>(2)], 2); // [B, E, width]
         let w = self
             .conv1d
             .weight
             .val()
             .squeeze_dim::<2>(1)
-            .unsqueeze::<3>(); // [1, E, k]
+            .unsqueeze::<3>(); // [1, E, width]
         let mut u = (window.clone() * w).sum_dim(2).squeeze_dim::<2>(2); // [B, E]
         if let Some(bias) = &self.conv1d.bias {
             u = u + bias.val().unsqueeze::<2>();
         }
         let u = silu(u);
-        let conv = window.slice(s![.., .., 1..k]);
+        let conv = window.slice(s![.., .., 1..width]);
         let (delta, bm, cm) = self.delta_b_c(u.clone().unsqueeze_dim::<3>(1));
         let delta = delta.squeeze_dim::<2>(1); // [B, E]
         let (bm, cm) = (bm.squeeze_dim::<2>(1), cm.squeeze_dim::<2>(1)); // [B, N]

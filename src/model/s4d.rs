@@ -151,22 +151,22 @@ impl S4dBlock {
         let phase = ai * dt * l;
         let (pr, pi) = (mag.clone() * phase.clone().cos(), mag * phase.sin()); // [H, M, L]
         let d = self.discretize();
-        let k = d.c_re.unsqueeze_dim::<3>(2) * pr - d.c_im.unsqueeze_dim::<3>(2) * pi;
-        k.sum_dim(1).squeeze_dim::<2>(1) * 2.0
+        let kernel = d.c_re.unsqueeze_dim::<3>(2) * pr - d.c_im.unsqueeze_dim::<3>(2) * pi;
+        kernel.sum_dim(1).squeeze_dim::<2>(1) * 2.0
     }
 
     /// The SSM alone over `[B, L, H]` by causal convolution with the kernel.
     pub fn ssm_conv(&self, u: Tensor<3>) -> Tensor<3> {
         let [b, l, h] = u.dims();
-        let k = self.kernel(l); // [H, L]
+        let kernel = self.kernel(l); // [H, L]
         // y_t = Σ_{j ≤ t} K_{t−j} u_j: a Toeplitz matmul per channel, [H, L, L] lower-triangular.
         let device = u.device();
         let idx: Vec<i64> = (0..l)
             .flat_map(|t| (0..l).map(move |j| if j <= t { (t - j) as i64 } else { l as i64 }))
             .collect();
-        let k_pad = Tensor::cat(vec![k, Tensor::zeros([h, 1], &device)], 1); // [H, L + 1]; index L = 0
+        let kernel_pad = Tensor::cat(vec![kernel, Tensor::zeros([h, 1], &device)], 1); // [H, L + 1]; index L = 0
         let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [l * l]), &device);
-        let toeplitz = k_pad.select(1, idx).reshape([h, l, l]); // [H, t, j]
+        let toeplitz = kernel_pad.select(1, idx).reshape([h, l, l]); // [H, t, j]
         let u_h = u.clone().permute([2, 1, 0]); // [H, L(j), B]
         let y = toeplitz.matmul(u_h); // [H, L(t), B]
         let y = y.permute([2, 1, 0]); // [B, L, H]

@@ -171,11 +171,11 @@ fn mamba_block(l: &Loader, c: &ModelConfig, i: usize) -> Result<Mamba> {
     let e = c.expand * h;
     let n = c.d_state;
     let r = h.div_ceil(16);
-    let k = c.d_conv;
+    let width = c.d_conv;
     let (ws, conv_w) = l.f32s(&join(&join(&m, mamba::CONV1D), WEIGHT))?;
-    if ws != [e, 1, k] {
+    if ws != [e, 1, width] {
         return Err(l.err(format!(
-            "`{m}.conv1d.weight` is {ws:?}, expected [{e}, 1, {k}]"
+            "`{m}.conv1d.weight` is {ws:?}, expected [{e}, 1, {width}]"
         )));
     }
     let a_log = l.vector(&join(&m, mamba::A_LOG), e * n)?;
@@ -192,7 +192,7 @@ fn mamba_block(l: &Loader, c: &ModelConfig, i: usize) -> Result<Mamba> {
         e,
         n,
         r,
-        k,
+        width,
         selective: c.selective,
     })
 }

@@ -119,7 +119,7 @@ impl LayerNorm {
 pub(super) struct Mamba {
     pub(super) norm: Vec<f32>,
     pub(super) in_proj: Dense,
-    /// `[E, k]`
+    /// `[E, width]`; `width` = `d_conv`
     pub(super) conv_w: Vec<f32>,
     pub(super) conv_b: Vec<f32>,
     pub(super) x_proj: Dense,
@@ -131,32 +131,32 @@ pub(super) struct Mamba {
     pub(super) e: usize,
     pub(super) n: usize,
     pub(super) r: usize,
-    pub(super) k: usize,
+    pub(super) width: usize,
     /// Off: x_proj reads a constant input of ones (Δ, B, C do not depend on the input).
     pub(super) selective: bool,
 }
 
 impl Mamba {
     pub(super) fn state_len(&self) -> usize {
-        self.e * (self.k - 1) + self.e * self.n
+        self.e * (self.width - 1) + self.e * self.n
     }
 
     /// One turn: `x` `[H]` and this block's state slice → output `[H]`.
     pub(super) fn step(&self, x: &[f32], st: &mut [f32]) -> Vec<f32> {
-        let (e, n, k) = (self.e, self.n, self.k);
+        let (e, n, width) = (self.e, self.n, self.width);
         let xz = self.in_proj.apply(&rms_norm(x, &self.norm));
-        let (conv, ssm) = st.split_at_mut(e * (k - 1));
+        let (conv, ssm) = st.split_at_mut(e * (width - 1));
         let mut u = vec![0f32; e];
         for c in 0..e {
-            let w = &self.conv_w[c * k..(c + 1) * k];
-            let hist = &mut conv[c * (k - 1)..(c + 1) * (k - 1)];
+            let w = &self.conv_w[c * width..(c + 1) * width];
+            let hist = &mut conv[c * (width - 1)..(c + 1) * (width - 1)];
             let mut acc = self.conv_b[c];
-            for j in 0..k - 1 {
+            for j in 0..width - 1 {
                 acc += w[j] * hist[j];
             }
-            acc += w[k - 1] * xz[c];
+            acc += w[width - 1] * xz[c];
             hist.rotate_left(1);
-            hist[k - 2] = xz[c];
+            hist[width - 2] = xz[c];
             u[c] = silu(acc);
         }
         let x_dbl = if self.selective {
