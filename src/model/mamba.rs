@@ -29,12 +29,11 @@ pub struct MambaConfig {
 
 impl MambaConfig {
     pub fn d_inner(&self) -> usize {
-        self.expand * self.d_model
+        ssmkit_format::model::d_inner(self.expand, self.d_model)
     }
 
-    /// ⌈H / 16⌉, as in the reference.
     pub fn dt_rank(&self) -> usize {
-        self.d_model.div_ceil(16)
+        ssmkit_format::model::dt_rank(self.d_model)
     }
 
     /// Builds a block with the reference initializations, every random draw from `seed`.

@@ -27,7 +27,7 @@ pub struct S4dConfig {
 
 impl S4dConfig {
     pub fn modes(&self) -> usize {
-        (self.d_state / 2).max(1)
+        ssmkit_format::model::s4d_modes(self.d_state)
     }
 
     pub fn init(&self, seed: u64, device: &Device) -> S4dBlock {

@@ -187,6 +187,24 @@ pub struct ModelConfig {
     pub keyed_cycles: usize,
 }
 
+/// State size N of the dual variant's path encoder (an S4D block over a path's hops).
+pub const PATH_D_STATE: usize = 8;
+
+/// Mamba's inner width E = expand · H.
+pub fn d_inner(expand: usize, d_model: usize) -> usize {
+    expand * d_model
+}
+
+/// Mamba's Δ rank ⌈H / 16⌉, as in the reference.
+pub fn dt_rank(d_model: usize) -> usize {
+    d_model.div_ceil(16)
+}
+
+/// Complex modes of an S4D block of state size N: N/2, at least one.
+pub fn s4d_modes(d_state: usize) -> usize {
+    (d_state / 2).max(1)
+}
+
 fn yes() -> bool {
     true
 }
@@ -196,6 +214,26 @@ fn default_d_attn() -> usize {
 }
 
 impl ModelConfig {
+    /// Mamba's inner width E ([`d_inner`]).
+    pub fn d_inner(&self) -> usize {
+        d_inner(self.expand, self.d_model)
+    }
+
+    /// Mamba's Δ rank ([`dt_rank`]).
+    pub fn dt_rank(&self) -> usize {
+        dt_rank(self.d_model)
+    }
+
+    /// Complex modes of each S4D backbone block ([`s4d_modes`]).
+    pub fn backbone_modes(&self) -> usize {
+        s4d_modes(self.d_state)
+    }
+
+    /// Complex modes of the dual variant's path encoder ([`PATH_D_STATE`]).
+    pub fn path_modes(&self) -> usize {
+        s4d_modes(PATH_D_STATE)
+    }
+
     /// Whether every size is one a model can be built with: nothing zero that must not be,
     /// nothing beyond what this build can hold. The error names the first size at fault.
     pub fn check_sizes(&self) -> Result<(), String> {

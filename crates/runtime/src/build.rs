@@ -155,9 +155,7 @@ fn backbone(l: &Loader, c: &ModelConfig) -> Result<(Vec<Mamba>, Vec<S4d>)> {
     let layers = if c.variant.is_temporal() { c.layers } else { 0 };
     for i in 0..layers {
         match c.variant {
-            Variant::S4d => {
-                s4d.push(l.s4d(&norm(i), &mixer(i), c.d_model, (c.d_state / 2).max(1))?)
-            }
+            Variant::S4d => s4d.push(l.s4d(&norm(i), &mixer(i), c.d_model, c.backbone_modes())?),
             _ => mamba.push(mamba_block(l, c, i)?),
         }
     }
@@ -168,9 +166,9 @@ fn backbone(l: &Loader, c: &ModelConfig) -> Result<(Vec<Mamba>, Vec<S4d>)> {
 fn mamba_block(l: &Loader, c: &ModelConfig, i: usize) -> Result<Mamba> {
     let m = mixer(i);
     let h = c.d_model;
-    let e = c.expand * h;
+    let e = c.d_inner();
     let n = c.d_state;
-    let r = h.div_ceil(16);
+    let r = c.dt_rank();
     let width = c.d_conv;
     let (ws, conv_w) = l.f32s(&join(&join(&m, mamba::CONV1D), WEIGHT))?;
     if ws != [e, 1, width] {
@@ -226,7 +224,12 @@ fn path_encoder(l: &Loader, c: &ModelConfig) -> Result<Option<PathEncoder>> {
     let gate = l.vector(path::GATE, 1)?;
     Ok(Some(PathEncoder {
         hop_in: l.dense(path::HOP_IN, HOP_DIM, c.path_channels)?,
-        s4d: l.s4d(path::S4D_NORM, path::S4D_MIXER, c.path_channels, 4)?,
+        s4d: l.s4d(
+            path::S4D_NORM,
+            path::S4D_MIXER,
+            c.path_channels,
+            c.path_modes(),
+        )?,
         out: l.dense(path::OUT, c.path_channels, 1)?,
         gate: gate[0],
     }))

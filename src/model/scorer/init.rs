@@ -56,7 +56,7 @@ impl Init for ModelConfig {
             hop_in: linear(seed(), HOP_DIM, self.path_channels),
             s4d: S4dConfig {
                 d_model: self.path_channels,
-                d_state: 8,
+                d_state: ssmkit_format::model::PATH_D_STATE,
             }
             .init(seed(), device),
             out: linear(seed(), self.path_channels, 1),
