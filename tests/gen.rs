@@ -1000,6 +1000,79 @@ fn jsonl_scenarios_and_sessions_import() {
         "{err}"
     );
     assert!(!out.exists());
+
+    // Content embeddings: one width on every line, one vector per memory, no query
+    // without content; each refusal names its line and writes nothing.
+    let with = |ts: i64, memories: [u32; 2], content: serde_json::Value| {
+        let mut line = session("u1", ts);
+        line["memory_ids"] = serde_json::json!(memories);
+        line["content"] = content;
+        line
+    };
+    let (s, out) = import(
+        "content",
+        &[
+            with(100, [5, 9], serde_json::json!([[1.0, 2.0], [3.0, 4.0]])),
+            with(200, [9, 7], serde_json::json!([[3.0, 4.0], [5.0, 6.0]])),
+        ],
+    );
+    s.unwrap();
+    let data = ssmkit::data::Dataset::load(&out).unwrap();
+    assert_eq!(data.embedding_dim, 2);
+    assert_eq!(
+        data.users[0].content[..8],
+        [1.0, 2.0, 3.0, 4.0, 3.0, 4.0, 5.0, 6.0]
+    );
+    assert_eq!(
+        data.users[0].query[..4],
+        [0.0; 4],
+        "no query reads as zeros"
+    );
+    for (name, lines, said) in [
+        (
+            "widths",
+            vec![
+                with(100, [5, 9], serde_json::json!([[1.0, 2.0], [3.0, 4.0]])),
+                with(200, [5, 9], serde_json::json!([[1.0], [3.0]])),
+            ],
+            "line 2",
+        ),
+        (
+            "partial",
+            vec![
+                with(100, [5, 9], serde_json::json!([[1.0], [3.0]])),
+                session("u1", 200),
+            ],
+            "line 2",
+        ),
+        (
+            "changed",
+            vec![
+                with(100, [5, 9], serde_json::json!([[1.0], [3.0]])),
+                with(200, [5, 9], serde_json::json!([[1.0], [4.0]])),
+            ],
+            "memory 9 has other content than on line 1",
+        ),
+        (
+            "query",
+            vec![{
+                let mut l = session("u1", 100);
+                l["query"] = serde_json::json!([1.0]);
+                l
+            }],
+            "`query` without `content`",
+        ),
+        (
+            "nan",
+            vec![with(100, [5, 9], serde_json::json!([[1.0], [1e39]]))],
+            "content vector 1",
+        ),
+    ] {
+        let (s, out) = import(name, &lines);
+        let err = s.unwrap_err().to_string();
+        assert!(err.contains(said), "{name}: {err}");
+        assert!(!out.exists(), "{name}");
+    }
 }
 
 fn ssmkit() -> Command {

@@ -8,6 +8,11 @@
 //! - an exported turn also has `user_id` and `timestamp` (Unix seconds), and optionally
 //!   `session_id`, `memory_ids` and `entity_ids`; a user's turns are ordered by timestamp.
 //!   A file's `user_id`s are all strings or all numbers.
+//! - either line may carry content embeddings: `content` (n vectors of E numbers, one per
+//!   candidate) and optionally `query` (E numbers; zeros without). Either every line has
+//!   `content` or none has; E is the same on every line and the manifest records it as
+//!   `embedding_dim`. Content belongs to a memory: a memory id shown twice in a user's
+//!   turns must carry the same vector.
 //!
 //! Vectors of 17 numbers get the path features (dims 17–23) marked missing in `mask`.
 //! Imported data has no clean truth: `clean_*` equal the observed values and `relevance`
@@ -48,6 +53,10 @@ struct Line {
     memory_ids: Option<Vec<u32>>,
     #[serde(default)]
     entity_ids: Option<Vec<u32>>,
+    #[serde(default)]
+    content: Option<Vec<Vec<f64>>>,
+    #[serde(default)]
+    query: Option<Vec<f64>>,
     #[serde(default, rename = "turn")]
     _turn: Option<u64>,
 }
@@ -63,6 +72,79 @@ struct ParsedTurn {
     labels: Vec<f64>,
     memory_ids: Option<Vec<u32>>,
     entity_ids: Option<Vec<u32>>,
+    /// One content vector per candidate, each of the same width.
+    content: Option<Vec<Vec<f32>>>,
+    query: Option<Vec<f32>>,
+}
+
+/// The widest content embedding an import takes (as `[world] embedding_dim`).
+const MAX_CONTENT_DIM: usize = 1024;
+
+/// `v` as 32-bit numbers, each finite (`what` names the vector in the error).
+fn finite_vector(v: &[f64], what: &str) -> std::result::Result<Vec<f32>, String> {
+    v.iter()
+        .enumerate()
+        .map(|(d, &x)| {
+            let y = x as f32;
+            if y.is_finite() {
+                Ok(y)
+            } else {
+                Err(format!(
+                    "value {d} of {what} is {x}: not a finite 32-bit number"
+                ))
+            }
+        })
+        .collect()
+}
+
+/// The line's content vectors and query, checked: one vector per candidate, all of one
+/// width in 1..=[`MAX_CONTENT_DIM`], the query of that width; no query without content.
+#[allow(clippy::type_complexity)]
+fn content_of(
+    line: &Line,
+    n: usize,
+) -> std::result::Result<(Option<Vec<Vec<f32>>>, Option<Vec<f32>>), String> {
+    let Some(content) = &line.content else {
+        return match line.query {
+            Some(_) => Err(
+                "`query` without `content`: a query embedding needs the candidates' content".into(),
+            ),
+            None => Ok((None, None)),
+        };
+    };
+    if content.len() != n {
+        return Err(format!(
+            "{} content vectors for {n} feature vectors",
+            content.len()
+        ));
+    }
+    let width = content[0].len();
+    if width == 0 || width > MAX_CONTENT_DIM {
+        return Err(format!(
+            "content vectors have {width} numbers; expected 1 to {MAX_CONTENT_DIM}"
+        ));
+    }
+    let mut vectors = Vec::with_capacity(n);
+    for (i, v) in content.iter().enumerate() {
+        if v.len() != width {
+            return Err(format!(
+                "content vector {i} has {} numbers, vector 0 has {width}",
+                v.len()
+            ));
+        }
+        vectors.push(finite_vector(v, &format!("content vector {i}"))?);
+    }
+    let query = match &line.query {
+        Some(q) if q.len() != width => {
+            return Err(format!(
+                "`query` has {} numbers, the content vectors {width}",
+                q.len()
+            ));
+        }
+        Some(q) => Some(finite_vector(q, "`query`")?),
+        None => None,
+    };
+    Ok((Some(vectors), query))
 }
 
 fn key(v: &serde_json::Value) -> String {
@@ -148,6 +230,7 @@ fn parse_line(
             return Err(err(format!("{} {what} for {n} feature vectors", ids.len())));
         }
     }
+    let (content, query) = content_of(&line, n).map_err(err)?;
     let mask = if width == BASE_DIM {
         ((1u32 << FEATURE_DIM) - 1) & !((1u32 << BASE_DIM) - 1)
     } else {
@@ -189,6 +272,8 @@ fn parse_line(
             labels: line.labels,
             memory_ids: line.memory_ids,
             entity_ids: line.entity_ids,
+            content,
+            query,
         },
     ))
 }
@@ -226,6 +311,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
     // Parse everything first: a bad line fails before anything is written.
     let (mut users, anonymous) = read_users(input)?;
     let time_axis = time_axis(input, &users)?;
+    let dim = content_width(input, &users)?;
     let named = users
         .iter()
         .flat_map(|(_, t)| t)
@@ -237,6 +323,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
     for (u, (_, user_turns)) in users.iter_mut().enumerate() {
         user_turns.sort_by_key(|t| (t.timestamp, t.line));
         let mut sessions: HashMap<String, u32> = HashMap::new();
+        let mut memories = HashMap::new();
         let mut prev_ts = None;
         for (ti, turn) in user_turns.iter().enumerate() {
             let n_sessions = sessions.len() as u32;
@@ -244,6 +331,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
             max_k = max_k.max(turn.features.len());
             turns += 1;
             push_turn(&mut t, (u as u32, ti as u32, session), turn, prev_ts, named);
+            push_memories(input, &mut t, u as u32, turn, dim, &mut memories)?;
             prev_ts = Some(turn.timestamp);
         }
     }
@@ -251,8 +339,8 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
     let memories = t.memories.user_id.len() as u64;
     let path_hops = t.paths.user_id.len() as u64;
     let mut writers = Writers::new(&staged.tmp, polars::prelude::ParquetCompression::Zstd(None));
-    writers.write(t, 0)?;
-    let files = writers.finish(0)?;
+    writers.write(t, dim)?;
+    let files = writers.finish(dim)?;
     let counts = Counts {
         memories: Some(memories),
         path_hops: Some(path_hops),
@@ -266,7 +354,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
             path: input.display().to_string(),
             sha256: sha256_file(input)?,
         }),
-        ..Manifest::new(Source::Jsonl, 0, max_k, 0, counts, files)
+        ..Manifest::new(Source::Jsonl, 0, max_k, dim, counts, files)
     };
     manifest.write(&staged.tmp)?;
     let out = staged.commit()?;
@@ -332,6 +420,84 @@ fn time_axis(input: &Path, users: &[(String, Vec<ParsedTurn>)]) -> Result<bool> 
     Ok(timed.is_some())
 }
 
+/// The width of the file's content embeddings (0: none): every line has `content` of
+/// that width, or none has.
+fn content_width(input: &Path, users: &[(String, Vec<ParsedTurn>)]) -> Result<usize> {
+    let all = || users.iter().flat_map(|(_, t)| t);
+    let width = |t: &ParsedTurn| t.content.as_ref().map_or(0, |c| c[0].len());
+    let Some(first) = all().min_by_key(|t| t.line) else {
+        return Ok(0);
+    };
+    let dim = width(first);
+    match all().filter(|t| width(t) != dim).min_by_key(|t| t.line) {
+        None => Ok(dim),
+        Some(other) => Err(Error::Jsonl {
+            path: input.to_path_buf(),
+            line: other.line,
+            msg: format!(
+                "{}, but line {} has {}: every line has `content` of one width, or none has",
+                match width(other) {
+                    0 => "no `content`".to_string(),
+                    w => format!("content vectors of {w} numbers"),
+                },
+                first.line,
+                match dim {
+                    0 => "none".to_string(),
+                    w => format!("{w} numbers"),
+                }
+            ),
+        }),
+    }
+}
+
+/// Appends a memories row for each memory of `turn` that user `u` has not shown before,
+/// with its content (`dim` numbers); `seen` maps each memory id to its content and line.
+/// A memory shown again must carry the same content.
+fn push_memories(
+    input: &Path,
+    t: &mut Tables,
+    u: u32,
+    turn: &ParsedTurn,
+    dim: usize,
+    seen: &mut HashMap<u32, (Vec<f32>, usize)>,
+) -> Result<()> {
+    let Some(content) = &turn.content else {
+        return Ok(());
+    };
+    for (i, v) in content.iter().enumerate() {
+        let memory = turn.memory_ids.as_ref().map_or(i as u32, |m| m[i]);
+        if let Some((earlier, line)) = seen.get(&memory) {
+            if earlier != v {
+                return Err(Error::Jsonl {
+                    path: input.to_path_buf(),
+                    line: turn.line,
+                    msg: format!(
+                        "memory {memory} has other content than on line {line}: content belongs to a memory"
+                    ),
+                });
+            }
+            continue;
+        }
+        seen.insert(memory, (v.clone(), turn.line));
+        let m = &mut t.memories;
+        m.user_id.push(u);
+        m.memory_id.push(memory);
+        m.entity_id
+            .push(turn.entity_ids.as_ref().map_or(0, |e| e[i]));
+        m.aspect.push(0);
+        m.attribute.push(0);
+        m.created.push(turn.timestamp);
+        m.importance.push(turn.features[i][1]);
+        m.pinned.push(0);
+        m.superseded_at.push(None);
+        m.supersedes.push(None);
+        m.community.push(0);
+        debug_assert_eq!(v.len(), dim);
+        m.embedding.extend_from_slice(v);
+    }
+    Ok(())
+}
+
 /// Appends turn `ti` of user `u` (in session `session`) to the turns table and its
 /// candidates to the candidates table.
 fn push_turn(
@@ -367,6 +533,11 @@ fn push_turn(
     let relevant = turn.labels.iter().filter(|&&l| l > 0.5).count();
     tr.n_relevant.push(relevant as u8);
     tr.negative_slots.push(0);
+    match (&turn.query, &turn.content) {
+        (Some(q), _) => tr.query.extend_from_slice(q),
+        (None, Some(c)) => tr.query.extend(std::iter::repeat_n(0.0, c[0].len())),
+        (None, None) => {}
+    }
     if named {
         tr.name.push(turn.name.clone());
     }
