@@ -897,6 +897,63 @@ fn weekly_stream(dir: &Path, name: &str, seed: u64, inverted: bool) -> std::path
     import_lines(dir, name, &lines)
 }
 
+/// Layouts that meet: a model that reads no content (`temporal_only`) trained on a world
+/// with 16-dimensional content is evaluated on imported sessions without content; one
+/// that reads content is refused, and the error names the setting that makes them meet.
+#[test]
+fn a_model_that_reads_no_content_transfers_across_content_widths() {
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = tiny_data(dir.path());
+    let real = weekly_stream(dir.path(), "real", 1, false);
+    assert_eq!(Dataset::load(&real).unwrap().embedding_dim, 0);
+    let run = |inputs: ssmkit::model::scorer::Inputs, name: &str| {
+        let r = dir.path().join(name);
+        let cfg = TrainConfig {
+            steps: 6,
+            inputs,
+            ..tiny_train()
+        };
+        train(&cfg, &opts(&synthetic, &r, 1)).unwrap();
+        r
+    };
+    let reads = run(ssmkit::model::scorer::Inputs::All, "reads-content");
+    let blind = run(ssmkit::model::scorer::Inputs::TemporalOnly, "temporal-only");
+    let eval = |r: &Path, name: &str| {
+        let out = dir.path().join(name);
+        let (ok, _, err) = ssmkit(&[
+            "eval",
+            "--data",
+            real.to_str().unwrap(),
+            "--run",
+            r.to_str().unwrap(),
+            "--transfer",
+            "--out",
+            out.to_str().unwrap(),
+            "--resamples",
+            "100",
+            "--permutations",
+            "100",
+            "--latency-users",
+            "1",
+            "--quiet",
+        ]);
+        (ok, err, out)
+    };
+    let (ok, err, out) = eval(&reads, "refused");
+    assert!(
+        !ok && err.contains("16-dimensional") && err.contains("`[world] embedding_dim = 0`"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let (ok, err, out) = eval(&blind, "transferred");
+    assert!(ok, "{err}");
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("gts,mamba")),
+        "{metrics}"
+    );
+}
+
 /// Exported sessions, end to end: import → train → eval on the global temporal split,
 /// then TSTR: a model trained on a synthetic stream of the same weekly cycle is evaluated
 /// on the real one with `--transfer`, and the TSTR gate passes; trained on a stream whose

@@ -103,10 +103,11 @@ fn world(w: &WorldConfig) -> Result<()> {
     if w.memory_slots == 0 {
         return bad("world.memory_slots", "must be at least 1".into());
     }
-    if w.embedding_dim == 0 || w.embedding_dim > 1024 {
+    // 0: no content embeddings, as a dataset imported without them.
+    if w.embedding_dim > 1024 {
         return bad(
             "world.embedding_dim",
-            format!("{} is not in 1..=1024", w.embedding_dim),
+            format!("{} is not in 0..=1024", w.embedding_dim),
         );
     }
     positive("world.dependency_degree", w.dependency_degree)?;

@@ -39,12 +39,14 @@ impl Runs {
         let own_split = crate::data::split::own_cutoffs(outline);
         for run in &opts.runs {
             let st = read_run_state(run)?;
-            if st.model.content_dim != outline.embedding_dim {
+            if st.model.reads_content() && st.model.content_dim != outline.embedding_dim {
                 return Err(Error::Mismatch(format!(
-                    "{}: the model reads {}-dimensional content embeddings, {} has {}",
+                    "{}: the model reads {}-dimensional content embeddings, {} has {}: train it on data of width {} (`[world] embedding_dim = {}` for a generated world), or with `[train] inputs = \"temporal_only\"`, which reads no content",
                     run.display(),
                     st.model.content_dim,
                     opts.data.display(),
+                    outline.embedding_dim,
+                    outline.embedding_dim,
                     outline.embedding_dim
                 )));
             }

@@ -345,6 +345,14 @@ impl ModelConfig {
     }
 
     /// Whether the model reads the keyed event log.
+    /// Whether the model reads content and query embeddings (the temporal variants and
+    /// the cross-attention scorer, unless `temporal_only`): a model that does not takes
+    /// data of any content width.
+    pub fn reads_content(&self) -> bool {
+        self.inputs != Inputs::TemporalOnly
+            && (self.variant.is_temporal() || self.variant == Variant::Xattn)
+    }
+
     pub fn reads_events(&self) -> bool {
         self.keyed_channels() > 0 || self.variant == Variant::Attn
     }

@@ -23,7 +23,9 @@ impl Runtime {
                 )));
             }
         }
-        if !turn.query.is_empty() && turn.query.len() != e {
+        // A model that reads no content takes any width (and ignores it).
+        let e_read = |len: usize| len == 0 || len == e || !self.config.reads_content();
+        if !e_read(turn.query.len()) {
             return Err(Error::Turn(format!(
                 "query has {} values, the model reads {e}",
                 turn.query.len()
@@ -41,7 +43,7 @@ impl Runtime {
                     "candidate {i}: its content or path holds a NaN or infinite value"
                 )));
             }
-            if !c.content.is_empty() && c.content.len() != e {
+            if !e_read(c.content.len()) {
                 return Err(Error::Turn(format!(
                     "candidate {i}: content has {} values, the model reads {e}",
                     c.content.len()

@@ -119,6 +119,7 @@ impl Init for ModelConfig {
             history: self.history,
             relative: self.relative,
             temporal_only: self.inputs == Inputs::TemporalOnly,
+            content_dim: self.content_dim,
             picks: if self.variant == Variant::Xattn {
                 0
             } else {

@@ -78,6 +78,9 @@ pub struct Scorer {
     history: bool,
     relative: bool,
     temporal_only: bool,
+    /// The width of the content and query embeddings the model was built for; with
+    /// `temporal_only` a batch of any width reads as zeros of this one.
+    content_dim: usize,
     picks: usize,
 }
 
@@ -220,15 +223,17 @@ impl Scorer {
         let keep = Tensor::<1>::from_data(TensorData::new(keep.to_vec(), [FEATURE_DIM]), &device)
             .unsqueeze::<4>();
         let none = self.entity_slots as i32;
+        let [b, t, k, _] = batch.features.dims();
+        let e = self.content_dim;
         std::borrow::Cow::Owned(Batch {
             relative,
             features: batch.features.clone() * keep.clone(),
             missing: batch.missing.clone() * keep,
-            query: batch.query.zeros_like(),
+            query: Tensor::zeros([b, t, e], &device),
             focal: batch.focal.zeros_like() + none,
             memory_slot: batch.memory_slot.zeros_like(),
             entity: batch.entity.zeros_like() + none,
-            content: batch.content.zeros_like(),
+            content: Tensor::zeros([b, t, k, e], &device),
             hops: batch.hops.zeros_like(),
             hop_count: batch.hop_count.ones_like(),
             keyed_events: batch.keyed_events.zeros_like(),
