@@ -308,15 +308,10 @@ impl<'a> Job<'a> {
                     reader,
                     tcfg,
                     &TrainOptions {
-                        data: self.data.clone(),
-                        run: run.clone(),
-                        seed,
                         resume,
                         quiet: self.opts.quiet,
-                        stop_after: None,
-                        backend: Default::default(),
-                        scan: None,
                         progress: Some(self.multi.clone()),
+                        ..TrainOptions::new(self.data.clone(), run.clone(), seed)
                     },
                 )?;
             }

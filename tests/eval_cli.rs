@@ -243,6 +243,65 @@ fn gts_split_keeps_test_labels_out_of_training() {
     );
 }
 
+/// TSTR's synthetic + real arm: a dataset mixed into training gives only its training
+/// turns (its validation and test labels never reach the weights), and the run's own
+/// dataset keeps its test labels out as before.
+#[test]
+fn a_mixed_dataset_trains_on_its_training_turns_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_data(dir.path());
+    let data = Dataset::load(&path).unwrap();
+    let other = common::gen_tiny(
+        &ssmkit::config::Config {
+            seed: 99,
+            ..common::tiny_config()
+        },
+        &dir.path().join("other"),
+    );
+    let mixed = Dataset::load(&other).unwrap();
+    let cfg = TrainConfig {
+        steps: 30,
+        eval_every: 10,
+        ..tiny_train()
+    };
+    let weights = |d: &Dataset, m: Option<&Dataset>, name: &str| -> Vec<f32> {
+        let run = dir.path().join(name);
+        let mut o = opts(&path, &run, 7);
+        match m {
+            Some(m) => {
+                o.mix = vec![other.clone()];
+                ssmkit::train::train_on_mixed(d, std::slice::from_ref(m), &cfg, &o).unwrap();
+            }
+            None => {
+                train_on(d, &cfg, &o).unwrap();
+            }
+        }
+        let (model, _) = load_run(&run, false, &burn::prelude::Device::flex()).unwrap();
+        flat_params(&model)
+    };
+    let original = weights(&data, Some(&mixed), "mixed");
+    let state = ssmkit::train::read_run_state(&dir.path().join("mixed")).unwrap();
+    assert_eq!(state.mixed.len(), 1);
+    assert_eq!(state.mixed[0].share, 0.5);
+    let (own, theirs) = (cut_of(&data, &cfg), cut_of(&mixed, &cfg));
+    let mut held_out = (data.clone(), mixed.clone());
+    flip_labels_from(&mut held_out.0, own.test);
+    flip_labels_from(&mut held_out.1, theirs.valid);
+    assert!(
+        original == weights(&held_out.0, Some(&held_out.1), "held-out-flipped"),
+        "held-out labels reached training"
+    );
+    // The checks can fail: the mixed dataset's training labels reach the weights, and
+    // mixing it in trains another model than training alone.
+    let mut all = mixed.clone();
+    flip_labels_from(&mut all, i64::MIN);
+    assert!(
+        original != weights(&data, Some(&all), "mixed-flipped"),
+        "the mixed dataset does not reach training"
+    );
+    assert!(original != weights(&data, None, "alone"));
+}
+
 #[test]
 fn a_test_score_sees_only_the_history_before_its_turn() {
     let dir = tempfile::tempdir().unwrap();

@@ -197,6 +197,19 @@ pub struct TrainArgs {
     /// Continue the run in --run from its last checkpoint
     #[arg(long)]
     pub resume: bool,
+    /// Also train on this dataset's training turns (repeatable; TSTR's synthetic + real
+    /// arm: --data REAL --mix SYNTHETIC). Each keeps its own split; --data's validation
+    /// turns select the model, and the run is --data's
+    #[arg(long, value_name = "DIR")]
+    pub mix: Vec<PathBuf>,
+    /// Share of the training steps whose batch comes from the --mix datasets
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        requires = "mix",
+        allow_negative_numbers = true
+    )]
+    pub mix_share: f64,
     /// Print the parameter counts of every model and size, and exit
     #[arg(long)]
     pub dry_run: bool,

@@ -85,6 +85,8 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         backend,
         scan,
         resume,
+        mix,
+        mix_share,
         dry_run,
         quiet,
     } = args;
@@ -116,15 +118,17 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         cfg.train.steps = s;
     }
     let opts = TrainOptions {
-        data: data.expect("required"),
-        run: run.expect("required"),
-        seed: seed.unwrap_or(cfg.seed),
         resume,
         quiet,
-        stop_after: None,
         backend,
         scan,
-        progress: None,
+        mix,
+        mix_share,
+        ..TrainOptions::new(
+            data.expect("required"),
+            run.expect("required"),
+            seed.unwrap_or(cfg.seed),
+        )
     };
     // The baselines printed after training score the same validation users.
     let trained = train::train_validated(&cfg.train, &opts)?;

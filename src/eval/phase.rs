@@ -393,7 +393,9 @@ fn score_runs(
     let data = &test.data;
     for (name, idx) in &runs.groups {
         let variant = runs.states[idx[0]].1.model.variant;
-        let is_ablation = variant == wanted && !name.contains('@') && name != primary;
+        // A TSTR arm (trained elsewhere, or with another dataset mixed in) is no ablation.
+        let is_ablation =
+            variant == wanted && !name.contains('@') && !name.contains("+mix=") && name != primary;
         t.configs
             .insert(name.clone(), runs.states[idx[0]].1.model.clone());
         let mut per_run: Vec<Vec<Row>> = Vec::new();
@@ -598,7 +600,8 @@ fn judge_gates(
         heuristic: rows("heuristic").expect("the heuristic was scored"),
         history: best_history,
         xattn: rows("xattn").filter(|_| primary != "xattn"),
-        transfer: primary_transfer(systems, primary),
+        transfer: primary_arm(systems, primary, '@'),
+        mixed: primary_arm(systems, primary, '+'),
         units: (opts.unit == Unit::User).then_some(&suite.units[..]),
         compare: &opts.compare,
     };
@@ -690,17 +693,23 @@ fn reference_dual(data: &Dataset, cases: &[Case], seed: u64) -> Vec<(String, Vec
         .collect()
 }
 
-/// The TSTR ratio when the primary model was also trained on another dataset: the DCG@10
-/// of `primary@sha` over the primary model's trained here.
-fn primary_transfer(systems: &[System], primary: &str) -> Option<(String, f64)> {
-    if primary.contains('@') {
+/// A TSTR arm of the primary model, with its per-seed rows: with `'@'` the primary model
+/// trained on another dataset (`primary@sha`), with `'+'` trained on this one with another
+/// mixed in (`primary+mix=sha`).
+fn primary_arm<'a>(
+    systems: &'a [System],
+    primary: &str,
+    mark: char,
+) -> Option<(String, &'a [Vec<crate::metrics::Row>])> {
+    if primary.contains('@') || primary.contains("+mix=") {
         return None;
     }
-    let here = systems.iter().find(|s| s.name == primary)?;
-    let there = systems
+    let prefix = match mark {
+        '@' => format!("{primary}@"),
+        _ => format!("{primary}+mix="),
+    };
+    let arm = systems
         .iter()
-        .find(|s| s.name.starts_with(&format!("{primary}@")))?;
-    let m = metric_index("dcg@10");
-    let all: Vec<usize> = (0..here.cases.len()).collect();
-    Some((there.name.clone(), there.mean(m, &all) / here.mean(m, &all)))
+        .find(|s| s.name.starts_with(&prefix) && (mark == '@' || !s.name.contains('@')))?;
+    Some((arm.name.clone(), &arm.seed_rows[..]))
 }

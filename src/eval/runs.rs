@@ -24,8 +24,9 @@ pub(super) struct Runs {
     /// the dataset's own.
     pub(super) split: Cutoffs,
     /// Runs grouped by system: the model and its departures from the defaults
-    /// (`mamba+d_state=4`), and for TSTR the dataset it was trained on (`mamba@1a2b3c4d`
-    /// is a mamba trained on another dataset).
+    /// (`mamba+d_state=4`), the datasets mixed into its training (`mamba+mix=1a2b3c4d`,
+    /// TSTR's synthetic + real arm), and for TSTR the dataset it was trained on
+    /// (`mamba@1a2b3c4d` is a mamba trained on another dataset).
     pub(super) groups: BTreeMap<String, Vec<usize>>,
 }
 
@@ -87,15 +88,13 @@ impl Runs {
         };
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, (_, st)) in states.iter().enumerate() {
-            let name = if st.dataset_sha == sha {
-                st.train.system_name()
-            } else {
-                format!(
-                    "{}@{}",
-                    st.train.system_name(),
-                    st.dataset_sha.get(..8).unwrap_or("")
-                )
-            };
+            let mut name = st.train.system_name();
+            for m in &st.mixed {
+                name += &format!("+mix={}", m.dataset_sha.get(..8).unwrap_or(""));
+            }
+            if st.dataset_sha != sha {
+                name += &format!("@{}", st.dataset_sha.get(..8).unwrap_or(""));
+            }
             groups.entry(name).or_default().push(i);
         }
         Ok(Runs {

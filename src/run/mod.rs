@@ -46,6 +46,19 @@ pub struct RunState {
     /// evaluations and export metadata. A `state.json` without it is refused too.
     #[serde(default)]
     pub state_sha256: String,
+    /// The datasets whose training turns were mixed into the training (none: the run
+    /// trained on its own dataset alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mixed: Vec<Mixed>,
+}
+
+/// A dataset mixed into a run's training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mixed {
+    /// Its identity ([`dataset_fingerprint`]).
+    pub dataset_sha: String,
+    /// The share of the steps whose batch came from it.
+    pub share: f64,
 }
 
 impl RunState {
@@ -70,6 +83,7 @@ impl RunState {
             checkpoint: String::new(),
             sha256: Default::default(),
             state_sha256: String::new(),
+            mixed: Vec::new(),
         }
     }
 

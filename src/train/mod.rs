@@ -59,6 +59,31 @@ pub struct TrainOptions {
     pub scan: Option<ScanImpl>,
     /// Show the training bar under this parent's bars (`ssmkit run`) rather than alone.
     pub progress: Option<indicatif::MultiProgress>,
+    /// Datasets whose training turns are mixed into the training (the TSTR protocol's
+    /// synthetic + real arm), each with its own split; `data` stays the run's own: its
+    /// validation turns select the model and its identity is the run's.
+    pub mix: Vec<PathBuf>,
+    /// The share of the steps whose batch comes from `mix` (split equally among them).
+    pub mix_share: f64,
+}
+
+impl TrainOptions {
+    /// Options to train on `data` into `run` with `seed`, everything else at its default.
+    pub fn new(data: PathBuf, run: PathBuf, seed: u64) -> TrainOptions {
+        TrainOptions {
+            data,
+            run,
+            seed,
+            resume: false,
+            quiet: true,
+            stop_after: None,
+            backend: Default::default(),
+            scan: None,
+            progress: None,
+            mix: Vec::new(),
+            mix_share: 0.5,
+        }
+    }
 }
 
 /// Which stage pool a step draws from: stages in order, each for its share of the steps.
@@ -92,12 +117,19 @@ pub struct Trained {
 pub fn train_validated(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Trained> {
     train_cfg.validate()?;
     let reader = crate::data::DatasetReader::open(&opts.data)?;
+    let mixed: Vec<crate::data::DatasetReader> = opts
+        .mix
+        .iter()
+        .map(|p| crate::data::DatasetReader::open(p))
+        .collect::<Result<_>>()?;
+    let on_disk = |reader| Source::Disk {
+        reader,
+        columns: columns_for(train_cfg),
+        loaded: None,
+    };
     train_from(
-        Source::Disk {
-            reader: &reader,
-            columns: columns_for(train_cfg),
-            loaded: None,
-        },
+        on_disk(&reader),
+        mixed.iter().map(on_disk).collect(),
         train_cfg,
         opts,
     )
@@ -123,6 +155,7 @@ pub fn train_read(
             columns: columns_for(train_cfg),
             loaded: None,
         },
+        Vec::new(),
         train_cfg,
         opts,
     )
@@ -140,35 +173,97 @@ pub fn model_config(data: &Dataset, train_cfg: &TrainConfig) -> ModelConfig {
     ))
 }
 
+/// The model a training config builds on `data` with `mixed` mixed in: the memory slots
+/// of the widest, and the content width of `data`, which a mixed dataset must share when
+/// the model reads content.
+fn mixed_model_config(
+    data: &Dataset,
+    mixed: &[&Dataset],
+    train_cfg: &TrainConfig,
+    opts: &TrainOptions,
+) -> Result<ModelConfig> {
+    let mut cfg = model_config(data, train_cfg);
+    for (m, path) in mixed.iter().zip(&opts.mix) {
+        cfg.memory_slots = cfg.memory_slots.max(m.manifest.memory_slots() as usize);
+        if cfg.reads_content() && m.embedding_dim != data.embedding_dim {
+            return Err(Error::Mismatch(format!(
+                "{} has {}-dimensional content embeddings and {} has {}: the model reads them, so they must meet (`[world] embedding_dim = {}` for a generated world), or train with `[train] inputs = \"temporal_only\"`, which reads no content",
+                path.display(),
+                m.embedding_dim,
+                opts.data.display(),
+                data.embedding_dim,
+                data.embedding_dim
+            )));
+        }
+    }
+    let share_of_steps = opts.mix_share > 0.0 && opts.mix_share < 1.0;
+    if !opts.mix.is_empty() && !share_of_steps {
+        return Err(Error::Usage(format!(
+            "--mix-share {}: expected a share of the steps in (0, 1)",
+            opts.mix_share
+        )));
+    }
+    Ok(cfg)
+}
+
+/// What the run records of the datasets mixed into its training.
+fn mixed_records(mixed: &[&Dataset], opts: &TrainOptions) -> Vec<crate::run::Mixed> {
+    let share = opts.mix_share / mixed.len().max(1) as f64;
+    mixed
+        .iter()
+        .map(|m| crate::run::Mixed {
+            dataset_sha: dataset_fingerprint(m),
+            share,
+        })
+        .collect()
+}
+
 /// [`train`] on a dataset already in memory (`opts.data` names it in the run's records).
 pub fn train_on(
     data: &Dataset,
     train_cfg: &TrainConfig,
     opts: &TrainOptions,
 ) -> Result<Validation> {
-    train_from(Source::Memory(data), train_cfg, opts).map(|t| t.last)
+    train_from(Source::Memory(data), Vec::new(), train_cfg, opts).map(|t| t.last)
 }
 
-fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<Trained> {
+/// [`train_on`] with the training turns of `mixed` (already in memory, named in order by
+/// `opts.mix`) mixed in.
+pub fn train_on_mixed(
+    data: &Dataset,
+    mixed: &[Dataset],
+    train_cfg: &TrainConfig,
+    opts: &TrainOptions,
+) -> Result<Validation> {
+    if mixed.len() != opts.mix.len() {
+        return Err(Error::Usage(format!(
+            "{} mixed datasets in memory but {} named in the options",
+            mixed.len(),
+            opts.mix.len()
+        )));
+    }
+    let sources = mixed.iter().map(Source::Memory).collect();
+    train_from(Source::Memory(data), sources, train_cfg, opts).map(|t| t.last)
+}
+
+/// Trains on `source` (the run's dataset) and, with `mixed`, on the training turns of
+/// each of `opts.mix` too.
+fn train_from<'s>(
+    mut source: Source<'s>,
+    mut mixed: Vec<Source<'s>>,
+    train_cfg: &TrainConfig,
+    opts: &TrainOptions,
+) -> Result<Trained> {
     train_cfg.validate()?;
     if let Source::Disk { .. } = source {
-        check_memory(train_cfg)?;
+        check_memory(train_cfg, 1 + mixed.len())?;
     }
     let data = source.outline();
     let (plain_device, device_name) = crate::backend::select(opts.backend)?;
     let device = plain_device.clone().autodiff();
-    let model_cfg = model_config(data, train_cfg);
+    let outlines: Vec<&Dataset> = mixed.iter().map(|s| s.outline()).collect();
+    let model_cfg = mixed_model_config(data, &outlines, train_cfg, opts)?;
     let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
-    let pools = stream::stage_pools(&data.users, &cut, 0);
-    if pools.is_empty() {
-        return Err(Error::Dataset {
-            path: opts.data.clone(),
-            msg: format!(
-                "the training split is empty: no user has a turn to train on ({})",
-                cut.describe()
-            ),
-        });
-    }
     let mut state = RunState::new(
         model_cfg.clone(),
         train_cfg.clone(),
@@ -176,6 +271,7 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         cut,
         dataset_fingerprint(data),
     );
+    state.mixed = mixed_records(&outlines, opts);
     let mut model = model_cfg.init(opts.seed, &device);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(train_cfg.weight_decay as f32)
@@ -190,7 +286,11 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     } else {
         begin(opts, &state, model.num_params(), &device_name)?;
     }
-    let trainer = Trainer::new(opts, train_cfg, data, model_cfg, cut, pools, device);
+    let mut parts = vec![Part::new(data, &opts.data, train_cfg)?];
+    for (m, path) in outlines.iter().zip(&opts.mix) {
+        parts.push(Part::new(m, path, train_cfg)?);
+    }
+    let trainer = Trainer::new(opts, train_cfg, model_cfg, parts, device);
     let split_seed = data.manifest.seed;
     let validation_data = source.validation_users(
         &cut,
@@ -204,7 +304,8 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     // The first block is read before training starts, so bad values in it (in the whole
     // dataset, when it fits in one block) are refused before any step; a later block's
     // are refused when it is read, and the last checkpoint stays.
-    source.block(&trainer.plan, trainer.plan.block_at(state.step, opts.seed))?;
+    let plan = &trainer.parts[0].plan;
+    source.block(plan, plan.block_at(state.step, opts.seed))?;
     let bar = progress_bar(opts, train_cfg.steps, &device_name);
     bar.set_position(state.step as u64);
     let log_path = opts.run.join("metrics.csv");
@@ -222,14 +323,14 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
             break;
         }
         let done;
-        (model, done) = trainer.step(&mut source, model, &mut optim, state.step)?;
+        (model, done) = trainer.step(&mut source, &mut mixed, model, &mut optim, state.step)?;
         state.step += 1;
         bar.set_position(state.step as u64);
         bar.set_message(format!(
             "stage {} block {}/{} loss {:.4} {:.0} turns/s",
             done.stage,
             done.block + 1,
-            trainer.plan.blocks.len(),
+            trainer.parts[done.part].plan.blocks.len(),
             done.loss,
             done.turns_per_s
         ));
@@ -265,7 +366,8 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
         .map_err(|e| Error::io(&log_path, e))?;
         if evaluated {
             // Stop early only once the last curriculum stage is training.
-            let last_stage = !train_cfg.curriculum || done.pool + 1 == trainer.pools.len();
+            let last_stage =
+                !train_cfg.curriculum || done.pool + 1 == trainer.parts[done.part].pools.len();
             save_checkpoint(&opts.run, &model, &optim, &mut state, &last, last_stage)?;
         }
     }
@@ -277,25 +379,61 @@ fn train_from(mut source: Source, train_cfg: &TrainConfig, opts: &TrainOptions) 
     })
 }
 
-/// What a training needs at every step: its options and config, the model's config, the
-/// split, the curriculum's pools of users and their shares, the blocks of users, the scan
-/// and the device.
+/// What a training needs at every step: its options and config, the model's config, each
+/// dataset it trains on (the run's first, then the mixed ones), the scan and the device.
 struct Trainer<'a> {
     opts: &'a TrainOptions,
     cfg: &'a TrainConfig,
     model_cfg: ModelConfig,
+    parts: Vec<Part>,
+    scan: ScanImpl,
+    device: Device,
+}
+
+/// One dataset a training draws batches from: its split, the curriculum's pools of users
+/// and their shares, and its blocks of users.
+struct Part {
     cut: Cutoffs,
     pools: Vec<(u8, Vec<usize>)>,
     shares: Vec<f64>,
     plan: Plan,
-    scan: ScanImpl,
-    device: Device,
+    k: usize,
+}
+
+impl Part {
+    fn new(data: &Dataset, path: &Path, cfg: &TrainConfig) -> Result<Part> {
+        let cut = cutoffs(data, cfg.valid_from, cfg.test_from);
+        let pools = stream::stage_pools(&data.users, &cut, 0);
+        if pools.is_empty() {
+            return Err(Error::dataset(
+                path,
+                format!(
+                    "the training split is empty: no user has a turn to train on ({})",
+                    cut.describe()
+                ),
+            ));
+        }
+        Ok(Part {
+            plan: Plan::new(
+                data,
+                &cut,
+                stream::turns_in(cfg.resident_mb, data, columns_for(cfg)),
+                cfg.batch_users * cfg.window,
+            ),
+            shares: stage_shares(data, &pools, cfg.curriculum),
+            pools,
+            cut,
+            k: data.k,
+        })
+    }
 }
 
 /// What one training step did, for the log and the bar.
 struct StepDone {
     loss: f32,
     lr: f64,
+    /// The dataset the batch came from (0: the run's own).
+    part: usize,
     /// The curriculum pool (index) and stage drawn, and the block of users read.
     pool: usize,
     stage: u8,
@@ -307,36 +445,46 @@ impl<'a> Trainer<'a> {
     fn new(
         opts: &'a TrainOptions,
         cfg: &'a TrainConfig,
-        data: &Dataset,
         model_cfg: ModelConfig,
-        cut: Cutoffs,
-        pools: Vec<(u8, Vec<usize>)>,
+        parts: Vec<Part>,
         device: Device,
     ) -> Trainer<'a> {
         Trainer {
             opts,
             cfg,
-            plan: Plan::new(
-                data,
-                &cut,
-                stream::turns_in(cfg.resident_mb, data, columns_for(cfg)),
-                cfg.batch_users * cfg.window,
-            ),
-            shares: stage_shares(data, &pools, cfg.curriculum),
-            pools,
+            parts,
             scan: opts.scan.unwrap_or(ScanImpl::for_device(&device)),
             model_cfg,
-            cut,
             device,
+        }
+    }
+
+    /// The dataset step `step` draws its batch from: the run's own, or with mixed
+    /// datasets one of them for `mix_share` of the steps (each draw from the seed and the
+    /// step, on a stream of its own).
+    fn part_at(&self, step: usize) -> usize {
+        let mixed = self.parts.len() - 1;
+        if mixed == 0 {
+            return 0;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        rng.set_stream(0x313C);
+        if rng.random_bool(self.opts.mix_share) {
+            1 + rng.random_range(0..mixed)
+        } else {
+            0
         }
     }
 
     /// Step `step`: draws its batch (every draw from the seed and the step, so a resumed run
     /// repeats them), computes the gradients, refuses a non-finite loss or gradient,
     /// clips the gradient norm and updates the model.
-    fn step(
+    fn step<'s>(
         &self,
-        source: &mut Source,
+        source: &mut Source<'s>,
+        mixed: &mut [Source<'s>],
         model: Scorer,
         optim: &mut ModuleOptimizer,
         step: usize,
@@ -345,19 +493,26 @@ impl<'a> Trainer<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(
             opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
+        let part = self.part_at(step);
+        let p = &self.parts[part];
         let pool = if cfg.curriculum {
-            stage_at(step, cfg.steps, &self.shares)
+            stage_at(step, cfg.steps, &p.shares)
         } else {
-            rng.random_range(0..self.pools.len())
+            rng.random_range(0..p.pools.len())
         };
-        let stage = self.pools[pool].0;
-        let block = self.plan.block_at(step, opts.seed);
-        let (data, offset) = source.block(&self.plan, block)?;
+        let stage = p.pools[pool].0;
+        let block = p.plan.block_at(step, opts.seed);
+        let source = match part {
+            0 => source,
+            m => &mut mixed[m - 1],
+        };
+        let (data, offset) = source.block(&p.plan, block)?;
+        debug_assert_eq!(data.k, p.k);
         let (windows, lens) = draw_windows(
             data,
             offset,
-            (&self.plan, block, stage),
-            &self.cut,
+            (&p.plan, block, stage),
+            &p.cut,
             &self.model_cfg,
             cfg,
             &mut rng,
@@ -399,6 +554,7 @@ impl<'a> Trainer<'a> {
         let done = StepDone {
             loss,
             lr,
+            part,
             pool,
             stage,
             block,
@@ -420,15 +576,15 @@ fn stage_shares(data: &Dataset, pools: &[(u8, Vec<usize>)], curriculum: bool) ->
         .collect()
 }
 
-/// Refuses a training whose blocks of users (`resident_mb` + `validation_mb`) would not
-/// fit in the memory available.
-fn check_memory(train_cfg: &TrainConfig) -> Result<()> {
-    let needed = (train_cfg.resident_mb + train_cfg.validation_mb) as u64 * 1_000_000;
+/// Refuses a training whose blocks of users (`resident_mb` for each of its `datasets`,
+/// plus `validation_mb`) would not fit in the memory available.
+fn check_memory(train_cfg: &TrainConfig, datasets: usize) -> Result<()> {
+    let needed = (datasets * train_cfg.resident_mb + train_cfg.validation_mb) as u64 * 1_000_000;
     if let Some(available) = crate::data::available_memory()
         && needed > available
     {
         return Err(Error::Memory(format!(
-            "[train] resident_mb + validation_mb is {:.1} GB but {:.1} GB of memory is available: lower them",
+            "[train] resident_mb (once per dataset) + validation_mb is {:.1} GB but {:.1} GB of memory is available: lower them",
             needed as f64 / 1e9,
             available as f64 / 1e9
         )));
@@ -456,6 +612,12 @@ fn resume(
     if saved.dataset_sha != fresh.dataset_sha {
         return Err(Error::Mismatch(format!(
             "{}: the checkpoint was trained on another dataset",
+            opts.run.display()
+        )));
+    }
+    if saved.mixed != fresh.mixed {
+        return Err(Error::Mismatch(format!(
+            "{}: the checkpoint mixed in other datasets, or in another share (--mix, --mix-share)",
             opts.run.display()
         )));
     }

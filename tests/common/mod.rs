@@ -87,17 +87,7 @@ pub fn ssmkit(args: &[&str]) -> (bool, String, String) {
 }
 
 pub fn opts(data: &Path, run: &Path, seed: u64) -> TrainOptions {
-    TrainOptions {
-        data: data.to_path_buf(),
-        run: run.to_path_buf(),
-        seed,
-        resume: false,
-        quiet: true,
-        stop_after: None,
-        backend: Default::default(),
-        scan: None,
-        progress: None,
-    }
+    TrainOptions::new(data.to_path_buf(), run.to_path_buf(), seed)
 }
 
 /// Every variant at its Tiny size, then Mamba with each retrained ablation of the seed's

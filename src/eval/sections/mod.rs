@@ -211,11 +211,14 @@ fn metric_sections(
             blocks: vec![comparisons_table(report)],
         }],
     });
-    if systems.iter().any(|s| s.name.contains('@')) {
+    if systems
+        .iter()
+        .any(|s| s.name.contains('@') || s.name.contains("+mix="))
+    {
         out.push(Section {
             title: "TSTR".into(),
             blocks: vec![Block::Para(
-                "Systems named `model@sha` were trained on another dataset (the first characters of its candidates SHA-256) and are evaluated on this dataset's own test split (train on synthetic, test on real when this dataset is real); systems without a suffix were trained on this dataset. Their metrics and paired comparisons are in the tables above.".into(),
+                "Systems named `model@sha` were trained on another dataset (the first characters of its candidates SHA-256) and are evaluated on this dataset's own test split (train on synthetic, test on real when this dataset is real); systems named `model+mix=sha` were trained on this dataset with that one's training turns mixed in (synthetic + real); systems without either were trained on this dataset alone. The TSTR gates compare the primary model's three arms; their metrics and paired comparisons are in the tables above.".into(),
             )],
         });
     }
