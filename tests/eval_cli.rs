@@ -899,15 +899,48 @@ fn history_baselines_see_persistence_and_only_persistence() {
 /// `is_constraint` are relevant (p 0.9), on weekdays the one with importance 1; the rest
 /// 0.03. `inverted` swaps weekend and weekday. Features carry the turn's day of the week.
 fn weekly_stream(dir: &Path, name: &str, seed: u64, inverted: bool) -> std::path::PathBuf {
+    let labels = if inverted {
+        Labels::Inverted
+    } else {
+        Labels::Weekly
+    };
+    weekly_users(dir, name, seed, labels, 30, 0)
+}
+
+/// The labels of a [`weekly_users`] stream.
+#[derive(Clone, Copy, PartialEq)]
+enum Labels {
+    Weekly,
+    /// Weekend and weekday swapped.
+    Inverted,
+    /// Relevant with the same probability (0.1) whatever the memory, day or history.
+    Random,
+}
+
+/// [`weekly_stream`] of `users` users with `labels`, who log no weekend turn before their
+/// turn `weekends_from` (0: every turn is logged).
+fn weekly_users(
+    dir: &Path,
+    name: &str,
+    seed: u64,
+    labels: Labels,
+    users: i64,
+    weekends_from: i64,
+) -> std::path::PathBuf {
+    let inverted = labels == Labels::Inverted;
+    let kind = labels;
     use rand::{RngExt, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut lines = Vec::new();
     let start = 1_767_571_200i64; // Monday 2026-01-05 00:00 UTC
-    for user in 0..30 {
+    for user in 0..users {
         for turn in 0..64i64 {
             let ts = start + turn * 75_600 + rng.random_range(0..3_600) + user * 60;
             let day = ts.div_euclid(86_400);
             let weekday = (day + 3).rem_euclid(7); // 0 = Monday (1970-01-01 was a Thursday)
+            if weekday >= 5 && turn < weekends_from {
+                continue;
+            }
             let weekend = (weekday >= 5) != inverted;
             let hour = (ts.rem_euclid(86_400)) as f64 / 3_600.0;
             let tau = std::f64::consts::TAU;
@@ -937,7 +970,12 @@ fn weekly_stream(dir: &Path, name: &str, seed: u64, inverted: bool) -> std::path
                 x[6] = (tau * weekday as f64 / 7.0).cos();
                 x[14] = (m < 2) as u8 as f64;
                 let on = if weekend { m < 2 } else { m == 2 };
-                labels.push(rng.random_bool(if on { 0.9 } else { 0.03 }) as u8 as f64);
+                let p = match (kind, on) {
+                    (Labels::Random, _) => 0.1,
+                    (_, true) => 0.9,
+                    (_, false) => 0.03,
+                };
+                labels.push(rng.random_bool(p) as u8 as f64);
                 features.push(x);
             }
             lines.push(
@@ -1108,6 +1146,83 @@ fn weekly_sessions_import_train_evaluate_and_transfer_from_synthetic() {
         ratio < 0.6,
         "TSTR ratio {ratio:.3} from a stream whose cycle is inverted"
     );
+}
+
+/// The seed's TSTR protocol, both gates both ways: on a real stream whose history holds
+/// no weekend before its test period, a synthetic stream of the same cycle passes
+/// "synthetic > 60% of real" and, mixed in, "synthetic + real > real" (it teaches the
+/// weekend half of the cycle); a stream whose labels ignore the cycle fails both.
+#[test]
+fn tstr_gates_pass_for_a_faithful_world_and_fail_for_a_blind_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = weekly_users(dir.path(), "real", 1, Labels::Weekly, 30, 56);
+    let synthetic = weekly_stream(dir.path(), "synthetic", 2, false);
+    let blind = weekly_users(dir.path(), "blind", 3, Labels::Random, 30, 0);
+    let cfg = TrainConfig {
+        steps: 160,
+        eval_every: 40,
+        patience: 0,
+        ..tiny_train()
+    };
+    let run = |data: &Path, mix: Option<&Path>, name: &str| {
+        let r = dir.path().join(name);
+        let mut o = opts(data, &r, 1);
+        o.mix = mix.into_iter().map(Path::to_path_buf).collect();
+        train(&cfg, &o).unwrap();
+        r
+    };
+    let on_real = run(&real, None, "real-only");
+    let gates = |arms: [&Path; 2], name: &str| -> Vec<(String, String, f64)> {
+        let out = dir.path().join(format!("report-{name}"));
+        let mut args = vec!["eval", "--data", real.to_str().unwrap()];
+        for r in [on_real.as_path(), arms[0], arms[1]] {
+            args.extend(["--run", r.to_str().unwrap()]);
+        }
+        args.extend([
+            "--transfer",
+            "--unit",
+            "case",
+            "--out",
+            out.to_str().unwrap(),
+            "--latency-users",
+            "0",
+            "--quiet",
+        ]);
+        let (_, _, err) = ssmkit(&args);
+        let text = std::fs::read_to_string(out.join("gates.json"))
+            .unwrap_or_else(|_| panic!("no report: {err}"));
+        let g: serde_json::Value = serde_json::from_str(&text).unwrap();
+        g["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["name"].as_str().unwrap().starts_with("TSTR"))
+            .map(|g| {
+                let s = |k: &str| g[k].as_str().unwrap().to_string();
+                (s("name"), s("status"), g["value"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let faithful = gates(
+        [
+            &run(&synthetic, None, "synthetic-only"),
+            &run(&real, Some(&synthetic), "real+synthetic"),
+        ],
+        "faithful",
+    );
+    eprintln!("faithful world: {faithful:?}");
+    assert_eq!(faithful.len(), 2, "{faithful:?}");
+    assert!(faithful.iter().all(|g| g.1 == "PASS"), "{faithful:?}");
+    let wrong = gates(
+        [
+            &run(&blind, None, "blind-only"),
+            &run(&real, Some(&blind), "real+blind"),
+        ],
+        "blind",
+    );
+    eprintln!("world whose labels ignore the cycle: {wrong:?}");
+    assert_eq!(wrong.len(), 2, "{wrong:?}");
+    assert!(wrong.iter().all(|g| g.1 == "FAIL"), "{wrong:?}");
 }
 
 #[test]
