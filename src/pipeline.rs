@@ -81,6 +81,18 @@ pub struct PipelineResult {
     /// The gates' verdict, as the report opens with it.
     #[serde(skip)]
     pub verdict: Verdict,
+    /// With `[tstr]`: the real dataset, its report and the primary model's gates there.
+    pub tstr: Option<TstrResult>,
+}
+
+/// The TSTR protocol's outputs: the real sessions as a dataset, the runs of its two arms
+/// trained on them, and the report of all three arms on their test split.
+#[derive(Clone, Debug, Serialize)]
+pub struct TstrResult {
+    pub data: PathBuf,
+    pub runs: Vec<PathBuf>,
+    pub report: PathBuf,
+    pub gates: Vec<crate::eval::gates::Gate>,
 }
 
 /// The files of a report that `ssmkit run` must find before it reuses the report.
@@ -102,6 +114,7 @@ fn gen_part(v: &serde_json::Value) -> serde_json::Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("train");
         o.remove("pipeline");
+        o.remove("tstr");
     }
     v
 }
@@ -113,10 +126,21 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     let _lock = crate::lock::dir(&opts.root)?;
     let configs = train_configs(&cfg)?;
     let jobs = jobs(&configs, &cfg.pipeline.seeds, opts)?;
-    let mut job = Job::new(&cfg, opts, jobs.len());
+    if cfg.tstr.is_some() && opts.shard.is_some() {
+        return Err(Error::Usage(
+            "--shard does not split the [tstr] arms: run this config without it".into(),
+        ));
+    }
+    let arms = if cfg.tstr.is_some() {
+        2 * cfg.pipeline.seeds.len() + 1
+    } else {
+        0
+    };
+    let mut job = Job::new(&cfg, opts, jobs.len() + arms);
     job.dataset()?;
     let reader = crate::data::DatasetReader::open(&job.data)?;
-    let runs = job.train(&reader, &jobs)?;
+    let (data, runs_dir) = (job.data.clone(), job.runs_dir.clone());
+    let runs = job.train(&reader, &data, &runs_dir, None, &jobs)?;
     if opts.shard.is_some() {
         job.bar.finish_and_clear();
         return Ok(PipelineResult {
@@ -130,10 +154,16 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
             gates: Vec::new(),
             all_gates_passed: false,
             verdict: Verdict::new(&[], false),
+            tstr: None,
         });
     }
-    let (eval, gates, references_checked) = job.eval(&reader, &runs)?;
+    let report = job.report.clone();
+    let (eval, gates, references_checked) = job.eval(&reader, &data, &runs, &report, false)?;
     let exports = job.export(&reader)?;
+    let tstr = match &cfg.tstr {
+        Some(t) => Some(job.tstr(t, &reader, &runs[..cfg.pipeline.seeds.len()])?),
+        None => None,
+    };
     job.bar.finish_and_clear();
     Ok(PipelineResult {
         data: job.data,
@@ -146,6 +176,7 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         all_gates_passed: gates.iter().all(crate::eval::gates::Gate::passed),
         verdict: Verdict::new(&gates, references_checked),
         gates,
+        tstr,
     })
 }
 
@@ -266,19 +297,32 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Every job's run directory: a finished run of the same config is kept, an
-    /// interrupted one resumes, a missing one is trained (with `no_train`, refused).
+    /// Every job's run directory under `runs_dir`, trained on `data` (opened as `reader`)
+    /// and with `mix` (opened, at its path) mixed in: a finished run of the same config is
+    /// kept, an interrupted one resumes, a missing one is trained (with `no_train`,
+    /// refused).
     fn train(
         &mut self,
         reader: &crate::data::DatasetReader,
+        data: &std::path::Path,
+        runs_dir: &std::path::Path,
+        mix: Option<(&crate::data::DatasetReader, &std::path::Path)>,
         jobs: &[(&TrainConfig, u64)],
     ) -> Result<Vec<PathBuf>> {
         let mut runs = Vec::new();
         let mut missing = Vec::new();
+        let mixed: Vec<&crate::data::DatasetReader> = mix.iter().map(|m| m.0).collect();
+        let outlines: Vec<&crate::data::Dataset> = mixed.iter().map(|r| &r.outline).collect();
         for &(tcfg, seed) in jobs {
-            let run = self
-                .runs_dir
-                .join(format!("{}-s{seed}", tcfg.system_name()));
+            let suffix = if mix.is_some() { "+mix" } else { "" };
+            let run = runs_dir.join(format!("{}{suffix}-s{seed}", tcfg.system_name()));
+            let train_opts = TrainOptions {
+                quiet: self.opts.quiet,
+                progress: Some(self.multi.clone()),
+                mix: mix.iter().map(|m| m.1.to_path_buf()).collect(),
+                mix_share: self.cfg.tstr.as_ref().map_or(0.5, |t| t.mix_share),
+                ..TrainOptions::new(data.to_path_buf(), run.clone(), seed)
+            };
             self.bar.set_message(format!("train {}", run.display()));
             // A state.json that cannot be read (edited, damaged) is an error naming it, not
             // a run to train over.
@@ -289,8 +333,11 @@ impl<'a> Job<'a> {
             };
             // The same training config and the same model (a run written by an older build
             // can read back as the same config but hold another model).
-            let model = crate::train::model_config(&reader.outline, tcfg);
-            let same = |s: &crate::run::RunState| s.train == *tcfg && s.model == model;
+            let model = crate::train::model_config_mixed(&reader.outline, &outlines, tcfg);
+            let records = crate::train::mixed_records(&outlines, &train_opts);
+            let same = |s: &crate::run::RunState| {
+                s.train == *tcfg && s.model == model && s.mixed == records
+            };
             let finished = state.as_ref().is_some_and(|s| s.finished() && same(s));
             if finished {
                 self.reused.push(format!("train ({})", run.display()));
@@ -304,14 +351,13 @@ impl<'a> Job<'a> {
                         run.display()
                     )));
                 }
-                crate::train::train_read(
+                crate::train::train_read_mixed(
                     reader,
+                    &mixed,
                     tcfg,
                     &TrainOptions {
                         resume,
-                        quiet: self.opts.quiet,
-                        progress: Some(self.multi.clone()),
-                        ..TrainOptions::new(self.data.clone(), run.clone(), seed)
+                        ..train_opts
                     },
                 )?;
             }
@@ -336,14 +382,17 @@ impl<'a> Job<'a> {
     fn eval(
         &mut self,
         reader: &crate::data::DatasetReader,
+        data: &std::path::Path,
         runs: &[PathBuf],
+        report: &std::path::Path,
+        transfer: bool,
     ) -> Result<(Option<EvalReport>, Vec<crate::eval::gates::Gate>, bool)> {
-        let (cfg, report) = (self.cfg, &self.report);
+        let cfg = self.cfg;
         self.bar.set_message(format!("eval → {}", report.display()));
         let eval_opts = EvalOptions {
-            data: self.data.clone(),
+            data: data.to_path_buf(),
             runs: runs.to_vec(),
-            out: report.clone(),
+            out: report.to_path_buf(),
             force: true,
             primary: Some(cfg.train.model),
             primary_system: Some(cfg.train.system_name()),
@@ -354,7 +403,7 @@ impl<'a> Job<'a> {
             },
             latency_users: 4,
             probes_per_canary: cfg.pipeline.probes,
-            transfer: false,
+            transfer,
             quiet: true,
             resident_mb: cfg.train.resident_mb,
         };
@@ -384,6 +433,97 @@ impl<'a> Job<'a> {
         };
         self.bar.inc(1);
         Ok(result)
+    }
+
+    /// The TSTR protocol: the real sessions as a dataset, the primary model trained on
+    /// them alone and with this world mixed in (every seed; `synthetic` holds its runs on
+    /// this world), and the report of the three arms on the real test split.
+    fn tstr(
+        &mut self,
+        t: &crate::config::TstrConfig,
+        world: &crate::data::DatasetReader,
+        synthetic: &[PathBuf],
+    ) -> Result<TstrResult> {
+        let data = self.real_dataset(t)?;
+        let reader = crate::data::DatasetReader::open(&data)?;
+        let name = format!("{}-real", self.cfg.name);
+        let runs_dir = self.opts.root.join("runs").join(&name);
+        let report = self.opts.root.join("reports").join(&name);
+        let primary = &self.cfg.train;
+        let jobs: Vec<(&TrainConfig, u64)> = self
+            .cfg
+            .pipeline
+            .seeds
+            .iter()
+            .map(|&s| (primary, s))
+            .collect();
+        let world_path = self.data.clone();
+        let mut runs = self.train(&reader, &data, &runs_dir, None, &jobs)?;
+        runs.extend(self.train(&reader, &data, &runs_dir, Some((world, &world_path)), &jobs)?);
+        let mut all = runs.clone();
+        all.extend_from_slice(synthetic);
+        let (_, gates, _) = self.eval(&reader, &data, &all, &report, true)?;
+        Ok(TstrResult {
+            data,
+            runs,
+            report,
+            gates,
+        })
+    }
+
+    /// The real sessions of `[tstr] real` as a dataset: a dataset directory as it is, or
+    /// a JSONL file imported into `data/<name>-real` (reused while it was imported from a
+    /// file of the same digest).
+    fn real_dataset(&mut self, t: &crate::config::TstrConfig) -> Result<PathBuf> {
+        let base = self
+            .opts
+            .config
+            .parent()
+            .unwrap_or(std::path::Path::new(""));
+        let real = base.join(&t.real);
+        if real.is_dir() {
+            crate::manifest::Manifest::read(&real)?;
+            return Ok(real);
+        }
+        if !real.is_file() {
+            return Err(Error::Config(format!(
+                "tstr.real: {} is neither a JSONL file nor a dataset directory",
+                real.display()
+            )));
+        }
+        let out = self
+            .opts
+            .root
+            .join("data")
+            .join(format!("{}-real", self.cfg.name));
+        self.bar.set_message(format!("import {}", out.display()));
+        let digest = crate::layout::sha256_file(&real)?;
+        if out.join(crate::layout::MANIFEST).is_file() {
+            let m = crate::manifest::Manifest::read(&out)?;
+            if m.input.is_none_or(|i| i.sha256 != digest) {
+                return Err(Error::Occupied(format!(
+                    "{} was not imported from {}: remove it, or change `name`",
+                    out.display(),
+                    real.display()
+                )));
+            }
+            self.reused.push(format!("import ({})", out.display()));
+        } else if holds_files(&out) {
+            return Err(Error::Occupied(format!(
+                "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
+                out.display()
+            )));
+        } else {
+            crate::datagen::import::import(
+                &real,
+                &GenOptions {
+                    out: out.clone(),
+                    force: true,
+                    quiet: true,
+                },
+            )?;
+        }
+        Ok(out)
     }
 
     /// The primary model's first seed in every configured quantization: an export is

@@ -789,3 +789,85 @@ fn imported_content_survives_import_train_export_and_predict() {
         "the exported model reads the imported content"
     );
 }
+
+/// The seed's TSTR protocol in one `run`: a `[tstr]` section names real sessions (JSONL);
+/// the run imports them, trains the primary model on three seeds in each of the three
+/// arms, reports both TSTR gates with their intervals in the real sessions' report, and a
+/// second run reuses every part.
+#[test]
+fn run_trains_the_three_tstr_arms_and_reports_both_gates() {
+    use rand::{RngExt, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut lines = Vec::new();
+    for user in 0..12 {
+        for turn in 0..40i64 {
+            let ts = 1_767_571_200 + turn * 75_600 + user * 60;
+            let features: Vec<Vec<f64>> = (0..10)
+                .map(|_| (0..17).map(|_| rng.random_range(0.0..1.0)).collect())
+                .collect();
+            let labels: Vec<f64> = features.iter().map(|x| (x[1] > 0.8) as u8 as f64).collect();
+            let ids: Vec<u32> = (0..10).map(|i| (turn as u32 * 3 + i) % 25).collect();
+            lines.push(
+                serde_json::json!({"user_id": user, "timestamp": ts, "memory_ids": ids,
+                    "features": features, "labels": labels})
+                .to_string(),
+            );
+        }
+    }
+    std::fs::write(dir.path().join("sessions.jsonl"), lines.join("\n") + "\n").unwrap();
+    let cfg = dir.path().join("tstr.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}[pipeline]\nseeds = [1, 2, 3]\nbaselines = []\nexport = []\nprobes = 2\n[tstr]\nreal = \"sessions.jsonl\"\n",
+            TINY_TOML.replace("[world]\n", "[world]\nembedding_dim = 0\n")
+        ),
+    )
+    .unwrap();
+    let (root, c) = (dir.path().to_str().unwrap(), cfg.to_str().unwrap());
+    let (ok, out, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(ok, "{err}");
+    for s in 1..=3 {
+        for f in [
+            format!("runs/tiny/mamba-s{s}/state.json"),
+            format!("runs/tiny-real/mamba-s{s}/state.json"),
+            format!("runs/tiny-real/mamba+mix-s{s}/state.json"),
+        ] {
+            assert!(dir.path().join(&f).is_file(), "{f} missing:\n{out}");
+        }
+    }
+    let mixed =
+        ssmkit::train::read_run_state(&dir.path().join("runs/tiny-real/mamba+mix-s2")).unwrap();
+    assert_eq!(mixed.mixed.len(), 1);
+    let text = std::fs::read_to_string(dir.path().join("reports/tiny-real/gates.json")).unwrap();
+    let gates: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let tstr: Vec<&serde_json::Value> = gates["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["name"].as_str().unwrap().starts_with("TSTR"))
+        .collect();
+    assert_eq!(tstr.len(), 2, "{text}");
+    for g in tstr {
+        assert!(
+            g["value"].is_f64() && g["ci_low"].is_f64() && g["ci_high"].is_f64(),
+            "{g}"
+        );
+        assert!(g["note"].as_str().unwrap().contains("3 × 3 seeds"), "{g}");
+        let status = g["status"].as_str().unwrap();
+        assert!(status == "PASS" || status == "FAIL", "{g}");
+    }
+    assert!(out.contains("tstr "), "{out}");
+    // A second run trains, imports and evaluates nothing again.
+    let (ok, again, err) = ssmkit(&["run", c, "--root", root, "--quiet"]);
+    assert!(ok, "{err}");
+    for part in ["import (", "train (", "eval ("] {
+        assert!(again.contains(part), "{part} not reused:\n{again}");
+    }
+    let reused_trains = again
+        .lines()
+        .filter(|l| l.starts_with("reused: train"))
+        .count();
+    assert_eq!(reused_trains, 9, "{again}");
+}

@@ -337,6 +337,21 @@ fn run_all(args: RunArgs) -> anyhow::Result<ExitCode> {
     for e in &r.exports {
         println!("export   {}", e.display());
     }
+    if let Some(t) = &r.tstr {
+        println!("real     {}", t.data.display());
+        for run in &t.runs {
+            println!("run      {}", run.display());
+        }
+        println!("tstr     {}", t.report.join("report.html").display());
+        for g in t.gates.iter().filter(|g| g.name.starts_with("TSTR")) {
+            let value = g.value.map_or("—".to_string(), |v| format!("{v:.4}"));
+            let ci = match (g.ci_low, g.ci_high) {
+                (Some(lo), Some(hi)) => format!(" [{lo:.4}, {hi:.4}]"),
+                _ => String::new(),
+            };
+            println!("  {} {}: {value}{ci}", g.status, g.name);
+        }
+    }
     if fail_on_gate && !r.all_gates_passed {
         eprintln!("a phase gate did not pass (--fail-on-gate)");
         return Ok(ExitCode::from(2));

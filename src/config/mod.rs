@@ -2,7 +2,7 @@
 //! default, unknown fields are an error, and the resolved config is written beside the
 //! output so every result can be reproduced.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,29 @@ pub struct Config {
     pub train: TrainConfig,
     /// What `ssmkit run` does end to end: seeds, baselines, exports.
     pub pipeline: PipelineConfig,
+    /// The seed's TSTR protocol against real sessions (none: `ssmkit run` evaluates the
+    /// synthetic world alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tstr: Option<TstrConfig>,
+}
+
+/// `ssmkit run`'s TSTR protocol: the primary model is trained on the configured seeds in
+/// three arms (on this config's synthetic world, on the real sessions, on the real
+/// sessions with the world mixed in) and all are evaluated on the real sessions' own test
+/// split, whose report carries the two TSTR gates.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TstrConfig {
+    /// The real sessions: a JSONL file `ssmkit run` imports (as `gen --import` does) into
+    /// `data/<name>-real`, or a dataset directory; relative to the config file.
+    pub real: PathBuf,
+    /// The share of the mixed arm's training steps drawn from the synthetic world.
+    #[serde(default = "half")]
+    pub mix_share: f64,
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 /// `ssmkit run`: the primary model (`[train] model`) is trained once per seed, each
@@ -122,6 +145,7 @@ impl Default for Config {
             output: OutputConfig::default(),
             train: TrainConfig::default(),
             pipeline: PipelineConfig::default(),
+            tstr: None,
         }
     }
 }

@@ -22,6 +22,17 @@ pub(super) fn config(cfg: &Config) -> Result<()> {
     output(cfg)?;
     cfg.train.validate()?;
     pipeline(&cfg.pipeline, &cfg.train)?;
+    if let Some(t) = &cfg.tstr {
+        if !(t.mix_share > 0.0 && t.mix_share < 1.0) {
+            return bad(
+                "tstr.mix_share",
+                format!("{} is not a share of the steps in (0, 1)", t.mix_share),
+            );
+        }
+        if t.real.as_os_str().is_empty() {
+            return bad("tstr.real", "names no file or directory".into());
+        }
+    }
     name(&cfg.name)
 }
 

@@ -149,17 +149,24 @@ pub fn train_read(
     train_cfg: &TrainConfig,
     opts: &TrainOptions,
 ) -> Result<Validation> {
-    train_from(
-        Source::Disk {
-            reader,
-            columns: columns_for(train_cfg),
-            loaded: None,
-        },
-        Vec::new(),
-        train_cfg,
-        opts,
-    )
-    .map(|t| t.last)
+    train_read_mixed(reader, &[], train_cfg, opts)
+}
+
+/// [`train_read`] with the training turns of `mixed` (already opened, named in order by
+/// `opts.mix`) mixed in.
+pub fn train_read_mixed(
+    reader: &crate::data::DatasetReader,
+    mixed: &[&crate::data::DatasetReader],
+    train_cfg: &TrainConfig,
+    opts: &TrainOptions,
+) -> Result<Validation> {
+    let on_disk = |reader| Source::Disk {
+        reader,
+        columns: columns_for(train_cfg),
+        loaded: None,
+    };
+    let sources = mixed.iter().map(|r| on_disk(r)).collect();
+    train_from(on_disk(reader), sources, train_cfg, opts).map(|t| t.last)
 }
 
 /// The model a training config builds on a dataset.
@@ -182,9 +189,8 @@ fn mixed_model_config(
     train_cfg: &TrainConfig,
     opts: &TrainOptions,
 ) -> Result<ModelConfig> {
-    let mut cfg = model_config(data, train_cfg);
+    let cfg = model_config_mixed(data, mixed, train_cfg);
     for (m, path) in mixed.iter().zip(&opts.mix) {
-        cfg.memory_slots = cfg.memory_slots.max(m.manifest.memory_slots() as usize);
         if cfg.reads_content() && m.embedding_dim != data.embedding_dim {
             return Err(Error::Mismatch(format!(
                 "{} has {}-dimensional content embeddings and {} has {}: the model reads them, so they must meet (`[world] embedding_dim = {}` for a generated world), or train with `[train] inputs = \"temporal_only\"`, which reads no content",
@@ -206,8 +212,22 @@ fn mixed_model_config(
     Ok(cfg)
 }
 
+/// The model a training config builds on `data` with `mixed` mixed in: a memory slot for
+/// every slot of each.
+pub fn model_config_mixed(
+    data: &Dataset,
+    mixed: &[&Dataset],
+    train_cfg: &TrainConfig,
+) -> ModelConfig {
+    let mut cfg = model_config(data, train_cfg);
+    for m in mixed {
+        cfg.memory_slots = cfg.memory_slots.max(m.manifest.memory_slots() as usize);
+    }
+    cfg
+}
+
 /// What the run records of the datasets mixed into its training.
-fn mixed_records(mixed: &[&Dataset], opts: &TrainOptions) -> Vec<crate::run::Mixed> {
+pub fn mixed_records(mixed: &[&Dataset], opts: &TrainOptions) -> Vec<crate::run::Mixed> {
     let share = opts.mix_share / mixed.len().max(1) as f64;
     mixed
         .iter()
