@@ -464,30 +464,22 @@ pub const TSTR_SHARE: f64 = 0.60;
 /// significantly above 0.
 fn tstr_gate(e: &Evidence, with: &Against) -> Option<Gate> {
     let (group, rows) = with.transfer.as_ref()?;
+    let mut m = tstr_measure(
+        e,
+        rows,
+        TSTR_SHARE - 1.0,
+        with,
+        &format!("DCG@10 of {group} over the same model trained on this dataset"),
+    );
+    // The relative difference beyond the margin, as the ratio itself.
+    m.value = m.value.map(|v| v + 1.0);
+    m.ci = m.ci.map(|(lo, hi)| (lo + 1.0, hi + 1.0));
     Some(gate(
         "TSTR: trained on synthetic, tested on real > 60% of trained on real",
         "0→1",
         TSTR_SHARE,
         false,
-        if e.reference {
-            Measure::none("a reference system is not trained")
-        } else {
-            let (mut m, c) = beyond_margin(
-                &column(rows, "dcg@10"),
-                &column(&e.runs, "dcg@10"),
-                TSTR_SHARE - 1.0,
-                with,
-            );
-            m.value = m.value.map(|v| v + 1.0);
-            m.ci = m.ci.map(|(lo, hi)| (lo + 1.0, hi + 1.0));
-            m.note = format!(
-                "DCG@10 of {group} over the same model trained on this dataset ({} × {} seeds); p = {:.4}",
-                rows.len(),
-                e.runs.len(),
-                c.p_value
-            );
-            m
-        },
+        m,
     ))
 }
 
@@ -496,29 +488,37 @@ fn tstr_gate(e: &Evidence, with: &Against) -> Option<Gate> {
 /// is significant.
 fn tstr_mixed_gate(e: &Evidence, with: &Against) -> Option<Gate> {
     let (group, rows) = with.mixed.as_ref()?;
+    let what = format!("DCG@10 of {group} over the same model trained on this dataset alone, − 1");
     Some(gate(
         "TSTR: trained on synthetic + real > trained on real",
         "0→1",
         0.0,
         false,
-        if e.reference {
-            Measure::none("a reference system is not trained")
-        } else {
-            let (mut m, c) = beyond_margin(
-                &column(rows, "dcg@10"),
-                &column(&e.runs, "dcg@10"),
-                0.0,
-                with,
-            );
-            m.note = format!(
-                "DCG@10 of {group} over the same model trained on this dataset alone, − 1 ({} × {} seeds); p = {:.4}",
-                rows.len(),
-                e.runs.len(),
-                c.p_value
-            );
-            m
-        },
+        tstr_measure(e, rows, 0.0, with, &what),
     ))
+}
+
+/// A TSTR arm's DCG@10 (`rows`) against the primary model's trained on this dataset alone,
+/// beyond `margin` ([`beyond_margin`]), noted as `what` with the seeds and the p-value.
+fn tstr_measure(
+    e: &Evidence,
+    rows: &[Vec<Row>],
+    margin: f64,
+    with: &Against,
+    what: &str,
+) -> Measure {
+    if e.reference {
+        return Measure::none("a reference system is not trained");
+    }
+    let dcg = |r: &[Vec<Row>]| column(r, "dcg@10");
+    let (mut m, c) = beyond_margin(&dcg(rows), &dcg(&e.runs), margin, with);
+    m.note = format!(
+        "{what} ({} × {} seeds); p = {:.4}",
+        rows.len(),
+        e.runs.len(),
+        c.p_value
+    );
+    m
 }
 
 /// The reference systems and what each must do on a quality gate.
