@@ -788,6 +788,41 @@ fn imported_content_survives_import_train_export_and_predict() {
         scores, without,
         "the exported model reads the imported content"
     );
+    // `predict` on the same turn, content given in its JSONL, scores as the runtime does.
+    let cands: Vec<serde_json::Value> = turn
+        .candidates
+        .iter()
+        .map(|c| {
+            // A missing feature is a null.
+            let f: Vec<Option<f32>> = c
+                .features
+                .iter()
+                .zip(&c.missing)
+                .map(|(x, m)| (*m != 1.0).then_some(*x))
+                .collect();
+            serde_json::json!({"features": f, "memory_slot": c.memory_slot,
+                "memory_id": c.memory_id, "entity": c.entity, "content": c.content})
+        })
+        .collect();
+    let line = serde_json::json!({"timestamp": turn.timestamp, "context": turn.context,
+        "query": turn.query, "focal": turn.focal, "candidates": cands});
+    let input = dir.path().join("turn.jsonl");
+    std::fs::write(&input, line.to_string() + "\n").unwrap();
+    let (ok, printed, err) = ssmkit(&[
+        "predict",
+        out.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let printed: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
+    let predicted: Vec<f32> = printed["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(predicted, scores);
 }
 
 /// The seed's TSTR protocol in one `run`: a `[tstr]` section names real sessions (JSONL);
