@@ -10,6 +10,7 @@
 
 pub mod step;
 pub mod stream;
+mod trainer;
 pub mod validation;
 
 pub use crate::config::TrainConfig;
@@ -31,16 +32,14 @@ use burn::optim::AdamWConfig;
 use burn::optim::module_optimizer::ModuleOptimizer;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
-use crate::data::{Dataset, UserSeq};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{Init, ModelConfig, Scorer, Variant};
 use batch::{Cutoffs, cutoffs};
-use step::{Scale, SqNorm};
-use stream::{Plan, Source};
+use stream::Source;
+use trainer::{Part, Trainer};
 
 /// Options of one `train` invocation.
 #[derive(Clone, Debug)]
@@ -84,20 +83,6 @@ impl TrainOptions {
             mix_share: 0.5,
         }
     }
-}
-
-/// Which stage pool a step draws from: stages in order, each for its share of the steps.
-fn stage_at(step: usize, steps: usize, shares: &[f64]) -> usize {
-    let total: f64 = shares.iter().sum();
-    let x = (step as f64 + 0.5) / steps as f64 * total;
-    let mut acc = 0.0;
-    for (i, s) in shares.iter().enumerate() {
-        acc += s;
-        if x < acc {
-            return i;
-        }
-    }
-    shares.len() - 1
 }
 
 /// Trains a model on the dataset at `opts.data` into the run directory `opts.run`.
@@ -399,203 +384,6 @@ fn train_from<'s>(
     })
 }
 
-/// What a training needs at every step: its options and config, the model's config, each
-/// dataset it trains on (the run's first, then the mixed ones), the scan and the device.
-struct Trainer<'a> {
-    opts: &'a TrainOptions,
-    cfg: &'a TrainConfig,
-    model_cfg: ModelConfig,
-    parts: Vec<Part>,
-    scan: ScanImpl,
-    device: Device,
-}
-
-/// One dataset a training draws batches from: its split, the curriculum's pools of users
-/// and their shares, and its blocks of users.
-struct Part {
-    cut: Cutoffs,
-    pools: Vec<(u8, Vec<usize>)>,
-    shares: Vec<f64>,
-    plan: Plan,
-    k: usize,
-}
-
-impl Part {
-    fn new(data: &Dataset, path: &Path, cfg: &TrainConfig) -> Result<Part> {
-        let cut = cutoffs(data, cfg.valid_from, cfg.test_from);
-        let pools = stream::stage_pools(&data.users, &cut, 0);
-        if pools.is_empty() {
-            return Err(Error::dataset(
-                path,
-                format!(
-                    "the training split is empty: no user has a turn to train on ({})",
-                    cut.describe()
-                ),
-            ));
-        }
-        Ok(Part {
-            plan: Plan::new(
-                data,
-                &cut,
-                stream::turns_in(cfg.resident_mb, data, columns_for(cfg)),
-                cfg.batch_users * cfg.window,
-            ),
-            shares: stage_shares(data, &pools, cfg.curriculum),
-            pools,
-            cut,
-            k: data.k,
-        })
-    }
-}
-
-/// What one training step did, for the log and the bar.
-struct StepDone {
-    loss: f32,
-    lr: f64,
-    /// The dataset the batch came from (0: the run's own).
-    part: usize,
-    /// The curriculum pool (index) and stage drawn, and the block of users read.
-    pool: usize,
-    stage: u8,
-    block: usize,
-    turns_per_s: f64,
-}
-
-impl<'a> Trainer<'a> {
-    fn new(
-        opts: &'a TrainOptions,
-        cfg: &'a TrainConfig,
-        model_cfg: ModelConfig,
-        parts: Vec<Part>,
-        device: Device,
-    ) -> Trainer<'a> {
-        Trainer {
-            opts,
-            cfg,
-            parts,
-            scan: opts.scan.unwrap_or(ScanImpl::for_device(&device)),
-            model_cfg,
-            device,
-        }
-    }
-
-    /// The dataset step `step` draws its batch from: the run's own, or with mixed
-    /// datasets one of them for `mix_share` of the steps (each draw from the seed and the
-    /// step, on a stream of its own).
-    fn part_at(&self, step: usize) -> usize {
-        let mixed = self.parts.len() - 1;
-        if mixed == 0 {
-            return 0;
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        rng.set_stream(0x313C);
-        if rng.random_bool(self.opts.mix_share) {
-            1 + rng.random_range(0..mixed)
-        } else {
-            0
-        }
-    }
-
-    /// Step `step`: draws its batch (every draw from the seed and the step, so a resumed run
-    /// repeats them), computes the gradients, refuses a non-finite loss or gradient,
-    /// clips the gradient norm and updates the model.
-    fn step<'s>(
-        &self,
-        source: &mut Source<'s>,
-        mixed: &mut [Source<'s>],
-        model: Scorer,
-        optim: &mut ModuleOptimizer,
-        step: usize,
-    ) -> Result<(Scorer, StepDone)> {
-        let (opts, cfg) = (self.opts, self.cfg);
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        let part = self.part_at(step);
-        let p = &self.parts[part];
-        let pool = if cfg.curriculum {
-            stage_at(step, cfg.steps, &p.shares)
-        } else {
-            rng.random_range(0..p.pools.len())
-        };
-        let stage = p.pools[pool].0;
-        let block = p.plan.block_at(step, opts.seed);
-        let source = match part {
-            0 => source,
-            m => &mut mixed[m - 1],
-        };
-        let (data, offset) = source.block(&p.plan, block)?;
-        debug_assert_eq!(data.k, p.k);
-        let (windows, lens) = draw_windows(
-            data,
-            offset,
-            (&p.plan, block, stage),
-            &p.cut,
-            &self.model_cfg,
-            cfg,
-            &mut rng,
-        );
-        let users: Vec<&UserSeq> = windows.iter().collect();
-        let started = std::time::Instant::now();
-        let (loss, mut grads) = step_gradients(
-            &model,
-            data,
-            &users,
-            &lens,
-            &self.model_cfg,
-            cfg,
-            self.scan,
-            &self.device,
-        );
-        let mut norm = SqNorm(&grads, 0.0);
-        model.visit(&mut norm);
-        let norm = norm.1.sqrt();
-        if !(loss.is_finite() && norm.is_finite()) {
-            // state.json exists once the first checkpoint is committed.
-            let kept = if opts.run.join("state.json").is_file() {
-                format!("the last checkpoint (step {step}) is kept")
-            } else {
-                "no checkpoint was written yet".into()
-            };
-            return Err(Error::Diverged(format!(
-                "{}: step {}: the training loss is {loss} and the gradient norm {norm}: training stopped; {kept}",
-                opts.run.display(),
-                step + 1
-            )));
-        }
-        if norm > cfg.grad_clip {
-            model.visit(&mut Scale(&mut grads, (cfg.grad_clip / norm) as f32));
-        }
-        let lr = cfg.lr_at(step);
-        let model = optim.step(lr, model, grads);
-        let turns: usize = lens.iter().sum();
-        let done = StepDone {
-            loss,
-            lr,
-            part,
-            pool,
-            stage,
-            block,
-            turns_per_s: turns as f64 / started.elapsed().as_secs_f64(),
-        };
-        Ok((model, done))
-    }
-}
-
-/// Each curriculum pool's share of the steps (1 each without a curriculum, or for stage 0),
-/// from the stages the dataset's manifest records.
-fn stage_shares(data: &Dataset, pools: &[(u8, Vec<usize>)], curriculum: bool) -> Vec<f64> {
-    pools
-        .iter()
-        .map(|(s, _)| match (*s, curriculum) {
-            (0, _) | (_, false) => 1.0,
-            (s, true) => data.manifest.stage_share(s),
-        })
-        .collect()
-}
-
 /// Refuses a training whose blocks of users (`resident_mb` for each of its `datasets`,
 /// plus `validation_mb`) would not fit in the memory available.
 fn check_memory(train_cfg: &TrainConfig, datasets: usize) -> Result<()> {
@@ -721,38 +509,6 @@ fn progress_bar(opts: &TrainOptions, steps: usize, device_name: &str) -> Progres
         .expect("template"),
     );
     bar
-}
-
-/// One step's batch: `batch_users` users drawn from `block`'s users of curriculum `stage`
-/// (`data` holds the block, its first user at `offset`), each cut to a window of at most
-/// `window` turns ending within the training split. Returns the windows and their lengths.
-fn draw_windows(
-    data: &Dataset,
-    offset: usize,
-    (plan, block, stage): (&Plan, usize, u8),
-    cut: &Cutoffs,
-    model_cfg: &ModelConfig,
-    train_cfg: &TrainConfig,
-    rng: &mut ChaCha8Rng,
-) -> (Vec<UserSeq>, Vec<usize>) {
-    let mut lens = Vec::with_capacity(train_cfg.batch_users);
-    let mut windows = Vec::with_capacity(train_cfg.batch_users);
-    for _ in 0..train_cfg.batch_users {
-        let u = &data.users[plan.draw(block, stage, rng) - offset];
-        let n = cut.train_end(u);
-        let len = n.min(train_cfg.window);
-        let start = rng.random_range(0..=n - len);
-        windows.push(slice_user(
-            u,
-            start,
-            len,
-            data.k,
-            data.embedding_dim,
-            batch::Prefix::of(model_cfg),
-        ));
-        lens.push(len);
-    }
-    (windows, lens)
 }
 
 /// Commits a checkpoint of step `state.step` as one unit (see `checkpoint`): the best
