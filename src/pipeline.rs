@@ -446,6 +446,13 @@ impl<'a> Job<'a> {
     ) -> Result<TstrResult> {
         let data = self.real_dataset(t)?;
         let reader = crate::data::DatasetReader::open(&data)?;
+        let fingerprint = crate::run::dataset_fingerprint;
+        if fingerprint(&reader.outline) == fingerprint(&world.outline) {
+            return Err(Error::Config(format!(
+                "tstr.real: {} is this config's own world; name the real sessions",
+                data.display()
+            )));
+        }
         let name = format!("{}-real", self.cfg.name);
         let runs_dir = self.opts.root.join("runs").join(&name);
         let report = self.opts.root.join("reports").join(&name);

@@ -176,6 +176,13 @@ fn mixed_model_config(
 ) -> Result<ModelConfig> {
     let cfg = model_config_mixed(data, mixed, train_cfg);
     for (m, path) in mixed.iter().zip(&opts.mix) {
+        if dataset_fingerprint(m) == dataset_fingerprint(data) {
+            return Err(Error::Usage(format!(
+                "--mix {}: the run's own dataset ({}); mix in another one",
+                path.display(),
+                opts.data.display()
+            )));
+        }
         if cfg.reads_content() && m.embedding_dim != data.embedding_dim {
             return Err(Error::Mismatch(format!(
                 "{} has {}-dimensional content embeddings and {} has {}: the model reads them, so they must meet (`[world] embedding_dim = {}` for a generated world), or train with `[train] inputs = \"temporal_only\"`, which reads no content",
