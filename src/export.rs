@@ -516,6 +516,14 @@ pub fn export_read(
                     &owned
                 }
             };
+            let width = reader.outline.embedding_dim;
+            if cfg.reads_content() && width != cfg.content_dim {
+                return Err(Error::Mismatch(format!(
+                    "--data {}: {width}-dimensional content embeddings, the model reads {}: verify it on data of its own width",
+                    dir.display(),
+                    cfg.content_dim
+                )));
+            }
             let (data, _) = crate::eval::split::read_test_users(
                 reader,
                 &state.cutoffs,

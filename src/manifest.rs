@@ -268,7 +268,7 @@ impl Manifest {
         let manifest: Manifest = serde_json::from_value(value).map_err(|e| {
             bad(
                 &path,
-                format!("{e}: it was written by another build (generate the dataset again with `ssmkit gen`)"),
+                format!("{e}: it was written by another build (generate or import the dataset again: `ssmkit gen`, `ssmkit gen --import`)"),
             )
         })?;
         if manifest.features != FEATURE_NAMES {

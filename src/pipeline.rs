@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, OWN_TEST_FROM, OWN_VALID_FROM};
 use crate::datagen::{GenOptions, generate};
 use crate::error::{Error, Result};
 use crate::eval::Unit;
@@ -139,6 +139,16 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     let mut job = Job::new(&cfg, opts, jobs.len() + arms);
     job.dataset()?;
     let reader = crate::data::DatasetReader::open(&job.data)?;
+    // The real sessions, checked before anything trains.
+    let real = match &cfg.tstr {
+        Some(t) => {
+            let path = job.real_dataset(t)?;
+            let real = crate::data::DatasetReader::open(&path)?;
+            job.tstr_fits(&path, &real.outline, &reader.outline)?;
+            Some((path, real))
+        }
+        None => None,
+    };
     let (data, runs_dir) = (job.data.clone(), job.runs_dir.clone());
     let runs = job.train(&reader, &data, &runs_dir, None, &jobs)?;
     if opts.shard.is_some() {
@@ -160,8 +170,10 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     let report = job.report.clone();
     let (eval, gates, references_checked) = job.eval(&reader, &data, &runs, &report, false)?;
     let exports = job.export(&reader)?;
-    let tstr = match &cfg.tstr {
-        Some(t) => Some(job.tstr(t, &reader, &runs[..cfg.pipeline.seeds.len()])?),
+    let tstr = match real {
+        Some((path, real)) => {
+            Some(job.tstr(path, &real, &reader, &runs[..cfg.pipeline.seeds.len()])?)
+        }
         None => None,
     };
     job.bar.finish_and_clear();
@@ -335,8 +347,9 @@ impl<'a> Job<'a> {
             // can read back as the same config but hold another model).
             let model = crate::train::model_config_mixed(&reader.outline, &outlines, tcfg);
             let records = crate::train::mixed_records(&outlines, &train_opts);
+            let sha = crate::run::dataset_fingerprint(&reader.outline);
             let same = |s: &crate::run::RunState| {
-                s.train == *tcfg && s.model == model && s.mixed == records
+                s.train == *tcfg && s.model == model && s.mixed == records && s.dataset_sha == sha
             };
             let finished = state.as_ref().is_some_and(|s| s.finished() && same(s));
             if finished {
@@ -435,24 +448,17 @@ impl<'a> Job<'a> {
         Ok(result)
     }
 
-    /// The TSTR protocol: the real sessions as a dataset, the primary model trained on
-    /// them alone and with this world mixed in (every seed; `synthetic` holds its runs on
-    /// this world), and the report of the three arms on the real test split.
+    /// The TSTR protocol on the real sessions at `data` (opened as `reader`): the primary
+    /// model trained on them alone and with this `world` mixed in (every seed; `synthetic`
+    /// holds its runs on the world), and the report of the three arms on the real test
+    /// split.
     fn tstr(
         &mut self,
-        t: &crate::config::TstrConfig,
+        data: PathBuf,
+        reader: &crate::data::DatasetReader,
         world: &crate::data::DatasetReader,
         synthetic: &[PathBuf],
     ) -> Result<TstrResult> {
-        let data = self.real_dataset(t)?;
-        let reader = crate::data::DatasetReader::open(&data)?;
-        let fingerprint = crate::run::dataset_fingerprint;
-        if fingerprint(&reader.outline) == fingerprint(&world.outline) {
-            return Err(Error::Config(format!(
-                "tstr.real: {} is this config's own world; name the real sessions",
-                data.display()
-            )));
-        }
         let name = format!("{}-real", self.cfg.name);
         let runs_dir = self.opts.root.join("runs").join(&name);
         let report = self.opts.root.join("reports").join(&name);
@@ -465,17 +471,52 @@ impl<'a> Job<'a> {
             .map(|&s| (primary, s))
             .collect();
         let world_path = self.data.clone();
-        let mut runs = self.train(&reader, &data, &runs_dir, None, &jobs)?;
-        runs.extend(self.train(&reader, &data, &runs_dir, Some((world, &world_path)), &jobs)?);
+        let mut runs = self.train(reader, &data, &runs_dir, None, &jobs)?;
+        runs.extend(self.train(reader, &data, &runs_dir, Some((world, &world_path)), &jobs)?);
         let mut all = runs.clone();
         all.extend_from_slice(synthetic);
-        let (_, gates, _) = self.eval(&reader, &data, &all, &report, true)?;
+        let (_, gates, _) = self.eval(reader, &data, &all, &report, true)?;
         Ok(TstrResult {
             data,
             runs,
             report,
             gates,
         })
+    }
+
+    /// Refuses, before any arm trains, real sessions the arms cannot be trained and judged
+    /// on: the config's own world, a content width the primary model reads and the world
+    /// does not share, or a split other than the one the sessions are evaluated on.
+    fn tstr_fits(
+        &self,
+        data: &std::path::Path,
+        real: &crate::data::Dataset,
+        world: &crate::data::Dataset,
+    ) -> Result<()> {
+        let fingerprint = crate::run::dataset_fingerprint;
+        if fingerprint(real) == fingerprint(world) {
+            return Err(Error::Config(format!(
+                "tstr.real: {} is this config's own world; name the real sessions",
+                data.display()
+            )));
+        }
+        let train = &self.cfg.train;
+        let model = crate::train::model_config(real, train);
+        if model.reads_content() && real.embedding_dim != world.embedding_dim {
+            return Err(Error::Config(format!(
+                "tstr.real: {} has {}-dimensional content embeddings and the world {}: set `[world] embedding_dim = {}`, or `[train] inputs = \"temporal_only\"`, which reads no content",
+                data.display(),
+                real.embedding_dim,
+                world.embedding_dim,
+                real.embedding_dim
+            )));
+        }
+        if train.valid_from != OWN_VALID_FROM || train.test_from != OWN_TEST_FROM {
+            return Err(Error::Config(format!(
+                "[tstr]: the arms are judged on the real sessions' own split, so `[train] valid_from` and `test_from` must stay {OWN_VALID_FROM} and {OWN_TEST_FROM}"
+            )));
+        }
+        Ok(())
     }
 
     /// The real sessions of `[tstr] real` as a dataset: a dataset directory as it is, or

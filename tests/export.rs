@@ -851,6 +851,24 @@ fn run_trains_the_three_tstr_arms_and_reports_both_gates() {
         }
     }
     std::fs::write(dir.path().join("sessions.jsonl"), lines.join("\n") + "\n").unwrap();
+    // A world whose content width the model reads and the sessions lack is refused before
+    // anything trains, naming the setting.
+    let wide = dir.path().join("wide.toml");
+    std::fs::write(
+        &wide,
+        format!(
+            "{}[pipeline]\nseeds = [1]\nbaselines = []\nexport = []\n[tstr]\nreal = \"sessions.jsonl\"\n",
+            TINY_TOML.replace("name = \"tiny\"", "name = \"wide\"")
+        ),
+    )
+    .unwrap();
+    let root = dir.path().to_str().unwrap();
+    let (ok, _, err) = ssmkit(&["run", wide.to_str().unwrap(), "--root", root, "--quiet"]);
+    assert!(!ok && err.contains("`[world] embedding_dim = 0`"), "{err}");
+    assert!(
+        !dir.path().join("runs/wide").exists(),
+        "trained before refusing"
+    );
     let cfg = dir.path().join("tstr.toml");
     std::fs::write(
         &cfg,

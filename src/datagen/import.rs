@@ -472,7 +472,12 @@ fn push_memories(
                     path: input.to_path_buf(),
                     line: turn.line,
                     msg: format!(
-                        "memory {memory} has other content than on line {line}: content belongs to a memory"
+                        "memory {memory} has other content than on line {line}: content belongs to a memory{}",
+                        if turn.memory_ids.is_none() {
+                            " (without `memory_ids`, a candidate's memory is its place in the turn: give `memory_ids`)"
+                        } else {
+                            ""
+                        }
                     ),
                 });
             }

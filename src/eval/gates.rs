@@ -476,7 +476,7 @@ fn tstr_gate(e: &Evidence, with: &Against) -> Option<Gate> {
     m.ci = m.ci.map(|(lo, hi)| (lo + 1.0, hi + 1.0));
     Some(gate(
         "TSTR: trained on synthetic, tested on real > 60% of trained on real",
-        "0→1",
+        "1→2",
         TSTR_SHARE,
         false,
         m,
@@ -491,7 +491,7 @@ fn tstr_mixed_gate(e: &Evidence, with: &Against) -> Option<Gate> {
     let what = format!("DCG@10 of {group} over the same model trained on this dataset alone, − 1");
     Some(gate(
         "TSTR: trained on synthetic + real > trained on real",
-        "0→1",
+        "1→2",
         0.0,
         false,
         tstr_measure(e, rows, 0.0, with, &what),

@@ -40,6 +40,15 @@ impl Runs {
         let own_split = crate::data::split::own_cutoffs(outline);
         for run in &opts.runs {
             let st = read_run_state(run)?;
+            // Trained elsewhere with this dataset mixed in: its turns reached training under
+            // another split than the one evaluated here.
+            if st.dataset_sha != sha && st.mixed.iter().any(|m| m.dataset_sha == sha) {
+                return Err(Error::Mismatch(format!(
+                    "{}: {} was mixed into its training; evaluate it on its own dataset or another one",
+                    run.display(),
+                    opts.data.display()
+                )));
+            }
             if st.model.reads_content() && st.model.content_dim != outline.embedding_dim {
                 return Err(Error::Mismatch(format!(
                     "{}: the model reads {}-dimensional content embeddings, {} has {}: train it on data of width {} (`[world] embedding_dim = {}` for a generated world), or with `[train] inputs = \"temporal_only\"`, which reads no content",
@@ -91,6 +100,10 @@ impl Runs {
             let mut name = st.train.system_name();
             for m in &st.mixed {
                 name += &format!("+mix={}", m.dataset_sha.get(..8).unwrap_or(""));
+                // Another share is another system.
+                if m.share != 0.5 {
+                    name += &format!(":{}", m.share);
+                }
             }
             if st.dataset_sha != sha {
                 name += &format!("@{}", st.dataset_sha.get(..8).unwrap_or(""));
@@ -138,7 +151,8 @@ impl Runs {
             }
         };
         let of_wanted = |k: &&String| states[groups[*k][0]].1.model.variant == wanted;
-        let here = |k: &&String| !k.contains('@');
+        // Trained on this dataset alone: neither a transfer nor a mixed arm.
+        let here = |k: &&String| !k.contains('@') && !k.contains("+mix=");
         if let Some(n) = named {
             return Ok((n.clone(), wanted));
         }

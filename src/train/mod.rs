@@ -156,13 +156,7 @@ pub fn train_read_mixed(
 
 /// The model a training config builds on a dataset.
 pub fn model_config(data: &Dataset, train_cfg: &TrainConfig) -> ModelConfig {
-    let memory_slots = data.manifest.memory_slots() as usize;
-    train_cfg.overrides(ModelConfig::sized(
-        train_cfg.model,
-        train_cfg.size,
-        data.embedding_dim,
-        memory_slots,
-    ))
+    model_config_mixed(data, &[], train_cfg)
 }
 
 /// The model a training config builds on `data` with `mixed` mixed in: the memory slots
@@ -204,18 +198,23 @@ fn mixed_model_config(
     Ok(cfg)
 }
 
-/// The model a training config builds on `data` with `mixed` mixed in: a memory slot for
-/// every slot of each.
+/// The model a training config builds on `data` with `mixed` mixed in: sized for the
+/// memory slots of the widest ([`ModelConfig::sized`] caps them).
 pub fn model_config_mixed(
     data: &Dataset,
     mixed: &[&Dataset],
     train_cfg: &TrainConfig,
 ) -> ModelConfig {
-    let mut cfg = model_config(data, train_cfg);
-    for m in mixed {
-        cfg.memory_slots = cfg.memory_slots.max(m.manifest.memory_slots() as usize);
-    }
-    cfg
+    let memory_slots = mixed
+        .iter()
+        .map(|m| m.manifest.memory_slots())
+        .fold(data.manifest.memory_slots(), u32::max);
+    train_cfg.overrides(ModelConfig::sized(
+        train_cfg.model,
+        train_cfg.size,
+        data.embedding_dim,
+        memory_slots as usize,
+    ))
 }
 
 /// What the run records of the datasets mixed into its training.
@@ -378,8 +377,7 @@ fn train_from<'s>(
         .map_err(|e| Error::io(&log_path, e))?;
         if evaluated {
             // Stop early only once the last curriculum stage is training.
-            let last_stage =
-                !train_cfg.curriculum || done.pool + 1 == trainer.parts[done.part].pools.len();
+            let last_stage = !train_cfg.curriculum || trainer.own_last_stage(state.step - 1);
             save_checkpoint(&opts.run, &model, &optim, &mut state, &last, last_stage)?;
         }
     }

@@ -88,8 +88,7 @@ pub(super) struct StepDone {
     pub(super) lr: f64,
     /// The dataset the batch came from (0: the run's own).
     pub(super) part: usize,
-    /// The curriculum pool (index) and stage drawn, and the block of users read.
-    pub(super) pool: usize,
+    /// The curriculum stage drawn, and the block of users read.
     pub(super) stage: u8,
     pub(super) block: usize,
     pub(super) turns_per_s: f64,
@@ -111,6 +110,13 @@ impl<'a> Trainer<'a> {
             model_cfg,
             device,
         }
+    }
+
+    /// Whether step `step` falls in the last curriculum stage of the run's own dataset
+    /// (a step drawn from a mixed dataset follows the run's own curriculum too).
+    pub(super) fn own_last_stage(&self, step: usize) -> bool {
+        let own = &self.parts[0];
+        stage_at(step, self.cfg.steps, &own.shares) + 1 == own.pools.len()
     }
 
     /// The dataset step `step` draws its batch from: the run's own, or with mixed
@@ -209,7 +215,6 @@ impl<'a> Trainer<'a> {
             loss,
             lr,
             part,
-            pool,
             stage,
             block,
             turns_per_s: turns as f64 / started.elapsed().as_secs_f64(),
@@ -261,4 +266,3 @@ fn draw_windows(
     }
     (windows, lens)
 }
-
