@@ -189,13 +189,15 @@ impl Rules {
             lambda_per_day: f64,
         }
         fn needed<T: serde::de::DeserializeOwned>(m: &Manifest, c: Canary) -> Result<T> {
-            m.canary(c.name())?.ok_or_else(|| Error::Dataset {
-                path: crate::layout::MANIFEST.into(),
-                msg: format!(
-                    "canaries.{} is missing beside canaries.{}",
-                    c.name(),
-                    Canary::TemporalCycle.name()
-                ),
+            m.canary(c.name())?.ok_or_else(|| {
+                Error::dataset(
+                    crate::layout::MANIFEST.as_ref(),
+                    format!(
+                        "canaries.{} is missing beside canaries.{}",
+                        c.name(),
+                        Canary::TemporalCycle.name()
+                    ),
+                )
             })
         }
         let Some(cycle) = m.canary::<Cycle>(Canary::TemporalCycle.name())? else {

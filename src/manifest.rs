@@ -317,9 +317,8 @@ impl Manifest {
         };
         serde_json::from_value(record.clone())
             .map(Some)
-            .map_err(|e| Error::Dataset {
-                path: layout::MANIFEST.into(),
-                msg: format!("canaries.{canary}: {e}"),
+            .map_err(|e| {
+                Error::dataset(layout::MANIFEST.as_ref(), format!("canaries.{canary}: {e}"))
             })
     }
 }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::{Config, OWN_TEST_FROM, OWN_VALID_FROM};
+use crate::config::{Config, MIX_SHARE, OWN_TEST_FROM, OWN_VALID_FROM, content_width_remedy};
 use crate::datagen::{GenOptions, generate};
 use crate::error::{Error, Result};
 use crate::eval::Unit;
@@ -106,6 +106,14 @@ fn holds_files(dir: &std::path::Path) -> bool {
 /// Whether `dir` holds files but none of `ours`: a directory ssmkit did not write.
 fn is_foreign_dir(dir: &std::path::Path, ours: &[&str]) -> bool {
     holds_files(dir) && !ours.iter().any(|f| dir.join(f).exists())
+}
+
+/// The refusal of a `data/` directory that holds files but no dataset ssmkit wrote.
+fn foreign_data(dir: &std::path::Path) -> Error {
+    Error::Occupied(format!(
+        "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
+        dir.display()
+    ))
 }
 
 /// The dataset config as the manifest records it, without the sections `gen` ignores.
@@ -291,10 +299,7 @@ impl<'a> Job<'a> {
             }
             self.reused.push(format!("gen ({})", data.display()));
         } else if holds_files(data) {
-            return Err(Error::Occupied(format!(
-                "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
-                data.display()
-            )));
+            return Err(foreign_data(data));
         } else {
             generate(
                 cfg,
@@ -325,6 +330,9 @@ impl<'a> Job<'a> {
         let mut missing = Vec::new();
         let mixed: Vec<&crate::data::DatasetReader> = mix.iter().map(|m| m.0).collect();
         let outlines: Vec<&crate::data::Dataset> = mixed.iter().map(|r| &r.outline).collect();
+        let mix_share = self.cfg.tstr.as_ref().map_or(MIX_SHARE, |t| t.mix_share);
+        let records = crate::train::mixed_records(&outlines, mix_share);
+        let sha = crate::run::dataset_fingerprint(&reader.outline);
         for &(tcfg, seed) in jobs {
             let suffix = if mix.is_some() { "+mix" } else { "" };
             let run = runs_dir.join(format!("{}{suffix}-s{seed}", tcfg.system_name()));
@@ -332,7 +340,7 @@ impl<'a> Job<'a> {
                 quiet: self.opts.quiet,
                 progress: Some(self.multi.clone()),
                 mix: mix.iter().map(|m| m.1.to_path_buf()).collect(),
-                mix_share: self.cfg.tstr.as_ref().map_or(0.5, |t| t.mix_share),
+                mix_share,
                 ..TrainOptions::new(data.to_path_buf(), run.clone(), seed)
             };
             self.bar.set_message(format!("train {}", run.display()));
@@ -346,8 +354,6 @@ impl<'a> Job<'a> {
             // The same training config and the same model (a run written by an older build
             // can read back as the same config but hold another model).
             let model = crate::train::model_config_mixed(&reader.outline, &outlines, tcfg);
-            let records = crate::train::mixed_records(&outlines, &train_opts);
-            let sha = crate::run::dataset_fingerprint(&reader.outline);
             let same = |s: &crate::run::RunState| {
                 s.train == *tcfg && s.model == model && s.mixed == records && s.dataset_sha == sha
             };
@@ -504,11 +510,11 @@ impl<'a> Job<'a> {
         let model = crate::train::model_config(real, train);
         if model.reads_content() && real.embedding_dim != world.embedding_dim {
             return Err(Error::Config(format!(
-                "tstr.real: {} has {}-dimensional content embeddings and the world {}: set `[world] embedding_dim = {}`, or `[train] inputs = \"temporal_only\"`, which reads no content",
+                "tstr.real: {} has {}-dimensional content embeddings and the world {}: set {}",
                 data.display(),
                 real.embedding_dim,
                 world.embedding_dim,
-                real.embedding_dim
+                content_width_remedy(real.embedding_dim)
             )));
         }
         if train.valid_from != OWN_VALID_FROM || train.test_from != OWN_TEST_FROM {
@@ -529,8 +535,8 @@ impl<'a> Job<'a> {
             .parent()
             .unwrap_or(std::path::Path::new(""));
         let real = base.join(&t.real);
+        // A directory is checked as a dataset when it is opened.
         if real.is_dir() {
-            crate::manifest::Manifest::read(&real)?;
             return Ok(real);
         }
         if !real.is_file() {
@@ -557,10 +563,7 @@ impl<'a> Job<'a> {
             }
             self.reused.push(format!("import ({})", out.display()));
         } else if holds_files(&out) {
-            return Err(Error::Occupied(format!(
-                "{} holds files but no manifest.json: it is no dataset ssmkit wrote, so it is not replaced; remove it or change `name`",
-                out.display()
-            )));
+            return Err(foreign_data(&out));
         } else {
             crate::datagen::import::import(
                 &real,

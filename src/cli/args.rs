@@ -205,7 +205,7 @@ pub struct TrainArgs {
     /// Share of the training steps whose batch comes from the --mix datasets
     #[arg(
         long,
-        default_value_t = 0.5,
+        default_value_t = ssmkit::config::MIX_SHARE,
         requires = "mix",
         allow_negative_numbers = true
     )]

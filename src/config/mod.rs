@@ -65,12 +65,23 @@ pub struct TstrConfig {
     /// `data/<name>-real`, or a dataset directory; relative to the config file.
     pub real: PathBuf,
     /// The share of the mixed arm's training steps drawn from the synthetic world.
-    #[serde(default = "half")]
+    #[serde(default = "mix_share")]
     pub mix_share: f64,
 }
 
-fn half() -> f64 {
-    0.5
+/// The share of a mixed training's steps drawn from the mixed datasets, unless set.
+pub const MIX_SHARE: f64 = 0.5;
+
+fn mix_share() -> f64 {
+    MIX_SHARE
+}
+
+/// What makes a content width of `width` meet a model that reads content: the setting of
+/// a generated world, or a model that reads none.
+pub fn content_width_remedy(width: usize) -> String {
+    format!(
+        "`[world] embedding_dim = {width}` for a generated world, or `[train] inputs = \"temporal_only\"`, which reads no content"
+    )
 }
 
 /// `ssmkit run`: the primary model (`[train] model`) is trained once per seed, each

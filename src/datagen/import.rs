@@ -31,7 +31,7 @@ use super::tables::Tables;
 use super::{GenOptions, Summary, Writers};
 use crate::atomic::StagedDir;
 use crate::error::{Error, Result};
-use crate::features::{BASE_DIM, FEATURE_DIM, FEATURE_NAMES};
+use crate::features::{BASE_DIM, FEATURE_DIM, FEATURE_NAMES, feat};
 use crate::layout::sha256_file;
 use crate::manifest::{Counts, IMPORT_MEMORY_SLOTS, InputFile, Manifest, Source};
 
@@ -145,6 +145,18 @@ fn content_of(
         None => None,
     };
     Ok((Some(vectors), query))
+}
+
+impl ParsedTurn {
+    /// Candidate `i`'s memory id: as given, else its place in the turn.
+    fn memory_id(&self, i: usize) -> u32 {
+        self.memory_ids.as_ref().map_or(i as u32, |m| m[i])
+    }
+
+    /// Candidate `i`'s entity id: as given, else 0.
+    fn entity_id(&self, i: usize) -> u32 {
+        self.entity_ids.as_ref().map_or(0, |e| e[i])
+    }
 }
 
 fn key(v: &serde_json::Value) -> String {
@@ -465,7 +477,7 @@ fn push_memories(
         return Ok(());
     };
     for (i, v) in content.iter().enumerate() {
-        let memory = turn.memory_ids.as_ref().map_or(i as u32, |m| m[i]);
+        let memory = turn.memory_id(i);
         if let Some((earlier, line)) = seen.get(&memory) {
             if earlier != v {
                 return Err(Error::Jsonl {
@@ -487,12 +499,11 @@ fn push_memories(
         let m = &mut t.memories;
         m.user_id.push(u);
         m.memory_id.push(memory);
-        m.entity_id
-            .push(turn.entity_ids.as_ref().map_or(0, |e| e[i]));
+        m.entity_id.push(turn.entity_id(i));
         m.aspect.push(0);
         m.attribute.push(0);
         m.created.push(turn.timestamp);
-        m.importance.push(turn.features[i][1]);
+        m.importance.push(turn.features[i][feat::IMPORTANCE]);
         m.pinned.push(0);
         m.superseded_at.push(None);
         m.supersedes.push(None);
@@ -548,13 +559,12 @@ fn push_turn(
     }
     let c = &mut t.candidates;
     for (i, x) in turn.features.iter().enumerate() {
-        let memory = turn.memory_ids.as_ref().map_or(i as u32, |m| m[i]);
+        let memory = turn.memory_id(i);
         c.user_id.push(u);
         c.turn_index.push(ti);
         c.cand_index.push(i as u8);
         c.memory_id.push(memory);
-        c.entity_id
-            .push(turn.entity_ids.as_ref().map_or(0, |e| e[i]));
+        c.entity_id.push(turn.entity_id(i));
         c.memory_slot.push(memory % IMPORT_MEMORY_SLOTS);
         c.path_id.push(u32::MAX);
         c.canary_role.push(0);

@@ -51,13 +51,12 @@ impl Runs {
             }
             if st.model.reads_content() && st.model.content_dim != outline.embedding_dim {
                 return Err(Error::Mismatch(format!(
-                    "{}: the model reads {}-dimensional content embeddings, {} has {}: train it on data of width {} (`[world] embedding_dim = {}` for a generated world), or with `[train] inputs = \"temporal_only\"`, which reads no content",
+                    "{}: the model reads {}-dimensional content embeddings, {} has {}: train it on data of that width ({})",
                     run.display(),
                     st.model.content_dim,
                     opts.data.display(),
                     outline.embedding_dim,
-                    outline.embedding_dim,
-                    outline.embedding_dim
+                    crate::config::content_width_remedy(outline.embedding_dim)
                 )));
             }
             if st.dataset_sha != sha {
@@ -101,7 +100,7 @@ impl Runs {
             for m in &st.mixed {
                 name += &format!("+mix={}", m.dataset_sha.get(..8).unwrap_or(""));
                 // Another share is another system.
-                if m.share != 0.5 {
+                if m.share != crate::config::MIX_SHARE {
                     name += &format!(":{}", m.share);
                 }
             }

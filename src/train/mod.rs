@@ -80,7 +80,7 @@ impl TrainOptions {
             scan: None,
             progress: None,
             mix: Vec::new(),
-            mix_share: 0.5,
+            mix_share: crate::config::MIX_SHARE,
         }
     }
 }
@@ -107,17 +107,22 @@ pub fn train_validated(train_cfg: &TrainConfig, opts: &TrainOptions) -> Result<T
         .iter()
         .map(|p| crate::data::DatasetReader::open(p))
         .collect::<Result<_>>()?;
-    let on_disk = |reader| Source::Disk {
-        reader,
-        columns: columns_for(train_cfg),
-        loaded: None,
-    };
+    let on_disk = |reader| on_disk(reader, train_cfg);
     train_from(
         on_disk(&reader),
         mixed.iter().map(on_disk).collect(),
         train_cfg,
         opts,
     )
+}
+
+/// A dataset read from disk a block of users at a time, with the columns the model reads.
+fn on_disk<'a>(reader: &'a crate::data::DatasetReader, train_cfg: &TrainConfig) -> Source<'a> {
+    Source::Disk {
+        reader,
+        columns: columns_for(train_cfg),
+        loaded: None,
+    }
 }
 
 /// What training reads beside every model's inputs: the path hops for the dual variant.
@@ -145,13 +150,8 @@ pub fn train_read_mixed(
     train_cfg: &TrainConfig,
     opts: &TrainOptions,
 ) -> Result<Validation> {
-    let on_disk = |reader| Source::Disk {
-        reader,
-        columns: columns_for(train_cfg),
-        loaded: None,
-    };
-    let sources = mixed.iter().map(|r| on_disk(r)).collect();
-    train_from(on_disk(reader), sources, train_cfg, opts).map(|t| t.last)
+    let sources = mixed.iter().map(|r| on_disk(r, train_cfg)).collect();
+    train_from(on_disk(reader, train_cfg), sources, train_cfg, opts).map(|t| t.last)
 }
 
 /// The model a training config builds on a dataset.
@@ -159,10 +159,10 @@ pub fn model_config(data: &Dataset, train_cfg: &TrainConfig) -> ModelConfig {
     model_config_mixed(data, &[], train_cfg)
 }
 
-/// The model a training config builds on `data` with `mixed` mixed in: the memory slots
-/// of the widest, and the content width of `data`, which a mixed dataset must share when
-/// the model reads content.
-fn mixed_model_config(
+/// [`model_config_mixed`], refusing a mixed dataset that is the run's own, one whose
+/// content width the model reads and `data` does not share, and a share of steps out of
+/// (0, 1).
+fn checked_model_config(
     data: &Dataset,
     mixed: &[&Dataset],
     train_cfg: &TrainConfig,
@@ -179,12 +179,12 @@ fn mixed_model_config(
         }
         if cfg.reads_content() && m.embedding_dim != data.embedding_dim {
             return Err(Error::Mismatch(format!(
-                "{} has {}-dimensional content embeddings and {} has {}: the model reads them, so they must meet (`[world] embedding_dim = {}` for a generated world), or train with `[train] inputs = \"temporal_only\"`, which reads no content",
+                "{} has {}-dimensional content embeddings and {} has {}: the model reads them, so they must meet ({})",
                 path.display(),
                 m.embedding_dim,
                 opts.data.display(),
                 data.embedding_dim,
-                data.embedding_dim
+                crate::config::content_width_remedy(data.embedding_dim)
             )));
         }
     }
@@ -218,8 +218,8 @@ pub fn model_config_mixed(
 }
 
 /// What the run records of the datasets mixed into its training.
-pub fn mixed_records(mixed: &[&Dataset], opts: &TrainOptions) -> Vec<crate::run::Mixed> {
-    let share = opts.mix_share / mixed.len().max(1) as f64;
+pub fn mixed_records(mixed: &[&Dataset], mix_share: f64) -> Vec<crate::run::Mixed> {
+    let share = mix_share / mixed.len().max(1) as f64;
     mixed
         .iter()
         .map(|m| crate::run::Mixed {
@@ -273,7 +273,7 @@ fn train_from<'s>(
     let (plain_device, device_name) = crate::backend::select(opts.backend)?;
     let device = plain_device.clone().autodiff();
     let outlines: Vec<&Dataset> = mixed.iter().map(|s| s.outline()).collect();
-    let model_cfg = mixed_model_config(data, &outlines, train_cfg, opts)?;
+    let model_cfg = checked_model_config(data, &outlines, train_cfg, opts)?;
     let cut = cutoffs(data, train_cfg.valid_from, train_cfg.test_from);
     let mut state = RunState::new(
         model_cfg.clone(),
@@ -282,7 +282,7 @@ fn train_from<'s>(
         cut,
         dataset_fingerprint(data),
     );
-    state.mixed = mixed_records(&outlines, opts);
+    state.mixed = mixed_records(&outlines, opts.mix_share);
     let mut model = model_cfg.init(opts.seed, &device);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(train_cfg.weight_decay as f32)

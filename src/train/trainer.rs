@@ -19,6 +19,11 @@ use crate::error::{Error, Result};
 use crate::model::mamba::ScanImpl;
 use crate::model::scorer::{ModelConfig, Scorer};
 
+/// The random stream of step `step` of a run seeded `seed` (a resumed run draws the same).
+fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
 /// Which stage pool a step draws from: stages in order, each for its share of the steps.
 fn stage_at(step: usize, steps: usize, shares: &[f64]) -> usize {
     let total: f64 = shares.iter().sum();
@@ -127,9 +132,7 @@ impl<'a> Trainer<'a> {
         if mixed == 0 {
             return 0;
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        let mut rng = step_rng(self.opts.seed, step);
         rng.set_stream(0x313C);
         if rng.random_bool(self.opts.mix_share) {
             1 + rng.random_range(0..mixed)
@@ -150,9 +153,7 @@ impl<'a> Trainer<'a> {
         step: usize,
     ) -> Result<(Scorer, StepDone)> {
         let (opts, cfg) = (self.opts, self.cfg);
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        let mut rng = step_rng(opts.seed, step);
         let part = self.part_at(step);
         let p = &self.parts[part];
         let pool = if cfg.curriculum {
