@@ -249,6 +249,28 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         err.contains("does not use (`layers.1.") && err.contains("does not describe"),
         "{err}"
     );
+    // A keyed model whose export does not list the keyed events this build computes (an
+    // export from before the events held their time of the week), its digest made again.
+    let keyed = ModelConfig {
+        keyed_modes: 2,
+        keyed_cycles: 1,
+        ..cfg.clone()
+    };
+    let keyed_model = keyed.init(1, &burn::prelude::Device::flex());
+    let tensors = ssmkit::export::store(&keyed_model, Quant::F32);
+    let digest = ssmkit::export::tensors_digest(&tensors);
+    let meta = ssmkit::export::metadata(&keyed, Quant::F32, &digest, &serde_json::json!({}));
+    assert!(Runtime::from_bytes(&file(&tensors, meta.clone()), Path::new("m")).is_ok());
+    let mut layout: serde_json::Value = serde_json::from_str(&meta["feature_layout"]).unwrap();
+    layout.as_object_mut().unwrap().remove("keyed_events");
+    let mut meta = meta;
+    meta.insert("feature_layout".into(), layout.to_string());
+    let sum = ssmkit_format::meta::metadata_digest(&meta);
+    meta.insert("metadata_sha256".into(), sum);
+    let err = Runtime::from_bytes(&file(&tensors, meta), Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no time of the week"), "{err}");
     // predict: a turn with the wrong number of features names the line and the problem.
     let model_path = dir.path().join("m.safetensors");
     let (good, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();

@@ -98,6 +98,7 @@ impl UserSeq {
     pub fn keyed_sequence(&self, k: usize) -> crate::keyed::Sequence<'_> {
         crate::keyed::Sequence {
             timestamp: &self.timestamp,
+            context: &self.context,
             focal: &self.focal,
             valid: &self.valid,
             labels: &self.labels,

@@ -10,8 +10,10 @@
 //! with a learned decay rate a_c, a selective step s(e) = softplus(w · e + b) per event
 //! and source, shared by the channels as Mamba's Δ is shared by a channel's state modes
 //! (the input-dependent part: how fast an event fades depends on what it was), and
-//! o_c = 1 for a decaying mode, cos(ω_j d) or sin(ω_j d) for an oscillating (complex) mode
-//! of learned frequency ω_j, initialised at one day, one week, half a week, half a day.
+//! o_c = 1 for a decaying mode, cos(ω_j w) or sin(ω_j w) for an oscillating (complex) mode
+//! of learned frequency ω_j, initialised at one day, one week, half a week, half a day,
+//! where w is how many days the event's time of the week lies before the turn's
+//! ([`crate::keyed::WEEK_APART`], from their contexts, while d comes from the timestamps).
 //! The read is `r_c = Σ_e k_c(e, d_e) · e / √L` for each event source (L events), all
 //! channels times all event numbers: a diagonal state per identity (per memory and per
 //! entity), each channel a linear recurrence over that identity's events, read at the
@@ -24,7 +26,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softplus;
 
-use crate::keyed::{ATTN_HEADS, ENTITY_EVENTS, EVENT_DIM, MEMORY_EVENTS};
+use crate::keyed::{ATTN_HEADS, ENTITY_EVENTS, EVENT_DIM, MEMORY_EVENTS, WEEK_APART};
 
 /// softplus⁻¹(1): the selective step starts at 1.
 pub const STEP_BIAS: f32 = 0.541_324_85;
@@ -140,7 +142,7 @@ impl KeyedState {
                 .slice(s![source..source + 1, ..])
                 .exp()
                 .reshape([1, 1, c]);
-            let mut arg = d.clone() * rate; // [n, l, C]
+            let mut arg = d * rate; // [n, l, C]
             if let Some(sel) = &self.select {
                 // This source's column of the projection only.
                 let cols = source..source + 1;
@@ -155,7 +157,8 @@ impl KeyedState {
                     .val()
                     .slice(s![source..source + 1, ..])
                     .reshape([1, 1, self.cycles]);
-                let phase = d * w; // [n, l, cycles]
+                let apart = ev.clone().slice(s![.., .., WEEK_APART..WEEK_APART + 1]);
+                let phase = apart * w; // [n, l, cycles]
                 let ones = Tensor::<3>::ones([n, l, self.modes], &events.device());
                 let osc = Tensor::cat(vec![ones, phase.clone().cos(), phase.sin()], 2);
                 kernel = kernel * osc;
@@ -192,8 +195,9 @@ impl EventAttention {
         let ev = events.reshape([n, l, e]);
         let d = days.reshape([n, l, 1]);
         // As `crate::keyed::interval` computes it.
-        let day = d.clone() * std::f32::consts::TAU;
-        let week = d.clone() * (std::f32::consts::TAU / 7.0);
+        let apart = ev.clone().slice(s![.., .., WEEK_APART..WEEK_APART + 1]);
+        let day = apart.clone() * std::f32::consts::TAU;
+        let week = apart * (std::f32::consts::TAU / 7.0);
         let own_place: Vec<f32> = (0..l).map(|i| (i < MEMORY_EVENTS) as u8 as f32).collect();
         let own_place = Tensor::<1>::from_data(TensorData::new(own_place, [l]), &device)
             .reshape([1, l, 1])
@@ -281,7 +285,7 @@ mod tests {
                         let mut k = (-a * step * days[l]).exp();
                         if ch >= m.modes {
                             let j = (ch - m.modes) % m.cycles;
-                            let phase = omega[source * m.cycles + j] * days[l];
+                            let phase = omega[source * m.cycles + j] * ev[WEEK_APART];
                             k *= if ch < m.modes + m.cycles {
                                 phase.cos()
                             } else {
@@ -341,10 +345,12 @@ mod tests {
     fn an_empty_place_reads_nothing_and_a_weekly_mode_peaks_at_whole_weeks() {
         let device = Device::flex();
         let m = KeyedState::new(0, 2, false, 1, &device);
-        // One relevant event under the memory, 7 or 3.5 days old.
+        // One relevant event under the memory, 7 or 3.5 days old, at the turn's time of
+        // the week or half a week before it.
         let read = |age: f32| -> Vec<f32> {
             let mut ev = vec![0f32; EVENTS * EVENT_DIM];
             ev[..2].copy_from_slice(&[1.0, 1.0]);
+            ev[WEEK_APART] = age % 7.0;
             let mut days = vec![0f32; EVENTS];
             days[0] = age;
             m.read(

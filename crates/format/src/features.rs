@@ -235,12 +235,48 @@ pub const CONTEXT_NAMES: [&str; 6] = [
     "log_session_age",
 ];
 pub const CONTEXT_DIM: usize = CONTEXT_NAMES.len();
+
+/// A turn's position in the week, in days from Monday 00:00 in `[0, 7)` (the fraction is
+/// the time of day), read from its context (`dow_sin`, `dow_cos` encode the weekday,
+/// `tod_sin`, `tod_cos` the hour).
+pub fn week_position(context: &[f32]) -> f64 {
+    use std::f64::consts::TAU;
+    let turn = |sin: f32, cos: f32| (sin as f64).atan2(cos as f64).rem_euclid(TAU) / TAU;
+    let day = (turn(context[3], context[4]) * 7.0).round().rem_euclid(7.0);
+    let hour = turn(context[1], context[2]);
+    // A time of day that rounds up to a whole day stays on its weekday.
+    day + hour.min(1.0 - f64::EPSILON)
+}
 /// Width of one traversal-path hop.
 pub const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn week_position_reads_back_the_weekday_and_hour_a_context_encodes() {
+        let angle = |f: f64| {
+            let a = std::f64::consts::TAU * f;
+            (a.sin() as f32, a.cos() as f32)
+        };
+        for w in [0.0, 0.25, 1.5, 3.999, 4.0, 6.75, 6.9999] {
+            let (ts, tc) = angle(w - f64::floor(w));
+            let (ds, dc) = angle(f64::floor(w) / 7.0);
+            let mut cx = [0f32; CONTEXT_DIM];
+            for (name, v) in [
+                ("tod_sin", ts),
+                ("tod_cos", tc),
+                ("dow_sin", ds),
+                ("dow_cos", dc),
+            ] {
+                cx[CONTEXT_NAMES.iter().position(|&n| n == name).unwrap()] = v;
+            }
+            let got = week_position(&cx);
+            assert!((0.0..7.0).contains(&got), "{w}: {got}");
+            assert!((got - w).abs() < 1e-4, "{w}: {got}");
+        }
+    }
 
     #[test]
     fn feature_indices_match_names() {

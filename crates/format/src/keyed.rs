@@ -1,12 +1,15 @@
 //! The identity-keyed event log: what the user's earlier turns wrote under each memory id
 //! and each entity id. After every turn, each shown candidate writes one event (was it
-//! relevant, which entities were focal, was its own entity focal, its age) under its
-//! memory and under its entity; a memory keeps its last [`MEMORY_EVENTS`] events and an
-//! entity its last [`ENTITY_EVENTS`].
+//! relevant, which entities were focal, was its own entity focal, its age, the turn's
+//! time of the week) under its memory and under its entity; a memory keeps its last
+//! [`MEMORY_EVENTS`] events and an entity its last [`ENTITY_EVENTS`].
 //!
 //! A candidate reads, before its turn, the events under its own memory and its own
 //! entity, each as [`EVENT_DIM`] numbers relative to the turn being scored (does the
-//! event's focal set meet the current one, is it the same memory) and its age in days.
+//! event's focal set meet the current one, is it the same memory, how many days its time
+//! of the week lies before the turn's, as their contexts say) and its age in days. The
+//! ages come from the timestamps, the phases in the week from the contexts: a turn moved
+//! in the week (a probe edits its context) moves every phase it reads.
 //! The model's keyed state ([`crate::model::ModelConfig::keyed_modes`]) folds these
 //! through learned decaying and oscillating modes; training, `eval` and the runtime call
 //! the same code, so what they read agrees exactly.
@@ -21,7 +24,7 @@ pub const ENTITY_EVENTS: usize = 16;
 pub const EVENTS: usize = MEMORY_EVENTS + ENTITY_EVENTS;
 
 /// What a candidate reads of one event, in this order (all 0 for an empty place).
-pub const EVENT_NAMES: [&str; 8] = [
+pub const EVENT_NAMES: [&str; 10] = [
     "shown",
     "relevant",
     "focal_match",
@@ -30,8 +33,15 @@ pub const EVENT_NAMES: [&str; 8] = [
     "relevant_same_memory",
     "entity_was_focal",
     "log_age",
+    "relevant_log_age",
+    "week_apart",
 ];
 pub const EVENT_DIM: usize = EVENT_NAMES.len();
+
+/// The event number that says how many days the event's time of the week lies before the
+/// turn's, in `[0, 7)`, as their contexts give them: the phase the oscillating modes and
+/// the attention peer's week and day encodings read.
+pub const WEEK_APART: usize = 9;
 
 /// Numbers an event's time interval is encoded as, for the attention peer
 /// ([`interval`]).
@@ -44,11 +54,12 @@ pub const ATTN_EVENT_DIM: usize = EVENT_DIM + 1 + INTERVAL_DIM;
 /// Heads of the attention peer.
 pub const ATTN_HEADS: usize = 2;
 
-/// An event's interval as the attention peer reads it: log1p of its age in days, then
-/// the cosine and sine of its phase over a day and over a week.
-pub fn interval(days: f32) -> [f32; INTERVAL_DIM] {
-    let day = days * std::f32::consts::TAU;
-    let week = days * (std::f32::consts::TAU / 7.0);
+/// An event's interval as the attention peer reads it: log1p of its age in `days`, then
+/// the cosine and sine of its phase over a day and over a week, from its [`WEEK_APART`]
+/// number `apart`.
+pub fn interval(days: f32, apart: f32) -> [f32; INTERVAL_DIM] {
+    let day = apart * std::f32::consts::TAU;
+    let week = apart * (std::f32::consts::TAU / 7.0);
     [days.ln_1p(), day.cos(), day.sin(), week.cos(), week.sin()]
 }
 
@@ -57,7 +68,7 @@ pub fn interval(days: f32) -> [f32; INTERVAL_DIM] {
 pub const MAX_KEYS: usize = 4096;
 
 /// Bytes one event takes in a saved log.
-pub const EVENT_BYTES: usize = 8 + 8 + 8 + 8 + 1 + 1 + 4;
+pub const EVENT_BYTES: usize = 8 + 8 + 8 + 8 + 1 + 1 + 4 + 4;
 
 /// One shown candidate of one turn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,6 +82,9 @@ pub struct Event {
     pub entity_was_focal: bool,
     /// The candidate's observed `log_age` feature at that turn.
     pub log_age: f32,
+    /// The turn's position in the week (days from Monday 00:00, in `[0, 7)`) as its
+    /// context gave it ([`crate::features::week_position`]).
+    pub week: f32,
 }
 
 /// Events under one key, newest first, and the turn they were last written.
@@ -121,14 +135,28 @@ fn meets(a: [i64; 2], b: [i64; 2]) -> bool {
     a.iter().any(|&x| x >= 0 && b.contains(&x))
 }
 
+/// A turn's position in the week as the log keeps it: [`crate::features::week_position`]
+/// of its `context` in `[0, 7)` (0 for a context that encodes no angle).
+pub fn week_of(context: &[f32]) -> f32 {
+    let w = crate::features::week_position(context) as f32;
+    if (0.0..7.0).contains(&w) { w } else { 0.0 }
+}
+
 impl Log {
     /// Memories with at least one event.
     pub fn memories(&self) -> usize {
         self.memory.len()
     }
 
-    /// Folds in a turn at `ts` with focal entities `focal` whose candidates were `shown`.
-    pub fn observe(&mut self, ts: i64, focal: [i64; 2], shown: impl IntoIterator<Item = Shown>) {
+    /// Folds in a turn at `ts`, in the week at `week` ([`crate::features::week_position`]),
+    /// with focal entities `focal` whose candidates were `shown`.
+    pub fn observe(
+        &mut self,
+        ts: i64,
+        week: f32,
+        focal: [i64; 2],
+        shown: impl IntoIterator<Item = Shown>,
+    ) {
         self.turns = self.turns.saturating_add(1);
         let turn = self.turns;
         for s in shown {
@@ -139,6 +167,7 @@ impl Log {
                 relevant: s.relevant,
                 entity_was_focal: focal.contains(&(s.entity as i64)),
                 log_age: s.log_age,
+                week,
             };
             push(&mut self.memory, s.memory, turn, e, MEMORY_EVENTS);
             push(&mut self.entity, s.entity, turn, e, ENTITY_EVENTS);
@@ -147,12 +176,14 @@ impl Log {
         forget(&mut self.entity);
     }
 
-    /// What a candidate (`memory` of `entity`) of a turn at `now` with focal entities
-    /// `focal` reads: `events` gets `[EVENTS, EVENT_DIM]` numbers and `days` `[EVENTS]`
-    /// ages in days (≥ 0); empty places read 0.
+    /// What a candidate (`memory` of `entity`) of a turn at `now`, in the week at `week`,
+    /// with focal entities `focal` reads: `events` gets `[EVENTS, EVENT_DIM]` numbers and
+    /// `days` `[EVENTS]` ages in days (≥ 0); empty places read 0.
+    #[allow(clippy::too_many_arguments)]
     pub fn read(
         &self,
         now: i64,
+        week: f32,
         focal: [i64; 2],
         memory: u64,
         entity: u64,
@@ -179,6 +210,7 @@ impl Log {
             let r = e.relevant as u8 as f32;
             let m = meets(e.focal, focal) as u8 as f32;
             let same = (e.memory == memory) as u8 as f32;
+            let apart = (week - e.week).rem_euclid(7.0);
             events[at * EVENT_DIM..(at + 1) * EVENT_DIM].copy_from_slice(&[
                 1.0,
                 r,
@@ -188,6 +220,8 @@ impl Log {
                 r * same,
                 e.entity_was_focal as u8 as f32,
                 e.log_age,
+                r * e.log_age,
+                if apart < 7.0 { apart } else { 0.0 },
             ]);
             days[at] = (now.saturating_sub(e.ts).max(0) as f64 / 86_400.0) as f32;
         }
@@ -214,6 +248,7 @@ impl Log {
                     out.push(e.relevant as u8);
                     out.push(e.entity_was_focal as u8);
                     out.extend_from_slice(&e.log_age.to_le_bytes());
+                    out.extend_from_slice(&e.week.to_le_bytes());
                 }
             }
         }
@@ -243,7 +278,12 @@ impl Log {
                     let flags = c.take(2)?;
                     let (relevant, entity_was_focal) = (flags[0], flags[1]);
                     let log_age = f32::from_le_bytes(c.take(4)?.try_into().expect("4"));
-                    if !log_age.is_finite() || relevant > 1 || entity_was_focal > 1 {
+                    let week = f32::from_le_bytes(c.take(4)?.try_into().expect("4"));
+                    if !log_age.is_finite()
+                        || !(0.0..7.0).contains(&week)
+                        || relevant > 1
+                        || entity_was_focal > 1
+                    {
                         return Err(format!("keyed log entry {key} is inconsistent"));
                     }
                     events.push_back(Event {
@@ -253,6 +293,7 @@ impl Log {
                         relevant: relevant == 1,
                         entity_was_focal: entity_was_focal == 1,
                         log_age,
+                        week,
                     });
                 }
                 if map.insert(key, Slot { written, events }).is_some() {
@@ -308,6 +349,7 @@ impl<'a> Cursor<'a> {
 pub fn observe_slots(
     log: &mut Log,
     ts: i64,
+    week: f32,
     focal: [i64; 2],
     valid: &[f32],
     labels: &[f32],
@@ -323,12 +365,14 @@ pub fn observe_slots(
             relevant: labels[j] > 0.0,
             log_age: log_age(j),
         });
-    log.observe(ts, focal, shown);
+    log.observe(ts, week, focal, shown);
 }
 
 /// A stored sequence of `K`-candidate turns, as [`sequence_reads`] reads it.
 pub struct Sequence<'a> {
     pub timestamp: &'a [i64],
+    /// `[T, CONTEXT_DIM]` each turn's context.
+    pub context: &'a [f32],
     /// `[T, 2]`, −1 for none.
     pub focal: &'a [i32],
     /// `[T, K]` each.
@@ -347,6 +391,11 @@ impl Sequence<'_> {
         [self.focal[2 * t] as i64, self.focal[2 * t + 1] as i64]
     }
 
+    fn week(&self, t: usize) -> f32 {
+        let c = crate::features::CONTEXT_DIM;
+        week_of(&self.context[t * c..(t + 1) * c])
+    }
+
     fn fold(&self, log: &mut Log, t: usize) {
         let s = t * self.k..(t + 1) * self.k;
         let f = self.feature_dim;
@@ -354,6 +403,7 @@ impl Sequence<'_> {
         observe_slots(
             log,
             self.timestamp[t],
+            self.week(t),
             self.focal(t),
             &self.valid[s.clone()],
             &self.labels[s.clone()],
@@ -374,7 +424,7 @@ pub fn sequence_reads(seq: &Sequence, from: usize, to: usize) -> (Vec<f32>, Vec<
     let mut log = Log::default();
     for t in 0..to {
         if t >= from {
-            let focal = seq.focal(t);
+            let (focal, week) = (seq.focal(t), seq.week(t));
             for j in 0..k {
                 let slot = t * k + j;
                 if seq.valid[slot] != 1.0 {
@@ -383,6 +433,7 @@ pub fn sequence_reads(seq: &Sequence, from: usize, to: usize) -> (Vec<f32>, Vec<
                 let at = (t - from) * k + j;
                 log.read(
                     seq.timestamp[t],
+                    week,
                     focal,
                     seq.memory[slot] as u64,
                     seq.entity[slot] as u64,
@@ -411,31 +462,48 @@ mod tests {
         }
     }
 
+    /// A context at `week` (days from Monday 00:00), as the generator encodes it.
+    fn context_at(week: f64) -> [f32; crate::features::CONTEXT_DIM] {
+        let angle = |f: f64| {
+            let a = std::f64::consts::TAU * f;
+            (a.sin() as f32, a.cos() as f32)
+        };
+        let (ts, tc) = angle(week - week.floor());
+        let (ds, dc) = angle(week.floor() / 7.0);
+        [0.0, ts, tc, ds, dc, 0.0]
+    }
+
     #[test]
     fn a_candidate_reads_its_memory_then_its_entity_newest_first() {
         let mut log = Log::default();
         // Day 0, entity 3 focal: memory 7 (entity 3) relevant, memory 8 (entity 3) not.
-        log.observe(0, [3, -1], [shown(7, 3, true), shown(8, 3, false)]);
-        // Day 2, entity 5 focal: memory 7 shown, not relevant.
-        log.observe(2 * DAY, [5, -1], [shown(7, 3, false)]);
+        // (Monday noon).
+        log.observe(0, 0.5, [3, -1], [shown(7, 3, true), shown(8, 3, false)]);
+        // Day 2, entity 5 focal: memory 7 shown, not relevant (Wednesday 06:00).
+        log.observe(2 * DAY, 2.25, [5, -1], [shown(7, 3, false)]);
         let mut ev = vec![9.0; EVENTS * EVENT_DIM];
         let mut days = vec![9.0; EVENTS];
-        // Memory 7 read on day 3 with entity 3 focal again.
-        log.read(3 * DAY, [-1, 3], 7, 3, &mut ev, &mut days);
+        // Memory 7 read on day 3 with entity 3 focal again (Thursday noon).
+        log.read(3 * DAY, 3.5, [-1, 3], 7, 3, &mut ev, &mut days);
         let row = |i: usize| &ev[i * EVENT_DIM..(i + 1) * EVENT_DIM];
-        // Memory places: day 2 (no match, not relevant), then day 0 (match, relevant).
-        assert_eq!(row(0), &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5]);
-        assert_eq!(row(1), &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5]);
+        // Memory places: day 2 (no match, not relevant, 1¼ days earlier in the week),
+        // then day 0 (match, relevant, 3 days earlier in the week).
+        assert_eq!(row(0), &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.0, 1.25]);
+        assert_eq!(row(1), &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 3.0]);
         assert_eq!(row(2), &[0.0; EVENT_DIM]);
         assert_eq!(&days[..3], &[1.0, 3.0, 0.0]);
         // Entity places: day 2 (memory 7), day 0 memory 8 then memory 7 (pushed in order).
         let e = MEMORY_EVENTS;
         assert_eq!(row(e)[4], 1.0);
-        assert_eq!(row(e + 1), &[1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.5]);
+        assert_eq!(row(e + 1)[..8], [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.5]);
         assert_eq!(row(e + 2)[..6], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
         assert_eq!(&days[e..e + 4], &[1.0, 3.0, 3.0, 0.0]);
+        // Read on Monday 06:00 (0.25), the Wednesday 06:00 event lies 5 days before it in
+        // the week.
+        log.read(3 * DAY, 0.25, [-1, 3], 7, 3, &mut ev, &mut days);
+        assert_eq!(ev[WEEK_APART], 5.0);
         // A memory never shown of an unknown entity reads nothing.
-        log.read(3 * DAY, [3, -1], 99, 42, &mut ev, &mut days);
+        log.read(3 * DAY, 0.0, [3, -1], 99, 42, &mut ev, &mut days);
         assert!(ev.iter().chain(&days).all(|&v| v == 0.0));
     }
 
@@ -443,12 +511,12 @@ mod tests {
     fn a_memory_keeps_its_last_events_only() {
         let mut log = Log::default();
         for t in 0..(MEMORY_EVENTS + 3) as i64 {
-            log.observe(t * DAY, [-1, -1], [shown(1, 2, t % 2 == 0)]);
+            log.observe(t * DAY, 0.0, [-1, -1], [shown(1, 2, t % 2 == 0)]);
         }
         let mut ev = vec![0.0; EVENTS * EVENT_DIM];
         let mut days = vec![0.0; EVENTS];
         let now = (MEMORY_EVENTS + 3) as i64 * DAY;
-        log.read(now, [-1, -1], 1, 2, &mut ev, &mut days);
+        log.read(now, 0.0, [-1, -1], 1, 2, &mut ev, &mut days);
         let want: Vec<f32> = (1..=MEMORY_EVENTS).map(|d| d as f32).collect();
         assert_eq!(&days[..MEMORY_EVENTS], &want[..]);
         // The entity keeps more of the same events.
@@ -468,8 +536,10 @@ mod tests {
         let memory = [7, 8, 7, 9, 7, 8];
         let entity = [4, 4, 4, 6, 4, 4];
         let features = [0.25; 6];
+        let context: Vec<f32> = [0.5, 1.5, 2.75].into_iter().flat_map(context_at).collect();
         let seq = Sequence {
             timestamp: &ts,
+            context: &context,
             focal: &focal,
             valid: &valid,
             labels: &labels,
@@ -498,17 +568,36 @@ mod tests {
         let at = 4 * EVENTS * EVENT_DIM;
         assert_eq!(ev[at..at + 4], [1.0, 0.0, 1.0, 0.0]);
         assert_eq!(days[4 * EVENTS], 1.0);
+        // The event's time of the week (turn 1, 1.5) lies 1¼ days before turn 2's (2.75).
+        assert!((ev[at + WEEK_APART] - 1.25).abs() < 1e-5);
+        // Moving turn 2 in the week moves only its reads' days apart in the week.
+        let mut moved = context.clone();
+        moved[2 * 6..].copy_from_slice(&context_at(5.25));
+        let seq3 = Sequence {
+            context: &moved,
+            ..seq
+        };
+        let (ev3, days3) = sequence_reads(&seq3, 0, 3);
+        assert_eq!(days3, days);
+        for (i, (a, b)) in ev.iter().zip(&ev3).enumerate() {
+            let col = i % EVENT_DIM;
+            if i < at || col != WEEK_APART {
+                assert_eq!(a, b, "place {i}");
+            }
+        }
+        // 5.25 − 1.5 days.
+        assert!((ev3[at + WEEK_APART] - 3.75).abs() < 1e-5);
     }
 
     #[test]
     fn extreme_timestamps_read_without_overflow() {
         let mut log = Log::default();
-        log.observe(i64::MIN, [1, -1], [shown(1, 2, true)]);
-        log.observe(i64::MAX, [1, -1], [shown(1, 2, true)]);
+        log.observe(i64::MIN, 0.0, [1, -1], [shown(1, 2, true)]);
+        log.observe(i64::MAX, 0.0, [1, -1], [shown(1, 2, true)]);
         let mut ev = vec![0.0; EVENTS * EVENT_DIM];
         let mut days = vec![0.0; EVENTS];
         for now in [i64::MIN, 0, i64::MAX] {
-            log.read(now, [1, -1], 1, 2, &mut ev, &mut days);
+            log.read(now, 0.0, [1, -1], 1, 2, &mut ev, &mut days);
             assert!(days.iter().all(|d| d.is_finite() && *d >= 0.0));
         }
         let mut h = crate::history::Table::default();
@@ -523,8 +612,13 @@ mod tests {
     #[test]
     fn log_bytes_round_trip_and_refuse_damage() {
         let mut log = Log::default();
-        log.observe(5, [1, -1], [shown(1, 2, true), shown(u64::MAX, 3, false)]);
-        log.observe(9, [-1, -1], [shown(1, 2, false)]);
+        log.observe(
+            5,
+            6.5,
+            [1, -1],
+            [shown(1, 2, true), shown(u64::MAX, 3, false)],
+        );
+        log.observe(9, 0.0, [-1, -1], [shown(1, 2, false)]);
         let mut b = Vec::new();
         log.write(&mut b);
         assert_eq!(Log::read_bytes(&b).unwrap(), log);
@@ -535,20 +629,27 @@ mod tests {
         let mut bad = b.clone();
         bad[8 + 8] = 200; // the first memory's last written turn past the log's turns
         assert!(Log::read_bytes(&bad).is_err());
+        // The first memory's newest event is its last bytes before the second key: a week
+        // position of 7 is out of range.
+        let mut bad = b.clone();
+        let week_at = 4 + 4 + 8 + 4 + 1 + EVENT_BYTES - 4;
+        assert_eq!(b[week_at..week_at + 4], 0f32.to_le_bytes());
+        bad[week_at..week_at + 4].copy_from_slice(&7f32.to_le_bytes());
+        assert!(Log::read_bytes(&bad).is_err());
     }
 
     #[test]
     fn the_least_recently_written_keys_are_forgotten_first() {
         let mut log = Log::default();
         for m in 0..=MAX_KEYS as u64 {
-            log.observe(m as i64, [-1, -1], [shown(m, 0, false)]);
+            log.observe(m as i64, 0.0, [-1, -1], [shown(m, 0, false)]);
         }
         assert_eq!(log.memories(), MAX_KEYS - MAX_KEYS / 8);
         let mut ev = vec![0.0; EVENTS * EVENT_DIM];
         let mut days = vec![0.0; EVENTS];
-        log.read(0, [-1, -1], 0, 1, &mut ev, &mut days);
+        log.read(0, 0.0, [-1, -1], 0, 1, &mut ev, &mut days);
         assert_eq!(ev[0], 0.0);
-        log.read(0, [-1, -1], MAX_KEYS as u64, 1, &mut ev, &mut days);
+        log.read(0, 0.0, [-1, -1], MAX_KEYS as u64, 1, &mut ev, &mut days);
         assert_eq!(ev[0], 1.0);
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::features::{CONTEXT_NAMES, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION};
+use crate::keyed::EVENT_NAMES;
 use crate::model::ModelConfig;
 use crate::quant::Quant;
 
@@ -51,6 +52,7 @@ pub fn metadata(
         "features": FEATURE_NAMES,
         "context": CONTEXT_NAMES,
         "hop_features": HOP_FEATURE_NAMES,
+        "keyed_events": EVENT_NAMES,
     });
     let scheme = serde_json::json!({
         "name": quant.name(),
@@ -138,6 +140,17 @@ impl Metadata {
         let config: ModelConfig = serde_json::from_str(get(key::MODEL_CONFIG)?)
             .map_err(|e| format!("model_config: {e}"))?;
         config.check_sizes()?;
+        if config.reads_events() && layout["keyed_events"] != serde_json::json!(EVENT_NAMES) {
+            return Err(format!(
+                "the model reads keyed events {}; this build computes {EVENT_NAMES:?}: \
+                 train and export it again with this build",
+                match &layout["keyed_events"] {
+                    serde_json::Value::Null =>
+                        "as an earlier build did (no time of the week)".to_string(),
+                    v => v.to_string(),
+                }
+            ));
+        }
         let quant: serde_json::Value = serde_json::from_str(get(key::QUANTIZATION)?)
             .map_err(|e| format!("quantization: {e}"))?;
         Ok(Metadata {

@@ -4,7 +4,8 @@
 use super::layers::Dense;
 use crate::{Candidate, Turn};
 use ssmkit_format::keyed::{
-    ATTN_EVENT_DIM, ATTN_HEADS, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, interval,
+    ATTN_EVENT_DIM, ATTN_HEADS, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, WEEK_APART, interval,
+    week_of,
 };
 
 /// What a candidate reads of the user's keyed log: `[EVENTS × EVENT_DIM]` numbers and
@@ -16,6 +17,7 @@ pub(super) fn events(log: &Log, turn: &Turn, cand: &Candidate) -> Events {
     let mut out = ([0f32; EVENTS * EVENT_DIM], [0f32; EVENTS]);
     log.read(
         turn.timestamp.unwrap_or(0),
+        week_of(&turn.context),
         [turn.focal[0] as i64, turn.focal[1] as i64],
         cand.memory_id.unwrap_or(cand.memory_slot as u64),
         cand.entity as u64,
@@ -52,7 +54,7 @@ impl EventAttn {
             let mut z = Vec::with_capacity(ATTN_EVENT_DIM);
             z.extend_from_slice(e);
             z.push((l < MEMORY_EVENTS) as u8 as f32);
-            z.extend_from_slice(&interval(days[l]));
+            z.extend_from_slice(&interval(days[l], e[WEEK_APART]));
             let key = self.k.apply(&z);
             let mut lg = [0f32; ATTN_HEADS];
             for (h, lg) in lg.iter_mut().enumerate() {
@@ -121,7 +123,7 @@ impl Keyed {
                     let mut k = (-self.rate[source * c + ch] * s * days[l]).exp();
                     if ch >= self.modes {
                         let j = (ch - self.modes) % self.cycles;
-                        let phase = self.omega[source * self.cycles + j] * days[l];
+                        let phase = self.omega[source * self.cycles + j] * e[WEEK_APART];
                         k *= if ch < self.modes + self.cycles {
                             phase.cos()
                         } else {

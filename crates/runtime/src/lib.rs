@@ -218,6 +218,7 @@ impl Runtime {
             let shown = turn.candidates.iter().zip(labels);
             state.keyed.observe(
                 turn.timestamp.unwrap_or(0),
+                ssmkit_format::keyed::week_of(&turn.context),
                 [turn.focal[0] as i64, turn.focal[1] as i64],
                 shown.map(|(cand, &l)| ssmkit_format::keyed::Shown {
                     memory: cand.memory_id.unwrap_or(cand.memory_slot as u64),

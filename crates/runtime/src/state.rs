@@ -16,7 +16,7 @@ pub struct State {
 }
 
 const STATE_MAGIC: &[u8; 8] = b"SSMKSTAT";
-const STATE_VERSION: u32 = 3;
+const STATE_VERSION: u32 = 4;
 
 impl State {
     /// `magic (8) | version u32 | fingerprint (16) | count u32 | f32 × count | history
@@ -80,7 +80,8 @@ impl State {
             return Err("the state holds a NaN or infinite value".into());
         }
         // Version 1 states end with the floats: no history table yet; version 2 states
-        // end with the table: no keyed log yet.
+        // end with the table: no keyed log yet. Version 3 logs kept no time of the week:
+        // one without events reads as today's, one with events cannot be read.
         let rest = &body[32 + 4 * n..];
         let (history, keyed) = match version {
             1 if rest.is_empty() => (Table::default(), Log::default()),
@@ -105,7 +106,14 @@ impl State {
                         tail.len() - 4
                     ));
                 }
-                (Table::read(table)?, Log::read_bytes(&tail[4..])?)
+                let log = &tail[4..];
+                // `turns u32 | memories u32 | … | entities u32 | …`: empty when both are 0.
+                if version == 3 && log.get(4..) != Some(&[0u8; 8][..]) {
+                    return Err("a version 3 state whose keyed log holds events, which \
+                                kept no time of the week: start this user's state anew"
+                        .into());
+                }
+                (Table::read(table)?, Log::read_bytes(log)?)
             }
         };
         Ok(State {
@@ -113,5 +121,47 @@ impl State {
             history,
             keyed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssmkit_format::keyed::Shown;
+
+    /// `state` saved as a version-`v` state (the same layout as today's), sealed anew.
+    fn as_version(state: &State, v: u32, fingerprint: &[u8; 16]) -> Vec<u8> {
+        let mut b = state.to_bytes(fingerprint);
+        b.truncate(b.len() - 32);
+        b[8..12].copy_from_slice(&v.to_le_bytes());
+        let sum = Sha256::digest(&b);
+        b.extend_from_slice(&sum);
+        b
+    }
+
+    #[test]
+    fn a_version_3_state_is_read_only_without_keyed_events() {
+        let fp = [7u8; 16];
+        let mut state = State {
+            values: vec![0.5; 3],
+            history: Table::default(),
+            keyed: Log::default(),
+        };
+        // Today's version reads back whole.
+        let back = State::from_bytes(&state.to_bytes(&fp), &fp, 3).unwrap();
+        assert_eq!(back.keyed, state.keyed);
+        // Version 3 with an empty log: its bytes mean the same.
+        assert!(State::from_bytes(&as_version(&state, 3, &fp), &fp, 3).is_ok());
+        // Version 3 with events: their time of the week is unknown, so it is refused.
+        let shown = Shown {
+            memory: 1,
+            entity: 2,
+            relevant: true,
+            log_age: 0.5,
+        };
+        state.keyed.observe(10, 2.5, [2, -1], [shown]);
+        assert!(State::from_bytes(&state.to_bytes(&fp), &fp, 3).is_ok());
+        let err = State::from_bytes(&as_version(&state, 3, &fp), &fp, 3).unwrap_err();
+        assert!(err.contains("version 3"), "{err}");
     }
 }

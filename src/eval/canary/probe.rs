@@ -146,18 +146,8 @@ pub struct OracleProbe<'a> {
 
 /// Position in the week (days from Monday 00:00) encoded in a turn's context.
 pub(super) fn week_position(u: &UserSeq, t: usize) -> f64 {
-    let cx = &u.context[t * CONTEXT_NAMES.len()..(t + 1) * CONTEXT_NAMES.len()];
-    let day = (cx[ctx("dow_sin")] as f64)
-        .atan2(cx[ctx("dow_cos")] as f64)
-        .rem_euclid(TAU)
-        / TAU
-        * 7.0;
-    let hour = (cx[ctx("tod_sin")] as f64)
-        .atan2(cx[ctx("tod_cos")] as f64)
-        .rem_euclid(TAU)
-        / TAU
-        * 24.0;
-    day.round().rem_euclid(7.0) + hour / 24.0
+    let cd = CONTEXT_NAMES.len();
+    crate::features::week_position(&u.context[t * cd..(t + 1) * cd])
 }
 
 impl OracleProbe<'_> {
