@@ -23,6 +23,11 @@ from safetensors.numpy import load_file
 
 FORMAT = "ssmkit-export-v1"
 LAYOUT = "ssmkit-layout-v2"
+# The numbers each keyed event is read as (docs/reference.md, "Keyed state").
+KEYED_EVENTS = [
+    "shown", "relevant", "focal_match", "relevant_focal_match", "same_memory",
+    "relevant_same_memory", "entity_was_focal", "log_age", "relevant_log_age", "week_apart",
+]
 DTYPE = {"F32": "F32", "F16": "F16", "I8": "I8", "U8": "U8"}
 
 
@@ -70,6 +75,9 @@ def check_file(path, problems):
     quant = json.loads(meta["quantization"])
     if layout.get("version") != LAYOUT or len(layout.get("features", [])) != 24:
         problems.append(f"{path}: feature layout {layout.get('version')} with {len(layout.get('features', []))} features")
+    reads_events = cfg.get("keyed_modes", 0) + cfg.get("keyed_cycles", 0) > 0 or cfg["variant"] == "attn"
+    if reads_events and layout.get("keyed_events") != KEYED_EVENTS:
+        problems.append(f"{path}: keyed events {layout.get('keyed_events')}, expected {KEYED_EVENTS}")
     if digest(head, data) != meta["tensors_sha256"]:
         problems.append(f"{path}: tensors_sha256 does not match the tensor bytes")
     if metadata_digest(meta) != meta["metadata_sha256"]:
@@ -123,17 +131,17 @@ def main():
         cand_in = own + 2 * cfg["d_slot"] + cfg["content_dim"]
         expect(problems, f32_path, head32, "scorer.cand_enc.weight", "F32", [h, cand_in])
         # The pointwise branch also reads the keyed state: per event source (memory,
-        # entity), each kernel channel times the 8 event numbers.
+        # entity), each kernel channel times every event number.
         modes, cycles = cfg.get("keyed_modes", 0), cfg.get("keyed_cycles", 0)
         channels = modes + 2 * cycles
-        read = 2 * channels * 8
+        read = 2 * channels * len(KEYED_EVENTS)
         expect(problems, f32_path, head32, "scorer.mlp.fc1.weight", "F32", [cfg["mlp_hidden"], own + read])
         if channels:
             expect(problems, f32_path, head32, "scorer.keyed.log_rate", "F32", [2, channels])
             if cycles:
                 expect(problems, f32_path, head32, "scorer.keyed.omega", "F32", [2, cycles])
             if cfg.get("selective", True):
-                expect(problems, f32_path, head32, "scorer.keyed.select.weight", "F32", [2, 8])
+                expect(problems, f32_path, head32, "scorer.keyed.select.weight", "F32", [2, len(KEYED_EVENTS)])
             rates = np.exp(t32["scorer.keyed.log_rate"])
             if not np.all(np.isfinite(rates)):
                 problems.append(f"{f32_path}: the keyed state's decay rates are not finite")
