@@ -3,7 +3,6 @@
 //! oracle with the generator's rules, a constant and a random scorer).
 
 use std::cell::RefCell;
-use std::f64::consts::TAU;
 
 use burn::prelude::*;
 use rand::{RngExt, SeedableRng};
@@ -12,6 +11,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::canary::{Inputs, Role, Rules, Selector};
 use crate::data::{CONTEXT_NAMES, Dataset, UserSeq};
+use crate::datagen::calendar;
 use crate::eval::split::Case;
 use crate::features::{Canary, FEATURE_DIM, feat};
 use crate::model::batch::chosen_turns;
@@ -275,18 +275,14 @@ pub(super) fn noise_turn(
     }
 }
 
-fn angle(fraction: f64) -> (f32, f32) {
-    let a = TAU * fraction;
-    (a.sin() as f32, a.cos() as f32)
-}
-
 /// Applies `edit` to turn `t` (candidate `c` for an age) of `u`.
 pub fn apply_edit(u: &mut UserSeq, t: usize, c: usize, k: usize, edit: Edit) {
     let cd = CONTEXT_NAMES.len();
     if let Some(d) = edit.week {
         let d = d.rem_euclid(7.0);
-        let (ds, dc) = angle(d.floor() / 7.0);
-        let (ts, tc) = angle(d - d.floor());
+        // Written as the generator writes a turn's weekday and time of day.
+        let (ds, dc) = calendar::angle(d.floor() / 7.0);
+        let (ts, tc) = calendar::angle(d - d.floor());
         let cx = &mut u.context[t * cd..(t + 1) * cd];
         cx[ctx("dow_sin")] = ds;
         cx[ctx("dow_cos")] = dc;
