@@ -250,29 +250,36 @@ pub fn week_position(context: &[f32]) -> f64 {
 /// Width of one traversal-path hop.
 pub const HOP_DIM: usize = HOP_FEATURE_NAMES.len();
 
+/// A context at `week` (days from Monday 00:00), its weekday and time of day encoded as
+/// the generator encodes them, every other column 0: what [`week_position`] reads back.
+#[cfg(test)]
+pub(crate) fn context_at(week: f64) -> [f32; CONTEXT_DIM] {
+    let angle = |f: f64| {
+        let a = std::f64::consts::TAU * f;
+        (a.sin() as f32, a.cos() as f32)
+    };
+    let (ts, tc) = angle(week - week.floor());
+    let (ds, dc) = angle(week.floor() / 7.0);
+    let mut cx = [0f32; CONTEXT_DIM];
+    for (name, v) in [
+        ("tod_sin", ts),
+        ("tod_cos", tc),
+        ("dow_sin", ds),
+        ("dow_cos", dc),
+    ] {
+        cx[CONTEXT_NAMES.iter().position(|&n| n == name).unwrap()] = v;
+    }
+    cx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn week_position_reads_back_the_weekday_and_hour_a_context_encodes() {
-        let angle = |f: f64| {
-            let a = std::f64::consts::TAU * f;
-            (a.sin() as f32, a.cos() as f32)
-        };
         for w in [0.0, 0.25, 1.5, 3.999, 4.0, 6.75, 6.9999] {
-            let (ts, tc) = angle(w - f64::floor(w));
-            let (ds, dc) = angle(f64::floor(w) / 7.0);
-            let mut cx = [0f32; CONTEXT_DIM];
-            for (name, v) in [
-                ("tod_sin", ts),
-                ("tod_cos", tc),
-                ("dow_sin", ds),
-                ("dow_cos", dc),
-            ] {
-                cx[CONTEXT_NAMES.iter().position(|&n| n == name).unwrap()] = v;
-            }
-            let got = week_position(&cx);
+            let got = week_position(&context_at(w));
             assert!((0.0..7.0).contains(&got), "{w}: {got}");
             assert!((got - w).abs() < 1e-4, "{w}: {got}");
         }

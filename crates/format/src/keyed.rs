@@ -450,6 +450,7 @@ pub fn sequence_reads(seq: &Sequence, from: usize, to: usize) -> (Vec<f32>, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::context_at;
 
     const DAY: i64 = 86_400;
 
@@ -460,17 +461,6 @@ mod tests {
             relevant,
             log_age: 0.5,
         }
-    }
-
-    /// A context at `week` (days from Monday 00:00), as the generator encodes it.
-    fn context_at(week: f64) -> [f32; crate::features::CONTEXT_DIM] {
-        let angle = |f: f64| {
-            let a = std::f64::consts::TAU * f;
-            (a.sin() as f32, a.cos() as f32)
-        };
-        let (ts, tc) = angle(week - week.floor());
-        let (ds, dc) = angle(week.floor() / 7.0);
-        [0.0, ts, tc, ds, dc, 0.0]
     }
 
     #[test]
