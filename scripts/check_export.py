@@ -28,6 +28,10 @@ KEYED_EVENTS = [
     "shown", "relevant", "focal_match", "relevant_focal_match", "same_memory",
     "relevant_same_memory", "entity_was_focal", "log_age", "relevant_log_age", "week_apart",
 ]
+# What the keyed state sums of each event (all but its phase, week_apart), and the fastest
+# an oscillating mode's envelope decays (per day).
+KEYED_VALUES = KEYED_EVENTS[:-1]
+CYCLE_MAX_RATE = 0.1
 DTYPE = {"F32": "F32", "F16": "F16", "I8": "I8", "U8": "U8"}
 
 
@@ -78,6 +82,11 @@ def check_file(path, problems):
     reads_events = cfg.get("keyed_modes", 0) + cfg.get("keyed_cycles", 0) > 0 or cfg["variant"] == "attn"
     if reads_events and layout.get("keyed_events") != KEYED_EVENTS:
         problems.append(f"{path}: keyed events {layout.get('keyed_events')}, expected {KEYED_EVENTS}")
+    keyed_state = cfg["variant"] != "attn" and cfg.get("keyed_modes", 0) + cfg.get("keyed_cycles", 0) > 0
+    if keyed_state:
+        kr = layout.get("keyed_read") or {}
+        if kr.get("values") != KEYED_VALUES or abs(kr.get("cycle_max_rate", -1) - CYCLE_MAX_RATE) > 1e-6:
+            problems.append(f"{path}: keyed read {kr}, expected values {KEYED_VALUES} and cycle_max_rate {CYCLE_MAX_RATE}")
     if digest(head, data) != meta["tensors_sha256"]:
         problems.append(f"{path}: tensors_sha256 does not match the tensor bytes")
     if metadata_digest(meta) != meta["metadata_sha256"]:
@@ -131,17 +140,17 @@ def main():
         cand_in = own + 2 * cfg["d_slot"] + cfg["content_dim"]
         expect(problems, f32_path, head32, "scorer.cand_enc.weight", "F32", [h, cand_in])
         # The pointwise branch also reads the keyed state: per event source (memory,
-        # entity), each kernel channel times every event number.
+        # entity), each kernel channel times every event number but the phase.
         modes, cycles = cfg.get("keyed_modes", 0), cfg.get("keyed_cycles", 0)
         channels = modes + 2 * cycles
-        read = 2 * channels * len(KEYED_EVENTS)
+        read = 2 * channels * len(KEYED_VALUES)
         expect(problems, f32_path, head32, "scorer.mlp.fc1.weight", "F32", [cfg["mlp_hidden"], own + read])
         if channels:
             expect(problems, f32_path, head32, "scorer.keyed.log_rate", "F32", [2, channels])
             if cycles:
                 expect(problems, f32_path, head32, "scorer.keyed.omega", "F32", [2, cycles])
             if cfg.get("selective", True):
-                expect(problems, f32_path, head32, "scorer.keyed.select.weight", "F32", [2, len(KEYED_EVENTS)])
+                expect(problems, f32_path, head32, "scorer.keyed.select.weight", "F32", [2, len(KEYED_VALUES)])
             rates = np.exp(t32["scorer.keyed.log_rate"])
             if not np.all(np.isfinite(rates)):
                 problems.append(f"{f32_path}: the keyed state's decay rates are not finite")

@@ -250,7 +250,7 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
         "{err}"
     );
     // A keyed model whose export does not list the keyed events this build computes (an
-    // export from before the events held their time of the week), its digest made again.
+    // export from before the events held their time of the week) is refused.
     let keyed = ModelConfig {
         keyed_modes: 2,
         keyed_cycles: 1,
@@ -261,16 +261,27 @@ fn foreign_files_and_bad_turns_are_clear_errors() {
     let digest = ssmkit::export::tensors_digest(&tensors);
     let meta = ssmkit::export::metadata(&keyed, Quant::F32, &digest, &serde_json::json!({}));
     assert!(Runtime::from_bytes(&file(&tensors, meta.clone()), Path::new("m")).is_ok());
-    let mut layout: serde_json::Value = serde_json::from_str(&meta["feature_layout"]).unwrap();
-    layout.as_object_mut().unwrap().remove("keyed_events");
-    let mut meta = meta;
-    meta.insert("feature_layout".into(), layout.to_string());
-    let sum = ssmkit_format::meta::metadata_digest(&meta);
-    meta.insert("metadata_sha256".into(), sum);
-    let err = Runtime::from_bytes(&file(&tensors, meta), Path::new("m"))
-        .unwrap_err()
-        .to_string();
+    // The layout without one of its entries, the metadata's digest made again.
+    let without = |entry: &str| {
+        let mut layout: serde_json::Value = serde_json::from_str(&meta["feature_layout"]).unwrap();
+        layout.as_object_mut().unwrap().remove(entry);
+        let mut meta = meta.clone();
+        meta.insert("feature_layout".into(), layout.to_string());
+        let sum = ssmkit_format::meta::metadata_digest(&meta);
+        meta.insert("metadata_sha256".into(), sum);
+        Runtime::from_bytes(&file(&tensors, meta), Path::new("m"))
+            .unwrap_err()
+            .to_string()
+    };
+    let err = without("keyed_events");
     assert!(err.contains("no time of the week"), "{err}");
+    // Nor one that does not say how its keyed state reads them (an export from before the
+    // oscillating modes' envelopes were bounded).
+    let err = without("keyed_read");
+    assert!(
+        err.contains("as an earlier build did") && err.contains("cycle_max_rate"),
+        "{err}"
+    );
     // predict: a turn with the wrong number of features names the line and the problem.
     let model_path = dir.path().join("m.safetensors");
     let (good, _) = encode(&model, &cfg, Quant::F32, &serde_json::json!({})).unwrap();

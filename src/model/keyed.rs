@@ -5,17 +5,20 @@
 //! whether the focal entities then meet the current ones, whether it was the same memory,
 //! …) written d days before the turn contributes to kernel channel c
 //!
-//! `k_c(e, d) = exp(−a_c · s_c(e) · d) · o_c(d)`
+//! `k_c(e, d) = exp(−a_c · s(e) · d) · o_c(w)`
 //!
 //! with a learned decay rate a_c, a selective step s(e) = softplus(w · e + b) per event
 //! and source, shared by the channels as Mamba's Δ is shared by a channel's state modes
 //! (the input-dependent part: how fast an event fades depends on what it was), and
 //! o_c = 1 for a decaying mode, cos(ω_j w) or sin(ω_j w) for an oscillating (complex) mode
-//! of learned frequency ω_j, initialised at one day, one week, half a week, half a day,
-//! where w is how many days the event's time of the week lies before the turn's
-//! ([`crate::keyed::WEEK_APART`], from their contexts, while d comes from the timestamps).
-//! The read is `r_c = Σ_e k_c(e, d_e) · e / √L` for each event source (L events), all
-//! channels times all event numbers: a diagonal state per identity (per memory and per
+//! of fixed frequency ω_j, one day, one week, half a week, half a day (divisors of the
+//! week, so o_c is a function of the time of the week), where w is how many days the
+//! event's time of the week lies before the turn's ([`crate::keyed::WEEK_APART`], from
+//! their contexts, while d comes from the timestamps). An oscillating mode's envelope
+//! a_c · s(e) is held at most [`crate::keyed::CYCLE_MAX_RATE`] a day, so that it remembers
+//! earlier weeks. The read is `r_c = Σ_e k_c(e, d_e) · v(e) / √L` for each event source
+//! (L events), v(e) the event's numbers but its phase ([`crate::keyed::VALUE_DIM`]), all
+//! channels times all those numbers: a diagonal state per identity (per memory and per
 //! entity), each channel a linear recurrence over that identity's events, read at the
 //! turn's own time and focal entities. It enters the candidate's pointwise inputs.
 //!
@@ -26,7 +29,9 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softplus;
 
-use crate::keyed::{ATTN_HEADS, ENTITY_EVENTS, EVENT_DIM, MEMORY_EVENTS, WEEK_APART};
+use crate::keyed::{
+    ATTN_HEADS, CYCLE_MAX_RATE, ENTITY_EVENTS, MEMORY_EVENTS, VALUE_DIM, WEEK_APART,
+};
 
 /// softplus⁻¹(1): the selective step starts at 1.
 pub const STEP_BIAS: f32 = 0.541_324_85;
@@ -57,7 +62,8 @@ pub struct KeyedState {
     /// `[2, C]` log decay rate per event source (memory, entity) and channel.
     pub log_rate: Param<Tensor<2>>,
     /// `[2, cycles]` frequency (radians per day) of each oscillating mode (`None`
-    /// without any).
+    /// without any): [`CYCLE_DAYS`], fixed (the read detaches it), kept with the
+    /// parameters for the runtime.
     pub omega: Option<Param<Tensor<2>>>,
     /// Event → 2 selective step pre-activations (the memory's, then the entity's);
     /// `None` without selection (every step 1).
@@ -89,10 +95,10 @@ impl KeyedState {
             })
             .collect();
         let select = selective.then(|| {
-            let mut l = burn::nn::LinearConfig::new(EVENT_DIM, 2)
+            let mut l = burn::nn::LinearConfig::new(VALUE_DIM, 2)
                 .with_initializer(burn::nn::Initializer::Zeros)
                 .init(device);
-            l.weight = Param::from_tensor(super::normal_tensor(seed, [EVENT_DIM, 2], 0.05, device));
+            l.weight = Param::from_tensor(super::normal_tensor(seed, [VALUE_DIM, 2], 0.05, device));
             l.bias = Some(Param::from_tensor(
                 Tensor::<1>::zeros([2], device).add_scalar(STEP_BIAS),
             ));
@@ -119,7 +125,7 @@ impl KeyedState {
         self.modes + 2 * self.cycles
     }
 
-    /// The read `[B, T, K, 2 · C · EVENT_DIM]` of events `[B, T, K, EVENTS, EVENT_DIM]`
+    /// The read `[B, T, K, 2 · C · VALUE_DIM]` of events `[B, T, K, EVENTS, EVENT_DIM]`
     /// with ages `[B, T, K, EVENTS]` (days).
     pub fn read(&self, events: Tensor<5>, days: Tensor<4>) -> Tensor<4> {
         let [b, t, k, _, e] = events.dims();
@@ -135,37 +141,49 @@ impl KeyedState {
                 .clone()
                 .slice(s![.., .., .., range.clone(), ..])
                 .reshape([n, l, e]);
+            let values = ev.clone().slice(s![.., .., ..VALUE_DIM]);
             let d = days.clone().slice(s![.., .., .., range]).reshape([n, l, 1]);
-            let rate = self
+            let mut rate = self
                 .log_rate
                 .val()
                 .slice(s![source..source + 1, ..])
                 .exp()
                 .reshape([1, 1, c]);
-            let mut arg = d * rate; // [n, l, C]
             if let Some(sel) = &self.select {
                 // This source's column of the projection only.
                 let cols = source..source + 1;
                 let w = sel.weight.val().slice(s![.., cols.clone()]);
                 let bias = sel.bias.as_ref().expect("a bias").val().slice(s![cols]);
-                let pre = ev.clone().reshape([n * l, e]).matmul(w) + bias.unsqueeze::<2>();
-                arg = arg * softplus(pre, 1.0).reshape([n, l, 1]);
+                let pre =
+                    values.clone().reshape([n * l, VALUE_DIM]).matmul(w) + bias.unsqueeze::<2>();
+                rate = rate * softplus(pre, 1.0).reshape([n, l, 1]); // [n, l, C]
             }
-            let mut kernel = arg.neg().exp();
+            let mut rate = rate.expand([n, l, c]);
+            if self.cycles > 0 {
+                let slow = rate
+                    .clone()
+                    .slice(s![.., .., self.modes..])
+                    .clamp_max(CYCLE_MAX_RATE);
+                rate = Tensor::cat(vec![rate.slice(s![.., .., ..self.modes]), slow], 2);
+            }
+            let mut kernel = (d * rate).neg().exp();
             if let Some(omega) = &self.omega {
+                // Fixed: divisors of the week, so a phase is a function of the time of
+                // the week that does not jump where `week_apart` wraps.
                 let w = omega
                     .val()
+                    .detach()
                     .slice(s![source..source + 1, ..])
                     .reshape([1, 1, self.cycles]);
-                let apart = ev.clone().slice(s![.., .., WEEK_APART..WEEK_APART + 1]);
+                let apart = ev.slice(s![.., .., WEEK_APART..WEEK_APART + 1]);
                 let phase = apart * w; // [n, l, cycles]
                 let ones = Tensor::<3>::ones([n, l, self.modes], &events.device());
                 let osc = Tensor::cat(vec![ones, phase.clone().cos(), phase.sin()], 2);
                 kernel = kernel * osc;
             }
-            // [n, C, l] @ [n, l, E] → [n, C, E]
-            let r = kernel.swap_dims(1, 2).matmul(ev) / (l as f64).sqrt();
-            parts.push(r.reshape([b, t, k, c * e]));
+            // [n, C, l] @ [n, l, V] → [n, C, V]
+            let r = kernel.swap_dims(1, 2).matmul(values) / (l as f64).sqrt();
+            parts.push(r.reshape([b, t, k, c * VALUE_DIM]));
         }
         Tensor::cat(parts, 3)
     }
@@ -234,11 +252,13 @@ impl EventAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyed::EVENTS;
+    use crate::keyed::{EVENT_DIM, EVENTS};
     use rand::{RngExt, SeedableRng};
 
     /// The read as a plain loop over channels and events, from the module's own
-    /// parameters: `r[source][c][e] = Σ_l exp(−a·s·d) · o(d) · event[l][e] / √L`.
+    /// parameters: `r[source][c][e] = Σ_l exp(−a·s·d) · o(d) · event[l][e] / √L` for the
+    /// event's first `VALUE_DIM` numbers, with a·s at most `CYCLE_MAX_RATE` for an
+    /// oscillating mode.
     fn by_hand(m: &KeyedState, events: &[f32], days: &[f32]) -> Vec<f32> {
         let c = m.channels();
         let rate: Vec<f32> = m
@@ -269,7 +289,7 @@ mod tests {
         for (source, range) in [(0, 0..MEMORY_EVENTS), (1, MEMORY_EVENTS..EVENTS)] {
             let n = range.len() as f32;
             for ch in 0..c {
-                for e in 0..EVENT_DIM {
+                for e in 0..VALUE_DIM {
                     let mut sum = 0f32;
                     for l in range.clone() {
                         let ev = &events[l * EVENT_DIM..(l + 1) * EVENT_DIM];
@@ -278,11 +298,14 @@ mod tests {
                         } else {
                             let col = source;
                             let pre: f32 = b[col]
-                                + (0..EVENT_DIM).map(|i| ev[i] * w[i * 2 + col]).sum::<f32>();
+                                + (0..VALUE_DIM).map(|i| ev[i] * w[i * 2 + col]).sum::<f32>();
                             (1.0 + pre.exp()).ln()
                         };
-                        let a = rate[source * c + ch].exp();
-                        let mut k = (-a * step * days[l]).exp();
+                        let mut a = rate[source * c + ch].exp() * step;
+                        if ch >= m.modes {
+                            a = a.min(CYCLE_MAX_RATE);
+                        }
+                        let mut k = (-a * days[l]).exp();
                         if ch >= m.modes {
                             let j = (ch - m.modes) % m.cycles;
                             let phase = omega[source * m.cycles + j] * ev[WEEK_APART];
@@ -313,13 +336,18 @@ mod tests {
             .collect();
         for (modes, cycles, selective) in [(4, 2, true), (3, 0, false), (0, 1, true)] {
             let mut m = KeyedState::new(modes, cycles, selective, 1, &device);
+            // Rates from 0.02 to 1.6 a day: some oscillating envelopes past their bound.
+            let c = m.channels();
+            let rates: Vec<f32> = (0..2 * c).map(|_| rng.random_range(-4.0f32..0.5)).collect();
+            m.log_rate =
+                Param::from_tensor(Tensor::from_data(TensorData::new(rates, [2, c]), &device));
             if let Some(l) = &mut m.select {
                 // Non-zero selection weights, so that the step depends on the event.
-                let w: Vec<f32> = (0..EVENT_DIM * 2)
+                let w: Vec<f32> = (0..VALUE_DIM * 2)
                     .map(|_| rng.random_range(-0.5f32..0.5))
                     .collect();
                 l.weight = Param::from_tensor(Tensor::from_data(
-                    TensorData::new(w, [EVENT_DIM, 2]),
+                    TensorData::new(w, [VALUE_DIM, 2]),
                     &device,
                 ));
             }
@@ -331,7 +359,7 @@ mod tests {
                 Tensor::<4>::from_data(TensorData::new(days.clone(), [1, 1, 1, EVENTS]), &device);
             let got: Vec<f32> = m.read(ev, d).into_data().try_into_vec_as::<f32>().unwrap();
             let want = by_hand(&m, &events, &days);
-            assert_eq!(got.len(), 2 * m.channels() * EVENT_DIM);
+            assert_eq!(got.len(), 2 * m.channels() * VALUE_DIM);
             for (g, w) in got.iter().zip(&want) {
                 assert!(
                     (g - w).abs() < 1e-5,
@@ -361,10 +389,10 @@ mod tests {
             .try_into_vec_as::<f32>()
             .unwrap()
         };
-        // Channel 1 is the weekly cosine; its "relevant" number is at 1 · EVENT_DIM + 1.
+        // Channel 1 is the weekly cosine; its "relevant" number is at 1 · VALUE_DIM + 1.
         let (week, half) = (read(7.0), read(3.5));
-        assert!(week[EVENT_DIM + 1] > 0.0 && half[EVENT_DIM + 1] < 0.0);
+        assert!(week[VALUE_DIM + 1] > 0.0 && half[VALUE_DIM + 1] < 0.0);
         // The entity's places are empty: their reads are 0.
-        assert!(week[2 * 2 * EVENT_DIM..].iter().all(|&v| v == 0.0));
+        assert!(week[2 * 2 * VALUE_DIM..].iter().all(|&v| v == 0.0));
     }
 }

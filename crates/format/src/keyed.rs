@@ -43,6 +43,20 @@ pub const EVENT_DIM: usize = EVENT_NAMES.len();
 /// the attention peer's week and day encodings read.
 pub const WEEK_APART: usize = 9;
 
+/// The numbers of an event the keyed state's read sums and its selective step reads: all
+/// but [`WEEK_APART`], which is a phase (a number of days that wraps at 7 would read as a
+/// sawtooth in the week).
+pub const VALUE_DIM: usize = WEEK_APART;
+const _: () = assert!(
+    WEEK_APART + 1 == EVENT_DIM,
+    "week_apart is an event's last number"
+);
+
+/// The fastest an oscillating mode's envelope may decay (per day, after the selective
+/// step): a weekly mode must still remember the week before, or it becomes one more
+/// short-memory channel (trained without this bound, they decayed at 0.2–0.3 a day).
+pub const CYCLE_MAX_RATE: f32 = 0.1;
+
 /// Numbers an event's time interval is encoded as, for the attention peer
 /// ([`interval`]).
 pub const INTERVAL_DIM: usize = 5;

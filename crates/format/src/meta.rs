@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::features::{CONTEXT_NAMES, FEATURE_NAMES, HOP_FEATURE_NAMES, LAYOUT_VERSION};
-use crate::keyed::EVENT_NAMES;
+use crate::keyed::{CYCLE_MAX_RATE, EVENT_NAMES, VALUE_DIM};
 use crate::model::ModelConfig;
 use crate::quant::Quant;
 
@@ -40,6 +40,16 @@ pub fn digest_of<'a>(
     format!("{:x}", h.finalize())
 }
 
+/// How the keyed state reads its events: the numbers it sums, and the fastest an
+/// oscillating mode's envelope decays (per day).
+fn keyed_read() -> serde_json::Value {
+    serde_json::json!({
+        "values": &EVENT_NAMES[..VALUE_DIM],
+        // As written (0.1), not as the f32 widens (0.10000000149…).
+        "cycle_max_rate": format!("{CYCLE_MAX_RATE}").parse::<f64>().unwrap_or(f64::NAN),
+    })
+}
+
 /// What `__metadata__` carries, each value a JSON string.
 pub fn metadata(
     cfg: &ModelConfig,
@@ -53,6 +63,7 @@ pub fn metadata(
         "context": CONTEXT_NAMES,
         "hop_features": HOP_FEATURE_NAMES,
         "keyed_events": EVENT_NAMES,
+        "keyed_read": keyed_read(),
     });
     let scheme = serde_json::json!({
         "name": quant.name(),
@@ -149,6 +160,17 @@ impl Metadata {
                         "as an earlier build did (no time of the week)".to_string(),
                     v => v.to_string(),
                 }
+            ));
+        }
+        if config.keyed_channels() > 0 && layout["keyed_read"] != keyed_read() {
+            return Err(format!(
+                "the model's keyed state reads {}; this build reads {}: \
+                 train and export it again with this build",
+                match &layout["keyed_read"] {
+                    serde_json::Value::Null => "as an earlier build did".to_string(),
+                    v => v.to_string(),
+                },
+                keyed_read()
             ));
         }
         let quant: serde_json::Value = serde_json::from_str(get(key::QUANTIZATION)?)

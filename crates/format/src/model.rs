@@ -321,13 +321,14 @@ impl ModelConfig {
     }
 
     /// Width of a candidate's read of the keyed events: with a keyed state, per event
-    /// source (memory, entity) each kernel channel times each event number; the attention
+    /// source (memory, entity) each kernel channel times each of an event's
+    /// [`crate::keyed::VALUE_DIM`] numbers; the attention
     /// peer's, its attention width.
     pub fn keyed_dim(&self) -> usize {
         if self.variant == Variant::Attn {
             self.d_attn
         } else {
-            2 * self.keyed_channels() * crate::keyed::EVENT_DIM
+            2 * self.keyed_channels() * crate::keyed::VALUE_DIM
         }
     }
 

@@ -9,7 +9,7 @@ use super::load::Loader;
 use super::pointwise::Pointwise;
 use crate::{Error, Result, Runtime};
 use ssmkit_format::features::HOP_DIM;
-use ssmkit_format::keyed::{ATTN_EVENT_DIM, EVENT_DIM};
+use ssmkit_format::keyed::{ATTN_EVENT_DIM, VALUE_DIM};
 use ssmkit_format::meta::{Metadata, digest_of};
 use ssmkit_format::model::{ModelConfig, Variant};
 use ssmkit_format::names::{
@@ -270,7 +270,7 @@ fn keyed_state(l: &Loader, c: &ModelConfig) -> Result<Option<Keyed>> {
             Vec::new()
         },
         select: if c.selective {
-            Some(l.dense(scorer::KEYED_SELECT, EVENT_DIM, 2)?)
+            Some(l.dense(scorer::KEYED_SELECT, VALUE_DIM, 2)?)
         } else {
             None
         },

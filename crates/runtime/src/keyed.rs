@@ -4,8 +4,8 @@
 use super::layers::Dense;
 use crate::{Candidate, Turn};
 use ssmkit_format::keyed::{
-    ATTN_EVENT_DIM, ATTN_HEADS, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, WEEK_APART, interval,
-    week_of,
+    ATTN_EVENT_DIM, ATTN_HEADS, CYCLE_MAX_RATE, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, VALUE_DIM,
+    WEEK_APART, interval, week_of,
 };
 
 /// What a candidate reads of the user's keyed log: `[EVENTS × EVENT_DIM]` numbers and
@@ -101,7 +101,7 @@ impl Keyed {
         self.modes + 2 * self.cycles
     }
 
-    /// Appends a candidate's read of its events ([`Events`]; `2 · C · EVENT_DIM`
+    /// Appends a candidate's read of its events ([`Events`]; `2 · C · VALUE_DIM`
     /// numbers) to `out`.
     pub(super) fn read(&self, ev: &Events, out: &mut Vec<f32>) {
         let (ev, days) = (&ev.0, &ev.1);
@@ -109,7 +109,7 @@ impl Keyed {
         for (source, range) in [(0, 0..MEMORY_EVENTS), (1, MEMORY_EVENTS..EVENTS)] {
             let scale = 1.0 / (range.len() as f32).sqrt();
             let at = out.len();
-            out.resize(at + c * EVENT_DIM, 0.0);
+            out.resize(at + c * VALUE_DIM, 0.0);
             for l in range {
                 let e = &ev[l * EVENT_DIM..(l + 1) * EVENT_DIM];
                 if e[0] == 0.0 {
@@ -118,9 +118,13 @@ impl Keyed {
                 let s = self
                     .select
                     .as_ref()
-                    .map_or(1.0, |p| softplus(p.apply(e)[source]));
+                    .map_or(1.0, |p| softplus(p.apply(&e[..VALUE_DIM])[source]));
                 for ch in 0..c {
-                    let mut k = (-self.rate[source * c + ch] * s * days[l]).exp();
+                    let mut rate = self.rate[source * c + ch] * s;
+                    if ch >= self.modes {
+                        rate = rate.min(CYCLE_MAX_RATE);
+                    }
+                    let mut k = (-rate * days[l]).exp();
                     if ch >= self.modes {
                         let j = (ch - self.modes) % self.cycles;
                         let phase = self.omega[source * self.cycles + j] * e[WEEK_APART];
@@ -130,8 +134,8 @@ impl Keyed {
                             phase.sin()
                         };
                     }
-                    let r = &mut out[at + ch * EVENT_DIM..at + (ch + 1) * EVENT_DIM];
-                    for (r, x) in r.iter_mut().zip(e) {
+                    let r = &mut out[at + ch * VALUE_DIM..at + (ch + 1) * VALUE_DIM];
+                    for (r, x) in r.iter_mut().zip(&e[..VALUE_DIM]) {
                         *r += k * x;
                     }
                 }
@@ -143,7 +147,50 @@ impl Keyed {
     }
 }
 
-/// ln(1 + eˣ), without overflow.
+/// ln(1 + eˣ), without overflow (the exact one: `layers::softplus` approximates for Δ).
 fn softplus(x: f32) -> f32 {
     if x > 20.0 { x } else { x.exp().ln_1p() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One relevant event under the memory, `days` old at the turn's own time of the week,
+    /// read by one decaying and one weekly mode at decay rates `rates` (per day).
+    fn read_one(rates: [f32; 3], days: f32) -> Vec<f32> {
+        let k = Keyed {
+            rate: [rates, rates].concat(),
+            omega: vec![std::f32::consts::TAU / 7.0; 2],
+            select: None,
+            modes: 1,
+            cycles: 1,
+        };
+        let mut ev = ([0f32; EVENTS * EVENT_DIM], [0f32; EVENTS]);
+        ev.0[..2].copy_from_slice(&[1.0, 1.0]);
+        ev.1[0] = days;
+        let mut out = Vec::new();
+        k.read(&ev, &mut out);
+        out
+    }
+
+    #[test]
+    fn an_oscillating_envelope_decays_no_faster_than_its_bound() {
+        let v = VALUE_DIM;
+        let slow = read_one([0.5, 0.5, 0.5], 20.0);
+        let fast = read_one([5.0, 5.0, 5.0], 20.0);
+        // The memory's "shown" number: channel 0 decays at its own rate, channel 1
+        // (weekly cosine, phase 0) at the bound, whatever rate it was given above it.
+        let scale = 1.0 / (MEMORY_EVENTS as f32).sqrt();
+        assert!((slow[0] - (-0.5f32 * 20.0).exp() * scale).abs() < 1e-7);
+        assert!((fast[0] - (-5.0f32 * 20.0).exp() * scale).abs() < 1e-7);
+        let bounded = (-CYCLE_MAX_RATE * 20.0).exp() * scale;
+        for out in [&slow, &fast] {
+            assert!((out[v] - bounded).abs() < 1e-6, "{} vs {bounded}", out[v]);
+            assert!(out[2 * v].abs() < 1e-6, "the sine at phase 0");
+        }
+        // Below the bound, the envelope's own rate.
+        let under = read_one([0.5, 0.02, 0.02], 20.0);
+        assert!((under[v] - (-0.02f32 * 20.0).exp() * scale).abs() < 1e-6);
+    }
 }
