@@ -2,6 +2,11 @@
 //! its attention peer's read.
 
 use super::layers::Dense;
+use ssmkit_format::model::{MAX_KEYED_CYCLES, MAX_KEYED_MODES};
+use ssmkit_format::simd::exp;
+
+/// The most kernel channels a keyed state has.
+const MAX_CHANNELS: usize = MAX_KEYED_MODES + 2 * MAX_KEYED_CYCLES;
 use crate::{Candidate, Turn};
 use ssmkit_format::keyed::{
     ATTN_EVENT_DIM, ATTN_HEADS, CYCLE_MAX_RATE, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, VALUE_DIM,
@@ -118,22 +123,23 @@ impl Keyed {
                 let s = self
                     .select
                     .as_ref()
-                    .map_or(1.0, |p| softplus(p.apply(&e[..VALUE_DIM])[source]));
-                for ch in 0..c {
+                    .map_or(1.0, |p| softplus(p.output(&e[..VALUE_DIM], source)));
+                // The channels' kernels: envelopes, then the oscillating modes' phases.
+                let mut kernel = [0f32; MAX_CHANNELS];
+                let kernel = &mut kernel[..c];
+                for (ch, k) in kernel.iter_mut().enumerate() {
                     let mut rate = self.rate[source * c + ch] * s;
                     if ch >= self.modes {
                         rate = rate.min(CYCLE_MAX_RATE);
                     }
-                    let mut k = (-rate * days[l]).exp();
-                    if ch >= self.modes {
-                        let j = (ch - self.modes) % self.cycles;
-                        let phase = self.omega[source * self.cycles + j] * e[WEEK_APART];
-                        k *= if ch < self.modes + self.cycles {
-                            phase.cos()
-                        } else {
-                            phase.sin()
-                        };
-                    }
+                    *k = exp(-rate * days[l]);
+                }
+                for j in 0..self.cycles {
+                    let phase = self.omega[source * self.cycles + j] * e[WEEK_APART];
+                    kernel[self.modes + j] *= phase.cos();
+                    kernel[self.modes + self.cycles + j] *= phase.sin();
+                }
+                for (ch, &k) in kernel.iter().enumerate() {
                     let r = &mut out[at + ch * VALUE_DIM..at + (ch + 1) * VALUE_DIM];
                     for (r, x) in r.iter_mut().zip(&e[..VALUE_DIM]) {
                         *r += k * x;

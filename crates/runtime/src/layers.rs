@@ -21,6 +21,15 @@ impl Dense {
         out
     }
 
+    /// Output `j` alone: b_j + Σ_i x_i · W[i, j].
+    pub(super) fn output(&self, x: &[f32], j: usize) -> f32 {
+        debug_assert_eq!(x.len(), self.d_in);
+        let b = self.b.as_ref().map_or(0.0, |b| b[j]);
+        x.iter()
+            .enumerate()
+            .fold(b, |acc, (i, v)| acc + v * self.wt[i * self.d_out + j])
+    }
+
     /// out += W x (no bias).
     pub(super) fn accumulate(&self, x: &[f32], out: &mut [f32]) {
         gemv(&self.wt, x, out);
