@@ -2,16 +2,16 @@
 //! its attention peer's read.
 
 use super::layers::Dense;
-use ssmkit_format::model::{MAX_KEYED_CYCLES, MAX_KEYED_MODES};
-use ssmkit_format::simd::exp;
-
-/// The most kernel channels a keyed state has.
-const MAX_CHANNELS: usize = MAX_KEYED_MODES + 2 * MAX_KEYED_CYCLES;
 use crate::{Candidate, Turn};
 use ssmkit_format::keyed::{
     ATTN_EVENT_DIM, ATTN_HEADS, CYCLE_MAX_RATE, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, VALUE_DIM,
     WEEK_APART, interval, week_of,
 };
+use ssmkit_format::model::{MAX_KEYED_CYCLES, MAX_KEYED_MODES};
+use ssmkit_format::simd::exp;
+
+/// The most kernel channels a keyed state has.
+const MAX_CHANNELS: usize = MAX_KEYED_MODES + 2 * MAX_KEYED_CYCLES;
 
 /// What a candidate reads of the user's keyed log: `[EVENTS × EVENT_DIM]` numbers and
 /// `[EVENTS]` ages in days ([`Log::read`]).
