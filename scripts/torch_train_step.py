@@ -2,18 +2,23 @@
 """A PyTorch CPU reference for ssmkit's training step: Small Mamba's scorer at the same
 shapes, timed over forward, backward (all gradients) and an AdamW step.
 
-The model mirrors `src/model/scorer.rs` for the `mamba` variant with history features:
-a pointwise MLP over [features, missing flags, history] (24 hidden units), a candidate
+The model mirrors `src/model/scorer/` for the `mamba` variant with history features and
+the identity-keyed state (`configs/quick.toml`'s model): a pointwise MLP over [features,
+missing flags, history, the keyed state's read of the candidate's events] (24 hidden
+units; the read as `src/model/keyed.rs` computes it, 4 decaying and 2 oscillating
+channels, 144 numbers), a candidate
 encoder over [features, missing, history, memory slot and entity embeddings, content],
 turn tokens over [context, query, focal entity, labelled candidates pooled], three
 residual Mamba blocks (RMSNorm, in_proj, causal depthwise conv of width 4, x_proj,
-dt_proj, the selective scan as mamba-minimal runs it: one step per turn), an RMSNorm, a
-query projection of the state before each turn, and the scaled dot product of query and
-candidate encodings. The loss is the listwise softmax cross-entropy over the relevant
+dt_proj, the selective scan: in parallel over time, or one step per turn as
+mamba-minimal runs it with `--scan loop`), an RMSNorm, a query projection of the state
+before each turn, and the scaled dot product of query and candidate encodings. The loss is the listwise softmax cross-entropy over the relevant
 candidates.
 
 Usage (a venv with torch):  python scripts/torch_train_step.py [--batch 8 --turns 64 --k 40]
-Prints turns per second (batch × turns / median step time), as ssmkit's metrics.csv does.
+[--scan parallel|loop]. Checks first that both scans agree (values and gradients), then
+prints the parameter count and turns per second (batch × turns / median step time), as
+ssmkit's metrics.csv does.
 """
 
 import argparse
@@ -26,6 +31,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 FEATURES, HISTORY, CONTEXT = 24, 8, 6
+# The keyed log as a candidate reads it (`crates/format/src/keyed.rs`): a memory's last 8
+# events, then its entity's last 16, each 10 numbers (the last its phase in the week).
+MEMORY_EVENTS, ENTITY_EVENTS, EVENT_DIM = 8, 16, 10
+VALUE_DIM = EVENT_DIM - 1
+CYCLE_DAYS = (1.0, 7.0)
+CYCLE_MAX_RATE = 0.1
 
 
 class RMSNorm(nn.Module):
@@ -38,11 +49,37 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-class Mamba(nn.Module):
-    """mamba-minimal's block: selective scan by a Python loop over turns."""
+def scan_loop(da, dbx):
+    """h_t = da_t * h_(t-1) + dbx_t from h = 0, one step per turn (mamba-minimal)."""
+    h = torch.zeros_like(dbx[:, 0])
+    hs = []
+    for i in range(dbx.shape[1]):
+        h = da[:, i] * h + dbx[:, i]
+        hs.append(h)
+    return torch.stack(hs, dim=1)
 
-    def __init__(self, d_model, d_state, expand=2, d_conv=4):
+
+def scan_parallel(da, dbx):
+    """The same recurrence in parallel over time (Hillis-Steele): after the step of shift
+    s, position t holds the composition of the 2s steps ending at t, so log2(T) whole-
+    sequence multiply-adds replace the T steps; autograd differentiates it as it stands."""
+    a, b, s, t = da, dbx, 1, dbx.shape[1]
+    while s < t:
+        b = torch.cat([b[:, :s], a[:, s:] * b[:, :-s] + b[:, s:]], 1)
+        a = torch.cat([a[:, :s], a[:, s:] * a[:, :-s]], 1)
+        s *= 2
+    return b
+
+
+SCANS = {"loop": scan_loop, "parallel": scan_parallel}
+
+
+class Mamba(nn.Module):
+    """mamba-minimal's block; its selective scan one of `SCANS`."""
+
+    def __init__(self, d_model, d_state, expand=2, d_conv=4, scan="loop"):
         super().__init__()
+        self.scan = SCANS[scan]
         e = expand * d_model
         self.e, self.n, self.r = e, d_state, math.ceil(d_model / 16)
         self.norm = RMSNorm(d_model)
@@ -63,33 +100,64 @@ class Mamba(nn.Module):
         a = -torch.exp(self.A_log)  # [E, N]
         da = torch.exp(delta.unsqueeze(-1) * a)  # [B, T, E, N]
         dbx = delta.unsqueeze(-1) * bm.unsqueeze(2) * x.unsqueeze(-1)
-        h = torch.zeros(b, self.e, self.n)
-        ys = []
-        for i in range(t):
-            h = da[:, i] * h + dbx[:, i]
-            ys.append((h * cm[:, i].unsqueeze(1)).sum(-1))
-        y = torch.stack(ys, dim=1) + x * self.D
+        h = self.scan(da, dbx)  # [B, T, E, N]
+        y = (h * cm.unsqueeze(2)).sum(-1) + x * self.D
         return u + self.out_proj(y * F.silu(z))
 
 
-class Scorer(nn.Module):
-    def __init__(self, d_model=64, d_state=32, layers=3, d_slot=8, content=16, slots=4096, entities=256, hidden=24):
+class KeyedState(nn.Module):
+    """`src/model/keyed.rs`: per event source, decaying and oscillating kernel channels
+    over the events (a selective step per event), summed over √L."""
+
+    def __init__(self, modes=4, cycles=2):
         super().__init__()
-        pointwise_in = 2 * FEATURES + HISTORY
+        self.modes, self.cycles = modes, cycles
+        rates = [math.exp(math.log(0.02) + i / (modes - 1) * math.log(100.0)) for i in range(modes)]
+        rates += [0.05] * (2 * cycles)
+        self.log_rate = nn.Parameter(torch.log(torch.tensor([rates, rates])))
+        omega = [2 * math.pi / CYCLE_DAYS[j] for j in range(cycles)]
+        self.omega = nn.Parameter(torch.tensor([omega, omega]), requires_grad=False)
+        self.select = nn.Linear(VALUE_DIM, 2)
+
+    def forward(self, events, days):
+        parts = []
+        for source, sl in ((0, slice(0, MEMORY_EVENTS)), (1, slice(MEMORY_EVENTS, MEMORY_EVENTS + ENTITY_EVENTS))):
+            ev, d = events[..., sl, :], days[..., sl].unsqueeze(-1)  # [B, T, K, L, E], [.., L, 1]
+            values = ev[..., :VALUE_DIM]
+            step = F.softplus(values @ self.select.weight[source] + self.select.bias[source])
+            rate = self.log_rate[source].exp() * step.unsqueeze(-1)  # [B, T, K, L, C]
+            rate = torch.cat([rate[..., : self.modes], rate[..., self.modes :].clamp_max(CYCLE_MAX_RATE)], -1)
+            envelope = torch.exp(-d * rate)
+            phase = ev[..., VALUE_DIM:] * self.omega[source]  # [B, T, K, L, cycles]
+            ones = torch.ones_like(envelope[..., : self.modes])
+            kernel = envelope * torch.cat([ones, phase.cos(), phase.sin()], -1)
+            r = kernel.transpose(-1, -2) @ values / math.sqrt(ev.shape[-2])  # [B, T, K, C, V]
+            parts.append(r.flatten(-2))
+        return torch.cat(parts, -1)
+
+
+class Scorer(nn.Module):
+    def __init__(self, d_model=64, d_state=32, layers=3, d_slot=8, content=16, slots=512, entities=256, hidden=24,
+                 expand=1, scan="loop"):
+        super().__init__()
+        own = 2 * FEATURES + HISTORY
+        self.keyed = KeyedState()
+        pointwise_in = own + 2 * (self.keyed.modes + 2 * self.keyed.cycles) * VALUE_DIM
         self.h = d_model
         self.memory_emb = nn.Embedding(slots, d_slot)
         self.entity_emb = nn.Embedding(entities + 1, d_slot)
         self.mlp_in = nn.Linear(pointwise_in, hidden)
         self.mlp_out = nn.Linear(hidden, 1)
-        self.cand_enc = nn.Linear(pointwise_in + 2 * d_slot + content, d_model)
+        self.cand_enc = nn.Linear(own + 2 * d_slot + content, d_model)
         self.turn_in = nn.Linear(CONTEXT + content + d_slot + d_model, d_model)
         self.query_proj = nn.Linear(d_model + CONTEXT + content + d_slot, d_model)
-        self.blocks = nn.ModuleList(Mamba(d_model, d_state) for _ in range(layers))
+        self.blocks = nn.ModuleList(Mamba(d_model, d_state, expand, scan=scan) for _ in range(layers))
         self.norm = RMSNorm(d_model)
 
     def forward(self, d):
         own = torch.cat([d["features"], d["missing"], d["history"]], -1)
-        score = self.mlp_out(F.relu(self.mlp_in(own))).squeeze(-1)
+        read = self.keyed(d["events"], d["days"])
+        score = self.mlp_out(F.relu(self.mlp_in(torch.cat([own, read], -1)))).squeeze(-1)
         cand = self.cand_enc(torch.cat([own, self.memory_emb(d["slot"]), self.entity_emb(d["entity"]), d["content"]], -1))
         focal = self.entity_emb(d["focal"]).mean(2)
         labels = d["labels"] * d["valid"]
@@ -115,11 +183,17 @@ def listwise_loss(scores, labels, valid):
 def batch(b, t, k, g):
     r = lambda *s: torch.randn(*s, generator=g)
     labels = (torch.rand(b, t, k, generator=g) < 0.05).float()
+    # Three in four places hold an event: a first number 1, its phase in [0, 7) days.
+    events = r(b, t, k, MEMORY_EVENTS + ENTITY_EVENTS, EVENT_DIM)
+    shown = (torch.rand(b, t, k, MEMORY_EVENTS + ENTITY_EVENTS, 1, generator=g) < 0.75).float()
+    events = torch.cat([torch.ones_like(shown), events[..., 1:VALUE_DIM], 7 * events[..., VALUE_DIM:].sigmoid()], -1) * shown
     return {
+        "events": events,
+        "days": 30 * torch.rand(b, t, k, MEMORY_EVENTS + ENTITY_EVENTS, generator=g),
         "features": r(b, t, k, FEATURES),
         "missing": torch.zeros(b, t, k, FEATURES),
         "history": r(b, t, k, HISTORY),
-        "slot": torch.randint(0, 4096, (b, t, k), generator=g),
+        "slot": torch.randint(0, 512, (b, t, k), generator=g),
         "entity": torch.randint(0, 256, (b, t, k), generator=g),
         "content": r(b, t, k, 16),
         "focal": torch.randint(0, 256, (b, t, 2), generator=g),
@@ -130,6 +204,22 @@ def batch(b, t, k, g):
     }
 
 
+def check_scans():
+    """The parallel scan against the loop, values and gradients, on random decays."""
+    g = torch.Generator().manual_seed(1)
+    da = torch.rand(2, 37, 3, 4, generator=g).requires_grad_()
+    dbx = torch.randn(2, 37, 3, 4, generator=g).requires_grad_()
+    w = torch.randn(2, 37, 3, 4, generator=g)
+    out = []
+    for scan in (scan_loop, scan_parallel):
+        h = scan(da, dbx)
+        grads = torch.autograd.grad((h * w).sum(), (da, dbx))
+        out.append((h, *grads))
+    for x, y in zip(*out):
+        if not torch.allclose(x, y, atol=1e-5, rtol=1e-4):
+            raise SystemExit(f"the parallel scan differs from the loop by {(x - y).abs().max():.2e}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=8)
@@ -137,12 +227,16 @@ def main():
     p.add_argument("--k", type=int, default=40)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--scan", choices=sorted(SCANS), default="parallel",
+                   help="the selective scan: per-turn loop or parallel over time")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    check_scans()
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    model = Scorer()
+    model = Scorer(scan=a.scan)
+    params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     times = []
     for step in range(a.steps + 3):
@@ -157,7 +251,8 @@ def main():
             times.append(time.perf_counter() - start)
     med = statistics.median(times)
     print(
-        f"pytorch {torch.__version__}, {torch.get_num_threads()} threads: batch {a.batch} x {a.turns} turns, K {a.k}: "
+        f"pytorch {torch.__version__}, {torch.get_num_threads()} threads, {a.scan} scan, {params:,} parameters: "
+        f"batch {a.batch} x {a.turns} turns, K {a.k}: "
         f"median step {med * 1e3:.1f} ms, {a.batch * a.turns / med:.0f} turns/s"
     )
 
