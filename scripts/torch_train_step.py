@@ -6,13 +6,13 @@ The model mirrors `src/model/scorer/` for the `mamba` variant with history featu
 the identity-keyed state (`configs/quick.toml`'s model): a pointwise MLP over [features,
 missing flags, history, the keyed state's read of the candidate's events] (24 hidden
 units; the read as `src/model/keyed.rs` computes it, 4 decaying and 2 oscillating
-channels, 144 numbers), a candidate
-encoder over [features, missing, history, memory slot and entity embeddings, content],
-turn tokens over [context, query, focal entity, labelled candidates pooled], three
-residual Mamba blocks (RMSNorm, in_proj, causal depthwise conv of width 4, x_proj,
-dt_proj, the selective scan: in parallel over time, or one step per turn as
-mamba-minimal runs it with `--scan loop`), an RMSNorm, a query projection of the state
-before each turn, and the scaled dot product of query and candidate encodings. The loss is the listwise softmax cross-entropy over the relevant
+channels, 144 numbers), a candidate encoder over [features, missing, history, memory
+slot and entity embeddings, content], turn tokens over [context, query, focal entity,
+labelled candidates pooled], three residual Mamba blocks (RMSNorm, in_proj, causal
+depthwise conv of width 4, x_proj, dt_proj, the selective scan: in parallel over time,
+or one step per turn as mamba-minimal runs it with `--scan loop`), an RMSNorm, a query
+projection of the state before each turn, and the scaled dot product of query and
+candidate encodings. The loss is the listwise softmax cross-entropy over the relevant
 candidates.
 
 Usage (a venv with torch):  python scripts/torch_train_step.py [--batch 8 --turns 64 --k 40]
@@ -77,7 +77,7 @@ SCANS = {"loop": scan_loop, "parallel": scan_parallel}
 class Mamba(nn.Module):
     """mamba-minimal's block; its selective scan one of `SCANS`."""
 
-    def __init__(self, d_model, d_state, expand=2, d_conv=4, scan="loop"):
+    def __init__(self, d_model, d_state, expand, scan, d_conv=4):
         super().__init__()
         self.scan = SCANS[scan]
         e = expand * d_model
@@ -112,8 +112,12 @@ class KeyedState(nn.Module):
     def __init__(self, modes=4, cycles=2):
         super().__init__()
         self.modes, self.cycles = modes, cycles
-        rates = [math.exp(math.log(0.02) + i / (modes - 1) * math.log(100.0)) for i in range(modes)]
+        # `initial_rates`: log-spaced from 1/50 to 2 a day; the oscillating modes at 0.05.
+        lo, hi = math.log(0.02), math.log(2.0)
+        rates = [math.exp(lo + i / (modes - 1) * (hi - lo)) for i in range(modes)]
         rates += [0.05] * (2 * cycles)
+        # Read width: per source, every channel times every value.
+        self.dim = 2 * (modes + 2 * cycles) * VALUE_DIM
         self.log_rate = nn.Parameter(torch.log(torch.tensor([rates, rates])))
         omega = [2 * math.pi / CYCLE_DAYS[j] for j in range(cycles)]
         self.omega = nn.Parameter(torch.tensor([omega, omega]), requires_grad=False)
@@ -138,11 +142,11 @@ class KeyedState(nn.Module):
 
 class Scorer(nn.Module):
     def __init__(self, d_model=64, d_state=32, layers=3, d_slot=8, content=16, slots=512, entities=256, hidden=24,
-                 expand=1, scan="loop"):
+                 expand=1, scan="parallel"):
         super().__init__()
         own = 2 * FEATURES + HISTORY
         self.keyed = KeyedState()
-        pointwise_in = own + 2 * (self.keyed.modes + 2 * self.keyed.cycles) * VALUE_DIM
+        pointwise_in = own + self.keyed.dim
         self.h = d_model
         self.memory_emb = nn.Embedding(slots, d_slot)
         self.entity_emb = nn.Embedding(entities + 1, d_slot)
@@ -151,7 +155,7 @@ class Scorer(nn.Module):
         self.cand_enc = nn.Linear(own + 2 * d_slot + content, d_model)
         self.turn_in = nn.Linear(CONTEXT + content + d_slot + d_model, d_model)
         self.query_proj = nn.Linear(d_model + CONTEXT + content + d_slot, d_model)
-        self.blocks = nn.ModuleList(Mamba(d_model, d_state, expand, scan=scan) for _ in range(layers))
+        self.blocks = nn.ModuleList(Mamba(d_model, d_state, expand, scan) for _ in range(layers))
         self.norm = RMSNorm(d_model)
 
     def forward(self, d):
