@@ -266,6 +266,13 @@ mod tests {
         assert!(err.contains("users"), "{err}");
     }
 
+    /// The Small model a training config builds.
+    fn model(t: &TrainConfig) -> ssmkit_format::model::ModelConfig {
+        t.overrides(ssmkit_format::model::ModelConfig::sized(
+            t.model, t.size, 16, 4096,
+        ))
+    }
+
     /// The system names of a config's ablations.
     fn ablation_names(c: &Config) -> Vec<String> {
         c.pipeline
@@ -278,7 +285,10 @@ mod tests {
     #[test]
     fn ablations_name_their_runs_and_a_change_that_changes_nothing_is_refused() {
         let with = |list: &str| Config::parse(&format!("[pipeline]\nablations = {list}\n"));
-        let c = with(r#"["d_state=4", "layers=1", "no_selectivity", "temporal_only"]"#).unwrap();
+        let c = with(
+            r#"["d_state=4", "layers=1", "no_selectivity", "temporal_only", "mlp_hidden=64"]"#,
+        )
+        .unwrap();
         let names = ablation_names(&c);
         assert_eq!(
             names,
@@ -286,13 +296,19 @@ mod tests {
                 "mamba+d_state=4",
                 "mamba+layers=1",
                 "mamba+no_selectivity",
-                "mamba+temporal_only"
+                "mamba+temporal_only",
+                "mamba+mlp_hidden=64"
             ]
         );
+        let wide = c.train.ablated("mlp_hidden=64").unwrap();
+        assert_eq!(model(&wide).mlp_hidden, 64);
+        assert_eq!(model(&c.train).mlp_hidden, 24);
         // Small Mamba already has N = 32: that "ablation" would retrain the primary.
         for (list, why) in [
             (r#"["d_state=32"]"#, "same model"),
             (r#"["d_state=4", "d_state=4"]"#, "same model"),
+            (r#"["mlp_hidden=24"]"#, "same model"),
+            (r#"["mlp_hidden=5000"]"#, "mlp_hidden"),
             (r#"["d_state=0"]"#, "d_state"),
             (r#"["depth=2"]"#, "unknown setting"),
             (r#"["layers=two"]"#, "not a whole number"),

@@ -61,6 +61,10 @@ pub struct TrainConfig {
     pub layers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expand: Option<usize>,
+    /// Override of the pointwise branch's hidden units (each candidate's MLP over its own
+    /// inputs and its keyed read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_hidden: Option<usize>,
     /// Mamba's selection mechanism; off is the seed's "no selectivity" ablation.
     pub selective: bool,
     /// What the model reads (`all`, or `temporal_only`).
@@ -127,6 +131,7 @@ impl Default for TrainConfig {
             d_state: None,
             layers: None,
             expand: None,
+            mlp_hidden: None,
             selective: true,
             inputs: Inputs::All,
             steps: 200,
@@ -182,6 +187,9 @@ impl TrainConfig {
         c.d_state = self.d_state.unwrap_or(c.d_state);
         c.layers = self.layers.unwrap_or(c.layers);
         c.expand = self.expand.unwrap_or(c.expand);
+        if c.variant != Variant::Xattn {
+            c.mlp_hidden = self.mlp_hidden.unwrap_or(c.mlp_hidden);
+        }
         c.selective = self.selective;
         c.inputs = self.inputs;
         if c.variant.is_temporal() {
@@ -207,13 +215,14 @@ impl TrainConfig {
         }
         use ssmkit_format::model::{
             MAX_D_MODEL, MAX_D_STATE, MAX_EXPAND, MAX_KEYED_CYCLES, MAX_KEYED_MODES, MAX_LAYERS,
-            MAX_PICKS,
+            MAX_MLP_HIDDEN, MAX_PICKS,
         };
         for (f, v, max) in [
             ("d_model", self.d_model, MAX_D_MODEL),
             ("d_state", self.d_state, MAX_D_STATE),
             ("layers", self.layers, MAX_LAYERS),
             ("expand", self.expand, MAX_EXPAND),
+            ("mlp_hidden", self.mlp_hidden, MAX_MLP_HIDDEN),
             ("picks", (self.picks > 0).then_some(self.picks), MAX_PICKS),
             (
                 "keyed_modes",
@@ -284,6 +293,7 @@ impl TrainConfig {
             d_state: own.d_state,
             layers: own.layers,
             expand: own.expand,
+            mlp_hidden: own.mlp_hidden,
             selective: own.selective,
             inputs: own.inputs,
             keyed_modes: own.keyed_modes,
@@ -311,12 +321,13 @@ impl TrainConfig {
                     "layers" => t.layers = Some(n),
                     "d_model" => t.d_model = Some(n),
                     "expand" => t.expand = Some(n),
+                    "mlp_hidden" => t.mlp_hidden = Some(n),
                     "picks" => t.picks = n,
                     "keyed_modes" => t.keyed_modes = n,
                     "keyed_cycles" => t.keyed_cycles = n,
                     other => {
                         return Err(Error::Config(format!(
-                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand, picks, keyed_modes, keyed_cycles)"
+                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand, mlp_hidden, picks, keyed_modes, keyed_cycles)"
                         )));
                     }
                 }
@@ -334,7 +345,7 @@ impl TrainConfig {
                 "real_only" => t.keyed_cycles = 0,
                 _ => {
                     return Err(Error::Config(format!(
-                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, no_selectivity, temporal_only, no_history, relative, no_relative, set_encoder, no_set_encoder, picks=N, no_picks, keyed_modes=N, keyed_cycles=N, pooled or real_only"
+                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, mlp_hidden=N, no_selectivity, temporal_only, no_history, relative, no_relative, set_encoder, no_set_encoder, picks=N, no_picks, keyed_modes=N, keyed_cycles=N, pooled or real_only"
                     )));
                 }
             },
@@ -353,6 +364,7 @@ impl TrainConfig {
             ("d_state", self.d_state),
             ("layers", self.layers),
             ("expand", self.expand),
+            ("mlp_hidden", self.mlp_hidden),
         ] {
             if let Some(v) = v {
                 name += &format!("+{f}={v}");

@@ -184,6 +184,7 @@ pub fn question(ablation: &str) -> &'static str {
         "d_state" => "Optimal state size for our data",
         "layers" => "Optimal depth",
         "d_model" | "expand" => "Optimal width",
+        "mlp_hidden" => "Optimal width of the per-candidate branch",
         "no_selectivity" => "Is Mamba's selection mechanism helping?",
         "temporal_only" => "Can SSM predict from time alone?",
         "no_history" => "Do the per-candidate history features help?",

@@ -17,6 +17,7 @@ pub const MAX_D_MODEL: usize = 1024;
 pub const MAX_D_STATE: usize = 256;
 pub const MAX_LAYERS: usize = 16;
 pub const MAX_EXPAND: usize = 8;
+pub const MAX_MLP_HIDDEN: usize = 4096;
 pub const MAX_PICKS: usize = 20;
 pub const MAX_KEYED_MODES: usize = 16;
 pub const MAX_KEYED_CYCLES: usize = 8;
@@ -247,7 +248,7 @@ impl ModelConfig {
             ("memory_slots", self.memory_slots, 1, 1 << 20),
             ("entity_slots", self.entity_slots, 1, 1 << 20),
             ("content_dim", self.content_dim, 0, 1024),
-            ("mlp_hidden", self.mlp_hidden, 0, 4096),
+            ("mlp_hidden", self.mlp_hidden, 0, MAX_MLP_HIDDEN),
             ("path_channels", self.path_channels, 0, 1024),
             ("d_attn", self.d_attn, 0, 1024),
             ("picks", self.picks, 0, MAX_PICKS),
