@@ -14,7 +14,7 @@
 //! through learned decaying and oscillating modes; training, `eval` and the runtime call
 //! the same code, so what they read agrees exactly.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// Events a memory keeps.
 pub const MEMORY_EVENTS: usize = 8;
@@ -101,11 +101,61 @@ pub struct Event {
     pub week: f32,
 }
 
-/// Events under one key, newest first, and the turn they were last written.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Slot {
+impl Event {
+    /// What an unwritten place of a [`Slot`] holds.
+    const NONE: Event = Event {
+        ts: 0,
+        memory: 0,
+        focal: [-1, -1],
+        relevant: false,
+        entity_was_focal: false,
+        log_age: 0.0,
+        week: 0.0,
+    };
+}
+
+/// The last `N` events under one key, held in place (a ring: one allocation less to
+/// follow per read than a queue on the heap), and the turn they were last written.
+#[derive(Clone, Debug)]
+struct Slot<const N: usize> {
     written: u32,
-    events: VecDeque<Event>,
+    /// Events held, at most `N`.
+    len: usize,
+    /// The newest event's place.
+    head: usize,
+    ring: [Event; N],
+}
+
+impl<const N: usize> Default for Slot<N> {
+    fn default() -> Self {
+        Slot {
+            written: 0,
+            len: 0,
+            head: N - 1,
+            ring: [Event::NONE; N],
+        }
+    }
+}
+
+impl<const N: usize> Slot<N> {
+    /// Adds the newest event; past `N`, the oldest is forgotten.
+    fn push(&mut self, e: Event) {
+        self.head = (self.head + 1) % N;
+        self.ring[self.head] = e;
+        self.len = (self.len + 1).min(N);
+    }
+
+    /// The events, newest first.
+    fn events(&self) -> impl ExactSizeIterator<Item = &Event> {
+        (0..self.len).map(move |i| &self.ring[(self.head + N - i) % N])
+    }
+}
+
+/// Equal when they hold the same events (whatever the ring's places hold past them).
+impl<const N: usize> PartialEq for Slot<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.written == other.written && self.events().eq(other.events())
+    }
 }
 
 /// A user's keyed log.
@@ -113,8 +163,8 @@ struct Slot {
 pub struct Log {
     /// Turns folded in so far.
     pub turns: u32,
-    memory: HashMap<u64, Slot>,
-    entity: HashMap<u64, Slot>,
+    memory: HashMap<u64, Slot<MEMORY_EVENTS>>,
+    entity: HashMap<u64, Slot<ENTITY_EVENTS>>,
 }
 
 /// One shown candidate, as [`Log::observe`] takes it.
@@ -126,14 +176,13 @@ pub struct Shown {
     pub log_age: f32,
 }
 
-fn push(map: &mut HashMap<u64, Slot>, key: u64, turn: u32, e: Event, cap: usize) {
+fn push<const N: usize>(map: &mut HashMap<u64, Slot<N>>, key: u64, turn: u32, e: Event) {
     let slot = map.entry(key).or_default();
     slot.written = turn;
-    slot.events.push_front(e);
-    slot.events.truncate(cap);
+    slot.push(e);
 }
 
-fn forget(map: &mut HashMap<u64, Slot>) {
+fn forget<const N: usize>(map: &mut HashMap<u64, Slot<N>>) {
     if map.len() <= MAX_KEYS {
         return;
     }
@@ -183,8 +232,8 @@ impl Log {
                 log_age: s.log_age,
                 week,
             };
-            push(&mut self.memory, s.memory, turn, e, MEMORY_EVENTS);
-            push(&mut self.entity, s.entity, turn, e, ENTITY_EVENTS);
+            push(&mut self.memory, s.memory, turn, e);
+            push(&mut self.entity, s.entity, turn, e);
         }
         forget(&mut self.memory);
         forget(&mut self.entity);
@@ -206,25 +255,21 @@ impl Log {
     ) {
         events[..EVENTS * EVENT_DIM].fill(0.0);
         days[..EVENTS].fill(0.0);
-        let own = self.memory.get(&memory).map(|s| &s.events);
-        let ent = self.entity.get(&entity).map(|s| &s.events);
-        let places = own
-            .into_iter()
-            .flatten()
-            .take(MEMORY_EVENTS)
-            .enumerate()
-            .chain(
-                ent.into_iter()
-                    .flatten()
-                    .take(ENTITY_EVENTS)
-                    .enumerate()
-                    .map(|(i, e)| (MEMORY_EVENTS + i, e)),
-            );
+        let own = self.memory.get(&memory).map(|s| s.events());
+        let ent = self.entity.get(&entity).map(|s| s.events());
+        let places = own.into_iter().flatten().enumerate().chain(
+            ent.into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, e)| (MEMORY_EVENTS + i, e)),
+        );
         for (at, e) in places {
             let r = e.relevant as u8 as f32;
             let m = meets(e.focal, focal) as u8 as f32;
             let same = (e.memory == memory) as u8 as f32;
-            let apart = (week - e.week).rem_euclid(7.0);
+            // Both in [0, 7): `rem_euclid(7.0)` of their difference, without its call.
+            let apart = week - e.week;
+            let apart = if apart < 0.0 { apart + 7.0 } else { apart };
             events[at * EVENT_DIM..(at + 1) * EVENT_DIM].copy_from_slice(&[
                 1.0,
                 r,
@@ -245,76 +290,16 @@ impl Log {
     /// u8, events) | the same for entities`, little-endian, keys in order).
     pub fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.turns.to_le_bytes());
-        for map in [&self.memory, &self.entity] {
-            out.extend_from_slice(&(map.len() as u32).to_le_bytes());
-            let mut keys: Vec<&u64> = map.keys().collect();
-            keys.sort_unstable();
-            for key in keys {
-                let s = &map[key];
-                out.extend_from_slice(&key.to_le_bytes());
-                out.extend_from_slice(&s.written.to_le_bytes());
-                out.push(s.events.len() as u8);
-                for e in &s.events {
-                    out.extend_from_slice(&e.ts.to_le_bytes());
-                    out.extend_from_slice(&e.memory.to_le_bytes());
-                    out.extend_from_slice(&e.focal[0].to_le_bytes());
-                    out.extend_from_slice(&e.focal[1].to_le_bytes());
-                    out.push(e.relevant as u8);
-                    out.push(e.entity_was_focal as u8);
-                    out.extend_from_slice(&e.log_age.to_le_bytes());
-                    out.extend_from_slice(&e.week.to_le_bytes());
-                }
-            }
-        }
+        write_slots(&self.memory, out);
+        write_slots(&self.entity, out);
     }
 
     /// Parses [`Log::write`]'s bytes, which must fill `b` exactly.
     pub fn read_bytes(b: &[u8]) -> Result<Log, String> {
         let mut c = Cursor { b, at: 0 };
         let turns = c.u32()?;
-        let mut maps = [HashMap::new(), HashMap::new()];
-        for (map, cap) in maps.iter_mut().zip([MEMORY_EVENTS, ENTITY_EVENTS]) {
-            let n = c.u32()? as usize;
-            if n > MAX_KEYS {
-                return Err(format!("a keyed log of {n} keys is over {MAX_KEYS}"));
-            }
-            for _ in 0..n {
-                let key = c.u64()?;
-                let written = c.u32()?;
-                let count = c.take(1)?[0] as usize;
-                if count == 0 || count > cap || written > turns {
-                    return Err(format!("keyed log entry {key} is inconsistent"));
-                }
-                let mut events = VecDeque::with_capacity(count);
-                for _ in 0..count {
-                    let (ts, memory) = (c.u64()? as i64, c.u64()?);
-                    let focal = [c.u64()? as i64, c.u64()? as i64];
-                    let flags = c.take(2)?;
-                    let (relevant, entity_was_focal) = (flags[0], flags[1]);
-                    let log_age = f32::from_le_bytes(c.take(4)?.try_into().expect("4"));
-                    let week = f32::from_le_bytes(c.take(4)?.try_into().expect("4"));
-                    if !log_age.is_finite()
-                        || !(0.0..7.0).contains(&week)
-                        || relevant > 1
-                        || entity_was_focal > 1
-                    {
-                        return Err(format!("keyed log entry {key} is inconsistent"));
-                    }
-                    events.push_back(Event {
-                        ts,
-                        memory,
-                        focal,
-                        relevant: relevant == 1,
-                        entity_was_focal: entity_was_focal == 1,
-                        log_age,
-                        week,
-                    });
-                }
-                if map.insert(key, Slot { written, events }).is_some() {
-                    return Err(format!("keyed log key {key} appears twice"));
-                }
-            }
-        }
+        let memory = read_slots(&mut c, turns)?;
+        let entity = read_slots(&mut c, turns)?;
         if c.at != b.len() {
             return Err(format!(
                 "a keyed log of {} bytes is followed by {} more",
@@ -322,13 +307,89 @@ impl Log {
                 b.len() - c.at
             ));
         }
-        let [memory, entity] = maps;
         Ok(Log {
             turns,
             memory,
             entity,
         })
     }
+}
+
+/// One map of the log as [`Log::write`] lays it out.
+fn write_slots<const N: usize>(map: &HashMap<u64, Slot<N>>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    let mut keys: Vec<&u64> = map.keys().collect();
+    keys.sort_unstable();
+    for key in keys {
+        let s = &map[key];
+        out.extend_from_slice(&key.to_le_bytes());
+        out.extend_from_slice(&s.written.to_le_bytes());
+        out.push(s.len as u8);
+        for e in s.events() {
+            out.extend_from_slice(&e.ts.to_le_bytes());
+            out.extend_from_slice(&e.memory.to_le_bytes());
+            out.extend_from_slice(&e.focal[0].to_le_bytes());
+            out.extend_from_slice(&e.focal[1].to_le_bytes());
+            out.push(e.relevant as u8);
+            out.push(e.entity_was_focal as u8);
+            out.extend_from_slice(&e.log_age.to_le_bytes());
+            out.extend_from_slice(&e.week.to_le_bytes());
+        }
+    }
+}
+
+/// One map of [`Log::write`]'s bytes (of slots of at most `N` events), in a log of `turns`.
+fn read_slots<const N: usize>(c: &mut Cursor, turns: u32) -> Result<HashMap<u64, Slot<N>>, String> {
+    let n = c.u32()? as usize;
+    if n > MAX_KEYS {
+        return Err(format!("a keyed log of {n} keys is over {MAX_KEYS}"));
+    }
+    let mut map = HashMap::with_capacity(n);
+    for _ in 0..n {
+        let key = c.u64()?;
+        let written = c.u32()?;
+        let count = c.take(1)?[0] as usize;
+        if count == 0 || count > N || written > turns {
+            return Err(format!("keyed log entry {key} is inconsistent"));
+        }
+        let mut events = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (ts, memory) = (c.u64()? as i64, c.u64()?);
+            let focal = [c.u64()? as i64, c.u64()? as i64];
+            let flags = c.take(2)?;
+            let (relevant, entity_was_focal) = (flags[0], flags[1]);
+            let log_age = f32::from_le_bytes(c.take(4)?.try_into().expect("4"));
+            let week = f32::from_le_bytes(c.take(4)?.try_into().expect("4"));
+            if !log_age.is_finite()
+                || !(0.0..7.0).contains(&week)
+                || relevant > 1
+                || entity_was_focal > 1
+            {
+                return Err(format!("keyed log entry {key} is inconsistent"));
+            }
+            events.push(Event {
+                ts,
+                memory,
+                focal,
+                relevant: relevant == 1,
+                entity_was_focal: entity_was_focal == 1,
+                log_age,
+                week,
+            });
+        }
+        // Written newest first: pushed oldest first.
+        let mut slot = Slot::<N> {
+            written,
+            ..Slot::default()
+        };
+        for e in events.into_iter().rev() {
+            slot.push(e);
+        }
+        if map.insert(key, slot).is_some() {
+            return Err(format!("keyed log key {key} appears twice"));
+        }
+    }
+    Ok(map)
 }
 
 /// Reads little-endian numbers off the front of a byte string.

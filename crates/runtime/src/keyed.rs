@@ -4,14 +4,22 @@
 use super::layers::Dense;
 use crate::{Candidate, Turn};
 use ssmkit_format::keyed::{
-    ATTN_EVENT_DIM, ATTN_HEADS, CYCLE_MAX_RATE, EVENT_DIM, EVENTS, Log, MEMORY_EVENTS, VALUE_DIM,
-    WEEK_APART, interval, week_of,
+    ATTN_EVENT_DIM, ATTN_HEADS, CYCLE_MAX_RATE, ENTITY_EVENTS, EVENT_DIM, EVENTS, Log,
+    MEMORY_EVENTS, VALUE_DIM, WEEK_APART, interval, week_of,
 };
 use ssmkit_format::model::{MAX_KEYED_CYCLES, MAX_KEYED_MODES};
-use ssmkit_format::simd::exp;
+use ssmkit_format::multiversion;
+use ssmkit_format::simd::{exp, sin_cos, softplus};
 
 /// The most kernel channels a keyed state has.
 const MAX_CHANNELS: usize = MAX_KEYED_MODES + 2 * MAX_KEYED_CYCLES;
+
+/// The most places one event source has.
+const MAX_PLACES: usize = if MEMORY_EVENTS > ENTITY_EVENTS {
+    MEMORY_EVENTS
+} else {
+    ENTITY_EVENTS
+};
 
 /// What a candidate reads of the user's keyed log: `[EVENTS × EVENT_DIM]` numbers and
 /// `[EVENTS]` ages in days ([`Log::read`]).
@@ -109,54 +117,109 @@ impl Keyed {
     /// Appends a candidate's read of its events ([`Events`]; `2 · C · VALUE_DIM`
     /// numbers) to `out`.
     pub(super) fn read(&self, ev: &Events, out: &mut Vec<f32>) {
-        let (ev, days) = (&ev.0, &ev.1);
-        let c = self.channels();
-        for (source, range) in [(0, 0..MEMORY_EVENTS), (1, MEMORY_EVENTS..EVENTS)] {
-            let scale = 1.0 / (range.len() as f32).sqrt();
-            let at = out.len();
-            out.resize(at + c * VALUE_DIM, 0.0);
-            for l in range {
-                let e = &ev[l * EVENT_DIM..(l + 1) * EVENT_DIM];
-                if e[0] == 0.0 {
-                    continue; // an empty place reads 0
-                }
-                let s = self
-                    .select
-                    .as_ref()
-                    .map_or(1.0, |p| softplus(p.output(&e[..VALUE_DIM], source)));
-                // The channels' kernels: envelopes, then the oscillating modes' phases.
-                let mut kernel = [0f32; MAX_CHANNELS];
-                let kernel = &mut kernel[..c];
-                for (ch, k) in kernel.iter_mut().enumerate() {
-                    let mut rate = self.rate[source * c + ch] * s;
-                    if ch >= self.modes {
-                        rate = rate.min(CYCLE_MAX_RATE);
-                    }
-                    *k = exp(-rate * days[l]);
-                }
-                for j in 0..self.cycles {
-                    let phase = self.omega[source * self.cycles + j] * e[WEEK_APART];
-                    kernel[self.modes + j] *= phase.cos();
-                    kernel[self.modes + self.cycles + j] *= phase.sin();
-                }
-                for (ch, &k) in kernel.iter().enumerate() {
-                    let r = &mut out[at + ch * VALUE_DIM..at + (ch + 1) * VALUE_DIM];
-                    for (r, x) in r.iter_mut().zip(&e[..VALUE_DIM]) {
-                        *r += k * x;
-                    }
-                }
-            }
-            for r in &mut out[at..] {
-                *r *= scale;
-            }
+        for source in 0..2 {
+            read_source(self, &ev.0, &ev.1, source, out);
         }
     }
 }
 
-/// ln(1 + eˣ), without overflow (the exact one: `layers::softplus` approximates for Δ).
-fn softplus(x: f32) -> f32 {
-    if x > 20.0 { x } else { x.exp().ln_1p() }
-}
+// The read of one event source (0: the memory's places, 1: the entity's), in passes that
+// each run over the source's live events at once, so that the exponentials, logarithms and
+// phases vectorize: the selective steps, the kernel of every event and channel, then their
+// sums over the events' numbers, event by event in order as the model sums them.
+multiversion!(read_source(keyed: &Keyed, ev: &[f32], days: &[f32], source: usize, out: &mut Vec<f32>) {
+    let range = if source == 0 {
+        0..MEMORY_EVENTS
+    } else {
+        MEMORY_EVENTS..EVENTS
+    };
+    let scale = 1.0 / (range.len() as f32).sqrt();
+    let (modes, cycles) = (keyed.modes, keyed.cycles);
+    let c = keyed.channels();
+    // The live places (an empty one reads 0).
+    let mut live = [0usize; MAX_PLACES];
+    let mut n = 0;
+    for l in range {
+        if ev[l * EVENT_DIM] != 0.0 {
+            live[n] = l;
+            n += 1;
+        }
+    }
+    let live = &live[..n];
+    let mut step = [1f32; MAX_PLACES];
+    if let Some(p) = &keyed.select {
+        // This source's column of the projection (weights stored `[in, out]`).
+        let mut w = [0f32; VALUE_DIM];
+        for (v, w) in w.iter_mut().enumerate() {
+            *w = p.wt[v * p.d_out + source];
+        }
+        let b = p.b.as_ref().map_or(0.0, |b| b[source]);
+        for (s, &l) in step.iter_mut().zip(live) {
+            let e = &ev[l * EVENT_DIM..l * EVENT_DIM + VALUE_DIM];
+            *s = e.iter().zip(&w).fold(b, |acc, (x, w)| acc + x * w);
+        }
+        for s in &mut step[..n] {
+            *s = softplus(*s);
+        }
+    }
+    // The channels' kernels `[n, C]`: envelopes (an oscillating mode's bounded), then the
+    // oscillating modes' phases.
+    let rate = &keyed.rate[source * c..(source + 1) * c];
+    let mut bound = [f32::INFINITY; MAX_CHANNELS];
+    bound[modes..c].fill(CYCLE_MAX_RATE);
+    let mut kernel = [0f32; MAX_PLACES * MAX_CHANNELS];
+    let kernel = &mut kernel[..n * c];
+    for ((row, &l), &s) in kernel.chunks_exact_mut(c).zip(live).zip(&step) {
+        let d = -days[l];
+        for ((k, &r), &b) in row.iter_mut().zip(rate).zip(&bound[..c]) {
+            *k = (r * s).min(b) * d;
+        }
+    }
+    for k in kernel.iter_mut() {
+        *k = exp(*k);
+    }
+    // The phases `[n, cycles]`, all at once.
+    let omega = &keyed.omega[source * cycles..(source + 1) * cycles];
+    let mut phase = [0f32; MAX_PLACES * MAX_KEYED_CYCLES];
+    let phase = &mut phase[..n * cycles];
+    for (i, &l) in live.iter().enumerate() {
+        let apart = ev[l * EVENT_DIM + WEEK_APART];
+        for (p, w) in phase[i * cycles..(i + 1) * cycles].iter_mut().zip(omega) {
+            *p = w * apart;
+        }
+    }
+    let mut sin = [0f32; MAX_PLACES * MAX_KEYED_CYCLES];
+    let mut cos = [0f32; MAX_PLACES * MAX_KEYED_CYCLES];
+    for ((p, s), c) in phase.iter().zip(&mut sin).zip(&mut cos) {
+        (*s, *c) = sin_cos(*p);
+    }
+    for i in 0..n {
+        for j in 0..cycles {
+            kernel[i * c + modes + j] *= cos[i * cycles + j];
+            kernel[i * c + modes + cycles + j] *= sin[i * cycles + j];
+        }
+    }
+    // Σ over the events of kernel ⊗ numbers, held `[VALUE_DIM, C]` (a channel's sums
+    // side by side), written out `[C, VALUE_DIM]`.
+    let mut sum = [0f32; VALUE_DIM * MAX_CHANNELS];
+    let sum = &mut sum[..VALUE_DIM * c];
+    for (i, &l) in live.iter().enumerate() {
+        let e = &ev[l * EVENT_DIM..l * EVENT_DIM + VALUE_DIM];
+        let k = &kernel[i * c..(i + 1) * c];
+        for (row, &x) in sum.chunks_exact_mut(c).zip(e) {
+            for (r, &k) in row.iter_mut().zip(k) {
+                *r += k * x;
+            }
+        }
+    }
+    let at = out.len();
+    out.resize(at + c * VALUE_DIM, 0.0);
+    for (ch, o) in out[at..].chunks_exact_mut(VALUE_DIM).enumerate() {
+        for (v, o) in o.iter_mut().enumerate() {
+            *o = sum[v * c + ch] * scale;
+        }
+    }
+});
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! path encoder and the cross-attention scorer's parts, with their kernels.
 
 use ssmkit_format::multiversion;
-use ssmkit_format::simd::{dot, exp};
+use ssmkit_format::simd::{dot, exp, softplus};
 
 /// A dense layer, weights stored `[in, out]` (the file's `[out, in]` transposed at load):
 /// y = b + Σ_i x_i · W[i, :], whose inner loop runs over contiguous outputs.
@@ -19,15 +19,6 @@ impl Dense {
         let mut out = vec![0f32; self.d_out];
         self.apply_into(x, &mut out);
         out
-    }
-
-    /// Output `j` alone: b_j + Σ_i x_i · W[i, j].
-    pub(super) fn output(&self, x: &[f32], j: usize) -> f32 {
-        debug_assert_eq!(x.len(), self.d_in);
-        let b = self.b.as_ref().map_or(0.0, |b| b[j]);
-        x.iter()
-            .enumerate()
-            .fold(b, |acc, (i, v)| acc + v * self.wt[i * self.d_out + j])
     }
 
     /// out += W x (no bias).
@@ -78,20 +69,6 @@ pub(super) fn silu(x: f32) -> f32 {
 
 pub(super) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-pub(super) fn softplus(x: f32) -> f32 {
-    if x > 20.0 {
-        return x;
-    }
-    let y = exp(x);
-    // Δ's pre-activations sit mostly below −4.6, where ln(1 + y) ≈ y − y²/2 + y³/3 is
-    // exact to 3e−9 and much cheaper than ln_1p.
-    if y < 0.01 {
-        y * (1.0 - y * (0.5 - y / 3.0))
-    } else {
-        y.ln_1p()
-    }
 }
 
 pub(super) fn gelu(x: f32) -> f32 {
