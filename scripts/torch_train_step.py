@@ -4,7 +4,7 @@ shapes, timed over forward, backward (all gradients) and an AdamW step.
 
 The model mirrors `src/model/scorer/` for the `mamba` variant with history features and
 the identity-keyed state (`configs/quick.toml`'s model): a pointwise MLP over [features,
-missing flags, history, the keyed state's read of the candidate's events] (24 hidden
+missing flags, history, the keyed state's read of the candidate's events] (64 hidden
 units; the read as `src/model/keyed.rs` computes it, 4 decaying and 2 oscillating
 channels, 144 numbers), a candidate encoder over [features, missing, history, memory
 slot and entity embeddings, content], turn tokens over [context, query, focal entity,
@@ -141,7 +141,7 @@ class KeyedState(nn.Module):
 
 
 class Scorer(nn.Module):
-    def __init__(self, d_model=64, d_state=32, layers=3, d_slot=8, content=16, slots=512, entities=256, hidden=24,
+    def __init__(self, d_model=64, d_state=32, layers=3, d_slot=8, content=16, slots=512, entities=256, hidden=64,
                  expand=1, scan="parallel"):
         super().__init__()
         own = 2 * FEATURES + HISTORY

@@ -96,6 +96,8 @@ pub struct InferModel {
     pub picks: usize,
     /// Without the keyed state.
     pub pooled: bool,
+    /// Hidden units of the pointwise branch (`None`: the preset's).
+    pub mlp_hidden: Option<usize>,
 }
 
 impl InferModel {
@@ -107,6 +109,7 @@ impl InferModel {
             relative: self.relative,
             set_encoder: self.set_encoder,
             picks: self.picks,
+            mlp_hidden: self.mlp_hidden,
             ..if self.pooled {
                 crate::config::TrainConfig {
                     keyed_modes: 0,

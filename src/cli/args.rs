@@ -405,6 +405,9 @@ pub struct InferArgs {
     /// Without the keyed state: the pooled backbone alone (the `pooled` ablation)
     #[arg(long)]
     pub pooled: bool,
+    /// Hidden units of the pointwise branch (`[train] mlp_hidden`; default: the preset's)
+    #[arg(long, value_parser = count(1, 4096))]
+    pub mlp_hidden: Option<usize>,
     #[arg(long, default_value_t = 20, value_parser = count(1, 256))]
     pub candidates: usize,
     #[arg(long, value_parser = quant(), default_value = "f32")]

@@ -214,6 +214,7 @@ fn bench_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
         set_encoder,
         picks,
         pooled,
+        mlp_hidden,
         candidates,
         quant,
         turns,
@@ -229,6 +230,7 @@ fn bench_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
         set_encoder,
         picks: picks as usize,
         pooled,
+        mlp_hidden,
     };
     let r = ssmkit::bench::infer(&options, candidates, quant, turns)?;
     if json {

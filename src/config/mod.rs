@@ -286,7 +286,7 @@ mod tests {
     fn ablations_name_their_runs_and_a_change_that_changes_nothing_is_refused() {
         let with = |list: &str| Config::parse(&format!("[pipeline]\nablations = {list}\n"));
         let c = with(
-            r#"["d_state=4", "layers=1", "no_selectivity", "temporal_only", "mlp_hidden=64"]"#,
+            r#"["d_state=4", "layers=1", "no_selectivity", "temporal_only", "mlp_hidden=24"]"#,
         )
         .unwrap();
         let names = ablation_names(&c);
@@ -297,17 +297,17 @@ mod tests {
                 "mamba+layers=1",
                 "mamba+no_selectivity",
                 "mamba+temporal_only",
-                "mamba+mlp_hidden=64"
+                "mamba+mlp_hidden=24"
             ]
         );
-        let wide = c.train.ablated("mlp_hidden=64").unwrap();
-        assert_eq!(model(&wide).mlp_hidden, 64);
-        assert_eq!(model(&c.train).mlp_hidden, 24);
+        let narrow = c.train.ablated("mlp_hidden=24").unwrap();
+        assert_eq!(model(&narrow).mlp_hidden, 24);
+        assert_eq!(model(&c.train).mlp_hidden, 64);
         // Small Mamba already has N = 32: that "ablation" would retrain the primary.
         for (list, why) in [
             (r#"["d_state=32"]"#, "same model"),
             (r#"["d_state=4", "d_state=4"]"#, "same model"),
-            (r#"["mlp_hidden=24"]"#, "same model"),
+            (r#"["mlp_hidden=64"]"#, "same model"),
             (r#"["mlp_hidden=5000"]"#, "mlp_hidden"),
             (r#"["d_state=0"]"#, "d_state"),
             (r#"["depth=2"]"#, "unknown setting"),
