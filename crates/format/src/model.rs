@@ -293,10 +293,15 @@ impl ModelConfig {
             memory_slots,
             entity_slots,
             content_dim,
-            // Every pointwise branch is 64 wide: at 24 the keyed state's read (144 numbers)
-            // reached the score through fewer units than the attention peer's (Phase 0,
-            // one seed: DCG@10 −0.010 against 64, docs/keyed-state.md).
-            mlp_hidden: 64,
+            // 64 wide, as the attention peer's and the MLP baseline's: at 24 the keyed
+            // state's read (144 numbers) reached the score through fewer units than the
+            // peer's (Phase 0, one seed: DCG@10 −0.010 against 64, docs/keyed-state.md).
+            // Tiny keeps 24, which holds it near the seed's ~15K.
+            mlp_hidden: if size == Size::Tiny && !matches!(variant, Variant::Mlp | Variant::Attn) {
+                24
+            } else {
+                64
+            },
             path_channels: 16,
             d_attn: default_d_attn(),
             history: variant.may_read_events(),
