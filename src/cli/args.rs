@@ -406,7 +406,7 @@ pub struct InferArgs {
     #[arg(long)]
     pub pooled: bool,
     /// Hidden units of the pointwise branch (`[train] mlp_hidden`; default: the preset's)
-    #[arg(long, value_parser = count(1, 4096))]
+    #[arg(long, value_parser = count(1, ssmkit_format::model::MAX_MLP_HIDDEN as u64))]
     pub mlp_hidden: Option<usize>,
     #[arg(long, default_value_t = 20, value_parser = count(1, 256))]
     pub candidates: usize,

@@ -266,7 +266,7 @@ mod tests {
         assert!(err.contains("users"), "{err}");
     }
 
-    /// The Small model a training config builds.
+    /// The model a training config builds, sized as `validate` sizes it.
     fn model(t: &TrainConfig) -> ssmkit_format::model::ModelConfig {
         t.overrides(ssmkit_format::model::ModelConfig::sized(
             t.model, t.size, 16, 4096,

@@ -1,5 +1,6 @@
-//! Small numeric kernels shared by the fused scan, the exporter and the runtime: a vectorizable exp,
-//! ln(1 + y), softplus and sine and cosine, a fixed-order dot product, and AVX2 dispatch for loops that benefit from it.
+//! Small numeric kernels shared by the fused scan, the exporter and the runtime:
+//! vectorizable exp, ln(1 + y), softplus, sine and cosine, a fixed-order dot product, and
+//! AVX2 dispatch for loops that benefit from it.
 
 /// exp(x) for x ≤ 88 to within two ulps: x = k ln2 + r with |r| ≤ ln2/2, a degree-6
 /// polynomial for exp(r) and the exponent bits for 2^k. Branch-free so the loops that call
@@ -49,9 +50,8 @@ pub fn softplus(x: f32) -> f32 {
 }
 
 /// (sin x, cos x) for |x| up to 10⁴ to within 10⁻⁶: x reduced to half a turn around 0,
-/// then the half angle's Taylor
-/// series (to degree 11 and 12, each under 10⁻⁷ on [−π/2, π/2]) and the double-angle
-/// formulas. Branch-free, like [`exp`].
+/// then the half angle's Taylor series (to degree 11 and 12, each under 10⁻⁷ on
+/// [−π/2, π/2]) and the double-angle formulas. Branch-free, like [`exp`].
 #[inline(always)]
 pub fn sin_cos(x: f32) -> (f32, f32) {
     use std::f64::consts::TAU;

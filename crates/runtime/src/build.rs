@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::keyed::{EventAttn, Keyed};
+use super::keyed::{EventAttn, Keyed, Step};
 use super::layers::{Dense, Mamba, PathEncoder, S4d, Xattn};
 use super::load::Loader;
 use super::pointwise::Pointwise;
@@ -270,7 +270,7 @@ fn keyed_state(l: &Loader, c: &ModelConfig) -> Result<Option<Keyed>> {
             Vec::new()
         },
         select: if c.selective {
-            Some(l.dense(scorer::KEYED_SELECT, VALUE_DIM, 2)?)
+            Some(Step::of(&l.dense(scorer::KEYED_SELECT, VALUE_DIM, 2)?))
         } else {
             None
         },

@@ -103,10 +103,33 @@ pub(super) struct Keyed {
     pub(super) rate: Vec<f32>,
     /// `[2, cycles]` frequencies (radians per day).
     pub(super) omega: Vec<f32>,
-    /// Event → 2 selective step pre-activations (the memory's, then the entity's).
-    pub(super) select: Option<Dense>,
+    /// The selective step's pre-activation per event source (the memory's, then the
+    /// entity's): weights over an event's numbers and a bias.
+    pub(super) select: Option<[Step; 2]>,
     pub(super) modes: usize,
     pub(super) cycles: usize,
+}
+
+/// One event source's selective step: softplus(w · event + b).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Step {
+    pub(super) w: [f32; VALUE_DIM],
+    pub(super) b: f32,
+}
+
+impl Step {
+    /// The steps of both sources, from the projection (event → 2) that holds them.
+    pub(super) fn of(select: &Dense) -> [Step; 2] {
+        std::array::from_fn(|source| {
+            let (w, b) = select.column(source);
+            let mut step = Step {
+                w: [0.0; VALUE_DIM],
+                b,
+            };
+            step.w.copy_from_slice(&w);
+            step
+        })
+    }
 }
 
 impl Keyed {
@@ -147,16 +170,11 @@ multiversion!(read_source(keyed: &Keyed, ev: &[f32], days: &[f32], source: usize
     }
     let live = &live[..n];
     let mut step = [1f32; MAX_PLACES];
-    if let Some(p) = &keyed.select {
-        // This source's column of the projection (weights stored `[in, out]`).
-        let mut w = [0f32; VALUE_DIM];
-        for (v, w) in w.iter_mut().enumerate() {
-            *w = p.wt[v * p.d_out + source];
-        }
-        let b = p.b.as_ref().map_or(0.0, |b| b[source]);
+    if let Some(select) = &keyed.select {
+        let p = &select[source];
         for (s, &l) in step.iter_mut().zip(live) {
             let e = &ev[l * EVENT_DIM..l * EVENT_DIM + VALUE_DIM];
-            *s = e.iter().zip(&w).fold(b, |acc, (x, w)| acc + x * w);
+            *s = e.iter().zip(&p.w).fold(p.b, |acc, (x, w)| acc + x * w);
         }
         for s in &mut step[..n] {
             *s = softplus(*s);

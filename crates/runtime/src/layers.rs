@@ -21,6 +21,14 @@ impl Dense {
         out
     }
 
+    /// Output `j`'s weights over the inputs and its bias (0 without one).
+    pub(super) fn column(&self, j: usize) -> (Vec<f32>, f32) {
+        let w = (0..self.d_in)
+            .map(|i| self.wt[i * self.d_out + j])
+            .collect();
+        (w, self.b.as_ref().map_or(0.0, |b| b[j]))
+    }
+
     /// out += W x (no bias).
     pub(super) fn accumulate(&self, x: &[f32], out: &mut [f32]) {
         gemv(&self.wt, x, out);
