@@ -145,6 +145,8 @@ def main():
         channels = modes + 2 * cycles
         read = 2 * channels * len(KEYED_VALUES)
         expect(problems, f32_path, head32, "scorer.mlp.fc1.weight", "F32", [cfg["mlp_hidden"], own + read])
+        if cfg.get("mlp_layers", 1) > 1:
+            expect(problems, f32_path, head32, "scorer.mlp.mid.weight", "F32", [cfg["mlp_hidden"], cfg["mlp_hidden"]])
         if channels:
             expect(problems, f32_path, head32, "scorer.keyed.log_rate", "F32", [2, channels])
             if cycles:

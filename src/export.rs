@@ -168,6 +168,7 @@ pub fn named_tensors(model: &Scorer) -> Vec<Named> {
         (scorer::MLP_FC1, &model.mlp_in),
         (scorer::MLP_FC2, &model.mlp_out),
         (scorer::MLP_SET, &model.mlp_set),
+        (scorer::MLP_MID, &model.mlp_mid),
         (scorer::MLP_PICK, &model.mlp_pick),
     ] {
         if let Some(l) = l {

@@ -98,6 +98,8 @@ pub struct InferModel {
     pub pooled: bool,
     /// Hidden units of the pointwise branch (`None`: the preset's).
     pub mlp_hidden: Option<usize>,
+    /// Hidden layers of the pointwise branch (`None`: the preset's).
+    pub mlp_layers: Option<usize>,
 }
 
 impl InferModel {
@@ -110,6 +112,7 @@ impl InferModel {
             set_encoder: self.set_encoder,
             picks: self.picks,
             mlp_hidden: self.mlp_hidden,
+            mlp_layers: self.mlp_layers,
             ..if self.pooled {
                 crate::config::TrainConfig {
                     keyed_modes: 0,
@@ -150,14 +153,7 @@ pub fn infer(
     use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES};
     use crate::runtime::{Candidate, Runtime, Turn};
     let content = 16;
-    let cfg = options
-        .train()
-        .overrides(crate::model::scorer::ModelConfig::sized(
-            options.variant,
-            options.size,
-            content,
-            4096,
-        ));
+    let cfg = options.train().model_config(content, 4096);
     let model = cfg.init(0, &Device::flex());
     let (bytes, _) =
         crate::export::encode(&model, &cfg, quant, &serde_json::json!({"bench": true}))?;

@@ -408,6 +408,9 @@ pub struct InferArgs {
     /// Hidden units of the pointwise branch (`[train] mlp_hidden`; default: the preset's)
     #[arg(long, value_parser = count(1, ssmkit_format::model::MAX_MLP_HIDDEN as u64))]
     pub mlp_hidden: Option<usize>,
+    /// Hidden layers of the pointwise branch (`[train] mlp_layers`; default: the preset's)
+    #[arg(long, value_parser = count(1, ssmkit_format::model::MAX_MLP_LAYERS as u64))]
+    pub mlp_layers: Option<usize>,
     #[arg(long, default_value_t = 20, value_parser = count(1, 256))]
     pub candidates: usize,
     #[arg(long, value_parser = quant(), default_value = "f32")]

@@ -215,6 +215,7 @@ fn bench_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
         picks,
         pooled,
         mlp_hidden,
+        mlp_layers,
         candidates,
         quant,
         turns,
@@ -231,6 +232,7 @@ fn bench_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
         picks: picks as usize,
         pooled,
         mlp_hidden,
+        mlp_layers,
     };
     let r = ssmkit::bench::infer(&options, candidates, quant, turns)?;
     if json {

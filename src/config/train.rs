@@ -65,6 +65,9 @@ pub struct TrainConfig {
     /// inputs and its keyed read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mlp_hidden: Option<usize>,
+    /// Override of the pointwise branch's hidden layers (1 or 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_layers: Option<usize>,
     /// Mamba's selection mechanism; off is the seed's "no selectivity" ablation.
     pub selective: bool,
     /// What the model reads (`all`, or `temporal_only`).
@@ -132,6 +135,7 @@ impl Default for TrainConfig {
             layers: None,
             expand: None,
             mlp_hidden: None,
+            mlp_layers: None,
             selective: true,
             inputs: Inputs::All,
             steps: 200,
@@ -171,6 +175,17 @@ pub const OWN_TEST_FROM: f64 = 0.9;
 pub const MAX_STEP_TURNS: usize = 16_384;
 
 impl TrainConfig {
+    /// The model this config builds for a dataset of `content_dim`-wide content
+    /// embeddings and `memory_slots` memory ids: its size preset with its overrides.
+    pub fn model_config(&self, content_dim: usize, memory_slots: usize) -> ModelConfig {
+        self.overrides(ModelConfig::sized(
+            self.model,
+            self.size,
+            content_dim,
+            memory_slots,
+        ))
+    }
+
     /// `base` (a size preset) with this config's overrides applied: sizes, selection,
     /// inputs, history and turn-relative features.
     pub fn overrides(&self, base: ModelConfig) -> ModelConfig {
@@ -189,6 +204,7 @@ impl TrainConfig {
         c.expand = self.expand.unwrap_or(c.expand);
         if c.variant != Variant::Xattn {
             c.mlp_hidden = self.mlp_hidden.unwrap_or(c.mlp_hidden);
+            c.mlp_layers = self.mlp_layers.unwrap_or(c.mlp_layers);
         }
         c.selective = self.selective;
         c.inputs = self.inputs;
@@ -215,7 +231,7 @@ impl TrainConfig {
         }
         use ssmkit_format::model::{
             MAX_D_MODEL, MAX_D_STATE, MAX_EXPAND, MAX_KEYED_CYCLES, MAX_KEYED_MODES, MAX_LAYERS,
-            MAX_MLP_HIDDEN, MAX_PICKS,
+            MAX_MLP_HIDDEN, MAX_MLP_LAYERS, MAX_PICKS,
         };
         for (f, v, max) in [
             ("d_model", self.d_model, MAX_D_MODEL),
@@ -223,6 +239,7 @@ impl TrainConfig {
             ("layers", self.layers, MAX_LAYERS),
             ("expand", self.expand, MAX_EXPAND),
             ("mlp_hidden", self.mlp_hidden, MAX_MLP_HIDDEN),
+            ("mlp_layers", self.mlp_layers, MAX_MLP_LAYERS),
             ("picks", (self.picks > 0).then_some(self.picks), MAX_PICKS),
             (
                 "keyed_modes",
@@ -294,6 +311,7 @@ impl TrainConfig {
             layers: own.layers,
             expand: own.expand,
             mlp_hidden: own.mlp_hidden,
+            mlp_layers: own.mlp_layers,
             selective: own.selective,
             inputs: own.inputs,
             keyed_modes: own.keyed_modes,
@@ -322,12 +340,13 @@ impl TrainConfig {
                     "d_model" => t.d_model = Some(n),
                     "expand" => t.expand = Some(n),
                     "mlp_hidden" => t.mlp_hidden = Some(n),
+                    "mlp_layers" => t.mlp_layers = Some(n),
                     "picks" => t.picks = n,
                     "keyed_modes" => t.keyed_modes = n,
                     "keyed_cycles" => t.keyed_cycles = n,
                     other => {
                         return Err(Error::Config(format!(
-                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand, mlp_hidden, picks, keyed_modes, keyed_cycles)"
+                            "ablation `{spec}`: unknown setting `{other}` (d_state, layers, d_model, expand, mlp_hidden, mlp_layers, picks, keyed_modes, keyed_cycles)"
                         )));
                     }
                 }
@@ -345,7 +364,7 @@ impl TrainConfig {
                 "real_only" => t.keyed_cycles = 0,
                 _ => {
                     return Err(Error::Config(format!(
-                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, mlp_hidden=N, no_selectivity, temporal_only, no_history, relative, no_relative, set_encoder, no_set_encoder, picks=N, no_picks, keyed_modes=N, keyed_cycles=N, pooled or real_only"
+                        "ablation `{spec}`: expected d_state=N, layers=N, d_model=N, expand=N, mlp_hidden=N, mlp_layers=N, no_selectivity, temporal_only, no_history, relative, no_relative, set_encoder, no_set_encoder, picks=N, no_picks, keyed_modes=N, keyed_cycles=N, pooled or real_only"
                     )));
                 }
             },
@@ -365,6 +384,7 @@ impl TrainConfig {
             ("layers", self.layers),
             ("expand", self.expand),
             ("mlp_hidden", self.mlp_hidden),
+            ("mlp_layers", self.mlp_layers),
         ] {
             if let Some(v) = v {
                 name += &format!("+{f}={v}");

@@ -408,11 +408,7 @@ fn pipeline(p: &PipelineConfig, train: &TrainConfig) -> Result<()> {
         );
     }
     // Each ablation must build another model than the primary's and the others'.
-    let model = |t: &TrainConfig| {
-        t.overrides(ssmkit_format::model::ModelConfig::sized(
-            t.model, t.size, 16, 4096,
-        ))
-    };
+    let model = |t: &TrainConfig| t.model_config(16, 4096);
     let mut models = vec![model(train)];
     for spec in &p.ablations {
         let m = model(&train.ablated(spec)?);

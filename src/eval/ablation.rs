@@ -185,6 +185,7 @@ pub fn question(ablation: &str) -> &'static str {
         "layers" => "Optimal depth",
         "d_model" | "expand" => "Optimal width",
         "mlp_hidden" => "Optimal width of the per-candidate branch",
+        "mlp_layers" => "Does a second hidden layer in the per-candidate branch help?",
         "no_selectivity" => "Is Mamba's selection mechanism helping?",
         "temporal_only" => "Can SSM predict from time alone?",
         "no_history" => "Do the per-candidate history features help?",

@@ -59,7 +59,7 @@ pub(crate) fn uniform_tensor<const D: usize>(
 /// `train --dry-run`.
 pub fn param_counts() -> Vec<(scorer::Variant, [usize; 3])> {
     use burn::module::Module;
-    use scorer::{Init, ModelConfig, Size, Variant};
+    use scorer::{Init, Size, Variant};
     Variant::ALL
         .iter()
         .map(|&v| {
@@ -69,7 +69,7 @@ pub fn param_counts() -> Vec<(scorer::Variant, [usize; 3])> {
                     size: s,
                     ..Default::default()
                 };
-                t.overrides(ModelConfig::sized(v, s, 16, 4096))
+                t.model_config(16, 4096)
                     .init(0, &burn::prelude::Device::flex())
                     .num_params()
             };

@@ -209,12 +209,7 @@ pub fn model_config_mixed(
         .iter()
         .map(|m| m.manifest.memory_slots())
         .fold(data.manifest.memory_slots(), u32::max);
-    train_cfg.overrides(ModelConfig::sized(
-        train_cfg.model,
-        train_cfg.size,
-        data.embedding_dim,
-        memory_slots as usize,
-    ))
+    train_cfg.model_config(data.embedding_dim, memory_slots as usize)
 }
 
 /// What the run records of the datasets mixed into its training.

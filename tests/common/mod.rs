@@ -118,6 +118,10 @@ pub fn model_configs(content_dim: usize) -> Vec<(String, ssmkit::model::scorer::
             history: false,
             ..TrainConfig::default()
         },
+        TrainConfig {
+            mlp_layers: Some(2),
+            ..TrainConfig::default()
+        },
     ];
     for t in ablations {
         out.push((t.system_name(), t.overrides(base(Variant::Mamba))));

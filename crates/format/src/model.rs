@@ -18,6 +18,7 @@ pub const MAX_D_STATE: usize = 256;
 pub const MAX_LAYERS: usize = 16;
 pub const MAX_EXPAND: usize = 8;
 pub const MAX_MLP_HIDDEN: usize = 4096;
+pub const MAX_MLP_LAYERS: usize = 2;
 pub const MAX_PICKS: usize = 20;
 pub const MAX_KEYED_MODES: usize = 16;
 pub const MAX_KEYED_CYCLES: usize = 8;
@@ -145,6 +146,10 @@ pub struct ModelConfig {
     pub content_dim: usize,
     /// Hidden width of the pointwise branch.
     pub mlp_hidden: usize,
+    /// Hidden layers of the pointwise branch, each `mlp_hidden` wide: 1 (fc1), or 2 with
+    /// a second (`scorer.mlp.mid`) before fc2. Exports before it have one.
+    #[serde(default = "one")]
+    pub mlp_layers: usize,
     /// Channels of the dual variant's path encoder.
     pub path_channels: usize,
     /// Width of the cross-attention scorer's query/key projections.
@@ -210,6 +215,10 @@ fn yes() -> bool {
     true
 }
 
+fn one() -> usize {
+    1
+}
+
 fn default_d_attn() -> usize {
     32
 }
@@ -249,6 +258,7 @@ impl ModelConfig {
             ("entity_slots", self.entity_slots, 1, 1 << 20),
             ("content_dim", self.content_dim, 0, 1024),
             ("mlp_hidden", self.mlp_hidden, 0, MAX_MLP_HIDDEN),
+            ("mlp_layers", self.mlp_layers, 1, MAX_MLP_LAYERS),
             ("path_channels", self.path_channels, 0, 1024),
             ("d_attn", self.d_attn, 0, 1024),
             ("picks", self.picks, 0, MAX_PICKS),
@@ -302,6 +312,7 @@ impl ModelConfig {
             } else {
                 64
             },
+            mlp_layers: 1,
             path_channels: 16,
             d_attn: default_d_attn(),
             history: variant.may_read_events(),

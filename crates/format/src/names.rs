@@ -65,6 +65,8 @@ pub mod scorer {
     pub const MLP_FC2: &str = "scorer.mlp.fc2";
     /// The pointwise branch's set layer (with `set_encoder`), between fc1 and fc2.
     pub const MLP_SET: &str = "scorer.mlp.set";
+    /// The pointwise branch's second hidden layer (with `mlp_layers = 2`), before fc2.
+    pub const MLP_MID: &str = "scorer.mlp.mid";
     /// The pointwise branch's term for the candidates picked so far (with `picks`).
     pub const MLP_PICK: &str = "scorer.mlp.pick";
     /// The keyed state: `[2, C]` log decay rates, `[2, cycles]` frequencies (with

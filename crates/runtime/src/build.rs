@@ -207,6 +207,11 @@ fn pointwise(l: &Loader, c: &ModelConfig) -> Result<Option<Pointwise>> {
         } else {
             None
         },
+        mid: if c.mlp_layers > 1 {
+            Some(l.dense(scorer::MLP_MID, c.mlp_hidden, c.mlp_hidden)?)
+        } else {
+            None
+        },
         fc2: l.dense(scorer::MLP_FC2, c.mlp_hidden, 1)?,
         pick: if c.picks > 0 {
             Some(l.dense(scorer::MLP_PICK, c.pointwise_in(), c.mlp_hidden)?)

@@ -4,11 +4,13 @@
 use super::layers::Dense;
 
 /// The pointwise branch: fc1 (plus, with `picks`, the picks' term), ReLU, with
-/// `set_encoder` the set layer and ReLU, fc2.
+/// `set_encoder` the set layer and ReLU, with two hidden layers the second and ReLU, fc2.
 #[derive(Clone, Debug)]
 pub(super) struct Pointwise {
     pub(super) fc1: Dense,
     pub(super) set: Option<Dense>,
+    /// The second hidden layer (`mlp_layers = 2`).
+    pub(super) mid: Option<Dense>,
     pub(super) fc2: Dense,
     /// With `picks`: the sum of the picked candidates' inputs → hidden units (no bias).
     pub(super) pick: Option<Dense>,
@@ -41,6 +43,14 @@ impl Pointwise {
                     *b = t - v;
                 }
                 set.apply_into(&x, h);
+                h.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+        if let Some(mid) = &self.mid {
+            let mut x = vec![0f32; self.fc1.d_out];
+            for h in hidden.iter_mut() {
+                x.copy_from_slice(h);
+                mid.apply_into(&x, h);
                 h.iter_mut().for_each(|v| *v = v.max(0.0));
             }
         }

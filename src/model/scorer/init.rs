@@ -81,6 +81,8 @@ impl Init for ModelConfig {
             mlp_out: (self.variant != Variant::Xattn).then(|| linear(seed(), self.mlp_hidden, 1)),
             mlp_set: (self.set_encoder && self.variant != Variant::Xattn)
                 .then(|| linear(seed(), 2 * self.mlp_hidden, self.mlp_hidden)),
+            mlp_mid: (self.mlp_layers > 1 && self.variant != Variant::Xattn)
+                .then(|| linear(seed(), self.mlp_hidden, self.mlp_hidden)),
             mlp_pick: (self.picks > 0 && self.variant != Variant::Xattn).then(|| {
                 let mut l = linear(seed(), self.pointwise_in(), self.mlp_hidden);
                 l.bias = None;

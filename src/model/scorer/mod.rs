@@ -63,6 +63,8 @@ pub struct Scorer {
     /// With `set_encoder`: [own hidden units, their shortfall from the turn's largest] →
     /// hidden units, between `mlp_in` and `mlp_out`.
     pub mlp_set: Option<Linear>,
+    /// With `mlp_layers = 2`: a second hidden layer (and ReLU) before `mlp_out`.
+    pub mlp_mid: Option<Linear>,
     /// With `picks`: the sum of the pointwise inputs of the candidates already picked this
     /// turn → hidden units, added before the first ReLU (no bias: no picks add nothing).
     pub mlp_pick: Option<Linear>,
@@ -315,6 +317,9 @@ impl Scorer {
             let top = h_live.clone().max_dim(2); // [B, T, 1, H]
             let below = top.expand(h_live.dims()) - h_live.clone();
             h = relu(set.forward(Tensor::cat(vec![h_live, below], 3)));
+        }
+        if let Some(mid) = &self.mlp_mid {
+            h = relu(mid.forward(h));
         }
         mlp_out.forward(h).squeeze_dim::<3>(3)
     }
