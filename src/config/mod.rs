@@ -284,7 +284,7 @@ mod tests {
     fn ablations_name_their_runs_and_a_change_that_changes_nothing_is_refused() {
         let with = |list: &str| Config::parse(&format!("[pipeline]\nablations = {list}\n"));
         let c = with(
-            r#"["d_state=4", "layers=1", "no_selectivity", "temporal_only", "mlp_hidden=24", "mlp_layers=2"]"#,
+            r#"["d_state=4", "layers=1", "no_selectivity", "temporal_only", "mlp_hidden=24", "mlp_layers=1"]"#,
         )
         .unwrap();
         let names = ablation_names(&c);
@@ -296,21 +296,21 @@ mod tests {
                 "mamba+no_selectivity",
                 "mamba+temporal_only",
                 "mamba+mlp_hidden=24",
-                "mamba+mlp_layers=2"
+                "mamba+mlp_layers=1"
             ]
         );
         let narrow = c.train.ablated("mlp_hidden=24").unwrap();
         assert_eq!(model(&narrow).mlp_hidden, 24);
         assert_eq!(model(&c.train).mlp_hidden, 64);
-        let deep = model(&c.train.ablated("mlp_layers=2").unwrap());
-        assert_eq!((deep.mlp_layers, model(&c.train).mlp_layers), (2, 1));
+        let shallow = model(&c.train.ablated("mlp_layers=1").unwrap());
+        assert_eq!((shallow.mlp_layers, model(&c.train).mlp_layers), (1, 2));
         // Small Mamba already has N = 32: that "ablation" would retrain the primary.
         for (list, why) in [
             (r#"["d_state=32"]"#, "same model"),
             (r#"["d_state=4", "d_state=4"]"#, "same model"),
             (r#"["mlp_hidden=64"]"#, "same model"),
             (r#"["mlp_hidden=5000"]"#, "mlp_hidden"),
-            (r#"["mlp_layers=1"]"#, "same model"),
+            (r#"["mlp_layers=2"]"#, "same model"),
             (r#"["mlp_layers=3"]"#, "mlp_layers"),
             (r#"["d_state=0"]"#, "d_state"),
             (r#"["depth=2"]"#, "unknown setting"),
