@@ -7,6 +7,11 @@
 //! owner left is simply locked again. The second process fails at once, before it changes
 //! anything. Within one process a lock is shared: a stage that asks for the lock its
 //! caller already holds (`eval` writing the report it locked at its start) gets it.
+//!
+//! Two kinds are looser. The shards of one `run` hold their root's lock *shared*: any
+//! number of them at once, each training runs no other trains, while a whole `run` (which
+//! evaluates and exports) stays alone. And a shard *waits* for the dataset a shard beside
+//! it is generating, then reuses it, rather than failing.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -26,6 +31,19 @@ struct Held {
     /// The lock file, as this process names it in [`HELD`].
     key: PathBuf,
     file: Option<File>,
+    /// Held shared: the file is left in place for the other holders.
+    shared: bool,
+}
+
+/// How a lock is taken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// Alone, or at once an error naming the owner.
+    Alone,
+    /// Beside other shared holders, never beside one alone; else at once an error.
+    Shared,
+    /// Alone, waiting for the owner to let go.
+    Waiting,
 }
 
 /// The locks this process holds, by their lock file.
@@ -35,7 +53,14 @@ static HELD: Mutex<BTreeMap<PathBuf, Weak<Held>>> = Mutex::new(BTreeMap::new());
 /// `.ssmkit.lock` inside it, creating `dir` if need be.
 pub fn dir(dir: &Path) -> Result<Lock> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    acquire(dir, &dir.join(".ssmkit.lock"))
+    acquire(dir, &dir.join(".ssmkit.lock"), Mode::Alone)
+}
+
+/// Locks the directory `dir` as [`dir`] does, but shared: other shared holders (the
+/// shards of one `run` under one root) may hold it too; one that holds it alone may not.
+pub fn dir_shared(dir: &Path) -> Result<Lock> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    acquire(dir, &dir.join(".ssmkit.lock"), Mode::Shared)
 }
 
 /// Locks `path` (a file, or a directory written whole under another name) through the
@@ -43,6 +68,17 @@ pub fn dir(dir: &Path) -> Result<Lock> {
 /// locked where it [`resolved`] to, so that a symbolic link to an output (even a dangling
 /// one) and the output itself are one lock.
 pub fn path(given: &Path) -> Result<Lock> {
+    acquire(given, &path_file(given)?, Mode::Alone)
+}
+
+/// Locks `path` as [`path`] does, but waits while another process holds it (a shard
+/// waiting for the dataset that another is generating).
+pub fn path_waiting(given: &Path) -> Result<Lock> {
+    acquire(given, &path_file(given)?, Mode::Waiting)
+}
+
+/// The lock file of the output `given`, its parent directory created.
+fn path_file(given: &Path) -> Result<PathBuf> {
     let target = resolved(given);
     let canonical = fs::canonicalize(&target).ok();
     let path = canonical.as_deref().unwrap_or(&target);
@@ -54,7 +90,7 @@ pub fn path(given: &Path) -> Result<Lock> {
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    acquire(given, &file)
+    Ok(file)
 }
 
 /// The path an output named `path` is written at: where the symbolic links at its last
@@ -76,7 +112,7 @@ pub fn resolved(path: &Path) -> PathBuf {
 }
 
 /// Takes the lock file `file` for `target` (named in the error when it is in use).
-fn acquire(target: &Path, file: &Path) -> Result<Lock> {
+fn acquire(target: &Path, file: &Path, mode: Mode) -> Result<Lock> {
     let parent = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -88,10 +124,11 @@ fn acquire(target: &Path, file: &Path) -> Result<Lock> {
     if let Some(h) = held.get(&key).and_then(Weak::upgrade) {
         return Ok(Lock { _held: h });
     }
-    let locked = take(target, &key)?;
+    let locked = take(target, &key, mode)?;
     let h = Arc::new(Held {
         key: key.clone(),
         file: Some(locked),
+        shared: mode == Mode::Shared,
     });
     held.insert(key, Arc::downgrade(&h));
     Ok(Lock { _held: h })
@@ -99,11 +136,16 @@ fn acquire(target: &Path, file: &Path) -> Result<Lock> {
 
 /// Opens and locks `file`, writing this process's id into it. An owner that let go
 /// between the open and the lock removed the file: the new one at its name is taken.
-fn take(target: &Path, file: &Path) -> Result<File> {
+fn take(target: &Path, file: &Path, mode: Mode) -> Result<File> {
     let io = |e| Error::io(file, e);
     loop {
         let mut f = open(file).map_err(io)?;
-        match f.try_lock() {
+        let got = match mode {
+            Mode::Alone => f.try_lock(),
+            Mode::Shared => f.try_lock_shared(),
+            Mode::Waiting => f.lock().map_err(std::fs::TryLockError::Error),
+        };
+        match got {
             Ok(()) if same_file(&f, file) => {
                 f.set_len(0).map_err(io)?;
                 write!(f, "{}", std::process::id()).map_err(io)?;
@@ -159,13 +201,16 @@ fn owner(f: &mut File) -> Option<u32> {
 
 impl Drop for Held {
     /// Removes the file while it is still locked, then closes it: a process that opened
-    /// the old file meanwhile finds it gone and retries on a new one.
+    /// the old file meanwhile finds it gone and retries on a new one. A shared holder
+    /// leaves the file to the others that may hold it.
     fn drop(&mut self) {
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
         if held.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
             held.remove(&self.key);
         }
-        let _ = fs::remove_file(&self.key);
+        if !self.shared {
+            let _ = fs::remove_file(&self.key);
+        }
         drop(self.file.take());
     }
 }
@@ -268,6 +313,52 @@ mod tests {
         assert_eq!(owner(&mut f), Some(std::process::id()));
         drop(second);
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn shared_holders_hold_together_and_keep_a_lone_one_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".ssmkit.lock");
+        // Another process's shard.
+        let other = open(&file).unwrap();
+        other.try_lock_shared().unwrap();
+        let ours = dir_shared(dir.path()).expect("shards share a root");
+        let mut alone = open(&file).unwrap();
+        assert!(alone.try_lock().is_err(), "a whole run is kept out");
+        drop(ours);
+        assert!(file.exists(), "left for the other shard");
+        assert!(alone.try_lock().is_err(), "still held by the other shard");
+        drop(other);
+        alone.try_lock().unwrap();
+        // A root held alone refuses a shard at once, naming the owner.
+        alone.set_len(0).unwrap();
+        alone.write_all(b"4245").unwrap();
+        let err = dir_shared(dir.path())
+            .err()
+            .expect("held alone")
+            .to_string();
+        assert!(err.contains("in use by process 4245"), "{err}");
+    }
+
+    #[test]
+    fn a_waiting_lock_is_taken_once_the_owner_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("data");
+        let other = hold_elsewhere(&dir.path().join(".data.lock"), "4246");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let lock = path_waiting(&out);
+                tx.send(()).unwrap();
+                lock.map(|_| ())
+            })
+        };
+        let wait = std::time::Duration::from_millis(300);
+        assert!(rx.recv_timeout(wait).is_err(), "taken while held elsewhere");
+        drop(other);
+        rx.recv_timeout(10 * wait).expect("taken once let go");
+        waiter.join().unwrap().unwrap();
     }
 
     #[cfg(unix)]

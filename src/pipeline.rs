@@ -130,8 +130,12 @@ fn gen_part(v: &serde_json::Value) -> serde_json::Value {
 pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
     let cfg = Config::load(&opts.config)?;
     // One `run` at a time under a root: two would train, evaluate and export into the
-    // same directories.
-    let _lock = crate::lock::dir(&opts.root)?;
+    // same directories. The shards of one job are the exception: each trains runs no
+    // other trains (each run directory has its own lock), and none evaluates.
+    let _lock = match opts.shard {
+        Some(_) => crate::lock::dir_shared(&opts.root)?,
+        None => crate::lock::dir(&opts.root)?,
+    };
     let configs = train_configs(&cfg)?;
     let jobs = jobs(&configs, &cfg.pipeline.seeds, opts)?;
     if cfg.tstr.is_some() && opts.shard.is_some() {
@@ -145,7 +149,14 @@ pub fn run(opts: &RunOptions) -> Result<PipelineResult> {
         0
     };
     let mut job = Job::new(&cfg, opts, jobs.len() + arms);
-    job.dataset()?;
+    {
+        // A shard that finds another generating the dataset waits for it, then reuses it.
+        let _generating = match opts.shard {
+            Some(_) => Some(crate::lock::path_waiting(&job.data)?),
+            None => None,
+        };
+        job.dataset()?;
+    }
     let reader = crate::data::DatasetReader::open(&job.data)?;
     // The real sessions, checked before anything trains.
     let real = match &cfg.tstr {

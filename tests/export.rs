@@ -724,6 +724,63 @@ fn shards_of_a_run_train_their_share_and_merge_into_one_eval() {
 }
 
 #[test]
+fn shards_on_one_root_run_side_by_side_and_keep_a_whole_run_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_run_config(
+        dir.path(),
+        "seeds = [1]\nbaselines = [\"mlp\"]\nexport = []",
+    );
+    let c = cfg.to_str().unwrap();
+    let root = dir.path().join("root");
+    let r = root.to_str().unwrap();
+    // Two tasks of a job array started together on a shared root: one generates the
+    // dataset while the other waits for it, then each trains its run.
+    let shards: Vec<_> = ["1/2", "2/2"]
+        .iter()
+        .map(|s| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ssmkit"))
+                .args(["run", c, "--root", r, "--shard", s, "--quiet"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for shard in shards {
+        let out = shard.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&root.join("runs/tiny")), ["mamba-s1", "mlp-s1"]);
+    assert_eq!(
+        names(&root.join("data")),
+        ["tiny"],
+        "one dataset, no leftovers"
+    );
+    // While a shard holds the root, the whole run (which evaluates) is refused at once.
+    let shard = std::fs::File::open(root.join(".ssmkit.lock")).unwrap();
+    shard.try_lock_shared().unwrap();
+    let (ok, _, err) = ssmkit(&["run", c, "--root", r, "--no-train", "--quiet"]);
+    assert!(!ok && err.contains("in use"), "{err}");
+    drop(shard);
+    let (ok, out, err) = ssmkit(&["run", c, "--root", r, "--no-train", "--quiet"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("reused: train").count(), 2, "{out}");
+}
+
+#[test]
 fn imported_content_survives_import_train_export_and_predict() {
     let dir = tempfile::tempdir().unwrap();
     // Three users of 24 timestamped turns; 5 candidates a turn from 8 memories each, whose
