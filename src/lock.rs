@@ -52,15 +52,18 @@ static HELD: Mutex<BTreeMap<PathBuf, Weak<Held>>> = Mutex::new(BTreeMap::new());
 /// Locks the directory `dir` itself (a run directory, a `run` root) through the file
 /// `.ssmkit.lock` inside it, creating `dir` if need be.
 pub fn dir(dir: &Path) -> Result<Lock> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    acquire(dir, &dir.join(".ssmkit.lock"), Mode::Alone)
+    dir_lock(dir, Mode::Alone)
 }
 
 /// Locks the directory `dir` as [`dir`] does, but shared: other shared holders (the
 /// shards of one `run` under one root) may hold it too; one that holds it alone may not.
 pub fn dir_shared(dir: &Path) -> Result<Lock> {
+    dir_lock(dir, Mode::Shared)
+}
+
+fn dir_lock(dir: &Path, mode: Mode) -> Result<Lock> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    acquire(dir, &dir.join(".ssmkit.lock"), Mode::Shared)
+    acquire(dir, &dir.join(".ssmkit.lock"), mode)
 }
 
 /// Locks `path` (a file, or a directory written whole under another name) through the

@@ -643,6 +643,16 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// The names in the directory `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn shards_of_a_run_train_their_share_and_merge_into_one_eval() {
     let dir = tempfile::tempdir().unwrap();
@@ -662,14 +672,7 @@ fn shards_of_a_run_train_their_share_and_merge_into_one_eval() {
     assert!(ok && out.contains("shard 1/2"), "{err}");
     let (ok, _, err) = run_in(&root("b"), &["--shard", "2/2"]);
     assert!(ok, "{err}");
-    let runs = |r: &str| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(root(r).join("runs/tiny"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    };
+    let runs = |r: &str| entries(&root(r).join("runs/tiny"));
     assert_eq!(runs("a"), ["mamba-s1", "mlp-s1"]);
     assert_eq!(runs("b"), ["mamba-s2", "mlp-s2"]);
     assert!(
@@ -754,18 +757,9 @@ fn shards_on_one_root_run_side_by_side_and_keep_a_whole_run_out() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let names = |d: &Path| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(names(&root.join("runs/tiny")), ["mamba-s1", "mlp-s1"]);
+    assert_eq!(entries(&root.join("runs/tiny")), ["mamba-s1", "mlp-s1"]);
     assert_eq!(
-        names(&root.join("data")),
+        entries(&root.join("data")),
         ["tiny"],
         "one dataset, no leftovers"
     );
