@@ -29,6 +29,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softplus;
 
+use super::keyed_fused::{ReadShape, has_fused_read, keyed_read_fused};
 use crate::keyed::{
     ATTN_HEADS, CYCLE_MAX_RATE, ENTITY_EVENTS, MEMORY_EVENTS, VALUE_DIM, WEEK_APART,
 };
@@ -126,8 +127,54 @@ impl KeyedState {
     }
 
     /// The read `[B, T, K, 2 · C · VALUE_DIM]` of events `[B, T, K, EVENTS, EVENT_DIM]`
-    /// with ages `[B, T, K, EVENTS]` (days).
+    /// with ages `[B, T, K, EVENTS]` (days): one fused kernel on the CPU
+    /// ([`super::keyed_fused`]), tensor operations elsewhere.
     pub fn read(&self, events: Tensor<5>, days: Tensor<4>) -> Tensor<4> {
+        if has_fused_read(&events.device()) {
+            self.read_fused(events, days)
+        } else {
+            self.read_reference(events, days)
+        }
+    }
+
+    fn shape(&self) -> ReadShape {
+        ReadShape {
+            modes: self.modes,
+            cycles: self.cycles,
+            selective: self.select.is_some(),
+        }
+    }
+
+    fn read_fused(&self, events: Tensor<5>, days: Tensor<4>) -> Tensor<4> {
+        let [b, t, k, l, e] = events.dims();
+        let device = events.device();
+        let n = b * t * k;
+        let (weight, bias) = match &self.select {
+            Some(sel) => (sel.weight.val(), sel.bias.as_ref().expect("a bias").val()),
+            None => (
+                Tensor::zeros([VALUE_DIM, 2], &device),
+                Tensor::zeros([2], &device),
+            ),
+        };
+        let omega = match &self.omega {
+            Some(o) => o.val().detach(),
+            None => Tensor::zeros([2, 1], &device),
+        };
+        let shape = self.shape();
+        keyed_read_fused(
+            events.reshape([n, l, e]),
+            days.reshape([n, l]),
+            self.log_rate.val(),
+            weight,
+            bias,
+            omega,
+            shape,
+        )
+        .reshape([b, t, k, shape.width()])
+    }
+
+    /// [`Self::read`] written with tensor operations (autodiff derives its backward).
+    pub fn read_reference(&self, events: Tensor<5>, days: Tensor<4>) -> Tensor<4> {
         let [b, t, k, _, e] = events.dims();
         let c = self.channels();
         let n = b * t * k;
@@ -357,15 +404,127 @@ mod tests {
             );
             let d =
                 Tensor::<4>::from_data(TensorData::new(days.clone(), [1, 1, 1, EVENTS]), &device);
-            let got: Vec<f32> = m.read(ev, d).into_data().try_into_vec_as::<f32>().unwrap();
             let want = by_hand(&m, &events, &days);
-            assert_eq!(got.len(), 2 * m.channels() * VALUE_DIM);
-            for (g, w) in got.iter().zip(&want) {
+            for (name, read) in [
+                ("fused", m.read(ev.clone(), d.clone())),
+                ("tensor ops", m.read_reference(ev.clone(), d.clone())),
+            ] {
+                let got: Vec<f32> = read.into_data().try_into_vec_as::<f32>().unwrap();
+                assert_eq!(got.len(), 2 * m.channels() * VALUE_DIM);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() < 1e-5,
+                        "{name}, {modes}/{cycles}/{selective}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A random state (rates from 0.02 to 1.6 a day, so some oscillating envelopes pass
+    /// their bound; non-zero selection weights) and a batch `[2, 3, 5]` of random events,
+    /// every third place empty.
+    fn random_case(
+        modes: usize,
+        cycles: usize,
+        selective: bool,
+        seed: u64,
+        device: &Device,
+    ) -> (KeyedState, Tensor<5>, Tensor<4>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut m = KeyedState::new(modes, cycles, selective, seed, device);
+        let c = m.channels();
+        let rates: Vec<f32> = (0..2 * c).map(|_| rng.random_range(-4.0f32..0.5)).collect();
+        m.log_rate = Param::from_tensor(Tensor::from_data(TensorData::new(rates, [2, c]), device));
+        if let Some(l) = &mut m.select {
+            let w: Vec<f32> = (0..VALUE_DIM * 2)
+                .map(|_| rng.random_range(-0.5f32..0.5))
+                .collect();
+            l.weight = Param::from_tensor(Tensor::from_data(
+                TensorData::new(w, [VALUE_DIM, 2]),
+                device,
+            ));
+        }
+        let shape = [2, 3, 5, EVENTS];
+        let places = shape.iter().product::<usize>();
+        let events: Vec<f32> = (0..places * EVENT_DIM)
+            .map(|i| {
+                if (i / EVENT_DIM) % 3 == 2 {
+                    0.0
+                } else {
+                    rng.random_range(-1.0f32..1.0)
+                }
+            })
+            .collect();
+        let days: Vec<f32> = (0..places)
+            .map(|_| rng.random_range(0.0f32..30.0))
+            .collect();
+        let [b, t, k, l] = shape;
+        (
+            m,
+            Tensor::from_data(TensorData::new(events, [b, t, k, l, EVENT_DIM]), device),
+            Tensor::from_data(TensorData::new(days, shape), device),
+        )
+    }
+
+    /// The fused kernel's hand-written backward against autodiff through the tensor
+    /// operations: the gradients of Σ w ⊙ read for the log rates and the selective
+    /// step's weight and bias.
+    #[test]
+    fn the_fused_backward_matches_autodiff_of_the_tensor_ops() {
+        let device = Device::flex().autodiff();
+        for (modes, cycles, selective, seed) in [(4, 2, true, 3), (3, 0, false, 4), (0, 1, true, 5)]
+        {
+            let (m, ev, d) = random_case(modes, cycles, selective, seed, &device);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 100);
+            let dims = [2, 3, 5, 2 * m.channels() * VALUE_DIM];
+            let w: Vec<f32> = (0..dims.iter().product::<usize>())
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let w = Tensor::<4>::from_data(TensorData::new(w, dims), &device);
+            let grads = |read: Tensor<4>| -> Vec<Vec<f32>> {
+                let g = (read * w.clone()).sum().backward();
+                let vec = |t: Tensor<2>| t.into_data().try_into_vec_as::<f32>().unwrap();
+                let mut out = vec![vec(m.log_rate.grad(&g).expect("rates have a gradient"))];
+                if let Some(l) = &m.select {
+                    out.push(vec(l.weight.grad(&g).expect("weight has a gradient")));
+                    let b = l
+                        .bias
+                        .as_ref()
+                        .unwrap()
+                        .grad(&g)
+                        .expect("bias has a gradient");
+                    out.push(b.into_data().try_into_vec_as::<f32>().unwrap());
+                }
+                out
+            };
+            let fused = grads(m.read(ev.clone(), d.clone()));
+            let reference = grads(m.read_reference(ev, d));
+            for (name, (f, r)) in ["log rate", "weight", "bias"]
+                .iter()
+                .zip(fused.iter().zip(&reference))
+            {
+                let scale = r.iter().fold(1e-6f32, |a, x| a.max(x.abs()));
+                let diff = f.iter().zip(r).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
                 assert!(
-                    (g - w).abs() < 1e-5,
-                    "{modes}/{cycles}/{selective}: {g} vs {w}"
+                    diff / scale <= 1e-4,
+                    "∂{name}, {modes}/{cycles}/{selective}: {f:?} vs {r:?}"
                 );
             }
+            assert_eq!(fused.len(), if selective { 3 } else { 1 });
+        }
+    }
+
+    #[test]
+    fn the_fused_read_matches_the_tensor_ops_on_a_batch() {
+        let device = Device::flex();
+        for (modes, cycles, selective, seed) in [(4, 2, true, 6), (2, 3, false, 7)] {
+            let (m, ev, d) = random_case(modes, cycles, selective, seed, &device);
+            let fused = m.read(ev.clone(), d.clone());
+            let reference = m.read_reference(ev, d);
+            let scale = reference.clone().abs().max().into_scalar::<f32>();
+            let diff = (fused - reference).abs().max().into_scalar::<f32>();
+            assert!(diff <= 1e-5 * scale, "{modes}/{cycles}/{selective}: {diff}");
         }
     }
 

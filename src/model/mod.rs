@@ -4,6 +4,7 @@
 pub mod baselines;
 pub mod batch;
 pub mod keyed;
+pub mod keyed_fused;
 pub mod loss;
 pub mod mamba;
 pub mod rules;
