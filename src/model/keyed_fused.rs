@@ -34,6 +34,8 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension, tensor::FloatTen
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use super::scan::{contiguous, f32s, flex};
+
 use crate::keyed::WEEK_APART;
 use crate::keyed::{CYCLE_MAX_RATE, ENTITY_EVENTS, EVENT_DIM, EVENTS, MEMORY_EVENTS, VALUE_DIM};
 
@@ -115,27 +117,6 @@ pub fn has_fused_read(device: &Device) -> bool {
         device.as_dispatch().clone().inner(),
         DispatchDevice::Flex(_)
     )
-}
-
-/// A contiguous f32 tensor (no copy when it already is one).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    assert!(
-        t.dtype() == burn::tensor::DType::F32,
-        "the fused keyed read runs on f32 tensors"
-    );
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32 tensor")
-}
-
-fn flex(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, shape))
 }
 
 /// The read's parameters as plain numbers.

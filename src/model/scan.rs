@@ -94,10 +94,10 @@ struct Dims {
 }
 
 /// A contiguous f32 tensor (no copy when it already is one).
-fn contiguous(t: FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
     assert!(
         t.dtype() == burn::tensor::DType::F32,
-        "the fused selective scan runs on f32 tensors"
+        "the fused kernels run on f32 tensors"
     );
     if t.as_slice::<f32>().is_some() {
         t
@@ -106,11 +106,11 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
     }
 }
 
-fn f32s(t: &FlexTensor) -> &[f32] {
+pub(super) fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32 tensor")
 }
 
-fn flex(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(super) fn flex(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape))
 }
 
