@@ -4,8 +4,8 @@ shapes, timed over forward, backward (all gradients) and an AdamW step.
 
 The model mirrors `src/model/scorer/` for the `mamba` variant with history features and
 the identity-keyed state (`configs/quick.toml`'s model): a pointwise MLP over [features,
-missing flags, history, the keyed state's read of the candidate's events] (64 hidden
-units; the read as `src/model/keyed.rs` computes it, 4 decaying and 2 oscillating
+missing flags, history, the keyed state's read of the candidate's events] (two hidden
+layers of 64 units, ReLU after each; the read as `src/model/keyed.rs` computes it, 4 decaying and 2 oscillating
 channels, 144 numbers), a candidate encoder over [features, missing, history, memory
 slot and entity embeddings, content], turn tokens over [context, query, focal entity,
 labelled candidates pooled], three residual Mamba blocks (RMSNorm, in_proj, causal
@@ -151,6 +151,7 @@ class Scorer(nn.Module):
         self.memory_emb = nn.Embedding(slots, d_slot)
         self.entity_emb = nn.Embedding(entities + 1, d_slot)
         self.mlp_in = nn.Linear(pointwise_in, hidden)
+        self.mlp_mid = nn.Linear(hidden, hidden)
         self.mlp_out = nn.Linear(hidden, 1)
         self.cand_enc = nn.Linear(own + 2 * d_slot + content, d_model)
         self.turn_in = nn.Linear(CONTEXT + content + d_slot + d_model, d_model)
@@ -161,7 +162,8 @@ class Scorer(nn.Module):
     def forward(self, d):
         own = torch.cat([d["features"], d["missing"], d["history"]], -1)
         read = self.keyed(d["events"], d["days"])
-        score = self.mlp_out(F.relu(self.mlp_in(torch.cat([own, read], -1)))).squeeze(-1)
+        h = F.relu(self.mlp_in(torch.cat([own, read], -1)))
+        score = self.mlp_out(F.relu(self.mlp_mid(h))).squeeze(-1)
         cand = self.cand_enc(torch.cat([own, self.memory_emb(d["slot"]), self.entity_emb(d["entity"]), d["content"]], -1))
         focal = self.entity_emb(d["focal"]).mean(2)
         labels = d["labels"] * d["valid"]
