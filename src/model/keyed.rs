@@ -123,7 +123,7 @@ impl KeyedState {
     }
 
     fn channels(&self) -> usize {
-        self.modes + 2 * self.cycles
+        self.shape().channels()
     }
 
     /// The read `[B, T, K, 2 · C · VALUE_DIM]` of events `[B, T, K, EVENTS, EVENT_DIM]`

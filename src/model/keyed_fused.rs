@@ -36,8 +36,9 @@ use rayon::prelude::*;
 
 use super::scan::{contiguous, f32s, flex};
 
-use crate::keyed::WEEK_APART;
-use crate::keyed::{CYCLE_MAX_RATE, ENTITY_EVENTS, EVENT_DIM, EVENTS, MEMORY_EVENTS, VALUE_DIM};
+use crate::keyed::{
+    CYCLE_MAX_RATE, ENTITY_EVENTS, EVENT_DIM, EVENTS, MEMORY_EVENTS, VALUE_DIM, WEEK_APART,
+};
 
 /// The read's configuration: decaying and oscillating modes per source, and whether the
 /// step is selective (without, σ = 1 and the weight and bias are not read).
@@ -159,8 +160,8 @@ impl Params {
         }
     }
 
-    /// The step's pre-activation, softplus and softplus' derivative for source `s`
-    /// (Burn's softplus: the identity above 20).
+    /// The selective step σ = softplus(p) for source `s` and its derivative dσ/dp (Burn's
+    /// softplus: the identity above 20); without selection σ = 1.
     fn step(&self, s: usize, v: &[f32]) -> (f32, f32) {
         if !self.shape.selective {
             return (1.0, 0.0);
@@ -263,12 +264,12 @@ fn backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32], i: usize
             let (sigma, d_sigma) = p.step(s, v);
             let mut g_sigma = 0f32;
             for ch in 0..c {
-                let gv = &grad[(s * c + ch) * VALUE_DIM..][..VALUE_DIM];
-                let g_k = scale * gv.iter().zip(v).map(|(g, x)| g * x).sum::<f32>();
                 let (a, held) = p.rate(s, ch, sigma);
                 if held {
                     continue;
                 }
+                let gv = &grad[(s * c + ch) * VALUE_DIM..][..VALUE_DIM];
+                let g_k = scale * gv.iter().zip(v).map(|(g, x)| g * x).sum::<f32>();
                 let g_a = -d * g_k * (-a * d).exp() * p.osc(s, ch, apart);
                 g_rate[s * c + ch] += g_a * a;
                 g_sigma += g_a * p.rate[s * c + ch];
