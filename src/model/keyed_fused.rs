@@ -22,6 +22,12 @@
 //!
 //! The parameter gradients are summed over fixed blocks of candidates, then over the blocks
 //! in order, so they do not depend on the number of threads.
+//!
+//! Per candidate and source, the steps and the phases' sines and cosines of all its events
+//! are computed first, together, with the branch-free functions of `ssmkit_format::simd`
+//! (the runtime's own), so that they vectorize; then each event's channels run side by
+//! side, the sums held `[VALUE_DIM, C]`. Both passes are compiled for AVX2 where the CPU
+//! has it.
 
 use burn::backend::autodiff::{
     Autodiff,
@@ -35,6 +41,10 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::scan::{contiguous, f32s, flex};
+
+use ssmkit_format::model::{MAX_KEYED_CYCLES, MAX_KEYED_MODES};
+use ssmkit_format::multiversion;
+use ssmkit_format::simd::{exp, sin_cos, softplus};
 
 use crate::keyed::{
     CYCLE_MAX_RATE, ENTITY_EVENTS, EVENT_DIM, EVENTS, MEMORY_EVENTS, VALUE_DIM, WEEK_APART,
@@ -160,50 +170,116 @@ impl Params {
         }
     }
 
-    /// The selective step σ = softplus(p) for source `s` and its derivative dσ/dp (Burn's
-    /// softplus: the identity above 20); without selection σ = 1.
-    fn step(&self, s: usize, v: &[f32]) -> (f32, f32) {
-        if !self.shape.selective {
-            return (1.0, 0.0);
+    /// One source's places of one candidate (`ev`: `[len, EVENT_DIM]`): which are live,
+    /// and each live event's step σ, dσ/dp and the sines and cosines of its phases, all
+    /// events at once so that the exponentials, logarithms, sines and cosines vectorize
+    /// (the functions of `ssmkit_format::simd`).
+    #[inline(always)]
+    fn prepare(&self, s: usize, ev: &[f32]) -> Prepared {
+        let cycles = self.shape.cycles;
+        let mut p = Prepared {
+            live: [0; MAX_PLACES],
+            n: 0,
+            sigma: [1.0; MAX_PLACES],
+            d_sigma: [0.0; MAX_PLACES],
+            sin: [0.0; MAX_PLACES * MAX_KEYED_CYCLES],
+            cos: [0.0; MAX_PLACES * MAX_KEYED_CYCLES],
+        };
+        let mut apart = [0f32; MAX_PLACES];
+        for (j, e) in ev.chunks_exact(EVENT_DIM).enumerate() {
+            // An empty place (all values 0) reads nothing and gets no gradient.
+            if e[..VALUE_DIM].iter().any(|&x| x != 0.0) {
+                p.live[p.n] = j;
+                apart[p.n] = e[WEEK_APART];
+                p.n += 1;
+            }
         }
-        let pre = self.bias[s]
-            + v.iter()
-                .enumerate()
-                .map(|(i, x)| x * self.weight[i * 2 + s])
-                .sum::<f32>();
-        if pre > 20.0 {
-            (pre, 1.0)
-        } else {
-            (pre.exp().ln_1p(), 1.0 / (1.0 + (-pre).exp()))
+        let n = p.n;
+        if self.shape.selective {
+            let mut pre = [0f32; MAX_PLACES];
+            for (pre, &j) in pre.iter_mut().zip(&p.live[..n]) {
+                let v = &ev[j * EVENT_DIM..j * EVENT_DIM + VALUE_DIM];
+                let w = self.weight.chunks_exact(2).map(|w| w[s]);
+                *pre = self.bias[s] + v.iter().zip(w).map(|(x, w)| x * w).sum::<f32>();
+            }
+            // Burn's softplus: the identity above 20.
+            for ((sigma, d_sigma), &pre) in p.sigma.iter_mut().zip(&mut p.d_sigma).zip(&pre[..n]) {
+                let big = pre > 20.0;
+                *sigma = if big { pre } else { softplus(pre) };
+                *d_sigma = if big { 1.0 } else { 1.0 / (1.0 + exp(-pre)) };
+            }
         }
+        let omega = &self.omega[s * cycles..(s + 1) * cycles];
+        let mut phase = [0f32; MAX_PLACES * MAX_KEYED_CYCLES];
+        for (ph, &apart) in phase.chunks_exact_mut(cycles.max(1)).zip(&apart[..n]) {
+            for (ph, w) in ph.iter_mut().zip(omega) {
+                *ph = w * apart;
+            }
+        }
+        let phases = phase[..n * cycles].iter().zip(&mut p.sin).zip(&mut p.cos);
+        for ((&ph, sin), cos) in phases {
+            (*sin, *cos) = sin_cos(ph);
+        }
+        p
     }
 
-    /// Channel `ch`'s oscillation for source `s` at `apart` days before the turn's time
-    /// of the week: 1 for a decaying mode, the cosine or sine of its phase otherwise.
-    fn osc(&self, s: usize, ch: usize, apart: f32) -> f32 {
+    /// Live event `i` of [`Params::prepare`], `d` days old, as every channel reads it:
+    /// the channels' kernels exp(−a · d) · o_c (o_c: 1 for a decaying mode, the cosine or
+    /// sine of its phase for an oscillating one), their rates a, and whether each is held
+    /// at the oscillating modes' bound.
+    #[inline(always)]
+    fn kernel(&self, s: usize, prep: &Prepared, i: usize, d: f32) -> Kernel {
         let ReadShape { modes, cycles, .. } = self.shape;
-        if ch < modes {
-            return 1.0;
+        let c = self.shape.channels();
+        let mut k = Kernel {
+            k: [0.0; MAX_CHANNELS],
+            a: [0.0; MAX_CHANNELS],
+            held: [false; MAX_CHANNELS],
+        };
+        let mut osc = [1f32; MAX_CHANNELS];
+        osc[modes..modes + cycles].copy_from_slice(&prep.cos[i * cycles..(i + 1) * cycles]);
+        osc[modes + cycles..c].copy_from_slice(&prep.sin[i * cycles..(i + 1) * cycles]);
+        let sigma = prep.sigma[i];
+        let rate = &self.rate[s * c..(s + 1) * c];
+        for (ch, ((&r, a), held)) in rate.iter().zip(&mut k.a).zip(&mut k.held).enumerate() {
+            *a = r * sigma;
+            if ch >= modes && *a > CYCLE_MAX_RATE {
+                (*a, *held) = (CYCLE_MAX_RATE, true);
+            }
         }
-        let j = (ch - modes) % cycles;
-        let phase = self.omega[s * cycles + j] * apart;
-        if ch < modes + cycles {
-            phase.cos()
-        } else {
-            phase.sin()
+        for ((k, &a), &o) in k.k[..c].iter_mut().zip(&k.a).zip(&osc) {
+            *k = exp(-a * d) * o;
         }
+        k
     }
+}
 
-    /// Channel `ch`'s decay rate for source `s` at step σ, and whether it is held at the
-    /// oscillating modes' bound.
-    fn rate(&self, s: usize, ch: usize, sigma: f32) -> (f32, bool) {
-        let a = self.rate[s * self.shape.channels() + ch] * sigma;
-        if ch >= self.shape.modes && a > CYCLE_MAX_RATE {
-            (CYCLE_MAX_RATE, true)
-        } else {
-            (a, false)
-        }
-    }
+/// The most channels a read has.
+const MAX_CHANNELS: usize = MAX_KEYED_MODES + 2 * MAX_KEYED_CYCLES;
+
+/// The most places one source has.
+const MAX_PLACES: usize = if MEMORY_EVENTS > ENTITY_EVENTS {
+    MEMORY_EVENTS
+} else {
+    ENTITY_EVENTS
+};
+
+/// What [`Params::prepare`] gives for one source of one candidate: the live places in
+/// order, then per live event (in that order) its step, dσ/dp and phases `[n, cycles]`.
+struct Prepared {
+    live: [usize; MAX_PLACES],
+    n: usize,
+    sigma: [f32; MAX_PLACES],
+    d_sigma: [f32; MAX_PLACES],
+    sin: [f32; MAX_PLACES * MAX_KEYED_CYCLES],
+    cos: [f32; MAX_PLACES * MAX_KEYED_CYCLES],
+}
+
+/// What [`Params::kernel`] gives for one event.
+struct Kernel {
+    k: [f32; MAX_CHANNELS],
+    a: [f32; MAX_CHANNELS],
+    held: [bool; MAX_CHANNELS],
 }
 
 /// Each source's places among a candidate's events.
@@ -212,78 +288,95 @@ const SOURCES: [(usize, usize); 2] = [(0, MEMORY_EVENTS), (MEMORY_EVENTS, ENTITY
 /// Candidates per block of the backward's sums.
 const BLOCK: usize = 256;
 
-/// One candidate's event `j`: its values, its phase and its age; `None` for an empty
-/// place (all values 0), which reads nothing and gets no gradient.
-fn event<'a>(events: &'a [f32], days: &[f32], i: usize, j: usize) -> Option<(&'a [f32], f32, f32)> {
-    let ev = &events[(i * EVENTS + j) * EVENT_DIM..][..EVENT_DIM];
-    let v = &ev[..VALUE_DIM];
-    (!v.iter().all(|&x| x == 0.0)).then(|| (v, ev[WEEK_APART], days[i * EVENTS + j]))
-}
-
 fn forward(p: &Params, events: &[f32], days: &[f32], n: usize) -> Vec<f32> {
-    let c = p.shape.channels();
     let width = p.shape.width();
     let mut out = vec![0f32; n * width];
     out.par_chunks_mut(width.max(1))
-        .enumerate()
-        .for_each(|(i, out)| {
-            for (s, &(first, len)) in SOURCES.iter().enumerate() {
-                let scale = 1.0 / (len as f32).sqrt();
-                for j in first..first + len {
-                    let Some((v, apart, d)) = event(events, days, i, j) else {
-                        continue;
-                    };
-                    let (sigma, _) = p.step(s, v);
-                    for ch in 0..c {
-                        let (a, _) = p.rate(s, ch, sigma);
-                        let k = (-a * d).exp() * p.osc(s, ch, apart) * scale;
-                        let o = &mut out[(s * c + ch) * VALUE_DIM..][..VALUE_DIM];
-                        for (o, x) in o.iter_mut().zip(v) {
-                            *o += k * x;
-                        }
-                    }
-                }
-            }
-        });
+        .zip(events.par_chunks(EVENTS * EVENT_DIM))
+        .zip(days.par_chunks(EVENTS))
+        .for_each(|((out, events), days)| read_one(p, events, days, out));
     out
 }
 
-/// Gradients of one candidate's read, added to `g` (`[2 · C]` log rates, then
-/// `[VALUE_DIM, 2]` weight, then `[2]` bias).
-fn backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32], i: usize, g: &mut [f32]) {
+// One candidate's read (its events `[EVENTS, EVENT_DIM]` and ages `[EVENTS]`) into `out`.
+multiversion!(read_one(p: &Params, events: &[f32], days: &[f32], out: &mut [f32]) {
+    let c = p.shape.channels();
+    for (s, (&(first, len), out)) in SOURCES.iter().zip(out.chunks_exact_mut(c * VALUE_DIM)).enumerate() {
+        let scale = 1.0 / (len as f32).sqrt();
+        let (ev, days) = (&events[first * EVENT_DIM..(first + len) * EVENT_DIM], &days[first..first + len]);
+        let prep = p.prepare(s, ev);
+        // The sums held `[VALUE_DIM, C]` (a value's channels side by side), written out
+        // `[C, VALUE_DIM]`.
+        let mut sum = [[0f32; MAX_CHANNELS]; VALUE_DIM];
+        for (i, &j) in prep.live[..prep.n].iter().enumerate() {
+            let v = &ev[j * EVENT_DIM..j * EVENT_DIM + VALUE_DIM];
+            let mut kernel = p.kernel(s, &prep, i, days[j]);
+            kernel.k[..c].iter_mut().for_each(|k| *k *= scale);
+            for (row, &x) in sum.iter_mut().zip(v) {
+                for (r, &k) in row[..c].iter_mut().zip(&kernel.k) {
+                    *r += k * x;
+                }
+            }
+        }
+        for (ch, o) in out.chunks_exact_mut(VALUE_DIM).enumerate() {
+            for (o, row) in o.iter_mut().zip(&sum) {
+                *o = row[ch];
+            }
+        }
+    }
+});
+
+// Gradients of one candidate's read (its events, ages and output gradient `grad`), added
+// to `g` (`[2 · C]` log rates, then `[VALUE_DIM, 2]` weight, then `[2]` bias).
+multiversion!(backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32], g: &mut [f32]) {
     let c = p.shape.channels();
     let (g_rate, rest) = g.split_at_mut(2 * c);
     let (g_weight, g_bias) = rest.split_at_mut(2 * VALUE_DIM);
-    let grad = &grad[i * p.shape.width()..][..p.shape.width()];
     for (s, &(first, len)) in SOURCES.iter().enumerate() {
         let scale = 1.0 / (len as f32).sqrt();
-        for j in first..first + len {
-            let Some((v, apart, d)) = event(events, days, i, j) else {
-                continue;
-            };
-            let (sigma, d_sigma) = p.step(s, v);
+        let (ev, days) = (&events[first * EVENT_DIM..(first + len) * EVENT_DIM], &days[first..first + len]);
+        let grad = &grad[s * c * VALUE_DIM..(s + 1) * c * VALUE_DIM];
+        let rate = &p.rate[s * c..(s + 1) * c];
+        let g_rate = &mut g_rate[s * c..(s + 1) * c];
+        // The output's gradient held `[VALUE_DIM, C]`, as the forward holds its sums.
+        let mut g_out = [[0f32; MAX_CHANNELS]; VALUE_DIM];
+        for (ch, gv) in grad.chunks_exact(VALUE_DIM).enumerate() {
+            for (row, &g) in g_out.iter_mut().zip(gv) {
+                row[ch] = g;
+            }
+        }
+        let prep = p.prepare(s, ev);
+        for (i, &j) in prep.live[..prep.n].iter().enumerate() {
+            let v = &ev[j * EVENT_DIM..j * EVENT_DIM + VALUE_DIM];
+            let d = days[j];
+            let kernel = p.kernel(s, &prep, i, d);
+            // ĝ_c = Σ_v g_{c,v} · v / √L, every channel at once.
+            let mut g_k = [0f32; MAX_CHANNELS];
+            for (row, &x) in g_out.iter().zip(v) {
+                for (g, &r) in g_k[..c].iter_mut().zip(row) {
+                    *g += r * x;
+                }
+            }
             let mut g_sigma = 0f32;
-            for ch in 0..c {
-                let (a, held) = p.rate(s, ch, sigma);
-                if held {
+            let channels = g_k[..c].iter().zip(g_rate.iter_mut()).zip(rate);
+            for (ch, ((&g_k, g_rate), &r)) in channels.enumerate() {
+                if kernel.held[ch] {
                     continue;
                 }
-                let gv = &grad[(s * c + ch) * VALUE_DIM..][..VALUE_DIM];
-                let g_k = scale * gv.iter().zip(v).map(|(g, x)| g * x).sum::<f32>();
-                let g_a = -d * g_k * (-a * d).exp() * p.osc(s, ch, apart);
-                g_rate[s * c + ch] += g_a * a;
-                g_sigma += g_a * p.rate[s * c + ch];
+                let g_a = -d * (scale * g_k) * kernel.k[ch];
+                *g_rate += g_a * kernel.a[ch];
+                g_sigma += g_a * r;
             }
             if p.shape.selective {
-                let g_pre = g_sigma * d_sigma;
-                for (k, x) in v.iter().enumerate() {
-                    g_weight[k * 2 + s] += g_pre * x;
+                let g_pre = g_sigma * prep.d_sigma[i];
+                for (w, x) in g_weight.chunks_exact_mut(2).zip(v) {
+                    w[s] += g_pre * x;
                 }
                 g_bias[s] += g_pre;
             }
         }
     }
-}
+});
 
 fn backward(p: &Params, events: &[f32], days: &[f32], grad: &[f32], n: usize) -> Vec<f32> {
     let len = 2 * p.shape.channels() + 2 * VALUE_DIM + 2;
@@ -291,8 +384,13 @@ fn backward(p: &Params, events: &[f32], days: &[f32], grad: &[f32], n: usize) ->
         .into_par_iter()
         .map(|b| {
             let mut g = vec![0f32; len];
+            let width = p.shape.width();
             for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
-                backward_one(p, events, days, grad, i, &mut g);
+                let (events, days) = (
+                    &events[i * EVENTS * EVENT_DIM..][..EVENTS * EVENT_DIM],
+                    &days[i * EVENTS..][..EVENTS],
+                );
+                backward_one(p, events, days, &grad[i * width..][..width], &mut g);
             }
             g
         })
