@@ -338,6 +338,10 @@ multiversion!(backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32
         let grad = &grad[s * c * VALUE_DIM..(s + 1) * c * VALUE_DIM];
         let rate = &p.rate[s * c..(s + 1) * c];
         let g_rate = &mut g_rate[s * c..(s + 1) * c];
+        let prep = p.prepare(s, ev);
+        if prep.n == 0 {
+            continue; // no event: nothing read, no gradient
+        }
         // The output's gradient held `[VALUE_DIM, C]`, as the forward holds its sums.
         let mut g_out = [[0f32; MAX_CHANNELS]; VALUE_DIM];
         for (ch, gv) in grad.chunks_exact(VALUE_DIM).enumerate() {
@@ -345,7 +349,6 @@ multiversion!(backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32
                 row[ch] = g;
             }
         }
-        let prep = p.prepare(s, ev);
         for (i, &j) in prep.live[..prep.n].iter().enumerate() {
             let v = &ev[j * EVENT_DIM..j * EVENT_DIM + VALUE_DIM];
             let d = days[j];
