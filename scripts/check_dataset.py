@@ -5,7 +5,8 @@ Usage: python3 scripts/check_dataset.py DATA_DIR
 
 Checks: the manifest matches its own SHA-256; every table opens with pyarrow; row counts
 and SHA-256 match the manifest; the candidates table has the 24 feature columns of
-FEATURES.md in order, each with its clean_ twin; labels are 0/1, relevance lies in
+FEATURES.md in order (unless the manifest says they are rebuilt when read, see
+`ssmkit gen --materialize`), each with its clean_ twin; labels are 0/1, relevance lies in
 [0, 1] and canary roles in 0..8; the turns table names the selector entities; every
 candidate's turn exists.
 Exits non-zero with one line per problem.
@@ -60,8 +61,17 @@ def main(root):
     cands = tables["candidates.parquet"]
     cols = cands.column_names
     feat_cols = [c for c in cols if c in FEATURES]
-    if feat_cols != FEATURES:
+    # A generated world stores the observed (noisy) features only when generated with
+    # `ssmkit gen --materialize`; otherwise ssmkit rebuilds them from the clean ones when
+    # it reads the dataset, and the manifest says so.
+    at_read = (manifest.get("noise") or {}).get("observed_at_read", False)
+    if at_read:
+        if feat_cols or "mask" in cols:
+            problems.append("observed columns stored, but the manifest says they are rebuilt when read")
+    elif feat_cols != FEATURES:
         problems.append(f"candidate feature columns out of order: {feat_cols}")
+    elif "mask" not in cols:
+        problems.append("missing column mask")
     for f in FEATURES:
         if "clean_" + f not in cols:
             problems.append(f"missing column clean_{f}")

@@ -138,6 +138,11 @@ pub struct NoiseRecord {
     pub corruption: f64,
     pub missing: f64,
     pub applied: NoiseCounts,
+    /// The observed feature columns and `mask` are not stored: a reader rebuilds them
+    /// from the clean columns with this noise and each user's noise stream, as `gen`
+    /// drew them (`ssmkit gen --materialize` stores them).
+    #[serde(default)]
+    pub observed_at_read: bool,
 }
 
 /// Counts of what the noise injector did.
@@ -147,6 +152,14 @@ pub struct NoiseCounts {
     pub missing_cells: u64,
     pub corrupted_cells: u64,
     pub flipped_labels: u64,
+}
+
+impl Manifest {
+    /// Whether readers rebuild the observed features from the clean ones
+    /// ([`NoiseRecord::observed_at_read`]).
+    pub fn observed_at_read(&self) -> bool {
+        self.noise.as_ref().is_some_and(|n| n.observed_at_read)
+    }
 }
 
 impl std::ops::AddAssign for NoiseCounts {
@@ -351,6 +364,7 @@ mod tests {
             corruption: 0.0,
             missing: 0.0,
             applied: NoiseCounts::default(),
+            observed_at_read: false,
         });
         m
     }

@@ -318,6 +318,7 @@ impl<'a> Job<'a> {
                     out: data.clone(),
                     force: true,
                     quiet: true,
+                    materialize: false,
                 },
             )?;
         }
@@ -582,6 +583,7 @@ impl<'a> Job<'a> {
                     out: out.clone(),
                     force: true,
                     quiet: true,
+                    materialize: false,
                 },
             )?;
         }

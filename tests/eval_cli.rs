@@ -833,6 +833,7 @@ fn import_lines(dir: &Path, name: &str, lines: &[String]) -> std::path::PathBuf 
             out: out.clone(),
             force: false,
             quiet: true,
+            materialize: false,
         },
     )
     .unwrap();

@@ -822,6 +822,7 @@ fn imported_content_survives_import_train_export_and_predict() {
             out: data_dir.clone(),
             force: false,
             quiet: true,
+            materialize: false,
         },
     )
     .unwrap();

@@ -29,6 +29,7 @@ fn gen_into(config: &Config, dir: &Path) -> PathBuf {
             out: out.clone(),
             force: true,
             quiet: true,
+            materialize: true,
         },
     )
     .unwrap();
@@ -226,6 +227,73 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
     let x = std::fs::read(a.join("candidates.parquet")).unwrap();
     let y = std::fs::read(c.join("candidates.parquet")).unwrap();
     assert!(x != y, "another seed gave the same candidates");
+}
+
+#[test]
+fn observed_features_rebuilt_when_read_equal_the_stored_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(12);
+    config.curriculum.enabled = true;
+    config.noise.missing = 0.02;
+    config.noise.corruption = 0.02;
+    config.noise.label_flip = 0.05;
+    let stored = gen_into(&config, &dir.path().join("stored"));
+    let at_read = dir.path().join("at-read");
+    generate(
+        &config,
+        &GenOptions {
+            out: at_read.clone(),
+            force: false,
+            quiet: true,
+            materialize: false,
+        },
+    )
+    .unwrap();
+    // Without the observed columns the candidates table holds the clean ones only.
+    let c = read(&at_read, "candidates.parquet");
+    for name in FEATURE_NAMES.iter().chain(&["mask"]) {
+        assert!(c.column(name).is_err(), "{name} was stored");
+    }
+    let size = |d: &Path| {
+        std::fs::metadata(d.join("candidates.parquet"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(&at_read) * 2 < size(&stored),
+        "{} bytes against {} stored",
+        size(&at_read),
+        size(&stored)
+    );
+    // Read, the two datasets are the same to the bit: every stage's noise scale, missing
+    // cells, corrupted cells and flipped labels.
+    let a = ssmkit::data::Dataset::load(&stored).unwrap();
+    let b = ssmkit::data::Dataset::load(&at_read).unwrap();
+    assert_eq!(a.users.len(), b.users.len());
+    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let (mut missing, mut noisy) = (0, 0);
+    for (ua, ub) in a.users.iter().zip(&b.users) {
+        assert_eq!(ua.user_id, ub.user_id);
+        assert_eq!(
+            bits(&ua.features),
+            bits(&ub.features),
+            "user {}",
+            ua.user_id
+        );
+        assert_eq!(bits(&ua.missing), bits(&ub.missing));
+        assert_eq!(bits(&ua.labels), bits(&ub.labels));
+        assert_eq!(bits(&ua.clean_features), bits(&ub.clean_features));
+        missing += ub.missing.iter().filter(|&&m| m == 1.0).count();
+        noisy += ub
+            .features
+            .iter()
+            .zip(&ub.clean_features)
+            .filter(|(x, c)| x != c)
+            .count();
+    }
+    assert!(missing > 0 && noisy > 0, "{missing} missing, {noisy} noisy");
+    let stages: std::collections::BTreeSet<u8> = b.users.iter().map(|u| u.stage).collect();
+    assert!(stages.len() > 1, "stages {stages:?}");
 }
 
 #[test]
@@ -945,6 +1013,7 @@ fn jsonl_scenarios_and_sessions_import() {
                 out: out.clone(),
                 force: false,
                 quiet: true,
+                materialize: true,
             },
         );
         (summary, out)

@@ -163,6 +163,10 @@ pub struct GenArgs {
     /// No progress bar
     #[arg(long)]
     pub quiet: bool,
+    /// Store the observed (noisy) feature columns and `mask` too, for readers other
+    /// than ssmkit (by default they are rebuilt from the clean columns when read)
+    #[arg(long, conflicts_with = "import")]
+    pub materialize: bool,
 }
 
 // The flags of `ssmkit train`.

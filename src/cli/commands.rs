@@ -42,8 +42,14 @@ fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
         force,
         import,
         quiet,
+        materialize,
     } = args;
-    let opts = GenOptions { out, force, quiet };
+    let opts = GenOptions {
+        out,
+        force,
+        quiet,
+        materialize,
+    };
     let summary = if let Some(input) = import {
         datagen::import::import(&input, &opts)?
     } else {

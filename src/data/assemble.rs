@@ -8,8 +8,11 @@ use rustc_hash::FxHashMap;
 
 use super::table::{Part, f32s, i32s, i64s, u8s, u16s, u32s};
 use super::{CONTEXT_NAMES, Columns, Dataset, HOP_DIM, UserSeq, bad};
+use crate::config::NoiseConfig;
+use crate::datagen::{Stream, noise, rng_for};
 use crate::error::Result;
 use crate::features::{FEATURE_DIM, FEATURE_NAMES, MAX_HOPS, clean_column};
+use crate::manifest::NoiseRecord;
 
 /// Builds the users of `parts` (rows of the four tables, whole users) into a dataset
 /// like `outline`; rows must come in (user, turn, candidate) order.
@@ -17,10 +20,15 @@ pub(super) fn assemble(outline: &Dataset, parts: [Part; 4], columns: Columns) ->
     let (path, k, embedding_dim) = (&outline.path, outline.k, outline.embedding_dim);
     let [turns, cands, mems, paths] = parts;
     let t = TurnColumns::read(&turns, embedding_dim)?;
-    let c = CandidateColumns::read(&cands, outline, columns.clean)?;
+    let mut c = CandidateColumns::read(&cands, outline, columns.clean)?;
     let content = Content::read(&mems, embedding_dim)?;
     let hops = Hops::read(&paths)?;
     let (mut users, turn_of) = t.users(path)?;
+    if let Some(noise) = outline.manifest.noise.as_ref()
+        && noise.observed_at_read
+    {
+        c.observe(noise, outline.manifest.seed, &users, &cands.file)?;
+    }
     for u in &mut users {
         u.allocate(k, embedding_dim, columns);
     }
@@ -200,6 +208,8 @@ struct CandidateColumns {
     clean_features: Vec<Vec<f32>>,
     mask: Vec<u32>,
     label: Vec<u8>,
+    /// Read only where the observed values are rebuilt ([`CandidateColumns::observe`]).
+    clean_label: Vec<u8>,
     relevance: Vec<f32>,
     memory_slot: Vec<u32>,
     memory_id: Vec<u32>,
@@ -256,18 +266,33 @@ impl CandidateColumns {
                 .map(|n| f32s(cands, &name(n)))
                 .collect()
         };
+        let at_read = outline.manifest.observed_at_read();
+        let rows = label.len();
         Ok(CandidateColumns {
             base: cands.base,
             user: u32s(cands, "user_id")?,
             turn: u32s(cands, "turn_index")?,
             index: u8s(cands, "cand_index")?,
-            features: columns(|n| n.to_string())?,
-            clean_features: if clean {
+            features: if at_read {
+                vec![vec![0.0; rows]; FEATURE_DIM]
+            } else {
+                columns(|n| n.to_string())?
+            },
+            clean_features: if clean || at_read {
                 columns(clean_column)?
             } else {
                 Vec::new()
             },
-            mask: u32s(cands, "mask")?,
+            mask: if at_read {
+                vec![0; rows]
+            } else {
+                u32s(cands, "mask")?
+            },
+            clean_label: if at_read {
+                u8s(cands, "clean_label")?
+            } else {
+                Vec::new()
+            },
             label,
             relevance: f32s(cands, "relevance")?,
             memory_slot,
@@ -278,6 +303,80 @@ impl CandidateColumns {
             hard: u8s(cands, "hard_negative")?,
             path_id: u32s(cands, "path_id")?,
         })
+    }
+
+    /// Rebuilds the observed features and `mask` of every user's rows from the clean
+    /// columns with `noise` and the user's noise stream, as `gen` drew them; the labels
+    /// this draws must equal the stored ones, or the rows are not the ones `gen` wrote.
+    fn observe(
+        &mut self,
+        noise: &NoiseRecord,
+        seed: u64,
+        users: &[UserSeq],
+        file: &std::path::Path,
+    ) -> Result<()> {
+        let stage: FxHashMap<u32, u8> = users.iter().map(|u| (u.user_id, u.stage)).collect();
+        let cfg = NoiseConfig {
+            snr_db: noise.snr_db,
+            label_flip: noise.label_flip,
+            corruption: noise.corruption,
+            missing: noise.missing,
+            calibration_users: noise.calibration_users as u32,
+        };
+        let mut label = Vec::new();
+        let mut start = 0;
+        while start < self.user.len() {
+            let user = self.user[start];
+            let end = start
+                + self.user[start..]
+                    .iter()
+                    .position(|&u| u != user)
+                    .unwrap_or(self.user.len() - start);
+            let s = stage.get(&user).copied().unwrap_or(0);
+            let sigma: [f64; FEATURE_DIM] = noise
+                .sigma_by_stage
+                .get(&s.to_string())
+                .and_then(|v| v.as_slice().try_into().ok())
+                .ok_or_else(|| {
+                    bad(
+                        file,
+                        format!(
+                            "manifest.json has no noise scale of {FEATURE_DIM} columns for stage {s} (user {user})"
+                        ),
+                    )
+                })?;
+            let clean: Vec<&[f32]> = self.clean_features.iter().map(|c| &c[start..end]).collect();
+            let mut feat: Vec<&mut [f32]> = self
+                .features
+                .iter_mut()
+                .map(|c| &mut c[start..end])
+                .collect();
+            label.resize(end - start, 0);
+            let out = noise::Observed {
+                feat: &mut feat,
+                mask: &mut self.mask[start..end],
+                label: &mut label,
+            };
+            let mut rng = rng_for(seed, user, Stream::Noise);
+            noise::observe(
+                &clean,
+                &self.clean_label[start..end],
+                out,
+                &sigma,
+                &cfg,
+                &mut rng,
+            );
+            if label[..] != self.label[start..end] {
+                return Err(bad(
+                    file,
+                    format!(
+                        "the labels of user {user} differ from the ones its noise stream draws: the rows are not the ones `gen` wrote"
+                    ),
+                ));
+            }
+            start = end;
+        }
+        Ok(())
     }
 
     /// The slot of row `r` in turn `ti` of `u`, which it must be the first to take.

@@ -83,11 +83,11 @@ impl DatasetReader {
             }
             if lo > hi { 0..0 } else { lo..hi }
         };
+        let at_read = self.outline.manifest.observed_at_read();
         let mut candidate_columns: Vec<String> = [
             "user_id",
             "turn_index",
             "cand_index",
-            "mask",
             "label",
             "relevance",
             "memory_slot",
@@ -101,8 +101,13 @@ impl DatasetReader {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        candidate_columns.extend(FEATURE_NAMES.iter().map(|s| s.to_string()));
-        if columns.clean {
+        if at_read {
+            candidate_columns.push("clean_label".to_string());
+        } else {
+            candidate_columns.push("mask".to_string());
+            candidate_columns.extend(FEATURE_NAMES.iter().map(|s| s.to_string()));
+        }
+        if columns.clean || at_read {
             candidate_columns.extend(FEATURE_NAMES.iter().map(|n| clean_column(n)));
         }
         let candidate_columns: Vec<&str> = candidate_columns.iter().map(|s| s.as_str()).collect();

@@ -350,7 +350,11 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
     let candidates = t.candidates.user_id.len() as u64;
     let memories = t.memories.user_id.len() as u64;
     let path_hops = t.paths.user_id.len() as u64;
-    let mut writers = Writers::new(&staged.tmp, polars::prelude::ParquetCompression::Zstd(None));
+    let mut writers = Writers::new(
+        &staged.tmp,
+        polars::prelude::ParquetCompression::Zstd(None),
+        true,
+    );
     writers.write(t, dim)?;
     let files = writers.finish(dim)?;
     let counts = Counts {

@@ -68,32 +68,64 @@ pub fn apply(
     cfg: &NoiseConfig,
     rng: &mut ChaCha8Rng,
 ) -> NoiseCounts {
+    let clean: Vec<&[f32]> = c.clean.iter().map(|v| v.as_slice()).collect();
+    let mut feat: Vec<&mut [f32]> = c.feat.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let out = Observed {
+        feat: &mut feat,
+        mask: &mut c.mask,
+        label: &mut c.label,
+    };
+    observe(&clean, &c.clean_label, out, sigma, cfg, rng)
+}
+
+/// Where [`observe`] writes one user's observed values, each of the user's rows long.
+pub struct Observed<'a, 'b> {
+    /// `[FEATURE_DIM][rows]` observed features.
+    pub feat: &'a mut [&'b mut [f32]],
+    /// Bit d set: feature d is missing (its value is 0).
+    pub mask: &'a mut [u32],
+    pub label: &'a mut [u8],
+}
+
+/// One user's observed features, missing flags and labels from its clean columns
+/// (`clean[d][row]`, `clean_label[row]`), drawing from `rng` row by row. `gen` calls it
+/// with the user's noise stream; a reader of a dataset whose observed columns were not
+/// stored calls it with the same stream and gets the same values.
+pub fn observe(
+    clean: &[&[f32]],
+    clean_label: &[u8],
+    out: Observed,
+    sigma: &[f64; FEATURE_DIM],
+    cfg: &NoiseConfig,
+    rng: &mut ChaCha8Rng,
+) -> NoiseCounts {
     let mut counts = NoiseCounts::default();
-    let rows = c.label.len();
+    let rows = clean_label.len();
+    out.mask.fill(0);
     for r in 0..rows {
         for (d, &sd) in sigma.iter().enumerate() {
             if cfg.missing > 0.0 && rng.random_bool(cfg.missing) {
-                c.feat[d][r] = 0.0;
-                c.mask[r] |= 1 << d;
+                out.feat[d][r] = 0.0;
+                out.mask[r] |= 1 << d;
                 counts.missing_cells += 1;
                 continue;
             }
-            let mut x = c.clean[d][r];
+            let mut x = clean[d][r];
             if cfg.corruption > 0.0 && rng.random_bool(cfg.corruption) {
-                x = c.clean[d][rng.random_range(0..rows)];
+                x = clean[d][rng.random_range(0..rows)];
                 counts.corrupted_cells += 1;
             }
             if sd > 0.0 {
                 let z: f64 = StandardNormal.sample(rng);
                 x += (sd * z) as f32;
             }
-            c.feat[d][r] = x;
+            out.feat[d][r] = x;
         }
         if cfg.label_flip > 0.0 && rng.random_bool(cfg.label_flip) {
-            c.label[r] = 1 - c.clean_label[r];
+            out.label[r] = 1 - clean_label[r];
             counts.flipped_labels += 1;
         } else {
-            c.label[r] = c.clean_label[r];
+            out.label[r] = clean_label[r];
         }
     }
     counts

@@ -277,7 +277,9 @@ impl Turns {
 }
 
 impl Candidates {
-    pub fn into_frame(self) -> PolarsResult<DataFrame> {
+    /// The table as written; without `observed`, the observed feature columns and `mask`
+    /// are left out (readers rebuild them, [`crate::manifest::NoiseRecord`]).
+    pub fn into_frame(self, observed: bool) -> PolarsResult<DataFrame> {
         let mut cols = vec![
             col::<UInt32Type>("user_id", self.user_id),
             col::<UInt32Type>("turn_index", self.turn_index),
@@ -289,14 +291,18 @@ impl Candidates {
             col::<UInt8Type>("canary_role", self.canary_role),
         ];
         let [feat, clean] = [self.feat, self.clean];
-        for (d, v) in feat.into_iter().enumerate() {
-            cols.push(col::<Float32Type>(FEATURE_NAMES[d], v));
+        if observed {
+            for (d, v) in feat.into_iter().enumerate() {
+                cols.push(col::<Float32Type>(FEATURE_NAMES[d], v));
+            }
         }
         for (d, v) in clean.into_iter().enumerate() {
             cols.push(col::<Float32Type>(&clean_column(FEATURE_NAMES[d]), v));
         }
+        if observed {
+            cols.push(col::<UInt32Type>("mask", self.mask));
+        }
         cols.extend([
-            col::<UInt32Type>("mask", self.mask),
             col::<UInt8Type>("label", self.label),
             col::<UInt8Type>("clean_label", self.clean_label),
             col::<Float32Type>("relevance", self.relevance),

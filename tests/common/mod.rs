@@ -55,6 +55,7 @@ pub fn gen_tiny(c: &Config, out: &Path) -> PathBuf {
             out: out.to_path_buf(),
             force: true,
             quiet: true,
+            materialize: false,
         },
     )
     .unwrap();
