@@ -365,33 +365,6 @@ fn bad_input_is_one_clear_error_and_overwrites_nothing() {
             "{err}"
         );
     }
-    // A stored label that the user's noise stream did not draw: the observed features
-    // rebuilt when read would not be the ones `gen` drew.
-    {
-        use polars::prelude::*;
-        let relabelled = copy_dataset(&data, &dir.path().join("relabelled"));
-        let table = "candidates.parquet";
-        let file = std::fs::File::open(relabelled.join(table)).unwrap();
-        let mut df = ParquetReader::new(file).finish().unwrap();
-        let mut v: Vec<u8> = df
-            .column("label")
-            .unwrap()
-            .u8()
-            .unwrap()
-            .into_no_null_iter()
-            .collect();
-        v[7] = 1 - v[7];
-        df.replace("label", Series::new("label".into(), v).into_column())
-            .unwrap();
-        let file = std::fs::File::create(relabelled.join(table)).unwrap();
-        ParquetWriter::new(file).finish(&mut df).unwrap();
-        reseal(&relabelled, table);
-        let err = refused(
-            relabelled.to_str().unwrap(),
-            dir.path().join("r7").to_str().unwrap(),
-        );
-        assert!(err.contains("noise stream"), "{err}");
-    }
     // An empty training split: sessions that all fall at one instant leave no turn before
     // the validation cut-off.
     let v17: Vec<f64> = vec![0.5; 17];

@@ -208,8 +208,6 @@ struct CandidateColumns {
     clean_features: Vec<Vec<f32>>,
     mask: Vec<u32>,
     label: Vec<u8>,
-    /// Read only where the observed values are rebuilt ([`CandidateColumns::observe`]).
-    clean_label: Vec<u8>,
     relevance: Vec<f32>,
     memory_slot: Vec<u32>,
     memory_id: Vec<u32>,
@@ -288,11 +286,6 @@ impl CandidateColumns {
             } else {
                 u32s(cands, "mask")?
             },
-            clean_label: if at_read {
-                u8s(cands, "clean_label")?
-            } else {
-                Vec::new()
-            },
             label,
             relevance: f32s(cands, "relevance")?,
             memory_slot,
@@ -305,9 +298,9 @@ impl CandidateColumns {
         })
     }
 
-    /// Rebuilds the observed features and `mask` of every user's rows from the clean
-    /// columns with `noise` and the user's noise stream, as `gen` drew them; the labels
-    /// this draws must equal the stored ones, or the rows are not the ones `gen` wrote.
+    /// Rebuilds the observed features and `mask` of every user's rows (all of them: a
+    /// read holds whole users) from the clean columns with `noise` and the user's
+    /// feature-noise stream, as `gen` drew them.
     fn observe(
         &mut self,
         noise: &NoiseRecord,
@@ -323,7 +316,6 @@ impl CandidateColumns {
             missing: noise.missing,
             calibration_users: noise.calibration_users as u32,
         };
-        let mut label = Vec::new();
         let mut start = 0;
         while start < self.user.len() {
             let user = self.user[start];
@@ -351,29 +343,9 @@ impl CandidateColumns {
                 .iter_mut()
                 .map(|c| &mut c[start..end])
                 .collect();
-            label.resize(end - start, 0);
-            let out = noise::Observed {
-                feat: &mut feat,
-                mask: &mut self.mask[start..end],
-                label: &mut label,
-            };
+            let mask = &mut self.mask[start..end];
             let mut rng = rng_for(seed, user, Stream::Noise);
-            noise::observe(
-                &clean,
-                &self.clean_label[start..end],
-                out,
-                &sigma,
-                &cfg,
-                &mut rng,
-            );
-            if label[..] != self.label[start..end] {
-                return Err(bad(
-                    file,
-                    format!(
-                        "the labels of user {user} differ from the ones its noise stream draws: the rows are not the ones `gen` wrote"
-                    ),
-                ));
-            }
+            noise::observe(&clean, &mut feat, mask, &sigma, &cfg, &mut rng);
             start = end;
         }
         Ok(())

@@ -101,9 +101,7 @@ impl DatasetReader {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if at_read {
-            candidate_columns.push("clean_label".to_string());
-        } else {
+        if !at_read {
             candidate_columns.push("mask".to_string());
             candidate_columns.extend(FEATURE_NAMES.iter().map(|s| s.to_string()));
         }

@@ -44,6 +44,8 @@ pub enum Stream {
     Noise = 4,
     /// Per-user canary parameters (the cycle's peak).
     Roles = 5,
+    /// Label flips (the feature noise is [`Stream::Noise`], drawn again when read).
+    Labels = 6,
 }
 
 /// The random stream `stream` of user `user` under `seed`.
@@ -218,6 +220,7 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
             let mut out = Writers::new(&dir, compression, opts.materialize);
             for users in recv {
                 let mut merged = Tables::default();
+                merged.reserve_for(&users);
                 for t in &users {
                     merged.extend(t);
                 }
@@ -247,8 +250,12 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
                 .zip(&specs[start..end])
                 .map(|(t, spec)| {
                     let sigma = noise::sigma_for(&variance, user_snr(config, spec));
-                    let mut rng = rng_for(config.seed, spec.user_id, Stream::Noise);
-                    noise::apply(&mut t.candidates, &sigma, &config.noise, &mut rng)
+                    let streams = [
+                        &mut rng_for(config.seed, spec.user_id, Stream::Noise),
+                        &mut rng_for(config.seed, spec.user_id, Stream::Labels),
+                    ];
+                    let features = opts.materialize;
+                    noise::apply(&mut t.candidates, &sigma, &config.noise, features, streams)
                 })
                 .collect();
             for (t, nc) in users.iter().zip(noise_counts) {

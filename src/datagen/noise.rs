@@ -61,72 +61,90 @@ pub fn measured_snr_db(clean: &[f32], observed: &[f32]) -> Option<f64> {
 
 pub use crate::manifest::NoiseCounts;
 
-/// Applies noise to one user's candidates in place.
+/// Applies noise to one user's candidates in place: labels flipped from `labels`, and,
+/// with `features`, the observed features and `mask` drawn from `features`. Without it
+/// they are left as they are (readers rebuild them, [`observe`]), and counted only where
+/// a cell can be missing or corrupted.
 pub fn apply(
     c: &mut Candidates,
     sigma: &[f64; FEATURE_DIM],
     cfg: &NoiseConfig,
-    rng: &mut ChaCha8Rng,
+    features: bool,
+    streams: [&mut ChaCha8Rng; 2],
 ) -> NoiseCounts {
-    let clean: Vec<&[f32]> = c.clean.iter().map(|v| v.as_slice()).collect();
-    let mut feat: Vec<&mut [f32]> = c.feat.iter_mut().map(|v| v.as_mut_slice()).collect();
-    let out = Observed {
-        feat: &mut feat,
-        mask: &mut c.mask,
-        label: &mut c.label,
+    let [feature_rng, label_rng] = streams;
+    let flipped_labels = flip_labels(&c.clean_label, &mut c.label, cfg.label_flip, label_rng);
+    let mut counts = NoiseCounts {
+        flipped_labels,
+        ..Default::default()
     };
-    observe(&clean, &c.clean_label, out, sigma, cfg, rng)
+    if features || cfg.missing > 0.0 || cfg.corruption > 0.0 {
+        let rows = c.clean_label.len();
+        for f in &mut c.feat {
+            f.resize(rows, 0.0);
+        }
+        let clean: Vec<&[f32]> = c.clean.iter().map(|v| v.as_slice()).collect();
+        let mut feat: Vec<&mut [f32]> = c.feat.iter_mut().map(|v| v.as_mut_slice()).collect();
+        let (missing, corrupted) = observe(&clean, &mut feat, &mut c.mask, sigma, cfg, feature_rng);
+        counts.missing_cells = missing;
+        counts.corrupted_cells = corrupted;
+        if !features {
+            c.feat = Default::default();
+        }
+    }
+    counts
 }
 
-/// Where [`observe`] writes one user's observed values, each of the user's rows long.
-pub struct Observed<'a, 'b> {
-    /// `[FEATURE_DIM][rows]` observed features.
-    pub feat: &'a mut [&'b mut [f32]],
-    /// Bit d set: feature d is missing (its value is 0).
-    pub mask: &'a mut [u32],
-    pub label: &'a mut [u8],
+/// One user's observed labels: each clean one flipped with probability `p`. Returns the
+/// number flipped.
+pub fn flip_labels(clean: &[u8], label: &mut [u8], p: f64, rng: &mut ChaCha8Rng) -> u64 {
+    let mut flipped = 0;
+    for (l, &c) in label.iter_mut().zip(clean) {
+        *l = if p > 0.0 && rng.random_bool(p) {
+            flipped += 1;
+            1 - c
+        } else {
+            c
+        };
+    }
+    flipped
 }
 
-/// One user's observed features, missing flags and labels from its clean columns
-/// (`clean[d][row]`, `clean_label[row]`), drawing from `rng` row by row. `gen` calls it
-/// with the user's noise stream; a reader of a dataset whose observed columns were not
-/// stored calls it with the same stream and gets the same values.
+/// One user's observed features (`feat[d][row]`) and missing flags (`mask[row]`, bit d
+/// set: feature d is missing and 0) from its clean features (`clean[d][row]`), drawing
+/// from `rng` row by row. `gen` calls it with the user's feature-noise stream; a reader of
+/// a dataset whose observed columns were not stored calls it with the same stream and
+/// gets the same values. Returns the numbers of missing and corrupted cells.
 pub fn observe(
     clean: &[&[f32]],
-    clean_label: &[u8],
-    out: Observed,
+    feat: &mut [&mut [f32]],
+    mask: &mut [u32],
     sigma: &[f64; FEATURE_DIM],
     cfg: &NoiseConfig,
     rng: &mut ChaCha8Rng,
-) -> NoiseCounts {
-    let mut counts = NoiseCounts::default();
-    let rows = clean_label.len();
-    out.mask.fill(0);
+) -> (u64, u64) {
+    let (mut missing, mut corrupted) = (0, 0);
+    let rows = mask.len();
+    mask.fill(0);
     for r in 0..rows {
         for (d, &sd) in sigma.iter().enumerate() {
             if cfg.missing > 0.0 && rng.random_bool(cfg.missing) {
-                out.feat[d][r] = 0.0;
-                out.mask[r] |= 1 << d;
-                counts.missing_cells += 1;
+                feat[d][r] = 0.0;
+                mask[r] |= 1 << d;
+                missing += 1;
                 continue;
             }
             let mut x = clean[d][r];
             if cfg.corruption > 0.0 && rng.random_bool(cfg.corruption) {
                 x = clean[d][rng.random_range(0..rows)];
-                counts.corrupted_cells += 1;
+                corrupted += 1;
             }
             if sd > 0.0 {
                 let z: f64 = StandardNormal.sample(rng);
                 x += (sd * z) as f32;
             }
-            out.feat[d][r] = x;
-        }
-        if cfg.label_flip > 0.0 && rng.random_bool(cfg.label_flip) {
-            out.label[r] = 1 - clean_label[r];
-            counts.flipped_labels += 1;
-        } else {
-            out.label[r] = clean_label[r];
+            feat[d][r] = x;
         }
     }
-    counts
+    (missing, corrupted)
 }

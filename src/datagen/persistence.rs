@@ -74,7 +74,7 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
             c.memory_slot.push(m % config.world.memory_slots);
             c.path_id.push(m);
             c.canary_role.push(0);
-            c.push_features(&d.x);
+            c.push_clean(&d.x);
             c.mask.push(0);
             c.label.push(label);
             c.clean_label.push(label);

@@ -88,7 +88,7 @@ pub fn simulate(config: &Config, spec: &UserSpec, rng: &mut ChaCha8Rng) -> Table
         c.memory_slot.push(i as u32 % config.world.memory_slots);
         c.path_id.push(i as u32);
         c.canary_role.push(0);
-        c.push_features(x);
+        c.push_clean(x);
         c.mask.push(0);
         c.label.push(labels[i]);
         c.clean_label.push(labels[i]);

@@ -82,7 +82,8 @@ pub struct Candidates {
     pub path_id: Vec<u32>,
     /// The memory's part in a contract canary ([`crate::canary::Role`] code, 0 = none).
     pub canary_role: Vec<u8>,
-    /// Observed (noisy) features, column-major: `feat[d][row]`.
+    /// Observed (noisy) features, column-major: `feat[d][row]`; empty until the noise pass
+    /// draws them, and left empty where readers rebuild them.
     pub feat: [Vec<f32>; FEATURE_DIM],
     pub clean: [Vec<f32>; FEATURE_DIM],
     /// Bit d set: feature d is missing (its value is 0).
@@ -135,11 +136,39 @@ pub struct Tables {
 }
 
 impl Candidates {
-    /// Pushes one row's features as both the observed and the clean values (the noise
-    /// pass rewrites the observed ones).
+    /// Room for `rows` more rows in every column.
+    pub fn reserve(&mut self, rows: usize) {
+        self.user_id.reserve(rows);
+        self.turn_index.reserve(rows);
+        self.cand_index.reserve(rows);
+        self.memory_id.reserve(rows);
+        self.entity_id.reserve(rows);
+        self.memory_slot.reserve(rows);
+        self.path_id.reserve(rows);
+        self.canary_role.reserve(rows);
+        for c in &mut self.clean {
+            c.reserve(rows);
+        }
+        self.mask.reserve(rows);
+        self.label.reserve(rows);
+        self.clean_label.reserve(rows);
+        self.relevance.reserve(rows);
+        self.canary.reserve(rows);
+        self.hard_negative.reserve(rows);
+    }
+
+    /// Pushes one row's features as both the observed and the clean values (imported
+    /// data, which has no clean truth).
     pub fn push_features(&mut self, x: &[f32; FEATURE_DIM]) {
         for (d, &v) in x.iter().enumerate() {
             self.feat[d].push(v);
+            self.clean[d].push(v);
+        }
+    }
+
+    /// Pushes one row's clean features (the noise pass draws the observed ones).
+    pub fn push_clean(&mut self, x: &[f32; FEATURE_DIM]) {
+        for (d, &v) in x.iter().enumerate() {
             self.clean[d].push(v);
         }
     }
@@ -150,6 +179,19 @@ fn append<T: Clone>(a: &mut Vec<T>, b: &[T]) {
 }
 
 impl Tables {
+    /// Room in every column of the candidates table for the rows of `parts`, so that
+    /// appending them moves each value once.
+    pub fn reserve_for(&mut self, parts: &[Tables]) {
+        let c = &mut self.candidates;
+        let rows: usize = parts.iter().map(|t| t.candidates.user_id.len()).sum();
+        c.reserve(rows);
+        if parts.iter().any(|t| !t.candidates.feat[0].is_empty()) {
+            for f in &mut c.feat {
+                f.reserve(rows);
+            }
+        }
+    }
+
     /// Appends another user's rows (users are appended in id order).
     pub fn extend(&mut self, o: &Tables) {
         let (t, ot) = (&mut self.turns, &o.turns);

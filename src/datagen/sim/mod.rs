@@ -7,7 +7,7 @@
 //! canary memories follow their planted rule exactly, so each canary's effect is visible
 //! in the clean ground truth with a known strength.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::f64::consts::TAU;
 
 use rand::RngExt;
@@ -50,11 +50,11 @@ struct Written<'a> {
 /// Per-user simulation state beyond the world.
 struct State {
     /// BFS tree per focal entity: parent and the edge used, `u32::MAX` if unreached.
-    bfs: HashMap<u32, Vec<(u32, Edge)>>,
+    bfs: FxHashMap<u32, Vec<(u32, Edge)>>,
     /// Path id per (focal entity, memory).
-    path_ids: HashMap<(u32, u32), u32>,
+    path_ids: FxHashMap<(u32, u32), u32>,
     /// Path feedback per (focal entity, target entity): (successes, trials).
-    feedback: HashMap<(u32, u32), (f32, f32)>,
+    feedback: FxHashMap<(u32, u32), (f32, f32)>,
     burst_entity: u32,
     burst_left: u32,
     post_burst_left: u32,
@@ -103,9 +103,9 @@ pub fn simulate(
         world: &mut world,
         rng,
         state: State {
-            bfs: HashMap::new(),
-            path_ids: HashMap::new(),
-            feedback: HashMap::new(),
+            bfs: FxHashMap::default(),
+            path_ids: FxHashMap::default(),
+            feedback: FxHashMap::default(),
             burst_entity: 0,
             burst_left: 0,
             post_burst_left: 0,
@@ -114,6 +114,10 @@ pub fn simulate(
         },
         out: Tables::default(),
     };
+    // Every turn writes K candidate rows: their columns grow once.
+    sim.out
+        .candidates
+        .reserve(spec.turns as usize * config.candidates.k as usize);
     sim.plant_chain(&slots);
     for (i, slot) in slots.iter().enumerate() {
         if slot.turn_in_session == 0 {
@@ -637,7 +641,7 @@ impl Sim<'_> {
             c.memory_slot.push(memory_id % cfg.world.memory_slots);
             c.canary_role.push(role.code());
             c.path_id.push(path_ids[i]);
-            c.push_features(x);
+            c.push_clean(x);
             c.mask.push(0);
             c.label.push(labels[i]);
             c.clean_label.push(labels[i]);

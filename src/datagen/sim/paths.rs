@@ -6,7 +6,9 @@ use crate::datagen::world::Edge;
 use crate::features::{HopType, MAX_HOPS};
 
 impl Sim<'_> {
-    fn bfs(&mut self, from: u32) -> &Vec<(u32, Edge)> {
+    /// Makes sure the breadth-first tree from `from` is computed (`state.bfs[&from]`: each
+    /// entity's parent and the edge to it).
+    fn bfs(&mut self, from: u32) {
         let world = &*self.world;
         self.state.bfs.entry(from).or_insert_with(|| {
             let none = Edge {
@@ -31,7 +33,7 @@ impl Sim<'_> {
                 }
             }
             parent
-        })
+        });
     }
 
     /// The traversal path from the focal entity to memory `m`, its path id, and the path
@@ -45,7 +47,8 @@ impl Sim<'_> {
         let mut hops: Vec<(HopType, f32, f32, u8, f32)> = vec![(HopType::Entity, 1.0, 0.0, 0, 1.0)];
         let mut entity_hops = 0usize;
         if entity != focal {
-            let parent = self.bfs(focal).clone();
+            self.bfs(focal);
+            let parent = &self.state.bfs[&focal];
             if parent[entity as usize].0 == u32::MAX {
                 let crossing = (self.world.entities[focal as usize].community
                     != self.world.entities[entity as usize].community)
