@@ -60,6 +60,9 @@ struct State {
     post_burst_left: u32,
     prev_primary: Option<u32>,
     prev_focal: [Option<u32>; 2],
+    /// The mixer's weight of every ordinary entity at one instant (a turn draws several
+    /// entities at its time); entities never change once the world is made.
+    mixer: (i64, Vec<f64>),
 }
 
 /// Turn-level context shared by all candidates of a turn.
@@ -111,6 +114,7 @@ pub fn simulate(
             post_burst_left: 0,
             prev_primary: None,
             prev_focal: [None, None],
+            mixer: (i64::MIN, Vec::new()),
         },
         out: Tables::default(),
     };
@@ -257,22 +261,25 @@ impl Sim<'_> {
 
     fn draw_mixer_entity(&mut self, ts: i64, exclude: Option<u32>) -> u32 {
         let n = self.world.n_entities() as u32;
-        let hour = calendar::hour(ts);
-        let weekday = calendar::weekday(ts);
-        let day = ts as f64 / 86_400.0;
-        let weights: Vec<f64> = (roles::FIRST_ORDINARY..n)
-            .map(|e| {
-                if Some(e) == exclude {
-                    0.0
-                } else {
-                    self.mixer_weight(e, hour, weekday, day)
-                }
-            })
-            .collect();
-        let total: f64 = weights.iter().sum();
+        let ordinary = (n - roles::FIRST_ORDINARY) as usize;
+        if self.state.mixer.0 != ts || self.state.mixer.1.len() != ordinary {
+            let hour = calendar::hour(ts);
+            let weekday = calendar::weekday(ts);
+            let day = ts as f64 / 86_400.0;
+            let weights = (roles::FIRST_ORDINARY..n)
+                .map(|e| self.mixer_weight(e, hour, weekday, day))
+                .collect();
+            self.state.mixer = (ts, weights);
+        }
+        let skip = exclude.map_or(usize::MAX, |e| {
+            (e as usize).wrapping_sub(roles::FIRST_ORDINARY as usize)
+        });
+        let weight = |(i, &w): (usize, &f64)| if i == skip { 0.0 } else { w };
+        let weights = &self.state.mixer.1;
+        let total: f64 = weights.iter().enumerate().map(weight).sum();
         let mut x = self.rng.random_range(0.0..total);
-        for (i, w) in weights.iter().enumerate() {
-            if x < *w {
+        for (i, w) in weights.iter().enumerate().map(|p| (p.0, weight(p))) {
+            if x < w {
                 return roles::FIRST_ORDINARY + i as u32;
             }
             x -= w;
