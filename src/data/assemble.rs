@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::table::{Part, f32s, i32s, i64s, u8s, u16s, u32s};
@@ -300,7 +301,7 @@ impl CandidateColumns {
 
     /// Rebuilds the observed features and `mask` of every user's rows (all of them: a
     /// read holds whole users) from the clean columns with `noise` and the user's
-    /// feature-noise stream, as `gen` drew them.
+    /// feature-noise stream, as `gen` drew them; users in parallel.
     fn observe(
         &mut self,
         noise: &NoiseRecord,
@@ -316,16 +317,17 @@ impl CandidateColumns {
             missing: noise.missing,
             calibration_users: noise.calibration_users as u32,
         };
+        // Each user's rows and noise scale.
+        let mut runs: Vec<(usize, u32, [f64; FEATURE_DIM])> = Vec::new();
         let mut start = 0;
         while start < self.user.len() {
             let user = self.user[start];
-            let end = start
-                + self.user[start..]
-                    .iter()
-                    .position(|&u| u != user)
-                    .unwrap_or(self.user.len() - start);
+            let rows = self.user[start..]
+                .iter()
+                .position(|&u| u != user)
+                .unwrap_or(self.user.len() - start);
             let s = stage.get(&user).copied().unwrap_or(0);
-            let sigma: [f64; FEATURE_DIM] = noise
+            let sigma = noise
                 .sigma_by_stage
                 .get(&s.to_string())
                 .and_then(|v| v.as_slice().try_into().ok())
@@ -337,17 +339,38 @@ impl CandidateColumns {
                         ),
                     )
                 })?;
-            let clean: Vec<&[f32]> = self.clean_features.iter().map(|c| &c[start..end]).collect();
-            let mut feat: Vec<&mut [f32]> = self
-                .features
-                .iter_mut()
-                .map(|c| &mut c[start..end])
-                .collect();
-            let mask = &mut self.mask[start..end];
-            let mut rng = rng_for(seed, user, Stream::Noise);
-            noise::observe(&clean, &mut feat, mask, &sigma, &cfg, &mut rng);
-            start = end;
+            runs.push((rows, user, sigma));
+            start += rows;
         }
+        // Each user's part of every column, to fill in parallel.
+        type Part<'a> = (Vec<&'a [f32]>, Vec<&'a mut [f32]>, &'a mut [u32]);
+        let mut parts: Vec<Part> = Vec::with_capacity(runs.len());
+        let mut mask: &mut [u32] = &mut self.mask;
+        for &(rows, _, _) in &runs {
+            let (head, tail) = std::mem::take(&mut mask).split_at_mut(rows);
+            parts.push((
+                Vec::with_capacity(FEATURE_DIM),
+                Vec::with_capacity(FEATURE_DIM),
+                head,
+            ));
+            mask = tail;
+        }
+        for (clean, feat) in self.clean_features.iter().zip(&mut self.features) {
+            let (mut clean, mut feat): (&[f32], &mut [f32]) = (clean, feat);
+            for (part, &(rows, _, _)) in parts.iter_mut().zip(&runs) {
+                let (c, rest) = clean.split_at(rows);
+                let (f, rest_f) = std::mem::take(&mut feat).split_at_mut(rows);
+                part.0.push(c);
+                part.1.push(f);
+                (clean, feat) = (rest, rest_f);
+            }
+        }
+        parts.into_par_iter().zip(&runs).for_each(
+            |((clean, mut feat, mask), &(_, user, sigma))| {
+                let mut rng = rng_for(seed, user, Stream::Noise);
+                noise::observe(&clean, &mut feat, mask, &sigma, &cfg, &mut rng);
+            },
+        );
         Ok(())
     }
 
