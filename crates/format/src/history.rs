@@ -6,7 +6,7 @@
 //! Everything here is plain arithmetic on ids and timestamps: training batches, `eval` and
 //! the runtime call the same code, so their features agree exactly.
 
-use std::collections::HashMap;
+use crate::IdMap;
 
 /// Per-candidate history features, in this order.
 pub const HISTORY_NAMES: [&str; 8] = [
@@ -55,7 +55,7 @@ pub struct Entry {
 pub struct Table {
     /// Turns folded in so far.
     pub turns: u32,
-    entries: HashMap<u64, Entry>,
+    entries: IdMap<Entry>,
 }
 
 fn days(seconds: i64) -> f64 {
@@ -205,7 +205,7 @@ impl Table {
                 b.len()
             ));
         }
-        let mut entries = HashMap::with_capacity(n);
+        let mut entries = IdMap::with_capacity_and_hasher(n, Default::default());
         for i in 0..n {
             let at = 8 + i * ENTRY_BYTES;
             let e = Entry {

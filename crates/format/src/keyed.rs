@@ -14,7 +14,7 @@
 //! through learned decaying and oscillating modes; training, `eval` and the runtime call
 //! the same code, so what they read agrees exactly.
 
-use std::collections::HashMap;
+use crate::IdMap;
 
 /// Events a memory keeps.
 pub const MEMORY_EVENTS: usize = 8;
@@ -163,8 +163,8 @@ impl<const N: usize> PartialEq for Slot<N> {
 pub struct Log {
     /// Turns folded in so far.
     pub turns: u32,
-    memory: HashMap<u64, Slot<MEMORY_EVENTS>>,
-    entity: HashMap<u64, Slot<ENTITY_EVENTS>>,
+    memory: IdMap<Slot<MEMORY_EVENTS>>,
+    entity: IdMap<Slot<ENTITY_EVENTS>>,
 }
 
 /// One shown candidate, as [`Log::observe`] takes it.
@@ -176,13 +176,13 @@ pub struct Shown {
     pub log_age: f32,
 }
 
-fn push<const N: usize>(map: &mut HashMap<u64, Slot<N>>, key: u64, turn: u32, e: Event) {
+fn push<const N: usize>(map: &mut IdMap<Slot<N>>, key: u64, turn: u32, e: Event) {
     let slot = map.entry(key).or_default();
     slot.written = turn;
     slot.push(e);
 }
 
-fn forget<const N: usize>(map: &mut HashMap<u64, Slot<N>>) {
+fn forget<const N: usize>(map: &mut IdMap<Slot<N>>) {
     if map.len() <= MAX_KEYS {
         return;
     }
@@ -316,7 +316,7 @@ impl Log {
 }
 
 /// One map of the log as [`Log::write`] lays it out.
-fn write_slots<const N: usize>(map: &HashMap<u64, Slot<N>>, out: &mut Vec<u8>) {
+fn write_slots<const N: usize>(map: &IdMap<Slot<N>>, out: &mut Vec<u8>) {
     out.extend_from_slice(&(map.len() as u32).to_le_bytes());
     let mut keys: Vec<&u64> = map.keys().collect();
     keys.sort_unstable();
@@ -339,12 +339,12 @@ fn write_slots<const N: usize>(map: &HashMap<u64, Slot<N>>, out: &mut Vec<u8>) {
 }
 
 /// One map of [`Log::write`]'s bytes (of slots of at most `N` events), in a log of `turns`.
-fn read_slots<const N: usize>(c: &mut Cursor, turns: u32) -> Result<HashMap<u64, Slot<N>>, String> {
+fn read_slots<const N: usize>(c: &mut Cursor, turns: u32) -> Result<IdMap<Slot<N>>, String> {
     let n = c.u32()? as usize;
     if n > MAX_KEYS {
         return Err(format!("a keyed log of {n} keys is over {MAX_KEYS}"));
     }
-    let mut map = HashMap::with_capacity(n);
+    let mut map = IdMap::with_capacity_and_hasher(n, Default::default());
     for _ in 0..n {
         let key = c.u64()?;
         let written = c.u32()?;

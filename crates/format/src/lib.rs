@@ -12,3 +12,8 @@ pub mod names;
 pub mod quant;
 pub mod relative;
 pub mod simd;
+
+/// A map from a memory's or an entity's id, as a user's history table and keyed log keep
+/// them: looked up once per candidate per turn, so hashed with foldhash rather than
+/// SipHash (still seeded at random per process, so ids chosen to collide cannot be).
+pub type IdMap<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
