@@ -21,19 +21,22 @@ fn small_config(users: u32) -> Config {
     c
 }
 
+/// Generates `config` into a directory of `dir` named after it, the observed columns
+/// stored (these tests read them with polars).
 fn gen_into(config: &Config, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{}-{}", config.name, config.seed));
-    generate(
-        config,
-        &GenOptions {
-            out: out.clone(),
-            force: true,
-            quiet: true,
-            materialize: true,
-        },
-    )
-    .unwrap();
+    gen_to(config, &out, true);
     out
+}
+
+fn gen_to(config: &Config, out: &Path, materialize: bool) {
+    let opts = GenOptions {
+        out: out.to_path_buf(),
+        force: true,
+        quiet: true,
+        materialize,
+    };
+    generate(config, &opts).unwrap();
 }
 
 fn read(dir: &Path, table: &str) -> DataFrame {
@@ -239,16 +242,7 @@ fn observed_features_rebuilt_when_read_equal_the_stored_ones() {
     config.noise.label_flip = 0.05;
     let stored = gen_into(&config, &dir.path().join("stored"));
     let at_read = dir.path().join("at-read");
-    generate(
-        &config,
-        &GenOptions {
-            out: at_read.clone(),
-            force: false,
-            quiet: true,
-            materialize: false,
-        },
-    )
-    .unwrap();
+    gen_to(&config, &at_read, false);
     // Without the observed columns the candidates table holds the clean ones only.
     let c = read(&at_read, "candidates.parquet");
     for name in FEATURE_NAMES.iter().chain(&["mask"]) {

@@ -326,7 +326,15 @@ impl CandidateColumns {
                 .iter()
                 .position(|&u| u != user)
                 .unwrap_or(self.user.len() - start);
-            let s = stage.get(&user).copied().unwrap_or(0);
+            let Some(&s) = stage.get(&user) else {
+                return Err(bad(
+                    file,
+                    format!(
+                        "candidate row {} refers to a turn that does not exist",
+                        self.base + start
+                    ),
+                ));
+            };
             let sigma = noise
                 .sigma_by_stage
                 .get(&s.to_string())

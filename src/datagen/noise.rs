@@ -61,10 +61,11 @@ pub fn measured_snr_db(clean: &[f32], observed: &[f32]) -> Option<f64> {
 
 pub use crate::manifest::NoiseCounts;
 
-/// Applies noise to one user's candidates in place: labels flipped from `labels`, and,
-/// with `features`, the observed features and `mask` drawn from `features`. Without it
-/// they are left as they are (readers rebuild them, [`observe`]), and counted only where
-/// a cell can be missing or corrupted.
+/// Applies noise to one user's candidates in place: labels flipped from the label stream
+/// (`streams[1]`), and, with `features`, the observed features and `mask` drawn from the
+/// feature stream (`streams[0]`). Without `features` the observed features stay empty
+/// (readers draw them, [`observe`]); they are drawn and dropped only where a cell can be
+/// missing or corrupted, to count those cells.
 pub fn apply(
     c: &mut Candidates,
     sigma: &[f64; FEATURE_DIM],

@@ -160,9 +160,9 @@ impl Candidates {
     /// Pushes one row's features as both the observed and the clean values (imported
     /// data, which has no clean truth).
     pub fn push_features(&mut self, x: &[f32; FEATURE_DIM]) {
-        for (d, &v) in x.iter().enumerate() {
-            self.feat[d].push(v);
-            self.clean[d].push(v);
+        self.push_clean(x);
+        for (f, &v) in self.feat.iter_mut().zip(x) {
+            f.push(v);
         }
     }
 
