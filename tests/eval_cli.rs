@@ -1370,3 +1370,95 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "{err}");
 }
+
+#[test]
+fn score_writes_each_real_candidate_as_a_forward_pass_over_its_history_scores_it() {
+    use polars::prelude::*;
+    use ssmkit::model::batch::make_batch;
+    use ssmkit::model::mamba::ScanImpl;
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_data(dir.path());
+    let data = Dataset::load(&path).unwrap();
+    let run = dir.path().join("run");
+    let cfg = TrainConfig {
+        steps: 10,
+        ..tiny_train()
+    };
+    train(&cfg, &opts(&path, &run, 1)).unwrap();
+    let out = dir.path().join("scores.parquet");
+    let argv = |extra: &[&str]| {
+        let mut a = vec![
+            "score",
+            "--data",
+            path.to_str().unwrap(),
+            "--run",
+            run.to_str().unwrap(),
+            "--users",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        ssmkit(&a)
+    };
+    let (ok, stdout, stderr) = argv(&[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("of 3 users"), "{stdout}");
+
+    let df = ParquetReader::new(std::fs::File::open(&out).unwrap())
+        .finish()
+        .unwrap();
+    let col = |name: &str| -> Vec<f64> {
+        let c = df.column(name).unwrap().cast(&DataType::Float64).unwrap();
+        c.f64().unwrap().into_no_null_iter().collect()
+    };
+    let (users, turns, cands, scores) = (
+        col("user_id"),
+        col("turn_index"),
+        col("cand_index"),
+        col("score"),
+    );
+    let k = data.k;
+    let real: usize = data.users[..3]
+        .iter()
+        .map(|u| u.valid.iter().filter(|&&v| v == 1.0).count())
+        .sum();
+    assert_eq!(scores.len(), real, "one row per real candidate");
+
+    // A turn of each user, scored by one forward pass over the user's turns up to it.
+    let device = burn::prelude::Device::flex();
+    let (model, mcfg) = load_run(&run, false, &device).unwrap();
+    for u in &data.users[..3] {
+        let t = u.turns / 2;
+        let batch = make_batch(&data, &[u], &[t + 1], &mcfg, &device);
+        let all: Vec<f32> = model
+            .forward(&batch, ScanImpl::Fused)
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let want = &all[t * k..(t + 1) * k];
+        let mut seen = 0;
+        for i in 0..scores.len() {
+            if users[i] == u.user_id as f64 && turns[i] == t as f64 {
+                let j = cands[i] as usize;
+                assert_eq!(u.valid[t * k + j], 1.0);
+                assert!(
+                    (scores[i] - want[j] as f64).abs() < 1e-4,
+                    "user {} turn {t} candidate {j}: {} against {}",
+                    u.user_id,
+                    scores[i],
+                    want[j]
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, (0..k).filter(|&j| u.valid[t * k + j] == 1.0).count());
+    }
+
+    // The file is replaced only with --force.
+    let before = std::fs::read(&out).unwrap();
+    let (ok, _, stderr) = argv(&[]);
+    assert!(!ok && stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    let (ok, _, stderr) = argv(&["--force"]);
+    assert!(ok, "{stderr}");
+}

@@ -76,6 +76,17 @@ pub enum Command {
               --out reports/quick --unit user --fail-on-gate"
     )]
     Eval(EvalArgs),
+    /// Per-candidate scores of a trained run over a dataset's turns, for error analysis
+    #[command(
+        after_help = "Scores every turn of the first --users users (in the dataset's order), each
+        from the history before it, and writes one row per real candidate to --out (Parquet):
+        user_id, turn_index, cand_index and score, the model's log-relevance up to a constant
+        per turn. Join it with the dataset's candidates.parquet on the first three columns.
+
+        Example:
+          ssmkit score --data data/phase0 --run runs/phase0/mamba-s1 --users 4000 --out scores.parquet"
+    )]
+    Score(ScoreArgs),
     /// The whole job: gen → train (all seeds and baselines) → eval → export, resumable
     #[command(
         after_help = "Outputs: data/<name>, runs/<name>/<model>-s<seed>, reports/<name> (report.md,
@@ -301,6 +312,27 @@ pub struct EvalArgs {
     pub quiet: bool,
     /// Megabytes of users held in memory: a larger dataset is evaluated on a seeded
     /// sample of its users with a test turn (the report says how many)
+    #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB, value_parser = count(1, 1_000_000))]
+    pub resident_mb: usize,
+}
+
+// The flags of `ssmkit score`.
+#[derive(clap::Args)]
+pub struct ScoreArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A trained run directory
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Parquet file to write (replaced only with --force)
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub force: bool,
+    /// Users scored, the dataset's first
+    #[arg(long, default_value_t = 1000, value_parser = count(1, 100_000_000))]
+    pub users: usize,
+    /// Megabytes of users held in memory at a time
     #[arg(long, default_value_t = ssmkit::eval::split::RESIDENT_MB, value_parser = count(1, 1_000_000))]
     pub resident_mb: usize,
 }

@@ -10,7 +10,7 @@ use ssmkit::train::{self, TrainOptions};
 
 use super::args::{
     BenchCommand, CanariesArgs, Cli, Command, CompareArgs, EvalArgs, ExportArgs, GenArgs,
-    InferArgs, MetricsArgs, PredictArgs, RunArgs, ScanArgs, TrainArgs,
+    InferArgs, MetricsArgs, PredictArgs, RunArgs, ScanArgs, ScoreArgs, TrainArgs,
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Canaries(args) => canaries(args),
         Command::Compare(args) => compare(args),
         Command::Eval(args) => eval(args),
+        Command::Score(args) => score(args),
     }
 }
 
@@ -385,6 +386,27 @@ fn metrics(args: MetricsArgs) -> anyhow::Result<ExitCode> {
     let MetricsArgs { file, cutoff, json } = args;
     let report = eval::metrics_file(&file, cutoff)?;
     show(&report, json, |r| r.to_text())
+}
+
+fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let ScoreArgs {
+        data,
+        run,
+        out,
+        force,
+        users,
+        resident_mb,
+    } = args;
+    let reader = ssmkit::data::DatasetReader::open(&data)?;
+    let s = ssmkit::eval::scoring::write_scores(&reader, &run, users, resident_mb, &out, force)?;
+    println!(
+        "scored {} turns of {} users: {} candidates in {}",
+        s.turns,
+        s.users,
+        s.rows,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn canaries(args: CanariesArgs) -> anyhow::Result<ExitCode> {

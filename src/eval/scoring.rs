@@ -233,3 +233,92 @@ pub fn mean_rows(rows: &[Row]) -> Row {
     let n = rows.len().max(1) as f64;
     m.map(|v| v / n)
 }
+
+/// What [`write_scores`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scored {
+    pub users: usize,
+    pub turns: usize,
+    /// Rows written: the real candidates of those turns.
+    pub rows: usize,
+}
+
+/// Scores every turn of the first `users` users of the dataset `reader` opened (in its
+/// order) with the trained run `run`, each turn from the history before it, and writes one
+/// row per real candidate to the Parquet file `out`: `user_id`, `turn_index`,
+/// `cand_index` (the keys of `candidates.parquet`) and `score`, the model's
+/// log-relevance up to a per-turn constant. Users are read `resident_mb` megabytes at a
+/// time. `out` is replaced only with `force`, and written under a temporary name first.
+pub fn write_scores(
+    reader: &crate::data::DatasetReader,
+    run: &std::path::Path,
+    users: usize,
+    resident_mb: usize,
+    out: &std::path::Path,
+    force: bool,
+) -> crate::error::Result<Scored> {
+    use polars::prelude::*;
+
+    use crate::error::Error;
+    if !force && std::fs::symlink_metadata(out).is_ok() {
+        return Err(Error::Usage(format!(
+            "{} exists (--force replaces it)",
+            out.display()
+        )));
+    }
+    let device = Device::flex();
+    let (model, cfg) = crate::run::load_run(run, false, &device)?;
+    let columns = crate::data::Columns {
+        clean: false,
+        hops: cfg.variant == crate::model::scorer::Variant::Dual,
+    };
+    let outline = &reader.outline;
+    let n = users.min(outline.users.len());
+    let budget = crate::data::turns_in(resident_mb, outline, columns);
+    let (mut user_id, mut turn_index, mut cand_index, mut score) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut turns = 0;
+    for block in crate::data::blocks(outline.users[..n].iter().map(|u| u.turns), budget) {
+        let data = reader.read(block, columns)?;
+        let k = data.k;
+        let cases: Vec<Case> = (0..data.users.len())
+            .flat_map(|user| (0..data.users[user].turns).map(move |turn| Case { user, turn }))
+            .collect();
+        let scores = model_scores(&model, &cfg, &data, &cases, &device);
+        for (c, s) in cases.iter().zip(&scores) {
+            let u = &data.users[c.user];
+            for (j, &v) in s.iter().enumerate() {
+                if u.valid[c.turn * k + j] == 1.0 {
+                    user_id.push(u.user_id);
+                    turn_index.push(c.turn as u32);
+                    cand_index.push(j as u8);
+                    score.push(v as f32);
+                }
+            }
+        }
+        turns += cases.len();
+    }
+    let rows = score.len();
+    let mut df = DataFrame::new_infer_height(vec![
+        Column::new("user_id".into(), user_id),
+        Column::new("turn_index".into(), turn_index),
+        Column::new("cand_index".into(), cand_index),
+        Column::new("score".into(), score),
+    ])
+    .map_err(|e| Error::Save(format!("{}: {e}", out.display())))?;
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
+        .with_compression(ParquetCompression::Lz4Raw)
+        .finish(&mut df)
+        .map_err(|e| Error::Save(format!("{}: cannot write: {e}", out.display())))?;
+    if force {
+        crate::atomic::write(out, &bytes)?;
+    } else {
+        crate::atomic::write_new(out, &bytes)?;
+    }
+    Ok(Scored {
+        users: n,
+        turns,
+        rows,
+    })
+}
