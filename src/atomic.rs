@@ -41,6 +41,29 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     finish(&tmp, path, rename_new(&tmp, path))
 }
 
+/// Refuses the file output `path` when something stands there (a symbolic link counts,
+/// even a dangling one), unless `force`: checked before a command's work, so a refused
+/// command costs nothing.
+pub fn check_output(path: &Path, force: bool) -> Result<()> {
+    if fs::symlink_metadata(path).is_ok() && !force {
+        return Err(Error::Occupied(format!(
+            "{} already exists: pass --force to replace it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the file output `path` as [`check_output`] allowed it: replacing what is there
+/// with `force` ([`write`]), else only as a new file ([`write_new`]).
+pub fn write_output(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    if force {
+        write(path, bytes)
+    } else {
+        write_new(path, bytes)
+    }
+}
+
 /// Writes `bytes` to the [`temporary`] sibling of `path`, created new: whatever stands
 /// at its name (a leftover of a killed writer, a planted symbolic link) is unlinked
 /// first, never written through, and one that appears again in between fails the write.

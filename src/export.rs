@@ -488,13 +488,7 @@ pub fn export_read(
         ));
     }
     let _lock = crate::lock::path(&opts.out)?;
-    // A symbolic link there counts as there, even a dangling one.
-    if std::fs::symlink_metadata(&opts.out).is_ok() && !opts.force {
-        return Err(Error::Occupied(format!(
-            "{} already exists: pass --force to replace it",
-            opts.out.display()
-        )));
-    }
+    crate::atomic::check_output(&opts.out, opts.force)?;
     let device = Device::flex();
     let state = crate::run::read_run_state(&opts.run)?;
     let (model, cfg) = crate::run::load_run(&opts.run, false, &device)?;
@@ -550,11 +544,7 @@ pub fn export_read(
             100.0 * max
         )));
     }
-    if opts.force {
-        crate::atomic::write(&opts.out, &bytes)?;
-    } else {
-        crate::atomic::write_new(&opts.out, &bytes)?;
-    }
+    crate::atomic::write_output(&opts.out, &bytes, opts.force)?;
     Ok(ExportReport {
         out: opts.out.clone(),
         quantization: opts.quant.name().into(),

@@ -302,17 +302,24 @@ fn a_mixed_dataset_trains_on_its_training_turns_only() {
     assert!(original != weights(&data, None, "alone"));
 }
 
-#[test]
-fn a_test_score_sees_only_the_history_before_its_turn() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = tiny_data(dir.path());
+/// The tiny dataset written into `dir` and loaded, and a run trained 10 steps on it:
+/// (the dataset's path, the dataset, the run, its training config).
+fn briefly_trained(dir: &Path) -> (std::path::PathBuf, Dataset, std::path::PathBuf, TrainConfig) {
+    let path = tiny_data(dir);
     let data = Dataset::load(&path).unwrap();
-    let run = dir.path().join("run");
+    let run = dir.join("run");
     let cfg = TrainConfig {
         steps: 10,
         ..tiny_train()
     };
     train(&cfg, &opts(&path, &run, 1)).unwrap();
+    (path, data, run, cfg)
+}
+
+#[test]
+fn a_test_score_sees_only_the_history_before_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data, run, cfg) = briefly_trained(dir.path());
     let device = burn::prelude::Device::flex();
     let (model, mcfg) = load_run(&run, false, &device).unwrap();
     let (gts, _) = test_cases(&data, &cut_of(&data, &cfg));
@@ -1377,14 +1384,7 @@ fn score_writes_each_real_candidate_as_a_forward_pass_over_its_history_scores_it
     use ssmkit::model::batch::make_batch;
     use ssmkit::model::mamba::ScanImpl;
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_data(dir.path());
-    let data = Dataset::load(&path).unwrap();
-    let run = dir.path().join("run");
-    let cfg = TrainConfig {
-        steps: 10,
-        ..tiny_train()
-    };
-    train(&cfg, &opts(&path, &run, 1)).unwrap();
+    let (path, data, run, _) = briefly_trained(dir.path());
     let out = dir.path().join("scores.parquet");
     let argv = |extra: &[&str]| {
         let mut a = vec![

@@ -248,7 +248,8 @@ pub struct Scored {
 /// row per real candidate to the Parquet file `out`: `user_id`, `turn_index`,
 /// `cand_index` (the keys of `candidates.parquet`) and `score`, the model's
 /// log-relevance up to a per-turn constant. Users are read `resident_mb` megabytes at a
-/// time. `out` is replaced only with `force`, and written under a temporary name first.
+/// time. `out` is locked while it is written, replaced only with `force`, and written
+/// under a temporary name first.
 pub fn write_scores(
     reader: &crate::data::DatasetReader,
     run: &std::path::Path,
@@ -260,12 +261,8 @@ pub fn write_scores(
     use polars::prelude::*;
 
     use crate::error::Error;
-    if !force && std::fs::symlink_metadata(out).is_ok() {
-        return Err(Error::Usage(format!(
-            "{} exists (--force replaces it)",
-            out.display()
-        )));
-    }
+    let _lock = crate::lock::path(out)?;
+    crate::atomic::check_output(out, force)?;
     let device = Device::flex();
     let (model, cfg) = crate::run::load_run(run, false, &device)?;
     let columns = crate::data::Columns {
@@ -311,11 +308,7 @@ pub fn write_scores(
         .with_compression(ParquetCompression::Lz4Raw)
         .finish(&mut df)
         .map_err(|e| Error::Save(format!("{}: cannot write: {e}", out.display())))?;
-    if force {
-        crate::atomic::write(out, &bytes)?;
-    } else {
-        crate::atomic::write_new(out, &bytes)?;
-    }
+    crate::atomic::write_output(out, &bytes, force)?;
     Ok(Scored {
         users: n,
         turns,
