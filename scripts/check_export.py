@@ -26,7 +26,8 @@ LAYOUT = "ssmkit-layout-v2"
 # The numbers each keyed event is read as (docs/reference.md, "Keyed state").
 KEYED_EVENTS = [
     "shown", "relevant", "focal_match", "relevant_focal_match", "same_memory",
-    "relevant_same_memory", "entity_was_focal", "log_age", "relevant_log_age", "week_apart",
+    "relevant_same_memory", "entity_was_focal", "log_age", "relevant_log_age", "age_match",
+    "relevant_age_match", "week_apart",
 ]
 # What the keyed state sums of each event (all but its phase, week_apart), and the fastest
 # an oscillating mode's envelope decays (per day).

@@ -187,12 +187,13 @@ fn dry_run_prints_parameter_counts_near_the_seed_table() {
         .map(|x| x.parse().unwrap())
         .collect();
     // Seed: Tiny ~15K, Small ~60K, Medium ~120K (its SSM sizing; ours adds the scorer's
-    // embeddings and encoders, and the keyed read's 3,496 at every size, most of Tiny's
-    // excess): within a factor 1.9, and growing with the size.
+    // embeddings and encoders, and the keyed read's weights in the pointwise branch, 176
+    // numbers into its first layer, 4,224 of Tiny's 24-wide one, most of Tiny's excess):
+    // within a factor 2, and growing with the size.
     for (got, want) in row.iter().zip([15_000.0, 60_000.0, 120_000.0]) {
         let ratio = *got as f64 / want;
         assert!(
-            (0.7..=1.9).contains(&ratio),
+            (0.7..=2.0).contains(&ratio),
             "{got} parameters for ~{want}:\n{out}"
         );
     }

@@ -24,7 +24,7 @@ pub const ENTITY_EVENTS: usize = 16;
 pub const EVENTS: usize = MEMORY_EVENTS + ENTITY_EVENTS;
 
 /// What a candidate reads of one event, in this order (all 0 for an empty place).
-pub const EVENT_NAMES: [&str; 10] = [
+pub const EVENT_NAMES: [&str; 12] = [
     "shown",
     "relevant",
     "focal_match",
@@ -34,6 +34,8 @@ pub const EVENT_NAMES: [&str; 10] = [
     "entity_was_focal",
     "log_age",
     "relevant_log_age",
+    "age_match",
+    "relevant_age_match",
     "week_apart",
 ];
 pub const EVENT_DIM: usize = EVENT_NAMES.len();
@@ -41,7 +43,7 @@ pub const EVENT_DIM: usize = EVENT_NAMES.len();
 /// The event number that says how many days the event's time of the week lies before the
 /// turn's, in `[0, 7)`, as their contexts give them: the phase the oscillating modes and
 /// the attention peer's week and day encodings read.
-pub const WEEK_APART: usize = 9;
+pub const WEEK_APART: usize = 11;
 
 /// The numbers of an event the keyed state's read sums and its selective step reads: all
 /// but [`WEEK_APART`], which is a phase (a number of days that wraps at 7 would read as a
@@ -194,6 +196,17 @@ fn forget<const N: usize>(map: &mut IdMap<Slot<N>>) {
     }
 }
 
+/// How near an event's memory was, in observed `log_age`, to the age the reading
+/// candidate has now: `exp(−2 |then − now|)`, 1 for the same age, 0.14 a factor e apart
+/// in 1 + days (a day old against four). Summed over an entity's events under the
+/// relevant flag beside it, it says how often the entity's memories were relevant at the
+/// candidate's age (its fresh ones and its old ones read apart), which no sum of the
+/// event's own numbers says. [`Log::read`] writes it for the entity's places only.
+pub fn age_match(then: f32, now: f32) -> f32 {
+    let d = (then - now).abs();
+    if d.is_finite() { (-2.0 * d).exp() } else { 0.0 }
+}
+
 fn meets(a: [i64; 2], b: [i64; 2]) -> bool {
     a.iter().any(|&x| x >= 0 && b.contains(&x))
 }
@@ -239,9 +252,10 @@ impl Log {
         forget(&mut self.entity);
     }
 
-    /// What a candidate (`memory` of `entity`) of a turn at `now`, in the week at `week`,
-    /// with focal entities `focal` reads: `events` gets `[EVENTS, EVENT_DIM]` numbers and
-    /// `days` `[EVENTS]` ages in days (≥ 0); empty places read 0.
+    /// What a candidate (`memory` of `entity`, its observed `log_age` now) of a turn at
+    /// `now`, in the week at `week`, with focal entities `focal` reads: `events` gets
+    /// `[EVENTS, EVENT_DIM]` numbers and `days` `[EVENTS]` ages in days (≥ 0); empty
+    /// places read 0.
     #[allow(clippy::too_many_arguments)]
     pub fn read(
         &self,
@@ -250,6 +264,7 @@ impl Log {
         focal: [i64; 2],
         memory: u64,
         entity: u64,
+        log_age: f32,
         events: &mut [f32],
         days: &mut [f32],
     ) {
@@ -267,6 +282,13 @@ impl Log {
             let r = e.relevant as u8 as f32;
             let m = meets(e.focal, focal) as u8 as f32;
             let same = (e.memory == memory) as u8 as f32;
+            // Only the entity's places: a memory's own earlier showings always match less
+            // as it ages, which its days already say.
+            let age = if at >= MEMORY_EVENTS {
+                age_match(e.log_age, log_age)
+            } else {
+                0.0
+            };
             // Both in [0, 7): `rem_euclid(7.0)` of their difference, without its call.
             let apart = week - e.week;
             let apart = if apart < 0.0 { apart + 7.0 } else { apart };
@@ -280,6 +302,8 @@ impl Log {
                 e.entity_was_focal as u8 as f32,
                 e.log_age,
                 r * e.log_age,
+                age,
+                r * age,
                 if apart < 7.0 { apart } else { 0.0 },
             ]);
             days[at] = (now.saturating_sub(e.ts).max(0) as f64 / 86_400.0) as f32;
@@ -512,6 +536,7 @@ pub fn sequence_reads(seq: &Sequence, from: usize, to: usize) -> (Vec<f32>, Vec<
                     focal,
                     seq.memory[slot] as u64,
                     seq.entity[slot] as u64,
+                    seq.features[slot * seq.feature_dim],
                     &mut events[at * EVENTS * EVENT_DIM..(at + 1) * EVENTS * EVENT_DIM],
                     &mut days[at * EVENTS..(at + 1) * EVENTS],
                 );
@@ -549,12 +574,18 @@ mod tests {
         let mut ev = vec![9.0; EVENTS * EVENT_DIM];
         let mut days = vec![9.0; EVENTS];
         // Memory 7 read on day 3 with entity 3 focal again (Thursday noon).
-        log.read(3 * DAY, 3.5, [-1, 3], 7, 3, &mut ev, &mut days);
+        log.read(3 * DAY, 3.5, [-1, 3], 7, 3, 0.5, &mut ev, &mut days);
         let row = |i: usize| &ev[i * EVENT_DIM..(i + 1) * EVENT_DIM];
         // Memory places: day 2 (no match, not relevant, 1¼ days earlier in the week),
-        // then day 0 (match, relevant, 3 days earlier in the week).
-        assert_eq!(row(0), &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.0, 1.25]);
-        assert_eq!(row(1), &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 3.0]);
+        // then day 0 (match, relevant, 3 days earlier in the week); no age match.
+        assert_eq!(
+            row(0),
+            &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 1.25]
+        );
+        assert_eq!(
+            row(1),
+            &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.0, 0.0, 3.0]
+        );
         assert_eq!(row(2), &[0.0; EVENT_DIM]);
         assert_eq!(&days[..3], &[1.0, 3.0, 0.0]);
         // Entity places: day 2 (memory 7), day 0 memory 8 then memory 7 (pushed in order).
@@ -563,12 +594,24 @@ mod tests {
         assert_eq!(row(e + 1)[..8], [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.5]);
         assert_eq!(row(e + 2)[..6], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
         assert_eq!(&days[e..e + 4], &[1.0, 3.0, 3.0, 0.0]);
+        // A candidate a factor e older in 1 + days than the entity's events' memories were
+        // (log_age 1.5 against 0.5) matches each at e⁻², under the relevant flag where it
+        // was relevant; its memory's own places match nothing, and an age not a number
+        // matches nothing.
+        log.read(3 * DAY, 3.5, [-1, 3], 7, 3, 1.5, &mut ev, &mut days);
+        let far = (-2.0f32).exp();
+        let matched = |ev: &[f32], i: usize| ev[i * EVENT_DIM + 9..i * EVENT_DIM + 11].to_vec();
+        assert_eq!(matched(&ev, e), [far, 0.0]);
+        assert_eq!(matched(&ev, e + 2), [far, far]);
+        assert_eq!(matched(&ev, 1), [0.0, 0.0]);
+        log.read(3 * DAY, 3.5, [-1, 3], 7, 3, f32::NAN, &mut ev, &mut days);
+        assert_eq!(matched(&ev, e + 2), [0.0, 0.0]);
         // Read on Monday 06:00 (0.25), the Wednesday 06:00 event lies 5 days before it in
         // the week.
-        log.read(3 * DAY, 0.25, [-1, 3], 7, 3, &mut ev, &mut days);
+        log.read(3 * DAY, 0.25, [-1, 3], 7, 3, 0.5, &mut ev, &mut days);
         assert_eq!(ev[WEEK_APART], 5.0);
         // A memory never shown of an unknown entity reads nothing.
-        log.read(3 * DAY, 0.0, [3, -1], 99, 42, &mut ev, &mut days);
+        log.read(3 * DAY, 0.0, [3, -1], 99, 42, 0.5, &mut ev, &mut days);
         assert!(ev.iter().chain(&days).all(|&v| v == 0.0));
     }
 
@@ -581,7 +624,7 @@ mod tests {
         let mut ev = vec![0.0; EVENTS * EVENT_DIM];
         let mut days = vec![0.0; EVENTS];
         let now = (MEMORY_EVENTS + 3) as i64 * DAY;
-        log.read(now, 0.0, [-1, -1], 1, 2, &mut ev, &mut days);
+        log.read(now, 0.0, [-1, -1], 1, 2, 0.5, &mut ev, &mut days);
         let want: Vec<f32> = (1..=MEMORY_EVENTS).map(|d| d as f32).collect();
         assert_eq!(&days[..MEMORY_EVENTS], &want[..]);
         // The entity keeps more of the same events.
@@ -662,7 +705,7 @@ mod tests {
         let mut ev = vec![0.0; EVENTS * EVENT_DIM];
         let mut days = vec![0.0; EVENTS];
         for now in [i64::MIN, 0, i64::MAX] {
-            log.read(now, 0.0, [1, -1], 1, 2, &mut ev, &mut days);
+            log.read(now, 0.0, [1, -1], 1, 2, 0.5, &mut ev, &mut days);
             assert!(days.iter().all(|d| d.is_finite() && *d >= 0.0));
         }
         let mut h = crate::history::Table::default();
@@ -712,9 +755,18 @@ mod tests {
         assert_eq!(log.memories(), MAX_KEYS - MAX_KEYS / 8);
         let mut ev = vec![0.0; EVENTS * EVENT_DIM];
         let mut days = vec![0.0; EVENTS];
-        log.read(0, 0.0, [-1, -1], 0, 1, &mut ev, &mut days);
+        log.read(0, 0.0, [-1, -1], 0, 1, 0.5, &mut ev, &mut days);
         assert_eq!(ev[0], 0.0);
-        log.read(0, 0.0, [-1, -1], MAX_KEYS as u64, 1, &mut ev, &mut days);
+        log.read(
+            0,
+            0.0,
+            [-1, -1],
+            MAX_KEYS as u64,
+            1,
+            0.5,
+            &mut ev,
+            &mut days,
+        );
         assert_eq!(ev[0], 1.0);
     }
 }
