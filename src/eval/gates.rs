@@ -324,7 +324,10 @@ fn latency_gate(e: &Evidence) -> Gate {
             value: Some(p95),
             ci: None,
             pass: p95 <= 5.0,
-            note: format!("Burn model, one turn per step, {turns} turns (CPU)"),
+            note: format!(
+                "Burn model, one turn per step, {turns} turns (CPU), each the fastest of {} replays",
+                crate::eval::scoring::LATENCY_REPLAYS
+            ),
         },
         None if e.reference => Measure::none("a reference system has no model to time"),
         None => Measure::none("latency not measured"),

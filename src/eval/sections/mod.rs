@@ -459,8 +459,13 @@ fn runs_section(report: &EvalReport, curves: &[Curve]) -> Option<Section> {
     }
     if let Some(l) = &report.latency {
         blocks.push(Block::Para(format!(
-            "Latency of `{}`, one turn per step, batch 1, {} turns: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms.",
-            l.model, l.turns, l.p50_ms, l.p95_ms, l.p99_ms
+            "Latency of `{}`, one turn per step, batch 1, {} turns, each the fastest of {} replays: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms.",
+            l.model,
+            l.turns,
+            crate::eval::scoring::LATENCY_REPLAYS,
+            l.p50_ms,
+            l.p95_ms,
+            l.p99_ms
         )));
     }
     (!blocks.is_empty()).then(|| Section {
