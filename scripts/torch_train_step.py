@@ -6,7 +6,7 @@ The model mirrors `src/model/scorer/` for the `mamba` variant with history featu
 the identity-keyed state (`configs/quick.toml`'s model): a pointwise MLP over [features,
 missing flags, history, the keyed state's read of the candidate's events] (two hidden
 layers of 64 units, ReLU after each; the read as `src/model/keyed.rs` computes it, 4
-decaying and 2 oscillating channels, 144 numbers), a candidate encoder over [features, missing, history, memory
+decaying and 2 oscillating channels, 176 numbers), a candidate encoder over [features, missing, history, memory
 slot and entity embeddings, content], turn tokens over [context, query, focal entity,
 labelled candidates pooled], three residual Mamba blocks (RMSNorm, in_proj, causal
 depthwise conv of width 4, x_proj, dt_proj, the selective scan: in parallel over time,
