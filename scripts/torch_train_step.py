@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 FEATURES, HISTORY, CONTEXT = 24, 8, 6
 # The keyed log as a candidate reads it (`crates/format/src/keyed.rs`): a memory's last 8
-# events, then its entity's last 16, each 10 numbers (the last its phase in the week).
+# events, then its entity's last 16, each 12 numbers (the last its phase in the week).
 MEMORY_EVENTS, ENTITY_EVENTS, EVENT_DIM = 8, 16, 12
 VALUE_DIM = EVENT_DIM - 1
 CYCLE_DAYS = (1.0, 7.0)

@@ -15,6 +15,7 @@
 //! the same code, so what they read agrees exactly.
 
 use crate::IdMap;
+use crate::features::feat;
 
 /// Events a memory keeps.
 pub const MEMORY_EVENTS: usize = 8;
@@ -479,7 +480,7 @@ pub struct Sequence<'a> {
     pub labels: &'a [f32],
     pub memory: &'a [u32],
     pub entity: &'a [u32],
-    /// `[T, K, feature_dim]` observed features (`log_age` is column 0).
+    /// `[T, K, feature_dim]` observed features (`log_age` is column [`feat::LOG_AGE`]).
     pub features: &'a [f32],
     pub feature_dim: usize,
     pub k: usize,
@@ -490,6 +491,11 @@ impl Sequence<'_> {
         [self.focal[2 * t] as i64, self.focal[2 * t + 1] as i64]
     }
 
+    /// The observed `log_age` of candidate slot `slot` (`t · K + j`).
+    fn log_age(&self, slot: usize) -> f32 {
+        self.features[slot * self.feature_dim + feat::LOG_AGE]
+    }
+
     fn week(&self, t: usize) -> f32 {
         let c = crate::features::CONTEXT_DIM;
         week_of(&self.context[t * c..(t + 1) * c])
@@ -497,7 +503,6 @@ impl Sequence<'_> {
 
     fn fold(&self, log: &mut Log, t: usize) {
         let s = t * self.k..(t + 1) * self.k;
-        let f = self.feature_dim;
         let base = t * self.k;
         observe_slots(
             log,
@@ -508,7 +513,7 @@ impl Sequence<'_> {
             &self.labels[s.clone()],
             &self.memory[s.clone()],
             &self.entity[s],
-            |j| self.features[(base + j) * f],
+            |j| self.log_age(base + j),
         );
     }
 }
@@ -536,7 +541,7 @@ pub fn sequence_reads(seq: &Sequence, from: usize, to: usize) -> (Vec<f32>, Vec<
                     focal,
                     seq.memory[slot] as u64,
                     seq.entity[slot] as u64,
-                    seq.features[slot * seq.feature_dim],
+                    seq.log_age(slot),
                     &mut events[at * EVENTS * EVENT_DIM..(at + 1) * EVENTS * EVENT_DIM],
                     &mut days[at * EVENTS..(at + 1) * EVENTS],
                 );

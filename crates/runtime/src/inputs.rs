@@ -182,6 +182,16 @@ impl Runtime {
     }
 }
 
+/// The candidate's observed `log_age` (0 where it is missing), what its keyed events
+/// record of it and what it reads them against.
+pub(super) fn log_age(c: &crate::Candidate) -> f32 {
+    if c.missing[feat::LOG_AGE] == 1.0 {
+        0.0
+    } else {
+        c.features[feat::LOG_AGE]
+    }
+}
+
 /// Features with missing values zeroed (as the dataset loader stores them).
 pub(super) fn masked<'a>(
     f: &'a [f32; FEATURE_DIM],

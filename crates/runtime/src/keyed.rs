@@ -34,9 +34,7 @@ pub(super) fn events(log: &Log, turn: &Turn, cand: &Candidate) -> Events {
         [turn.focal[0] as i64, turn.focal[1] as i64],
         cand.memory_id.unwrap_or(cand.memory_slot as u64),
         cand.entity as u64,
-        super::inputs::masked(&cand.features, &cand.missing)
-            .next()
-            .unwrap_or(0.0),
+        super::inputs::log_age(cand),
         &mut out.0,
         &mut out.1,
     );

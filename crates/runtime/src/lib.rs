@@ -26,7 +26,6 @@ mod pointwise;
 mod score;
 mod state;
 
-use inputs::masked;
 use keyed::{EventAttn, Keyed};
 use layers::{Dense, Mamba, PathEncoder, S4d, Xattn, rms_norm};
 use pointwise::Pointwise;
@@ -224,7 +223,7 @@ impl Runtime {
                     memory: cand.memory_id.unwrap_or(cand.memory_slot as u64),
                     entity: cand.entity as u64,
                     relevant: l > 0.0,
-                    log_age: masked(&cand.features, &cand.missing).next().unwrap_or(0.0),
+                    log_age: inputs::log_age(cand),
                 }),
             );
         }
