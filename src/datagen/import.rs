@@ -355,7 +355,7 @@ pub fn import(input: &Path, opts: &GenOptions) -> Result<Summary> {
         polars::prelude::ParquetCompression::Zstd(None),
         true,
     );
-    writers.write(t, dim)?;
+    writers.write(std::slice::from_ref(&t), dim)?;
     let files = writers.finish(dim)?;
     let counts = Counts {
         memories: Some(memories),

@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::features::{Canary, FEATURE_DIM, HardNegative};
 use crate::manifest::{self, FileRecord, Manifest, NoiseRecord, Source};
 use schedule::UserSpec;
-use tables::Tables;
+use tables::{Append, Candidates, Memories, Paths, Tables, Turns};
 use writer::TableWriter;
 
 /// Independent random streams of a user.
@@ -219,13 +219,7 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
         let writer = scope.spawn(move || -> Result<BTreeMap<String, FileRecord>> {
             let mut out = Writers::new(&dir, compression, opts.materialize);
             for users in recv {
-                let mut merged = Tables::default();
-                merged.reserve_for(&users);
-                for t in &users {
-                    merged.extend(t);
-                }
-                drop(users);
-                out.write(merged, dim)?;
+                out.write(&users, dim)?;
             }
             out.finish(dim)
         });
@@ -311,13 +305,44 @@ impl Writers {
         }
     }
 
-    pub fn write(&mut self, t: Tables, dim: usize) -> Result<()> {
-        self.turns.write(&t.turns.into_frame(dim)?)?;
-        self.candidates
-            .write(&t.candidates.into_frame(self.observed)?)?;
-        self.memories.write(&t.memories.into_frame(dim)?)?;
-        self.paths.write(&t.paths.into_frame()?)?;
-        Ok(())
+    /// Appends the rows of `parts` (users in id order) to the four tables. Each table is
+    /// merged, encoded and written beside the others, on the thread pool: one thread
+    /// writing the tables one after another was what `gen` waited on.
+    pub fn write(&mut self, parts: &[Tables], dim: usize) -> Result<()> {
+        let observed = self.observed;
+        let (turns, candidates, memories, paths) = (
+            &mut self.turns,
+            &mut self.candidates,
+            &mut self.memories,
+            &mut self.paths,
+        );
+        let ((c, t), (m, p)) = rayon::join(
+            || {
+                rayon::join(
+                    || -> Result<()> {
+                        let merged = Candidates::merged(parts.iter().map(|t| &t.candidates));
+                        candidates.write(&merged.into_frame(observed)?)
+                    },
+                    || -> Result<()> {
+                        let merged = Turns::merged(parts.iter().map(|t| &t.turns));
+                        turns.write(&merged.into_frame(dim)?)
+                    },
+                )
+            },
+            || {
+                rayon::join(
+                    || -> Result<()> {
+                        let merged = Memories::merged(parts.iter().map(|t| &t.memories));
+                        memories.write(&merged.into_frame(dim)?)
+                    },
+                    || -> Result<()> {
+                        let merged = Paths::merged(parts.iter().map(|t| &t.paths));
+                        paths.write(&merged.into_frame()?)
+                    },
+                )
+            },
+        );
+        c.and(t).and(m).and(p)
     }
 
     /// Closes the files; returns each file's rows, bytes and SHA-256.

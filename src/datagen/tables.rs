@@ -178,23 +178,35 @@ fn append<T: Clone>(a: &mut Vec<T>, b: &[T]) {
     a.extend_from_slice(b);
 }
 
-impl Tables {
-    /// Room in every column of the candidates table for the rows of `parts`, so that
-    /// appending them moves each value once.
-    pub fn reserve_for(&mut self, parts: &[Tables]) {
-        let c = &mut self.candidates;
-        let rows: usize = parts.iter().map(|t| t.candidates.user_id.len()).sum();
-        c.reserve(rows);
-        if parts.iter().any(|t| !t.candidates.feat[0].is_empty()) {
-            for f in &mut c.feat {
-                f.reserve(rows);
-            }
-        }
+/// One table's columns, appended to user by user.
+pub trait Append: Default {
+    /// Appends another user's rows (users are appended in id order).
+    fn extend(&mut self, o: &Self);
+
+    /// Room for the rows of `parts`, so that appending them moves each value once.
+    fn reserve_for<'a>(&mut self, _parts: impl Iterator<Item = &'a Self> + Clone)
+    where
+        Self: 'a,
+    {
     }
 
-    /// Appends another user's rows (users are appended in id order).
-    pub fn extend(&mut self, o: &Tables) {
-        let (t, ot) = (&mut self.turns, &o.turns);
+    /// The rows of `parts`, one after another.
+    fn merged<'a>(parts: impl Iterator<Item = &'a Self> + Clone) -> Self
+    where
+        Self: 'a,
+    {
+        let mut all = Self::default();
+        all.reserve_for(parts.clone());
+        for part in parts {
+            all.extend(part);
+        }
+        all
+    }
+}
+
+impl Append for Turns {
+    fn extend(&mut self, o: &Turns) {
+        let (t, ot) = (self, o);
         append(&mut t.user_id, &ot.user_id);
         append(&mut t.turn_index, &ot.turn_index);
         append(&mut t.session_index, &ot.session_index);
@@ -218,7 +230,22 @@ impl Tables {
         append(&mut t.negative_slots, &ot.negative_slots);
         append(&mut t.query, &ot.query);
         append(&mut t.name, &ot.name);
-        let (c, oc) = (&mut self.candidates, &o.candidates);
+    }
+}
+
+impl Append for Candidates {
+    fn reserve_for<'a>(&mut self, parts: impl Iterator<Item = &'a Candidates> + Clone) {
+        let rows: usize = parts.clone().map(|c| c.user_id.len()).sum();
+        self.reserve(rows);
+        if parts.into_iter().any(|c| !c.feat[0].is_empty()) {
+            for f in &mut self.feat {
+                f.reserve(rows);
+            }
+        }
+    }
+
+    fn extend(&mut self, o: &Candidates) {
+        let (c, oc) = (self, o);
         append(&mut c.user_id, &oc.user_id);
         append(&mut c.turn_index, &oc.turn_index);
         append(&mut c.cand_index, &oc.cand_index);
@@ -237,7 +264,12 @@ impl Tables {
         append(&mut c.relevance, &oc.relevance);
         append(&mut c.canary, &oc.canary);
         append(&mut c.hard_negative, &oc.hard_negative);
-        let (m, om) = (&mut self.memories, &o.memories);
+    }
+}
+
+impl Append for Memories {
+    fn extend(&mut self, o: &Memories) {
+        let (m, om) = (self, o);
         append(&mut m.user_id, &om.user_id);
         append(&mut m.memory_id, &om.memory_id);
         append(&mut m.entity_id, &om.entity_id);
@@ -250,7 +282,12 @@ impl Tables {
         append(&mut m.supersedes, &om.supersedes);
         append(&mut m.community, &om.community);
         append(&mut m.embedding, &om.embedding);
-        let (p, op) = (&mut self.paths, &o.paths);
+    }
+}
+
+impl Append for Paths {
+    fn extend(&mut self, o: &Paths) {
+        let (p, op) = (self, o);
         append(&mut p.user_id, &op.user_id);
         append(&mut p.path_id, &op.path_id);
         append(&mut p.hop, &op.hop);
