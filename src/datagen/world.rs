@@ -78,7 +78,8 @@ pub struct Entity {
     pub deps: Vec<Edge>,
     /// Graph neighbours in either direction (for traversal), with the edge used.
     pub adjacent: Vec<Edge>,
-    pub structural_density: f32,
+    /// ln(1 + structural density): the feature every candidate of the entity carries.
+    pub log_structural_density: f32,
     pub center: Vec<f32>,
 }
 
@@ -199,7 +200,7 @@ impl World {
                     aspects,
                     deps: Vec::new(),
                     adjacent: Vec::new(),
-                    structural_density: 0.0,
+                    log_structural_density: 0.0,
                     center,
                 }
             })
@@ -253,8 +254,9 @@ impl World {
         }
         for ent in entities.iter_mut() {
             let attrs: u32 = ent.aspects.iter().map(|a| a.attributes as u32).sum();
-            ent.structural_density =
+            let density =
                 ent.adjacent.len() as f32 + 0.5 * ent.aspects.len() as f32 + 0.25 * attrs as f32;
+            ent.log_structural_density = density.ln_1p();
         }
     }
 

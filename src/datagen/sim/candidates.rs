@@ -97,7 +97,13 @@ impl Sim<'_> {
     }
 
     /// One hard negative of the given kind, if this turn's world has one.
-    fn hard_negative(&mut self, kind: HardNegative, turn: &Turn, picks: &[Pick]) -> Option<Pick> {
+    fn hard_negative(
+        &mut self,
+        kind: HardNegative,
+        turn: &Turn,
+        picks: &[Pick],
+        near: &mut Near,
+    ) -> Option<Pick> {
         let primary = turn.focal[0]?;
         let ok = |s: &Self, m: u32| -> bool {
             !Self::taken(picks, m)
@@ -138,16 +144,25 @@ impl Sim<'_> {
                 None
             }
             HardNegative::TemporalNeighbor => {
-                let stale = turn
-                    .focal
+                let live = near.live.get_or_insert_with(|| {
+                    turn.focal
+                        .iter()
+                        .flatten()
+                        .flat_map(|&f| self.world.by_entity[f as usize].iter().copied())
+                        .filter(|&m| {
+                            let mem = &self.world.memories[m as usize];
+                            mem.exists(turn.ts)
+                                && World::is_ordinary(mem.entity)
+                                && !mem.superseded(turn.ts)
+                        })
+                        .map(|m| self.ordinary_pick(m, turn, kind))
+                        .collect()
+                });
+                let stale = live
                     .iter()
-                    .flatten()
-                    .flat_map(|&f| self.world.by_entity[f as usize].iter().copied())
-                    .filter(|&m| {
-                        ok(self, m) && !self.world.memories[m as usize].superseded(turn.ts)
-                    })
-                    .map(|m| self.ordinary_pick(m, turn, kind))
-                    .min_by(|a, b| a.p.total_cmp(&b.p));
+                    .filter(|p| !Self::taken(picks, p.memory))
+                    .min_by(|a, b| a.p.total_cmp(&b.p))
+                    .copied();
                 stale.filter(|p| p.p < 0.2)
             }
             HardNegative::SemanticNeighbor => {
@@ -180,21 +195,32 @@ impl Sim<'_> {
                     .filter(|p| p.p < 0.15)
             }
             HardNegative::Superseded => {
-                let olds: Vec<u32> = turn
-                    .focal
+                let all = near.superseded.get_or_insert_with(|| {
+                    turn.focal
+                        .iter()
+                        .flatten()
+                        .flat_map(|&f| {
+                            std::iter::once(f).chain(
+                                self.world.entities[f as usize]
+                                    .adjacent
+                                    .iter()
+                                    .map(|d| d.to),
+                            )
+                        })
+                        .filter(|&e| World::is_ordinary(e))
+                        .flat_map(|e| self.world.by_entity[e as usize].iter().copied())
+                        .filter(|&m| {
+                            let mem = &self.world.memories[m as usize];
+                            mem.exists(turn.ts)
+                                && World::is_ordinary(mem.entity)
+                                && mem.superseded(turn.ts)
+                        })
+                        .collect()
+                });
+                let olds: Vec<u32> = all
                     .iter()
-                    .flatten()
-                    .flat_map(|&f| {
-                        std::iter::once(f).chain(
-                            self.world.entities[f as usize]
-                                .adjacent
-                                .iter()
-                                .map(|d| d.to),
-                        )
-                    })
-                    .filter(|&e| World::is_ordinary(e))
-                    .flat_map(|e| self.world.by_entity[e as usize].iter().copied())
-                    .filter(|&m| ok(self, m) && self.world.memories[m as usize].superseded(turn.ts))
+                    .copied()
+                    .filter(|&m| !Self::taken(picks, m))
                     .collect();
                 if olds.is_empty() {
                     return None;
@@ -255,6 +281,7 @@ impl Sim<'_> {
         let n_hard = (self.spec.hard_negative_share * n_neg as f64).round() as usize;
         let mix = cfg.candidates.hard_negative_mix;
         let mix_total: f64 = mix.iter().sum();
+        let mut near = Near::default();
         for _ in 0..n_hard {
             let mut x = self.rng.random_range(0.0..mix_total);
             let mut first = 0;
@@ -266,7 +293,7 @@ impl Sim<'_> {
             let found = (0..4)
                 .map(|i| HardNegative::KINDS[(first + i) % 4])
                 .filter(|&kind| i_weight(&mix, kind) > 0.0)
-                .find_map(|kind| self.hard_negative(kind, turn, &picks));
+                .find_map(|kind| self.hard_negative(kind, turn, &picks, &mut near));
             match found {
                 Some(p) => picks.push(p),
                 None => break,
@@ -301,6 +328,17 @@ impl Sim<'_> {
         }
         (picks, n_neg)
     }
+}
+
+/// The turn's memories that two kinds of hard negative choose from, listed once a turn
+/// (the memories and the turn do not change while its negatives are drawn); each draw
+/// leaves out the ones already picked.
+#[derive(Default)]
+struct Near {
+    /// Live memories of the focal entities, with their relevance at the turn.
+    live: Option<Vec<Pick>>,
+    /// Superseded memories of the focal entities and their neighbours.
+    superseded: Option<Vec<u32>>,
 }
 
 fn i_weight(mix: &[f64; 4], kind: HardNegative) -> f64 {

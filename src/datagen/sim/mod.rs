@@ -51,8 +51,8 @@ struct Written<'a> {
 struct State {
     /// BFS tree per focal entity: parent and the edge used, `u32::MAX` if unreached.
     bfs: FxHashMap<u32, Vec<(u32, Edge)>>,
-    /// Path id per (focal entity, memory).
-    path_ids: FxHashMap<(u32, u32), u32>,
+    /// Path id and path features per (focal entity, memory), in the order first met.
+    paths: FxHashMap<(u32, u32), (u32, [f32; 7])>,
     /// Path feedback per (focal entity, target entity): (successes, trials).
     feedback: FxHashMap<(u32, u32), (f32, f32)>,
     burst_entity: u32,
@@ -107,7 +107,7 @@ pub fn simulate(
         rng,
         state: State {
             bfs: FxHashMap::default(),
-            path_ids: FxHashMap::default(),
+            paths: FxHashMap::default(),
             feedback: FxHashMap::default(),
             burst_entity: 0,
             burst_left: 0,
@@ -536,6 +536,7 @@ impl Sim<'_> {
         let session_gap = slot
             .prev_session_start
             .map_or(0.0, |p| (slot.session_start - p) as f64 / 86_400.0);
+        let log_session_gap = session_gap.ln_1p() as f32;
         let k = picks.len();
         let mut rows: Vec<[f32; FEATURE_DIM]> = Vec::with_capacity(k);
         let mut path_ids = Vec::with_capacity(k);
@@ -554,13 +555,13 @@ impl Sim<'_> {
             x[feat::DOW_COS] = dow_c;
             x[feat::MOY_SIN] = moy_s;
             x[feat::MOY_COS] = moy_c;
-            x[feat::LOG_SESSION_GAP] = session_gap.ln_1p() as f32;
+            x[feat::LOG_SESSION_GAP] = log_session_gap;
             x[feat::IS_EMBEDDED] = mem.embedded as u8 as f32;
             x[feat::IS_SUPERSEDED] = mem.superseded(ts) as u8 as f32;
             x[feat::ENTITY_SLOT] = self.entity_out[mem.entity as usize] as f32 / max_entity;
             x[feat::ASPECT_SLOT] = mem.aspect as f32 / max_aspect;
             x[feat::IS_CONSTRAINT] = mem.constraint as u8 as f32;
-            x[feat::LOG_STRUCTURAL_DENSITY] = ent.structural_density.ln_1p();
+            x[feat::LOG_STRUCTURAL_DENSITY] = ent.log_structural_density;
             x[feat::IS_KA_TRAVERSAL] = (!turn.is_focal(mem.entity)) as u8 as f32;
             let entity = mem.entity;
             let (pid, path) = self.path(primary, pick.memory);

@@ -39,12 +39,22 @@ impl Sim<'_> {
     /// The traversal path from the focal entity to memory `m`, its path id, and the path
     /// features (dims 17–23 except the feedback score, filled by the caller).
     pub(super) fn path(&mut self, focal: u32, m: u32) -> (u32, [f32; 7]) {
+        // The graph, the tree and the memory's place in it do not change during a user's
+        // stream: a path met before is read back.
+        if let Some(&known) = self.state.paths.get(&(focal, m)) {
+            return known;
+        }
         let (entity, aspect) = {
             let mem = &self.world.memories[m as usize];
             (mem.entity, mem.aspect)
         };
-        // hops: (type, confidence, aspect weight, crossing, strength)
-        let mut hops: Vec<(HopType, f32, f32, u8, f32)> = vec![(HopType::Entity, 1.0, 0.0, 0, 1.0)];
+        // hops: (type, confidence, aspect weight, crossing, strength), at most MAX_HOPS
+        // (the tree is cut at MAX_HOPS − 3 entity hops, and the entity's own hop, its
+        // aspect and its attribute make three more): held in place, not allocated.
+        const NO_HOP: (HopType, f32, f32, u8, f32) = (HopType::Entity, 0.0, 0.0, 0, 0.0);
+        let mut hop_store = [NO_HOP; MAX_HOPS];
+        hop_store[0] = (HopType::Entity, 1.0, 0.0, 0, 1.0);
+        let mut len = 1;
         let mut entity_hops = 0usize;
         if entity != focal {
             self.bfs(focal);
@@ -53,47 +63,46 @@ impl Sim<'_> {
                 let crossing = (self.world.entities[focal as usize].community
                     != self.world.entities[entity as usize].community)
                     as u8;
-                hops.push((HopType::Entity, 0.1, 0.0, crossing, 0.05));
+                hop_store[len] = (HopType::Entity, 0.1, 0.0, crossing, 0.05);
+                len += 1;
                 entity_hops = MAX_HOPS;
             } else {
-                let mut chain = Vec::new();
+                // Walked from the entity up to the focal one, then turned around.
                 let mut e = entity;
                 while e != focal {
                     let (p, edge) = parent[e as usize];
                     let crossing = (self.world.entities[p as usize].community
                         != self.world.entities[e as usize].community)
                         as u8;
-                    chain.push((
+                    hop_store[len + entity_hops] = (
                         HopType::Dependency,
                         edge.confidence,
                         0.0,
                         crossing,
                         edge.strength,
-                    ));
+                    );
+                    entity_hops += 1;
                     e = p;
                 }
-                entity_hops = chain.len();
-                hops.extend(chain.into_iter().rev());
+                hop_store[len..len + entity_hops].reverse();
+                len += entity_hops;
             }
         }
         let aspect_weight = self.world.entities[entity as usize].aspects[aspect as usize].weight;
-        hops.push((HopType::Aspect, 1.0, aspect_weight, 0, 1.0));
-        hops.push((HopType::Attribute, 1.0, 0.0, 0, 1.0));
-        let n_paths = self.state.path_ids.len() as u32;
-        let key = (focal, m);
-        let id = *self.state.path_ids.entry(key).or_insert(n_paths);
-        if id == n_paths {
-            let p = &mut self.out.paths;
-            for (i, h) in hops.iter().enumerate() {
-                p.user_id.push(self.spec.user_id);
-                p.path_id.push(id);
-                p.hop.push(i as u8);
-                p.hop_type.push(h.0 as u8);
-                p.edge_confidence.push(h.1);
-                p.aspect_weight.push(h.2);
-                p.community_crossing.push(h.3);
-                p.dependency_strength.push(h.4);
-            }
+        hop_store[len] = (HopType::Aspect, 1.0, aspect_weight, 0, 1.0);
+        hop_store[len + 1] = (HopType::Attribute, 1.0, 0.0, 0, 1.0);
+        let hops = &hop_store[..len + 2];
+        let id = self.state.paths.len() as u32;
+        let p = &mut self.out.paths;
+        for (i, h) in hops.iter().enumerate() {
+            p.user_id.push(self.spec.user_id);
+            p.path_id.push(id);
+            p.hop.push(i as u8);
+            p.hop_type.push(h.0 as u8);
+            p.edge_confidence.push(h.1);
+            p.aspect_weight.push(h.2);
+            p.community_crossing.push(h.3);
+            p.dependency_strength.push(h.4);
         }
         let min_conf = hops.iter().map(|h| h.1).fold(1.0f32, f32::min);
         let crossings: u32 = hops.iter().map(|h| h.3 as u32).sum();
@@ -107,6 +116,7 @@ impl Sim<'_> {
             log_strength,
             entity_hops as f32 / MAX_HOPS as f32,
         ];
+        self.state.paths.insert((focal, m), (id, features));
         (id, features)
     }
 }
