@@ -107,6 +107,8 @@ pub struct Memory {
     pub decay: Decay,
     pub access_count: u32,
     pub embedding: Vec<f32>,
+    /// The embedding's Euclidean norm.
+    pub norm: f32,
     /// Appeared in a candidate set (so it is written to the memories table).
     pub referenced: bool,
 }
@@ -130,6 +132,11 @@ pub struct World {
 
 fn uniform(rng: &mut ChaCha8Rng, r: Range) -> u32 {
     rng.random_range(r[0]..=r[1])
+}
+
+/// The Euclidean norm of `v`.
+pub fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
 fn gaussian_vec(rng: &mut ChaCha8Rng, dim: usize, scale: f32) -> Vec<f32> {
@@ -334,7 +341,8 @@ impl World {
         let aspect = rng.random_range(0..ent.aspects.len()) as u16;
         let attribute = rng.random_range(0..ent.aspects[aspect as usize].attributes);
         let noise = gaussian_vec(rng, self.embedding_dim, 0.3);
-        let embedding = ent.center.iter().zip(&noise).map(|(c, n)| c + n).collect();
+        let embedding: Vec<f32> = ent.center.iter().zip(&noise).map(|(c, n)| c + n).collect();
+        let norm = norm(&embedding);
         let importance = Beta::new(2.0, 5.0).expect("valid beta").sample(rng) as f32;
         let decay = if rng.random_bool(config.patterns.power_law_share) {
             Decay::PowerLaw
@@ -356,6 +364,7 @@ impl World {
             decay,
             access_count: 0,
             embedding,
+            norm,
             referenced: false,
         });
         self.by_entity[entity as usize].push(id);

@@ -5,7 +5,7 @@
 use rand::RngExt;
 
 use super::{POOL_MIN_RELEVANCE, Pick, Sim, Turn};
-use crate::datagen::world::{World, roles};
+use crate::datagen::world::{World, norm, roles};
 use crate::features::{Canary, HardNegative};
 
 impl Sim<'_> {
@@ -168,6 +168,7 @@ impl Sim<'_> {
             HardNegative::SemanticNeighbor => {
                 let community = self.world.entities[primary as usize].community;
                 let center = self.world.entities[primary as usize].center.clone();
+                let center_norm = norm(&center);
                 let mut best: Option<(f32, u32)> = None;
                 for _ in 0..12 {
                     let e = self.random_ordinary_entity();
@@ -186,7 +187,8 @@ impl Sim<'_> {
                     if !ok(self, m) {
                         continue;
                     }
-                    let sim = cosine(&self.world.memories[m as usize].embedding, &center);
+                    let mem = &self.world.memories[m as usize];
+                    let sim = cosine(&mem.embedding, mem.norm, &center, center_norm);
                     if best.is_none_or(|(s, _)| sim > s) {
                         best = Some((sim, m));
                     }
@@ -345,9 +347,8 @@ fn i_weight(mix: &[f64; 4], kind: HardNegative) -> f64 {
     mix[kind as usize - 1]
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
+/// The cosine of two vectors, given their norms.
+fn cosine(a: &[f32], na: f32, b: &[f32], nb: f32) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb).max(1e-12)
 }

@@ -18,11 +18,11 @@ mod candidates;
 mod paths;
 
 use crate::canary::{Inputs, Role, Rules};
-use crate::config::Config;
+use crate::config::{Config, PatternConfig};
 use crate::datagen::calendar::{self, angle};
 use crate::datagen::schedule::{Slot, UserSpec, schedule};
 use crate::datagen::tables::Tables;
-use crate::datagen::world::{Decay, Edge, World, roles};
+use crate::datagen::world::{Decay, Edge, Entity, World, roles};
 use crate::datagen::{Stream, rng_for};
 use crate::features::{Canary, FEATURE_DIM, HardNegative, feat};
 
@@ -63,6 +63,9 @@ struct State {
     /// The mixer's weight of every ordinary entity at one instant (a turn draws several
     /// entities at its time); entities never change once the world is made.
     mixer: (i64, Vec<f64>),
+    /// Each ordinary entity's phases for the mixer, made once: the cosine and sine of its
+    /// preferred hour and weekday as angles, and of its seasonal phase.
+    phases: Vec<[f64; 6]>,
 }
 
 /// Turn-level context shared by all candidates of a turn.
@@ -115,6 +118,7 @@ pub fn simulate(
             prev_primary: None,
             prev_focal: [None, None],
             mixer: (i64::MIN, Vec::new()),
+            phases: Vec::new(),
         },
         out: Tables::default(),
     };
@@ -148,6 +152,42 @@ struct Sim<'a> {
     rng: &'a mut ChaCha8Rng,
     state: State,
     out: Tables,
+}
+
+/// Each entity's phases for the mixer: the cosine and sine of its preferred hour and
+/// weekday as angles, and of its seasonal phase.
+fn mixer_phases(entities: &[Entity]) -> Vec<[f64; 6]> {
+    entities
+        .iter()
+        .map(|ent| {
+            let (sh, ch) = (TAU * ent.pref_hour / 24.0).sin_cos();
+            let (sw, cw) = (TAU * ent.pref_weekday / 7.0).sin_cos();
+            let (ss, cs) = ent.season_phase.sin_cos();
+            [ch, sh, cw, sw, cs, ss]
+        })
+        .collect()
+}
+
+/// The mixer weight of each of `entities` at time `ts`: popularity × daily cycle × weekly
+/// cycle × seasonal drift, where the daily cycle is 1 + a·cos(2π(hour − preferred hour)/24),
+/// the weekly one the same over the week, and the drift exp(a·sin(2π·day/period + phase)).
+/// Each cosine and sine of a difference or sum is expanded over the entity's `phases`
+/// ([`mixer_phases`]), so a turn takes three sines and cosines rather than three an entity.
+fn mixer_weights(p: &PatternConfig, entities: &[Entity], phases: &[[f64; 6]], ts: i64) -> Vec<f64> {
+    let (sh, ch) = (TAU * calendar::hour(ts) / 24.0).sin_cos();
+    let (sw, cw) = (TAU * calendar::weekday(ts) / 7.0).sin_cos();
+    let (ss, cs) = (TAU * (ts as f64 / 86_400.0) / p.seasonal_period_days).sin_cos();
+    entities
+        .iter()
+        .zip(phases)
+        .map(|(ent, [pch, psh, pcw, psw, pcs, pss])| {
+            // cos(a − b) = cos a cos b + sin a sin b; sin(a + b) = sin a cos b + cos a sin b.
+            let daily = 1.0 + p.daily_amplitude * (ch * pch + sh * psh);
+            let weekly = 1.0 + p.weekly_amplitude * (cw * pcw + sw * psw);
+            let season = (p.seasonal_amplitude * (ss * pcs + cs * pss)).exp();
+            ent.popularity * daily * weekly * season
+        })
+        .collect()
 }
 
 /// Where in the week user `user`'s cycle entity X peaks: a weekday drawn uniformly and an
@@ -246,29 +286,20 @@ impl Sim<'_> {
         }
     }
 
-    /// Mixer weight of an ordinary entity at this moment: popularity × daily cycle ×
-    /// weekly cycle × seasonal drift.
-    fn mixer_weight(&self, e: u32, hour: f64, weekday: f64, day: f64) -> f64 {
-        let p = &self.config.patterns;
-        let ent = &self.world.entities[e as usize];
-        let daily = 1.0 + p.daily_amplitude * (TAU * (hour - ent.pref_hour) / 24.0).cos();
-        let weekly = 1.0 + p.weekly_amplitude * (TAU * (weekday - ent.pref_weekday) / 7.0).cos();
-        let season = (p.seasonal_amplitude
-            * (TAU * day / p.seasonal_period_days + ent.season_phase).sin())
-        .exp();
-        ent.popularity * daily * weekly * season
+    /// The mixer weight of every ordinary entity at time `ts` (see [`mixer_weights`]).
+    fn mixer_weights(&mut self, ts: i64) -> Vec<f64> {
+        let ordinary = &self.world.entities[roles::FIRST_ORDINARY as usize..];
+        if self.state.phases.len() != ordinary.len() {
+            self.state.phases = mixer_phases(ordinary);
+        }
+        mixer_weights(&self.config.patterns, ordinary, &self.state.phases, ts)
     }
 
     fn draw_mixer_entity(&mut self, ts: i64, exclude: Option<u32>) -> u32 {
         let n = self.world.n_entities() as u32;
         let ordinary = (n - roles::FIRST_ORDINARY) as usize;
         if self.state.mixer.0 != ts || self.state.mixer.1.len() != ordinary {
-            let hour = calendar::hour(ts);
-            let weekday = calendar::weekday(ts);
-            let day = ts as f64 / 86_400.0;
-            let weights = (roles::FIRST_ORDINARY..n)
-                .map(|e| self.mixer_weight(e, hour, weekday, day))
-                .collect();
+            let weights = self.mixer_weights(ts);
             self.state.mixer = (ts, weights);
         }
         let skip = exclude.map_or(usize::MAX, |e| {
@@ -763,4 +794,36 @@ pub fn independent_labels(probs: &[f64], rng: &mut ChaCha8Rng) -> Vec<u8> {
         .iter()
         .map(|p| rng.random_bool(p.clamp(0.0, 1.0)) as u8)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// The expanded weights equal the cycles computed directly from the angles' differences.
+    #[test]
+    fn mixer_weights_match_the_cycles_computed_directly() {
+        let config = Config::default();
+        let p = &config.patterns;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let world = World::generate(&config, &mut rng, 1_767_571_200);
+        let ordinary = &world.entities[roles::FIRST_ORDINARY as usize..];
+        let phases = mixer_phases(ordinary);
+        for ts in [1_767_571_200, 1_767_600_000, 1_768_000_123, 1_790_000_000] {
+            let (hour, weekday) = (calendar::hour(ts), calendar::weekday(ts));
+            let day = ts as f64 / 86_400.0;
+            for (ent, w) in ordinary.iter().zip(mixer_weights(p, ordinary, &phases, ts)) {
+                let daily = 1.0 + p.daily_amplitude * (TAU * (hour - ent.pref_hour) / 24.0).cos();
+                let weekly =
+                    1.0 + p.weekly_amplitude * (TAU * (weekday - ent.pref_weekday) / 7.0).cos();
+                let season = (p.seasonal_amplitude
+                    * (TAU * day / p.seasonal_period_days + ent.season_phase).sin())
+                .exp();
+                let direct = ent.popularity * daily * weekly * season;
+                assert!((w - direct).abs() <= 1e-12 * direct, "{w} against {direct}");
+            }
+        }
+    }
 }
