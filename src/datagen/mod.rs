@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::features::{Canary, FEATURE_DIM, HardNegative};
 use crate::manifest::{self, FileRecord, Manifest, NoiseRecord, Source};
 use schedule::UserSpec;
-use tables::{Append, Candidates, Memories, Paths, Tables, Turns};
+use tables::{Append, Tables};
 use writer::TableWriter;
 
 /// Independent random streams of a user.
@@ -280,6 +280,17 @@ pub fn generate(config: &Config, opts: &GenOptions) -> Result<Summary> {
     })
 }
 
+/// Appends one table of every user in `parts` to `writer`: the users' rows merged in order,
+/// made a frame by `frame`.
+fn write_merged<T: Append>(
+    writer: &mut TableWriter,
+    parts: &[Tables],
+    table: fn(&Tables) -> &T,
+    frame: impl FnOnce(T) -> polars::prelude::PolarsResult<polars::prelude::DataFrame>,
+) -> Result<()> {
+    writer.write(&frame(T::merged(parts.iter().map(table)))?)
+}
+
 /// The four table writers of a dataset.
 pub struct Writers {
     turns: TableWriter,
@@ -310,35 +321,31 @@ impl Writers {
     /// writing the tables one after another was what `gen` waited on.
     pub fn write(&mut self, parts: &[Tables], dim: usize) -> Result<()> {
         let observed = self.observed;
-        let (turns, candidates, memories, paths) = (
-            &mut self.turns,
-            &mut self.candidates,
-            &mut self.memories,
-            &mut self.paths,
-        );
         let ((c, t), (m, p)) = rayon::join(
             || {
                 rayon::join(
-                    || -> Result<()> {
-                        let merged = Candidates::merged(parts.iter().map(|t| &t.candidates));
-                        candidates.write(&merged.into_frame(observed)?)
+                    || {
+                        write_merged(
+                            &mut self.candidates,
+                            parts,
+                            |t| &t.candidates,
+                            |c| c.into_frame(observed),
+                        )
                     },
-                    || -> Result<()> {
-                        let merged = Turns::merged(parts.iter().map(|t| &t.turns));
-                        turns.write(&merged.into_frame(dim)?)
-                    },
+                    || write_merged(&mut self.turns, parts, |t| &t.turns, |t| t.into_frame(dim)),
                 )
             },
             || {
                 rayon::join(
-                    || -> Result<()> {
-                        let merged = Memories::merged(parts.iter().map(|t| &t.memories));
-                        memories.write(&merged.into_frame(dim)?)
+                    || {
+                        write_merged(
+                            &mut self.memories,
+                            parts,
+                            |t| &t.memories,
+                            |m| m.into_frame(dim),
+                        )
                     },
-                    || -> Result<()> {
-                        let merged = Paths::merged(parts.iter().map(|t| &t.paths));
-                        paths.write(&merged.into_frame()?)
-                    },
+                    || write_merged(&mut self.paths, parts, |t| &t.paths, |p| p.into_frame()),
                 )
             },
         );

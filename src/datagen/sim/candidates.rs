@@ -105,11 +105,12 @@ impl Sim<'_> {
         near: &mut Near,
     ) -> Option<Pick> {
         let primary = turn.focal[0]?;
-        let ok = |s: &Self, m: u32| -> bool {
-            !Self::taken(picks, m)
-                && s.world.memories[m as usize].exists(turn.ts)
-                && World::is_ordinary(s.world.memories[m as usize].entity)
+        // A memory a negative may be: it exists at the turn and is of an ordinary entity.
+        let usable = |s: &Self, m: u32| -> bool {
+            let mem = &s.world.memories[m as usize];
+            mem.exists(turn.ts) && World::is_ordinary(mem.entity)
         };
+        let ok = |s: &Self, m: u32| -> bool { !Self::taken(picks, m) && usable(s, m) };
         match kind {
             HardNegative::EntityNeighbor => {
                 let adj: Vec<u32> = turn
@@ -150,10 +151,7 @@ impl Sim<'_> {
                         .flatten()
                         .flat_map(|&f| self.world.by_entity[f as usize].iter().copied())
                         .filter(|&m| {
-                            let mem = &self.world.memories[m as usize];
-                            mem.exists(turn.ts)
-                                && World::is_ordinary(mem.entity)
-                                && !mem.superseded(turn.ts)
+                            usable(self, m) && !self.world.memories[m as usize].superseded(turn.ts)
                         })
                         .map(|m| self.ordinary_pick(m, turn, kind))
                         .collect()
@@ -212,10 +210,7 @@ impl Sim<'_> {
                         .filter(|&e| World::is_ordinary(e))
                         .flat_map(|e| self.world.by_entity[e as usize].iter().copied())
                         .filter(|&m| {
-                            let mem = &self.world.memories[m as usize];
-                            mem.exists(turn.ts)
-                                && World::is_ordinary(mem.entity)
-                                && mem.superseded(turn.ts)
+                            usable(self, m) && self.world.memories[m as usize].superseded(turn.ts)
                         })
                         .collect()
                 });
