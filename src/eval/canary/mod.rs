@@ -386,6 +386,9 @@ pub struct ReferenceSuite {
     pub snr_db: Option<f64>,
     /// The decay rate the observable reference learned on the training turns.
     pub observable_decay: f64,
+    /// The weight the training turns' listwise likelihood gives the observable reference's
+    /// weekly factor, which the reference applies at 1 ([`ObservableProbe::week_trust`]).
+    pub observable_week_trust: f64,
     /// GTS test cases the probes were drawn from, and their users.
     pub cases: usize,
     pub users: usize,
@@ -422,6 +425,7 @@ pub fn reference_suites(
             ReferenceSuite {
                 snr_db,
                 observable_decay: observable.decay,
+                observable_week_trust: observable.week_trust,
                 cases: cases.len(),
                 users,
                 sites: probes.sites(),
@@ -438,12 +442,13 @@ pub fn reference_suites(
 impl ReferenceSuite {
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "canary suite at {}: probe sites drawn from {} GTS cases of {} users (statistic [95% interval] detection, PASS/FAIL); the observable reference's learned decay rate {:.4}/day\n{:<24} {:>6}",
+            "canary suite at {}: probe sites drawn from {} GTS cases of {} users (statistic [95% interval] detection, PASS/FAIL); the observable reference's learned decay rate {:.4}/day, and the weight the training turns' likelihood gives its weekly factor {:.3} (it applies 1)\n{:<24} {:>6}",
             self.snr_db
                 .map_or("clean features".to_string(), |d| format!("{d} dB")),
             self.cases,
             self.users,
             self.observable_decay,
+            self.observable_week_trust,
             "canary",
             "sites"
         );

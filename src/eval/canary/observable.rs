@@ -35,6 +35,15 @@
 //! marks as decaying fades at that rate; any other at the rate fitted to its own showings,
 //! never faster.
 //!
+//! **How far the training turns back the weekly factor.** Every factor above enters with
+//! weight 1, as its rule says. A model learns its weights from its loss instead, so
+//! [`ObservableProbe::fit`] also measures the weight the weekly factor earns: the one
+//! that maximizes the listwise softmax likelihood (a model's training loss) of a sample
+//! of training turns spread evenly over the users, everything else held as it is
+//! ([`ObservableProbe::week_trust`]). A weight well under 1 says a learner would trust
+//! the weekly harmonic less than this rule does, and a cycle ratio the rule reaches may
+//! then be out of a learner's reach.
+//!
 //! A memory's age is estimated from every showing of it (the observed `log_age` of each,
 //! moved to the probed turn), which averages out the feature noise; a newer memory ranks
 //! above an older one of equal evidence.
@@ -71,6 +80,11 @@ const GATE_RATIO: f64 = 2.0;
 /// Turns looked back for an entity's recent focal turns and a memory's last relevant one.
 const RECENT_TURNS: usize = 6;
 
+/// Training turns, at most, that [`ObservableProbe::week_trust`] is measured on (spread
+/// evenly over the users' histories), and the first turn of a history that counts.
+const TRUST_TURNS: usize = 10_000;
+const TRUST_FIRST_TURN: usize = 8;
+
 /// The observable reference as a probe scorer: what it learned on the training turns.
 #[derive(Clone, Debug, Default)]
 pub struct ObservableProbe {
@@ -79,6 +93,9 @@ pub struct ObservableProbe {
     /// The label rates by context that are alike for every user (an entity's focal state,
     /// a memory's last relevant turn, the superseded flag), over every user's showings.
     pooled: Pooled,
+    /// The weight on the weekly factor that the training turns' listwise likelihood
+    /// prefers, in `[0, 2]` (the rule applies 1; see the module's documentation).
+    pub week_trust: f64,
 }
 
 /// Label rates by context, pooled over showings.
@@ -155,11 +172,108 @@ impl ObservableProbe {
         } else {
             0.0
         };
-        ObservableProbe {
+        let mut probe = ObservableProbe {
             decay: decay_rate(&pooled, floor),
             pooled: rates,
+            week_trust: 1.0,
+        };
+        probe.week_trust = likeliest_weight(&probe.trust_turns(data, &test_start));
+        probe
+    }
+
+    /// Every `stride`-th training turn of `data` from [`TRUST_FIRST_TURN`] on (at most
+    /// about [`TRUST_TURNS`] of them), as the rule scores it: each candidate's
+    /// log-relevance without the weekly factor, the weekly factor, and its label.
+    fn trust_turns(
+        &self,
+        data: &crate::data::Dataset,
+        test_start: &impl Fn(&UserSeq) -> usize,
+    ) -> Vec<Terms> {
+        let ends: Vec<usize> = data
+            .users
+            .iter()
+            .map(|u| test_start(u).min(u.turns))
+            .collect();
+        let total: usize = ends
+            .iter()
+            .map(|e| e.saturating_sub(TRUST_FIRST_TURN))
+            .sum();
+        let stride = total.div_ceil(TRUST_TURNS).max(1);
+        let k = data.k;
+        let mut out = Vec::new();
+        for (u, &end) in data.users.iter().zip(&ends) {
+            for t in (TRUST_FIRST_TURN..end).step_by(stride) {
+                let parts = self.parts(u, t, k);
+                out.push(Terms {
+                    base: parts.iter().map(|p| p[0]).collect(),
+                    extra: parts.iter().map(|p| p[1]).collect(),
+                    relevant: (0..k)
+                        .map(|j| u.valid[t * k + j] == 1.0 && u.labels[t * k + j] > 0.0)
+                        .collect(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// One turn's candidates as [`likeliest_weight`] takes them: scores `base + w · extra`
+/// (`base` −∞ for a slot that is not a candidate) and which were relevant.
+struct Terms {
+    base: Vec<f64>,
+    extra: Vec<f64>,
+    relevant: Vec<bool>,
+}
+
+/// The weight `w` in `[0, 2]` that maximizes the listwise softmax log-likelihood of the
+/// relevant candidates, `Σ_turns Σ_relevant (s_j − log Σ_i e^{s_i})` with `s = base + w ·
+/// extra`: concave in `w`, so a golden-section search finds it (to 10⁻³). 0 without
+/// turns.
+fn likeliest_weight(turns: &[Terms]) -> f64 {
+    if turns.is_empty() {
+        return 0.0;
+    }
+    let ll = |w: f64| -> f64 {
+        turns
+            .iter()
+            .map(|t| {
+                let s: Vec<f64> = t
+                    .base
+                    .iter()
+                    .zip(&t.extra)
+                    .map(|(b, e)| b + w * e)
+                    .collect();
+                let top = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if !top.is_finite() {
+                    return 0.0;
+                }
+                let lse = top + s.iter().map(|x| (x - top).exp()).sum::<f64>().ln();
+                s.iter()
+                    .zip(&t.relevant)
+                    .filter(|(x, r)| **r && x.is_finite())
+                    .map(|(x, _)| x - lse)
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut lo, mut hi) = (0.0f64, 2.0f64);
+    let (mut a, mut b) = (hi - g * (hi - lo), lo + g * (hi - lo));
+    let (mut fa, mut fb) = (ll(a), ll(b));
+    while hi - lo > 1e-3 {
+        if fa >= fb {
+            hi = b;
+            (b, fb) = (a, fa);
+            a = hi - g * (hi - lo);
+            fa = ll(a);
+        } else {
+            lo = a;
+            (a, fa) = (b, fb);
+            b = lo + g * (hi - lo);
+            fb = ll(b);
         }
     }
+    (lo + hi) / 2.0
 }
 
 impl ProbeScorer for ObservableProbe {
@@ -473,6 +587,15 @@ impl ObservableProbe {
     /// Log-relevance of every candidate of turn `t` of `u`, from turns `0..t` and the
     /// inputs of turn `t` (never its labels).
     pub fn log_relevance(&self, u: &UserSeq, t: usize, k: usize) -> Vec<f64> {
+        self.parts(u, t, k)
+            .iter()
+            .map(|[rest, week]| rest + week)
+            .collect()
+    }
+
+    /// Each candidate's log-relevance at turn `t` in two parts: every factor but the time
+    /// of the week (−∞ for a slot that is not a candidate), and the time of the week's.
+    fn parts(&self, u: &UserSeq, t: usize, k: usize) -> Vec<[f64; 2]> {
         let h = History::of(u, t, k);
         // The user's rate, shrunk towards one relevant candidate in twenty.
         let user_rate = (h.pooled.all.0 + 1.0) / (h.pooled.all.1 + 20.0);
@@ -484,7 +607,7 @@ impl ObservableProbe {
             .map(|j| {
                 let slot = t * k + j;
                 if u.valid[slot] != 1.0 {
-                    return f64::NEG_INFINITY;
+                    return [f64::NEG_INFINITY, 0.0];
                 }
                 let (e, m) = (u.entity[slot], u.memory_id[slot]);
                 let all = h.by_entity.get(&e).unwrap_or(&empty);
@@ -521,7 +644,7 @@ impl ObservableProbe {
                 // Time of the week.
                 let week: Vec<(f64, f64)> =
                     past.iter().map(|p| (h.week[p.turn], p.label)).collect();
-                log_p += week_factor(&week, week_now, rate);
+                let week = week_factor(&week, week_now, rate);
                 // Age: the memory's, from every showing of it; the entity's decay.
                 let sightings: Vec<f64> = past
                     .iter()
@@ -552,7 +675,7 @@ impl ObservableProbe {
                 log_p += factor(pop.by_last_relevant.get(&h.since_relevant(m, t)));
                 log_p += factor(Some(&pop.by_superseded[superseded(u, slot)]));
                 // Of two memories with equal evidence, the newer first.
-                log_p - 1e-4 * age
+                [log_p - 1e-4 * age, week]
             })
             .collect()
     }
@@ -578,6 +701,64 @@ mod tests {
         let flat: Vec<(f64, f64)> = showings.iter().map(|s| (s.0, 0.3)).collect();
         assert_eq!(decay_rate(&flat, 0.0), 0.0);
         assert_eq!(decay_rate(&showings[..DECAY_MIN_SHOWN - 1], 0.02), 0.0);
+    }
+
+    /// Turns of `k` candidates scored `base + w · extra` (both standard normal), one
+    /// relevant each, drawn from the softmax of `base + planted · extra`.
+    fn drawn_turns(planted: f64, turns: usize, k: usize, seed: u64) -> Vec<Terms> {
+        use rand::{RngExt, SeedableRng};
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..turns)
+            .map(|_| {
+                let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+                let base: Vec<f64> = (0..k).map(|_| normal()).collect();
+                let extra: Vec<f64> = (0..k).map(|_| normal()).collect();
+                let p: Vec<f64> = base
+                    .iter()
+                    .zip(&extra)
+                    .map(|(b, e)| (b + planted * e).exp())
+                    .collect();
+                let mut u = rng.random::<f64>() * p.iter().sum::<f64>();
+                let pick = p
+                    .iter()
+                    .position(|&x| {
+                        u -= x;
+                        u <= 0.0
+                    })
+                    .unwrap_or(k - 1);
+                Terms {
+                    base,
+                    extra,
+                    relevant: (0..k).map(|j| j == pick).collect(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn likeliest_weight_recovers_the_planted_weight() {
+        // 4,000 turns of 10 candidates fix a softmax weight to about ±0.03 (its standard
+        // error here, from the Fisher information, is about 0.02).
+        for planted in [0.0, 0.4, 1.0, 1.6] {
+            let got = likeliest_weight(&drawn_turns(planted, 4000, 10, 7));
+            assert!((got - planted).abs() < 0.08, "planted {planted}: {got}");
+        }
+        // An extra term that says nothing of the labels earns no weight, whatever its size.
+        let mut noise = drawn_turns(0.0, 4000, 10, 8);
+        for t in &mut noise {
+            t.extra.iter_mut().for_each(|e| *e *= 3.0);
+        }
+        assert!(likeliest_weight(&noise) < 0.03);
+        // Slots that are not candidates do not count; no turns, no weight.
+        let mut padded = drawn_turns(1.0, 4000, 10, 9);
+        for t in &mut padded {
+            t.base.push(f64::NEG_INFINITY);
+            t.extra.push(5.0);
+            t.relevant.push(false);
+        }
+        assert!((likeliest_weight(&padded) - 1.0).abs() < 0.08);
+        assert_eq!(likeliest_weight(&[]), 0.0);
     }
 
     #[test]
