@@ -459,6 +459,21 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["poc"].as_array().unwrap().len(), 7);
+    // The weight the training turns give the observable reference's weekly factor, the
+    // same at every level, and what the report makes of it.
+    let trust: Vec<f64> = summary["canaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["observable_week_trust"].as_f64().unwrap())
+        .collect();
+    assert!((0.0..=2.0).contains(&trust[0]), "{trust:?}");
+    assert!(trust.iter().all(|&w| w == trust[0]), "{trust:?}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains(&format!("a model's loss, gives it {:.3}.", trust[0])),
+        "the report does not give the weekly factor's weight"
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<svg") && html.contains("SNR curve"),

@@ -85,4 +85,7 @@ pub struct SnrLevel {
     pub constant: Vec<CanaryResult>,
     /// The observable reference ([`super::canary::ObservableProbe`]).
     pub observable: Vec<CanaryResult>,
+    /// The weight the training turns' listwise likelihood gives the observable reference's
+    /// weekly factor, which it applies at 1 (the same at every level).
+    pub observable_week_trust: f64,
 }

@@ -544,6 +544,7 @@ impl Probing<'_> {
                 random: reference(next()),
                 constant: reference(next()),
                 observable: reference(next()),
+                observable_week_trust: observable.week_trust,
             });
         }
         levels

@@ -8,6 +8,11 @@ use crate::eval::findings::{EvalReport, SnrLevel};
 use crate::eval::gates::cliff;
 use crate::eval::report::{self, Block, Section, table};
 
+/// Below this weight on the observable reference's weekly factor, the report says the
+/// training loss does not reward the trust the cycle canary asks (its ratio of 2 needs
+/// about half the factor where the reference reads 4–6).
+const WEEK_TRUST_LOW: f64 = 0.5;
+
 /// A canary result as a status cell.
 fn canary_status(r: &CanaryResult) -> String {
     if r.probes == 0 {
@@ -78,6 +83,15 @@ pub(super) fn canary_sections(report: &EvalReport) -> Vec<Section> {
                 })
                 .collect(),
         ));
+        blocks.push(Block::Para(format!(
+            "The observable reference applies its weekly factor (a harmonic fitted to each entity's labels over the week) at weight 1; on the training turns the listwise softmax likelihood, a model's loss, gives it {:.3}. {}",
+            l.observable_week_trust,
+            if l.observable_week_trust < WEEK_TRUST_LOW {
+                "A learner is not rewarded for trusting the time of the week as far as the temporal_cycle canary asks on this data: a model that fails it may be doing what its loss asks (docs/canary-suite.md)."
+            } else {
+                "The training loss rewards the weekly factor."
+            }
+        )));
     }
     let mut out = vec![Section {
         title: "Canary suite at 20 dB".into(),
