@@ -467,11 +467,11 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
         .iter()
         .map(|l| l["observable_week_trust"].as_f64().unwrap())
         .collect();
-    assert!((0.0..=2.0).contains(&trust[0]), "{trust:?}");
+    assert!(trust[0].is_finite(), "{trust:?}");
     assert!(trust.iter().all(|&w| w == trust[0]), "{trust:?}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
-        report.contains(&format!("a model's loss, gives it {:.3}.", trust[0])),
+        report.contains(&format!("a model's loss, gives it {:.3}, with", trust[0])),
         "the report does not give the weekly factor's weight"
     );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

@@ -88,4 +88,6 @@ pub struct SnrLevel {
     /// The weight the training turns' listwise likelihood gives the observable reference's
     /// weekly factor, which it applies at 1 (the same at every level).
     pub observable_week_trust: f64,
+    /// The scale of the rest of its log-relevance, fitted with that weight.
+    pub observable_week_scale: f64,
 }

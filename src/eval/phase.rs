@@ -545,6 +545,7 @@ impl Probing<'_> {
                 constant: reference(next()),
                 observable: reference(next()),
                 observable_week_trust: observable.week_trust,
+                observable_week_scale: observable.week_scale,
             });
         }
         levels

@@ -389,6 +389,8 @@ pub struct ReferenceSuite {
     /// The weight the training turns' listwise likelihood gives the observable reference's
     /// weekly factor, which the reference applies at 1 ([`ObservableProbe::week_trust`]).
     pub observable_week_trust: f64,
+    /// The scale of the rest of the observable reference's log-relevance fitted with it.
+    pub observable_week_scale: f64,
     /// GTS test cases the probes were drawn from, and their users.
     pub cases: usize,
     pub users: usize,
@@ -426,6 +428,7 @@ pub fn reference_suites(
                 snr_db,
                 observable_decay: observable.decay,
                 observable_week_trust: observable.week_trust,
+                observable_week_scale: observable.week_scale,
                 cases: cases.len(),
                 users,
                 sites: probes.sites(),
@@ -442,13 +445,14 @@ pub fn reference_suites(
 impl ReferenceSuite {
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "canary suite at {}: probe sites drawn from {} GTS cases of {} users (statistic [95% interval] detection, PASS/FAIL); the observable reference's learned decay rate {:.4}/day, and the weight the training turns' likelihood gives its weekly factor {:.3} (it applies 1)\n{:<24} {:>6}",
+            "canary suite at {}: probe sites drawn from {} GTS cases of {} users (statistic [95% interval] detection, PASS/FAIL); the observable reference's learned decay rate {:.4}/day, and the weight the training turns' likelihood gives its weekly factor {:.3} with the rest of its log-relevance scaled by {:.3} (it applies 1 to both)\n{:<24} {:>6}",
             self.snr_db
                 .map_or("clean features".to_string(), |d| format!("{d} dB")),
             self.cases,
             self.users,
             self.observable_decay,
             self.observable_week_trust,
+            self.observable_week_scale,
             "canary",
             "sites"
         );

@@ -39,10 +39,12 @@
 //! weight 1, as its rule says. A model learns its weights from its loss instead, so
 //! [`ObservableProbe::fit`] also measures the weight the weekly factor earns: the one
 //! that maximizes the listwise softmax likelihood (a model's training loss) of a sample
-//! of training turns spread evenly over the users, everything else held as it is
-//! ([`ObservableProbe::week_trust`]). A weight well under 1 says a learner would trust
-//! the weekly harmonic less than this rule does, and a cycle ratio the rule reaches may
-//! then be out of a learner's reach.
+//! of training turns spread evenly over the users, with the rest of the rule's
+//! log-relevance scaled by a factor fitted with it ([`ObservableProbe::week_scale`]), as
+//! a model's scores are scaled to the labels before its canary values are read. The
+//! weight ([`ObservableProbe::week_trust`]) is then in the units of those values: a
+//! weight well under 1 says a learner would trust the weekly harmonic less than this rule
+//! does, and a cycle ratio the rule reaches may be out of a learner's reach.
 //!
 //! A memory's age is estimated from every showing of it (the observed `log_age` of each,
 //! moved to the probed turn), which averages out the feature noise; a newer memory ranks
@@ -93,9 +95,11 @@ pub struct ObservableProbe {
     /// The label rates by context that are alike for every user (an entity's focal state,
     /// a memory's last relevant turn, the superseded flag), over every user's showings.
     pooled: Pooled,
-    /// The weight on the weekly factor that the training turns' listwise likelihood
-    /// prefers, in `[0, 2]` (the rule applies 1; see the module's documentation).
+    /// The weight on the weekly factor, and the scale of the rest of the log-relevance,
+    /// that the training turns' listwise likelihood prefers (the rule applies 1 to both;
+    /// see the module's documentation).
     pub week_trust: f64,
+    pub week_scale: f64,
 }
 
 /// Label rates by context, pooled over showings.
@@ -175,9 +179,11 @@ impl ObservableProbe {
         let mut probe = ObservableProbe {
             decay: decay_rate(&pooled, floor),
             pooled: rates,
+            week_scale: 1.0,
             week_trust: 1.0,
         };
-        probe.week_trust = likeliest_weight(&probe.trust_turns(data, &test_start));
+        (probe.week_scale, probe.week_trust) =
+            likeliest_scale_and_weight(&probe.trust_turns(data, &test_start));
         probe
     }
 
@@ -217,7 +223,7 @@ impl ObservableProbe {
     }
 }
 
-/// One turn's candidates as [`likeliest_weight`] takes them: scores `base + w · extra`
+/// One turn's candidates as [`likeliest_scale_and_weight`] takes them: scores `base + w · extra`
 /// (`base` −∞ for a slot that is not a candidate) and which were relevant.
 struct Terms {
     base: Vec<f64>,
@@ -225,55 +231,100 @@ struct Terms {
     relevant: Vec<bool>,
 }
 
-/// The weight `w` in `[0, 2]` that maximizes the listwise softmax log-likelihood of the
-/// relevant candidates, `Σ_turns Σ_relevant (s_j − log Σ_i e^{s_i})` with `s = base + w ·
-/// extra`: concave in `w`, so a golden-section search finds it (to 10⁻³). 0 without
-/// turns.
-fn likeliest_weight(turns: &[Terms]) -> f64 {
-    if turns.is_empty() {
-        return 0.0;
-    }
-    let ll = |w: f64| -> f64 {
-        turns
+/// The listwise softmax log-likelihood of the relevant candidates, `Σ_turns Σ_relevant
+/// (s_j − log Σ_i e^{s_i})` with scores `s = τ · base + w · extra` (`p = [τ, w]`), with its
+/// gradient and Hessian in `p`. Slots whose `base` is not finite are not candidates.
+fn likelihood(turns: &[Terms], p: [f64; 2]) -> (f64, [f64; 2], [[f64; 2]; 2]) {
+    let (mut ll, mut grad, mut hess) = (0.0, [0.0; 2], [[0.0; 2]; 2]);
+    for t in turns {
+        let live: Vec<([f64; 2], bool)> = t
+            .base
             .iter()
-            .map(|t| {
-                let s: Vec<f64> = t
-                    .base
-                    .iter()
-                    .zip(&t.extra)
-                    .map(|(b, e)| b + w * e)
-                    .collect();
-                let top = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                if !top.is_finite() {
-                    return 0.0;
+            .zip(&t.extra)
+            .zip(&t.relevant)
+            .filter(|((b, _), _)| b.is_finite())
+            .map(|((b, e), r)| ([*b, *e], *r))
+            .collect();
+        let hits = live.iter().filter(|(_, r)| *r).count() as f64;
+        if hits == 0.0 {
+            continue;
+        }
+        let s: Vec<f64> = live
+            .iter()
+            .map(|(x, _)| p[0] * x[0] + p[1] * x[1])
+            .collect();
+        let top = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|v| (v - top).exp()).collect();
+        let z: f64 = e.iter().sum();
+        let lse = top + z.ln();
+        // The softmax's mean and second moment of x.
+        let (mut mean, mut second) = ([0.0; 2], [[0.0; 2]; 2]);
+        for ((x, _), ei) in live.iter().zip(&e) {
+            let q = ei / z;
+            for a in 0..2 {
+                mean[a] += q * x[a];
+                for b in 0..2 {
+                    second[a][b] += q * x[a] * x[b];
                 }
-                let lse = top + s.iter().map(|x| (x - top).exp()).sum::<f64>().ln();
-                s.iter()
-                    .zip(&t.relevant)
-                    .filter(|(x, r)| **r && x.is_finite())
-                    .map(|(x, _)| x - lse)
-                    .sum::<f64>()
-            })
-            .sum()
-    };
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    let (mut lo, mut hi) = (0.0f64, 2.0f64);
-    let (mut a, mut b) = (hi - g * (hi - lo), lo + g * (hi - lo));
-    let (mut fa, mut fb) = (ll(a), ll(b));
-    while hi - lo > 1e-3 {
-        if fa >= fb {
-            hi = b;
-            (b, fb) = (a, fa);
-            a = hi - g * (hi - lo);
-            fa = ll(a);
-        } else {
-            lo = a;
-            (a, fa) = (b, fb);
-            b = lo + g * (hi - lo);
-            fb = ll(b);
+            }
+        }
+        for ((x, r), si) in live.iter().zip(&s) {
+            if *r {
+                ll += si - lse;
+                for a in 0..2 {
+                    grad[a] += x[a] - mean[a];
+                }
+            }
+        }
+        for a in 0..2 {
+            for b in 0..2 {
+                hess[a][b] -= hits * (second[a][b] - mean[a] * mean[b]);
+            }
         }
     }
-    (lo + hi) / 2.0
+    (ll, grad, hess)
+}
+
+/// The scale `τ` of the rest of the rule's log-relevance and the weight `w` of the extra
+/// factor that maximize [`likelihood`] (concave in them): Newton's method from the rule's
+/// `(1, 1)`, each step halved until the likelihood rises. `(1, 0)` without turns.
+fn likeliest_scale_and_weight(turns: &[Terms]) -> (f64, f64) {
+    if turns.iter().all(|t| !t.relevant.contains(&true)) {
+        return (1.0, 0.0);
+    }
+    let mut p = [1.0, 1.0];
+    let (mut ll, mut grad, mut hess) = likelihood(turns, p);
+    for _ in 0..100 {
+        // Solve −H d = g (2 × 2; a tiny ridge where a direction is flat).
+        let (a, b, c) = (-hess[0][0] + 1e-12, -hess[0][1], -hess[1][1] + 1e-12);
+        let det = a * c - b * b;
+        if det.abs() < 1e-300 {
+            break;
+        }
+        let d = [
+            (c * grad[0] - b * grad[1]) / det,
+            (a * grad[1] - b * grad[0]) / det,
+        ];
+        let mut step = 1.0;
+        let moved = loop {
+            let next = [p[0] + step * d[0], p[1] + step * d[1]];
+            let (l, g, h) = likelihood(turns, next);
+            if l >= ll {
+                break Some((next, l, g, h));
+            }
+            step /= 2.0;
+            if step < 1e-9 {
+                break None;
+            }
+        };
+        let Some((next, l, g, h)) = moved else { break };
+        let size = (d[0] * step).abs().max((d[1] * step).abs());
+        (p, ll, grad, hess) = (next, l, g, h);
+        if size < 1e-7 {
+            break;
+        }
+    }
+    (p[0], p[1])
 }
 
 impl ProbeScorer for ObservableProbe {
@@ -703,9 +754,9 @@ mod tests {
         assert_eq!(decay_rate(&showings[..DECAY_MIN_SHOWN - 1], 0.02), 0.0);
     }
 
-    /// Turns of `k` candidates scored `base + w · extra` (both standard normal), one
-    /// relevant each, drawn from the softmax of `base + planted · extra`.
-    fn drawn_turns(planted: f64, turns: usize, k: usize, seed: u64) -> Vec<Terms> {
+    /// Turns of `k` candidates with standard normal `base` and `extra`, one relevant each,
+    /// drawn from the softmax of `scale · base + weight · extra`.
+    fn drawn_turns(scale: f64, weight: f64, turns: usize, k: usize, seed: u64) -> Vec<Terms> {
         use rand::{RngExt, SeedableRng};
         use rand_distr::{Distribution, StandardNormal};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -717,7 +768,7 @@ mod tests {
                 let p: Vec<f64> = base
                     .iter()
                     .zip(&extra)
-                    .map(|(b, e)| (b + planted * e).exp())
+                    .map(|(b, e)| (scale * b + weight * e).exp())
                     .collect();
                 let mut u = rng.random::<f64>() * p.iter().sum::<f64>();
                 let pick = p
@@ -737,28 +788,45 @@ mod tests {
     }
 
     #[test]
-    fn likeliest_weight_recovers_the_planted_weight() {
-        // 4,000 turns of 10 candidates fix a softmax weight to about ±0.03 (its standard
-        // error here, from the Fisher information, is about 0.02).
-        for planted in [0.0, 0.4, 1.0, 1.6] {
-            let got = likeliest_weight(&drawn_turns(planted, 4000, 10, 7));
-            assert!((got - planted).abs() < 0.08, "planted {planted}: {got}");
+    fn likeliest_scale_and_weight_recover_the_planted_ones() {
+        // 4,000 turns of 10 candidates fix each to about ±0.05 (a standard error of about
+        // 0.02 here, from the Fisher information).
+        for (scale, weight) in [(1.0, 0.0), (0.4, 0.3), (1.0, 1.0), (1.5, -0.5)] {
+            let (s, w) = likeliest_scale_and_weight(&drawn_turns(scale, weight, 4000, 10, 7));
+            assert!(
+                (s - scale).abs() < 0.08 && (w - weight).abs() < 0.08,
+                "planted ({scale}, {weight}): ({s}, {w})"
+            );
+        }
+        // At the fit the gradient is zero and a step away in either parameter lowers the
+        // likelihood.
+        let turns = drawn_turns(0.7, 0.2, 2000, 10, 8);
+        let (s, w) = likeliest_scale_and_weight(&turns);
+        let (ll, grad, _) = likelihood(&turns, [s, w]);
+        assert!(grad.iter().all(|g| g.abs() < 1e-4), "{grad:?}");
+        for p in [[s + 0.05, w], [s - 0.05, w], [s, w + 0.05], [s, w - 0.05]] {
+            assert!(likelihood(&turns, p).0 < ll);
         }
         // An extra term that says nothing of the labels earns no weight, whatever its size.
-        let mut noise = drawn_turns(0.0, 4000, 10, 8);
+        let mut noise = drawn_turns(0.8, 0.0, 4000, 10, 9);
         for t in &mut noise {
             t.extra.iter_mut().for_each(|e| *e *= 3.0);
         }
-        assert!(likeliest_weight(&noise) < 0.03);
-        // Slots that are not candidates do not count; no turns, no weight.
-        let mut padded = drawn_turns(1.0, 4000, 10, 9);
+        assert!(likeliest_scale_and_weight(&noise).1.abs() < 0.03);
+        // Slots that are not candidates do not count; without a relevant label, the rule's
+        // scale and no weight.
+        let mut padded = drawn_turns(0.6, 1.0, 4000, 10, 10);
         for t in &mut padded {
             t.base.push(f64::NEG_INFINITY);
             t.extra.push(5.0);
             t.relevant.push(false);
         }
-        assert!((likeliest_weight(&padded) - 1.0).abs() < 0.08);
-        assert_eq!(likeliest_weight(&[]), 0.0);
+        let (s, w) = likeliest_scale_and_weight(&padded);
+        assert!(
+            (s - 0.6).abs() < 0.08 && (w - 1.0).abs() < 0.08,
+            "({s}, {w})"
+        );
+        assert_eq!(likeliest_scale_and_weight(&[]), (1.0, 0.0));
     }
 
     #[test]

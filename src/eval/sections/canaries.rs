@@ -84,8 +84,9 @@ pub(super) fn canary_sections(report: &EvalReport) -> Vec<Section> {
                 .collect(),
         ));
         blocks.push(Block::Para(format!(
-            "The observable reference applies its weekly factor (a harmonic fitted to each entity's labels over the week) at weight 1; on the training turns the listwise softmax likelihood, a model's loss, gives it {:.3}. {}",
+            "The observable reference applies its weekly factor (a harmonic fitted to each entity's labels over the week) at weight 1; on the training turns the listwise softmax likelihood, a model's loss, gives it {:.3}, with the rest of the reference's log-relevance scaled by {:.3} (as a model's scores are scaled before its canary values are read). {}",
             l.observable_week_trust,
+            l.observable_week_scale,
             if l.observable_week_trust < WEEK_TRUST_LOW {
                 "A learner is not rewarded for trusting the time of the week as far as the temporal_cycle canary asks on this data: a model that fails it may be doing what its loss asks (docs/canary-suite.md)."
             } else {
