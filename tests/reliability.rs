@@ -671,6 +671,44 @@ fn output_into_a_pipe_closed_before_the_first_line_ends_without_a_panic() {
 }
 
 #[test]
+fn an_edited_table_is_refused_naming_the_first_in_table_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path());
+    let flip = |table: &str| {
+        let path = data.join(table);
+        let mut bytes = fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        fs::write(&path, bytes).unwrap();
+    };
+    let run = dir.path().join("run");
+    let refused = |table: &str| {
+        let (ok, _, err) = ssmkit(&[
+            "train",
+            "--config",
+            &train_config(dir.path()),
+            "--data",
+            s(&data),
+            "--run",
+            s(&run),
+        ]);
+        assert!(!ok && !run.exists(), "{err}");
+        assert!(
+            err.contains(&data.join(table).display().to_string())
+                && err.contains("does not match the SHA-256"),
+            "{err}"
+        );
+    };
+    // Two tables edited: the digests are checked side by side, and the one reported is
+    // the first in the dataset's table order, whichever finished hashing first.
+    let [first, .., last] = ssmkit::layout::TABLES;
+    flip(last);
+    refused(last);
+    flip(first);
+    refused(first);
+}
+
+#[test]
 fn an_edited_state_json_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_data(dir.path());
