@@ -474,6 +474,29 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
         report.contains(&format!("a model's loss, gives it {:.3}, with", trust[0])),
         "the report does not give the weekly factor's weight"
     );
+    // The learned baseline is probed on the same sites at 20 dB, beside the primary.
+    let peers = summary["peers"].as_object().unwrap();
+    assert_eq!(peers.keys().collect::<Vec<_>>(), ["xattn"], "{peers:?}");
+    let xattn = peers["xattn"].as_array().unwrap();
+    assert_eq!(xattn.len(), 7);
+    assert!(
+        xattn
+            .iter()
+            .all(|r| r["statistic"].is_number() || r["probes"] == 0)
+    );
+    let passed = xattn.iter().filter(|r| r["pass"] == true).count();
+    assert!(
+        report.contains("| canary | mamba | xattn |"),
+        "no peer table"
+    );
+    let total = report
+        .lines()
+        .find(|l| l.starts_with("| passed | "))
+        .unwrap();
+    assert!(
+        total.ends_with(&format!(" | {passed}/7 |")),
+        "{total}: xattn passes {passed}/7"
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<svg") && html.contains("SNR curve"),
@@ -498,6 +521,9 @@ fn eval_writes_the_report_and_gates_and_can_fail_the_build() {
     }
     assert!(verdict_md.contains("Validity: "), "{verdict_md}");
     assert!(out.join("snr_curve.svg").is_file() && out.join("canaries.csv").is_file());
+    let canaries_csv = std::fs::read_to_string(out.join("canaries.csv")).unwrap();
+    let peer_rows = canaries_csv.lines().filter(|l| l.starts_with("20,xattn,"));
+    assert_eq!(peer_rows.count(), 7, "{canaries_csv}");
     // The seeds are averaged: the primary model has two.
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(

@@ -1,5 +1,6 @@
 //! What `ssmkit eval` found: every number the report directory is written from.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -45,6 +46,9 @@ pub struct EvalReport {
     pub latency: Option<Latency>,
     /// Canary detection by SNR level (`None`: the dataset planted no canaries).
     pub canaries: Option<Vec<SnrLevel>>,
+    /// The learned baselines' canary results at 20 dB, each judged as the primary model
+    /// is (its seeds together, at their scales), by system name.
+    pub peers: BTreeMap<String, Vec<CanaryResult>>,
     pub dual_train: Vec<DualError>,
     pub dual_test: Vec<DualError>,
     /// The dual-error test of each reference system on the training turns.

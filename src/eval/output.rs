@@ -281,11 +281,16 @@ fn comparisons_csv(dir: &Path, report: &EvalReport) -> Result<()> {
     })
 }
 
-/// canaries.csv: each system's detection of each canary at each SNR level.
+/// canaries.csv: each system's detection of each canary at each SNR level; the peers
+/// (probed at 20 dB only) under their own names.
 fn canaries_csv(dir: &Path, report: &EvalReport) -> Result<()> {
     let Some(levels) = &report.canaries else {
         return Ok(());
     };
+    let peers = report
+        .peers
+        .iter()
+        .map(|(sys, rs)| (Some(20.0), sys.as_str(), rs));
     csv_write(&dir.join("canaries.csv"), |w| {
         w.write_record([
             "snr_db",
@@ -299,28 +304,30 @@ fn canaries_csv(dir: &Path, report: &EvalReport) -> Result<()> {
             "threshold",
             "pass",
         ])?;
-        for l in levels {
-            for (sys, rs) in [
+        let systems = levels.iter().flat_map(|l| {
+            [
                 (report.primary.as_str(), &l.model),
                 ("oracle", &l.oracle),
                 ("random", &l.random),
                 ("constant", &l.constant),
                 ("observable", &l.observable),
-            ] {
-                for r in rs {
-                    w.write_record([
-                        l.snr_db.map_or("clean".into(), |v| v.to_string()),
-                        sys.into(),
-                        r.canary.to_string(),
-                        r.probes.to_string(),
-                        format!("{:.6}", r.detection),
-                        format!("{:.6}", r.statistic),
-                        format!("{:.6}", r.ci_low),
-                        format!("{:.6}", r.ci_high),
-                        format!("{:.6}", r.threshold),
-                        r.pass.to_string(),
-                    ])?;
-                }
+            ]
+            .map(|(sys, rs)| (l.snr_db, sys, rs))
+        });
+        for (snr_db, sys, rs) in systems.chain(peers) {
+            for r in rs {
+                w.write_record([
+                    snr_db.map_or("clean".into(), |v| v.to_string()),
+                    sys.into(),
+                    r.canary.to_string(),
+                    r.probes.to_string(),
+                    format!("{:.6}", r.detection),
+                    format!("{:.6}", r.statistic),
+                    format!("{:.6}", r.ci_low),
+                    format!("{:.6}", r.ci_high),
+                    format!("{:.6}", r.threshold),
+                    r.pass.to_string(),
+                ])?;
             }
         }
         Ok(())

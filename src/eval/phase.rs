@@ -110,7 +110,10 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
     let canaries = probing.as_ref().map(|p| p.levels(&trained.models, &scales));
     let mut ablation_canaries = probing
         .as_ref()
-        .map_or_else(BTreeMap::new, |p| p.retrained(&trained.ablations));
+        .map_or_else(BTreeMap::new, |p| p.at_20db(&trained.ablations));
+    let peers = probing
+        .as_ref()
+        .map_or_else(BTreeMap::new, |p| p.at_20db(&trained.peers));
     let train_cases = canary_turns(data, &cut, 2000);
     let dual_train = model_dual(
         data,
@@ -167,6 +170,7 @@ pub fn evaluate_read(reader: &DatasetReader, opts: &EvalOptions) -> Result<EvalR
         comparisons,
         latency: trained.latency,
         canaries,
+        peers,
         dual_train,
         dual_test,
         dual_reference,
@@ -352,6 +356,9 @@ struct Trained {
     gts_scores: Vec<Vec<Vec<f64>>>,
     /// The retrained ablations' runs (for their canary results).
     ablations: BTreeMap<String, Vec<Loaded>>,
+    /// The other models' runs (the learned baselines), for their canary results beside
+    /// the primary's.
+    peers: BTreeMap<String, Vec<Loaded>>,
     /// Every group's model config.
     configs: BTreeMap<String, ModelConfig>,
     latency: Option<Latency>,
@@ -387,15 +394,18 @@ fn score_runs(
             .collect(),
         gts_scores: Vec::new(),
         ablations: BTreeMap::new(),
+        peers: BTreeMap::new(),
         configs: BTreeMap::new(),
         latency: None,
     };
     let data = &test.data;
     for (name, idx) in &runs.groups {
         let variant = runs.states[idx[0]].1.model.variant;
-        // A TSTR arm (trained elsewhere, or with another dataset mixed in) is no ablation.
-        let is_ablation =
-            variant == wanted && !name.contains('@') && !name.contains("+mix=") && name != primary;
+        // A TSTR arm (trained elsewhere, or with another dataset mixed in) is neither an
+        // ablation nor a peer.
+        let is_arm = name.contains('@') || name.contains("+mix=");
+        let is_ablation = variant == wanted && !is_arm && name != primary;
+        let is_peer = variant != wanted && !is_arm;
         t.configs
             .insert(name.clone(), runs.states[idx[0]].1.model.clone());
         let mut per_run: Vec<Vec<Row>> = Vec::new();
@@ -427,6 +437,8 @@ fn score_runs(
                     .entry(name.clone())
                     .or_default()
                     .push((model, cfg));
+            } else if is_peer {
+                t.peers.entry(name.clone()).or_default().push((model, cfg));
             }
         }
         let per_seed: HeldOutScores = if name == primary && seeds.len() > 1 {
@@ -551,13 +563,14 @@ impl Probing<'_> {
         levels
     }
 
-    /// Each retrained ablation's canary results at 20 dB (its seeds judged together).
-    fn retrained(
+    /// Each group's canary results at 20 dB (its seeds judged together, each at the scale
+    /// fitted on validation turns): the retrained ablations, the learned baselines.
+    fn at_20db(
         &self,
-        ablations: &BTreeMap<String, Vec<Loaded>>,
+        groups: &BTreeMap<String, Vec<Loaded>>,
     ) -> BTreeMap<String, Vec<CanaryResult>> {
         let (data, rules, seed) = (self.data, self.rules, self.opts.compare.seed);
-        ablations
+        groups
             .iter()
             .map(|(name, group)| {
                 let scales = fit_scales(group, data, &self.cut, self.device);

@@ -94,6 +94,7 @@ pub(super) fn canary_sections(report: &EvalReport) -> Vec<Section> {
             }
         )));
     }
+    blocks.extend(peer_blocks(report, levels));
     let mut out = vec![Section {
         title: "Canary suite at 20 dB".into(),
         blocks,
@@ -101,6 +102,43 @@ pub(super) fn canary_sections(report: &EvalReport) -> Vec<Section> {
     out.extend(frequency_section(report));
     out.push(snr_section(report, levels));
     out
+}
+
+/// The other models scored beside the primary (the learned baselines), probed on the same
+/// sites at 20 dB and judged as the primary is: a table with the primary beside them.
+fn peer_blocks(report: &EvalReport, levels: &[SnrLevel]) -> Vec<Block> {
+    let Some(l) = levels.iter().find(|l| l.snr_db == Some(20.0)) else {
+        return Vec::new();
+    };
+    if report.peers.is_empty() {
+        return Vec::new();
+    }
+    let cell = |r: Option<&CanaryResult>| {
+        r.map_or("—".into(), |r| {
+            format!("{} ({})", canary_status(r), f4(r.statistic))
+        })
+    };
+    let passed =
+        |v: &[CanaryResult]| format!("{}/{}", v.iter().filter(|r| r.pass).count(), v.len());
+    let mut header = vec!["canary", report.primary.as_str()];
+    header.extend(report.peers.keys().map(String::as_str));
+    let mut rows: Vec<Vec<String>> = l
+        .model
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut row = vec![m.canary.to_string(), cell(Some(m))];
+            row.extend(report.peers.values().map(|v| cell(v.get(i))));
+            row
+        })
+        .collect();
+    let mut total = vec!["passed".to_string(), passed(&l.model)];
+    total.extend(report.peers.values().map(|v| passed(v)));
+    rows.push(total);
+    vec![
+        Block::Para("The other models scored beside the primary (its peers and the learned baselines), probed on the same sites at 20 dB and judged as the primary is: each one's seeds together, its scores at the scales fitted on its validation turns. No gate reads them; they say whether a reader of another design passes what the primary does not.".into()),
+        table(&header, rows),
+    ]
 }
 
 fn frequency_section(report: &EvalReport) -> Option<Section> {
