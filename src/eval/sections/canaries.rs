@@ -24,6 +24,14 @@ fn canary_status(r: &CanaryResult) -> String {
     }
 }
 
+/// A system's result for one canary as a cell: its status and statistic, or a dash where
+/// it has none.
+fn result_cell(r: Option<&CanaryResult>) -> String {
+    r.map_or("—".into(), |r| {
+        format!("{} ({})", canary_status(r), f4(r.statistic))
+    })
+}
+
 /// The canary suite at 20 dB, the frequency response and the SNR curve.
 pub(super) fn canary_sections(report: &EvalReport) -> Vec<Section> {
     let Some(levels) = &report.canaries else {
@@ -62,11 +70,7 @@ pub(super) fn canary_sections(report: &EvalReport) -> Vec<Section> {
                 .iter()
                 .enumerate()
                 .map(|(i, m)| {
-                    let refer = |v: &[CanaryResult]| {
-                        v.get(i).map_or("—".into(), |r| {
-                            format!("{} ({})", canary_status(r), f4(r.statistic))
-                        })
-                    };
+                    let refer = |v: &[CanaryResult]| result_cell(v.get(i));
                     vec![
                         m.canary.to_string(),
                         m.probes.to_string(),
@@ -113,11 +117,6 @@ fn peer_blocks(report: &EvalReport, levels: &[SnrLevel]) -> Vec<Block> {
     if report.peers.is_empty() {
         return Vec::new();
     }
-    let cell = |r: Option<&CanaryResult>| {
-        r.map_or("—".into(), |r| {
-            format!("{} ({})", canary_status(r), f4(r.statistic))
-        })
-    };
     let passed =
         |v: &[CanaryResult]| format!("{}/{}", v.iter().filter(|r| r.pass).count(), v.len());
     let mut header = vec!["canary", report.primary.as_str()];
@@ -127,8 +126,8 @@ fn peer_blocks(report: &EvalReport, levels: &[SnrLevel]) -> Vec<Block> {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let mut row = vec![m.canary.to_string(), cell(Some(m))];
-            row.extend(report.peers.values().map(|v| cell(v.get(i))));
+            let mut row = vec![m.canary.to_string(), result_cell(Some(m))];
+            row.extend(report.peers.values().map(|v| result_cell(v.get(i))));
             row
         })
         .collect();
