@@ -107,7 +107,8 @@ class Mamba(nn.Module):
 
 class KeyedState(nn.Module):
     """`src/model/keyed.rs`: per event source, decaying and oscillating kernel channels
-    over the events (a selective step per event), summed over √L."""
+    over the events (a selective step per event), the memory's summed over √L, the
+    entity's averaged over its events."""
 
     def __init__(self, modes=4, cycles=2):
         super().__init__()
@@ -135,7 +136,11 @@ class KeyedState(nn.Module):
             phase = ev[..., VALUE_DIM:] * self.omega[source]  # [B, T, K, L, cycles]
             ones = torch.ones_like(envelope[..., : self.modes])
             kernel = envelope * torch.cat([ones, phase.cos(), phase.sin()], -1)
-            r = kernel.transpose(-1, -2) @ values / math.sqrt(ev.shape[-2])  # [B, T, K, C, V]
+            r = kernel.transpose(-1, -2) @ values  # [B, T, K, C, V]
+            if source == 0:
+                r = r / math.sqrt(ev.shape[-2])
+            else:
+                r = r / ev[..., :1].sum(-2, keepdim=True).clamp_min(1)  # [B, T, K, 1, 1]
             parts.append(r.flatten(-2))
         return torch.cat(parts, -1)
 

@@ -16,11 +16,15 @@
 //! event's time of the week lies before the turn's ([`crate::keyed::WEEK_APART`], from
 //! their contexts, while d comes from the timestamps). An oscillating mode's envelope
 //! a_c · s(e) is held at most [`crate::keyed::CYCLE_MAX_RATE`] a day, so that it remembers
-//! earlier weeks. The read is `r_c = Σ_e k_c(e, d_e) · v(e) / √L` for each event source
-//! (L events), v(e) the event's numbers but its phase ([`crate::keyed::VALUE_DIM`]), all
-//! channels times all those numbers: a diagonal state per identity (per memory and per
-//! entity), each channel a linear recurrence over that identity's events, read at the
-//! turn's own time and focal entities. It enters the candidate's pointwise inputs.
+//! earlier weeks. The read is `r_c = Σ_e k_c(e, d_e) · v(e) / N` for each event source,
+//! v(e) the event's numbers but its phase ([`crate::keyed::VALUE_DIM`]), all channels
+//! times all those numbers: a diagonal state per identity (per memory and per entity),
+//! each channel a linear recurrence over that identity's events, read at the turn's own
+//! time and focal entities. It enters the candidate's pointwise inputs. N is √L for the
+//! memory's L places, and for the entity's the number n of its places that hold an event
+//! (at least 1): the entity's read is a mean over its events, so that it does not grow
+//! with the entity's record, where a sum pulled the slope of a memory's own age down as
+//! the record grew (docs/keyed-state.md, "The entity's read as a mean").
 //!
 //! The runtime computes the same read in plain Rust (`ssmkit-runtime`).
 
@@ -161,6 +165,7 @@ impl KeyedState {
             None => Tensor::zeros([2, 1], &device),
         };
         let shape = self.shape();
+        let scale = entity_mean_scale(&events, shape.channels());
         keyed_read_fused(
             events.reshape([n, l, e]),
             days.reshape([n, l]),
@@ -171,6 +176,7 @@ impl KeyedState {
             shape,
         )
         .reshape([b, t, k, shape.width()])
+            * scale
     }
 
     /// [`Self::read`] written with tensor operations (autodiff derives its backward).
@@ -189,6 +195,12 @@ impl KeyedState {
                 .slice(s![.., .., .., range.clone(), ..])
                 .reshape([n, l, e]);
             let values = ev.clone().slice(s![.., .., ..VALUE_DIM]);
+            // The memory's sums over √L, the entity's a mean over its events ([n, 1, 1]).
+            let norm = if source == 0 {
+                Tensor::<3>::ones([n, 1, 1], &events.device()) * (l as f64).sqrt()
+            } else {
+                entity_event_count(ev.clone())
+            };
             let d = days.clone().slice(s![.., .., .., range]).reshape([n, l, 1]);
             let mut rate = self
                 .log_rate
@@ -229,11 +241,36 @@ impl KeyedState {
                 kernel = kernel * osc;
             }
             // [n, C, l] @ [n, l, V] → [n, C, V]
-            let r = kernel.swap_dims(1, 2).matmul(values) / (l as f64).sqrt();
+            let r = kernel.swap_dims(1, 2).matmul(values) / norm;
             parts.push(r.reshape([b, t, k, c * VALUE_DIM]));
         }
         Tensor::cat(parts, 3)
     }
+}
+
+/// `[B, T, K, 2 · C · VALUE_DIM]`: what turns [`keyed_read_fused`]'s sums over √L into
+/// [`KeyedState::read`]'s: 1 on the memory's channels, √L / max(n, 1) on the entity's.
+fn entity_mean_scale(events: &Tensor<5>, c: usize) -> Tensor<4> {
+    let [b, t, k, _, _] = events.dims();
+    let width = c * VALUE_DIM;
+    let entity = entity_event_count(events.clone().slice(s![
+        ..,
+        ..,
+        ..,
+        MEMORY_EVENTS..MEMORY_EVENTS + ENTITY_EVENTS,
+        ..
+    ]))
+    .reshape([b, t, k, 1])
+    .recip()
+        * (ENTITY_EVENTS as f64).sqrt();
+    let ones = Tensor::<4>::ones([b, t, k, width], &events.device());
+    Tensor::cat(vec![ones, entity.expand([b, t, k, width])], 3)
+}
+
+/// max(n, 1) for the entity's events `[…, L, EVENT_DIM]` → `[…, 1, 1]`, n the places that
+/// hold an event (their `shown` number is 1, an empty place's 0).
+fn entity_event_count<const D: usize>(events: Tensor<D>) -> Tensor<D> {
+    events.slice_dim(D - 1, 0..1).sum_dim(D - 2).clamp_min(1.0)
 }
 
 /// The attention peer's read: each candidate's query (from its own inputs) attends over
@@ -303,9 +340,10 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     /// The read as a plain loop over channels and events, from the module's own
-    /// parameters: `r[source][c][e] = Σ_l exp(−a·s·d) · o(d) · event[l][e] / √L` for the
+    /// parameters: `r[source][c][e] = Σ_l exp(−a·s·d) · o(d) · event[l][e] / N` for the
     /// event's first `VALUE_DIM` numbers, with a·s at most `CYCLE_MAX_RATE` for an
-    /// oscillating mode.
+    /// oscillating mode, N = √L for the memory and the count of the entity's events (at
+    /// least 1) for the entity.
     fn by_hand(m: &KeyedState, events: &[f32], days: &[f32]) -> Vec<f32> {
         let c = m.channels();
         let rate: Vec<f32> = m
@@ -334,7 +372,15 @@ mod tests {
         };
         let mut out = Vec::new();
         for (source, range) in [(0, 0..MEMORY_EVENTS), (1, MEMORY_EVENTS..EVENTS)] {
-            let n = range.len() as f32;
+            let held = range
+                .clone()
+                .filter(|&l| events[l * EVENT_DIM] != 0.0)
+                .count();
+            let norm = if source == 0 {
+                (range.len() as f32).sqrt()
+            } else {
+                held.max(1) as f32
+            };
             for ch in 0..c {
                 for e in 0..VALUE_DIM {
                     let mut sum = 0f32;
@@ -364,7 +410,7 @@ mod tests {
                         }
                         sum += k * ev[e];
                     }
-                    out.push(sum / n.sqrt());
+                    out.push(sum / norm);
                 }
             }
         }
@@ -405,8 +451,8 @@ mod tests {
 
     /// A random state (rates from 0.02 to 1.6 a day, so some oscillating envelopes pass
     /// their bound; non-zero selection weights, so that the step depends on the event)
-    /// and a batch `[2, 3, 5]` of random events,
-    /// every third place empty.
+    /// and a batch `[2, 3, 5]` of random events (`shown` 1, the other numbers random),
+    /// every third place empty, and a candidate whose entity holds no event.
     fn random_case(
         modes: usize,
         cycles: usize,
@@ -432,8 +478,12 @@ mod tests {
         let places = shape.iter().product::<usize>();
         let events: Vec<f32> = (0..places * EVENT_DIM)
             .map(|i| {
-                if (i / EVENT_DIM) % 3 == 2 {
+                let (place, number) = (i / EVENT_DIM, i % EVENT_DIM);
+                let entity_place = place % EVENTS >= MEMORY_EVENTS;
+                if place % 3 == 2 || (place / EVENTS == 0 && entity_place) {
                     0.0
+                } else if number == 0 {
+                    1.0
                 } else {
                     rng.random_range(-1.0f32..1.0)
                 }
@@ -523,5 +573,48 @@ mod tests {
         assert!(week[VALUE_DIM + 1] > 0.0 && half[VALUE_DIM + 1] < 0.0);
         // The entity's places are empty: their reads are 0.
         assert!(week[2 * 2 * VALUE_DIM..].iter().all(|&v| v == 0.0));
+    }
+
+    /// The same event held once and four times, under the memory and under the entity: the
+    /// memory's read grows with its record (a sum), the entity's does not (a mean).
+    #[test]
+    fn the_entitys_read_is_a_mean_and_the_memorys_a_sum() {
+        let device = Device::flex();
+        let m = KeyedState::new(2, 1, false, 4, &device);
+        let width = m.channels() * VALUE_DIM;
+        let read = |copies: usize, under_entity: bool| -> Vec<f32> {
+            let mut ev = vec![0f32; EVENTS * EVENT_DIM];
+            let mut days = vec![0f32; EVENTS];
+            let first = if under_entity { MEMORY_EVENTS } else { 0 };
+            for l in first..first + copies {
+                ev[l * EVENT_DIM..][..4].copy_from_slice(&[1.0, 1.0, 0.5, 0.5]);
+                ev[l * EVENT_DIM + WEEK_APART] = 2.0;
+                days[l] = 2.0;
+            }
+            let events =
+                Tensor::<5>::from_data(TensorData::new(ev, [1, 1, 1, EVENTS, EVENT_DIM]), &device);
+            let days = Tensor::<4>::from_data(TensorData::new(days, [1, 1, 1, EVENTS]), &device);
+            let vec = |t: Tensor<4>| t.into_data().try_into_vec_as::<f32>().unwrap();
+            let fused = vec(m.read(events.clone(), days.clone()));
+            let reference = vec(m.read_reference(events, days));
+            for (f, r) in fused.iter().zip(&reference) {
+                assert!((f - r).abs() < 1e-6, "fused {f} vs tensor ops {r}");
+            }
+            fused
+        };
+        let (memory_once, memory_four) = (read(1, false), read(4, false));
+        let (entity_once, entity_four) = (read(1, true), read(4, true));
+        for i in 0..width {
+            assert!((memory_four[i] - 4.0 * memory_once[i]).abs() < 1e-5);
+            assert!((entity_four[width + i] - entity_once[width + i]).abs() < 1e-6);
+        }
+        // One event reads its kernel times its numbers, over √8 under the memory and over 1
+        // under the entity.
+        let ratio = entity_once[width] / memory_once[0];
+        assert!(
+            (ratio - (MEMORY_EVENTS as f32).sqrt()).abs() < 1e-4,
+            "{ratio}"
+        );
+        assert!(memory_once[0] > 0.0);
     }
 }

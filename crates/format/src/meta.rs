@@ -40,11 +40,12 @@ pub fn digest_of<'a>(
     format!("{:x}", h.finalize())
 }
 
-/// How the keyed state reads its events: the numbers it sums, and the fastest an
-/// oscillating mode's envelope decays (per day).
+/// How the keyed state reads its events: the numbers it sums, what each source's sums are
+/// divided by, and the fastest an oscillating mode's envelope decays (per day).
 fn keyed_read() -> serde_json::Value {
     serde_json::json!({
         "values": &EVENT_NAMES[..VALUE_DIM],
+        "divided_by": {"memory": "sqrt of its places", "entity": "its events, at least 1"},
         // As written (0.1), not as the f32 widens (0.10000000149…).
         "cycle_max_rate": format!("{CYCLE_MAX_RATE}").parse::<f64>().unwrap_or(f64::NAN),
     })

@@ -157,7 +157,7 @@ multiversion!(read_source(keyed: &Keyed, ev: &[f32], days: &[f32], source: usize
     } else {
         MEMORY_EVENTS..EVENTS
     };
-    let scale = 1.0 / (range.len() as f32).sqrt();
+    let places = range.len();
     let (modes, cycles) = (keyed.modes, keyed.cycles);
     let c = keyed.channels();
     // The live places (an empty one reads 0).
@@ -170,6 +170,12 @@ multiversion!(read_source(keyed: &Keyed, ev: &[f32], days: &[f32], source: usize
         }
     }
     let live = &live[..n];
+    // The memory's sums over √L, the entity's a mean over its events.
+    let scale = if source == 0 {
+        1.0 / (places as f32).sqrt()
+    } else {
+        1.0 / n.max(1) as f32
+    };
     let mut step = [1f32; MAX_PLACES];
     if let Some(select) = &keyed.select {
         let p = &select[source];
