@@ -165,7 +165,6 @@ impl KeyedState {
             None => Tensor::zeros([2, 1], &device),
         };
         let shape = self.shape();
-        let scale = entity_mean_scale(&events, shape.channels());
         keyed_read_fused(
             events.reshape([n, l, e]),
             days.reshape([n, l]),
@@ -176,7 +175,6 @@ impl KeyedState {
             shape,
         )
         .reshape([b, t, k, shape.width()])
-            * scale
     }
 
     /// [`Self::read`] written with tensor operations (autodiff derives its backward).
@@ -195,12 +193,8 @@ impl KeyedState {
                 .slice(s![.., .., .., range.clone(), ..])
                 .reshape([n, l, e]);
             let values = ev.clone().slice(s![.., .., ..VALUE_DIM]);
-            // The memory's sums over √L, the entity's a mean over its events ([n, 1, 1]).
-            let norm = if source == 0 {
-                Tensor::<3>::ones([n, 1, 1], &events.device()) * (l as f64).sqrt()
-            } else {
-                entity_event_count(ev.clone())
-            };
+            // The entity's events, counted for its mean ([n, 1, 1]).
+            let held = (source == 1).then(|| entity_event_count(ev.clone()));
             let d = days.clone().slice(s![.., .., .., range]).reshape([n, l, 1]);
             let mut rate = self
                 .log_rate
@@ -241,30 +235,15 @@ impl KeyedState {
                 kernel = kernel * osc;
             }
             // [n, C, l] @ [n, l, V] → [n, C, V]
-            let r = kernel.swap_dims(1, 2).matmul(values) / norm;
+            let r = kernel.swap_dims(1, 2).matmul(values);
+            let r = match held {
+                Some(held) => r / held,
+                None => r / (l as f64).sqrt(),
+            };
             parts.push(r.reshape([b, t, k, c * VALUE_DIM]));
         }
         Tensor::cat(parts, 3)
     }
-}
-
-/// `[B, T, K, 2 · C · VALUE_DIM]`: what turns [`keyed_read_fused`]'s sums over √L into
-/// [`KeyedState::read`]'s: 1 on the memory's channels, √L / max(n, 1) on the entity's.
-fn entity_mean_scale(events: &Tensor<5>, c: usize) -> Tensor<4> {
-    let [b, t, k, _, _] = events.dims();
-    let width = c * VALUE_DIM;
-    let entity = entity_event_count(events.clone().slice(s![
-        ..,
-        ..,
-        ..,
-        MEMORY_EVENTS..MEMORY_EVENTS + ENTITY_EVENTS,
-        ..
-    ]))
-    .reshape([b, t, k, 1])
-    .recip()
-        * (ENTITY_EVENTS as f64).sqrt();
-    let ones = Tensor::<4>::ones([b, t, k, width], &events.device());
-    Tensor::cat(vec![ones, entity.expand([b, t, k, width])], 3)
 }
 
 /// max(n, 1) for the entity's events `[…, L, EVENT_DIM]` → `[…, 1, 1]`, n the places that

@@ -48,6 +48,7 @@ use ssmkit_format::simd::{exp, sin_cos, softplus};
 
 use crate::keyed::{
     CYCLE_MAX_RATE, ENTITY_EVENTS, EVENT_DIM, EVENTS, MEMORY_EVENTS, VALUE_DIM, WEEK_APART,
+    read_divisor,
 };
 
 /// The read's configuration: decaying and oscillating modes per source, and whether the
@@ -302,9 +303,9 @@ fn forward(p: &Params, events: &[f32], days: &[f32], n: usize) -> Vec<f32> {
 multiversion!(read_one(p: &Params, events: &[f32], days: &[f32], out: &mut [f32]) {
     let c = p.shape.channels();
     for (s, (&(first, len), out)) in SOURCES.iter().zip(out.chunks_exact_mut(c * VALUE_DIM)).enumerate() {
-        let scale = 1.0 / (len as f32).sqrt();
         let (ev, days) = (&events[first * EVENT_DIM..(first + len) * EVENT_DIM], &days[first..first + len]);
         let prep = p.prepare(s, ev);
+        let scale = 1.0 / read_divisor(s, len, prep.n);
         // The sums held `[VALUE_DIM, C]` (a value's channels side by side), written out
         // `[C, VALUE_DIM]`.
         let mut sum = [[0f32; MAX_CHANNELS]; VALUE_DIM];
@@ -333,7 +334,6 @@ multiversion!(backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32
     let (g_rate, rest) = g.split_at_mut(2 * c);
     let (g_weight, g_bias) = rest.split_at_mut(2 * VALUE_DIM);
     for (s, &(first, len)) in SOURCES.iter().enumerate() {
-        let scale = 1.0 / (len as f32).sqrt();
         let (ev, days) = (&events[first * EVENT_DIM..(first + len) * EVENT_DIM], &days[first..first + len]);
         let grad = &grad[s * c * VALUE_DIM..(s + 1) * c * VALUE_DIM];
         let rate = &p.rate[s * c..(s + 1) * c];
@@ -342,6 +342,7 @@ multiversion!(backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32
         if prep.n == 0 {
             continue; // no event: nothing read, no gradient
         }
+        let scale = 1.0 / read_divisor(s, len, prep.n);
         // The output's gradient held `[VALUE_DIM, C]`, as the forward holds its sums.
         let mut g_out = [[0f32; MAX_CHANNELS]; VALUE_DIM];
         for (ch, gv) in grad.chunks_exact(VALUE_DIM).enumerate() {
@@ -353,7 +354,7 @@ multiversion!(backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32
             let v = &ev[j * EVENT_DIM..j * EVENT_DIM + VALUE_DIM];
             let d = days[j];
             let kernel = p.kernel(s, &prep, i, d);
-            // ĝ_c = Σ_v g_{c,v} · v / √L, every channel at once.
+            // ĝ_c = Σ_v g_{c,v} · v / N, every channel at once.
             let mut g_k = [0f32; MAX_CHANNELS];
             for (row, &x) in g_out.iter().zip(v) {
                 for (g, &r) in g_k[..c].iter_mut().zip(row) {

@@ -24,6 +24,17 @@ pub const ENTITY_EVENTS: usize = 16;
 /// Events a candidate reads: its memory's, then its entity's, newest first in each.
 pub const EVENTS: usize = MEMORY_EVENTS + ENTITY_EVENTS;
 
+/// What the keyed read divides a source's sums by: √L for the memory's L places (source
+/// 0), and for the entity's (source 1) the `held` places that hold an event, at least 1,
+/// so that the entity's read is a mean that does not grow with its record.
+pub fn read_divisor(source: usize, places: usize, held: usize) -> f32 {
+    if source == 0 {
+        (places as f32).sqrt()
+    } else {
+        held.max(1) as f32
+    }
+}
+
 /// What a candidate reads of one event, in this order (all 0 for an empty place).
 pub const EVENT_NAMES: [&str; 12] = [
     "shown",

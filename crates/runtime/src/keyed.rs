@@ -5,7 +5,7 @@ use super::layers::Dense;
 use crate::{Candidate, Turn};
 use ssmkit_format::keyed::{
     ATTN_EVENT_DIM, ATTN_HEADS, CYCLE_MAX_RATE, ENTITY_EVENTS, EVENT_DIM, EVENTS, Log,
-    MEMORY_EVENTS, VALUE_DIM, WEEK_APART, interval, week_of,
+    MEMORY_EVENTS, VALUE_DIM, WEEK_APART, interval, read_divisor, week_of,
 };
 use ssmkit_format::model::{MAX_KEYED_CYCLES, MAX_KEYED_MODES};
 use ssmkit_format::multiversion;
@@ -170,12 +170,7 @@ multiversion!(read_source(keyed: &Keyed, ev: &[f32], days: &[f32], source: usize
         }
     }
     let live = &live[..n];
-    // The memory's sums over √L, the entity's a mean over its events.
-    let scale = if source == 0 {
-        1.0 / (places as f32).sqrt()
-    } else {
-        1.0 / n.max(1) as f32
-    };
+    let scale = 1.0 / read_divisor(source, places, n);
     let mut step = [1f32; MAX_PLACES];
     if let Some(select) = &keyed.select {
         let p = &select[source];
