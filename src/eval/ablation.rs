@@ -124,6 +124,9 @@ pub struct Retrained {
     pub d_state: usize,
     pub layers: usize,
     pub seeds: usize,
+    /// DCG@10 on the GTS cases of each seed on its own: the spread a retrained
+    /// difference has to clear.
+    pub seed_dcg10: Vec<f64>,
     /// DCG@10, HR@10, MRR@10 against the primary model.
     pub metrics: Vec<RetrainedMetric>,
     /// Canary results at 20 dB (`None`: the dataset planted no canaries).
@@ -144,6 +147,43 @@ pub struct RetrainedMetric {
 
 /// Metrics of the retrained-ablation table.
 pub const RETRAINED_METRICS: [&str; 3] = ["dcg@10", "hr@10", "mrr@10"];
+
+/// What the report says under the retrained table when a row rests on one seed (the
+/// primary's or the ablation's): its interval then resamples users only and holds none of
+/// the spread between seeds, which for the primary is measured when it has two or more.
+pub fn one_seed_caveat(rows: &[Retrained]) -> Option<String> {
+    let lone: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.seeds < 2)
+        .map(|r| r.ablation.as_str())
+        .collect();
+    if lone.is_empty() || rows.len() < 2 {
+        return None;
+    }
+    let head = format!(
+        "One seed ({}): where a row or the primary has one seed, its interval resamples users only and holds none of the spread between seeds, so a difference inside that spread is not evidence that the setting matters.",
+        lone.join(", ")
+    );
+    let primary = rows.iter().find(|r| r.ablation == "primary");
+    Some(match primary.filter(|p| p.seed_dcg10.len() >= 2) {
+        Some(p) => {
+            let lo = p.seed_dcg10.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = p
+                .seed_dcg10
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            format!(
+                "{head} The primary's {} seeds alone span DCG@10 {lo:.4}–{hi:.4} ({:.4} apart).",
+                p.seed_dcg10.len(),
+                hi - lo
+            )
+        }
+        None => format!(
+            "{head} The spread between seeds is not measured here: train the primary on two or more seeds."
+        ),
+    })
+}
 
 /// What a system changes relative to the primary: the parts of its name the primary's
 /// lacks (`mamba+d_state=4` against `mamba` → `d_state=4`; `mamba+d_state=4+no_history`
@@ -255,6 +295,11 @@ pub fn retrained_rows(
                 d_state: cfg.d_state,
                 layers: cfg.layers,
                 seeds: s.seed_rows.len(),
+                seed_dcg10: s
+                    .per_seed
+                    .iter()
+                    .map(|r| r[metric_index("dcg@10")])
+                    .collect(),
                 metrics,
                 canaries: canaries.get(&s.name).cloned(),
             })
@@ -265,6 +310,42 @@ pub fn retrained_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(ablation: &str, seed_dcg10: &[f64]) -> Retrained {
+        Retrained {
+            system: format!("mamba+{ablation}"),
+            ablation: ablation.into(),
+            question: question(ablation),
+            d_state: 32,
+            layers: 2,
+            seeds: seed_dcg10.len(),
+            seed_dcg10: seed_dcg10.to_vec(),
+            metrics: Vec::new(),
+            canaries: None,
+        }
+    }
+
+    #[test]
+    fn a_one_seed_row_is_told_the_spread_between_the_primarys_seeds() {
+        let primary = row("primary", &[1.1600, 1.1646, 1.1615]);
+        // Every side with two or more seeds: no caveat; a primary alone neither.
+        assert_eq!(
+            one_seed_caveat(&[primary.clone(), row("d_state=4", &[1.15, 1.16])]),
+            None
+        );
+        assert_eq!(one_seed_caveat(&[row("primary", &[1.16])]), None);
+        let text = one_seed_caveat(&[primary, row("d_state=4", &[1.1643])]).unwrap();
+        assert!(text.starts_with("One seed (d_state=4)"), "{text}");
+        assert!(
+            text.ends_with("The primary's 3 seeds alone span DCG@10 1.1600–1.1646 (0.0046 apart)."),
+            "{text}"
+        );
+        // A primary of one seed: the spread is not measured, and the report says so.
+        let text =
+            one_seed_caveat(&[row("primary", &[1.16]), row("real_only", &[1.15, 1.17])]).unwrap();
+        assert!(text.starts_with("One seed (primary)"), "{text}");
+        assert!(text.contains("not measured here"), "{text}");
+    }
 
     #[test]
     fn an_ablation_is_named_by_what_it_changes_from_the_primary() {

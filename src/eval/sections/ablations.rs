@@ -2,7 +2,7 @@
 //! questions) and the inputs removed at evaluation time.
 
 use super::f4;
-use crate::eval::ablation::question;
+use crate::eval::ablation::{one_seed_caveat, question};
 use crate::eval::findings::EvalReport;
 use crate::eval::report::{self, Block, table};
 
@@ -94,7 +94,7 @@ fn retrained_blocks(report: &EvalReport) -> Vec<Block> {
         .collect();
     let mut blocks = vec![
         Block::Para(
-            "Retrained ablations: each row is the primary model retrained with one setting changed, on the same seeds and data, against the primary model on the GTS test cases (difference = ablation − primary, BCa 95% over seeds and users; p two-sided). Canaries: how many of the seven pass at 20 dB, the ablation's seeds judged together."
+            "Retrained ablations: each row is the primary model retrained with one setting changed, on the same seeds and data, against the primary model on the GTS test cases (difference = ablation − primary, BCa 95% over seeds and users; p two-sided, a sign-flip test over users of the mean over seeds, which holds the seeds fixed). Canaries: how many of the seven pass at 20 dB, the ablation's seeds judged together."
                 .into(),
         ),
         table(
@@ -112,6 +112,7 @@ fn retrained_blocks(report: &EvalReport) -> Vec<Block> {
             rows,
         ),
     ];
+    blocks.extend(one_seed_caveat(&report.retrained).map(Block::Para));
     // DCG@10 against N and against depth: the primary and the single-setting ablations.
     for (key, axis, file) in [
         ("d_state", "state size N", "ablation_state_size.svg"),
