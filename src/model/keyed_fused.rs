@@ -354,7 +354,7 @@ multiversion!(backward_one(p: &Params, events: &[f32], days: &[f32], grad: &[f32
             let v = &ev[j * EVENT_DIM..j * EVENT_DIM + VALUE_DIM];
             let d = days[j];
             let kernel = p.kernel(s, &prep, i, d);
-            // ĝ_c = Σ_v g_{c,v} · v / N, every channel at once.
+            // ĝ_c = Σ_v g_{c,v} · v / (the source's read divisor), every channel at once.
             let mut g_k = [0f32; MAX_CHANNELS];
             for (row, &x) in g_out.iter().zip(v) {
                 for (g, &r) in g_k[..c].iter_mut().zip(row) {
