@@ -97,7 +97,9 @@ pub struct PipelineConfig {
     /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only`,
     /// `no_history` (the seed's "Required Ablations"), `relative` / `no_relative` (the
     /// turn-relative features on or off), `set_encoder` / `no_set_encoder`, `picks=N` /
-    /// `no_picks`.
+    /// `no_picks`, `keyed_modes=N`, `keyed_cycles=N`, `pooled`, `real_only`. Settings
+    /// joined by `+` change together (`keyed_modes=1+no_selectivity`), to ask whether
+    /// two components stand in for each other.
     pub ablations: Vec<String>,
     /// Quantizations exported.
     pub export: Vec<Quant>,
@@ -316,6 +318,25 @@ mod tests {
             (r#"["depth=2"]"#, "unknown setting"),
             (r#"["layers=two"]"#, "not a whole number"),
             (r#"["no_attention"]"#, "expected"),
+        ] {
+            let err = with(list).unwrap_err().to_string();
+            assert!(err.contains(why), "{list}: {err}");
+        }
+        // Settings joined by `+` change together, named as one system; a bad part is named.
+        let c = with(r#"["keyed_modes=1+no_selectivity", "real_only + d_state=4"]"#).unwrap();
+        assert_eq!(
+            ablation_names(&c),
+            [
+                "mamba+no_selectivity+keyed_modes=1",
+                "mamba+d_state=4+real_only"
+            ]
+        );
+        let both = c.train.ablated("keyed_modes=1+no_selectivity").unwrap();
+        assert_eq!((both.keyed_modes, both.selective), (1, false));
+        for (list, why) in [
+            (r#"["keyed_modes=1+"]"#, "empty setting"),
+            (r#"["keyed_modes=1+depth=2"]"#, "unknown setting `depth`"),
+            (r#"["keyed_modes=4+d_state=32"]"#, "same model"),
         ] {
             let err = with(list).unwrap_err().to_string();
             assert!(err.contains(why), "{list}: {err}");

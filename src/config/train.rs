@@ -323,11 +323,28 @@ impl TrainConfig {
     /// This config with one retrained ablation applied: the seed's grid (`d_state=N`,
     /// `layers=N`, `d_model=N`, `expand=N`, `no_selectivity`, `temporal_only`,
     /// `no_history`) or the turn-relative features on or off (`relative`,
-    /// `no_relative`). The result is validated.
+    /// `no_relative`), or several joined by `+`, applied together. The result is
+    /// validated.
     pub fn ablated(&self, spec: &str) -> Result<TrainConfig> {
         let mut t = self.clone();
         let spec = spec.trim();
-        match spec.split_once('=') {
+        for part in spec.split('+') {
+            t.ablate_one(spec, part.trim())?;
+        }
+        t.validate()
+            .map_err(|e| Error::Config(format!("ablation `{spec}`: {e}")))?;
+        Ok(t)
+    }
+
+    /// One setting of an ablation (`spec` the whole, for the error's wording).
+    fn ablate_one(&mut self, spec: &str, part: &str) -> Result<()> {
+        let t = self;
+        if part.is_empty() {
+            return Err(Error::Config(format!(
+                "ablation `{spec}`: an empty setting (settings are joined by `+`)"
+            )));
+        }
+        match part.split_once('=') {
             Some((key, value)) => {
                 let n: usize = value.trim().parse().map_err(|_| {
                     Error::Config(format!(
@@ -351,7 +368,7 @@ impl TrainConfig {
                     }
                 }
             }
-            None => match spec {
+            None => match part {
                 "no_selectivity" => t.selective = false,
                 "temporal_only" => t.inputs = Inputs::TemporalOnly,
                 "no_history" => t.history = false,
@@ -369,9 +386,7 @@ impl TrainConfig {
                 }
             },
         }
-        t.validate()
-            .map_err(|e| Error::Config(format!("ablation `{spec}`: {e}")))?;
-        Ok(t)
+        Ok(())
     }
 
     /// The name a run of this config goes by in reports: the model, then each departure

@@ -123,6 +123,9 @@ pub struct Retrained {
     pub question: &'static str,
     pub d_state: usize,
     pub layers: usize,
+    /// The keyed state's decaying and oscillating modes; `None` for a model without a
+    /// temporal state (the pooled ablation: `Some((0, 0))`).
+    pub keyed: Option<(usize, usize)>,
     pub seeds: usize,
     /// DCG@10 on the GTS cases of each seed on its own: the spread a retrained
     /// difference has to clear.
@@ -143,6 +146,23 @@ pub struct RetrainedMetric {
     pub ci_low: f64,
     pub ci_high: f64,
     pub p_value: f64,
+}
+
+impl Retrained {
+    /// The model column of the table: the backbone's N and depth, the keyed state's
+    /// modes where the model has a temporal state, and the seeds.
+    pub fn model(&self) -> String {
+        let keyed = match self.keyed {
+            None => String::new(),
+            Some((0, 0)) => ", no keyed state".into(),
+            Some((m, 0)) => format!(", keyed {m} decaying"),
+            Some((m, c)) => format!(", keyed {m} decaying + {c} oscillating"),
+        };
+        format!(
+            "N = {}, {} layers{keyed}, {} seeds",
+            self.d_state, self.layers, self.seeds
+        )
+    }
 }
 
 /// Metrics of the retrained-ablation table.
@@ -294,6 +314,10 @@ pub fn retrained_rows(
                 ablation,
                 d_state: cfg.d_state,
                 layers: cfg.layers,
+                keyed: cfg
+                    .variant
+                    .is_temporal()
+                    .then_some((cfg.keyed_modes, cfg.keyed_cycles)),
                 seeds: s.seed_rows.len(),
                 seed_dcg10: s
                     .per_seed
@@ -318,6 +342,7 @@ mod tests {
             question: question(ablation),
             d_state: 32,
             layers: 2,
+            keyed: Some((4, 2)),
             seeds: seed_dcg10.len(),
             seed_dcg10: seed_dcg10.to_vec(),
             metrics: Vec::new(),
@@ -345,6 +370,22 @@ mod tests {
             one_seed_caveat(&[row("primary", &[1.16]), row("real_only", &[1.15, 1.17])]).unwrap();
         assert!(text.starts_with("One seed (primary)"), "{text}");
         assert!(text.contains("not measured here"), "{text}");
+    }
+
+    #[test]
+    fn the_model_column_names_the_keyed_state_a_row_was_trained_with() {
+        let mut r = row("keyed_modes=1", &[1.07, 1.08]);
+        r.keyed = Some((1, 2));
+        assert_eq!(
+            r.model(),
+            "N = 32, 2 layers, keyed 1 decaying + 2 oscillating, 2 seeds"
+        );
+        r.keyed = Some((4, 0));
+        assert_eq!(r.model(), "N = 32, 2 layers, keyed 4 decaying, 2 seeds");
+        r.keyed = Some((0, 0));
+        assert_eq!(r.model(), "N = 32, 2 layers, no keyed state, 2 seeds");
+        r.keyed = None;
+        assert_eq!(r.model(), "N = 32, 2 layers, 2 seeds");
     }
 
     #[test]

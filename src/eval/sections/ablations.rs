@@ -78,7 +78,7 @@ fn retrained_blocks(report: &EvalReport) -> Vec<Block> {
             vec![
                 r.ablation.clone(),
                 r.question.to_string(),
-                format!("N = {}, {} layers, {} seeds", r.d_state, r.layers, r.seeds),
+                r.model(),
                 format!("{:.4}", m(0).value),
                 diff(0),
                 if p.is_finite() {
