@@ -640,6 +640,10 @@ fn numeric_flags_beyond_their_bounds_are_named_before_any_work() {
             "'--candidates <CANDIDATES>'",
         ),
         (
+            &["bench", "infer", "--ablation", "real_only+depth=2"],
+            "unknown setting `depth`",
+        ),
+        (
             &["bench", "scan", "--batch", "4096", "--d-inner", "4096"],
             "--d-inner",
         ),

@@ -100,12 +100,16 @@ pub struct InferModel {
     pub mlp_hidden: Option<usize>,
     /// Hidden layers of the pointwise branch (`None`: the preset's).
     pub mlp_layers: Option<usize>,
+    /// A retrained ablation ([`crate::config::TrainConfig::ablated`]) applied after the
+    /// settings above.
+    pub ablation: Option<String>,
 }
 
 impl InferModel {
-    /// The training config that builds this model (defaults elsewhere).
-    fn train(&self) -> crate::config::TrainConfig {
-        crate::config::TrainConfig {
+    /// The training config that builds this model (defaults elsewhere); a bad
+    /// ablation is refused.
+    fn train(&self) -> crate::error::Result<crate::config::TrainConfig> {
+        let own = crate::config::TrainConfig {
             model: self.variant,
             size: self.size,
             relative: self.relative,
@@ -122,6 +126,10 @@ impl InferModel {
             } else {
                 Default::default()
             }
+        };
+        match &self.ablation {
+            Some(spec) => own.ablated(spec),
+            None => Ok(own),
         }
     }
 }
@@ -153,7 +161,8 @@ pub fn infer(
     use crate::features::{FEATURE_DIM, HOP_FEATURE_NAMES};
     use crate::runtime::{Candidate, Runtime, Turn};
     let content = 16;
-    let cfg = options.train().model_config(content, 4096);
+    let train = options.train()?;
+    let cfg = train.model_config(content, 4096);
     let model = cfg.init(0, &Device::flex());
     let (bytes, _) =
         crate::export::encode(&model, &cfg, quant, &serde_json::json!({"bench": true}))?;
@@ -209,7 +218,7 @@ pub fn infer(
     times.sort_by(f64::total_cmp);
     let q = |p: f64| crate::eval::stats::quantile(&times, p);
     Ok(InferBench {
-        model: options.train().system_name(),
+        model: train.system_name(),
         size: format!("{:?}", options.size).to_lowercase(),
         quantization: quant.name().into(),
         candidates,

@@ -447,6 +447,10 @@ pub struct InferArgs {
     /// Hidden layers of the pointwise branch (`[train] mlp_layers`; default: the preset's)
     #[arg(long, value_parser = count(1, ssmkit_format::model::MAX_MLP_LAYERS as u64))]
     pub mlp_layers: Option<usize>,
+    /// A retrained ablation's model, as `[pipeline] ablations` names it (`real_only`,
+    /// `keyed_modes=1+no_selectivity`, …), applied after the flags above
+    #[arg(long)]
+    pub ablation: Option<String>,
     #[arg(long, default_value_t = 20, value_parser = count(1, 256))]
     pub candidates: usize,
     #[arg(long, value_parser = quant(), default_value = "f32")]

@@ -223,6 +223,7 @@ fn bench_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
         pooled,
         mlp_hidden,
         mlp_layers,
+        ablation,
         candidates,
         quant,
         turns,
@@ -240,6 +241,7 @@ fn bench_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
         pooled,
         mlp_hidden,
         mlp_layers,
+        ablation,
     };
     let r = ssmkit::bench::infer(&options, candidates, quant, turns)?;
     if json {
