@@ -236,9 +236,13 @@ pub fn ablation_of(system: &str, primary: &str) -> String {
     parts.join("+")
 }
 
-/// The seed's question beside an ablation ("Required Ablations").
+/// The seed's question beside an ablation ("Required Ablations"); settings changed
+/// together (`keyed_modes=1+no_selectivity`) ask whether one stands in for the other.
 pub fn question(ablation: &str) -> &'static str {
-    let key = ablation.split(['=', '+']).next().unwrap_or("");
+    if ablation.contains('+') {
+        return "Together: does one stand in for the other?";
+    }
+    let key = ablation.split('=').next().unwrap_or("");
     match key {
         "primary" => "the primary model",
         "d_state" => "Optimal state size for our data",
@@ -415,5 +419,9 @@ mod tests {
         );
         assert_eq!(question("d_state=4"), "Optimal state size for our data");
         assert_eq!(question("real_only"), question("keyed_cycles=1"));
+        assert_eq!(
+            question("no_selectivity+keyed_modes=1"),
+            "Together: does one stand in for the other?"
+        );
     }
 }
