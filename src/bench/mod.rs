@@ -94,14 +94,12 @@ pub struct InferModel {
     pub relative: bool,
     pub set_encoder: bool,
     pub picks: usize,
-    /// Without the keyed state.
-    pub pooled: bool,
     /// Hidden units of the pointwise branch (`None`: the preset's).
     pub mlp_hidden: Option<usize>,
     /// Hidden layers of the pointwise branch (`None`: the preset's).
     pub mlp_layers: Option<usize>,
     /// A retrained ablation ([`crate::config::TrainConfig::ablated`]) applied after the
-    /// settings above.
+    /// settings above (`pooled`: without the keyed state).
     pub ablation: Option<String>,
 }
 
@@ -117,15 +115,7 @@ impl InferModel {
             picks: self.picks,
             mlp_hidden: self.mlp_hidden,
             mlp_layers: self.mlp_layers,
-            ..if self.pooled {
-                crate::config::TrainConfig {
-                    keyed_modes: 0,
-                    keyed_cycles: 0,
-                    ..Default::default()
-                }
-            } else {
-                Default::default()
-            }
+            ..Default::default()
         };
         match &self.ablation {
             Some(spec) => own.ablated(spec),

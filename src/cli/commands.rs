@@ -238,10 +238,14 @@ fn bench_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
         relative,
         set_encoder,
         picks: picks as usize,
-        pooled,
         mlp_hidden,
         mlp_layers,
-        ablation,
+        // `--pooled` is the `pooled` ablation, joined to any other.
+        ablation: match (pooled, ablation) {
+            (true, Some(a)) => Some(format!("pooled+{a}")),
+            (true, None) => Some("pooled".into()),
+            (false, a) => a,
+        },
     };
     let r = ssmkit::bench::infer(&options, candidates, quant, turns)?;
     if json {
